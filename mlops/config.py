@@ -189,6 +189,11 @@ class RetrainPolicyConfig(_Strict):
     quality_tolerance: float = Field(0.05, ge=0.0)
     train_on: Literal["new", "window", "original_plus_new"] = "original_plus_new"
     run_training_locally: bool = True
+    training_lock_minutes: float = Field(
+        240.0, gt=0.0, description="a training run that has not reported back after this long is presumed dead"
+    )
+    dedupe_seconds: float = Field(300.0, ge=0.0, description="training starts closer together than this are one")
+    history_size: int = Field(200, ge=1, description="policy decisions kept in the state file")
 
 
 class MonitoringConfig(_Strict):
@@ -200,6 +205,9 @@ class MonitoringConfig(_Strict):
     numeric_threshold: float | None = None
     categorical_threshold: float | None = None
     drift_share: float = Field(0.5, gt=0.0, le=1.0, description="dataset drift when this share of columns drift")
+    discrete_max_unique: int = Field(
+        5, ge=0, description="numeric columns with at most this many values are compared as categories (0: never)"
+    )
     policy: RetrainPolicyConfig = Field(default_factory=RetrainPolicyConfig)
 
 
