@@ -110,7 +110,7 @@ def infer_contract(
             kind = _kind_of(s, cfg.max_categories)
         null_frac = float(s.isna().mean())
         spec = ColumnSpec(name=str(name), kind=kind, role=role,
-                          max_null_fraction=min(1.0, round(null_frac + (cfg.null_margin if null_frac > 0 else 0.0), 6)))
+                          max_null_fraction=min(1.0, round(null_frac + cfg.null_margin, 6)))
         if kind in {"numeric", "integer"} and role != "id":
             vals = s.dropna().astype(float)
             if len(vals):
@@ -132,8 +132,15 @@ def infer_contract(
     return contract
 
 
-def user_expectation(e: dict[str, Any]) -> UserExpectation:
-    return UserExpectation.model_validate(e)
+def merge_expectations(contract: DataContract, extra: list[UserExpectation]) -> DataContract:
+    """The contract plus the config's expectations (those it does not hold already)."""
+    from dataclasses import replace
+
+    new = [e.model_dump(exclude_none=True) for e in extra]
+    missing = [e for e in new if e["column"] not in contract.by_name]
+    if missing:
+        raise DataError(f"config expectation on column '{missing[0]['column']}': no such column in the contract")
+    return replace(contract, expectations=contract.expectations + [e for e in new if e not in contract.expectations])
 
 
 @dataclass

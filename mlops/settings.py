@@ -62,4 +62,14 @@ def configure_environment(settings: Settings | None = None) -> Settings:
     os.environ.setdefault("EVIDENTLY_DISABLE_TELEMETRY", "1")
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    quiet_libraries()
     return s
+
+
+def quiet_libraries() -> None:
+    """Keep library chatter (GX temp dirs, MLflow registration notes) off the console."""
+    import logging
+
+    for name in ("great_expectations", "mlflow", "alembic", "distributed", "evidently", "urllib3"):
+        logging.getLogger(name).setLevel(logging.WARNING)

@@ -1,0 +1,42 @@
+# MLOps for tabular data: `make run` trains on the built-in data, `make test` runs the tests.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+CONFIG ?= configs/default.yaml
+PIP := $(BIN)/python -m pip --disable-pip-version-check -q
+
+.DEFAULT_GOAL := help
+
+help: ## list the targets
+	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@$(PIP) install --upgrade "pip>=24" 2>&1 | grep -v "^WARNING: Location" || true
+	@echo "Installing the pinned package set into $(VENV) (constraints.txt) ..."
+	@$(PIP) install -c constraints.txt -e ".[dev]" 2>&1 | grep -vE "^WARNING: Location|^\s*$$" || true
+	@$(BIN)/python -c "import prefect, mlflow, great_expectations, evidently, sklearn" && touch $(STAMP)
+
+setup: $(STAMP) ## create .venv and install the pinned package set
+
+run: $(STAMP) ## train on the built-in data (CONFIG=... for another use case)
+	$(BIN)/mlops train --config $(CONFIG)
+
+test: $(STAMP) ## run the test suite
+	$(BIN)/python -m pytest -q
+
+lint: $(STAMP) ## ruff
+	$(BIN)/ruff check mlops flows tasks deployments tests bench
+
+status: $(STAMP) ## what is champion now
+	$(BIN)/mlops status --config $(CONFIG) --history
+
+mlflow-ui: $(STAMP) ## open the MLflow UI on the local store (http://127.0.0.1:5000)
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/.mlops/mlflow.db --host 127.0.0.1 --port 5000
+
+clean: ## remove local state (.mlops/): models, runs, logs
+	rm -rf .mlops
+
+.PHONY: help setup run test lint status mlflow-ui clean

@@ -1,0 +1,149 @@
+"""Training flow: data -> validate -> features -> tune -> evaluate -> gate -> register -> promote."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, get_run_logger, runtime
+from prefect.states import Failed
+
+from mlops.config import load_config
+from mlops.errors import MLOpsError
+from mlops.settings import configure_environment
+
+
+@flow(name="train", log_prints=False)
+def train(config_path: str = "configs/default.yaml", source_path: str | None = None, reason: str = "manual") -> Any:
+    """Train, tune, evaluate and gate a challenger; register it; make it champion if it passes.
+
+    `source_path` overrides the config's data source with a CSV/Parquet file or folder (e.g. from a
+    `mlops.data.arrived` event); `reason` is recorded with the run.
+    """
+    logger = get_run_logger()
+    try:
+        return run_training(config_path, source_path, reason)
+    except MLOpsError as exc:
+        logger.error("%s", exc)
+        return Failed(message=str(exc), data=exc)
+
+
+def run_training(config_path: str, source_path: str | None, reason: str) -> dict[str, Any]:
+    import mlflow
+
+    from mlops import registry
+    from mlops.card import model_card
+    from mlops.features import build_preprocessor
+    from mlops.tracking import dumps
+    from mlops.tuning import pick_best, scorer_for
+    from tasks.data import load_data, split_data
+    from tasks.evaluation import evaluate_challenger, gate_challenger
+    from tasks.registry import find_champion, promote_champion, register_challenger, version_tags
+    from tasks.reporting import mlflow_run_url, publish_training_report
+    from tasks.tuning import tune_candidates
+    from tasks.validation import validate_training_data
+
+    cfg = load_config(config_path)
+    settings = configure_environment()
+    mlflow.set_tracking_uri(settings.tracking_uri)
+    flow_run_id = str(runtime.flow_run.id or "local")
+    work = settings.runs_dir / flow_run_id
+    name = cfg.registry.model_name
+
+    df, fingerprint = load_data(cfg, source_path)
+    champion = find_champion(name)
+    outcome, contract, quarantine_file = validate_training_data(
+        df, cfg, champion.contract if champion else None, settings.quarantine_dir / flow_run_id
+    )
+    split = split_data(outcome.good, cfg)
+    X, y = split.train.drop(columns=[cfg.target]), split.train[cfg.target]
+    binary = cfg.task == "classification" and y.nunique() == 2
+    scoring = scorer_for(cfg.task, cfg.primary_metric, binary, cfg.search.scoring)
+    preprocessor = build_preprocessor(contract, cfg.features)
+
+    exp_id = registry.ensure_experiment(cfg.registry.experiment or cfg.name, settings.artifact_root)
+    lineage = {
+        "data_fingerprint": fingerprint,
+        "config_hash": cfg.config_hash(),
+        "config_path": str(config_path),
+        "code_version": registry.code_version(),
+        "prefect_flow_run_id": flow_run_id,
+        "data_source": source_path or cfg.source.kind,
+        "reason": reason,
+    }
+    with mlflow.start_run(run_name=f"train-{cfg.name}") as run:
+        run_id = run.info.run_id
+        mlflow.set_tags({f"lineage.{k}": v for k, v in lineage.items()} | {"mlops.stage": "training"})
+        mlflow.log_params({"task": cfg.task, "primary_metric": cfg.primary_metric, "scoring": scoring,
+                           "n_trials": cfg.search.n_trials, "cv_folds": cfg.search.cv_folds,
+                           "strategy": cfg.search.strategy, "seed": cfg.search.seed,
+                           "rows_train": len(split.train), "rows_holdout": len(split.test)})
+
+    results = [tune_candidates(spec, preprocessor, X, y, cfg.task, scoring, cfg.search, run_id) for spec in cfg.models]
+    best = pick_best(results)
+    leaderboard = sorted((r.leaderboard_row() for r in results), key=lambda r: -r["cv_score"])
+
+    evaluation = evaluate_challenger(best.best_estimator, split.test, cfg, work / "evaluation")
+    verdict = gate_challenger(evaluation, champion.model if champion else None,
+                              champion.version if champion else None, split.test, cfg)
+
+    from mlops.assessment import reference_sample
+
+    reference = reference_sample(split.train, best.best_estimator, cfg)
+    work.mkdir(parents=True, exist_ok=True)
+    ref_path = work / "reference.parquet"
+    reference.to_parquet(ref_path, index=False)
+    card = model_card(cfg, None, best.family, best.best_params, evaluation.metrics, verdict, contract, lineage,
+                      outcome.summary())
+    artifacts = [("evaluation", p) for p in evaluation.plots.values()] + [("reference", ref_path)]
+    if quarantine_file:
+        artifacts.append(("quarantine", quarantine_file))
+    texts = {
+        "contract/contract.json": contract.to_json(),
+        "card/model_card.md": card,
+        "evaluation/holdout_metrics.json": dumps(evaluation.metrics),
+        "evaluation/gate_verdict.json": verdict.to_json(),
+        "evaluation/leaderboard.json": dumps(leaderboard),
+        "data/validation_summary.json": dumps(outcome.summary()),
+    }
+    with mlflow.start_run(run_id=run_id):
+        mlflow.log_metrics({f"holdout_{k}": v for k, v in evaluation.metrics.items()})
+        mlflow.log_metric("gate_passed", float(verdict.passed))
+        mlflow.set_tags({"gate.passed": str(verdict.passed).lower(), "gate.reasons": dumps(verdict.reasons)[:4900],
+                         "best_family": best.family})
+    pred_example = best.best_estimator.predict(X.head(50))
+    version = register_challenger(
+        run_id, best.best_estimator, name, X.head(50), pred_example, artifacts, texts,
+        version_tags(verdict.passed, verdict.reasons, evaluation.metrics, lineage, cfg.task, best.family), card,
+    )
+    promotion = promote_champion(name, version, verdict.passed, verdict.reasons if verdict.passed else verdict.failures,
+                                 by=f"train flow run {flow_run_id}")
+    current = registry.get_version_by_alias(name, registry.CHAMPION)
+    summary = {
+        "model_name": name,
+        "version": version,
+        "family": best.family,
+        "metrics": evaluation.metrics,
+        "gate_passed": verdict.passed,
+        "gate_reasons": verdict.reasons,
+        "promoted": promotion is not None,
+        "champion_version": current.version if current else None,
+        "previous_champion": promotion["from_version"] if promotion else None,
+        "leaderboard": leaderboard,
+        "quarantine_file": str(quarantine_file) if quarantine_file else None,
+        "data": outcome.summary(),
+        "mlflow_run_id": run_id,
+        "experiment_id": exp_id,
+        "tracking_uri": settings.tracking_uri,
+        "lineage": lineage,
+    }
+    publish_training_report(summary, leaderboard, verdict.to_markdown(),
+                            mlflow_run_url(settings.tracking_uri, exp_id, run_id))
+    return summary
+
+
+if __name__ == "__main__":
+    import sys
+
+    configure_environment()
+    print(train(sys.argv[1] if len(sys.argv) > 1 else "configs/default.yaml"))

@@ -1,0 +1,186 @@
+"""`mlops`: train, promote, rollback, status, and the other front doors. Heavy imports happen inside
+commands so `mlops --help` answers at once."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="MLOps for tabular data on Prefect 3 and MLflow.")
+
+ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="pipeline config (YAML)")]
+DEFAULT_CONFIG = Path("configs/default.yaml")
+
+
+def _fail(message: str, code: int = 2) -> None:
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(code)
+
+
+def _prepare() -> Any:
+    from mlops.settings import configure_environment
+
+    return configure_environment()
+
+
+def _model_name(config: Path, model: str | None) -> str:
+    if model:
+        return model
+    from mlops.config import load_config
+    from mlops.errors import MLOpsError
+
+    try:
+        return load_config(config).registry.model_name
+    except MLOpsError as exc:
+        _fail(str(exc))
+        raise  # unreachable
+
+
+def _run_flow(fn: Any, **params: Any) -> Any:
+    """Run a flow in-process; turn a failed run into one line on stderr and a non-zero exit."""
+    import logging
+
+    for name in ("prefect.flow_runs", "prefect.task_runs"):
+        logging.getLogger(name).setLevel(logging.INFO)
+    from mlops.errors import MLOpsError
+
+    state = fn(**params, return_state=True)
+    if state.is_completed():
+        return state.result()
+    try:
+        state.result()
+    except MLOpsError as exc:
+        _fail(str(exc), exc.exit_code)
+    except Exception as exc:  # noqa: BLE001 - report any failure as one line, the log has the rest
+        _fail(state.message or f"{type(exc).__name__}: {exc}", 1)
+    _fail(state.message or "flow run failed", 1)
+
+
+def _print_summary(s: dict[str, Any]) -> None:
+    ok = typer.style("PASSED", fg=typer.colors.GREEN) if s["gate_passed"] else typer.style("REJECTED", fg=typer.colors.RED)
+    typer.echo("")
+    typer.echo(f"Model      {s['model_name']} version {s['version']} ({s['family']})")
+    typer.echo("Holdout    " + ", ".join(f"{k}={v:.4f}" for k, v in s["metrics"].items()))
+    typer.echo(f"Gate       {ok}")
+    for r in s["gate_reasons"]:
+        typer.echo(f"           - {r}")
+    if s["promoted"]:
+        was = f" (was v{s['previous_champion']})" if s["previous_champion"] else ""
+        typer.echo(f"Champion   version {s['version']} is now `champion`{was}")
+    else:
+        typer.echo(f"Champion   unchanged: version {s['champion_version'] or '(none)'}")
+    d = s["data"]
+    q = f" -> {s['quarantine_file']}" if s.get("quarantine_file") else ""
+    typer.echo(f"Data       {d['rows_accepted']} rows accepted, {d['rows_quarantined']} quarantined{q}")
+    uri = s["tracking_uri"]
+    if uri.startswith("sqlite:"):
+        typer.echo(f"MLflow UI  .venv/bin/mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000")
+    else:
+        typer.echo(f"MLflow UI  {uri}/#/experiments/{s['experiment_id']}/runs/{s['mlflow_run_id']}")
+
+
+@app.command()
+def train(
+    config: ConfigOpt = DEFAULT_CONFIG,
+    data: Annotated[str | None, typer.Option(help="CSV/Parquet file or folder to train on instead of the config's source")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="print the run summary as JSON")] = False,
+) -> None:
+    """Run the training flow: validate, tune, evaluate, gate, register, promote."""
+    from mlops.config import load_config
+    from mlops.errors import MLOpsError
+
+    try:
+        load_config(config)  # a bad config fails here, before any work starts
+    except MLOpsError as exc:
+        _fail(str(exc), exc.exit_code)
+    _prepare()
+    from flows.train import train as train_flow
+
+    summary = _run_flow(train_flow, config_path=str(config), source_path=data, reason="cli")
+    if json_out:
+        typer.echo(json.dumps(summary, default=str, indent=2))
+    else:
+        _print_summary(summary)
+    if not summary["gate_passed"]:
+        raise typer.Exit(0)
+
+
+@app.command()
+def promote(
+    version: Annotated[int, typer.Option("--version", help="registered version to make champion")],
+    config: ConfigOpt = DEFAULT_CONFIG,
+    model: Annotated[str | None, typer.Option(help="registered model name (default: from the config)")] = None,
+    reason: Annotated[str, typer.Option(help="why, recorded with the move")] = "manual promotion",
+) -> None:
+    """Make a registered version the champion (recorded like every alias move)."""
+    name = _model_name(config, model)
+    _prepare()
+    from flows.promote import promote as promote_flow
+
+    entry = _run_flow(promote_flow, model_name=name, version=version, reason=reason)
+    typer.echo(f"{name}: champion v{entry['from_version']} -> v{entry['to_version']}")
+
+
+@app.command()
+def rollback(
+    config: ConfigOpt = DEFAULT_CONFIG,
+    model: Annotated[str | None, typer.Option(help="registered model name (default: from the config)")] = None,
+    reason: Annotated[str, typer.Option(help="why, recorded with the move")] = "manual rollback",
+) -> None:
+    """Move champion back to the previous champion."""
+    name = _model_name(config, model)
+    _prepare()
+    from flows.promote import rollback as rollback_flow
+
+    entry = _run_flow(rollback_flow, model_name=name, reason=reason)
+    typer.echo(f"{name}: champion v{entry['from_version']} -> v{entry['to_version']} (rolled back)")
+
+
+@app.command()
+def status(
+    config: ConfigOpt = DEFAULT_CONFIG,
+    model: Annotated[str | None, typer.Option(help="registered model name (default: from the config)")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="print as JSON")] = False,
+    history: Annotated[bool, typer.Option(help="also list recent alias moves")] = False,
+) -> None:
+    """What is champion, its metrics and when it was trained."""
+    name = _model_name(config, model)
+    settings = _prepare()
+    from mlops import registry
+    from mlops.errors import MLOpsError
+
+    registry.client(settings.tracking_uri)
+    try:
+        st = registry.status(name)
+    except MLOpsError as exc:
+        _fail(str(exc), exc.exit_code)
+    if json_out:
+        typer.echo(json.dumps(st, indent=2, default=str))
+        return
+    typer.echo(f"Model {name}: {st['versions']} version(s)")
+    for alias in ("champion", "previous"):
+        v = st[alias]
+        if v is None:
+            typer.echo(f"  {alias:9s} (none)")
+            continue
+        metrics = ", ".join(f"{k}={val:.4f}" for k, val in sorted(v["metrics"].items()))
+        typer.echo(f"  {alias:9s} v{v['version']}  trained {v['trained_at']}  promoted {v['promoted_at']}")
+        typer.echo(f"            {metrics}")
+    if history:
+        for h in st["history"]:
+            typer.echo(f"  {h['at']}  {h['alias']}: v{h['from_version']} -> v{h['to_version']}  by {h['by']}  ({h['reason'][:80]})")
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

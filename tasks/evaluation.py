@@ -1,0 +1,27 @@
+"""Evaluation stage: holdout metrics and plots, then the gate against thresholds, champion and slices."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from prefect import task
+from prefect.cache_policies import NONE
+
+from mlops.assessment import Evaluation, evaluate, judge
+from mlops.config import PipelineConfig
+from mlops.gate import GateVerdict
+
+
+@task(name="evaluate_challenger", cache_policy=NONE)
+def evaluate_challenger(model: Any, test: pd.DataFrame, cfg: PipelineConfig, plots_dir: Path) -> Evaluation:
+    return evaluate(model, test, cfg, plots_dir)
+
+
+@task(name="gate_challenger", cache_policy=NONE)
+def gate_challenger(
+    evaluation: Evaluation, champion_model: Any | None, champion_version: str | None, test: pd.DataFrame,
+    cfg: PipelineConfig,
+) -> GateVerdict:
+    return judge(evaluation, champion_model, champion_version, test, cfg)

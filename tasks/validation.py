@@ -1,0 +1,36 @@
+"""Validation stage: the data contract (inferred or the champion's) checked with Great Expectations."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+from prefect import get_run_logger, task
+from prefect.cache_policies import NONE
+
+from mlops.config import PipelineConfig
+from mlops.contract import DataContract, infer_contract, merge_expectations
+from mlops.validation import ValidationOutcome, enforce_quarantine_limit, validate_batch, write_quarantine
+
+
+@task(name="validate_batch", cache_policy=NONE)
+def validate_training_data(
+    df: pd.DataFrame, cfg: PipelineConfig, contract: DataContract | None, quarantine_dir: Path
+) -> tuple[ValidationOutcome, DataContract, Path | None]:
+    """Check the batch against the contract; quarantine bad rows; stop on structural failures or too many bad rows.
+
+    With no contract yet (first training), the contract is inferred from this data; the user's
+    expectations from config always apply.
+    """
+    logger = get_run_logger()
+    if contract is None:
+        contract = infer_contract(df, cfg.target, cfg.task, cfg.validation, cfg.id_column, cfg.timestamp_column)
+        logger.info("Inferred a data contract from this data (%d columns)", len(contract.columns))
+    else:
+        contract = merge_expectations(contract, cfg.validation.expectations)
+    outcome = validate_batch(df, contract)
+    path = write_quarantine(outcome, quarantine_dir)
+    logger.info("Validated %d rows: %d accepted, %d quarantined", outcome.checked, len(outcome.good),
+                len(outcome.quarantined))
+    enforce_quarantine_limit(outcome, cfg.validation.max_quarantine_fraction, path)
+    return outcome, contract, path

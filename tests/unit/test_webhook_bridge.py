@@ -1,0 +1,469 @@
+"""Webhook bridge, in process: every refusal emits nothing; an accepted delivery emits one event
+with a deterministic id. Prefect is replaced by a recording sink (or a mock transport)."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import logging
+import socket
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+
+from deployments.webhook_bridge.app import EVENT_NAMESPACE, create_app, event_id_for
+from deployments.webhook_bridge.config import load_webhook_config
+from deployments.webhook_bridge.sign import main as sign_main
+from deployments.webhook_bridge.signing import sign, signed_headers, verify
+from deployments.webhook_bridge.sinks import EmitError, PrefectApiSink, RecordingSink
+from deployments.webhook_bridge.store import DeliveryStore
+from mlops.errors import ConfigError
+
+REPO = Path(__file__).resolve().parents[2]
+CONFIG = REPO / "configs" / "webhooks.yaml"
+SECRET = "unit-test-secret-0123456789abcdef"
+ENV = {
+    "MLOPS_WEBHOOK_DATA_VENDOR_SECRET": SECRET,
+    "MLOPS_WEBHOOK_LABELS_SECRET": "labels-" + SECRET,
+}
+ARRIVED = {"dataset": "churn", "path": "/data/incoming/churn/2024-06-01.parquet", "rows": 1200}
+
+TEST_SOURCES = """
+sources:
+  no-resource-id:
+    secret_env: T_SECRET
+    template: '{"event": "mlops.data.arrived", "resource": {"name": {{ body.dataset | tojson }}}}'
+  reserved:
+    secret_env: T_SECRET
+    template: '{"event": "prefect.flow-run.Completed", "resource": {"prefect.resource.id": "x"}}'
+  not-json:
+    secret_env: T_SECRET
+    template: 'event={{ body.dataset }}'
+  extra-key:
+    secret_env: T_SECRET
+    template: '{"event": "mlops.data.arrived", "resource": {"prefect.resource.id": "x"}, "id": "mine"}'
+  bad-label:
+    secret_env: T_SECRET
+    template: '{"event": "mlops.data.arrived", "resource": {"prefect.resource.id": "x", "rows": {{ body.rows }}}}'
+  sandbox:
+    secret_env: T_SECRET
+    template: '{"event": {{ body.__class__.__mro__ | tojson }}, "resource": {"prefect.resource.id": "x"}}'
+"""
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture
+def sink() -> RecordingSink:
+    return RecordingSink()
+
+
+@pytest.fixture
+def app(tmp_path: Path, sink: RecordingSink) -> Any:
+    return create_app(CONFIG, state_dir=tmp_path / "state", sink=sink, environ=ENV)
+
+
+def client_for(app: Any) -> httpx.AsyncClient:
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://bridge")
+
+
+def body_of(payload: Any) -> bytes:
+    return orjson.dumps(payload)
+
+
+async def post(
+    app: Any,
+    source: str = "data-vendor",
+    payload: Any = ARRIVED,
+    *,
+    secret: str = SECRET,
+    delivery: str | None = None,
+    timestamp: int | None = None,
+    raw: bytes | None = None,
+    headers: dict[str, str] | None = None,
+    drop: tuple[str, ...] = (),
+) -> httpx.Response:
+    body = body_of(payload) if raw is None else raw
+    h = signed_headers(secret, body, timestamp=timestamp, delivery_id=delivery or str(uuid.uuid4()))
+    h.update(headers or {})
+    for name in drop:
+        h.pop(name, None)
+    async with client_for(app) as c:
+        return await c.post(f"/hooks/{source}", content=body, headers=h)
+
+
+def assert_refused(resp: httpx.Response, status: int, sink: RecordingSink, words: str) -> None:
+    assert resp.status_code == status, resp.text
+    error = resp.json()["error"]
+    assert isinstance(error, str) and words.lower() in error.lower()
+    assert sink.events == [], "a refused delivery must emit nothing"
+
+
+# ---- signing -----------------------------------------------------------------------------------
+
+
+def test_sign_matches_the_documented_scheme() -> None:
+    body = b'{"dataset": "churn"}'
+    expected = hmac.new(b"k", b"1700000000." + body, hashlib.sha256).hexdigest()
+    assert sign("k", 1700000000, body) == f"sha256={expected}"
+    assert verify("k", "1700000000", body, f"sha256={expected}")
+    assert not verify("k", "1700000001", body, f"sha256={expected}")
+    assert not verify("other", "1700000000", body, f"sha256={expected}")
+    assert not verify("k", "1700000000", body, "sha256=ünicode")
+
+
+def test_sign_cli_prints_curl_headers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    body_file = tmp_path / "payload.json"
+    body_file.write_bytes(b'{"dataset": "churn", "path": "/x.parquet"}')
+    monkeypatch.setenv("VENDOR_SECRET", "s3")
+    code = sign_main(["--secret-env", "VENDOR_SECRET", "--body", str(body_file), "--timestamp", "1700000000", "--delivery-id", "d-1"])
+    assert code == 0
+    out = capsys.readouterr().out.split()
+    assert out[::2] == ["-H"] * 4
+    headers = dict(part.split(":", 1) for part in out[1::2])
+    assert headers["X-Mlops-Timestamp"] == "1700000000"
+    assert headers["X-Mlops-Delivery"] == "d-1"
+    assert headers["X-Mlops-Signature"] == sign("s3", 1700000000, body_file.read_bytes())
+    assert "s3" not in " ".join(out).replace("sha256=", "")
+
+    monkeypatch.delenv("VENDOR_SECRET")
+    assert sign_main(["--secret-env", "VENDOR_SECRET", "--body", str(body_file)]) == 2
+    assert "VENDOR_SECRET is not set" in capsys.readouterr().err
+
+
+# ---- the happy path ----------------------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_signed_delivery_emits_one_event_with_a_deterministic_id(app: Any, sink: RecordingSink) -> None:
+    resp = await post(app, delivery="vendor-delivery-42")
+    assert resp.status_code == 202, resp.text
+    expected_id = str(uuid.uuid5(EVENT_NAMESPACE, "data-vendor/vendor-delivery-42"))
+    assert resp.json() == {"event_id": expected_id}
+    assert [e["id"] for e in sink.events] == [expected_id]
+    event = sink.events[0]
+    assert event["event"] == "mlops.data.arrived"
+    assert event["resource"] == {"prefect.resource.id": "mlops.dataset.churn", "prefect.resource.name": "churn"}
+    assert event["payload"] == {
+        "dataset": "churn",
+        "path": ARRIVED["path"],
+        "rows": 1200,
+        "reason": f"new file landed from the data vendor: {ARRIVED['path']}",
+    }
+    assert event["related"] == [
+        {
+            "prefect.resource.id": "mlops.webhook.data-vendor",
+            "prefect.resource.role": "webhook",
+            "prefect.resource.name": "data-vendor",
+            "mlops.webhook.delivery": "vendor-delivery-42",
+        }
+    ]
+
+
+@pytest.mark.anyio
+async def test_event_id_depends_only_on_source_and_delivery(tmp_path: Path) -> None:
+    first, second = RecordingSink(), RecordingSink()
+    app1 = create_app(CONFIG, state_dir=tmp_path / "a", sink=first, environ=ENV)
+    app2 = create_app(CONFIG, state_dir=tmp_path / "b", sink=second, environ=ENV)
+    r1 = await post(app1, delivery="same", payload={**ARRIVED, "rows": 1})
+    r2 = await post(app2, delivery="same", payload={**ARRIVED, "rows": 2})
+    r3 = await post(app2, "labels", delivery="same", secret=ENV["MLOPS_WEBHOOK_LABELS_SECRET"])
+    assert r1.json()["event_id"] == r2.json()["event_id"] == str(event_id_for("data-vendor", "same"))
+    assert r3.json()["event_id"] != r1.json()["event_id"]
+    assert second.events[1]["event"] == "mlops.labels.arrived"
+    assert second.events[1]["resource"]["prefect.resource.id"] == "mlops.dataset.churn"
+
+
+@pytest.mark.anyio
+async def test_optional_fields_and_charset_are_accepted(app: Any, sink: RecordingSink) -> None:
+    resp = await post(
+        app, payload={"dataset": "churn", "path": "/p.csv"}, headers={"Content-Type": "application/json; charset=utf-8"}
+    )
+    assert resp.status_code == 202, resp.text
+    assert sink.events[0]["payload"]["rows"] is None
+
+
+@pytest.mark.anyio
+async def test_health_lists_enabled_and_disabled_sources(app: Any) -> None:
+    async with client_for(app) as c:
+        resp = await c.get("/health")
+    assert resp.status_code == 200
+    assert resp.json() == {"status": "ok", "sources": ["data-vendor", "labels"], "disabled_sources": ["ops"]}
+
+
+# ---- refusals: nothing is emitted --------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_missing_signature_is_401(app: Any, sink: RecordingSink) -> None:
+    assert_refused(await post(app, drop=("X-Mlops-Signature",)), 401, sink, "missing X-Mlops-Signature")
+    assert_refused(await post(app, drop=("X-Mlops-Timestamp",)), 401, sink, "missing")
+
+
+@pytest.mark.anyio
+async def test_bad_signature_is_401(app: Any, sink: RecordingSink) -> None:
+    assert_refused(await post(app, secret="not-the-secret"), 401, sink, "does not match")
+    tampered = await post(app, raw=body_of(ARRIVED), headers={"X-Mlops-Signature": sign(SECRET, int(time.time()), b"{}")})
+    assert_refused(tampered, 401, sink, "does not match")
+    assert_refused(await post(app, headers={"X-Mlops-Signature": "sha256=zz"}), 401, sink, "does not match")
+    assert_refused(await post(app, headers={"X-Mlops-Timestamp": "soon"}), 401, sink, "unix seconds")
+
+
+@pytest.mark.anyio
+async def test_stale_or_future_timestamp_is_401(app: Any, sink: RecordingSink) -> None:
+    now = int(time.time())
+    assert_refused(await post(app, timestamp=now - 301), 401, sink, "behind")
+    assert_refused(await post(app, timestamp=now + 301), 401, sink, "ahead of")
+    assert (await post(app, timestamp=now - 250)).status_code == 202
+
+
+@pytest.mark.anyio
+async def test_replayed_delivery_is_409(app: Any, sink: RecordingSink) -> None:
+    assert (await post(app, delivery="once")).status_code == 202
+    assert len(sink.events) == 1
+    sink.events.clear()
+    # Re-signed with a fresh timestamp (as a sender's retry would be): still a replay.
+    again = await post(app, delivery="once", timestamp=int(time.time()) - 5)
+    assert_refused(again, 409, sink, "already received")
+
+
+@pytest.mark.anyio
+async def test_reused_signature_under_a_new_delivery_id_is_409(app: Any, sink: RecordingSink) -> None:
+    body = body_of(ARRIVED)
+    h = signed_headers(SECRET, body, delivery_id="first")
+    async with client_for(app) as c:
+        assert (await c.post("/hooks/data-vendor", content=body, headers=h)).status_code == 202
+        sink.events.clear()
+        h["X-Mlops-Delivery"] = "second"  # the delivery id is not signed; the signature is remembered
+        resp = await c.post("/hooks/data-vendor", content=body, headers=h)
+    assert_refused(resp, 409, sink, "exact signed request")
+
+
+@pytest.mark.anyio
+async def test_unknown_or_disabled_source_is_404(app: Any, sink: RecordingSink) -> None:
+    assert_refused(await post(app, "nobody"), 404, sink, "no enabled webhook source named 'nobody'")
+    assert_refused(await post(app, "ops", secret="anything"), 404, sink, "'ops'")
+
+
+@pytest.mark.anyio
+async def test_oversized_body_is_413_by_header_and_by_stream(app: Any, sink: RecordingSink) -> None:
+    big = body_of({"dataset": "churn", "path": "/p", "pad": "x" * (1024 * 1024)})
+    assert_refused(await post(app, raw=big), 413, sink, "limit")
+
+    async def chunks() -> Any:  # no Content-Length: the bridge must count what streams in
+        for _ in range(17):
+            yield b" " * 65536
+
+    h = signed_headers(SECRET, b"")
+    async with client_for(app) as c:
+        resp = await c.post("/hooks/data-vendor", content=chunks(), headers=h)
+    assert_refused(resp, 413, sink, "exceeds the limit")
+
+
+@pytest.mark.anyio
+async def test_non_json_content_type_is_415(app: Any, sink: RecordingSink) -> None:
+    assert_refused(await post(app, headers={"Content-Type": "text/plain"}), 415, sink, "application/json")
+    assert_refused(await post(app, headers={"Content-Type": "application/x-www-form-urlencoded"}), 415, sink, "Content-Type")
+    assert_refused(await post(app, drop=("Content-Type",)), 415, sink, "got 'nothing'")
+
+
+@pytest.mark.anyio
+async def test_malformed_json_is_400(app: Any, sink: RecordingSink) -> None:
+    assert_refused(await post(app, raw=b'{"dataset": "churn",'), 400, sink, "not valid JSON")
+    assert_refused(await post(app, raw=b""), 400, sink, "not valid JSON")
+
+
+@pytest.mark.anyio
+async def test_missing_delivery_id_is_400(app: Any, sink: RecordingSink) -> None:
+    assert_refused(await post(app, drop=("X-Mlops-Delivery",)), 400, sink, "X-Mlops-Delivery")
+    assert_refused(await post(app, headers={"X-Mlops-Delivery": "has space"}), 400, sink, "X-Mlops-Delivery")
+
+
+@pytest.mark.anyio
+async def test_payload_missing_template_field_is_422(app: Any, sink: RecordingSink) -> None:
+    assert_refused(await post(app, payload={"path": "/p.csv"}), 422, sink, "payload lacks")
+    assert_refused(await post(app, payload=["not", "an", "object"]), 422, sink, "payload lacks")
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("source", "words"),
+    [
+        ("no-resource-id", "prefect.resource.id"),
+        ("reserved", "reserved for Prefect"),
+        ("not-json", "did not render valid JSON"),
+        ("extra-key", "unexpected keys ['id']"),
+        ("bad-label", "resource"),
+        ("sandbox", "template for source 'sandbox'"),
+    ],
+)
+async def test_template_output_that_is_not_a_valid_event_is_422(tmp_path: Path, source: str, words: str) -> None:
+    cfg = tmp_path / "webhooks.yaml"
+    cfg.write_text(TEST_SOURCES)
+    sink = RecordingSink()
+    app = create_app(cfg, state_dir=tmp_path / "s", sink=sink, environ={"T_SECRET": "t"})
+    resp = await post(app, source, secret="t")
+    assert_refused(resp, 422, sink, words)
+
+
+@pytest.mark.anyio
+async def test_prefect_unreachable_is_503_and_the_delivery_can_be_retried(app: Any, sink: RecordingSink) -> None:
+    sink.fail_with = EmitError("the Prefect API is unreachable (ConnectError)")
+    resp = await post(app, delivery="retry-me")
+    assert_refused(resp, 503, sink, "unreachable")
+    assert resp.headers["Retry-After"] == "5"
+    store = app.state.bridge.store
+    assert store.state("d:data-vendor:retry-me") is None, "a failed delivery must not be marked seen"
+
+    sink.fail_with = None
+    retried = await post(app, delivery="retry-me")
+    assert retried.status_code == 202
+    assert len(sink.events) == 1
+    assert store.state("d:data-vendor:retry-me") == "done"
+
+
+@pytest.mark.anyio
+async def test_real_prefect_sink_to_a_closed_port_is_503(tmp_path: Path) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again on exit: nothing listens there
+    app = create_app(CONFIG, prefect_api_url=f"http://127.0.0.1:{port}/api", state_dir=tmp_path, environ=ENV)
+    resp = await post(app, delivery="to-nowhere")
+    assert resp.status_code == 503, resp.text
+    assert "unreachable" in resp.json()["error"]
+    assert app.state.bridge.store.state("d:data-vendor:to-nowhere") is None
+    await app.state.bridge.sink.aclose()
+
+
+@pytest.mark.anyio
+async def test_concurrent_copies_of_one_delivery_emit_once(app: Any, sink: RecordingSink) -> None:
+    gate = asyncio.Event()
+
+    class SlowSink(RecordingSink):
+        async def emit(self, event: dict[str, Any]) -> None:
+            await gate.wait()
+            await super().emit(event)
+
+    slow = SlowSink()
+    app.state.bridge.sink = slow
+    first = asyncio.create_task(post(app, delivery="dup", timestamp=int(time.time())))
+    await asyncio.sleep(0.05)
+    second = await post(app, delivery="dup", timestamp=int(time.time()) - 1)
+    gate.set()
+    assert (await first).status_code == 202
+    assert second.status_code == 409
+    assert len(slow.events) == 1
+
+
+@pytest.mark.anyio
+async def test_logs_never_hold_secrets_or_signatures(app: Any, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    body = body_of(ARRIVED)
+    good = signed_headers(SECRET, body, delivery_id="logged")
+    async with client_for(app) as c:
+        await c.post("/hooks/data-vendor", content=body, headers=good)
+        await c.post("/hooks/data-vendor", content=body, headers=good)  # replay
+        bad = {**good, "X-Mlops-Signature": sign("wrong", good["X-Mlops-Timestamp"], body), "X-Mlops-Delivery": "x"}
+        await c.post("/hooks/data-vendor", content=body, headers=bad)
+    text = caplog.text
+    assert "accepted webhook" in text and "status=409" in text and "status=401" in text
+    for secret_thing in (SECRET, good["X-Mlops-Signature"], bad["X-Mlops-Signature"]):
+        assert secret_thing not in text
+        assert secret_thing.removeprefix("sha256=") not in text
+
+
+# ---- the Prefect sink ----------------------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_prefect_sink_posts_batches_to_the_events_route() -> None:
+    calls: list[list[dict[str, Any]]] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        assert request.method == "POST" and request.url.path == "/api/events"
+        events = json.loads(request.content)
+        calls.append(events)
+        if any(e.get("event") == "bad" for e in events):
+            return httpx.Response(422, json={"detail": "invalid event"})
+        return httpx.Response(204)
+
+    sink = PrefectApiSink("http://prefect/api", transport=httpx.MockTransport(handler))
+    results = await asyncio.gather(
+        *(sink.emit({"event": "bad" if i == 3 else "ok", "n": i}) for i in range(10)), return_exceptions=True
+    )
+    await sink.aclose()
+    assert [type(r).__name__ for r in results].count("EventRejected") == 1
+    assert isinstance(results[3], Exception)
+    assert sum(1 for r in results if r is None) == 9
+    assert len(calls[0]) == 1 and len(calls[1]) == 9, "requests queued during a POST go out together"
+
+
+@pytest.mark.anyio
+async def test_prefect_sink_maps_server_errors_to_emit_error() -> None:
+    sink = PrefectApiSink("http://prefect/api", transport=httpx.MockTransport(lambda r: httpx.Response(500)))
+    with pytest.raises(EmitError, match="answered 500"):
+        await sink.emit({"event": "x"})
+    await sink.aclose()
+
+
+# ---- config and store --------------------------------------------------------------------------
+
+
+def test_shipped_config_maps_the_system_events() -> None:
+    cfg = load_webhook_config(CONFIG)
+    assert {"data-vendor", "labels"} <= set(cfg.sources)
+    assert cfg.max_body_bytes == 1024 * 1024 and cfg.timestamp_tolerance_seconds == 300
+    for source in cfg.sources.values():
+        assert source.secret_env.startswith("MLOPS_WEBHOOK_")
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        ("sources:\n  Bad Name:\n    secret_env: X\n    template: '{}'\n", "source name"),
+        ("sources:\n  a:\n    template: '{}'\n", "sources.a.secret_env"),
+        ("sources:\n  a:\n    secret_env: X\n    template: '{}'\n    secret: inline\n", "sources.a.secret"),
+        ("- just a list\n", "top level"),
+    ],
+)
+def test_bad_config_names_the_field(tmp_path: Path, text: str, words: str) -> None:
+    cfg = tmp_path / "webhooks.yaml"
+    cfg.write_text(text)
+    with pytest.raises(ConfigError, match=words):
+        load_webhook_config(cfg)
+
+
+def test_template_syntax_error_fails_at_start(tmp_path: Path) -> None:
+    cfg = tmp_path / "webhooks.yaml"
+    cfg.write_text("sources:\n  a:\n    secret_env: X\n    template: '{{ body.x '\n")
+    with pytest.raises(ConfigError, match="source 'a': template syntax error"):
+        create_app(cfg, state_dir=tmp_path, sink=RecordingSink(), environ={"X": "k"})
+
+
+def test_store_persists_expires_and_reclaims_stale_claims(tmp_path: Path) -> None:
+    path = tmp_path / "d.sqlite3"
+    store = DeliveryStore(path, stale_claim_seconds=30)
+    assert store.claim({"a": 100, "b": 100}, now=1000) is None
+    assert store.claim({"c": 100, "a": 100}, now=1001) == "a"
+    assert store.state("c") is None, "a refused claim takes nothing"
+    store.confirm(["a", "b"])
+    store.close()
+
+    reopened = DeliveryStore(path, stale_claim_seconds=30)
+    assert reopened.claim({"a": 100}, now=1050) == "a", "seen ids survive a restart"
+    assert reopened.claim({"a": 100}, now=1101) is None, "and expire after their retention"
+    assert reopened.claim({"p": 100}, now=2000) is None
+    assert reopened.claim({"p": 100}, now=2010) == "p", "a fresh pending claim blocks copies"
+    assert reopened.claim({"p": 100}, now=2031) is None, "a claim left pending by a crash is reclaimable"
+    reopened.release(["p"])
+    assert reopened.claim({"p": 100}, now=2032) is None
