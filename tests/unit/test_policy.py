@@ -1,0 +1,280 @@
+"""Retrain policy: both sides of every threshold with a fake clock, the file lock, the storm guard."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import threading
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from mlops.config import RetrainPolicyConfig
+from mlops.errors import MLOpsError
+from mlops.policy import (
+    PolicyState,
+    PolicyStore,
+    TrainingLock,
+    WindowSummary,
+    decide,
+    decide_and_record,
+    finish_training,
+    record_training_finished,
+    should_start_training,
+    start_training,
+)
+
+T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+CFG = RetrainPolicyConfig(drift_share_threshold=0.3, consecutive_windows=2, cooldown_minutes=60, min_rows=500)
+
+
+def drifted(rows: int = 1000, share: float = 0.5) -> WindowSummary:
+    return WindowSummary(rows=rows, drift_share=share, dataset_drift=share >= 0.5)
+
+
+def calm(rows: int = 1000) -> WindowSummary:
+    return WindowSummary(rows=rows, drift_share=0.05)
+
+
+def run(windows: list[WindowSummary], cfg: RetrainPolicyConfig = CFG, state: PolicyState | None = None,
+        step: timedelta = timedelta(hours=1)):
+    state = state or PolicyState()
+    decisions = []
+    for i, w in enumerate(windows):
+        d, state = decide(state, w, cfg, T0 + i * step)
+        decisions.append(d)
+    return decisions, state
+
+
+# --- consecutive windows ---------------------------------------------------------------------
+
+
+def test_one_drifted_window_short_of_k_does_not_retrain():
+    (d,), state = run([drifted()])
+    assert not d.retrain and d.verdict == "hold" and d.drifted
+    assert state.consecutive_drifted == 1
+
+
+def test_k_consecutive_drifted_windows_retrain():
+    (d1, d2), state = run([drifted(), drifted()])
+    assert not d1.retrain
+    assert d2.retrain and d2.verdict == "retrain"
+    assert any("2 consecutive" in r for r in d2.reasons)
+    assert state.consecutive_drifted == 0 and state.last_retrain_at == T0 + timedelta(hours=1)
+    assert state.in_flight is not None and not state.in_flight.started
+
+
+def test_a_calm_window_breaks_the_streak():
+    ds, _ = run([drifted(), calm(), drifted()])
+    assert [d.retrain for d in ds] == [False, False, False]
+    assert ds[-1].consecutive_drifted == 1
+
+
+def test_drift_share_threshold_both_sides():
+    (below,), _ = run([drifted(share=0.2999)], cfg=CFG.model_copy(update={"consecutive_windows": 1}))
+    (at,), _ = run([drifted(share=0.3)], cfg=CFG.model_copy(update={"consecutive_windows": 1}))
+    assert below.drifted is False and not below.retrain
+    assert at.drifted is True and at.retrain
+
+
+# --- cooldown ----------------------------------------------------------------------------------
+
+
+def _after_retrain() -> PolicyState:
+    # retrained at T0, the run has finished: only the cooldown can block
+    return PolicyState(last_retrain_at=T0, consecutive_drifted=1, new_rows=1000)
+
+
+def test_within_cooldown_blocks_retrain():
+    d, state = decide(_after_retrain(), drifted(), CFG, T0 + timedelta(minutes=59, seconds=59))
+    assert not d.retrain and d.triggers
+    assert any(b.startswith("cooldown") for b in d.blocks)
+    assert state.consecutive_drifted == 2  # the streak is kept for the next window
+
+
+def test_at_cooldown_end_retrains():
+    d, _ = decide(_after_retrain(), drifted(), CFG, T0 + timedelta(minutes=60))
+    assert d.retrain, d.reasons
+
+
+def test_blocked_trigger_fires_on_the_next_window_after_cooldown():
+    state = _after_retrain()
+    d1, state = decide(state, drifted(), CFG, T0 + timedelta(minutes=30))
+    d2, state = decide(state, drifted(), CFG, T0 + timedelta(minutes=90))
+    assert not d1.retrain and d2.retrain
+
+
+# --- min rows ----------------------------------------------------------------------------------
+
+
+def test_fewer_than_min_rows_blocks():
+    cfg = CFG.model_copy(update={"consecutive_windows": 1})
+    (d,), _ = run([drifted(rows=499)], cfg=cfg)
+    assert not d.retrain and any("min_rows 500" in b for b in d.blocks)
+
+
+def test_exactly_min_rows_retrains():
+    cfg = CFG.model_copy(update={"consecutive_windows": 1})
+    (d,), _ = run([drifted(rows=500)], cfg=cfg)
+    assert d.retrain
+
+
+def test_new_rows_accumulate_across_windows():
+    ds, state = run([drifted(rows=200), drifted(rows=200), drifted(rows=100)])
+    assert [d.retrain for d in ds] == [False, False, True]
+    assert ds[1].new_rows == 400 and state.new_rows == 0
+
+
+# --- in flight ---------------------------------------------------------------------------------
+
+
+def test_no_retrain_while_training_in_flight():
+    lock = TrainingLock(T0, T0 + timedelta(hours=4), started=True, started_at=T0)
+    state = PolicyState(consecutive_drifted=1, new_rows=1000, in_flight=lock)
+    d, _ = decide(state, drifted(), CFG, T0 + timedelta(hours=3, minutes=59))
+    assert not d.retrain and any("already running" in b for b in d.blocks)
+
+
+def test_expired_training_lock_is_cleared():
+    lock = TrainingLock(T0, T0 + timedelta(hours=4), started=True, started_at=T0)
+    state = PolicyState(consecutive_drifted=1, new_rows=1000, in_flight=lock)
+    d, new = decide(state, drifted(), CFG, T0 + timedelta(hours=4))
+    assert d.retrain and any("expired" in r for r in d.reasons)
+    assert new.in_flight is not None and new.in_flight.requested_at == T0 + timedelta(hours=4)
+
+
+def test_finish_releases_the_lock_and_restarts_cooldown():
+    (_, _), state = run([drifted(), drifted()])
+    state = finish_training(state, T0 + timedelta(hours=2), succeeded=True)
+    assert state.in_flight is None and state.last_retrain_at == T0 + timedelta(hours=2)
+    failed = finish_training(PolicyState(in_flight=TrainingLock(T0, T0 + timedelta(hours=1))), T0, succeeded=False)
+    assert failed.in_flight is None and failed.last_retrain_at is None
+
+
+# --- quality -----------------------------------------------------------------------------------
+
+
+def test_degraded_live_quality_retrains_without_drift():
+    w = WindowSummary(rows=1000, drift_share=0.0, quality_degraded=True, quality_reason="roc_auc 0.71 < 0.80")
+    (d,), _ = run([w])
+    assert d.retrain and any("roc_auc 0.71" in r for r in d.reasons)
+
+
+def test_degraded_quality_still_respects_cooldown_and_min_rows():
+    w = WindowSummary(rows=100, drift_share=0.0, quality_degraded=True, quality_reason="mae up")
+    (d,), _ = run([w])
+    assert not d.retrain and d.blocks
+
+
+def test_data_quality_failure_gives_no_verdict_and_keeps_the_streak():
+    bad = WindowSummary(rows=1000, drift_share=0.9, quality_failed=True, quality_reason="column 'age' missing")
+    ds, state = run([drifted(), bad])
+    assert ds[1].verdict == "no_decision" and ds[1].drifted is None and not ds[1].retrain
+    assert "column 'age' missing" in ds[1].reasons[-1]
+    assert state.consecutive_drifted == 1 and state.new_rows == 1000
+
+
+def test_empty_window_gives_no_decision_and_is_recorded():
+    ds, state = run([drifted(), WindowSummary(rows=0), drifted()])
+    assert ds[1].verdict == "no_decision" and "empty window" in ds[1].reasons[0]
+    assert ds[2].retrain  # the empty window neither counted nor broke the streak
+    assert [h["verdict"] for h in state.history] == ["hold", "no_decision", "retrain"]
+
+
+# --- state -------------------------------------------------------------------------------------
+
+
+def test_state_round_trips_through_json_and_input_is_not_mutated():
+    before = PolicyState()
+    (_, d2), state = run([drifted(), drifted()], state=before)
+    assert before.history == [] and before.consecutive_drifted == 0
+    again = PolicyState.from_json(state.to_json())
+    assert again == state
+    assert d2.to_dict()["at"] == (T0 + timedelta(hours=1)).isoformat()
+
+
+def test_history_is_capped():
+    cfg = CFG.model_copy(update={"history_size": 3})
+    _, state = run([calm()] * 5, cfg=cfg)
+    assert len(state.history) == 3
+
+
+def test_naive_clock_is_taken_as_utc():
+    d, _ = decide(PolicyState(), calm(), CFG, datetime(2026, 1, 1, 12, 0))
+    assert d.at == T0
+
+
+# --- store, concurrency, storms ----------------------------------------------------------------
+
+
+ONE_WINDOW = CFG.model_copy(update={"consecutive_windows": 1})  # every drifted window triggers on its own
+
+
+def _decide_in_process(path: str, barrier, out) -> None:
+    barrier.wait()
+    d = decide_and_record(PolicyStore(path), drifted(), ONE_WINDOW, T0)
+    out.put(d.retrain)
+
+
+def test_two_concurrent_monitor_processes_trigger_once(tmp_path: Path):
+    path = tmp_path / "policy.json"
+    store = PolicyStore(path)
+    ctx = mp.get_context("fork")
+    barrier, out = ctx.Barrier(2), ctx.Queue()
+    procs = [ctx.Process(target=_decide_in_process, args=(str(path), barrier, out)) for _ in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(20)
+    results = sorted(out.get(timeout=5) for _ in procs)
+    assert results == [False, True]
+    state = store.load()
+    assert [h["verdict"] for h in state.history] == ["retrain", "hold"]
+    assert any("already requested" in r for r in state.history[-1]["reasons"])
+
+
+def test_ten_triggers_in_a_minute_start_one_training(tmp_path: Path):
+    store = PolicyStore(tmp_path / "policy.json")
+    starts = [should_start_training(store, T0 + timedelta(seconds=6 * i), timedelta(minutes=5)) for i in range(10)]
+    assert starts.count(True) == 1 and starts[0]
+
+
+def test_concurrent_trigger_storm_starts_one_training(tmp_path: Path):
+    path = tmp_path / "policy.json"
+    results: list[bool] = []
+    gate = threading.Barrier(10)
+
+    def trigger(i: int) -> None:
+        gate.wait()
+        results.append(should_start_training(PolicyStore(path), T0 + timedelta(seconds=i), 300.0))
+
+    threads = [threading.Thread(target=trigger, args=(i,)) for i in range(10)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(20)
+    assert len(results) == 10 and results.count(True) == 1
+
+
+def test_training_start_after_dedupe_window_and_finish(tmp_path: Path):
+    store = PolicyStore(tmp_path / "policy.json")
+    assert should_start_training(store, T0, 300)
+    assert not should_start_training(store, T0 + timedelta(minutes=10), 300)  # still running
+    record_training_finished(store, T0 + timedelta(minutes=20), succeeded=True)
+    assert not should_start_training(store, T0 + timedelta(minutes=24, seconds=59), timedelta(minutes=25))
+    assert should_start_training(store, T0 + timedelta(minutes=25), timedelta(minutes=25))
+
+
+def test_policy_requested_training_may_start_once():
+    (_, d), state = run([drifted(), drifted()])
+    assert d.retrain
+    ok, state = start_training(state, T0 + timedelta(hours=1, seconds=5), timedelta(minutes=5))
+    again, _ = start_training(state, T0 + timedelta(hours=1, seconds=10), timedelta(minutes=5))
+    assert ok and not again and state.in_flight is not None and state.in_flight.started
+
+
+def test_corrupt_state_file_is_a_clear_error(tmp_path: Path):
+    path = tmp_path / "policy.json"
+    path.write_text("{not json")
+    with pytest.raises(MLOpsError, match="move it aside"):
+        PolicyStore(path).load()
