@@ -567,6 +567,9 @@ def evidently_report(
         pred = (p.column, pred_kind, p.method, p.threshold)
 
     keep = [*report_num, *report_cat] + ([pred[0]] if pred else [])
+    if not report_num and not report_cat:
+        raise DataError("no listed column has values on both the reference and the current side; "
+                        "no drift report can be built for this window")
     snapshot = _run_evidently(
         ref_s[keep], cur_s[keep], report_num, report_cat, cfg.drift_share,
         methods, thresholds, pred,

@@ -199,3 +199,11 @@ def test_evidently_agrees_on_a_small_frame(reference, tmp_path: Path):
 
     full = evidently_full_baseline(ref, cur, NUM, CAT)  # Evidently's own automatic methods
     assert {c: v["drifted"] for c, v in full["columns"].items()} == {c.column: c.drifted for c in ours.columns}
+
+
+def test_evidently_report_refuses_a_window_without_values(reference, tmp_path: Path):
+    cur = frame(100, seed=2)
+    cur[NUM] = np.nan
+    cur[CAT] = None
+    with pytest.raises(DataError, match="no drift report"):
+        evidently_report(reference, cur, NUM, CAT, CFG, tmp_path / "r.html")
