@@ -51,6 +51,7 @@ class GeneratedSource(_Strict):
     rows: int = Field(20_000, ge=100, le=50_000_000)
     seed: int = 7
     drift: float = Field(0.0, ge=0.0, le=1.0)
+    corrupt: float = Field(0.0, ge=0.0, le=0.5, description="share of rows with impossible values")
 
 
 class FileSource(_Strict):

@@ -16,10 +16,13 @@ from mlops.errors import DataError
 CHURN_START = pd.Timestamp("2025-01-01")
 
 
-def generate_churn(rows: int = 20_000, seed: int = 7, drift: float = 0.0, start: pd.Timestamp | None = None) -> pd.DataFrame:
+def generate_churn(
+    rows: int = 20_000, seed: int = 7, drift: float = 0.0, start: pd.Timestamp | None = None, corrupt: float = 0.0
+) -> pd.DataFrame:
     """A deterministic customer-churn table: numeric and categorical columns, missing values, a timestamp.
 
-    `drift` in [0, 1] shifts the inputs (prices up, usage down, more southern customers, more support
+    `corrupt` is the share of rows given impossible values (age 150, negative charges), as real exports
+    have, so validation has something to quarantine. `drift` in [0, 1] shifts the inputs (prices up, usage down, more southern customers, more support
     calls) and changes the concept (support calls and price matter more), so a model trained on
     undrifted data loses quality on drifted data and a retrained one recovers it.
     """
@@ -78,6 +81,11 @@ def generate_churn(rows: int = 20_000, seed: int = 7, drift: float = 0.0, start:
     df.loc[rng.uniform(size=rows) < 0.01, "total_charges"] = np.nan
     df["payment_method"] = df["payment_method"].astype(object)
     df.loc[rng.uniform(size=rows) < 0.02, "payment_method"] = None
+    if corrupt > 0:
+        bad = np.flatnonzero(rng.uniform(size=rows) < corrupt)
+        half = len(bad) // 2
+        df.loc[bad[:half], "age"] = 150.0
+        df.loc[bad[half:], "monthly_charges"] = -1.0
     return df
 
 
@@ -164,7 +172,7 @@ def load_source(cfg: PipelineConfig) -> pd.DataFrame:
     """Load the configured data source and check the basics every later step relies on."""
     src = cfg.source
     if isinstance(src, GeneratedSource):
-        df = generate_churn(src.rows, src.seed, src.drift)
+        df = generate_churn(src.rows, src.seed, src.drift, corrupt=src.corrupt)
     elif isinstance(src, SklearnSource):
         df, _ = load_sklearn_dataset(src.name)
     elif isinstance(src, FileSource):

@@ -104,7 +104,7 @@ def move_alias(name: str, alias: str, version: str | None, by: str, reason: str)
     """Point an alias at a version (or remove it with version=None) and record who, when, from, why."""
     c = client()
     current = get_version_by_alias(name, alias)
-    from_version = current.version if current else None
+    from_version = str(current.version) if current else None
     if version is None:
         if current:
             c.delete_registered_model_alias(name, alias)

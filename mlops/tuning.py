@@ -150,7 +150,7 @@ def tune_family(
 
         search = HalvingRandomSearchCV(
             pipe, space, n_candidates=max(cfg.n_trials, 2), scoring=scoring, cv=splitter, n_jobs=n_jobs,
-            random_state=cfg.seed, refit=True, error_score="raise", factor=2,
+            random_state=cfg.seed, refit=True, error_score="raise", factor=2, min_resources="exhaust",
         )
     else:
         search = RandomizedSearchCV(

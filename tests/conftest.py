@@ -1,0 +1,71 @@
+"""Shared fixtures: every test gets its own state folder and MLflow store; nothing leaves the machine."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("DO_NOT_TRACK", "1")
+os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def state_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh MLOPS_HOME with its own SQLite MLflow store."""
+    import mlflow
+
+    state = tmp_path / "state"
+    state.mkdir()
+    uri = f"sqlite:///{state / 'mlflow.db'}"
+    monkeypatch.setenv("MLOPS_HOME", str(state))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("MLOPS_ARTIFACT_ROOT", (state / "mlartifacts").as_uri())
+    mlflow.set_tracking_uri(uri)
+    yield state
+    mlflow.set_tracking_uri(None)
+
+
+def small_config(**overrides: Any) -> dict[str, Any]:
+    """A fast churn config: a few thousand generated rows, two tiny searches."""
+    cfg: dict[str, Any] = {
+        "name": "churn-small",
+        "task": "classification",
+        "source": {"kind": "generated", "rows": 3000, "seed": 3, "corrupt": 0.004},
+        "target": "churned",
+        "id_column": "customer_id",
+        "timestamp_column": "event_time",
+        "validation": {"expectations": [{"type": "between", "column": "age", "min": 16, "max": 110},
+                                        {"type": "between", "column": "monthly_charges", "min": 0, "max": 500}]},
+        "models": [
+            {"family": "logistic_regression", "search_space": {"C": {"type": "loguniform", "low": 0.01, "high": 10}}},
+            {"family": "hist_gradient_boosting", "params": {"max_iter": 50},
+             "search_space": {"learning_rate": {"type": "loguniform", "low": 0.05, "high": 0.3}}},
+        ],
+        "search": {"n_trials": 2, "cv_folds": 2, "seed": 1, "n_jobs": 1},
+        "gate": {"thresholds": {"roc_auc": 0.65}, "bootstrap_samples": 200, "noninferiority_margin": 0.01,
+                 "slices": [{"column": "region", "min_rows": 50}], "slice_tolerance": 0.15},
+        "registry": {"model_name": "churn-small", "reference_rows": 500},
+    }
+    for key, value in overrides.items():
+        cfg[key] = value
+    return cfg
+
+
+def write_config(folder: Path, name: str = "config.yaml", **overrides: Any) -> Path:
+    path = folder / name
+    path.write_text(yaml.safe_dump(small_config(**overrides)))
+    return path
+
+
+@pytest.fixture
+def config_path(tmp_path: Path) -> Path:
+    return write_config(tmp_path)

@@ -1,0 +1,150 @@
+"""The training flow under a real (temporary) Prefect server and a real MLflow SQLite store."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+import pytest
+import yaml
+
+from flows.promote import promote, rollback
+from flows.train import train
+from mlops import registry
+from mlops.data import generate_churn
+from mlops.validation import QUARANTINE_REASON_COLUMN
+from tests.conftest import small_config, write_config
+
+NAME = "churn-small"
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory):
+    """A state folder with one training run done (version 1 = champion)."""
+    tmp = tmp_path_factory.mktemp("train")
+    state = tmp / "state"
+    with pytest.MonkeyPatch.context() as mp:
+        uri = f"sqlite:///{state / 'mlflow.db'}"
+        mp.setenv("MLOPS_HOME", str(state))
+        mp.setenv("MLFLOW_TRACKING_URI", uri)
+        mp.setenv("MLOPS_ARTIFACT_ROOT", (state / "mlartifacts").as_uri())
+        mlflow.set_tracking_uri(uri)
+        cfg = write_config(tmp)
+        state_obj = train(config_path=str(cfg), return_state=True)
+        assert state_obj.is_completed(), state_obj.message
+        yield {"tmp": tmp, "state": state, "config": cfg, "summary": state_obj.result()}
+    mlflow.set_tracking_uri(None)
+
+
+def _versions() -> list[str]:
+    return sorted(str(mv.version) for mv in registry.client().search_model_versions(f"name='{NAME}'"))
+
+
+def test_first_run_registers_and_promotes(trained) -> None:
+    s = trained["summary"]
+    assert s["version"] == "1" and s["promoted"] and s["gate_passed"]
+    champ = registry.get_version_by_alias(NAME, registry.CHAMPION)
+    assert champ is not None and str(champ.version) == "1"
+    tags = champ.tags
+    assert tags["gate.passed"] == "true"
+    reasons = json.loads(tags["gate.reasons"])
+    assert any("no champion yet" in r for r in reasons) and any(r.startswith("PASS slice region") for r in reasons)
+    for key in ("lineage.data_fingerprint", "lineage.config_hash", "lineage.code_version",
+                "lineage.prefect_flow_run_id", "metric.roc_auc"):
+        assert tags.get(key), key
+    assert "Model card" in (champ.description or "")
+    history = registry.alias_history(NAME)
+    assert history[-1]["alias"] == "champion" and history[-1]["to_version"] == "1"
+    assert history[-1]["by"].startswith("train flow run")
+
+
+def test_version_carries_contract_reference_plots_and_card(trained) -> None:
+    champ = registry.get_version_by_alias(NAME, registry.CHAMPION)
+    files = {a.path for a in mlflow.MlflowClient().list_artifacts(champ.run_id, "evaluation")}
+    assert {"evaluation/confusion_matrix.png", "evaluation/roc_pr_curves.png", "evaluation/feature_importance.png",
+            "evaluation/gate_verdict.json"} <= files
+    bundle = registry.load_bundle(NAME, "champion")
+    assert bundle.contract.target == "churned" and "region" in bundle.contract.by_name
+    assert bundle.reference is not None and {"prediction", "prediction_proba"} <= set(bundle.reference.columns)
+    X = generate_churn(20, seed=99).drop(columns=["churned"])
+    assert len(bundle.model.predict_proba(X)) == 20
+
+
+def test_quarantine_file_holds_the_bad_rows(trained) -> None:
+    path = Path(trained["summary"]["quarantine_file"])
+    q = pd.read_csv(path)
+    assert len(q) == trained["summary"]["data"]["rows_quarantined"] > 0
+    assert ((q["age"] == 150) | (q["monthly_charges"] < 0)).all()
+    assert q[QUARANTINE_REASON_COLUMN].str.contains("expect_column_values_to_be_between").all()
+
+
+def _bad_files(folder: Path) -> dict[str, tuple[Path, str]]:
+    good = generate_churn(400, seed=11)
+    csv_text = good.to_csv(index=False)
+    header = csv_text.splitlines()[0]
+    cases: dict[str, tuple[bytes | pd.DataFrame, str]] = {
+        "missing_file": (None, "not found"),
+        "empty_file": (b"", "is empty"),
+        "header_only": ((header + "\n").encode(), "header but no rows"),
+        "missing_target": (good.drop(columns=["churned"]), "target column"),
+        "single_class": (good.assign(churned=0), "single class"),
+        "all_null_column": (good.assign(monthly_charges=None), "entirely empty"),
+        "wrong_delimiter": (good.to_csv(index=False, sep=";").encode(), "delimited"),
+        "non_utf8": (csv_text.encode().replace(b"north", b"n\xf6rth", 1), "not UTF-8"),
+        "truncated_last_row": (csv_text.rstrip("\n").rsplit(",", 5)[0].encode(), "last row"),
+        "numeric_full_of_text": (good.assign(tenure_months="many"), "should be numeric"),
+    }
+    out = {}
+    for name, (content, msg) in cases.items():
+        p = folder / f"{name}.csv"
+        if isinstance(content, pd.DataFrame):
+            content.to_csv(p, index=False)
+        elif content is not None:
+            p.write_bytes(content)
+        out[name] = (p, msg)
+    return out
+
+
+@pytest.mark.parametrize("case", [
+    "missing_file", "empty_file", "header_only", "missing_target", "single_class", "all_null_column",
+    "wrong_delimiter", "non_utf8", "truncated_last_row", "numeric_full_of_text",
+])
+def test_bad_data_fails_cleanly_and_changes_nothing(trained, case: str) -> None:
+    path, message = _bad_files(trained["tmp"])[case]
+    before = _versions()
+    st = train(config_path=str(trained["config"]), source_path=str(path), return_state=True)
+    assert st.is_failed()
+    assert message in st.message and "\n" not in st.message and "Traceback" not in st.message
+    assert _versions() == before
+    assert str(registry.get_version_by_alias(NAME, registry.CHAMPION).version) == "1"
+
+
+def test_worse_challenger_is_rejected_and_champion_stays(trained) -> None:
+    weak = small_config(models=[{"family": "logistic_regression", "params": {"C": 0.00001}}])
+    cfg = trained["tmp"] / "weak.yaml"
+    cfg.write_text(yaml.safe_dump(weak))
+    st = train(config_path=str(cfg), return_state=True)
+    assert st.is_completed()
+    s = st.result()
+    assert not s["gate_passed"] and not s["promoted"]
+    assert any(r.startswith("FAIL") and "champion" in r for r in s["gate_reasons"])
+    assert str(registry.get_version_by_alias(NAME, registry.CHAMPION).version) == "1"
+    mv = registry.client().get_model_version(NAME, s["version"])
+    assert mv.tags["gate.passed"] == "false"
+
+
+def test_manual_promote_and_rollback_are_recorded(trained) -> None:
+    versions = _versions()
+    target = versions[-1]
+    entry = promote(model_name=NAME, version=int(target), reason="test promotion")
+    assert entry["to_version"] == target and entry["from_version"] == "1"
+    assert str(registry.get_version_by_alias(NAME, registry.PREVIOUS).version) == "1"
+    back = rollback(model_name=NAME, reason="test rollback")
+    assert back["to_version"] == "1" and back["from_version"] == target
+    assert str(registry.get_version_by_alias(NAME, registry.CHAMPION).version) == "1"
+    moves = [(m["alias"], m["to_version"], m["reason"]) for m in registry.alias_history(NAME)]
+    assert ("champion", target, "test promotion") in moves and ("champion", "1", "test rollback") in moves
+    failed = rollback(model_name=NAME, return_state=True)
+    assert failed.is_failed() and "no previous champion" in failed.message

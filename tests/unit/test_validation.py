@@ -1,0 +1,99 @@
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mlops.config import UserExpectation, ValidationConfig
+from mlops.contract import DataContract, infer_contract, merge_expectations
+from mlops.errors import DataError
+from mlops.validation import QUARANTINE_REASON_COLUMN, enforce_quarantine_limit, validate_batch, write_quarantine
+
+
+@pytest.fixture
+def frame() -> pd.DataFrame:
+    rng = np.random.default_rng(0)
+    n = 200
+    return pd.DataFrame({
+        "x": rng.normal(10, 2, n),
+        "k": rng.integers(0, 5, n),
+        "c": rng.choice(["a", "b"], n),
+        "y": rng.integers(0, 2, n),
+    })
+
+
+@pytest.fixture
+def contract(frame: pd.DataFrame) -> DataContract:
+    return infer_contract(frame, "y", "classification", ValidationConfig())
+
+
+def test_inferred_contract_has_kinds_ranges_categories(contract: DataContract, frame: pd.DataFrame) -> None:
+    by = contract.by_name
+    assert by["x"].kind == "numeric" and by["k"].kind == "integer" and by["c"].kind == "categorical"
+    assert by["x"].min < frame["x"].min() and by["x"].max > frame["x"].max()  # margin added
+    assert by["c"].allowed == ["a", "b"]
+    assert DataContract.from_json(contract.to_json()) == contract
+
+
+def test_clean_batch_passes(frame: pd.DataFrame, contract: DataContract) -> None:
+    out = validate_batch(frame, contract)
+    assert len(out.good) == len(frame) and out.quarantined.empty
+
+
+def test_bad_rows_are_quarantined_with_the_expectation_they_broke(frame: pd.DataFrame, contract: DataContract,
+                                                                  tmp_path: Path) -> None:
+    bad = frame.copy()
+    bad["x"] = bad["x"].astype(object)
+    bad.loc[3, "x"] = 1e9
+    bad.loc[5, "c"] = "zzz"
+    bad.loc[7, "x"] = "not a number"
+    bad.loc[9, "y"] = np.nan
+    out = validate_batch(bad, contract)
+    assert len(out.good) == len(frame) - 4
+    reasons = dict(zip(out.quarantined.index, out.quarantined[QUARANTINE_REASON_COLUMN], strict=True))
+    assert "expect_column_values_to_be_between(x" in reasons[3]
+    assert "expect_column_values_to_be_in_set(c" in reasons[5]
+    assert "expect_column_values_to_be_of_type(x, numeric)" in reasons[7]
+    assert "expect_column_values_to_not_be_null(y" in reasons[9]
+    path = write_quarantine(out, tmp_path)
+    written = pd.read_csv(path)
+    assert len(written) == 4 and QUARANTINE_REASON_COLUMN in written.columns
+
+
+def test_too_many_bad_rows_stop_the_run(frame: pd.DataFrame, contract: DataContract) -> None:
+    bad = frame.copy()
+    bad.loc[:30, "c"] = "zzz"
+    out = validate_batch(bad, contract)
+    with pytest.raises(DataError, match=r"31 of 200 rows .* above the allowed 5.0%"):
+        enforce_quarantine_limit(out, 0.05, None)
+    enforce_quarantine_limit(out, 0.2, None)  # under the limit: goes on
+
+
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (lambda d: d.drop(columns=["x"]), r"\['x'\] required by the data contract are missing"),
+        (lambda d: d.assign(x="text"), "should be numeric"),
+        (lambda d: d.assign(c=None), "entirely empty"),
+        (lambda d: d.iloc[:0], "no rows"),
+    ],
+)
+def test_structural_failures(frame: pd.DataFrame, contract: DataContract, mutate, message: str) -> None:
+    with pytest.raises(DataError, match=message):
+        validate_batch(mutate(frame), contract)
+
+
+def test_null_burst_is_a_batch_failure(frame: pd.DataFrame, contract: DataContract) -> None:
+    bad = frame.copy()
+    bad.loc[:100, "x"] = np.nan
+    with pytest.raises(DataError, match="expect_column_values_to_not_be_null"):
+        validate_batch(bad, contract)
+
+
+def test_user_expectations_are_merged(frame: pd.DataFrame, contract: DataContract) -> None:
+    merged = merge_expectations(contract, [UserExpectation(type="between", column="x", min=9, max=11)])
+    out = validate_batch(frame, merged)
+    assert 0 < len(out.quarantined) < len(frame)
+    assert out.quarantined[QUARANTINE_REASON_COLUMN].str.contains("min_value=9").all()
+    with pytest.raises(DataError, match="no such column"):
+        merge_expectations(contract, [UserExpectation(type="not_null", column="nope")])
