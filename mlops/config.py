@@ -302,7 +302,9 @@ def parse_config(raw: dict[str, Any], origin: str = "<config>") -> PipelineConfi
     try:
         return PipelineConfig.model_validate(raw)
     except ValidationError as exc:
-        err = exc.errors()[0]
+        # a misspelt key also shows up as a missing one; name the misspelling first
+        errors = sorted(exc.errors(), key=lambda e: {"extra_forbidden": 0, "missing": 2}.get(e["type"], 1))
+        err = errors[0]
         field = _field_path(tuple(err["loc"])) or "(top level)"
         msg = err["msg"]
         if err["type"] == "extra_forbidden":

@@ -73,3 +73,20 @@ def quiet_libraries() -> None:
 
     for name in ("great_expectations", "mlflow", "alembic", "distributed", "evidently", "urllib3"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    for name in ("prefect.task_runs", "prefect.flow_runs"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, UserErrorFilter) for f in logger.filters):
+            logger.addFilter(UserErrorFilter())
+
+
+class UserErrorFilter:
+    """A user's mistake (bad data, bad config) is one sentence, not a traceback: drop exc_info for MLOpsError."""
+
+    def filter(self, record: object) -> bool:
+        from mlops.errors import MLOpsError
+
+        exc = getattr(record, "exc_info", None)
+        if exc and len(exc) > 1 and isinstance(exc[1], MLOpsError):
+            record.exc_info = None  # type: ignore[attr-defined]
+            record.exc_text = None  # type: ignore[attr-defined]
+        return True

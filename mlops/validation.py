@@ -161,5 +161,5 @@ def enforce_quarantine_limit(outcome: ValidationOutcome, limit: float, where: Pa
     if outcome.quarantine_fraction > limit:
         raise DataError(
             f"{len(outcome.quarantined)} of {outcome.checked} rows ({outcome.quarantine_fraction:.1%}) broke the data "
-            f"contract, above the allowed {limit:.1%}; see {where}" 
+            f"contract, above the allowed {limit:.1%}; see {where}"
         )

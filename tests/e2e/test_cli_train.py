@@ -1,0 +1,78 @@
+"""End to end through the `mlops` command on the default data: what a user runs, checked by outcome."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from tests.conftest import REPO
+
+MLOPS = str(Path(sys.executable).parent / "mlops")
+pytestmark = pytest.mark.e2e
+
+
+def run(args: list[str], state: Path, timeout: int = 600) -> subprocess.CompletedProcess:
+    env = dict(os.environ, MLOPS_HOME=str(state), MLOPS_ARTIFACT_ROOT=(state / "mlartifacts").as_uri())
+    env.pop("MLFLOW_TRACKING_URI", None)
+    env.pop("PREFECT_API_URL", None)
+    return subprocess.run([MLOPS, *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def test_default_data_trains_a_champion_then_rejects_a_worse_challenger(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    first = run(["train", "--config", "configs/default.yaml", "--json"], state)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert "Traceback" not in first.stderr and "telemetry" not in first.stderr.lower()
+    import json
+
+    s = json.loads(first.stdout)
+    assert s["promoted"] and s["champion_version"] in ("1", 1)
+    q = pd.read_csv(s["quarantine_file"])
+    assert len(q) == s["data"]["rows_quarantined"] > 0
+    assert q["_quarantine_reasons"].str.contains("expect_column_values_to_be_between").all()
+    assert any(r.startswith("PASS threshold roc_auc") for r in s["gate_reasons"])
+
+    weak = yaml.safe_load((REPO / "configs" / "default.yaml").read_text())
+    weak["models"] = [{"family": "logistic_regression", "params": {"C": 0.00001}}]
+    weak_path = tmp_path / "weak.yaml"
+    weak_path.write_text(yaml.safe_dump(weak))
+    second = run(["train", "--config", str(weak_path)], state)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "REJECTED" in second.stdout and "Champion   unchanged: version 1" in second.stdout
+
+    status = run(["status", "--config", "configs/default.yaml", "--json"], state)
+    st = json.loads(status.stdout)
+    assert str(st["champion"]["version"]) == "1" and st["versions"] == 2
+
+
+def test_config_typo_fails_before_any_work(tmp_path: Path) -> None:
+    raw = yaml.safe_load((REPO / "configs" / "default.yaml").read_text())
+    raw["registy"] = raw.pop("registry")
+    bad = tmp_path / "typo.yaml"
+    bad.write_text(yaml.safe_dump(raw))
+    res = run(["train", "--config", str(bad)], tmp_path / "state")
+    assert res.returncode == 2
+    assert res.stderr.strip().count("\n") == 0 and "registy" in res.stderr and "unknown key" in res.stderr
+    assert not (tmp_path / "state").exists()  # nothing started
+
+
+def test_bad_data_gives_one_line_and_non_zero_exit(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.csv"
+    bad.write_text("a;b;churned\n1;2;0\n")
+    res = run(["train", "--config", "configs/default.yaml", "--data", str(bad)], tmp_path / "state")
+    assert res.returncode == 3
+    assert res.stderr.strip().splitlines()[-1].startswith("error: ") and "delimited" in res.stderr
+    assert "Traceback" not in res.stderr
+
+
+def test_help_is_fast_and_lists_commands(tmp_path: Path) -> None:
+    res = run(["--help"], tmp_path)
+    assert res.returncode == 0
+    for cmd in ("train", "promote", "rollback", "status"):
+        assert cmd in res.stdout
