@@ -1,6 +1,6 @@
 """Run the webhook bridge under uvicorn.
 
-    python -m deployments.webhook_bridge --config configs/webhooks.yaml --host 127.0.0.1 --port 4300
+python -m deployments.webhook_bridge --config configs/webhooks.yaml --host 127.0.0.1 --port 4300
 """
 
 from __future__ import annotations
@@ -20,8 +20,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", default="configs/webhooks.yaml", help="webhook sources file")
     parser.add_argument("--host", default="127.0.0.1", help="interface to listen on (default: loopback only)")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT)
-    parser.add_argument("--prefect-api-url", default=None, help="Prefect API, e.g. http://127.0.0.1:4200/api (default: PREFECT_API_URL)")
-    parser.add_argument("--state-dir", default=None, help="where seen deliveries are kept (default: $MLOPS_HOME/webhooks)")
+    parser.add_argument(
+        "--prefect-api-url", default=None, help="Prefect API, e.g. http://127.0.0.1:4200/api (default: PREFECT_API_URL)"
+    )
+    parser.add_argument(
+        "--state-dir", default=None, help="where seen deliveries are kept (default: $MLOPS_HOME/webhooks)"
+    )
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     args = parser.parse_args(argv)
 

@@ -137,7 +137,9 @@ class Bridge:
         stamp = headers.get("x-mlops-timestamp")
         if not signature or not stamp:
             return self._reject(
-                401, "missing X-Mlops-Signature or X-Mlops-Timestamp header; sign the request with the source's secret", name
+                401,
+                "missing X-Mlops-Signature or X-Mlops-Timestamp header; sign the request with the source's secret",
+                name,
             )
         if not TIMESTAMP.match(stamp):
             return self._reject(401, "X-Mlops-Timestamp must be unix seconds (an integer)", name)
@@ -185,14 +187,18 @@ class Bridge:
             return self._reject(409, f"delivery '{delivery}' was already received; it starts nothing twice", name)
         if taken is not None:
             return self._reject(
-                409, "this exact signed request (timestamp, body, signature) was already received under another delivery id", name
+                409,
+                "this exact signed request (timestamp, body, signature) was already received under another delivery id",
+                name,
             )
         keys = [delivery_key, signature_key]
         try:
             await self.sink.emit(event)
         except EmitError as exc:
             self.store.release(keys)
-            return self._reject(503, f"{exc}; the delivery was not recorded, retry it later", name, {"Retry-After": RETRY_AFTER_SECONDS})
+            return self._reject(
+                503, f"{exc}; the delivery was not recorded, retry it later", name, {"Retry-After": RETRY_AFTER_SECONDS}
+            )
         except EventRejected as exc:
             self.store.release(keys)
             return self._reject(422, str(exc), name)
@@ -204,7 +210,9 @@ class Bridge:
         return JSONResponse({"event_id": str(event_id)}, status_code=202)
 
     async def health(self, request: Request) -> Response:
-        return JSONResponse({"status": "ok", "sources": sorted(self.sources), "disabled_sources": sorted(self.disabled)})
+        return JSONResponse(
+            {"status": "ok", "sources": sorted(self.sources), "disabled_sources": sorted(self.disabled)}
+        )
 
     @asynccontextmanager
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
@@ -269,7 +277,9 @@ def create_app(
         from mlops.settings import get_settings
 
         state_dir = get_settings().state_dir / "webhooks"
-    store = DeliveryStore(Path(state_dir) / "deliveries.sqlite3", stale_claim_seconds=3 * config.emit_timeout_seconds + 5)
+    store = DeliveryStore(
+        Path(state_dir) / "deliveries.sqlite3", stale_claim_seconds=3 * config.emit_timeout_seconds + 5
+    )
     if sink is None:
         sink = default_prefect_sink(prefect_api_url, config.emit_timeout_seconds)
 

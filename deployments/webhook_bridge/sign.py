@@ -49,7 +49,10 @@ def main(argv: list[str] | None = None) -> int:
 
     secret = os.environ.get(args.secret_env, "")
     if not secret:
-        print(f"error: environment variable {args.secret_env} is not set; export the source's secret there", file=sys.stderr)
+        print(
+            f"error: environment variable {args.secret_env} is not set; export the source's secret there",
+            file=sys.stderr,
+        )
         return 2
     try:
         body = sys.stdin.buffer.read() if args.body == "-" else Path(args.body).read_bytes()

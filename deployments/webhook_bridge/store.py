@@ -87,7 +87,9 @@ class DeliveryStore:
     def state(self, key: str) -> str | None:
         """The stored state of a key ('pending', 'done') or None; for tests and operators."""
         with self._lock:
-            row = self._db.execute("SELECT state FROM seen WHERE key = ? AND expires_at >= ?", (key, time.time())).fetchone()
+            row = self._db.execute(
+                "SELECT state FROM seen WHERE key = ? AND expires_at >= ?", (key, time.time())
+            ).fetchone()
         return row[0] if row else None
 
     def _maybe_purge(self, now: float) -> None:

@@ -51,7 +51,9 @@ class EventTemplate:
         try:
             text = self._template.render(context)
         except jinja2.UndefinedError as exc:
-            raise TemplateFailure(f"template for source '{self.source}' uses a value the payload lacks: {exc.message}") from None
+            raise TemplateFailure(
+                f"template for source '{self.source}' uses a value the payload lacks: {exc.message}"
+            ) from None
         except jinja2.TemplateError as exc:  # includes SecurityError from the sandbox
             raise TemplateFailure(f"template for source '{self.source}' failed: {exc}") from None
         except Exception as exc:  # a template can divide by zero or compare str with int
@@ -64,7 +66,9 @@ class EventTemplate:
                 "use the |tojson filter for values"
             ) from None
         if not isinstance(out, dict):
-            raise TemplateFailure(f"template for source '{self.source}' must render a JSON object, got {type(out).__name__}")
+            raise TemplateFailure(
+                f"template for source '{self.source}' must render a JSON object, got {type(out).__name__}"
+            )
         return out
 
 
@@ -94,8 +98,8 @@ def build_event(
     The bridge adds a related resource `mlops.webhook.<source>` (role `webhook`) carrying the
     delivery id, so every event can be traced back to the call that caused it.
     """
-    from pydantic import ValidationError
     from prefect.events.schemas.events import Event
+    from pydantic import ValidationError
 
     extra = sorted(set(rendered) - ALLOWED_KEYS)
     if extra:
