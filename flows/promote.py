@@ -8,7 +8,7 @@ from prefect import flow, get_run_logger, runtime
 from prefect.artifacts import create_markdown_artifact
 from prefect.states import Failed
 
-from mlops import registry
+from mlops import events, registry
 from mlops.errors import MLOpsError
 from mlops.settings import configure_environment
 
@@ -36,6 +36,7 @@ def promote(model_name: str, version: int, reason: str = "manual promotion") -> 
         get_run_logger().error("%s", exc)
         return Failed(message=str(exc))
     _record(entry, model_name, "Promotion")
+    events.emit(events.MODEL_PROMOTED, model_name, entry)
     return entry
 
 
@@ -49,4 +50,5 @@ def rollback(model_name: str, reason: str = "manual rollback") -> Any:
         get_run_logger().error("%s", exc)
         return Failed(message=str(exc))
     _record(entry, model_name, "Rollback")
+    events.emit(events.MODEL_ROLLED_BACK, model_name, entry)
     return entry

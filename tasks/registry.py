@@ -40,12 +40,16 @@ def register_challenger(
 @task(name="promote_champion", cache_policy=NONE)
 def promote_champion(model_name: str, version: str, passed: bool, reasons: list[str], by: str) -> dict[str, Any] | None:
     """Move `champion` to the version only when the gate passed; otherwise record why not."""
+    from mlops import events
+
     logger = get_run_logger()
     if not passed:
         logger.warning("Version %s not promoted: %s", version, "; ".join(reasons)[:500])
+        events.emit(events.GATE_REJECTED, model_name, {"version": version, "reasons": reasons, "by": by})
         return None
     entry = registry.promote(model_name, version, by, "gate passed: " + "; ".join(reasons))
     logger.info("Version %s is now champion (was %s)", version, entry["from_version"])
+    events.emit(events.MODEL_PROMOTED, model_name, entry)
     return entry
 
 
