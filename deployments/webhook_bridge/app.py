@@ -39,6 +39,7 @@ from deployments.webhook_bridge.sinks import (
 )
 from deployments.webhook_bridge.store import DeliveryStore
 from deployments.webhook_bridge.templating import (
+    EventLimits,
     EventTemplate,
     TemplateFailure,
     build_event,
@@ -92,8 +93,10 @@ class Bridge:
         store: DeliveryStore,
         sink: EventSink,
         clock: Callable[[], float] = time.time,
+        limits: EventLimits | None = None,
     ) -> None:
         self.config = config
+        self.limits = limits or EventLimits()
         self.sources = sources
         self.disabled = disabled
         self.store = store
@@ -176,6 +179,7 @@ class Bridge:
                 occurred=received,
                 source=name,
                 delivery_id=delivery,
+                limits=self.limits,
             )
         except TemplateFailure as exc:
             return self._reject(422, str(exc), name)
@@ -257,9 +261,8 @@ def create_app(
     kept in `<state_dir>/deliveries.sqlite3` (default: `$MLOPS_HOME/webhooks`). `sink` replaces
     emission to Prefect (tests, benchmarks).
     """
-    from prefect.events.schemas.events import Event  # noqa: F401  (import now, not on the first request)
-
     config = load_webhook_config(config_path)
+    limits = EventLimits.from_prefect_settings()
     env = os.environ if environ is None else environ
     jinja = make_environment()
     sources: dict[str, Source] = {}
@@ -283,7 +286,7 @@ def create_app(
     if sink is None:
         sink = default_prefect_sink(prefect_api_url, config.emit_timeout_seconds)
 
-    bridge = Bridge(config, sources, disabled, store, sink, clock)
+    bridge = Bridge(config, sources, disabled, store, sink, clock, limits)
     app = Starlette(
         routes=[
             Route("/hooks/{source}", bridge.hook, methods=["POST"]),

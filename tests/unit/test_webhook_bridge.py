@@ -11,6 +11,7 @@ import logging
 import socket
 import time
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -388,6 +389,84 @@ async def test_logs_never_hold_secrets_or_signatures(app: Any, caplog: pytest.Lo
     for secret_thing in (SECRET, good["X-Mlops-Signature"], bad["X-Mlops-Signature"]):
         assert secret_thing not in text
         assert secret_thing.removeprefix("sha256=") not in text
+
+
+# ---- the bridge's event rules match Prefect's ------------------------------------------------
+
+OK_RESOURCE = {"prefect.resource.id": "mlops.dataset.churn"}
+PARITY_CASES = {
+    "minimal": {"event": "mlops.data.arrived", "resource": OK_RESOURCE},
+    "full": {
+        "event": "mlops.data.arrived",
+        "resource": {**OK_RESOURCE, "prefect.resource.name": "churn"},
+        "payload": {"nested": {"rows": [1, 2]}, "ok": True},
+        "related": [{"prefect.resource.id": "mlops.model.churn", "prefect.resource.role": "model"}],
+    },
+    "no resource id": {"event": "e.x", "resource": {"name": "x"}},
+    "empty resource id": {"event": "e.x", "resource": {"prefect.resource.id": ""}},
+    "label not a string": {"event": "e.x", "resource": {**OK_RESOURCE, "rows": 5}},
+    "resource not an object": {"event": "e.x", "resource": "mlops.dataset.churn"},
+    "related without role": {"event": "e.x", "resource": OK_RESOURCE, "related": [OK_RESOURCE]},
+    "related not a list": {"event": "e.x", "resource": OK_RESOURCE, "related": OK_RESOURCE},
+    "payload not an object": {"event": "e.x", "resource": OK_RESOURCE, "payload": [1]},
+    "event not a string": {"event": 5, "resource": OK_RESOURCE},
+    "event name too long": {"event": "e" * 1025, "resource": OK_RESOURCE},
+    "too many labels": {"event": "e.x", "resource": {**OK_RESOURCE, **{f"l{i}": "v" for i in range(500)}}},
+    "too many related": {
+        "event": "e.x",
+        "resource": OK_RESOURCE,
+        "related": [{"prefect.resource.id": f"r{i}", "prefect.resource.role": "r"} for i in range(100)],
+    },
+}
+
+
+@pytest.mark.parametrize("case", sorted(PARITY_CASES))
+def test_event_rules_agree_with_prefects_server_model(case: str) -> None:
+    from prefect.server.events.schemas.events import Event as ServerEvent
+    from pydantic import ValidationError
+
+    from deployments.webhook_bridge.templating import TemplateFailure, build_event
+
+    rendered = PARITY_CASES[case]
+    event_id, occurred = uuid.uuid4(), datetime.now(UTC)
+    try:
+        built = build_event(rendered, event_id=event_id, occurred=occurred, source="s", delivery_id="d")
+    except TemplateFailure:
+        built = None
+    # What Prefect's server would make of the same output (with the bridge's webhook resource added).
+    related = rendered.get("related", [])
+    candidate = {
+        **rendered,
+        "related": [*related, {"prefect.resource.id": "w", "prefect.resource.role": "webhook"}]
+        if isinstance(related, list)
+        else related,
+        "id": str(event_id),
+        "occurred": occurred.isoformat(),
+    }
+    try:
+        ServerEvent.model_validate(candidate)
+        prefect_accepts = True
+    except ValidationError:
+        prefect_accepts = False
+    assert (built is not None) == prefect_accepts
+    if built is not None:
+        parsed = ServerEvent.model_validate(built)
+        assert parsed.id == event_id and parsed.event == rendered["event"]
+
+
+def test_events_over_prefects_size_limit_are_refused() -> None:
+    from deployments.webhook_bridge.templating import EventLimits, TemplateFailure, build_event
+
+    rendered = {"event": "e.x", "resource": OK_RESOURCE, "payload": {"blob": "x" * 2000}}
+    with pytest.raises(TemplateFailure, match="Prefect drops events over 1000 bytes"):
+        build_event(
+            rendered,
+            event_id=uuid.uuid4(),
+            occurred=datetime.now(UTC),
+            source="s",
+            delivery_id="d",
+            limits=EventLimits(max_size_bytes=1000),
+        )
 
 
 # ---- the Prefect sink ----------------------------------------------------------------------------
