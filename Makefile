@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@$(PIP) install --upgrade "pip>=24" 2>&1 | grep -v "^WARNING: Location" || true
 	@echo "Installing the pinned package set into $(VENV) (constraints.txt) ..."
-	@$(PIP) install -c constraints.txt -e ".[dev]" 2>&1 | grep -vE "^WARNING: Location|^\s*$$" || true
+	@PYTHONWARNINGS=ignore $(PIP) install -c constraints.txt -e ".[dev]" 2>&1 | grep -vE "^WARNING: Location|^\s*$$" || true
 	@$(BIN)/python -c "import prefect, mlflow, great_expectations, evidently, sklearn" && touch $(STAMP)
 
 setup: $(STAMP) ## create .venv and install the pinned package set

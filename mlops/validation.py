@@ -104,7 +104,8 @@ def validate_batch(df: pd.DataFrame, contract: DataContract, need_target: bool =
     import great_expectations as gx
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
-    logging.getLogger("great_expectations").setLevel(logging.WARNING)
+    for name in ("great_expectations", "great_expectations.data_context.types.base"):
+        logging.getLogger(name).setLevel(logging.WARNING)
 
     coerced = coerce_to_contract(df.reset_index(drop=True), contract, need_target=need_target)
     frame = coerced.frame
