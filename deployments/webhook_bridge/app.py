@@ -53,9 +53,9 @@ log = logging.getLogger("mlops.webhook_bridge")
 # Fixed namespace: event id = uuid5(NAMESPACE, "<source>/<delivery id>"), so every copy of one
 # delivery maps to one event id, and Prefect (which dedupes events by id) sees it once.
 EVENT_NAMESPACE = uuid.UUID("6f1c7c1e-3b7a-5d2e-9a41-0c2f3e7b8d55")
-DELIVERY_ID = re.compile(r"^[\x21-\x7e]{1,200}$")
-TIMESTAMP = re.compile(r"^[0-9]{1,12}$")
-JSON_TYPE = re.compile(r"^application/(?:[a-z0-9.+-]+\+)?json$")
+DELIVERY_ID = re.compile(r"[\x21-\x7e]{1,200}")
+TIMESTAMP = re.compile(r"[0-9]{1,12}")
+JSON_TYPE = re.compile(r"application/(?:[a-z0-9.+-]+\+)?json")
 RETRY_AFTER_SECONDS = "5"
 
 
@@ -126,7 +126,7 @@ class Bridge:
             if int(length) > limit:
                 return self._reject(413, f"body is {length} bytes; the limit is {limit} bytes", name)
         media_type = headers.get("content-type", "").split(";", 1)[0].strip().lower()
-        if not JSON_TYPE.match(media_type):
+        if not JSON_TYPE.fullmatch(media_type):
             return self._reject(
                 415, f"Content-Type must be application/json, got '{media_type[:80] or 'nothing'}'", name
             )
@@ -144,7 +144,7 @@ class Bridge:
                 "missing X-Mlops-Signature or X-Mlops-Timestamp header; sign the request with the source's secret",
                 name,
             )
-        if not TIMESTAMP.match(stamp):
+        if not TIMESTAMP.fullmatch(stamp):
             return self._reject(401, "X-Mlops-Timestamp must be unix seconds (an integer)", name)
         now = self.clock()
         skew = int(now) - int(stamp)
@@ -160,7 +160,7 @@ class Bridge:
             return self._reject(401, "X-Mlops-Signature does not match the body and timestamp for this source", name)
 
         delivery = headers.get("x-mlops-delivery", "")
-        if not DELIVERY_ID.match(delivery):
+        if not DELIVERY_ID.fullmatch(delivery):
             return self._reject(
                 400, "X-Mlops-Delivery must be a unique id per delivery (1-200 printable characters, no spaces)", name
             )

@@ -106,8 +106,8 @@ def prefect_server(
     home.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, **quiet_prefect_env(home, api), **(extra_env or {})}
     log = workdir / f"{name}-server.log"
-    prefect = Path(sys.executable).with_name("prefect")
-    cmd = [str(prefect), "server", "start", "--host", "127.0.0.1", "--port", str(port)]
+    # The interpreter's own Prefect, whatever is on PATH.
+    cmd = [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)]
     with open(log, "wb") as out:
         proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     try:
