@@ -571,6 +571,18 @@ def render_deployments(opts: StackOptions, model_name: str, monitor_cron: str | 
 # ---- the supervisor ---------------------------------------------------------------------------
 
 
+def _is_flow_process(pid: int) -> bool:
+    """True while `pid` is a live Prefect flow-run process (not gone, not a zombie, not a reused pid)."""
+    st = proc_stat(pid)
+    if st is None or st[0] in ("Z", "X"):
+        return False
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+    except OSError:
+        return False
+    return b"prefect" in cmdline
+
+
 def _now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -738,7 +750,8 @@ class Supervisor:
 
         A killed worker leaves its run Running and holding the deployment's concurrency slot, so
         every new training would be cancelled until the lease expires. Only runs whose recorded
-        process (`infrastructure_pid` "host:pid" on this host) no longer exists are touched.
+        process (`infrastructure_pid`, the pid the process worker started on this machine) no longer
+        exists, or is now some other program, are touched.
         """
         pool = self.state.work_pool
         if not pool:
@@ -752,7 +765,7 @@ class Supervisor:
         for run in runs:
             infra = str(run.get("infrastructure_pid") or "")
             host, _, pid = infra.rpartition(":")
-            if not pid.isdigit() or host != me or proc_stat(int(pid)) is not None:
+            if not pid.isdigit() or host not in ("", me) or _is_flow_process(int(pid)):
                 continue
             self.api("POST", f"/flow_runs/{run['id']}/set_state", json={
                 "state": {"type": "CRASHED", "name": "Crashed",

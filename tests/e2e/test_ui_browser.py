@@ -1,0 +1,154 @@
+"""The Prefect UI as a person sees it: headless Chromium (Debian package `chromium`, driven over the
+DevTools protocol) opens the UI of the running stack, finds the completed training run, opens its
+markdown artifact and sees it rendered. A screenshot is saved next to the test's state folder."""
+
+from __future__ import annotations
+
+import base64
+import itertools
+import json
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.e2e.test_stack import Live, ensure_trained, live_stack
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(420)]
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+class Browser:
+    """Headless Chromium with a fresh profile, one page, spoken to over the DevTools websocket."""
+
+    def __init__(self, width: int = 1400, height: int = 1000) -> None:
+        from websockets.sync.client import connect
+
+        self.profile = tempfile.mkdtemp(prefix="mlops-chromium-")
+        self.proc = subprocess.Popen(
+            [str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+             "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-default-apps",
+             f"--user-data-dir={self.profile}", "--remote-debugging-address=127.0.0.1", "--remote-debugging-port=0",
+             f"--window-size={width},{height}", "about:blank"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        )
+        port_file = Path(self.profile) / "DevToolsActivePort"
+        deadline = time.monotonic() + 30
+        while not (port_file.exists() and port_file.read_text().strip()):
+            if time.monotonic() > deadline or self.proc.poll() is not None:
+                self.close()
+                raise RuntimeError("Chromium did not open its DevTools port")
+            time.sleep(0.05)
+        port = int(port_file.read_text().split()[0])
+        page = next(t for t in httpx.get(f"http://127.0.0.1:{port}/json", timeout=5).json() if t["type"] == "page")
+        self.ws = connect(page["webSocketDebuggerUrl"], max_size=64 * 1024 * 1024)
+        self.ids = itertools.count(1)
+
+    def send(self, method: str, **params: Any) -> dict[str, Any]:
+        msg_id = next(self.ids)
+        self.ws.send(json.dumps({"id": msg_id, "method": method, "params": params}))
+        while True:
+            msg = json.loads(self.ws.recv(timeout=30))
+            if msg.get("id") == msg_id:
+                if "error" in msg:
+                    raise RuntimeError(f"{method}: {msg['error']}")
+                return dict(msg.get("result", {}))
+
+    def js(self, expression: str) -> Any:
+        res = self.send("Runtime.evaluate", expression=expression, returnByValue=True, awaitPromise=True)
+        return res.get("result", {}).get("value")
+
+    def goto(self, url: str) -> None:
+        self.send("Page.navigate", url=url)
+
+    def text(self) -> str:
+        return str(self.js("document.body ? document.body.innerText : ''") or "")
+
+    def wait_text(self, needle: str, timeout: float = 30) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            text = self.text()
+            if needle in text:
+                return text
+            time.sleep(0.25)
+        raise AssertionError(f"{needle!r} never appeared; the page says:\n{self.text()[:2000]}")
+
+    def click_text(self, text: str) -> str:
+        """Click the innermost element whose own text is exactly `text`; returns its tag."""
+        script = f"""(() => {{
+            const want = {json.dumps(text)};
+            const hits = [...document.querySelectorAll('body *')].filter(e => e.innerText && e.innerText.trim() === want);
+            const el = hits.find(e => ![...e.children].some(c => c.innerText && c.innerText.trim() === want));
+            if (!el) return null;
+            el.scrollIntoView(); el.click(); return el.tagName;
+        }})()"""
+        tag = self.js(script)
+        assert tag, f"nothing on the page reads {text!r}:\n{self.text()[:2000]}"
+        return str(tag)
+
+    def screenshot(self, path: Path) -> Path:
+        data = self.send("Page.captureScreenshot", format="png")["data"]
+        path.write_bytes(base64.b64decode(data))
+        return path
+
+    def close(self) -> None:
+        with_ws = getattr(self, "ws", None)
+        if with_ws is not None:
+            with_ws.close()
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        shutil.rmtree(self.profile, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def live(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Live:
+    return live_stack(request, tmp_path_factory)
+
+
+@pytest.fixture
+def browser() -> Browser:
+    if CHROMIUM is None:
+        pytest.skip("headless Chromium is not installed (apt-get install -y chromium)")
+    b = Browser()
+    yield b
+    b.close()
+
+
+def test_prefect_ui_shows_the_training_run_and_its_markdown_report(live: Live, browser: Browser) -> None:
+    run = ensure_trained(live)
+    ui = live.opts.url("prefect")
+    shots = live.work / "screenshots"
+    shots.mkdir(exist_ok=True)
+
+    # the runs list shows the completed training run
+    browser.goto(f"{ui}/runs")
+    browser.wait_text(run["name"], timeout=60)
+    browser.click_text(run["name"])
+    page = browser.wait_text("Artifacts")
+    assert "Completed" in page and "train" in page
+
+    # its Artifacts tab lists the markdown summary; opening it renders the markdown
+    browser.click_text("Artifacts")
+    key = f"{live.model}-training-summary"
+    browser.wait_text(key)
+    browser.click_text(key)
+    page = browser.wait_text(f"Training run: {live.model} v1")
+    heading = browser.js("[...document.querySelectorAll('h1')].map(h => h.innerText.trim())")
+    assert f"Training run: {live.model} v1" in heading, heading  # rendered, not shown as raw "# ..."
+    assert "Gate verdict" in page and "PASSED" in page
+    shot = browser.screenshot(shots / "prefect-ui-training-summary.png")
+    assert shot.stat().st_size > 10_000
+    print(f"screenshot: {shot}")
