@@ -195,6 +195,9 @@ class RetrainPolicyConfig(_Strict):
     )
     dedupe_seconds: float = Field(300.0, ge=0.0, description="training starts closer together than this are one")
     history_size: int = Field(200, ge=1, description="policy decisions kept in the state file")
+    max_training_rows: int = Field(
+        1_000_000, ge=100, description="a retraining file keeps at most this many rows, the most recent"
+    )
 
 
 class MonitoringConfig(_Strict):
@@ -208,6 +211,13 @@ class MonitoringConfig(_Strict):
     drift_share: float = Field(0.5, gt=0.0, le=1.0, description="dataset drift when this share of columns drift")
     discrete_max_unique: int = Field(
         5, ge=0, description="numeric columns with at most this many values are compared as categories (0: never)"
+    )
+    min_labelled_rows: int = Field(100, ge=1, description="fewer labelled rows in a window give no live-quality verdict")
+    lookback_days: float = Field(
+        2.0, gt=0.0, description="how far behind the newest checked row a late prediction-log file may still land"
+    )
+    claim_minutes: float = Field(
+        60.0, gt=0.0, description="log files claimed by a monitor run that never finished are checked again after this"
     )
     policy: RetrainPolicyConfig = Field(default_factory=RetrainPolicyConfig)
 

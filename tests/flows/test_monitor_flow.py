@@ -1,0 +1,271 @@
+"""The monitoring flow under a real (temporary) Prefect server and a real MLflow store, with the bad
+inputs it must survive. One champion is trained per module; each test has its own state folder."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from flows.monitor import monitor, retrain
+from flows.train import train
+from mlops import monitoring as mon
+from mlops import registry
+from mlops.data import CHURN_START, generate_churn
+from tests.conftest import small_config
+
+NAME = "churn-small"
+LATER = CHURN_START + pd.Timedelta(days=181)
+POLICY = {"consecutive_windows": 1, "cooldown_minutes": 0, "min_rows": 100, "run_training_locally": False,
+          "dedupe_seconds": 120}
+POLICY_SHARE = 0.3  # RetrainPolicyConfig.drift_share_threshold default
+
+
+def _config(folder: Path, name: str = "monitor.yaml", model_name: str = NAME) -> Path:
+    raw = small_config(monitoring={"policy": POLICY})
+    raw["registry"] = {"model_name": model_name, "reference_rows": 1000}
+    path = folder / name
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory):
+    """An MLflow store with a champion (version 1) trained on undrifted data."""
+    tmp = tmp_path_factory.mktemp("monitor")
+    with pytest.MonkeyPatch.context() as mp:
+        uri = f"sqlite:///{tmp / 'mlflow.db'}"
+        mp.setenv("MLOPS_HOME", str(tmp / "train-state"))
+        mp.setenv("MLFLOW_TRACKING_URI", uri)
+        mp.setenv("MLOPS_ARTIFACT_ROOT", (tmp / "mlartifacts").as_uri())
+        mlflow.set_tracking_uri(uri)
+        cfg = _config(tmp)
+        st = train(config_path=str(cfg), return_state=True)
+        assert st.is_completed(), st.message
+        yield {"tmp": tmp, "uri": uri, "config": cfg}
+    mlflow.set_tracking_uri(None)
+
+
+@pytest.fixture
+def home(store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh state folder (log, monitor state, policy, reports) against the module's MLflow store."""
+    state = tmp_path / "state"
+    monkeypatch.setenv("MLOPS_HOME", str(state))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store["uri"])
+    monkeypatch.setenv("MLOPS_ARTIFACT_ROOT", (store["tmp"] / "mlartifacts").as_uri())
+    mlflow.set_tracking_uri(store["uri"])
+    return state
+
+
+def _write(tmp: Path, frame: pd.DataFrame, name: str) -> str:
+    path = tmp / name
+    frame.to_parquet(path, index=False)
+    return str(path)
+
+
+def _serve(home: Path, frame: pd.DataFrame, rows_per_file: int = 5_000) -> tuple[list[Path], pd.DataFrame]:
+    """Score a frame with the champion into the prediction log, as the server would."""
+    b = registry.load_bundle(NAME, registry.CHAMPION, with_reference=False)
+    return mon.log_scored_frame(frame, b.model, NAME, b.version, b.contract, home / "predictions", ["customer_id"],
+                                "hash", rows_per_file=rows_per_file)
+
+
+def _policy_history(home: Path) -> list[dict[str, Any]]:
+    return json.loads((home / "monitor" / NAME / "policy.json").read_text())["history"]
+
+
+def _events(name: str, resource: str, expected: int, timeout: float = 20.0) -> list[Any]:
+    """Events of this name and resource on the test server (delivery is asynchronous)."""
+    from prefect.client.orchestration import get_client
+    from prefect.events.filters import EventFilter, EventNameFilter, EventResourceFilter
+
+    flt = EventFilter(event=EventNameFilter(name=[name]), resource=EventResourceFilter(id=[resource]))
+    deadline = time.monotonic() + timeout
+    while True:
+        with get_client(sync_client=True) as client:
+            found = client.read_events(flt, limit=50).events
+        if len(found) >= expected or time.monotonic() > deadline:
+            return found
+        time.sleep(0.5)
+
+
+def _artifact_keys(flow_run_id: str) -> set[str]:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    with get_client(sync_client=True) as client:
+        arts = client.read_artifacts(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[uuid.UUID(flow_run_id)])))
+    return {a.key for a in arts if a.key}
+
+
+def test_no_champion_is_a_clear_message_and_triggers_nothing(home: Path, tmp_path: Path) -> None:
+    cfg = _config(tmp_path, model_name="never-trained")
+    r = monitor(config_path=str(cfg), current_path=_write(tmp_path, generate_churn(300, seed=5), "x.parquet"))
+    assert r["status"] == "no_champion" and not r["retrain"] and r["decision"] is None
+    assert "no champion for model 'never-trained'" in r["message"] and "mlops train" in r["message"]
+    assert not (home / "monitor").exists() and not (home / "monitor_state.json").exists()
+
+
+def test_undrifted_data_gives_no_trigger(store, home: Path, tmp_path: Path) -> None:
+    calm = generate_churn(2000, seed=21, start=LATER)
+    r = monitor(config_path=str(store["config"]), current_path=_write(tmp_path, calm, "calm.parquet"))
+    assert r["status"] == "checked" and r["quality"]["passed"]
+    assert r["drift"]["drift_share"] < POLICY_SHARE and not r["drift"]["dataset_drift"]
+    assert not r["retrain"] and r["decision"]["verdict"] == "hold" and "retrain_event_id" not in r["events"]
+    assert r["live_quality"]["status"] == "ok" and not r["live_quality"]["degraded"]  # the target came with the file
+    mv = registry.get_version_by_alias(NAME, registry.CHAMPION)
+    assert mv.tags["monitoring.last_run_id"] == r["mlflow_run_id"] and mv.tags["monitoring.last_verdict"] == "hold"
+    run = mlflow.MlflowClient().get_run(r["mlflow_run_id"])
+    assert run.data.tags["model_name"] == NAME and run.data.tags["model_version"] == str(mv.version)
+
+
+def test_drifted_log_window_triggers_with_report_event_and_training_file(store, home: Path, tmp_path: Path) -> None:
+    drifted = generate_churn(3000, seed=31, drift=0.8, start=LATER)
+    files, ids = _serve(home, drifted, rows_per_file=1000)
+    labels = tmp_path / "labels.csv"
+    ids.assign(churned=drifted["churned"].to_numpy()).to_csv(labels, index=False)
+
+    r = monitor(config_path=str(store["config"]), labels_path=str(labels))
+    assert r["status"] == "checked" and r["window"]["rows"] == 3000 and r["window"]["files"] == len(files) == 3
+    assert r["retrain"] and r["decision"]["verdict"] == "retrain"
+    assert {"monthly_charges", "usage_gb", "support_calls", "region"} <= set(r["drift"]["drifted_columns"])
+    assert r["drift"]["prediction"]["drifted"]
+    report = Path(r["report_path"])
+    assert report.is_file() and report.parent == home / "reports" / NAME
+    html = report.read_text()
+    assert html.lstrip().lower().startswith("<!doctype html") and "monthly_charges" in html
+    assert r["live_quality"]["joined_by"] == "request_id" and r["live_quality"]["labelled_rows"] >= 2900
+
+    files_logged = {a.path for a in mlflow.MlflowClient().list_artifacts(r["mlflow_run_id"], "report")}
+    assert files_logged == {f"report/{report.name}"}
+    keys = _artifact_keys(r["monitor_flow_run_id"])
+    assert {f"{NAME}-drift-summary", f"{NAME}-drift-report", f"{NAME}-monitor-decision"} <= keys
+
+    tf = r["training_file"]
+    train_frame = pd.read_parquet(tf["path"])
+    assert tf["train_on"] == "original_plus_new" and len(train_frame) == tf["rows"] > 3000
+    assert train_frame["customer_id"].is_unique and "churned" in train_frame.columns
+    assert r["training"]["status"] == "requested"  # run_training_locally is off: the event hands over
+
+    events = _events("mlops.retrain.requested", f"mlops.model.{NAME}", 1)
+    mine = [e for e in events if str(e.id) == r["events"]["retrain_event_id"]]
+    assert mine and mine[0].payload["reasons"] and mine[0].payload["training_file"] == tf["path"]
+    assert mine[0].payload["model_version"] == r["model_version"]
+
+    again = monitor(config_path=str(store["config"]), labels_path=str(labels))
+    assert again["status"] == "empty" and again["window"]["rows"] == 0  # no row checked twice
+
+
+def test_empty_window_gives_no_decision_and_is_recorded(store, home: Path) -> None:
+    r = monitor(config_path=str(store["config"]))
+    assert r["status"] == "empty" and not r["retrain"] and r["drift"] is None
+    assert r["decision"]["verdict"] == "no_decision"
+    history = _policy_history(home)
+    assert history[-1]["verdict"] == "no_decision" and history[-1]["rows"] == 0
+    windows = json.loads((home / "monitor_state.json").read_text())["models"][NAME]["windows"]
+    assert windows[-1]["status"] == "empty"
+
+
+def _missing_column(df: pd.DataFrame) -> pd.DataFrame:
+    return df.drop(columns=["usage_gb"])
+
+
+def _changed_type(df: pd.DataFrame) -> pd.DataFrame:
+    return df.assign(tenure_months=df["tenure_months"].map(lambda v: f"{v} months"))
+
+
+def _null_burst(df: pd.DataFrame) -> pd.DataFrame:
+    out = df.copy()
+    out.loc[out.index[: len(out) // 2], "monthly_charges"] = np.nan
+    return out
+
+
+@pytest.mark.parametrize("breakage, expected", [
+    (_missing_column, "missing column(s) ['usage_gb']"),
+    (_changed_type, "type change: column 'tenure_months'"),
+    (_null_burst, "null burst: column 'monthly_charges'"),
+])
+def test_quality_failure_is_reported_with_no_drift_verdict_and_no_retrain(store, home: Path, tmp_path: Path,
+                                                                          breakage, expected: str) -> None:
+    drifted = generate_churn(1500, seed=41, drift=0.8, start=LATER)  # drifted too: quality must still win
+    r = monitor(config_path=str(store["config"]), current_path=_write(tmp_path, breakage(drifted), "bad.parquet"))
+    assert r["status"] == "quality_failed" and not r["quality"]["passed"]
+    assert any(expected in f for f in r["quality"]["failures"]), r["quality"]["failures"]
+    assert r["drift"] is None and r["report_path"] is None and not r["retrain"]
+    assert r["decision"]["verdict"] == "no_decision" and "data-quality failure" in r["decision"]["reasons"][-1]
+    assert not list(home.glob("reports/**/*.html"))
+    run = mlflow.MlflowClient().get_run(r["mlflow_run_id"])
+    assert run.data.tags["monitor.quality_passed"] == "false"
+
+
+def test_corrupt_log_file_is_skipped_and_reported_and_the_rest_checked(store, home: Path) -> None:
+    files, _ = _serve(home, generate_churn(1200, seed=51, start=LATER), rows_per_file=600)
+    broken = files[0].parent / "part-broken-0001.parquet"
+    broken.write_bytes(files[0].read_bytes()[:300])  # a truncated copy
+    r = monitor(config_path=str(store["config"]))
+    assert r["status"] == "checked" and r["window"]["rows"] == 1200 and r["window"]["files"] == 3
+    assert r["corrupt_files"] == [broken.relative_to(home / "predictions").as_posix()]
+    assert r["drift"] is not None and not r["retrain"]
+    again = monitor(config_path=str(store["config"]))
+    assert again["status"] == "empty" and again["corrupt_files"] == []  # reported once, not re-read
+
+
+def _run_concurrently(n: int, fn: Any, **kwargs: Any) -> list[Any]:
+    results: list[Any] = [None] * n
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(n)
+
+    def worker(i: int) -> None:
+        try:
+            barrier.wait()
+            results[i] = fn(**kwargs)
+        except BaseException as exc:  # noqa: BLE001 - surfaced below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    return results
+
+
+def test_two_monitor_runs_at_once_trigger_once(store, home: Path, tmp_path: Path) -> None:
+    drifted = _write(tmp_path, generate_churn(1500, seed=61, drift=0.8, start=LATER), "drifted.parquet")
+    results = _run_concurrently(2, monitor, config_path=str(store["config"]), current_path=drifted)
+    assert all(r["status"] == "checked" and r["drift"]["drift_share"] >= POLICY_SHARE for r in results)
+    assert sorted(r["retrain"] for r in results) == [False, True]
+    held = next(r for r in results if not r["retrain"])
+    assert any("already requested" in b for b in held["decision"]["blocks"])
+    assert [h["retrain"] for h in _policy_history(home)].count(True) == 1
+
+
+def test_two_monitor_runs_at_once_split_the_log_without_checking_a_row_twice(store, home: Path) -> None:
+    _serve(home, generate_churn(2000, seed=71, start=LATER), rows_per_file=250)
+    results = _run_concurrently(2, monitor, config_path=str(store["config"]))
+    assert sum(r["window"]["rows"] for r in results) == 2000
+    state = json.loads((home / "monitor_state.json").read_text())["models"][NAME]
+    assert len(state["checked"]) == 8 and not state["claims"]
+
+
+def test_event_storm_starts_one_training(store, home: Path, tmp_path: Path) -> None:
+    cfg = _config(tmp_path, name="storm.yaml", model_name="churn-storm")
+    data = _write(tmp_path, generate_churn(2000, seed=81), "storm.parquet")
+    results = _run_concurrently(10, retrain, config_path=str(cfg), source_path=data, reason="storm")
+    statuses = sorted(r["status"] for r in results)
+    assert statuses == ["refused"] * 9 + ["trained"], statuses
+    assert len(registry.client().search_model_versions("name='churn-storm'")) == 1
+    later = retrain(config_path=str(cfg), source_path=data, reason="one more, within the dedupe window")
+    assert later["status"] == "refused"
+    state = json.loads((home / "monitor" / "churn-storm" / "policy.json").read_text())
+    assert state["in_flight"] is None and state["last_training_start_at"]
