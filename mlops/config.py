@@ -228,6 +228,15 @@ class ServingConfig(_Strict):
     sensitive_columns: list[str] = Field(default_factory=list)
     sensitive_mode: Literal["drop", "hash"] = "hash"
     poll_seconds: float = Field(5.0, gt=0)
+    enforce_contract_ranges: bool = Field(
+        True, description="reject values outside the contract's ranges and categories (else score them)"
+    )
+    workers: int = Field(1, ge=1, le=64, description="server worker processes (one per core is a good start)")
+    log_predictions: bool = True
+    log_queue_rows: int = Field(100_000, ge=1, description="prediction log rows held before new ones are dropped")
+    log_flush_rows: int = Field(20_000, ge=1, description="write a prediction log file once this many rows wait")
+    log_flush_seconds: float = Field(5.0, gt=0, description="and at least this often")
+    batch_chunk_rows: int = Field(100_000, ge=100, description="rows per chunk in batch scoring")
 
 
 class PipelineConfig(_Strict):

@@ -1,0 +1,52 @@
+"""Batch scoring flow: champion -> validate (quarantine) -> score -> predictions + run record + prediction log."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, get_run_logger, runtime
+from prefect.states import Failed
+
+from mlops.config import load_config
+from mlops.errors import MLOpsError
+from mlops.settings import configure_environment
+
+
+@flow(name="score", log_prints=False)
+def score(config_path: str, input_path: str, output_dir: str | None = None) -> Any:
+    """Score a CSV/Parquet file or folder with the config's champion.
+
+    Rows that break the data contract are quarantined, not scored. Writes `predictions.parquet`,
+    `quarantined.csv` and `run.json` to `output_dir` (default `$MLOPS_HOME/scores/<flow run id>`) and
+    every scored row to the prediction log.
+    """
+    try:
+        return run_scoring(config_path, input_path, output_dir)
+    except MLOpsError as exc:
+        get_run_logger().error("%s", exc)
+        return Failed(message=str(exc), data=exc)
+
+
+def run_scoring(config_path: str, input_path: str, output_dir: str | None) -> dict[str, Any]:
+    import mlflow
+
+    from tasks.scoring import load_champion, publish_scoring_report, score_input
+
+    cfg = load_config(config_path)
+    settings = configure_environment()
+    mlflow.set_tracking_uri(settings.tracking_uri)
+    run_id = str(runtime.flow_run.id or "local")
+    out = Path(output_dir) if output_dir else settings.state_dir / "scores" / run_id
+
+    bundle = load_champion(cfg.registry.model_name)
+    run = score_input(bundle, cfg, input_path, out, settings.prediction_log_dir, run_id)
+    publish_scoring_report(run)
+    return run.as_dict()
+
+
+if __name__ == "__main__":
+    import sys
+
+    configure_environment()
+    print(score(sys.argv[1], sys.argv[2], sys.argv[3] if len(sys.argv) > 3 else None))

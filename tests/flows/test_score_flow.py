@@ -1,0 +1,68 @@
+"""The `score` flow under Prefect's test harness: the champion scores a file larger than one chunk,
+bad rows are quarantined, predictions and a run record land in the output folder, and every scored row
+reaches the prediction log."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+import yaml
+
+from deployments.model_server.testing import churn_frame, fit_pipeline, isolated_state, register_model
+from mlops.predictlog import read_prediction_log
+
+NAME = "churn-score-flow"
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """A registered champion in its own state folder (the Prefect harness comes from tests/flows/conftest.py)."""
+    work = tmp_path_factory.mktemp("score-flow")
+    with isolated_state(work) as state:
+        pipe, contract, frame = fit_pipeline(churn_frame(1200, seed=31), "churned", params={"max_iter": 20},
+                                             id_column="customer_id", timestamp_column="event_time")
+        version = register_model(NAME, pipe, contract, frame)
+        config = work / "config.yaml"
+        config.write_text(yaml.safe_dump({
+            "name": "score-flow", "task": "classification", "source": {"kind": "generated"}, "target": "churned",
+            "id_column": "customer_id", "timestamp_column": "event_time",
+            "models": [{"family": "hist_gradient_boosting"}], "registry": {"model_name": NAME},
+            "serving": {"batch_chunk_rows": 500, "sensitive_columns": ["customer_id"], "sensitive_mode": "drop"},
+        }))
+        yield {"state": state, "config": config, "version": version, "pipe": pipe, "work": work}
+
+
+def test_score_flow_scores_in_chunks(setup: dict[str, Any]) -> None:
+    from flows.score import score
+
+    df = churn_frame(1300, seed=32).drop(columns=["churned"])
+    df.loc[[10, 700], "age"] = 150.0  # impossible: quarantined, not scored
+    src = setup["work"] / "to_score.csv"
+    df.to_csv(src, index=False)
+    out = setup["work"] / "scored"
+    result = score(str(setup["config"]), str(src), str(out))
+
+    assert result["model_version"] == setup["version"] and result["chunks"] == 3 and result["rows_read"] == 1300
+    assert result["rows_scored"] + result["rows_quarantined"] == 1300
+    record = json.loads((out / "run.json").read_text())
+    assert record == json.loads(json.dumps(result, default=str))
+    preds = pd.read_parquet(out / "predictions.parquet")
+    q = pd.read_csv(out / "quarantined.csv")
+    assert {10, 700} <= set(q["row"]) and not {10, 700} & set(preds["row"])
+    assert sorted(preds["row"].tolist() + q["row"].tolist()) == list(range(1300))
+    log = read_prediction_log(Path(setup["state"]) / "predictions")
+    mine = log[log["request_id"] == result["run_id"]]
+    assert len(mine) == len(preds) and set(mine["log_source"]) == {"batch"}
+    assert "customer_id" not in mine.columns  # marked sensitive, mode drop
+
+
+def test_score_flow_fails_with_one_sentence(setup: dict[str, Any]) -> None:
+    from flows.score import score
+
+    state = score(str(setup["config"]), str(setup["work"] / "nowhere.csv"), None, return_state=True)
+    assert state.is_failed() and "not found" in state.message
