@@ -30,6 +30,18 @@ test: $(STAMP) ## run the test suite
 lint: $(STAMP) ## ruff
 	$(BIN)/ruff check mlops flows tasks deployments tests bench
 
+demo-drift: $(STAMP) ## the drift loop on built-in data: train, drifted batch, monitor, retrain, compare
+	MLOPS_HOME=$${MLOPS_HOME:-.mlops/demo-drift} $(BIN)/mlops demo-drift --config $(CONFIG)
+
+monitor: $(STAMP) ## run the monitoring flow once on the prediction log
+	$(BIN)/mlops monitor --config $(CONFIG)
+
+up: $(STAMP) ## start the local stack on loopback (Prefect, MLflow, worker, model server, webhook bridge)
+	$(BIN)/mlops up --config $(CONFIG)
+
+down: $(STAMP) ## stop what `make up` started
+	$(BIN)/mlops down
+
 status: $(STAMP) ## what is champion now
 	$(BIN)/mlops status --config $(CONFIG) --history
 
@@ -39,4 +51,4 @@ mlflow-ui: $(STAMP) ## open the MLflow UI on the local store (http://127.0.0.1:5
 clean: ## remove local state (.mlops/): models, runs, logs
 	rm -rf .mlops
 
-.PHONY: help setup run test lint status mlflow-ui clean
+.PHONY: help setup run test lint status mlflow-ui clean demo-drift monitor up down

@@ -202,6 +202,21 @@ def status(
             typer.echo(f"  {h['at']}  {h['alias']}: v{h['from_version']} -> v{h['to_version']}  by {h['by']}  ({h['reason'][:80]})")
 
 
+def _register_more() -> None:
+    """Monitoring and local-stack commands live in their own modules (light at import)."""
+    from mlops import cli_monitor, cli_stack
+
+    app.command("monitor")(cli_monitor.monitor_command)
+    app.command("demo-drift")(cli_monitor.demo_drift_command)
+    app.command("up")(cli_stack.up_command)
+    app.command("down")(cli_stack.down_command)
+    app.command("stack-status")(cli_stack.status_command)
+    app.command("logs")(cli_stack.logs_command)
+
+
+_register_more()
+
+
 def main() -> None:
     try:
         app()
