@@ -31,13 +31,22 @@ def run_training(config_path: str, source_path: str | None, reason: str) -> dict
     import mlflow
 
     from mlops import registry
+    from mlops.assessment import reference_sample
     from mlops.card import model_card
     from mlops.features import build_preprocessor
     from mlops.tracking import dumps
     from mlops.tuning import pick_best, scorer_for
     from tasks.data import load_data, split_data
+    from tasks.deployment import infra_validate_challenger
     from tasks.evaluation import evaluate_challenger, gate_challenger
-    from tasks.registry import find_champion, promote_champion, register_challenger, version_tags
+    from tasks.registry import (
+        attach_artifacts,
+        find_champion,
+        promote_champion,
+        record_verdict,
+        register_challenger,
+        version_tags,
+    )
     from tasks.reporting import mlflow_run_url, publish_training_report
     from tasks.tuning import tune_candidates
     from tasks.validation import validate_training_data
@@ -82,39 +91,42 @@ def run_training(config_path: str, source_path: str | None, reason: str) -> dict
     best = pick_best(results)
     leaderboard = sorted((r.leaderboard_row() for r in results), key=lambda r: -r["cv_score"])
 
+    # Register first, then infra-validate in a fresh process (on the other core) while the holdout
+    # evaluation, the gate and the artifacts are computed here.
+    X_test = split.test.drop(columns=[cfg.target])
+    version = register_challenger(run_id, best.best_estimator, name, X.head(50), contract.to_json())
+    infra = None
+    if cfg.gate.infra_validation:
+        model = best.best_estimator
+        expected = model.predict_proba(X_test) if cfg.task == "classification" else model.predict(X_test)
+        infra = infra_validate_challenger.submit(name, version, X_test, expected, cfg.gate.latency_budget_ms,
+                                                 settings.tracking_uri)
+
     evaluation = evaluate_challenger(best.best_estimator, split.test, cfg, work / "evaluation")
     verdict = gate_challenger(evaluation, champion.model if champion else None,
                               champion.version if champion else None, split.test, cfg)
-
-    from mlops.assessment import reference_sample
-
     reference = reference_sample(split.train, best.best_estimator, cfg)
     work.mkdir(parents=True, exist_ok=True)
     ref_path = work / "reference.parquet"
     reference.to_parquet(ref_path, index=False)
-    card = model_card(cfg, None, best.family, best.best_params, evaluation.metrics, verdict, contract, lineage,
-                      outcome.summary())
     artifacts = [("evaluation", p) for p in evaluation.plots.values()] + [("reference", ref_path)]
     if quarantine_file:
         artifacts.append(("quarantine", quarantine_file))
-    texts = {
-        "contract/contract.json": contract.to_json(),
-        "card/model_card.md": card,
+    attach_artifacts(run_id, artifacts, {
         "evaluation/holdout_metrics.json": dumps(evaluation.metrics),
-        "evaluation/gate_verdict.json": verdict.to_json(),
         "evaluation/leaderboard.json": dumps(leaderboard),
         "data/validation_summary.json": dumps(outcome.summary()),
-    }
+    })
     with mlflow.start_run(run_id=run_id):
         mlflow.log_metrics({f"holdout_{k}": v for k, v in evaluation.metrics.items()})
-        mlflow.log_metric("gate_passed", float(verdict.passed))
-        mlflow.set_tags({"gate.passed": str(verdict.passed).lower(), "gate.reasons": dumps(verdict.reasons)[:4900],
-                         "best_family": best.family})
-    pred_example = best.best_estimator.predict(X.head(50))
-    version = register_challenger(
-        run_id, best.best_estimator, name, X.head(50), pred_example, artifacts, texts,
-        version_tags(verdict.passed, verdict.reasons, evaluation.metrics, lineage, cfg.task, best.family), card,
-    )
+        mlflow.set_tag("best_family", best.family)
+    if infra is not None:
+        verdict.add(infra.result())
+    card = model_card(cfg, version, best.family, best.best_params, evaluation.metrics, verdict, contract, lineage,
+                      outcome.summary())
+    record_verdict(run_id, name, version, verdict.to_json(),
+                   version_tags(verdict.passed, verdict.reasons, evaluation.metrics, lineage, cfg.task, best.family),
+                   card)
     promotion = promote_champion(name, version, verdict.passed, verdict.reasons if verdict.passed else verdict.failures,
                                  by=f"train flow run {flow_run_id}")
     current = registry.get_version_by_alias(name, registry.CHAMPION)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -39,25 +38,14 @@ def log_family_run(parent_run_id: str, result: FamilyResult, search: SearchConfi
     return rid
 
 
-def log_model_version(
-    run_id: str,
-    model: Any,
-    model_name: str,
-    X_example: pd.DataFrame,
-    predictions: Any,
-    artifacts: list[tuple[str, Path]],
-    texts: dict[str, str],
-) -> str:
-    """Log the pipeline (skops, explicitly trusted types) with signature and input example, register it,
-    and attach the artifacts; returns the new registered version."""
+def log_model_version(run_id: str, model: Any, model_name: str, X_example: pd.DataFrame, predictions: Any) -> str:
+    """Log the pipeline (skops, explicitly trusted types) with signature and input example and register
+    it; returns the new registered version."""
     import mlflow
     import mlflow.sklearn
     from mlflow.models import infer_signature
 
     example = X_example.head(5).copy()
-    for c in example.columns:
-        if pd.api.types.is_datetime64_any_dtype(example[c]):
-            example[c] = example[c].astype("datetime64[ns]")
     signature = infer_signature(X_example, predictions)
     with mlflow.start_run(run_id=run_id):
         info = mlflow.sklearn.log_model(
@@ -69,15 +57,18 @@ def log_model_version(
             skops_trusted_types=SKOPS_TRUSTED_TYPES,
             pip_requirements=[],
         )
-        for folder, path in artifacts:
-            mlflow.log_artifact(str(path), artifact_path=folder)
-        with tempfile.TemporaryDirectory() as tmp:
-            for rel, text in texts.items():
-                p = Path(tmp) / rel
-                p.parent.mkdir(parents=True, exist_ok=True)
-                p.write_text(text)
-                mlflow.log_artifact(str(p), artifact_path=str(Path(rel).parent) if Path(rel).parent != Path(".") else None)
     return register_version(model_name, info.model_uri, run_id, info.model_id)
+
+
+def log_run_artifacts(run_id: str, artifacts: list[tuple[str, Path]], texts: dict[str, str]) -> None:
+    """Files (into their artifact folders) and generated texts (at their relative paths) on a run."""
+    from mlflow import MlflowClient
+
+    c = MlflowClient()
+    for folder, path in artifacts:
+        c.log_artifact(run_id, str(path), artifact_path=folder)
+    for rel, text in texts.items():
+        c.log_text(run_id, text, rel)
 
 
 def register_version(model_name: str, source: str, run_id: str, model_id: str | None) -> str:

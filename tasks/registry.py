@@ -10,7 +10,7 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NONE
 
 from mlops import registry
-from mlops.tracking import dumps, log_model_version
+from mlops.tracking import dumps, log_model_version, log_run_artifacts
 
 
 @task(name="find_champion", cache_policy=NONE)
@@ -22,19 +22,34 @@ def find_champion(model_name: str) -> registry.ModelBundle | None:
 
 
 @task(name="register_challenger", cache_policy=NONE)
-def register_challenger(
-    run_id: str, model: Any, model_name: str, X_example: pd.DataFrame, predictions: Any,
-    artifacts: list[tuple[str, Path]], texts: dict[str, str], version_tags: dict[str, str], card: str,
-) -> str:
-    """Log and register the challenger with its contract, reference sample, plots, verdict, lineage and card."""
+def register_challenger(run_id: str, model: Any, model_name: str, X_example: pd.DataFrame, contract_json: str) -> str:
+    """Log and register the challenger (signature, input example, skops) with its data contract."""
+    version = log_model_version(run_id, model, model_name, X_example, model.predict(X_example))
+    log_run_artifacts(run_id, [], {"contract/contract.json": contract_json})
+    return version
+
+
+@task(name="attach_artifacts", cache_policy=NONE)
+def attach_artifacts(run_id: str, artifacts: list[tuple[str, Path]], texts: dict[str, str]) -> None:
+    """Plots, the training reference sample, quarantined rows and summaries, on the version's run."""
+    log_run_artifacts(run_id, artifacts, texts)
+
+
+@task(name="record_verdict", cache_policy=NONE)
+def record_verdict(run_id: str, model_name: str, version: str, verdict_json: str, tags: dict[str, str],
+                   card: str) -> None:
+    """Attach the final gate verdict, lineage tags and the model card to the version and its run."""
     from mlops.registry import client
 
-    version = log_model_version(run_id, model, model_name, X_example, predictions, artifacts, texts)
     c = client()
-    for k, v in version_tags.items():
+    for k, v in tags.items():
         c.set_model_version_tag(model_name, version, k, v[:4900])
-    c.update_model_version(model_name, version, description=card.replace("v?", f"v{version}")[:20000])
-    return version
+    c.update_model_version(model_name, version, description=card[:20000])
+    c.log_text(run_id, verdict_json, "evaluation/gate_verdict.json")
+    c.log_text(run_id, card, "card/model_card.md")
+    c.set_tag(run_id, "gate.passed", tags["gate.passed"])
+    c.set_tag(run_id, "gate.reasons", tags["gate.reasons"][:4900])
+    c.log_metric(run_id, "gate_passed", float(tags["gate.passed"] == "true"))
 
 
 @task(name="promote_champion", cache_policy=NONE)
