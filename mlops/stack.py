@@ -1,17 +1,19 @@
 """The local stack supervisor behind `mlops up` / `mlops down`: every server of the system on loopback.
 
-`up` starts, in order, and waits for each to be healthy before the next:
+`up` starts:
 
 1. `prefect server start` (SQLite under the state folder, telemetry off, API basic auth when
    PREFECT_SERVER_API_AUTH_STRING is set),
 2. `mlflow server` (SQLite back end, artifacts served by the server from the state folder, basic
    auth when asked for),
-3. the process work pool, `prefect deploy --all` of a rendered copy of the deployments file, the
-   alert and crash-detection automations,
-4. `prefect worker start` on the pool (after marking runs whose process died with an earlier worker
-   as Crashed, which frees the training concurrency slot),
-5. the model server and 6. the webhook bridge.
+3. the model server and 4. the webhook bridge,
+5. once Prefect answers: the process work pool, `prefect deploy --all` of a rendered copy of the
+   deployments file, the alert and crash-detection automations,
+6. `prefect worker start` on the pool (after marking runs whose process died with an earlier worker
+   as Crashed, which frees the training concurrency slot).
 
+1-4 start together (none of their health checks needs another), then 5-6; `up` returns when every
+one is healthy (`parallel=False` starts them one by one instead, as a baseline for the benchmark).
 Each process runs in its own session (process group), writes to `$MLOPS_HOME/logs/<name>.log`, and
 is recorded with its start time in `$MLOPS_HOME/stack.json`; `down` stops exactly those processes
 (and what they started), never anything found by name. Nothing here runs at import.
@@ -113,7 +115,8 @@ class StackOptions:
     mlflow_basic_auth: bool = False
     schedules: bool = True
     serve_poll_seconds: float | None = None
-    worker_poll_seconds: float = 5.0
+    worker_poll_seconds: float = 2.0
+    parallel: bool = True
     timeout: float = 120.0
     environ: Mapping[str, str] = field(default_factory=lambda: dict(os.environ), repr=False, compare=False)
 
@@ -134,20 +137,23 @@ class StackOptions:
         }
         if env.get("MLOPS_CONFIG"):
             values["config_path"] = Path(env["MLOPS_CONFIG"])
+        given = {k for k, v in overrides.items() if v is not None} | ({"config_path"} if "config_path" in values else set())
         values.update({k: v for k, v in overrides.items() if v is not None})
         opts = cls(**values)
         project = opts.project_dir.resolve()
 
-        def under_project(p: Path) -> Path:
-            return p if p.is_absolute() else (project / p)
+        def place(name: str, p: Path) -> Path:
+            # a path the user gave is relative to where they are; a default, to the project
+            p = p.expanduser()
+            return p if p.is_absolute() else ((Path.cwd() if name in given else project) / p).resolve()
 
         return replace(
             opts,
             state_dir=opts.state_dir.expanduser().resolve(),
             project_dir=project,
-            config_path=under_project(opts.config_path.expanduser()),
-            prefect_file=under_project(opts.prefect_file.expanduser()),
-            webhooks_config=under_project(opts.webhooks_config.expanduser()),
+            config_path=place("config_path", opts.config_path),
+            prefect_file=place("prefect_file", opts.prefect_file),
+            webhooks_config=place("webhooks_config", opts.webhooks_config),
         )
 
     @property
@@ -421,6 +427,18 @@ def load_webhook_secrets(opts: StackOptions) -> dict[str, str]:
     return out
 
 
+def _private_secret(path: Path) -> str:
+    """A random secret kept in a mode-600 file, made on first use."""
+    if path.exists():
+        return path.read_text().strip()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    value = secrets.token_hex(32)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(value + "\n")
+    return value
+
+
 def base_env(opts: StackOptions) -> dict[str, str]:
     """The environment every stack process gets: where state lives, where the servers are, quiet."""
     env = dict(opts.environ)
@@ -451,6 +469,11 @@ def base_env(opts: StackOptions) -> dict[str, str]:
         if not user or not password:
             raise StackError("MLflow basic auth is on (MLOPS_MLFLOW_BASIC_AUTH / --mlflow-basic-auth) but "
                              "MLFLOW_TRACKING_USERNAME or MLFLOW_TRACKING_PASSWORD is not set; set both")
+        import importlib.util
+
+        if importlib.util.find_spec("flask_wtf") is None:
+            raise StackError("MLflow basic auth needs the Flask-WTF package, which is not installed; run "
+                             "`pip install 'mlflow[auth]==3.17.2'` (or turn basic auth off)")
     return env
 
 
@@ -459,11 +482,6 @@ def prefect_auth_header(env: Mapping[str, str]) -> dict[str, str]:
 
     auth = env.get("PREFECT_API_AUTH_STRING")
     return {"Authorization": "Basic " + base64.b64encode(auth.encode()).decode()} if auth else {}
-
-
-def mlflow_auth(env: Mapping[str, str]) -> tuple[str, str] | None:
-    user, password = env.get("MLFLOW_TRACKING_USERNAME"), env.get("MLFLOW_TRACKING_PASSWORD")
-    return (user, password) if user and password else None
 
 
 # ---- the deployments file ---------------------------------------------------------------------
@@ -594,6 +612,57 @@ def tail(path: Path, lines: int = 25) -> str:
         return "<no log>"
 
 
+@dataclass
+class Launched:
+    """A process just started, watched by a thread until it answers its health check.
+
+    Watching starts at launch, so a server that comes up while `up` waits on another is timed right.
+    """
+
+    def __init__(self, record: ProcessRecord, probe: Callable[[], bool], what: str, timeout: float) -> None:
+        import threading
+
+        self.record, self.probe, self.what, self.timeout = record, probe, what, timeout
+        self.t0 = time.monotonic()
+        self.seconds: float | None = None
+        self.error: StackError | None = None
+        self._done = threading.Event()
+        self._stop = threading.Event()
+        threading.Thread(target=self._watch, name=f"watch-{record.name}", daemon=True).start()
+
+    def _watch(self) -> None:
+        rec, deadline = self.record, self.t0 + self.timeout
+        try:
+            while time.monotonic() < deadline and not self._stop.is_set():
+                if not rec.alive():
+                    self.error = StackError(f"the {self.what} exited while starting; last lines of {rec.log}:\n"
+                                            f"{tail(Path(rec.log))}")
+                    return
+                try:
+                    if self.probe():
+                        self.seconds = time.monotonic() - self.t0
+                        return
+                except Exception:  # noqa: BLE001 - not up yet, whatever the reason
+                    pass
+                time.sleep(0.25)
+            self.error = StackError(f"the {self.what} was not healthy within {self.timeout:.0f} s; last lines of "
+                                    f"{rec.log}:\n{tail(Path(rec.log))}")
+        finally:
+            self._done.set()
+
+    def wait(self) -> float:
+        """Seconds from launch to healthy; the exit or timeout as a StackError."""
+        try:
+            self._done.wait()
+        except BaseException:
+            self._stop.set()
+            raise
+        if self.error is not None:
+            raise self.error
+        assert self.seconds is not None
+        return self.seconds
+
+
 class Supervisor:
     """Starts the stack's processes one by one, recording each in the pid file as it starts."""
 
@@ -641,20 +710,12 @@ class Supervisor:
                              + "\n".join((res.stdout + res.stderr).strip().splitlines()[-15:]))
         return res.stdout
 
-    def wait_healthy(self, rec: ProcessRecord, probe: Callable[[], bool], what: str) -> float:
-        t0 = time.monotonic()
-        deadline = t0 + self.opts.timeout
-        while time.monotonic() < deadline:
-            if not rec.alive():
-                raise StackError(f"the {what} exited while starting; last lines of {rec.log}:\n{tail(Path(rec.log))}")
-            try:
-                if probe():
-                    return time.monotonic() - t0
-            except Exception:  # noqa: BLE001 - not up yet, whatever the reason
-                pass
-            time.sleep(0.25)
-        raise StackError(f"the {what} was not healthy within {self.opts.timeout:.0f} s; last lines of "
-                         f"{rec.log}:\n{tail(Path(rec.log))}")
+    def wait_healthy(self, launched: Launched) -> float:
+        """Seconds from launch until the probe passes; an exit or the timeout is a StackError."""
+        return launched.wait()
+
+    def watch(self, rec: ProcessRecord, probe: Callable[[], bool], what: str) -> Launched:
+        return Launched(rec, probe, what, self.opts.timeout)
 
     def http_ok(self, url: str, auth: tuple[str, str] | None = None, headers: dict[str, str] | None = None) -> bool:
         import httpx
@@ -672,7 +733,7 @@ class Supervisor:
         return resp.json() if resp.content else None
 
     # -- components --
-    def start_prefect(self) -> float:
+    def launch_prefect(self) -> Launched:
         o, env = self.opts, dict(self.env)
         home = o.state_dir / "prefect"
         home.mkdir(parents=True, exist_ok=True)
@@ -682,9 +743,9 @@ class Supervisor:
         env.setdefault("PREFECT_UI_API_URL", o.api_url)
         cmd = [str(self.bin / "prefect"), "server", "start", "--host", o.host, "--port", str(o.prefect_port)]
         rec = self.spawn("prefect", cmd, env, o.url("prefect"))
-        return self.wait_healthy(rec, lambda: self.http_ok(f"{o.api_url}/health"), "Prefect server")
+        return self.watch(rec, lambda: self.http_ok(f"{o.api_url}/health"), "Prefect server")
 
-    def start_mlflow(self) -> float:
+    def launch_mlflow(self) -> Launched:
         o, env = self.opts, dict(self.env)
         store = o.state_dir / "mlflow.db"
         artifacts = o.state_dir / "mlartifacts"
@@ -705,10 +766,12 @@ class Supervisor:
                 "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
             )
             env["MLFLOW_AUTH_CONFIG_PATH"] = str(ini)
+            if not env.get("MLFLOW_FLASK_SERVER_SECRET_KEY"):  # CSRF key: kept across restarts, private
+                env["MLFLOW_FLASK_SERVER_SECRET_KEY"] = _private_secret(ini.parent / "flask_secret_key")
             env.setdefault("MLFLOW_AUTH_ADMIN_PASSWORD", env["MLFLOW_TRACKING_PASSWORD"])
             cmd += ["--app-name", "basic-auth"]
         rec = self.spawn("mlflow", cmd, env, o.url("mlflow"))
-        return self.wait_healthy(rec, lambda: self.http_ok(f"{o.url('mlflow')}/health"), "MLflow server")
+        return self.watch(rec, lambda: self.http_ok(f"{o.url('mlflow')}/health"), "MLflow server")
 
     def deploy(self, model_name: str, monitor_cron: str | None) -> float:
         t0 = time.monotonic()
@@ -776,7 +839,7 @@ class Supervisor:
             fixed.append(str(run.get("name") or run["id"]))
         return fixed
 
-    def start_worker(self) -> float:
+    def launch_worker(self) -> Launched:
         o, env = self.opts, dict(self.env)
         pool = self.state.work_pool
         if not pool:
@@ -797,25 +860,26 @@ class Supervisor:
             workers = self.api("POST", f"/work_pools/{pool}/workers/filter", json={"limit": 50}) or []
             return any(w.get("name") == worker_name and w.get("status") == "ONLINE" for w in workers)
 
-        return self.wait_healthy(rec, online, "Prefect worker")
+        return self.watch(rec, online, "Prefect worker")
 
-    def start_model_server(self, config_path: Path) -> float:
+    def launch_model_server(self) -> Launched:
         o = self.opts
+        config_path = o.config_path
         cmd = [sys.executable, "-m", "deployments.model_server", "--config", str(config_path),
                "--host", o.host, "--port", str(o.serve_port), "--log-level", "warning"]
         if o.serve_poll_seconds is not None:
             cmd += ["--poll-seconds", f"{o.serve_poll_seconds:g}"]
         rec = self.spawn("model-server", cmd, dict(self.env), o.url("model-server"))
-        return self.wait_healthy(rec, lambda: self.http_ok(f"{o.url('model-server')}/health"), "model server")
+        return self.watch(rec, lambda: self.http_ok(f"{o.url('model-server')}/health"), "model server")
 
-    def start_bridge(self) -> float:
+    def launch_bridge(self) -> Launched:
         o = self.opts
         env = {**self.env, **load_webhook_secrets(o)}
         cmd = [sys.executable, "-m", "deployments.webhook_bridge", "--config", str(o.webhooks_config),
                "--host", o.host, "--port", str(o.webhook_port), "--prefect-api-url", o.api_url,
                "--state-dir", str(o.state_dir / "webhooks"), "--log-level", "warning"]
         rec = self.spawn("webhook-bridge", cmd, env, o.url("webhook-bridge"))
-        return self.wait_healthy(rec, lambda: self.http_ok(f"{o.url('webhook-bridge')}/health"), "webhook bridge")
+        return self.watch(rec, lambda: self.http_ok(f"{o.url('webhook-bridge')}/health"), "webhook bridge")
 
 
 @dataclass
@@ -850,37 +914,62 @@ def up(opts: StackOptions, echo: Echo | None = None) -> UpResult:
         sup = Supervisor(opts, say)
         write_state(sup.state)
         timings: dict[str, float] = {}
-        steps: list[tuple[str, Callable[[], float]]] = []
-        want = set(opts.components)
-        if "prefect" in want:
-            steps.append(("prefect", sup.start_prefect))
-        if "mlflow" in want:
-            steps.append(("mlflow", sup.start_mlflow))
-        if "worker" in want:
-            steps.append(("deploy", lambda: sup.deploy(cfg.registry.model_name, cfg.monitoring.schedule_cron)))
-
-            def automations() -> float:
-                t0 = time.monotonic()
-                sup.configure_automations()
-                return time.monotonic() - t0
-
-            steps.append(("automations", automations))
-            steps.append(("worker", sup.start_worker))
-        if "model-server" in want:
-            steps.append(("model-server", lambda: sup.start_model_server(opts.config_path)))
-        if "webhook-bridge" in want:
-            steps.append(("webhook-bridge", sup.start_bridge))
         try:
-            for name, step in steps:
-                say(f"{STEP_TITLES.get(name, name)} ...")
-                timings[name] = step()
-                say(f"  ready in {timings[name]:.1f} s")
+            _bring_up(sup, cfg, set(opts.components), opts.parallel, timings, say)
         except BaseException:
             _stop_all(sup.state, say, grace=10.0)
             pid_file(opts.state_dir).unlink(missing_ok=True)
             raise
         write_state(sup.state)
     return UpResult(sup.state, timings, time.monotonic() - t_start)
+
+
+def _bring_up(sup: Supervisor, cfg: Any, want: set[str], parallel: bool, timings: dict[str, float],
+              say: Echo) -> None:
+    """Start the wanted components in dependency order.
+
+    Parallel (the default): every server that needs nothing else starts at once (Prefect, MLflow,
+    model server, bridge: their health checks do not call each other); deploy, automations and the
+    worker follow as soon as Prefect answers. Sequential: one after the other, each healthy first.
+    """
+    launchers: dict[str, Callable[[], Launched]] = {
+        "prefect": sup.launch_prefect, "mlflow": sup.launch_mlflow,
+        "model-server": sup.launch_model_server, "webhook-bridge": sup.launch_bridge,
+    }
+    pending: dict[str, Launched] = {}
+
+    def wait(name: str) -> None:
+        if name in pending:
+            timings[name] = sup.wait_healthy(pending.pop(name))
+            say(f"  {LABELS[name]} ready in {timings[name]:.1f} s")
+
+    def launch(name: str) -> None:
+        if name in want:
+            say(f"{STEP_TITLES[name]} ...")
+            pending[name] = launchers[name]()
+            if not parallel:
+                wait(name)
+
+    def timed(name: str, fn: Callable[[], object]) -> None:
+        say(f"{STEP_TITLES[name]} ...")
+        t0 = time.monotonic()
+        fn()
+        timings[name] = time.monotonic() - t0
+
+    for name in ("prefect", "mlflow", "model-server", "webhook-bridge") if parallel else ("prefect", "mlflow"):
+        launch(name)
+    if "worker" in want:
+        wait("prefect")
+        timed("deploy", lambda: sup.deploy(cfg.registry.model_name, cfg.monitoring.schedule_cron))
+        timed("automations", sup.configure_automations)
+        say(f"{STEP_TITLES['worker']} ...")
+        pending["worker"] = sup.launch_worker()
+        wait("worker")
+    if not parallel:
+        launch("model-server")
+        launch("webhook-bridge")
+    for name in list(pending):
+        wait(name)
 
 
 def _stop_all(state: StackState, say: Echo, grace: float) -> list[str]:
@@ -929,6 +1018,7 @@ def status(state_dir: Path) -> list[ComponentStatus]:
         return []
     out = []
     env = dict(os.environ)
+    env.setdefault("PREFECT_API_AUTH_STRING", env.get("PREFECT_SERVER_API_AUTH_STRING", ""))
     for name, rec in state.processes.items():
         running = rec.alive()
         healthy: bool | None = None
@@ -948,8 +1038,12 @@ def status(state_dir: Path) -> list[ComponentStatus]:
             try:
                 resp = httpx.post(f"{prefect.url}/api/work_pools/{state.work_pool}/workers/filter",
                                   json={"limit": 50}, headers=prefect_auth_header(env), timeout=2.0)
-                healthy = any(w.get("status") == "ONLINE" for w in resp.json())
-                detail = f"pool {state.work_pool}"
+                if resp.status_code == 401:
+                    detail = f"pool {state.work_pool} (set PREFECT_API_AUTH_STRING to check it)"
+                else:
+                    resp.raise_for_status()
+                    healthy = any(w.get("status") == "ONLINE" for w in resp.json())
+                    detail = f"pool {state.work_pool}"
             except (httpx.HTTPError, ValueError, AttributeError) as exc:
                 healthy, detail = False, type(exc).__name__
         out.append(ComponentStatus(name, rec.pid, running, healthy, rec.url, detail))
@@ -982,13 +1076,13 @@ def restart_component(opts: StackOptions, component: str, echo: Echo | None = No
             raise StackError(f"the {LABELS.get(component, component)} is still running (pid {rec.pid})")
         sup = Supervisor(opts, echo)
         sup.state = state
-        starters: dict[str, Callable[[], float]] = {
-            "prefect": sup.start_prefect,
-            "mlflow": sup.start_mlflow,
-            "worker": sup.start_worker,
-            "model-server": lambda: sup.start_model_server(opts.config_path),
-            "webhook-bridge": sup.start_bridge,
+        launchers: dict[str, Callable[[], Launched]] = {
+            "prefect": sup.launch_prefect,
+            "mlflow": sup.launch_mlflow,
+            "worker": sup.launch_worker,
+            "model-server": sup.launch_model_server,
+            "webhook-bridge": sup.launch_bridge,
         }
-        if component not in starters:
+        if component not in launchers:
             raise StackError(f"unknown component {component!r}; choose from {', '.join(COMPONENTS)}")
-        return starters[component]()
+        return sup.wait_healthy(launchers[component]())

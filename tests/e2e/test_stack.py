@@ -323,6 +323,34 @@ def test_a_worker_killed_mid_run_leaves_the_champion_and_the_next_run_works(live
     assert len(wait_for(lambda: live.receiver.about(crashed[0]["id"]), timeout=20)) == 1
 
 
+def test_a_scoring_batch_and_a_retrain_request_start_their_deployments(live: Live) -> None:
+    ensure_trained(live)
+    before_score, before_retrain, before_train = (len(runs(live, d)) for d in ("score", "retrain", "train"))
+    now = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime())
+    batch = live.work / "incoming" / "to-score.csv"
+    import pandas as pd
+
+    pd.read_csv(live.data).drop(columns=["churned"]).head(200).to_csv(batch, index=False)
+    api(live, "POST", "/events", json=[
+        {"id": str(uuid.uuid4()), "occurred": now, "event": "mlops.data.arrived",
+         "resource": {"prefect.resource.id": "mlops.scoring.churn"}, "payload": {"path": str(batch)}},
+        {"id": str(uuid.uuid4()), "occurred": now, "event": "mlops.retrain.requested",
+         "resource": {"prefect.resource.id": f"mlops.model.{live.model}"},
+         "payload": {"training_file": str(live.data), "triggers": ["drift in 2 consecutive windows"]}},
+    ])
+    scored = wait_for(lambda: runs(live, "score")[before_score:], timeout=30)
+    retrain = wait_for(lambda: runs(live, "retrain")[before_retrain:], timeout=30)
+    assert len(scored) == 1 and scored[0]["parameters"]["input_path"] == str(batch)
+    assert len(retrain) == 1 and retrain[0]["parameters"]["source_path"] == str(live.data)
+    assert retrain[0]["parameters"]["reason"] == "retrain requested: drift in 2 consecutive windows"
+    assert wait_state(live, scored[0]["id"], TERMINAL, timeout=180) == "COMPLETED", logs(live)
+    assert wait_state(live, retrain[0]["id"], TERMINAL, timeout=240) == "COMPLETED", logs(live)
+    # a batch to score does not start a training, and each event started exactly one run
+    time.sleep(SETTLE)
+    assert len(runs(live, "score")) == before_score + 1 and len(runs(live, "retrain")) == before_retrain + 1
+    assert len(runs(live, "train")) == before_train
+
+
 def test_stack_status_reports_every_component_healthy(live: Live) -> None:
     rows = {r.name: r for r in stack.status(live.opts.state_dir)}
     assert set(rows) == set(stack.COMPONENTS)
