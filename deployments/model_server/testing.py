@@ -55,7 +55,7 @@ def register_model(name: str, pipeline: Any, contract: Any, frame: pd.DataFrame,
 
     from mlops import registry
     from mlops.settings import get_settings
-    from mlops.tracking import log_model_version
+    from mlops.tracking import log_model_version, log_run_artifacts
 
     target = contract.target
     registry.ensure_experiment(f"{name}-tests", get_settings().artifact_root)
@@ -72,8 +72,8 @@ def register_model(name: str, pipeline: Any, contract: Any, frame: pd.DataFrame,
         ref.to_parquet(ref_path, index=False)
         with mlflow.start_run(run_name=f"register-{name}") as run:
             run_id = run.info.run_id
-        version = log_model_version(run_id, pipeline, name, X.head(50), pipeline.predict(X.head(50)),
-                                    [("reference", ref_path)], {"contract/contract.json": contract.to_json()})
+        version = log_model_version(run_id, pipeline, name, X.head(50), pipeline.predict(X.head(50)))
+        log_run_artifacts(run_id, [("reference", ref_path)], {"contract/contract.json": contract.to_json()})
     if promote:
         registry.promote(name, version, by="tests", reason="test fixture")
     return version
