@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import tempfile
 import time
@@ -121,6 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     t_all = time.monotonic()
+    loads = [os.getloadavg()[0]]
     with tempfile.TemporaryDirectory(prefix="bench-stack-") as tmp:
         work = Path(tmp)
         config = small_config(work)
@@ -129,6 +131,7 @@ def main(argv: list[str] | None = None) -> int:
             for mode in (("parallel", "sequential") if i % 2 == 0 else ("sequential", "parallel")):
                 print(f"cold start {i + 1}/{args.cold_runs} ({mode}) ...", flush=True)
                 cold[mode].append(cold_start(work, config, parallel=(mode == "parallel")))
+                loads.append(os.getloadavg()[0])
                 print(f"  {cold[mode][-1]['total']:.1f} s", flush=True)
 
         print("dispatch latency ...", flush=True)
@@ -144,12 +147,13 @@ def main(argv: list[str] | None = None) -> int:
             latency["Prefect default (poll 10 s)"] = dispatch(opts, secret, args.deliveries, "default")
         finally:
             stack.down(opts.state_dir, grace=10)
+            loads.append(os.getloadavg()[0])
 
-    md = render(cold, latency, args, time.monotonic() - t_all)
+    md = render(cold, latency, args, time.monotonic() - t_all, loads)
     print(md)
     (Path(__file__).resolve().parent / "out").mkdir(exist_ok=True)
-    (Path(__file__).resolve().parent / "out" / "stack.json").write_text(json.dumps({"cold": cold, "latency": latency},
-                                                                                  indent=2))
+    (Path(__file__).resolve().parent / "out" / "stack.json").write_text(
+        json.dumps({"cold": cold, "latency": latency, "loads": loads, "seconds": time.monotonic() - t_all}, indent=2))
     if not args.no_write:
         from bench.report import write_section
 
@@ -158,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def render(cold: dict[str, list[dict[str, Any]]], latency: dict[str, dict[str, list[float]]],
-           args: argparse.Namespace, seconds: float) -> str:
+           args: argparse.Namespace, seconds: float, loads: list[float]) -> str:
     med = statistics.median
     par, seq = cold["parallel"], cold["sequential"]
     lines = [
@@ -169,7 +173,8 @@ def render(cold: dict[str, list[dict[str, Any]]], latency: dict[str, dict[str, l
         "by the worker, through the whole stack.",
         "",
         f"Command: `.venv/bin/python -m bench.bench_stack --cold-runs {args.cold_runs} --deliveries "
-        f"{args.deliveries}` (whole run {seconds:.0f} s).",
+        f"{args.deliveries}` (whole run {seconds:.0f} s). The 1-minute load average during the run was "
+        f"{min(loads):.1f}-{max(loads):.1f} on 2 cores: other work shared the machine, so single runs vary.",
         "",
         "| start | median (s) | min (s) | max (s) | warm restart, median (s) |",
         "| --- | --- | --- | --- | --- |",
