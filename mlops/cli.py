@@ -10,15 +10,16 @@ from typing import Annotated, Any
 
 import typer
 
+from mlops.cli_common import check_config
+from mlops.cli_common import fail as _fail
+from mlops.cli_common import run_flow as _run_flow
+
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="MLOps for tabular data on Prefect 3 and MLflow.")
 
 ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="pipeline config (YAML)")]
 DEFAULT_CONFIG = Path("configs/default.yaml")
 
 
-def _fail(message: str, code: int = 2) -> None:
-    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
-    raise typer.Exit(code)
 
 
 def _prepare() -> Any:
@@ -56,34 +57,7 @@ def _warm_start(tracking_uri: str) -> None:
 def _model_name(config: Path, model: str | None) -> str:
     if model:
         return model
-    from mlops.config import load_config
-    from mlops.errors import MLOpsError
-
-    try:
-        return load_config(config).registry.model_name
-    except MLOpsError as exc:
-        _fail(str(exc))
-        raise  # unreachable
-
-
-def _run_flow(fn: Any, **params: Any) -> Any:
-    """Run a flow in-process; turn a failed run into one line on stderr and a non-zero exit."""
-    import logging
-
-    for name in ("prefect.flow_runs", "prefect.task_runs"):
-        logging.getLogger(name).setLevel(logging.INFO)
-    from mlops.errors import MLOpsError
-
-    state = fn(**params, return_state=True)
-    if state.is_completed():
-        return state.result()
-    try:
-        state.result()
-    except MLOpsError as exc:
-        _fail(str(exc), exc.exit_code)
-    except Exception as exc:  # noqa: BLE001 - report any failure as one line, the log has the rest
-        _fail(state.message or f"{type(exc).__name__}: {exc}", 1)
-    _fail(state.message or "flow run failed", 1)
+    return check_config(config).registry.model_name
 
 
 def _print_summary(s: dict[str, Any]) -> None:
@@ -116,13 +90,7 @@ def train(
     json_out: Annotated[bool, typer.Option("--json", help="print the run summary as JSON")] = False,
 ) -> None:
     """Run the training flow: validate, tune, evaluate, gate, register, promote."""
-    from mlops.config import load_config
-    from mlops.errors import MLOpsError
-
-    try:
-        load_config(config)  # a bad config fails here, before any work starts
-    except MLOpsError as exc:
-        _fail(str(exc), exc.exit_code)
+    check_config(config)  # a bad config fails here, before any work starts
     settings = _prepare()
     _warm_start(settings.tracking_uri)
     from flows.train import train as train_flow

@@ -14,40 +14,15 @@ from typing import Annotated, Any
 
 import typer
 
+from mlops.cli_common import check_config as _check_config
+from mlops.cli_common import fail as _fail
+from mlops.cli_common import run_flow as _run_flow
+
 ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="pipeline config (YAML)")]
 DEFAULT_CONFIG = Path("configs/default.yaml")
 DEMO_SHIFT_DAYS = 181  # the drifted batch comes after the ~180 days the built-in data covers
 
 
-def _fail(message: str, code: int = 2) -> None:
-    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
-    raise typer.Exit(code)
-
-
-def _check_config(config: Path) -> Any:
-    from mlops.config import load_config
-    from mlops.errors import MLOpsError
-
-    try:
-        return load_config(config)  # a bad config fails here, before any work starts
-    except MLOpsError as exc:
-        _fail(str(exc), exc.exit_code)
-
-
-def _run_flow(fn: Any, **params: Any) -> Any:
-    """Run a flow in-process; a failed run becomes one line on stderr and a non-zero exit."""
-    from mlops.errors import MLOpsError
-
-    state = fn(**params, return_state=True)
-    if state.is_completed():
-        return state.result()
-    try:
-        state.result()
-    except MLOpsError as exc:
-        _fail(str(exc), exc.exit_code)
-    except Exception as exc:  # noqa: BLE001 - one line; the flow log has the rest
-        _fail(state.message or f"{type(exc).__name__}: {exc}", 1)
-    _fail(state.message or "flow run failed", 1)
 
 
 def _fmt(v: Any) -> str:

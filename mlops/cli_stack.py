@@ -12,12 +12,11 @@ from typing import Annotated
 
 import typer
 
+from mlops.cli_common import fail as _fail
+
 StateOpt = Annotated[Path | None, typer.Option("--state-dir", help="state folder (default: $MLOPS_HOME or .mlops)")]
 
 
-def _fail(message: str, code: int = 2) -> None:
-    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
-    raise typer.Exit(code)
 
 
 def _state_dir(state_dir: Path | None) -> Path:
