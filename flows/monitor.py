@@ -342,6 +342,7 @@ def _payload(result: dict[str, Any]) -> dict[str, Any]:
         "status": result["status"],
         "window": result["window"],
         "drift_share": drift.get("drift_share"),
+        "dataset_drift": bool(drift.get("dataset_drift", False)),
         "drifted_columns": drift.get("drifted_columns", []),
         "live_quality": {k: live.get(k) for k in ("status", "labelled_rows", "metrics", "degraded", "reason")} if live else None,
         "quality_failures": (result.get("quality") or {}).get("failures", []),

@@ -21,6 +21,7 @@ from mlops.errors import DataError
 from mlops.policy import Decision, PolicyStore, WindowSummary, decide_and_record
 
 RETRAIN_EVENT = "mlops.retrain.requested"
+DRIFT_DETECTED = "mlops.drift.detected"
 DECISION_EVENT = "mlops.monitor.decision"
 
 
@@ -139,6 +140,10 @@ def announce_decision(model_name: str, version: str, decision: Decision, payload
     out: dict[str, str | None] = {}
     ev = emit_event(DECISION_EVENT, resource=resource, related=related, payload=body)
     out["decision_event_id"] = str(ev.id) if ev else None
+    if body.get("dataset_drift"):
+        # what the drift alert listens for
+        ev = emit_event(DRIFT_DETECTED, resource=resource, related=related, payload=body)
+        out["drift_event_id"] = str(ev.id) if ev else None
     if decision.retrain:
         ev = emit_event(RETRAIN_EVENT, resource=resource, related=related, payload=body)
         out["retrain_event_id"] = str(ev.id) if ev else None

@@ -353,27 +353,23 @@ def test_a_scoring_batch_and_a_retrain_request_start_their_deployments(live: Liv
 
 
 def test_basic_auth_on_prefect_and_mlflow_when_turned_on(tmp_path: Path) -> None:
-    import importlib.util
-
     from deployments.webhook_bridge.testing import free_port
 
-    wants_mlflow_auth = importlib.util.find_spec("flask_wtf") is not None  # mlflow[auth]
     env = {**os.environ, "PREFECT_SERVER_API_AUTH_STRING": "admin:e2e-prefect-pw",
            "MLFLOW_TRACKING_USERNAME": "admin", "MLFLOW_TRACKING_PASSWORD": "e2e-mlflow-Pw-123"}
     opts = stack.StackOptions.from_env(
         environ=env, state_dir=tmp_path / "state", config_path=write_config(tmp_path), prefect_port=free_port(),
-        mlflow_port=free_port(), components=("prefect", "mlflow"), mlflow_basic_auth=wants_mlflow_auth or None,
+        mlflow_port=free_port(), components=("prefect", "mlflow"), mlflow_basic_auth=True,
     )
     try:
         stack.up(opts)
         deployments = f"{opts.api_url}/deployments/filter"
         assert httpx.post(deployments, json={}, timeout=10).status_code == 401
         assert httpx.post(deployments, json={}, auth=("admin", "e2e-prefect-pw"), timeout=10).status_code == 200
-        if wants_mlflow_auth:
-            search = f"{opts.url('mlflow')}/api/2.0/mlflow/experiments/search"
-            assert httpx.get(search, params={"max_results": 1}, timeout=10).status_code == 401
-            ok = httpx.get(search, params={"max_results": 1}, auth=("admin", "e2e-mlflow-Pw-123"), timeout=10)
-            assert ok.status_code == 200, ok.text
+        search = f"{opts.url('mlflow')}/api/2.0/mlflow/experiments/search"
+        assert httpx.get(search, params={"max_results": 1}, timeout=10).status_code == 401
+        ok = httpx.get(search, params={"max_results": 1}, auth=("admin", "e2e-mlflow-Pw-123"), timeout=10)
+        assert ok.status_code == 200, ok.text
     finally:
         stack.down(opts.state_dir, grace=10)
 

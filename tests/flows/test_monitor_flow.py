@@ -121,6 +121,7 @@ def test_undrifted_data_gives_no_trigger(store, home: Path, tmp_path: Path) -> N
     assert r["status"] == "checked" and r["quality"]["passed"]
     assert r["drift"]["drift_share"] < POLICY_SHARE and not r["drift"]["dataset_drift"]
     assert not r["retrain"] and r["decision"]["verdict"] == "hold" and "retrain_event_id" not in r["events"]
+    assert "drift_event_id" not in r["events"]
     assert r["live_quality"]["status"] == "ok" and not r["live_quality"]["degraded"]  # the target came with the file
     mv = registry.get_version_by_alias(NAME, registry.CHAMPION)
     assert mv.tags["monitoring.last_run_id"] == r["mlflow_run_id"] and mv.tags["monitoring.last_verdict"] == "hold"
@@ -137,6 +138,7 @@ def test_drifted_log_window_triggers_with_report_event_and_training_file(store, 
     r = monitor(config_path=str(store["config"]), labels_path=str(labels))
     assert r["status"] == "checked" and r["window"]["rows"] == 3000 and r["window"]["files"] == len(files) == 3
     assert r["retrain"] and r["decision"]["verdict"] == "retrain"
+    assert r["drift"]["dataset_drift"] and r["events"]["drift_event_id"]
     assert {"monthly_charges", "usage_gb", "support_calls", "region"} <= set(r["drift"]["drifted_columns"])
     assert r["drift"]["prediction"]["drifted"]
     report = Path(r["report_path"])
