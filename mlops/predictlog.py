@@ -109,6 +109,15 @@ class Redactor:
     def dropped(self) -> list[str]:
         return sorted(self.columns) if self.mode == "drop" else []
 
+    def column(self, name: str, values: Sequence[Any]) -> Sequence[Any] | None:
+        """The values to write for an input column: as given, hashed, or None (dropped)."""
+        if name not in self.columns:
+            return values
+        if self.mode == "hash":
+            assert self.key is not None
+            return [hash_value(v, self.key) for v in values]
+        return None
+
     def apply(self, inputs: dict[str, Sequence[Any]]) -> dict[str, Sequence[Any]]:
         if not self.columns:
             return inputs
@@ -149,7 +158,7 @@ class PredictionLogWriter:
         self.flush_seconds = flush_seconds
         self.keep_file_names = keep_file_names
         self.stats = LogStats()
-        self._queue: deque[LogRecord] = deque()
+        self._queue: deque[tuple[Any, ...]] = deque()
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -161,12 +170,18 @@ class PredictionLogWriter:
     def submit(self, record: LogRecord) -> bool:
         """Queue a record for writing; False (and counted) when the queue is full."""
         try:
+            if self.stats.queued_rows + record.n > self.max_queue_rows:
+                with self._lock:
+                    self.stats.dropped_rows += record.n
+                    self.stats.dropped_records += 1
+                return False
+            packed = _pack(record)
             with self._lock:
                 if self.stats.queued_rows + record.n > self.max_queue_rows:
                     self.stats.dropped_rows += record.n
                     self.stats.dropped_records += 1
                     return False
-                self._queue.append(record)
+                self._queue.append(packed)
                 self.stats.queued_rows += record.n
                 wake = self.stats.queued_rows >= self.flush_rows
             if wake:
@@ -202,70 +217,84 @@ class PredictionLogWriter:
     def flush(self) -> list[Path]:
         """Write everything queued now (from the writer thread, or at shutdown)."""
         with self._lock:
-            records = list(self._queue)
+            packed = list(self._queue)
             self._queue.clear()
             self.stats.queued_rows = 0
-        if not records:
+        if not packed:
             return []
         try:
-            return self.write(records)
+            return self._write_packed(packed)
         except Exception as exc:  # noqa: BLE001 - count and carry on; the server keeps serving
+            rows = sum(p[6] for p in packed)
             with self._lock:
                 self.stats.write_errors += 1
-                self.stats.dropped_rows += sum(r.n for r in records)
-                self.stats.dropped_records += len(records)
+                self.stats.dropped_rows += rows
+                self.stats.dropped_records += len(packed)
                 self.stats.last_error = f"{type(exc).__name__}: {exc}"[:300]
-            log.exception("prediction log write failed; %d rows lost", sum(r.n for r in records))
+            log.exception("prediction log write failed; %d rows lost", rows)
             return []
 
     def write(self, records: Iterable[LogRecord]) -> list[Path]:
         """Write records synchronously (batch scoring uses this directly): one file per day and column set."""
-        groups: dict[tuple[str, tuple[str, ...], tuple[str, ...]], list[LogRecord]] = {}
-        for r in records:
-            day = datetime.fromtimestamp(r.logged_at, UTC).strftime("%Y-%m-%d")
-            groups.setdefault((day, tuple(r.inputs), tuple(r.outputs)), []).append(r)
+        return self._write_packed([_pack(r) for r in records])
+
+    def _write_packed(self, packed: list[tuple[Any, ...]]) -> list[Path]:
+        groups: dict[tuple[int, bool, tuple[str, ...], tuple[str, ...]], list[tuple[Any, ...]]] = {}
+        for p in packed:
+            groups.setdefault((int(p[2] // 86400), p[0], p[8], p[10]), []).append(p)
         paths = []
         with self._write_lock:
-            for (day, _, _), recs in groups.items():
-                paths.append(self._write_group(day, recs))
+            for (day, single, in_names, out_names), items in groups.items():
+                date = datetime.fromtimestamp(day * 86400, UTC).strftime("%Y-%m-%d")
+                paths.append(self._write_group(date, single, in_names, out_names, items))
         return paths
 
-    def _write_group(self, day: str, recs: list[LogRecord]) -> Path:
+    def _write_group(self, day: str, single: bool, in_names: tuple[str, ...], out_names: tuple[str, ...],
+                     items: list[tuple[Any, ...]]) -> Path:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        n = [r.n for r in recs]
-        total = sum(n)
+        count = len(items)
+        micros = (np.fromiter((p[2] for p in items), np.float64, count) * 1e6).astype(np.int64)
+        if single:  # one row per record: transpose the row tuples in C
+            total = count
+            rows = np.zeros(count, dtype=np.int64)
+            ins: list[Any] = list(zip(*[p[9] for p in items], strict=True)) or [()] * len(in_names)
+            outs: list[Any] = list(zip(*[p[11] for p in items], strict=True)) or [()] * len(out_names)
+
+            def meta(k: int) -> Any:
+                return [p[k] for p in items]
+        else:
+            n = [p[6] for p in items]
+            total = sum(n)
+            rows = np.concatenate([p[7] for p in items]) if count > 1 else items[0][7]
+            micros = np.repeat(micros, n)
+            ins = [_concat([p[9][j] for p in items]) for j in range(len(in_names))]
+            outs = [np.concatenate([np.asarray(p[11][j]) for p in items]) if count > 1 else np.asarray(items[0][11][j])
+                    for j in range(len(out_names))]
+
+            def meta(k: int) -> Any:
+                return np.repeat(np.array([p[k] for p in items], dtype=object), n)
         cols: dict[str, Any] = {
-            "request_id": pa.array(np.repeat(np.array([r.request_id for r in recs], dtype=object), n), pa.string()),
-            "request_row": pa.array(np.concatenate([np.asarray(r.rows, dtype=np.int64) if r.rows is not None
-                                                    else np.arange(r.row_offset, r.row_offset + r.n) for r in recs]),
-                                    pa.int64()),
-            "logged_at": pa.array(np.repeat(np.array([int(r.logged_at * 1e6) for r in recs], dtype=np.int64), n),
-                                  pa.timestamp("us", tz="UTC")),
-            "model_name": pa.array(np.repeat(np.array([r.model_name for r in recs], dtype=object), n), pa.string()),
-            "model_version": pa.array(np.repeat(np.array([r.model_version for r in recs], dtype=object), n),
-                                      pa.string()),
-            "log_source": pa.array(np.repeat(np.array([r.source for r in recs], dtype=object), n), pa.string()),
+            "request_id": pa.array(meta(1), pa.string()),
+            "request_row": pa.array(rows, pa.int64()),
+            "logged_at": pa.array(micros, pa.timestamp("us", tz="UTC")),
+            "model_name": pa.array(meta(3), pa.string()),
+            "model_version": pa.array(meta(4), pa.string()),
+            "log_source": pa.array(meta(5), pa.string()),
         }
-        redacted = [self.redactor.apply(r.inputs) for r in recs]
-        for name in redacted[0]:
-            if len(redacted) == 1:
-                cols[input_column_name(name)] = _arrow_array(redacted[0][name])
-                continue
-            values: list[Any] = []
-            for red in redacted:
-                values.extend(red[name])
-            cols[input_column_name(name)] = _arrow_array(values)
-        for name in recs[0].outputs:
-            parts = [np.asarray(r.outputs[name]) for r in recs]
-            arr = np.concatenate(parts) if len(parts) > 1 else parts[0]
+        for name, values in zip(in_names, ins, strict=True):
+            kept = self.redactor.column(name, values)
+            if kept is not None:
+                cols[input_column_name(name)] = _arrow_array(kept)
+        for name, values in zip(out_names, outs, strict=True):
+            arr = np.asarray(values)
             cols[name] = pa.array(arr.tolist()) if arr.dtype == object else pa.array(arr)
         assert all(len(c) == total for c in cols.values())
         table = pa.table(cols)
-        meta = {HASHED_META: json.dumps(self.redactor.hashed).encode(),
-                DROPPED_META: json.dumps(self.redactor.dropped).encode()}
-        table = table.replace_schema_metadata({**(table.schema.metadata or {}), **meta})
+        meta_kv = {HASHED_META: json.dumps(self.redactor.hashed).encode(),
+                   DROPPED_META: json.dumps(self.redactor.dropped).encode()}
+        table = table.replace_schema_metadata({**(table.schema.metadata or {}), **meta_kv})
         folder = self.folder / f"date={day}"
         folder.mkdir(parents=True, exist_ok=True)
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
@@ -280,6 +309,42 @@ class PredictionLogWriter:
             self.stats.files.append(str(final))
             del self.stats.files[:-self.keep_file_names]
         return final
+
+
+def _concat(parts: list[Any]) -> Any:
+    if len(parts) == 1:
+        return parts[0]
+    out: list[Any] = []
+    for part in parts:
+        out.extend(part)
+    return out
+
+
+def _first(values: Any) -> Any:
+    v = values.iloc[0] if hasattr(values, "iloc") else values[0]
+    return v.item() if isinstance(v, np.generic) else v
+
+
+def _pack(r: LogRecord) -> tuple[Any, ...]:
+    """A queued record as a tuple of plain values, tuples and numpy arrays.
+
+    Lists, dicts and dataclass instances stay tracked by the cyclic garbage collector; thousands of
+    them waiting in the queue make every full collection scan them (hundreds of milliseconds with the
+    event loop stopped). Tuples of plain values are untracked after their first young collection.
+    A one-row record keeps its values as one row tuple, so the writer transposes rows in C.
+
+    Layout: (single, request id, logged_at, model name, version, source, n, rows, input names,
+    inputs, output names, outputs).
+    """
+    if r.n == 1 and r.rows is None and r.row_offset == 0:
+        return (True, r.request_id, r.logged_at, r.model_name, r.model_version, r.source, 1, None,
+                tuple(r.inputs), tuple([v[0] if type(v) is list else _first(v) for v in r.inputs.values()]),
+                tuple(r.outputs), tuple(_first(v) for v in r.outputs.values()))
+    rows = (np.asarray(r.rows, dtype=np.int64) if r.rows is not None
+            else np.arange(r.row_offset, r.row_offset + r.n, dtype=np.int64))
+    return (False, r.request_id, r.logged_at, r.model_name, r.model_version, r.source, r.n, rows,
+            tuple(r.inputs), tuple(v if isinstance(v, np.ndarray | pd.Series) else tuple(v) for v in r.inputs.values()),
+            tuple(r.outputs), tuple(np.asarray(v) for v in r.outputs.values()))
 
 
 def input_column_name(name: str) -> str:

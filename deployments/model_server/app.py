@@ -20,6 +20,7 @@ import hmac
 import logging
 import os
 import re
+import sys
 import tempfile
 import time
 import uuid
@@ -31,7 +32,7 @@ from typing import Any
 import orjson
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
@@ -72,7 +73,8 @@ class ModelServer:
     """Request handling, with the model source, config, tokens and log folder injected."""
 
     def __init__(self, model_name: str, serving: ServingConfig, source: ModelSource, token: str | None,
-                 admin_token: str | None, log_dir: Path | None, share_dir: Path | None, alias: str) -> None:
+                 admin_token: str | None, log_dir: Path | None, share_dir: Path | None, alias: str,
+                 freeze_gc: bool = False) -> None:
         self.model_name = model_name
         self.alias = alias
         self.serving = serving
@@ -81,7 +83,8 @@ class ModelServer:
         self.metrics = Metrics(share_dir)
         self.share_dir = share_dir
         trigger = share_dir / "reload-request" if share_dir else None
-        self.watcher = Watcher(source, serving.poll_seconds, self.metrics, trigger, on_tick=self.publish_metrics)
+        self.watcher = Watcher(source, serving.poll_seconds, self.metrics, trigger, on_tick=self.publish_metrics,
+                               freeze_gc=freeze_gc)
         self.token = b"Bearer " + token.encode() if token else None
         self.admin_token = b"Bearer " + admin_token.encode() if admin_token else None
         self.plog: PredictionLogWriter | None = None
@@ -183,6 +186,9 @@ class ModelServer:
             if exc.status == 401:
                 headers["www-authenticate"] = "Bearer"
             return self._error(route, t0, exc, headers)
+        except ClientDisconnect:  # the client went away mid-body: nobody to answer
+            self.metrics.observe(route, 499, time.perf_counter() - t0)
+            return Response(status_code=400)
         except Exception:
             log.exception("scoring failed (request %s, model v%s)", rid, m.version if m else "-")
             self.metrics.observe(route, 500, time.perf_counter() - t0)
@@ -301,6 +307,7 @@ def create_app(
     share_dir: str | Path | None = None,
     source: ModelSource | None = None,
     environ: Mapping[str, str] | None = None,
+    freeze_gc: bool = False,
 ) -> Starlette:
     """Build the server for `models:/<model_name>@<alias>`.
 
@@ -308,6 +315,8 @@ def create_app(
     scoring routes when set; MLOPS_SERVING_ADMIN_TOKEN (else MLOPS_SERVING_TOKEN) protects
     /admin/reload, which is refused without one. `log_dir` is the prediction log folder (default
     `$MLOPS_HOME/predictions`; None turns logging off). `source` replaces the MLflow registry (tests).
+    `freeze_gc` moves each loaded model out of the garbage collector's scans (a server process only:
+    it changes the whole interpreter).
     """
     env = os.environ if environ is None else environ
     serving = serving or ServingConfig()
@@ -320,7 +329,7 @@ def create_app(
     if source is None:
         source = RegistrySource(model_name, alias, tracking_uri, serving.enforce_contract_ranges)
     server = ModelServer(model_name, serving, source, token, admin, Path(log_dir) if log_dir else None,
-                         Path(share_dir) if share_dir else None, alias)
+                         Path(share_dir) if share_dir else None, alias, freeze_gc)
     routes = [
         Route("/predict", server.predict, methods=["POST"]),
         Route("/invocations", server.invocations, methods=["POST"]),
@@ -353,6 +362,9 @@ def app_from_env() -> Starlette:
     from mlops.settings import configure_environment, quiet_libraries
 
     limit_threads()
+    # The prediction-log writer and the alias watcher are threads: hand the GIL back to the event loop
+    # within 1 ms (default 5 ms) so a log flush does not queue requests behind it.
+    sys.setswitchinterval(0.001)
     configure_environment()
     quiet_libraries()
     raw = os.environ.get("MLOPS_SERVING_CONFIG_JSON")
@@ -365,6 +377,7 @@ def app_from_env() -> Starlette:
         serving=serving,
         log_dir=None if log_dir == "off" else log_dir,
         share_dir=os.environ.get(SHARE_DIR_ENV) or None,
+        freeze_gc=True,
     )
 
 

@@ -203,9 +203,8 @@ class HGBTrees:
 
     def predict(self, X: np.ndarray, classifier: bool) -> tuple[np.ndarray, np.ndarray | None]:
         est = self.est
-        if X.shape[0] > HGB_MAX_ROWS:
-            return est.predict(X), (est.predict_proba(X) if classifier else None)
-        raw = self.raw(X)
+        # larger batches: scikit-learn's own tree walk, once, for both labels and probabilities
+        raw = est._raw_predict(X) if X.shape[0] > HGB_MAX_ROWS else self.raw(X)
         if not classifier:
             return est._loss.link.inverse(raw.ravel()), None
         proba = est._loss.predict_proba(raw)
@@ -228,6 +227,9 @@ class FastPath:
         # the memory layout the ColumnTransformer returns: BLAS-based estimators (linear models) sum in
         # a different order for C and Fortran arrays, so the same layout is needed for the same bits
         self.order = order
+        self.argmax_labels = (classifier and type(estimator).__name__ in {"RandomForestClassifier",
+                                                                          "ExtraTreesClassifier"}
+                              and getattr(estimator, "n_outputs_", 1) == 1)
 
     @property
     def describe(self) -> str:
@@ -246,6 +248,9 @@ class FastPath:
         if self.trees is not None:
             return self.trees.predict(Xt, self.classifier)
         est = self.estimator
+        if self.argmax_labels:  # a forest's predict is exactly classes_[argmax(predict_proba)]
+            proba = est.predict_proba(Xt)
+            return est.classes_.take(np.argmax(proba, axis=1), axis=0), proba
         pred = est.predict(Xt)
         proba = est.predict_proba(Xt) if self.classifier and hasattr(est, "predict_proba") else None
         return pred, proba

@@ -21,6 +21,7 @@ import orjson
 from mlops.contract import DataContract
 
 MAX_ERRORS = 10
+_FMAX = 1.7976931348623157e308
 NUMERIC, CATEGORY, TEXT, DATETIME, ID_INT = 1, 2, 3, 4, 5
 
 
@@ -252,6 +253,10 @@ class Validator:
         cols: dict[str, list[Any]] = {name: [] for name in self.names}
         errors: list[dict[str, Any]] = []
         required, known, rules = self.required, self.known, self.rules
+        # (name, fast numeric bounds or None, append, rule): a finite float inside the bounds is the
+        # common case and is taken without a call; everything else goes through _convert
+        plan = [(r.name, (r.lo if r.lo is not None else -_FMAX, r.hi if r.hi is not None else _FMAX)
+                 if r.kind == NUMERIC else None, cols[r.name].append, r) for r in rules]
         for i, rec in enumerate(records):
             if type(rec) is not dict:
                 errors.append({"row": i, "field": None, "message": f"row {i} is not a JSON object of column values"})
@@ -264,13 +269,16 @@ class Validator:
                 if len(errors) >= MAX_ERRORS:
                     break
                 continue
-            for rule in rules:
-                v = rec.get(rule.name)
+            for name, bounds, append, rule in plan:
+                v = rec.get(name)
+                if bounds is not None and type(v) is float and bounds[0] <= v <= bounds[1]:
+                    append(v)  # NaN and +-inf fail the comparison and take the slow path
+                    continue
                 try:
-                    cols[rule.name].append(_convert(rule, v))
+                    append(_convert(rule, v))
                 except _Bad as bad:
-                    errors.append({"row": i, "field": rule.name, "message": f"row {i}, field '{rule.name}': {bad}"})
-                    cols[rule.name].append(None)
+                    errors.append({"row": i, "field": name, "message": f"row {i}, field '{name}': {bad}"})
+                    append(None)
                     if len(errors) >= MAX_ERRORS:
                         break
             if len(errors) >= MAX_ERRORS:

@@ -130,3 +130,4 @@ def test_bad_inputs_fail_with_one_sentence(model: dict[str, Any], tmp_path: Path
     churn_frame(50, seed=1).drop(columns=["plan"]).to_csv(tmp_path / "noplan.csv", index=False)
     with pytest.raises(DataError, match="plan"):
         run(model, tmp_path / "noplan.csv", tmp_path / "out", 100)
+
