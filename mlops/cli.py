@@ -170,6 +170,31 @@ def status(
             typer.echo(f"  {h['at']}  {h['alias']}: v{h['from_version']} -> v{h['to_version']}  by {h['by']}  ({h['reason'][:80]})")
 
 
+@app.command()
+def init() -> None:
+    """Prepare the state folder: the MLflow store and Prefect's local database (done by the first run otherwise)."""
+    settings = _prepare()
+    _warm_start(settings.tracking_uri)
+    typer.echo(f"state folder {settings.state_dir} ready (MLflow store {settings.tracking_uri})")
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def serve(
+    ctx: typer.Context,
+    config: ConfigOpt = DEFAULT_CONFIG,
+    port: Annotated[int, typer.Option(help="port on 127.0.0.1 (use --host to change the interface)")] = 8000,
+) -> None:
+    """Serve models:/NAME@champion over HTTP (hot swap, contract checks, prediction log).
+
+    Further options (--workers, --host, --poll-seconds, --no-prediction-log ...) go to the model server.
+    """
+    check_config(config)
+    _prepare()
+    from deployments.model_server.__main__ import main as serve_main
+
+    raise typer.Exit(serve_main(["--config", str(config), "--port", str(port), *ctx.args]))
+
+
 def _register_more() -> None:
     """Monitoring and local-stack commands live in their own modules (light at import)."""
     from mlops import cli_monitor, cli_stack

@@ -49,6 +49,44 @@ def test_default_data_trains_a_champion_then_rejects_a_worse_challenger(tmp_path
     status = run(["status", "--config", "configs/default.yaml", "--json"], state)
     st = json.loads(status.stdout)
     assert str(st["champion"]["version"]) == "1" and st["versions"] == 2
+    _serve_and_predict(state)
+
+
+def _serve_and_predict(state: Path) -> None:
+    """`mlops serve` answers with the champion on a free loopback port."""
+    import socket
+    import time
+
+    import httpx
+
+    from mlops.data import generate_churn
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = dict(os.environ, MLOPS_HOME=str(state), MLOPS_ARTIFACT_ROOT=(state / "mlartifacts").as_uri())
+    env.pop("MLFLOW_TRACKING_URI", None)
+    proc = subprocess.Popen([MLOPS, "serve", "--port", str(port), "--workers", "1"], cwd=REPO, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{url}/ready", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        row = generate_churn(1, seed=5).drop(columns=["churned"]).iloc[0]
+        record = {k: (v.isoformat() if hasattr(v, "isoformat") else (None if pd.isna(v) else v)) for k, v in row.items()}
+        record = {k: (v.item() if hasattr(v, "item") else v) for k, v in record.items()}
+        res = httpx.post(f"{url}/predict", json=record, timeout=10)
+        assert res.status_code == 200, res.text
+        assert str(res.json()["model_version"]) == "1" and len(res.json()["predictions"]) == 1
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
 
 
 def test_config_typo_fails_before_any_work(tmp_path: Path) -> None:
