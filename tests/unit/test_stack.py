@@ -316,8 +316,7 @@ def _flow_function(module: str, func: str) -> object:
     import importlib.util
 
     spec = importlib.util.spec_from_file_location(f"_stack_test_{Path(module).stem}", REPO / module)
-    if spec is None or not (REPO / module).exists():
-        pytest.skip(f"{module} is not there yet")
+    assert spec is not None and (REPO / module).exists(), f"{module} is named in prefect.yaml but missing"
     mod = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = mod
     spec.loader.exec_module(mod)  # type: ignore[union-attr]
