@@ -9,6 +9,7 @@ from prefect.states import Failed
 
 from mlops.config import load_config
 from mlops.errors import MLOpsError
+from mlops.infra_validation import FreshProcess
 from mlops.settings import configure_environment
 
 
@@ -28,6 +29,19 @@ def train(config_path: str = "configs/default.yaml", source_path: str | None = N
 
 
 def run_training(config_path: str, source_path: str | None, reason: str) -> dict[str, Any]:
+    cfg = load_config(config_path)
+    # The fresh process for infra validation starts now and imports the serving stack while this one
+    # validates and tunes; it is ended here if the run stops before using it.
+    fresh = FreshProcess() if cfg.gate.infra_validation else None
+    try:
+        return _run_training(cfg, config_path, source_path, reason, fresh)
+    finally:
+        if fresh is not None:
+            fresh.close()
+
+
+def _run_training(cfg: Any, config_path: str, source_path: str | None, reason: str,
+                  fresh: FreshProcess | None) -> dict[str, Any]:
     import mlflow
 
     from mlops import registry
@@ -51,7 +65,6 @@ def run_training(config_path: str, source_path: str | None, reason: str) -> dict
     from tasks.tuning import tune_candidates
     from tasks.validation import validate_training_data
 
-    cfg = load_config(config_path)
     settings = configure_environment()
     mlflow.set_tracking_uri(settings.tracking_uri)
     flow_run_id = str(runtime.flow_run.id or "local")
@@ -96,11 +109,11 @@ def run_training(config_path: str, source_path: str | None, reason: str) -> dict
     X_test = split.test.drop(columns=[cfg.target])
     version = register_challenger(run_id, best.best_estimator, name, X.head(50), contract.to_json())
     infra = None
-    if cfg.gate.infra_validation:
+    if fresh is not None:
         model = best.best_estimator
         expected = model.predict_proba(X_test) if cfg.task == "classification" else model.predict(X_test)
         infra = infra_validate_challenger.submit(name, version, X_test, expected, cfg.gate.latency_budget_ms,
-                                                 settings.tracking_uri)
+                                                 settings.tracking_uri, fresh)
 
     evaluation = evaluate_challenger(best.best_estimator, split.test, cfg, work / "evaluation")
     verdict = gate_challenger(evaluation, champion.model if champion else None,

@@ -16,6 +16,7 @@ import typer
 
 from mlops.cli_common import check_config as _check_config
 from mlops.cli_common import fail as _fail
+from mlops.cli_common import prepare_flow_process
 from mlops.cli_common import run_flow as _run_flow
 
 ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="pipeline config (YAML)")]
@@ -89,9 +90,7 @@ def monitor_command(
 ) -> None:
     """Check the champion against new data: data quality, drift (Evidently report), live quality, retrain policy."""
     _check_config(config)
-    from mlops.settings import configure_environment
-
-    configure_environment()
+    prepare_flow_process("flows.monitor")
     from flows.monitor import monitor
 
     result = _run_flow(monitor, config_path=str(config), current_path=data, labels_path=labels)
@@ -236,6 +235,7 @@ def demo_drift_command(
     if train_on is not None and train_on not in {"new", "window", "original_plus_new"}:
         _fail("--train-on must be one of: new, window, original_plus_new")
     try:
+        prepare_flow_process("flows.monitor", "flows.train")
         out = run_demo(config, rows, drift, seed, train_on)
     except MLOpsError as exc:
         _fail(str(exc), exc.exit_code)

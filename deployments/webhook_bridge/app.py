@@ -1,9 +1,14 @@
 """The bridge's ASGI app: `POST /hooks/{source}` (signed JSON -> Prefect event) and `GET /health`.
 
-Checks run cheapest-first and nothing is emitted unless every one passes:
+Checks run cheapest-first and nothing is queued unless every one passes:
 unknown source 404, body too large 413, not JSON content type 415, unsigned/stale/bad signature 401,
 no delivery id 400, malformed JSON 400, template failure or invalid event 422, replay 409.
-Prefect unreachable gives 503 and the delivery is forgotten, so the sender can retry it.
+
+A delivery that passes is recorded as seen and its event queued in the outbox in one SQLite
+transaction, and only then answered 202 with the event id: from that moment the event survives a
+restart of the bridge and an outage of Prefect. The forwarder (forwarder.py) sends it to Prefect's
+events API at once, in order, retrying until Prefect acknowledges it. A full outbox (Prefect down
+for long) answers 503 with Retry-After, so senders hold their deliveries until it drains.
 """
 
 from __future__ import annotations
@@ -29,14 +34,9 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from deployments.webhook_bridge.config import BridgeConfig, load_webhook_config
+from deployments.webhook_bridge.forwarder import Forwarder
 from deployments.webhook_bridge.signing import verify
-from deployments.webhook_bridge.sinks import (
-    EmitError,
-    EventRejected,
-    EventSink,
-    PrefectApiSink,
-    prefect_auth_headers,
-)
+from deployments.webhook_bridge.sinks import EventSink, PrefectApiSink, prefect_auth_headers
 from deployments.webhook_bridge.store import DeliveryStore
 from deployments.webhook_bridge.templating import (
     EventLimits,
@@ -101,7 +101,10 @@ class Bridge:
         self.disabled = disabled
         self.store = store
         self.sink = sink
+        self.forwarder = Forwarder(store, sink, lease_seconds=3 * config.emit_timeout_seconds + 5)
         self.clock = clock
+        self._queued = 0
+        self._queued_checked = 0.0
         self.retention_seconds = config.delivery_retention_hours * 3600
         # A signature is only usable inside the timestamp window, so remembering it that long suffices.
         self.signature_ttl = 2 * config.timestamp_tolerance_seconds + 60
@@ -184,9 +187,15 @@ class Bridge:
         except TemplateFailure as exc:
             return self._reject(422, str(exc), name)
 
+        if self._outbox_full(now):
+            return self._reject(
+                503, f"the bridge holds {self._queued} events Prefect has not taken yet; retry later", name,
+                {"Retry-After": RETRY_AFTER_SECONDS},
+            )
         delivery_key = f"d:{name}:{delivery}"
         signature_key = "s:" + hashlib.sha256(signature.encode()).hexdigest()
-        taken = self.store.claim({delivery_key: self.retention_seconds, signature_key: self.signature_ttl}, now)
+        claims = {delivery_key: self.retention_seconds, signature_key: self.signature_ttl}
+        taken = self.store.accept(claims, str(event_id), orjson.dumps(event), now)
         if taken == delivery_key:
             return self._reject(409, f"delivery '{delivery}' was already received; it starts nothing twice", name)
         if taken is not None:
@@ -195,34 +204,31 @@ class Bridge:
                 "this exact signed request (timestamp, body, signature) was already received under another delivery id",
                 name,
             )
-        keys = [delivery_key, signature_key]
-        try:
-            await self.sink.emit(event)
-        except EmitError as exc:
-            self.store.release(keys)
-            return self._reject(
-                503, f"{exc}; the delivery was not recorded, retry it later", name, {"Retry-After": RETRY_AFTER_SECONDS}
-            )
-        except EventRejected as exc:
-            self.store.release(keys)
-            return self._reject(422, str(exc), name)
-        except BaseException:
-            self.store.release(keys)
-            raise
-        self.store.confirm(keys)
+        self._queued += 1
+        self.forwarder.notify()
         log.info("accepted webhook source=%s delivery=%s event=%s id=%s", name, delivery, event["event"], event_id)
         return JSONResponse({"event_id": str(event_id)}, status_code=202)
 
+    def _outbox_full(self, now: float) -> bool:
+        """Whether the outbox is at its limit (counted at most once a second)."""
+        if now - self._queued_checked >= 1.0 or self._queued >= self.config.max_queued_events:
+            self._queued = int(self.store.outbox_stats(now)["queued"])
+            self._queued_checked = now
+        return self._queued >= self.config.max_queued_events
+
     async def health(self, request: Request) -> Response:
         return JSONResponse(
-            {"status": "ok", "sources": sorted(self.sources), "disabled_sources": sorted(self.disabled)}
+            {"status": "ok", "sources": sorted(self.sources), "disabled_sources": sorted(self.disabled),
+             "outbox": self.store.outbox_stats(), "forwarded": self.forwarder.sent_total}
         )
 
     @asynccontextmanager
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
+        self.forwarder.start()  # also sends what an earlier run left queued
         try:
             yield
         finally:
+            await self.forwarder.stop()
             await self.sink.aclose()
 
 
@@ -280,9 +286,7 @@ def create_app(
         from mlops.settings import get_settings
 
         state_dir = get_settings().state_dir / "webhooks"
-    store = DeliveryStore(
-        Path(state_dir) / "deliveries.sqlite3", stale_claim_seconds=3 * config.emit_timeout_seconds + 5
-    )
+    store = DeliveryStore(Path(state_dir) / "deliveries.sqlite3")
     if sink is None:
         sink = default_prefect_sink(prefect_api_url, config.emit_timeout_seconds)
 

@@ -38,7 +38,10 @@ class BridgeConfig(_Strict):
     # Delivery ids are remembered far beyond the timestamp window so that a sender that re-sends an
     # old delivery with a fresh timestamp (a manual "redeliver") still gets 409, not a second run.
     delivery_retention_hours: float = Field(168.0, gt=0)
+    # How long one POST to Prefect may take before it counts as failed (the batch is retried).
     emit_timeout_seconds: float = Field(10.0, gt=0, le=120)
+    # Events accepted but not yet taken by Prefect; beyond this, new deliveries get 503 + Retry-After.
+    max_queued_events: int = Field(100_000, ge=1)
     sources: dict[str, SourceConfig] = Field(default_factory=dict)
 
     @field_validator("sources")

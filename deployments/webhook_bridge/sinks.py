@@ -1,16 +1,15 @@
-"""Where accepted events go. The bridge only needs `await sink.emit(event)`.
+"""Where forwarded events go. The forwarder only needs `await sink.send(events)`, which returns once
+the receiver acknowledged the whole batch, and raises EmitError (try again later) or EventRejected
+(the receiver says an event is invalid).
 
 PrefectApiSink posts to the Prefect server's REST route `POST {api}/events` (a JSON list of events,
 answered 204 once the server has published them to its event bus). The REST route is used rather
-than the websocket PrefectEventsClient because it acknowledges each call: the bridge answers 202
-only after Prefect took the event, and 503 when it did not, so the sender can retry safely.
-Concurrent requests are coalesced into one POST (natural batching: whatever queued while the
-previous POST was in flight goes in the next), which keeps throughput up without adding a timer.
+than the websocket PrefectEventsClient because it acknowledges each call, so an outbox row is
+deleted only after Prefect took its event.
 """
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import logging
 from typing import Any, Protocol
@@ -30,7 +29,7 @@ class EventRejected(Exception):
 
 
 class EventSink(Protocol):
-    async def emit(self, event: dict[str, Any]) -> None: ...
+    async def send(self, events: list[dict[str, Any]]) -> None: ...
 
     async def aclose(self) -> None: ...
 
@@ -38,7 +37,7 @@ class EventSink(Protocol):
 class NullSink:
     """Accepts and drops every event (benchmarks of the bridge alone)."""
 
-    async def emit(self, event: dict[str, Any]) -> None:
+    async def send(self, events: list[dict[str, Any]]) -> None:
         return None
 
     async def aclose(self) -> None:
@@ -46,16 +45,18 @@ class NullSink:
 
 
 class RecordingSink:
-    """Keeps every emitted event in `events`; set `fail_with` to an exception to simulate outages."""
+    """Keeps every sent event in `events`; set `fail_with` to an exception to simulate outages."""
 
     def __init__(self) -> None:
         self.events: list[dict[str, Any]] = []
         self.fail_with: Exception | None = None
+        self.calls = 0
 
-    async def emit(self, event: dict[str, Any]) -> None:
+    async def send(self, events: list[dict[str, Any]]) -> None:
+        self.calls += 1
         if self.fail_with is not None:
             raise self.fail_with
-        self.events.append(event)
+        self.events.extend(events)
 
     async def aclose(self) -> None:
         return None
@@ -71,7 +72,7 @@ def prefect_auth_headers(api_key: str | None = None, auth_string: str | None = N
 
 
 class PrefectApiSink:
-    """Batched, acknowledged emission through the Prefect server's `POST /events` route."""
+    """Acknowledged emission through the Prefect server's `POST /events` route."""
 
     def __init__(
         self,
@@ -79,17 +80,13 @@ class PrefectApiSink:
         *,
         headers: dict[str, str] | None = None,
         timeout: float = 10.0,
-        max_batch: int = 200,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.url = api_url.rstrip("/") + "/events"
         self._headers = {"Content-Type": "application/json", **(headers or {})}
         self._timeout = timeout
-        self._max_batch = max_batch
         self._transport = transport
         self._client: httpx.AsyncClient | None = None
-        self._queue: list[tuple[dict[str, Any], asyncio.Future[None]]] = []
-        self._flusher: asyncio.Task[None] | None = None
 
     def _http(self) -> httpx.AsyncClient:
         # Built on first use, inside the server's event loop.
@@ -98,47 +95,11 @@ class PrefectApiSink:
                 timeout=self._timeout,
                 headers=self._headers,
                 transport=self._transport,
-                limits=httpx.Limits(max_connections=8, max_keepalive_connections=8),
+                limits=httpx.Limits(max_connections=4, max_keepalive_connections=4),
             )
         return self._client
 
-    async def emit(self, event: dict[str, Any]) -> None:
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._queue.append((event, fut))
-        if self._flusher is None or self._flusher.done():
-            self._flusher = asyncio.create_task(self._flush())
-        await fut
-
-    async def _flush(self) -> None:
-        while self._queue:
-            batch, self._queue = self._queue[: self._max_batch], self._queue[self._max_batch :]
-            try:
-                await self._post([event for event, _ in batch])
-            except EventRejected as exc:
-                if len(batch) == 1:
-                    _settle(batch[0][1], exc)
-                    continue
-                # One bad event must not sink its neighbours: send them one by one.
-                for event, fut in batch:
-                    try:
-                        await self._post([event])
-                        _settle(fut, None)
-                    except (EventRejected, EmitError) as one:
-                        _settle(fut, one)
-                continue
-            except EmitError as exc:
-                for _, fut in batch:
-                    _settle(fut, exc)
-                continue
-            except Exception:  # a bug here must not leave requests waiting forever
-                log.exception("emitting a batch of %d events failed", len(batch))
-                for _, fut in batch:
-                    _settle(fut, EmitError("the bridge failed to send the event to Prefect"))
-                continue
-            for _, fut in batch:
-                _settle(fut, None)
-
-    async def _post(self, events: list[dict[str, Any]]) -> None:
+    async def send(self, events: list[dict[str, Any]]) -> None:
         try:
             resp = await self._http().post(self.url, content=orjson.dumps(events))
         except httpx.TimeoutException:
@@ -152,20 +113,9 @@ class PrefectApiSink:
         raise EmitError(f"the Prefect API answered {resp.status_code}")
 
     async def aclose(self) -> None:
-        if self._flusher is not None:
-            await asyncio.gather(self._flusher, return_exceptions=True)
         if self._client is not None:
             await self._client.aclose()
             self._client = None
-
-
-def _settle(fut: asyncio.Future[None], exc: Exception | None) -> None:
-    if fut.done():  # the waiting request was cancelled (client went away)
-        return
-    if exc is None:
-        fut.set_result(None)
-    else:
-        fut.set_exception(exc)
 
 
 def _detail(resp: httpx.Response) -> str:

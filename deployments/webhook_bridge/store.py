@@ -1,10 +1,12 @@
-"""Persistent memory of accepted deliveries (SQLite under the state dir), for replay protection.
+"""The bridge's SQLite file under the state dir: seen deliveries (replay protection) and the outbox.
 
-A delivery is first *claimed* (pending), then *confirmed* once Prefect took the event, or *released*
-if emission failed so the sender may retry. Claims are atomic (a unique key inside BEGIN IMMEDIATE),
-so two concurrent copies of one delivery cannot both pass, even across worker processes. A claim
-left pending by a crash is reclaimable after `stale_claim_seconds`: the event id is deterministic,
-so a retry of a delivery that did reach Prefect is deduplicated there.
+`accept()` is one transaction: it claims the delivery's keys (its delivery id and its signature) and
+queues the event in the outbox, or does neither. Claims are atomic (a unique key inside BEGIN
+IMMEDIATE), so two concurrent copies of one delivery cannot both pass, even across worker processes.
+Once `accept()` returns, the event survives a crash of the bridge or an outage of Prefect: the
+forwarder leases outbox rows, sends them, and deletes them when Prefect acknowledged them. A lease
+left by a crashed forwarder expires and the row is sent again; the event id is deterministic, so
+Prefect drops the second copy. Events Prefect refuses as invalid move to `dead_letter`.
 """
 
 from __future__ import annotations
@@ -22,23 +24,38 @@ CREATE TABLE IF NOT EXISTS seen (
     expires_at REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS seen_expires ON seen (expires_at);
+CREATE TABLE IF NOT EXISTS outbox (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    event_id TEXT NOT NULL UNIQUE,
+    body BLOB NOT NULL,
+    created_at REAL NOT NULL,
+    lease_until REAL NOT NULL DEFAULT 0,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    last_error TEXT
+);
+CREATE TABLE IF NOT EXISTS dead_letter (
+    event_id TEXT PRIMARY KEY,
+    body BLOB NOT NULL,
+    created_at REAL NOT NULL,
+    failed_at REAL NOT NULL,
+    error TEXT NOT NULL
+);
 """
 
+# A key is free when unseen or past its retention.
 CLAIM = """
-INSERT INTO seen (key, state, claimed_at, expires_at) VALUES (?, 'pending', ?, ?)
-ON CONFLICT (key) DO UPDATE SET state = 'pending', claimed_at = excluded.claimed_at,
-    expires_at = excluded.expires_at
-WHERE seen.expires_at < excluded.claimed_at OR (seen.state = 'pending' AND seen.claimed_at < ?)
+INSERT INTO seen (key, state, claimed_at, expires_at) VALUES (?, 'done', ?, ?)
+ON CONFLICT (key) DO UPDATE SET claimed_at = excluded.claimed_at, expires_at = excluded.expires_at
+WHERE seen.expires_at < excluded.claimed_at
 """
 
 
 class DeliveryStore:
-    """Seen-delivery keys with expiry. Each call is a short synchronous SQLite transaction."""
+    """Seen-delivery keys with expiry, and the outbox. Each call is a short synchronous SQLite transaction."""
 
-    def __init__(self, path: Path, *, stale_claim_seconds: float = 60.0, purge_every: float = 60.0) -> None:
+    def __init__(self, path: Path, *, purge_every: float = 60.0) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
-        self.stale_claim_seconds = stale_claim_seconds
         self._purge_every = purge_every
         self._next_purge = 0.0
         self._lock = threading.Lock()
@@ -47,32 +64,82 @@ class DeliveryStore:
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(SCHEMA)
 
-    def claim(self, keys: dict[str, float], now: float | None = None) -> str | None:
-        """Claim every key (key -> seconds to remember it) or none; return the first key already
-        taken, or None when all were claimed."""
+    def accept(self, keys: dict[str, float], event_id: str, body: bytes, now: float | None = None) -> str | None:
+        """Record every key (key -> seconds to remember it) as seen and queue `body` (the event's JSON)
+        in the outbox, in one transaction; return the first key already taken (nothing changed), or None."""
         now = time.time() if now is None else now
-        stale = now - self.stale_claim_seconds
         with self._lock:
             self._maybe_purge(now)
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 for key, ttl in keys.items():
-                    if self._db.execute(CLAIM, (key, now, now + ttl, stale)).rowcount != 1:
+                    if self._db.execute(CLAIM, (key, now, now + ttl)).rowcount != 1:
                         self._db.execute("ROLLBACK")
                         return key
+                self._db.execute("INSERT OR IGNORE INTO outbox (event_id, body, created_at) VALUES (?, ?, ?)",
+                                 (event_id, body, now))
                 self._db.execute("COMMIT")
                 return None
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
 
-    def confirm(self, keys: list[str]) -> None:
-        """Mark claimed keys as delivered: a later copy is a replay."""
-        self._many("UPDATE seen SET state = 'done' WHERE key = ?", keys)
+    # ---- the outbox ------------------------------------------------------------------------------
+    def lease(self, limit: int, lease_seconds: float, now: float | None = None) -> list[tuple[int, bytes]]:
+        """Up to `limit` queued events, oldest first, that no live lease holds; lease them to the caller."""
+        now = time.time() if now is None else now
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                rows = self._db.execute(
+                    "SELECT seq, body FROM outbox WHERE lease_until <= ? ORDER BY seq LIMIT ?", (now, limit)
+                ).fetchall()
+                self._db.executemany("UPDATE outbox SET lease_until = ?, attempts = attempts + 1 WHERE seq = ?",
+                                     [(now + lease_seconds, seq) for seq, _ in rows])
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+        return [(int(seq), bytes(body)) for seq, body in rows]
 
-    def release(self, keys: list[str]) -> None:
-        """Forget pending claims after a failed emission so the sender can retry."""
-        self._many("DELETE FROM seen WHERE key = ? AND state = 'pending'", keys)
+    def sent(self, seqs: list[int]) -> None:
+        """Prefect acknowledged these events: drop them from the outbox."""
+        self._many("DELETE FROM outbox WHERE seq = ?", seqs)
+
+    def retry_later(self, seqs: list[int], delay: float, error: str, now: float | None = None) -> None:
+        """Sending failed; make the rows available again after `delay` seconds."""
+        now = time.time() if now is None else now
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._db.executemany("UPDATE outbox SET lease_until = ?, last_error = ? WHERE seq = ?",
+                                 [(now + delay, error[:500], seq) for seq in seqs])
+            self._db.execute("COMMIT")
+
+    def dead(self, seq: int, error: str, now: float | None = None) -> None:
+        """Prefect refused this event as invalid: keep it in `dead_letter` for an operator, out of the outbox."""
+        now = time.time() if now is None else now
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.execute(
+                    "INSERT OR REPLACE INTO dead_letter (event_id, body, created_at, failed_at, error) "
+                    "SELECT event_id, body, created_at, ?, ? FROM outbox WHERE seq = ?", (now, error[:500], seq))
+                self._db.execute("DELETE FROM outbox WHERE seq = ?", (seq,))
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def outbox_stats(self, now: float | None = None) -> dict[str, float | int | str | None]:
+        """Queued events, the age of the oldest, the last send error, and dead letters (for /health)."""
+        now = time.time() if now is None else now
+        with self._lock:
+            count, oldest = self._db.execute("SELECT COUNT(*), MIN(created_at) FROM outbox").fetchone()
+            err = self._db.execute(
+                "SELECT last_error FROM outbox WHERE last_error IS NOT NULL ORDER BY seq LIMIT 1").fetchone()
+            dead = self._db.execute("SELECT COUNT(*) FROM dead_letter").fetchone()[0]
+        return {"queued": int(count), "oldest_age_seconds": round(now - oldest, 3) if oldest else 0.0,
+                "last_error": err[0] if err else None, "dead_letters": int(dead)}
 
     def _many(self, sql: str, keys: list[str]) -> None:
         with self._lock:
@@ -84,13 +151,12 @@ class DeliveryStore:
                 raise
             self._db.execute("COMMIT")
 
-    def state(self, key: str) -> str | None:
-        """The stored state of a key ('pending', 'done') or None; for tests and operators."""
+    def seen(self, key: str, now: float | None = None) -> bool:
+        """Whether a key is remembered (within its retention); for tests and operators."""
+        now = time.time() if now is None else now
         with self._lock:
-            row = self._db.execute(
-                "SELECT state FROM seen WHERE key = ? AND expires_at >= ?", (key, time.time())
-            ).fetchone()
-        return row[0] if row else None
+            row = self._db.execute("SELECT 1 FROM seen WHERE key = ? AND expires_at >= ?", (key, now)).fetchone()
+        return row is not None
 
     def _maybe_purge(self, now: float) -> None:
         if now >= self._next_purge:

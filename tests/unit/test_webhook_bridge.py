@@ -1,5 +1,6 @@
-"""Webhook bridge, in process: every refusal emits nothing; an accepted delivery emits one event
-with a deterministic id. Prefect is replaced by a recording sink (or a mock transport)."""
+"""Webhook bridge, in process: every refusal queues and emits nothing; an accepted delivery is queued
+in the outbox and forwarded as one event with a deterministic id, also across an outage of Prefect
+and a restart of the bridge. Prefect is replaced by a recording sink (or a mock transport)."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ import pytest
 
 from deployments.webhook_bridge.app import EVENT_NAMESPACE, create_app, event_id_for
 from deployments.webhook_bridge.config import load_webhook_config
+from deployments.webhook_bridge.forwarder import Forwarder
 from deployments.webhook_bridge.sign import main as sign_main
 from deployments.webhook_bridge.signing import sign, signed_headers, verify
 from deployments.webhook_bridge.sinks import EmitError, PrefectApiSink, RecordingSink
@@ -93,21 +95,36 @@ async def post(
     raw: bytes | None = None,
     headers: dict[str, str] | None = None,
     drop: tuple[str, ...] = (),
+    forwarded: bool = True,
 ) -> httpx.Response:
+    """Send one signed delivery; with `forwarded`, an accepted one is also waited for until the
+    forwarder has handed it to the sink."""
     body = body_of(payload) if raw is None else raw
     h = signed_headers(secret, body, timestamp=timestamp, delivery_id=delivery or str(uuid.uuid4()))
     h.update(headers or {})
     for name in drop:
         h.pop(name, None)
     async with client_for(app) as c:
-        return await c.post(f"/hooks/{source}", content=body, headers=h)
+        resp = await c.post(f"/hooks/{source}", content=body, headers=h)
+    if forwarded and resp.status_code == 202:
+        await app.state.bridge.forwarder.drain(10)
+    return resp
 
 
-def assert_refused(resp: httpx.Response, status: int, sink: RecordingSink, words: str) -> None:
+def assert_refused(resp: httpx.Response, status: int, app: Any, words: str) -> None:
     assert resp.status_code == status, resp.text
     error = resp.json()["error"]
     assert isinstance(error, str) and words.lower() in error.lower()
-    assert sink.events == [], "a refused delivery must emit nothing"
+    bridge = app.state.bridge
+    assert bridge.store.outbox_stats()["queued"] == 0, "a refused delivery must queue nothing"
+    assert bridge.sink.events == [], "a refused delivery must emit nothing"
+
+
+async def wait_for(check: Any, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.02)
 
 
 # ---- signing -----------------------------------------------------------------------------------
@@ -203,7 +220,10 @@ async def test_health_lists_enabled_and_disabled_sources(app: Any) -> None:
     async with client_for(app) as c:
         resp = await c.get("/health")
     assert resp.status_code == 200
-    assert resp.json() == {"status": "ok", "sources": ["data-vendor", "labels"], "disabled_sources": ["ops"]}
+    body = resp.json()
+    assert {k: body[k] for k in ("status", "sources", "disabled_sources")} == {
+        "status": "ok", "sources": ["data-vendor", "labels"], "disabled_sources": ["ops"]}
+    assert body["outbox"] == {"queued": 0, "oldest_age_seconds": 0.0, "last_error": None, "dead_letters": 0}
 
 
 # ---- refusals: nothing is emitted --------------------------------------------------------------
@@ -211,26 +231,26 @@ async def test_health_lists_enabled_and_disabled_sources(app: Any) -> None:
 
 @pytest.mark.anyio
 async def test_missing_signature_is_401(app: Any, sink: RecordingSink) -> None:
-    assert_refused(await post(app, drop=("X-Mlops-Signature",)), 401, sink, "missing X-Mlops-Signature")
-    assert_refused(await post(app, drop=("X-Mlops-Timestamp",)), 401, sink, "missing")
+    assert_refused(await post(app, drop=("X-Mlops-Signature",)), 401, app, "missing X-Mlops-Signature")
+    assert_refused(await post(app, drop=("X-Mlops-Timestamp",)), 401, app, "missing")
 
 
 @pytest.mark.anyio
 async def test_bad_signature_is_401(app: Any, sink: RecordingSink) -> None:
-    assert_refused(await post(app, secret="not-the-secret"), 401, sink, "does not match")
+    assert_refused(await post(app, secret="not-the-secret"), 401, app, "does not match")
     tampered = await post(
         app, raw=body_of(ARRIVED), headers={"X-Mlops-Signature": sign(SECRET, int(time.time()), b"{}")}
     )
-    assert_refused(tampered, 401, sink, "does not match")
-    assert_refused(await post(app, headers={"X-Mlops-Signature": "sha256=zz"}), 401, sink, "does not match")
-    assert_refused(await post(app, headers={"X-Mlops-Timestamp": "soon"}), 401, sink, "unix seconds")
+    assert_refused(tampered, 401, app, "does not match")
+    assert_refused(await post(app, headers={"X-Mlops-Signature": "sha256=zz"}), 401, app, "does not match")
+    assert_refused(await post(app, headers={"X-Mlops-Timestamp": "soon"}), 401, app, "unix seconds")
 
 
 @pytest.mark.anyio
 async def test_stale_or_future_timestamp_is_401(app: Any, sink: RecordingSink) -> None:
     now = int(time.time())
-    assert_refused(await post(app, timestamp=now - 301), 401, sink, "behind")
-    assert_refused(await post(app, timestamp=now + 301), 401, sink, "ahead of")
+    assert_refused(await post(app, timestamp=now - 301), 401, app, "behind")
+    assert_refused(await post(app, timestamp=now + 301), 401, app, "ahead of")
     assert (await post(app, timestamp=now - 250)).status_code == 202
 
 
@@ -241,7 +261,7 @@ async def test_replayed_delivery_is_409(app: Any, sink: RecordingSink) -> None:
     sink.events.clear()
     # Re-signed with a fresh timestamp (as a sender's retry would be): still a replay.
     again = await post(app, delivery="once", timestamp=int(time.time()) - 5)
-    assert_refused(again, 409, sink, "already received")
+    assert_refused(again, 409, app, "already received")
 
 
 @pytest.mark.anyio
@@ -250,22 +270,23 @@ async def test_reused_signature_under_a_new_delivery_id_is_409(app: Any, sink: R
     h = signed_headers(SECRET, body, delivery_id="first")
     async with client_for(app) as c:
         assert (await c.post("/hooks/data-vendor", content=body, headers=h)).status_code == 202
+        await app.state.bridge.forwarder.drain(10)
         sink.events.clear()
         h["X-Mlops-Delivery"] = "second"  # the delivery id is not signed; the signature is remembered
         resp = await c.post("/hooks/data-vendor", content=body, headers=h)
-    assert_refused(resp, 409, sink, "exact signed request")
+    assert_refused(resp, 409, app, "exact signed request")
 
 
 @pytest.mark.anyio
 async def test_unknown_or_disabled_source_is_404(app: Any, sink: RecordingSink) -> None:
-    assert_refused(await post(app, "nobody"), 404, sink, "no enabled webhook source named 'nobody'")
-    assert_refused(await post(app, "ops", secret="anything"), 404, sink, "'ops'")
+    assert_refused(await post(app, "nobody"), 404, app, "no enabled webhook source named 'nobody'")
+    assert_refused(await post(app, "ops", secret="anything"), 404, app, "'ops'")
 
 
 @pytest.mark.anyio
 async def test_oversized_body_is_413_by_header_and_by_stream(app: Any, sink: RecordingSink) -> None:
     big = body_of({"dataset": "churn", "path": "/p", "pad": "x" * (1024 * 1024)})
-    assert_refused(await post(app, raw=big), 413, sink, "limit")
+    assert_refused(await post(app, raw=big), 413, app, "limit")
 
     async def chunks() -> Any:  # no Content-Length: the bridge must count what streams in
         for _ in range(17):
@@ -274,34 +295,34 @@ async def test_oversized_body_is_413_by_header_and_by_stream(app: Any, sink: Rec
     h = signed_headers(SECRET, b"")
     async with client_for(app) as c:
         resp = await c.post("/hooks/data-vendor", content=chunks(), headers=h)
-    assert_refused(resp, 413, sink, "exceeds the limit")
+    assert_refused(resp, 413, app, "exceeds the limit")
 
 
 @pytest.mark.anyio
 async def test_non_json_content_type_is_415(app: Any, sink: RecordingSink) -> None:
-    assert_refused(await post(app, headers={"Content-Type": "text/plain"}), 415, sink, "application/json")
+    assert_refused(await post(app, headers={"Content-Type": "text/plain"}), 415, app, "application/json")
     assert_refused(
-        await post(app, headers={"Content-Type": "application/x-www-form-urlencoded"}), 415, sink, "Content-Type"
+        await post(app, headers={"Content-Type": "application/x-www-form-urlencoded"}), 415, app, "Content-Type"
     )
-    assert_refused(await post(app, drop=("Content-Type",)), 415, sink, "got 'nothing'")
+    assert_refused(await post(app, drop=("Content-Type",)), 415, app, "got 'nothing'")
 
 
 @pytest.mark.anyio
 async def test_malformed_json_is_400(app: Any, sink: RecordingSink) -> None:
-    assert_refused(await post(app, raw=b'{"dataset": "churn",'), 400, sink, "not valid JSON")
-    assert_refused(await post(app, raw=b""), 400, sink, "not valid JSON")
+    assert_refused(await post(app, raw=b'{"dataset": "churn",'), 400, app, "not valid JSON")
+    assert_refused(await post(app, raw=b""), 400, app, "not valid JSON")
 
 
 @pytest.mark.anyio
 async def test_missing_delivery_id_is_400(app: Any, sink: RecordingSink) -> None:
-    assert_refused(await post(app, drop=("X-Mlops-Delivery",)), 400, sink, "X-Mlops-Delivery")
-    assert_refused(await post(app, headers={"X-Mlops-Delivery": "has space"}), 400, sink, "X-Mlops-Delivery")
+    assert_refused(await post(app, drop=("X-Mlops-Delivery",)), 400, app, "X-Mlops-Delivery")
+    assert_refused(await post(app, headers={"X-Mlops-Delivery": "has space"}), 400, app, "X-Mlops-Delivery")
 
 
 @pytest.mark.anyio
 async def test_payload_missing_template_field_is_422(app: Any, sink: RecordingSink) -> None:
-    assert_refused(await post(app, payload={"path": "/p.csv"}), 422, sink, "payload lacks")
-    assert_refused(await post(app, payload=["not", "an", "object"]), 422, sink, "payload lacks")
+    assert_refused(await post(app, payload={"path": "/p.csv"}), 422, app, "payload lacks")
+    assert_refused(await post(app, payload=["not", "an", "object"]), 422, app, "payload lacks")
 
 
 @pytest.mark.anyio
@@ -322,56 +343,88 @@ async def test_template_output_that_is_not_a_valid_event_is_422(tmp_path: Path, 
     sink = RecordingSink()
     app = create_app(cfg, state_dir=tmp_path / "s", sink=sink, environ={"T_SECRET": "t"})
     resp = await post(app, source, secret="t")
-    assert_refused(resp, 422, sink, words)
+    assert_refused(resp, 422, app, words)
 
 
 @pytest.mark.anyio
-async def test_prefect_unreachable_is_503_and_the_delivery_can_be_retried(app: Any, sink: RecordingSink) -> None:
+async def test_prefect_down_keeps_the_event_queued_and_forwards_it_when_back(app: Any, sink: RecordingSink) -> None:
     sink.fail_with = EmitError("the Prefect API is unreachable (ConnectError)")
-    resp = await post(app, delivery="retry-me")
-    assert_refused(resp, 503, sink, "unreachable")
-    assert resp.headers["Retry-After"] == "5"
-    store = app.state.bridge.store
-    assert store.state("d:data-vendor:retry-me") is None, "a failed delivery must not be marked seen"
-
+    resp = await post(app, delivery="while-down", forwarded=False)
+    assert resp.status_code == 202, resp.text
+    bridge = app.state.bridge
+    await wait_for(lambda: sink.calls >= 1)
+    stats = bridge.store.outbox_stats()
+    assert stats["queued"] == 1 and "unreachable" in str(stats["last_error"])
+    assert sink.events == []
+    # the sender's retry of an accepted delivery starts nothing twice
+    retry = await post(app, delivery="while-down", forwarded=False)
+    assert retry.status_code == 409
     sink.fail_with = None
-    retried = await post(app, delivery="retry-me")
-    assert retried.status_code == 202
-    assert len(sink.events) == 1
-    assert store.state("d:data-vendor:retry-me") == "done"
+    await bridge.forwarder.drain(10)
+    assert [e["id"] for e in sink.events] == [resp.json()["event_id"]]
+    assert bridge.store.outbox_stats()["queued"] == 0
 
 
 @pytest.mark.anyio
-async def test_real_prefect_sink_to_a_closed_port_is_503(tmp_path: Path) -> None:
+async def test_queued_events_survive_a_restart_of_the_bridge(tmp_path: Path) -> None:
+    down = RecordingSink()
+    down.fail_with = EmitError("the Prefect API is unreachable (ConnectError)")
+    first = create_app(CONFIG, state_dir=tmp_path / "state", sink=down, environ=ENV)
+    ids = [(await post(first, delivery=f"d{i}", payload={**ARRIVED, "rows": i}, forwarded=False)).json()["event_id"]
+           for i in range(3)]
+    await first.state.bridge.forwarder.stop(drain_seconds=0.1)
+    first.state.bridge.store.close()
+
+    up = RecordingSink()
+    second = create_app(CONFIG, state_dir=tmp_path / "state", sink=up, environ=ENV)
+    await second.state.bridge.forwarder.drain(10)  # starts it; the rows' retry delay is short
+    assert [e["id"] for e in up.events] == ids, "forwarded once each, in the order accepted"
+    assert (await post(second, delivery="d1")).status_code == 409, "seen ids survive the restart too"
+
+
+@pytest.mark.anyio
+async def test_real_prefect_sink_to_a_closed_port_queues_the_event(tmp_path: Path) -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # closed again on exit: nothing listens there
     app = create_app(CONFIG, prefect_api_url=f"http://127.0.0.1:{port}/api", state_dir=tmp_path, environ=ENV)
-    resp = await post(app, delivery="to-nowhere")
-    assert resp.status_code == 503, resp.text
-    assert "unreachable" in resp.json()["error"]
-    assert app.state.bridge.store.state("d:data-vendor:to-nowhere") is None
+    resp = await post(app, delivery="to-nowhere", forwarded=False)
+    assert resp.status_code == 202, resp.text
+    store = app.state.bridge.store
+    await wait_for(lambda: store.outbox_stats()["last_error"] is not None)
+    stats = store.outbox_stats()
+    assert stats["queued"] == 1 and "unreachable" in str(stats["last_error"])
+    assert store.seen("d:data-vendor:to-nowhere")
+    await app.state.bridge.forwarder.stop(drain_seconds=0)
     await app.state.bridge.sink.aclose()
 
 
 @pytest.mark.anyio
+async def test_a_full_outbox_answers_503_and_records_nothing(tmp_path: Path) -> None:
+    cfg = tmp_path / "webhooks.yaml"
+    cfg.write_text(CONFIG.read_text().replace("max_queued_events: 100000", "max_queued_events: 2"))
+    sink = RecordingSink()
+    sink.fail_with = EmitError("the Prefect API answered 503")
+    app = create_app(cfg, state_dir=tmp_path / "state", sink=sink, environ=ENV)
+    for i in range(2):
+        assert (await post(app, delivery=f"q{i}", payload={**ARRIVED, "rows": i}, forwarded=False)).status_code == 202
+    full = await post(app, delivery="q2", forwarded=False)
+    assert full.status_code == 503 and full.headers["Retry-After"] == "5"
+    assert "retry later" in full.json()["error"]
+    assert not app.state.bridge.store.seen("d:data-vendor:q2"), "a refused delivery may be sent again"
+    sink.fail_with = None
+    await app.state.bridge.forwarder.drain(10)
+    assert (await post(app, delivery="q2")).status_code == 202
+    assert len(sink.events) == 3
+
+
+@pytest.mark.anyio
 async def test_concurrent_copies_of_one_delivery_emit_once(app: Any, sink: RecordingSink) -> None:
-    gate = asyncio.Event()
-
-    class SlowSink(RecordingSink):
-        async def emit(self, event: dict[str, Any]) -> None:
-            await gate.wait()
-            await super().emit(event)
-
-    slow = SlowSink()
-    app.state.bridge.sink = slow
-    first = asyncio.create_task(post(app, delivery="dup", timestamp=int(time.time())))
-    await asyncio.sleep(0.05)
-    second = await post(app, delivery="dup", timestamp=int(time.time()) - 1)
-    gate.set()
-    assert (await first).status_code == 202
-    assert second.status_code == 409
-    assert len(slow.events) == 1
+    now = int(time.time())
+    results = await asyncio.gather(*(post(app, delivery="dup", timestamp=now - i) for i in range(5)))
+    assert sorted(r.status_code for r in results) == [202, 409, 409, 409, 409]
+    await app.state.bridge.forwarder.drain(10)
+    assert len(sink.events) == 1
 
 
 @pytest.mark.anyio
@@ -473,7 +526,7 @@ def test_events_over_prefects_size_limit_are_refused() -> None:
 
 
 @pytest.mark.anyio
-async def test_prefect_sink_posts_batches_to_the_events_route() -> None:
+async def test_forwarder_posts_batches_and_isolates_an_event_prefect_refuses(tmp_path: Path) -> None:
     calls: list[list[dict[str, Any]]] = []
 
     def handler(request: httpx.Request) -> httpx.Response:
@@ -484,24 +537,26 @@ async def test_prefect_sink_posts_batches_to_the_events_route() -> None:
             return httpx.Response(422, json={"detail": "invalid event"})
         return httpx.Response(204)
 
+    store = DeliveryStore(tmp_path / "d.sqlite3")
+    for i in range(10):
+        event = {"id": f"e{i}", "event": "bad" if i == 3 else "ok"}
+        assert store.accept({f"k{i}": 100}, f"e{i}", orjson.dumps(event)) is None
     sink = PrefectApiSink("http://prefect/api", transport=httpx.MockTransport(handler))
-    results = await asyncio.gather(
-        *(sink.emit({"event": "bad" if i == 3 else "ok", "n": i}) for i in range(10)), return_exceptions=True
-    )
+    forwarder = Forwarder(store, sink)
+    await forwarder.drain(10)
+    await forwarder.stop()
     await sink.aclose()
-    assert [type(r).__name__ for r in results].count("EventRejected") == 1
-    assert isinstance(results[3], Exception)
-    assert sum(1 for r in results if r is None) == 9
-    # All ten queued before the first POST, so they went out as one batch; the batch was refused
-    # for one bad event, so each was re-sent alone and only the bad one failed.
+    # All ten went out as one batch; it was refused for one bad event, so each was re-sent alone.
     assert [len(c) for c in calls] == [10] + [1] * 10
+    assert forwarder.sent_total == 9
+    assert store.outbox_stats()["queued"] == 0 and store.outbox_stats()["dead_letters"] == 1
 
 
 @pytest.mark.anyio
 async def test_prefect_sink_maps_server_errors_to_emit_error() -> None:
     sink = PrefectApiSink("http://prefect/api", transport=httpx.MockTransport(lambda r: httpx.Response(500)))
     with pytest.raises(EmitError, match="answered 500"):
-        await sink.emit({"event": "x"})
+        await sink.send([{"event": "x"}])
     await sink.aclose()
 
 
@@ -539,20 +594,29 @@ def test_template_syntax_error_fails_at_start(tmp_path: Path) -> None:
         create_app(cfg, state_dir=tmp_path, sink=RecordingSink(), environ={"X": "k"})
 
 
-def test_store_persists_expires_and_reclaims_stale_claims(tmp_path: Path) -> None:
+def test_store_accepts_atomically_remembers_and_expires(tmp_path: Path) -> None:
     path = tmp_path / "d.sqlite3"
-    store = DeliveryStore(path, stale_claim_seconds=30)
-    assert store.claim({"a": 100, "b": 100}, now=1000) is None
-    assert store.claim({"c": 100, "a": 100}, now=1001) == "a"
-    assert store.state("c") is None, "a refused claim takes nothing"
-    store.confirm(["a", "b"])
+    store = DeliveryStore(path)
+    assert store.accept({"a": 100, "b": 100}, "e1", b"{}", now=1000) is None
+    assert store.accept({"c": 100, "a": 100}, "e2", b"{}", now=1001) == "a"
+    assert not store.seen("c", now=1001), "a refused delivery takes nothing"
+    assert store.outbox_stats(now=1001)["queued"] == 1, "and queues nothing"
     store.close()
 
-    reopened = DeliveryStore(path, stale_claim_seconds=30)
-    assert reopened.claim({"a": 100}, now=1050) == "a", "seen ids survive a restart"
-    assert reopened.claim({"a": 100}, now=1101) is None, "and expire after their retention"
-    assert reopened.claim({"p": 100}, now=2000) is None
-    assert reopened.claim({"p": 100}, now=2010) == "p", "a fresh pending claim blocks copies"
-    assert reopened.claim({"p": 100}, now=2031) is None, "a claim left pending by a crash is reclaimable"
-    reopened.release(["p"])
-    assert reopened.claim({"p": 100}, now=2032) is None
+    reopened = DeliveryStore(path)
+    assert reopened.accept({"a": 100}, "e3", b"{}", now=1050) == "a", "seen ids survive a restart"
+    assert reopened.accept({"a": 100}, "e4", b"{}", now=1101) is None, "and expire after their retention"
+
+
+def test_outbox_leases_rows_to_one_forwarder_at_a_time(tmp_path: Path) -> None:
+    store = DeliveryStore(tmp_path / "d.sqlite3")
+    for i in range(5):
+        store.accept({f"k{i}": 100}, f"e{i}", b"{}", now=1000)
+    first = store.lease(3, lease_seconds=30, now=1000)
+    assert [seq for seq, _ in first] == [1, 2, 3]
+    assert [seq for seq, _ in store.lease(10, lease_seconds=30, now=1001)] == [4, 5], "leased rows are skipped"
+    store.sent([1, 2])
+    store.retry_later([3], delay=5, error="boom", now=1002)
+    assert store.lease(10, lease_seconds=30, now=1003) == []
+    assert [seq for seq, _ in store.lease(10, lease_seconds=30, now=1008)] == [3], "after its retry delay"
+    assert [seq for seq, _ in store.lease(10, lease_seconds=30, now=1032)] == [4, 5], "an expired lease returns"
