@@ -75,6 +75,17 @@ ENV_PLACEHOLDER = re.compile(r"{{\s*\$([A-Za-z_][A-Za-z0-9_]*)\s*}}")
 Echo = Callable[[str], None]
 
 
+# Prefect server settings when its database is SQLite (the user's environment wins). SQLite has one
+# write lock; by default the event persister writes every 20 events, and a run-deployment action
+# whose insert collides with that write gets 503 and is retried by Prefect's client 2 s later, which
+# is most of the webhook -> flow run tail. Writing events on a timer instead makes those collisions
+# rare; the UI's event feed then trails by up to the interval (flow runs, logs and artifacts do not).
+SQLITE_PREFECT_SETTINGS = {
+    "PREFECT_SERVER_SERVICES_EVENT_PERSISTER_BATCH_SIZE": "5000",
+    "PREFECT_SERVER_SERVICES_EVENT_PERSISTER_FLUSH_INTERVAL": "10",
+}
+
+
 class StackError(MLOpsError):
     """The stack cannot start or stop as asked (port taken, already running, a server unhealthy)."""
 
@@ -739,6 +750,8 @@ class Supervisor:
         home.mkdir(parents=True, exist_ok=True)
         if not (env.get("PREFECT_SERVER_DATABASE_CONNECTION_URL") or env.get("PREFECT_API_DATABASE_CONNECTION_URL")):
             env["PREFECT_SERVER_DATABASE_CONNECTION_URL"] = f"sqlite+aiosqlite:///{home / 'prefect.db'}"
+            for key, value in SQLITE_PREFECT_SETTINGS.items():
+                env.setdefault(key, value)
         env.setdefault("PREFECT_SERVER_UI_SHOW_PROMOTIONAL_CONTENT", "false")
         env.setdefault("PREFECT_UI_API_URL", o.api_url)
         cmd = [str(self.bin / "prefect"), "server", "start", "--host", o.host, "--port", str(o.prefect_port)]

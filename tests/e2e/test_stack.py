@@ -96,7 +96,11 @@ def live_stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPath
     data.parent.mkdir()
     generate_churn(rows=3000, seed=11, corrupt=0.004).to_csv(data, index=False)
     receiver = AlertReceiver()
+    # The tests read events back through Prefect's API: persist them within a second instead of the
+    # stack's 10 s timer (the user's environment wins over SQLITE_PREFECT_SETTINGS, as here).
+    environ = {**os.environ, "PREFECT_SERVER_SERVICES_EVENT_PERSISTER_FLUSH_INTERVAL": "1"}
     opts = stack.StackOptions.from_env(
+        environ=environ,
         state_dir=work / "state", config_path=cfg, prefect_port=free_port(), mlflow_port=free_port(),
         serve_port=free_port(), webhook_port=free_port(), alert_url=receiver.url, schedules=False,
         serve_poll_seconds=1.0, worker_poll_seconds=1.0, timeout=150.0,
