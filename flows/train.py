@@ -48,6 +48,7 @@ def _run_training(cfg: Any, config_path: str, source_path: str | None, reason: s
     from mlops.assessment import reference_sample
     from mlops.card import model_card
     from mlops.features import build_preprocessor
+    from mlops.preload import preload
     from mlops.tracking import dumps
     from mlops.tuning import pick_best, scorer_for
     from tasks.data import load_data, split_data
@@ -100,7 +101,10 @@ def _run_training(cfg: Any, config_path: str, source_path: str | None, reason: s
                            "strategy": cfg.search.strategy, "seed": cfg.search.seed,
                            "rows_train": len(split.train), "rows_holdout": len(split.test)})
 
+    # registration and the plots need these; import them while the search keeps the cores busy
+    preloading = preload("skops.io", "mlflow.sklearn", "matplotlib.pyplot")
     results = [tune_candidates(spec, preprocessor, X, y, cfg.task, scoring, cfg.search, run_id) for spec in cfg.models]
+    preloading.join()
     best = pick_best(results)
     leaderboard = sorted((r.leaderboard_row() for r in results), key=lambda r: -r["cv_score"])
 

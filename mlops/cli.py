@@ -18,8 +18,9 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help="MLOps for ta
 
 ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="pipeline config (YAML)")]
 DEFAULT_CONFIG = Path("configs/default.yaml")
-# imported while the local Prefect server starts: what a training run needs, heaviest first
-TRAINING_MODULES = ("great_expectations", "sklearn.ensemble", "skops.io", "mlflow.sklearn", "flows.train")
+# imported while the local Prefect server starts: what a training run needs before its search
+# (the flow imports what registration needs during the search)
+TRAINING_MODULES = ("great_expectations", "sklearn.ensemble", "flows.train")
 
 
 
