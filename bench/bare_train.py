@@ -31,7 +31,9 @@ def main(config_path: str) -> None:
     pre = build_preprocessor(contract, cfg.features)
     X, y = split.train.drop(columns=[cfg.target]), split.train[cfg.target]
     scoring = scorer_for(cfg.task, cfg.primary_metric, y.nunique() == 2, cfg.search.scoring)
+    print("phase: search starts", flush=True)
     best = pick_best([tune_family(s, pre, X, y, cfg.task, scoring, cfg.search) for s in cfg.models])
+    print("phase: search done", flush=True)
     Xt, yt = split.test.drop(columns=[cfg.target]), split.test[cfg.target]
     proba = best.best_estimator.predict_proba(Xt)[:, 1]
     pred = best.best_estimator.predict(Xt)
