@@ -80,6 +80,7 @@ def test_serves_over_http_with_a_token(stack: dict[str, Any]) -> None:
 def test_metrics_sum_every_worker(stack: dict[str, Any]) -> None:
     url = stack["server"].url
     with httpx.Client(base_url=url, timeout=10) as c:
+        time.sleep(2.5)  # each worker publishes its counters every 2 s: let earlier tests' requests land
         before = _count(c.get("/metrics").text)
         for _ in range(40):  # new connections spread over both workers
             assert httpx.post(f"{url}/predict", json=stack["records"][0], headers=_auth()).status_code == 200
