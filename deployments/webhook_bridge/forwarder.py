@@ -114,6 +114,9 @@ class Forwarder:
         events: list[dict[str, Any]] = [orjson.loads(body) for _, body in rows]
         try:
             await self.sink.send(events)
+        except asyncio.CancelledError:  # stopping mid-send: the next start sends them at once
+            self.store.retry_later(seqs, 0.0, "the bridge stopped while sending")
+            raise
         except EventRejected as exc:
             if len(rows) == 1:
                 self._dead(rows[0][0], events[0], exc)

@@ -553,6 +553,25 @@ async def test_forwarder_posts_batches_and_isolates_an_event_prefect_refuses(tmp
 
 
 @pytest.mark.anyio
+async def test_stopping_mid_send_leaves_the_event_ready_for_the_next_start(tmp_path: Path) -> None:
+    never = asyncio.Event()
+
+    class Hanging(RecordingSink):
+        async def send(self, events: list[dict[str, Any]]) -> None:
+            self.calls += 1
+            await never.wait()
+
+    store = DeliveryStore(tmp_path / "d.sqlite3")
+    store.accept({"k": 100}, "e", b'{"id": "e"}')
+    sink = Hanging()
+    forwarder = Forwarder(store, sink)
+    forwarder.start()
+    await wait_for(lambda: sink.calls == 1)
+    await forwarder.stop(drain_seconds=0)
+    assert [seq for seq, _ in store.lease(10, lease_seconds=30)] == [1], "not held by a dead lease"
+
+
+@pytest.mark.anyio
 async def test_prefect_sink_maps_server_errors_to_emit_error() -> None:
     sink = PrefectApiSink("http://prefect/api", transport=httpx.MockTransport(lambda r: httpx.Response(500)))
     with pytest.raises(EmitError, match="answered 500"):
