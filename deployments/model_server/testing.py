@@ -93,7 +93,9 @@ class ServerProcess:
 
 
 def wait_ready(url: str, timeout: float = 90.0, proc: subprocess.Popen[bytes] | None = None,
-               log: Path | None = None) -> None:
+               log: Path | None = None, workers: int = 1) -> None:
+    """Until `/ready` answers 200 and, with several workers, every worker has published that its model
+    is loaded (one worker can be ready while another still loads)."""
     import httpx
 
     deadline = time.monotonic() + timeout
@@ -103,7 +105,13 @@ def wait_ready(url: str, timeout: float = 90.0, proc: subprocess.Popen[bytes] | 
             raise RuntimeError(f"server exited with {proc.returncode}:\n{tail}")
         try:
             if httpx.get(f"{url}/ready", timeout=2.0).status_code == 200:
-                return
+                if workers <= 1:
+                    return
+                text = httpx.get(f"{url}/metrics", timeout=2.0).text
+                loaded = [ln for ln in text.splitlines()
+                          if ln.startswith("mlops_model_ready{worker=") and ln.endswith(" 1")]
+                if len(loaded) >= workers:
+                    return
         except httpx.HTTPError:
             pass
         time.sleep(0.2)
@@ -113,7 +121,8 @@ def wait_ready(url: str, timeout: float = 90.0, proc: subprocess.Popen[bytes] | 
 
 @contextmanager
 def server_process(model: str, work: Path, extra_args: list[str] | None = None, env: dict[str, str] | None = None,
-                   port: int | None = None, ready: bool = True, timeout: float = 90.0) -> Iterator[ServerProcess]:
+                   port: int | None = None, ready: bool = True, timeout: float = 90.0,
+                   workers: int = 1) -> Iterator[ServerProcess]:
     """`python -m deployments.model_server` on a free loopback port, stopped (SIGTERM) on exit."""
     port = port or free_port()
     log = work / f"model-server-{port}.log"
@@ -125,7 +134,7 @@ def server_process(model: str, work: Path, extra_args: list[str] | None = None, 
     url = f"http://127.0.0.1:{port}"
     try:
         if ready:
-            wait_ready(url, timeout, proc, log)
+            wait_ready(url, timeout, proc, log, workers)
         yield ServerProcess(url, proc, log)
     finally:
         if proc.poll() is None:

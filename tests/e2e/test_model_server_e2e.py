@@ -50,7 +50,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
                         "workers": 2, "log_flush_seconds": 60},
         }))
         env = {"MLOPS_SERVING_TOKEN": TOKEN, "MLOPS_SERVING_ADMIN_TOKEN": ADMIN, "MLOPS_LOG_HASH_KEY": HASH_KEY}
-        with server_process(NAME, work, ["--config", str(config)], env=env, timeout=120) as server:
+        with server_process(NAME, work, ["--config", str(config)], env=env, timeout=120, workers=2) as server:
             records = records_from_frame(frame.drop(columns=["churned"]).head(20))
             yield {"server": server, "state": state, "records": records, "pipe": pipe,
                    "X": frame.drop(columns=["churned"]).head(20)}
