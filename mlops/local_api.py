@@ -8,7 +8,7 @@ here, points `PREFECT_API_URL` at it, and returns at once, so the server boots o
 while this process imports its libraries. `wait_ready()` blocks until `/api/health` answers. The
 child is stopped at exit, and the kernel stops it if this process dies first (Linux).
 
-Nothing here imports Prefect.
+Nothing here imports Prefect except `serve()`, which runs in the child.
 """
 
 from __future__ import annotations
@@ -44,8 +44,7 @@ class LocalAPI:
         env.pop("PREFECT_API_URL", None)
         env.pop("PREFECT_UI_URL", None)
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "--factory", "prefect.server.api.server:create_app",
-             "--host", "127.0.0.1", "--port", str(self.port), "--log-level", "error", "--lifespan", "on"],
+            [sys.executable, "-m", "mlops.local_api", str(self.port)],
             env=env, stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent,
         )
 
@@ -114,6 +113,22 @@ def wait_local_api() -> None:
         _current.wait_ready()
 
 
+def serve(port: int) -> None:
+    """In the child: Prefect's server app under uvicorn on 127.0.0.1:`port`, as
+    `uvicorn --factory prefect.server.api.server:create_app` would run it, with the cyclic GC off
+    while it imports and the imported heap frozen (its start-up is the local run's critical path)."""
+    import gc
+
+    gc.disable()
+    import uvicorn
+    from prefect.server.api.server import create_app
+
+    app = create_app()
+    gc.freeze()
+    gc.enable()
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="error", lifespan="on")
+
+
 def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
@@ -132,3 +147,7 @@ def _die_with_parent() -> None:
         libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
     except OSError:
         pass
+
+
+if __name__ == "__main__":
+    serve(int(sys.argv[1]))
