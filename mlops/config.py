@@ -163,6 +163,20 @@ class SliceConfig(_Strict):
     min_rows: int = Field(30, ge=1)
 
 
+class LeakageConfig(_Strict):
+    """When the gate treats a result as a leak: the target in disguise among the features."""
+
+    near_perfect: float = Field(
+        0.999, gt=0.5, le=1.0,
+        description="a holdout roc_auc, accuracy, f1 or r2 at or above this is near perfect and suspicious")
+    single_feature: float = Field(
+        0.98, gt=0.5, le=1.0,
+        description="one column that alone reaches this score (roc_auc, or r2 for regression) leaks the target")
+    min_holdout_rows: int = Field(
+        200, ge=1, description="a near-perfect score on fewer holdout rows than this is not taken as a leak")
+    check_identifiers: bool = Field(True, description="reject an identifier-like feature (unique per row, monotonic)")
+
+
 class GateConfig(_Strict):
     primary_metric: str | None = None
     thresholds: dict[str, float] = Field(default_factory=dict, description="metric -> bound")
@@ -171,9 +185,18 @@ class GateConfig(_Strict):
     bootstrap_samples: int = Field(1000, ge=100, le=100_000)
     confidence: float = Field(0.95, gt=0.5, lt=1.0)
     slices: list[SliceConfig] = Field(default_factory=list)
-    slice_tolerance: float = Field(0.05, ge=0.0)
-    latency_budget_ms: float = Field(50.0, gt=0, description="p99 single-row latency for infra validation")
+    slice_tolerance: float = Field(
+        0.05, ge=0.0,
+        description="how far a slice may fall behind its baseline: a share of the baseline (relative) or in the "
+                    "metric's own units (absolute, e.g. target units for rmse)")
+    slice_tolerance_mode: Literal["relative", "absolute"] = "relative"
+    latency_budget_ms: float = Field(
+        50.0, gt=0, description="single-row latency budget for infra validation, compared with latency_percentile")
+    latency_percentile: float = Field(95.0, ge=50.0, le=100.0, description="which percentile meets the budget")
     infra_validation: bool = True
+    leakage: LeakageConfig = Field(default_factory=LeakageConfig)
+    allow_leakage: list[str] = Field(
+        default_factory=list, description="columns accepted knowingly although the leakage check flags them")
 
 
 class RegistryConfig(_Strict):
@@ -239,14 +262,27 @@ class ServingConfig(_Strict):
     batch_chunk_rows: int = Field(100_000, ge=100, description="rows per chunk in batch scoring")
 
 
+ColumnType = Literal["numeric", "integer", "categorical", "boolean", "datetime", "text", "id", "drop"]
+
+# Spellings of "no value" in exported tables; whitespace-only strings always count as missing too.
+DEFAULT_NA_VALUES = ["?", "NA", "N/A", "n/a", "NaN", "nan", "NULL", "null", "None", "#N/A"]
+
+
 class PipelineConfig(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     task: TaskKind
     source: DataSource
     target: str
+    positive_class: str | int | bool | None = Field(
+        None, description="the class binary metrics (f1, roc_auc) score as positive; default: the larger label")
     id_column: str | None = None
     timestamp_column: str | None = None
     drop_columns: list[str] = Field(default_factory=list)
+    columns: dict[str, ColumnType] = Field(
+        default_factory=dict, description="declared column types; inferred for the columns not named here")
+    na_values: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_NA_VALUES),
+        description="strings read as missing values (whitespace-only strings always are)")
     split: SplitConfig = Field(default_factory=SplitConfig)
     validation: ValidationConfig = Field(default_factory=ValidationConfig)
     features: FeatureConfig = Field(default_factory=FeatureConfig)
@@ -278,6 +314,10 @@ class PipelineConfig(_Strict):
         clash = special & set(self.drop_columns)
         if clash:
             raise ValueError(f"drop_columns also lists {sorted(clash)}")
+        if self.target in self.columns:
+            raise ValueError(f"columns declares a type for the target '{self.target}'; the task decides it")
+        if self.positive_class is not None and self.task != "classification":
+            raise ValueError("positive_class applies to classification only")
         return self
 
     @property
