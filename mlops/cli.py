@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 import typer
 
-from mlops.cli_common import check_config, prepare_flow_process
+from mlops.cli_common import check_config, prepare_flow_process, version_label
 from mlops.cli_common import fail as _fail
 from mlops.cli_common import run_flow as _run_flow
 
@@ -42,14 +42,19 @@ def _print_summary(s: dict[str, Any]) -> None:
     typer.echo("")
     typer.echo(f"Model      {s['model_name']} version {s['version']} ({s['family']})")
     typer.echo("Holdout    " + ", ".join(f"{k}={v:.4f}" for k, v in s["metrics"].items()))
+    for i, row in enumerate(s.get("leaderboard") or []):
+        head = "Candidates" if i == 0 else ""
+        mark = "  <- best" if row.get("family") == s["family"] else ""
+        typer.echo(f"{head:10s} {row['family']:24s} cv score {row['cv_score']:.4f} "
+                   f"(+/- {row['cv_std']:.4f}, {row['trials']} trials){mark}")
     typer.echo(f"Gate       {ok}")
     for r in s["gate_reasons"]:
         typer.echo(f"           - {r}")
     if s["promoted"]:
-        was = f" (was v{s['previous_champion']})" if s["previous_champion"] else ""
+        was = f" (was v{s['previous_champion']})" if s["previous_champion"] else " (the first champion)"
         typer.echo(f"Champion   version {s['version']} is now `champion`{was}")
     else:
-        typer.echo(f"Champion   unchanged: version {s['champion_version'] or '(none)'}")
+        typer.echo(f"Champion   unchanged: {version_label(s['champion_version'])}")
     d = s["data"]
     q = f" -> {s['quarantine_file']}" if s.get("quarantine_file") else ""
     typer.echo(f"Data       {d['rows_accepted']} rows accepted, {d['rows_quarantined']} quarantined{q}")
@@ -93,7 +98,7 @@ def promote(
     from flows.promote import promote as promote_flow
 
     entry = _run_flow(promote_flow, model_name=name, version=version, reason=reason)
-    typer.echo(f"{name}: champion v{entry['from_version']} -> v{entry['to_version']}")
+    typer.echo(f"{name}: champion {version_label(entry['from_version'])} -> {version_label(entry['to_version'])}")
 
 
 @app.command()
@@ -108,7 +113,8 @@ def rollback(
     from flows.promote import rollback as rollback_flow
 
     entry = _run_flow(rollback_flow, model_name=name, reason=reason)
-    typer.echo(f"{name}: champion v{entry['from_version']} -> v{entry['to_version']} (rolled back)")
+    typer.echo(f"{name}: champion {version_label(entry['from_version'])} -> {version_label(entry['to_version'])} "
+               "(rolled back)")
 
 
 @app.command()
@@ -142,8 +148,17 @@ def status(
         typer.echo(f"  {alias:9s} v{v['version']}  trained {v['trained_at']}  promoted {v['promoted_at']}")
         typer.echo(f"            {metrics}")
     if history:
+        typer.echo("Versions (newest first):")
+        for v in st["recent_versions"]:
+            gate = {"true": "passed", "false": "REJECTED"}.get(str(v["gate_passed"]), "no verdict")
+            aliases = f"  [{', '.join(v['aliases'])}]" if v["aliases"] else ""
+            typer.echo(f"  v{v['version']:<4} {v['trained_at'][:19]}  {v['family'] or '?':24s} gate {gate}{aliases}")
+            for failure in v["failures"][:3]:
+                typer.echo(f"          - {failure[:150]}")
+        typer.echo("Alias moves:")
         for h in st["history"]:
-            typer.echo(f"  {h['at']}  {h['alias']}: v{h['from_version']} -> v{h['to_version']}  by {h['by']}  ({h['reason'][:80]})")
+            typer.echo(f"  {h['at']}  {h['alias']}: {version_label(h['from_version'])} -> "
+                       f"{version_label(h['to_version'])}  by {h['by']}  ({h['reason'][:80]})")
 
 
 @app.command()

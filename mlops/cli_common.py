@@ -8,6 +8,11 @@ from typing import Any, NoReturn
 import typer
 
 
+def version_label(version: Any) -> str:
+    """`v3`, or `none` when there is no version (never `vNone`)."""
+    return f"v{version}" if version not in (None, "", "None") else "none"
+
+
 def fail(message: str, code: int = 2) -> NoReturn:
     """Print one line on stderr and exit non-zero."""
     typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)

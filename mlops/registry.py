@@ -220,6 +220,30 @@ def load_bundle(name: str, alias_or_version: str = CHAMPION, with_reference: boo
     return ModelBundle(name, str(mv.version), mv.run_id, model, contract, reference, dict(mv.tags))
 
 
+def version_history(name: str, limit: int = 20) -> list[dict[str, Any]]:
+    """The newest registered versions with their gate result and, for rejected ones, why."""
+    c = client()
+    versions = sorted(c.search_model_versions(f"name='{name}'"), key=lambda mv: int(mv.version), reverse=True)
+    out = []
+    for mv in versions[:limit]:
+        tags = dict(mv.tags)
+        try:
+            reasons = json.loads(tags.get("gate.reasons", "[]"))
+        except json.JSONDecodeError:
+            reasons = [tags.get("gate.reasons", "")]
+        out.append({
+            "version": str(mv.version),
+            "trained_at": pd.Timestamp(mv.creation_timestamp, unit="ms", tz="UTC").isoformat(),
+            "family": tags.get("family"),
+            "gate_passed": tags.get("gate.passed"),
+            "failures": [r.removeprefix("FAIL ") for r in reasons if str(r).startswith("FAIL")],
+            "aliases": sorted(getattr(mv, "aliases", None) or []),
+            "reason": tags.get("lineage.reason"),
+            "metrics": {k.removeprefix("metric."): float(v) for k, v in tags.items() if k.startswith("metric.")},
+        })
+    return out
+
+
 def status(name: str) -> dict[str, Any]:
     """What is champion and previous, their metrics and when they were trained and promoted."""
     from mlflow.exceptions import MlflowException
@@ -245,4 +269,5 @@ def status(name: str) -> dict[str, Any]:
         }
     out["versions"] = len(c.search_model_versions(f"name='{name}'"))
     out["history"] = alias_history(name)[-10:]
+    out["recent_versions"] = version_history(name, limit=10)
     return out

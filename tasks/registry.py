@@ -63,7 +63,8 @@ def promote_champion(model_name: str, version: str, passed: bool, reasons: list[
         events.emit(events.GATE_REJECTED, model_name, {"version": version, "reasons": reasons, "by": by})
         return None
     entry = registry.promote(model_name, version, by, "gate passed: " + "; ".join(reasons))
-    logger.info("Version %s is now champion (was %s)", version, entry["from_version"])
+    was = f"replacing version {entry['from_version']}" if entry["from_version"] else "the first champion"
+    logger.info("Version %s is now champion (%s)", version, was)
     events.emit(events.MODEL_PROMOTED, model_name, entry)
     return entry
 

@@ -15,6 +15,10 @@ def mlflow_run_url(tracking_uri: str, experiment_id: str, run_id: str) -> str | 
     return None
 
 
+def _label(version: Any) -> str:
+    return f"v{version}" if version else "none"
+
+
 @task(name="publish_training_report", cache_policy=NONE)
 def publish_training_report(summary: dict[str, Any], leaderboard: list[dict[str, Any]], gate_markdown: str,
                             run_url: str | None) -> None:
@@ -23,7 +27,7 @@ def publish_training_report(summary: dict[str, Any], leaderboard: list[dict[str,
     metrics = "\n".join(f"| {k} | {v:.4f} |" for k, v in summary["metrics"].items())
     md = f"""# Training run: {summary['model_name']} v{summary['version']}
 
-**Best family**: {summary['family']}  |  **Champion now**: v{summary['champion_version']}
+**Best family**: {summary['family']}  |  **Champion now**: {_label(summary['champion_version'])}
 ({'promoted' if summary['promoted'] else 'not promoted'})
 
 | holdout metric | value |
