@@ -54,7 +54,8 @@ def _print_summary(s: dict[str, Any]) -> None:
         was = f" (was v{s['previous_champion']})" if s["previous_champion"] else " (the first champion)"
         typer.echo(f"Champion   version {s['version']} is now `champion`{was}")
     else:
-        typer.echo(f"Champion   unchanged: {version_label(s['champion_version'])}")
+        now = f"version {s['champion_version']}" if s["champion_version"] else "no champion yet"
+        typer.echo(f"Champion   unchanged: {now}")
     d = s["data"]
     q = f" -> {s['quarantine_file']}" if s.get("quarantine_file") else ""
     typer.echo(f"Data       {d['rows_accepted']} rows accepted, {d['rows_quarantined']} quarantined{q}")

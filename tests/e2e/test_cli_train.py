@@ -49,6 +49,14 @@ def test_default_data_trains_a_champion_then_rejects_a_worse_challenger(tmp_path
     status = run(["status", "--config", "configs/default.yaml", "--json"], state)
     st = json.loads(status.stdout)
     assert str(st["champion"]["version"]) == "1" and st["versions"] == 2
+    assert "Candidates logistic_regression" in second.stdout  # the leaderboard of a rejected run is shown
+
+    history = run(["status", "--config", "configs/default.yaml", "--history"], state)
+    lines = history.stdout.splitlines()
+    rejected = next(i for i, ln in enumerate(lines) if ln.strip().startswith("v2 "))
+    assert "gate REJECTED" in lines[rejected] and lines[rejected + 1].strip().startswith("- ")
+    assert "[champion]" in next(ln for ln in lines if ln.strip().startswith("v1 "))
+    assert "champion: none -> v1" in history.stdout and "vNone" not in history.stdout
     _serve_and_predict(state)
 
 
