@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from mlops.config import SearchConfig
-from mlops.features import SKOPS_TRUSTED_TYPES
+from mlops.trusted_types import trusted_types
 from mlops.tuning import FamilyResult
 
 
@@ -38,15 +39,20 @@ def log_family_run(parent_run_id: str, result: FamilyResult, search: SearchConfi
     return rid
 
 
-def log_model_version(run_id: str, model: Any, model_name: str, X_example: pd.DataFrame, predictions: Any) -> str:
-    """Log the pipeline (skops, explicitly trusted types) with signature and input example and register
-    it; returns the new registered version."""
+def log_model_version(run_id: str, model: Any, model_name: str, X_example: pd.DataFrame, predictions: Any,
+                      optional_columns: Sequence[str] = ()) -> str:
+    """Log the pipeline (skops, trusting only the allowed types it holds) with signature and input
+    example and register it; returns the new registered version.
+
+    `optional_columns` are input columns the server accepts but does not need (the contract's id
+    column); the signature marks them not required.
+    """
     import mlflow
     import mlflow.sklearn
-    from mlflow.models import infer_signature
 
+    trusted = trusted_types(model)  # RegistryError before anything is logged if a type is not allowed
     example = X_example.head(5).copy()
-    signature = infer_signature(X_example, predictions)
+    signature = model_signature(X_example, predictions, optional_columns)
     with mlflow.start_run(run_id=run_id):
         info = mlflow.sklearn.log_model(
             sk_model=model,
@@ -54,10 +60,26 @@ def log_model_version(run_id: str, model: Any, model_name: str, X_example: pd.Da
             signature=signature,
             input_example=example,
             serialization_format="skops",
-            skops_trusted_types=SKOPS_TRUSTED_TYPES,
+            skops_trusted_types=trusted,
             pip_requirements=[],
         )
     return register_version(model_name, info.model_uri, run_id, info.model_id)
+
+
+def model_signature(X_example: pd.DataFrame, predictions: Any, optional_columns: Sequence[str] = ()) -> Any:
+    """The inferred signature with `optional_columns` marked not required (they must be input columns)."""
+    from mlflow.models import infer_signature
+    from mlflow.types import ColSpec, Schema
+
+    signature = infer_signature(X_example, predictions)
+    optional = set(optional_columns)
+    missing = optional - set(signature.inputs.input_names())
+    if missing:
+        raise ValueError(f"optional columns {sorted(missing)} are not input columns of the signature")
+    if optional:
+        signature.inputs = Schema([
+            ColSpec(c.type, c.name, required=False) if c.name in optional else c for c in signature.inputs.inputs])
+    return signature
 
 
 def log_run_artifacts(run_id: str, artifacts: list[tuple[str, Path]], texts: dict[str, str]) -> None:

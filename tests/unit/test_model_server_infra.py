@@ -3,7 +3,9 @@ reproduce the flow's predictions within the latency budget."""
 
 from __future__ import annotations
 
+import asyncio
 import os
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -12,7 +14,7 @@ import pytest
 
 from deployments.model_server.testing import churn_frame, fit_pipeline, isolated_state, register_model
 from mlops.contract import coerce_to_contract
-from mlops.infra_validation import infra_validate
+from mlops.infra_validation import infra_validate, measure_latency, start_infra_validation
 
 NAME = "churn-infra"
 
@@ -34,6 +36,7 @@ def test_passes_when_served_predictions_match_and_latency_fits(registered: dict[
     passed, detail, p99 = infra_validate(NAME, registered["version"], holdout, expected, 50.0, registered["uri"])
     assert passed, detail
     assert 0 < p99 < 50 and "400 holdout rows match" in detail
+    assert "p95 single-row latency" in detail and "20 warm-up" in detail and "timed right after the checks" in detail
 
 
 def test_fails_when_predictions_differ(registered: dict[str, Any]) -> None:
@@ -48,6 +51,79 @@ def test_fails_over_the_latency_budget(registered: dict[str, Any]) -> None:
     passed, detail, p99 = infra_validate(NAME, registered["version"], X, registered["pipe"].predict(X), 0.001,
                                          registered["uri"], rows=50)
     assert not passed and "over the budget" in detail and p99 > 0.001
+    assert "p95" in detail and "two passes" in detail
+
+
+def test_percentile_is_configurable(registered: dict[str, Any]) -> None:
+    X = registered["holdout"].drop(columns=["churned"])
+    passed, detail, _ = infra_validate(NAME, registered["version"], X, registered["pipe"].predict(X), 0.001,
+                                       registered["uri"], rows=20, percentile=60)
+    assert not passed and "p60 single-row latency" in detail
+
+
+def _wait_for(path: Any, proc: Any, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert proc.poll() is None, "the infra validation process exited before its checks were done"
+        assert time.monotonic() < deadline, f"{path.name} did not appear within {timeout:.0f} s"
+        time.sleep(0.05)
+
+
+def test_two_phase_checks_at_once_and_times_only_when_asked(registered: dict[str, Any]) -> None:
+    X = registered["holdout"].drop(columns=["churned"])
+    run = start_infra_validation(NAME, registered["version"], X, registered["pipe"].predict_proba(X), 50.0,
+                                 registered["uri"], rows=50)
+    try:
+        _wait_for(run.work / "checked.json", run.process.proc)
+        # checks done; the process now waits for the caller instead of timing beside its work
+        assert run.process.proc.poll() is None and not (run.work / "result.json").exists()
+        passed, detail, latency = run.measure()
+    finally:
+        run.close()
+    assert passed, detail
+    assert 0 < latency < 50 and "timed on the caller's signal" in detail and "50 timed single-row requests" in detail
+    assert not run.work.exists()
+
+
+def test_two_phase_reports_wrong_predictions_without_timing(registered: dict[str, Any]) -> None:
+    X = registered["holdout"].drop(columns=["churned"])
+    run = start_infra_validation(NAME, registered["version"], X, 1 - registered["pipe"].predict(X), 50.0,
+                                 registered["uri"])
+    passed, detail, latency = run.measure()
+    assert not passed and "400 of 400 predictions differ" in detail and np.isnan(latency)
+
+
+def _fake_passes(per_pass_ms: list[list[float]]) -> tuple[Any, list[tuple[int, int]]]:
+    calls: list[tuple[int, int]] = []
+
+    async def time_pass(warmup: int, rows: int) -> list[float]:
+        calls.append((warmup, rows))
+        return per_pass_ms[len(calls) - 1]
+
+    return time_pass, calls
+
+
+def test_latency_slow_once_passes_on_the_retry() -> None:
+    slow = [5.0] * 150 + [400.0] * 50  # a neighbour's burst: a quarter of the requests are slow
+    fast = [5.0] * 199 + [400.0]  # one outlier in 200 does not move p95
+    time_pass, calls = _fake_passes([slow, fast])
+    v = asyncio.run(measure_latency(time_pass, 50.0, 95.0, rows=200, warmup=20))
+    assert v.passed and v.retried and v.latency_ms == 5.0 and calls == [(20, 200), (20, 200)]
+    assert "p95" in v.detail and "on the retry" in v.detail and "400.00 ms" in v.detail
+
+
+def test_latency_one_outlier_passes_without_a_retry() -> None:
+    time_pass, calls = _fake_passes([[5.0] * 199 + [224.0]])
+    v = asyncio.run(measure_latency(time_pass, 50.0, 95.0, rows=200, warmup=20))
+    assert v.passed and not v.retried and len(calls) == 1 and "not retried" in v.detail
+
+
+def test_latency_consistently_slow_fails_naming_the_percentile() -> None:
+    time_pass, calls = _fake_passes([[80.0] * 200, [90.0] * 200])
+    v = asyncio.run(measure_latency(time_pass, 50.0, 99.0, rows=200, warmup=20))
+    assert not v.passed and v.retried and len(calls) == 2 and v.latency_ms == 90.0
+    assert v.detail.startswith("p99 single-row latency 90.00 ms is over the budget of 50 ms")
+    assert "first 80.00 ms" in v.detail and "200 timed single-row requests after 20 warm-up" in v.detail
 
 
 def test_bad_arguments_fail_before_starting_a_process(registered: dict[str, Any]) -> None:
