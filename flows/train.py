@@ -48,7 +48,9 @@ def _run_training(cfg: Any, config_path: str, source_path: str | None, reason: s
     from mlops.assessment import reference_sample
     from mlops.card import model_card
     from mlops.features import build_preprocessor
+    from mlops.livequality import holdout_slice_metrics
     from mlops.preload import preload
+    from mlops.rowkeys import pop_new_rows, save_training_hashes
     from mlops.tracking import dumps
     from mlops.tuning import pick_best, scorer_for
     from tasks.data import load_data, split_data
@@ -73,14 +75,16 @@ def _run_training(cfg: Any, config_path: str, source_path: str | None, reason: s
     name = cfg.registry.model_name
 
     df, fingerprint = load_data(cfg, source_path)
+    df, new_rows = pop_new_rows(df)  # a retraining file marks the rows the champion never trained on
     champion = find_champion(name)
     outcome, contract, quarantine_file = validate_training_data(
         df, cfg, champion.contract if champion else None, settings.quarantine_dir / flow_run_id
     )
-    split = split_data(outcome.good, cfg)
+    split = split_data(outcome.good, cfg, new_rows)
     X, y = split.train.drop(columns=[cfg.target]), split.train[cfg.target]
     binary = cfg.task == "classification" and y.nunique() == 2
-    scoring = scorer_for(cfg.task, cfg.primary_metric, binary, cfg.search.scoring)
+    scoring = scorer_for(cfg.task, cfg.primary_metric, binary, cfg.search.scoring,
+                         labels=y, positive_class=cfg.positive_class)
     preprocessor = build_preprocessor(contract, cfg.features)
 
     exp_id = registry.ensure_experiment(cfg.registry.experiment or cfg.name, settings.artifact_root)
@@ -92,6 +96,7 @@ def _run_training(cfg: Any, config_path: str, source_path: str | None, reason: s
         "prefect_flow_run_id": flow_run_id,
         "data_source": source_path or cfg.source.kind,
         "reason": reason,
+        "holdout": split.holdout,
     }
     with mlflow.start_run(run_name=f"train-{cfg.name}") as run:
         run_id = run.info.run_id
@@ -121,17 +126,21 @@ def _run_training(cfg: Any, config_path: str, source_path: str | None, reason: s
 
     evaluation = evaluate_challenger(best.best_estimator, split.test, cfg, work / "evaluation")
     verdict = gate_challenger(evaluation, champion.model if champion else None,
-                              champion.version if champion else None, split.test, cfg)
+                              champion.version if champion else None, split.test, cfg,
+                              model=best.best_estimator, train=split.train, contract=contract)
     reference = reference_sample(split.train, best.best_estimator, cfg)
     work.mkdir(parents=True, exist_ok=True)
     ref_path = work / "reference.parquet"
     reference.to_parquet(ref_path, index=False)
     artifacts = [("evaluation", p) for p in evaluation.plots.values()] + [("reference", ref_path)]
+    artifacts.append(("reference", save_training_hashes(split.train, contract, cfg.serving.sensitive_columns,
+                                                        work / "train_row_hashes.npz")))
     if quarantine_file:
         artifacts.append(("quarantine", quarantine_file))
     attach_artifacts(run_id, artifacts, {
         "evaluation/holdout_metrics.json": dumps(evaluation.metrics),
         "evaluation/leaderboard.json": dumps(leaderboard),
+        "evaluation/slice_metrics.json": dumps(holdout_slice_metrics(split.test, evaluation.predictions, cfg)),
         "data/validation_summary.json": dumps(outcome.summary()),
     })
     with mlflow.start_run(run_id=run_id):

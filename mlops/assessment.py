@@ -11,7 +11,18 @@ import pandas as pd
 
 from mlops import gate
 from mlops.config import PipelineConfig
-from mlops.evaluation import Predictions, holdout_metrics, make_plots, paired_bootstrap, predict, slice_metrics
+from mlops.contract import DataContract
+from mlops.evaluation import (
+    Predictions,
+    describe_positive,
+    holdout_metrics,
+    make_plots,
+    paired_bootstrap,
+    predict,
+    slice_baselines,
+    slice_metrics,
+)
+from mlops.leakage import check_leakage
 
 
 @dataclass
@@ -22,8 +33,9 @@ class Evaluation:
 
 
 def evaluate(model: Any, test: pd.DataFrame, cfg: PipelineConfig, plots_dir: Path | None) -> Evaluation:
+    """Holdout metrics (binary ones with cfg.positive_class as the positive class) and plots."""
     X, y = test.drop(columns=[cfg.target]), test[cfg.target].to_numpy()
-    p = predict(model, X, cfg.task)
+    p = predict(model, X, cfg.task, cfg.positive_class)
     metrics = holdout_metrics(cfg.task, y, p)
     plots = make_plots(cfg.task, y, p, model, X, plots_dir, cfg.search.seed) if plots_dir else {}
     return Evaluation(metrics, p, plots)
@@ -35,33 +47,51 @@ def judge(
     champion_version: str | None,
     test: pd.DataFrame,
     cfg: PipelineConfig,
+    *,
+    model: Any | None = None,
+    train: pd.DataFrame | None = None,
+    contract: DataContract | None = None,
 ) -> gate.GateVerdict:
-    """Run (a) thresholds, (b) the paired bootstrap against the champion, (c) slices."""
+    """Run (a) thresholds, (b) the paired bootstrap against the champion, (c) slices, (d) leakage.
+
+    `model` is the challenger itself (the leakage check names the columns it leans on), `train` its
+    training rows and `contract` the data contract (single-column scores, column kinds); without them
+    the leakage check does what the holdout alone allows.
+    """
     metric = cfg.primary_metric
     y = test[cfg.target].to_numpy()
+    pred = challenger.predictions
     checks = gate.check_thresholds(challenger.metrics, cfg.gate.thresholds)
+    if pred.classes is not None and len(pred.classes) == 2:
+        checks.append(gate.Check("positive class", True, describe_positive(pred.classes, cfg.positive_class)))
     champ_pred: Predictions | None = None
     if champion_model is not None:
         try:
-            champ_pred = predict(champion_model, test.drop(columns=[cfg.target]), cfg.task)
+            champ_pred = predict(champion_model, test.drop(columns=[cfg.target]), cfg.task, pred.positive)
         except Exception as exc:  # a champion that cannot score this holdout cannot be compared
             checks.append(gate.Check("champion comparable", False,
                                      f"champion v{champion_version} could not score this holdout ({type(exc).__name__}); "
                                      "no sound comparison, promote by hand with `mlops promote --version N`"))
     if champ_pred is not None:
-        b = paired_bootstrap(metric, y, challenger.predictions, champ_pred, cfg.gate.bootstrap_samples,
+        b = paired_bootstrap(metric, y, pred, champ_pred, cfg.gate.bootstrap_samples,
                              cfg.gate.confidence, cfg.search.seed)
         checks += gate.check_champion(b, cfg.gate)
     elif champion_model is None:
-        checks.append(gate.Check("champion comparison", True, "no champion yet: thresholds and slices decide"))
+        checks.append(gate.Check("champion comparison", True,
+                                 "no champion yet: thresholds, slices (against trivial baselines) and leakage decide"))
     for sl in cfg.gate.slices:
         if sl.column not in test.columns:
             checks.append(gate.Check(f"slice {sl.column}", False, f"slice column '{sl.column}' is not in the holdout"))
             continue
-        mine = slice_metrics(metric, test, sl.column, y, challenger.predictions, sl.min_rows)
-        baseline: Any = (slice_metrics(metric, test, sl.column, y, champ_pred, sl.min_rows) if champ_pred is not None
-                         else challenger.metrics[metric])
-        checks += gate.check_slices(metric, sl.column, mine, baseline, cfg.gate.slice_tolerance)
+        mine = slice_metrics(metric, test, sl.column, y, pred, sl.min_rows)
+        if champ_pred is not None:
+            theirs = slice_metrics(metric, test, sl.column, y, champ_pred, sl.min_rows)
+            checks += gate.check_slices(metric, sl.column, mine, theirs, cfg.gate.slice_tolerance,
+                                        cfg.gate.slice_tolerance_mode)
+        elif champion_model is None:
+            trivial = slice_baselines(metric, test, sl.column, y, sl.min_rows, pred.classes, pred.positive)
+            checks += gate.check_slice_usefulness(metric, sl.column, mine, trivial, challenger.metrics.get(metric))
+    checks.append(check_leakage(challenger.metrics, model, train, test, cfg, contract, pred.positive))
     return gate.decide(checks)
 
 

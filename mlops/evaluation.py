@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -10,21 +11,68 @@ import numpy as np
 import pandas as pd
 
 from mlops.config import METRIC_DIRECTION
+from mlops.errors import DataError
 
 
 @dataclass
 class Predictions:
-    """What a model says on the holdout: labels (or values) and, for classifiers, class probabilities."""
+    """What a model says on the holdout: labels (or values) and, for classifiers, class probabilities.
+
+    `positive` is the class binary f1 and roc_auc score as positive; None means the larger label.
+    """
 
     y_pred: np.ndarray
     proba: np.ndarray | None
     classes: list[Any] | None
+    positive: Any = None
+
+    @property
+    def positive_index(self) -> int:
+        """Column of `proba` holding the positive class (binary classification)."""
+        assert self.classes is not None
+        return 1 if self.positive is None else self.classes.index(self.positive)
 
 
-def predict(model: Any, X: pd.DataFrame, task: str) -> Predictions:
+def positive_label(classes: Sequence[Any], configured: Any = None) -> Any:
+    """The positive class of a binary target: the configured label, else 1 / True for 0/1 or boolean
+    labels, else the larger label; a configured value that is not a label is a DataError."""
+    labels = list(classes)
+    if configured is None:
+        return labels[-1]  # sorted labels: 1 for 0/1, True for booleans, else the larger label
+    for label in labels:  # exact match first (1 == True in Python, so 1 and True match each other)
+        if type(label) is type(configured) and label == configured:
+            return label
+    for label in labels:
+        if label == configured or str(label) == str(configured):
+            return label
+    raise DataError(f"positive_class {configured!r} is not one of the target's labels "
+                    f"{[_plain(v) for v in labels]}; set positive_class to one of them")
+
+
+def describe_positive(classes: Sequence[Any], configured: Any = None) -> str:
+    """One sentence saying which class binary metrics treat as positive, and why."""
+    pos = positive_label(classes, configured)
+    if configured is not None:
+        why = "set by positive_class"
+    elif {_plain(v) for v in classes} <= {0, 1}:
+        why = "the default for 0/1 or boolean labels; set positive_class to change it"
+    else:
+        why = "the default: the larger label; set positive_class to change it"
+    return f"binary f1 and roc_auc score {_plain(pos)!r} as the positive class ({why})"
+
+
+def _plain(v: Any) -> Any:
+    return v.item() if isinstance(v, np.generic) else v
+
+
+def predict(model: Any, X: pd.DataFrame, task: str, positive_class: Any = None) -> Predictions:
+    """The model's predictions; for a binary classifier `positive_class` (None: the larger label)
+    picks the class binary metrics score as positive."""
     y_pred = np.asarray(model.predict(X))
     if task == "classification" and hasattr(model, "predict_proba"):
-        return Predictions(y_pred, np.asarray(model.predict_proba(X)), list(model.classes_))
+        classes = list(model.classes_)
+        positive = positive_label(classes, positive_class) if len(classes) == 2 else None
+        return Predictions(y_pred, np.asarray(model.predict_proba(X)), classes, positive)
     return Predictions(y_pred, None, None)
 
 
@@ -58,13 +106,14 @@ def metric_value(metric: str, y_true: np.ndarray, p: Predictions) -> float:
     binary = len(p.classes) == 2
     if metric == "f1":
         if binary:
-            return float(M.f1_score(y_true, p.y_pred, pos_label=p.classes[1], zero_division=0))
+            return float(M.f1_score(y_true, p.y_pred, pos_label=p.classes[p.positive_index], zero_division=0))
         return float(M.f1_score(y_true, p.y_pred, average="macro", zero_division=0))
     if metric == "log_loss":
         return float(M.log_loss(y_true, p.proba, labels=p.classes))
     if metric == "roc_auc":
         if binary:
-            return _auc_binary((y_true == p.classes[1]).astype(int), p.proba[:, 1])
+            k = p.positive_index
+            return _auc_binary((y_true == p.classes[k]).astype(int), p.proba[:, k])
         present = np.unique(y_true)
         if len(present) < len(p.classes):
             return float("nan")
@@ -72,13 +121,16 @@ def metric_value(metric: str, y_true: np.ndarray, p: Predictions) -> float:
     raise ValueError(f"unknown metric {metric!r}")
 
 
-def holdout_metrics(task: str, y_true: np.ndarray, p: Predictions) -> dict[str, float]:
+def holdout_metrics(task: str, y_true: np.ndarray, p: Predictions, positive_class: Any = None) -> dict[str, float]:
+    """Every metric of the task; `positive_class` (None: the one `p` carries) is the binary positive class."""
+    if positive_class is not None and p.classes is not None and len(p.classes) == 2:
+        p = replace(p, positive=positive_label(p.classes, positive_class))
     names = ["roc_auc", "f1", "accuracy", "log_loss"] if task == "classification" else ["rmse", "mae", "r2"]
     return {m: metric_value(m, y_true, p) for m in names}
 
 
 def _subset(p: Predictions, idx: np.ndarray) -> Predictions:
-    return Predictions(p.y_pred[idx], None if p.proba is None else p.proba[idx], p.classes)
+    return Predictions(p.y_pred[idx], None if p.proba is None else p.proba[idx], p.classes, p.positive)
 
 
 @dataclass
@@ -128,20 +180,79 @@ def paired_bootstrap(
     )
 
 
+def slice_label(value: Any) -> str:
+    """How a slice value is named: integer-valued numbers without a trailing `.0`, missing as `<null>`."""
+    if value is None or (isinstance(value, float | np.floating) and np.isnan(value)) or value is pd.NA:
+        return "<null>"
+    if isinstance(value, float | np.floating) and float(value).is_integer():
+        return str(int(value))
+    return str(_plain(value))
+
+
+def slice_labels(frame: pd.DataFrame, column: str) -> np.ndarray:
+    """The slice label of every row of a column (see slice_label)."""
+    codes, uniques = pd.factorize(frame[column], use_na_sentinel=False)
+    names = np.array([slice_label(u) for u in uniques] or [""], dtype=object)
+    return names[codes]
+
+
+def _slices(frame: pd.DataFrame, column: str, min_rows: int) -> list[tuple[str, np.ndarray]]:
+    values = slice_labels(frame, column)
+    out = []
+    for v in sorted(set(values)):
+        idx = np.flatnonzero(values == v)
+        if len(idx) >= min_rows:
+            out.append((v, idx))
+    return out
+
+
 def slice_metrics(
     metric: str, frame: pd.DataFrame, column: str, y_true: np.ndarray, p: Predictions, min_rows: int
 ) -> dict[str, tuple[float, int]]:
     """The metric on each value of a column with at least min_rows rows: {value: (metric, rows)}."""
     out: dict[str, tuple[float, int]] = {}
-    values = frame[column].astype(object).where(frame[column].notna(), "<null>").astype(str).to_numpy()
-    for v in sorted(set(values)):
-        idx = np.flatnonzero(values == v)
-        if len(idx) < min_rows:
-            continue
+    for v, idx in _slices(frame, column, min_rows):
         m = metric_value(metric, y_true[idx], _subset(p, idx))
         if np.isfinite(m):
             out[v] = (m, len(idx))
     return out
+
+
+def trivial_metric(metric: str, y_true: np.ndarray, classes: Sequence[Any] | None = None,
+                   positive: Any = None) -> float:
+    """The metric of the best constant prediction made knowing these rows' labels: what a model must beat
+    to be of any use on them (roc_auc 0.5, the majority rate, r2 0, the rows' own spread for rmse/mae)."""
+    if metric == "roc_auc":
+        return 0.5
+    if metric in {"r2", "rmse", "mae"}:
+        y = y_true.astype(float)
+        if metric == "r2":
+            return 0.0
+        if metric == "rmse":
+            return float(np.std(y))
+        return float(np.mean(np.abs(y - np.median(y))))
+    labels, counts = np.unique(y_true, return_counts=True)
+    share = counts / counts.sum()
+    if metric == "accuracy":
+        return float(share.max())
+    if metric == "log_loss":
+        return float(-(share * np.log(share)).sum())
+    if metric == "f1":  # predict one class for every row: f1 of that class is 2p/(1+p)
+        f1 = dict(zip(labels.tolist(), (2 * share / (1 + share)).tolist(), strict=True))
+        all_classes = list(classes) if classes is not None else labels.tolist()
+        if len(all_classes) == 2:
+            pos = all_classes[-1] if positive is None else positive
+            return float(f1.get(pos, 0.0))
+        return float(max(f1.values()) / len(all_classes))
+    raise ValueError(f"unknown metric {metric!r}")
+
+
+def slice_baselines(
+    metric: str, frame: pd.DataFrame, column: str, y_true: np.ndarray, min_rows: int,
+    classes: Sequence[Any] | None = None, positive: Any = None,
+) -> dict[str, float]:
+    """The trivial within-slice baseline (see trivial_metric) on each slice slice_metrics reports."""
+    return {v: trivial_metric(metric, y_true[idx], classes, positive) for v, idx in _slices(frame, column, min_rows)}
 
 
 # ---- plots --------------------------------------------------------------------------------------
@@ -174,11 +285,12 @@ def make_plots(task: str, y_true: np.ndarray, p: Predictions, model: Any, X: pd.
         ax.set_title("Confusion matrix (holdout)")
         save(fig, "confusion_matrix")
         if len(p.classes) == 2:
-            yb = (y_true == p.classes[1]).astype(int)
+            k = p.positive_index
+            yb = (y_true == p.classes[k]).astype(int)
             fig, axes = plt.subplots(1, 2, figsize=(9, 4))
-            M.RocCurveDisplay.from_predictions(yb, p.proba[:, 1], ax=axes[0])
-            axes[0].set_title("ROC curve")
-            M.PrecisionRecallDisplay.from_predictions(yb, p.proba[:, 1], ax=axes[1])
+            M.RocCurveDisplay.from_predictions(yb, p.proba[:, k], ax=axes[0])
+            axes[0].set_title(f"ROC curve (positive: {_plain(p.classes[k])})")
+            M.PrecisionRecallDisplay.from_predictions(yb, p.proba[:, k], ax=axes[1])
             axes[1].set_title("Precision-recall curve")
             save(fig, "roc_pr_curves")
         scoring = "roc_auc" if len(p.classes) == 2 else "accuracy"

@@ -2,8 +2,11 @@
 
 A challenger passes only when (a) every absolute threshold holds, (b) against the champion on the
 same holdout a paired bootstrap shows it is not significantly worse and beats it by the configured
-minimum, and (c) no configured slice regresses beyond tolerance. With no champion: (a) and (c),
-where (c) compares each slice with the challenger's own overall metric.
+minimum, (c) no configured slice regresses beyond tolerance against the champion on the same slice,
+and (d) the leakage check finds no target in disguise (mlops.leakage). With no champion: (a), (d),
+and (c) asks whether the model is any use on each slice (better than a trivial within-slice
+baseline); a slice is never judged against the overall metric, which a predictive slice column
+lowers within every slice for champion and challenger alike.
 """
 
 from __future__ import annotations
@@ -49,6 +52,14 @@ class GateVerdict:
         return f"Gate verdict: {head}\n\n| result | check | detail |\n| --- | --- | --- |\n{rows}\n"
 
 
+def fmt(x: float, digits: int = 4, sign: bool = False) -> str:
+    """A number rounded for a verdict, never `-0.0000`: rounded first, then a negative zero made plain."""
+    if not math.isfinite(x):
+        return "nan" if math.isnan(x) else ("+inf" if x > 0 and sign else "inf" if x > 0 else "-inf")
+    r = round(float(x), digits) + 0.0  # adding 0.0 turns -0.0 into 0.0
+    return f"{r:+.{digits}f}" if sign else f"{r:.{digits}f}"
+
+
 def _better_or_equal(metric: str, value: float, bound: float) -> bool:
     return value >= bound if METRIC_DIRECTION[metric] else value <= bound
 
@@ -60,7 +71,7 @@ def check_thresholds(metrics: dict[str, float], thresholds: dict[str, float]) ->
         v = metrics.get(m, float("nan"))
         ok = math.isfinite(v) and _better_or_equal(m, v, bound)
         op = ">=" if METRIC_DIRECTION[m] else "<="
-        out.append(Check(f"threshold {m}", ok, f"{v:.4f} {'meets' if ok else 'misses'} {op} {bound:g}"))
+        out.append(Check(f"threshold {m}", ok, f"{fmt(v)} {'meets' if ok else 'misses'} {op} {bound:g}"))
     return out
 
 
@@ -73,49 +84,118 @@ def check_champion(b: BootstrapResult, cfg: GateConfig) -> list[Check]:
         Check(
             "not worse than champion",
             not_worse,
-            f"{b.metric} {b.challenger:.4f} vs champion {b.champion:.4f}; improvement {b.delta:+.4f}, "
-            f"{lvl} lower bound {b.ci_low:+.4f} {'>=' if not_worse else '<'} -{cfg.noninferiority_margin:g} "
-            f"(paired bootstrap, {b.samples} resamples, P(worse)={b.p_worse:.3f})",
+            f"{b.metric} {fmt(b.challenger)} vs champion {fmt(b.champion)}; improvement {fmt(b.delta, sign=True)}, "
+            f"{lvl} lower bound {fmt(b.ci_low, sign=True)} {'>=' if not_worse else '<'} "
+            f"-{cfg.noninferiority_margin:g} (paired bootstrap, {b.samples} resamples, P(worse)={fmt(b.p_worse, 3)})",
         ),
         Check(
             "beats champion",
             beats,
-            f"improvement {b.delta:+.4f} {'meets' if beats else 'misses'} required "
+            f"improvement {fmt(b.delta, sign=True)} {'meets' if beats else 'misses'} required "
             f"{'>= ' + format(cfg.min_improvement, 'g') if cfg.min_improvement > 0 else '> 0'}",
         ),
     ]
+
+
+def units(metric: str) -> str:
+    """What a metric is measured in, for verdict text."""
+    return "target units" if metric in {"rmse", "mae"} else f"{metric} points"
+
+
+def describe_tolerance(metric: str, tolerance: float, mode: str, ref: float | None = None) -> str:
+    """The slice tolerance in words, with its units: a share of the baseline or the metric's own units."""
+    if mode == "relative":
+        of = f"the champion's {fmt(ref)}" if ref is not None else "the champion's value"
+        return f"within {tolerance:.0%} of {of}"
+    return f"within {tolerance:g} {units(metric)}"
+
+
+def _allowed_drop(tolerance: float, mode: str, ref: float) -> float:
+    return tolerance * abs(ref) if mode == "relative" else tolerance
 
 
 def check_slices(
     metric: str,
     column: str,
     challenger: dict[str, tuple[float, int]],
-    baseline: dict[str, tuple[float, int]] | float,
+    champion: dict[str, tuple[float, int]],
     tolerance: float,
+    mode: str = "relative",
 ) -> list[Check]:
-    """(c) no slice regresses beyond tolerance against the baseline (champion's slice, or overall)."""
+    """(c) with a champion: no slice falls behind the champion on the same slice by more than the tolerance,
+    a share of the champion's slice value (relative) or in the metric's own units (absolute)."""
+    if not isinstance(champion, dict):
+        raise TypeError("check_slices compares with the champion's slices; use check_slice_usefulness without one")
     higher = METRIC_DIRECTION[metric]
-    worst: tuple[str, float, float] | None = None
+    worst: tuple[str, float, float, float] | None = None  # value, drop, champion's value, challenger's value
     failed: list[str] = []
     for value, (m, _rows) in challenger.items():
-        if isinstance(baseline, dict):
-            if value not in baseline:
-                continue
-            ref = baseline[value][0]
-        else:
-            ref = baseline
+        if value not in champion:
+            continue
+        ref = champion[value][0]
         drop = (ref - m) if higher else (m - ref)
-        if worst is None or drop > worst[1]:
-            worst = (value, drop, ref)
-        if drop > tolerance:
-            failed.append(f"{column}={value}: {metric} {m:.4f} vs {ref:.4f} (regression {drop:.4f})")
-    against = "champion" if isinstance(baseline, dict) else "overall"
+        allowed = _allowed_drop(tolerance, mode, ref)
+        if worst is None or drop - allowed > worst[1] - _allowed_drop(tolerance, mode, worst[2]):
+            worst = (value, drop, ref, m)
+        if drop > allowed + 1e-12:
+            failed.append(f"{column}={value}: {metric} {fmt(m)} vs champion {fmt(ref)} "
+                          f"(worse by {fmt(drop)}, allowed {fmt(allowed)}: "
+                          f"{describe_tolerance(metric, tolerance, mode, ref)})")
     if failed:
-        return [Check(f"slice {column}", False, f"regresses beyond {tolerance:g} vs {against}: " + "; ".join(failed))]
+        return [Check(f"slice {column}", False, "falls behind the champion on the same slice: " + "; ".join(failed))]
     if worst is None:
-        return [Check(f"slice {column}", True, "no slice with enough rows to compare")]
+        return [Check(f"slice {column}", True, "no slice with enough rows to compare with the champion")]
+    value, drop, ref, m = worst
+    change = "worse by " + fmt(drop) if drop > 0 else "better by " + fmt(-drop)
     return [Check(f"slice {column}", True,
-                  f"worst slice {column}={worst[0]} regression {worst[1]:+.4f} <= {tolerance:g} vs {against}")]
+                  f"every slice {describe_tolerance(metric, tolerance, mode)} on the same slice; closest "
+                  f"{column}={value}: {metric} {fmt(m)} vs champion {fmt(ref)} ({change}, "
+                  f"{describe_tolerance(metric, tolerance, mode, ref)})")]
+
+
+def check_slice_usefulness(
+    metric: str,
+    column: str,
+    challenger: dict[str, tuple[float, int]],
+    trivial: dict[str, float],
+    overall: float | None = None,
+) -> list[Check]:
+    """(c) with no champion: the model must beat, on every slice, the best constant prediction for that
+    slice (mlops.evaluation.trivial_metric); the overall value is reported for information only."""
+    higher = METRIC_DIRECTION[metric]
+    info = f"; overall {metric} {fmt(overall)}, for information" if overall is not None else ""
+    useless: list[str] = []
+    closest: tuple[str, float, float, float] | None = None  # value, margin, metric, baseline
+    for value, (m, _rows) in challenger.items():
+        if value not in trivial:
+            continue
+        base = trivial[value]
+        margin = (m - base) if higher else (base - m)
+        if closest is None or margin < closest[1]:
+            closest = (value, margin, m, base)
+        if not margin > 1e-12:
+            useless.append(f"{column}={value}: {metric} {fmt(m)} vs {fmt(base)} for {_trivial_name(metric)}")
+    if useless:
+        return [Check(f"slice {column}", False,
+                      "no better than a trivial baseline within the slice: " + "; ".join(useless) + info)]
+    if closest is None:
+        return [Check(f"slice {column}", True, "no slice with enough rows to judge" + info)]
+    value, _margin, m, base = closest
+    return [Check(f"slice {column}", True,
+                  f"no champion: every slice beats its trivial within-slice baseline; closest {column}={value}: "
+                  f"{metric} {fmt(m)} vs {fmt(base)} for {_trivial_name(metric)}{info}")]
+
+
+def _trivial_name(metric: str) -> str:
+    return {
+        "roc_auc": "a constant score",
+        "accuracy": "always the slice's majority class",
+        "f1": "always the same class",
+        "log_loss": "the slice's class shares",
+        "r2": "the slice's mean",
+        "rmse": "the slice's mean (its standard deviation)",
+        "mae": "the slice's median",
+    }.get(metric, "a constant prediction")
 
 
 def decide(checks: list[Check]) -> GateVerdict:

@@ -32,10 +32,35 @@ SCORERS = {
 }
 
 
-def scorer_for(task: str, metric: str, binary: bool, override: str | None = None) -> str:
+def scorer_for(task: str, metric: str, binary: bool, override: str | None = None, *,
+               labels: Any = None, positive_class: Any = None) -> Any:
+    """The scikit-learn scorer the search maximises: a scorer name, or for binary f1 with a positive class
+    other than 1 a scorer that says which class is positive (sklearn's "f1" scores label 1).
+
+    `labels` (the training target) let it resolve `positive_class` (None: 1 / True for 0/1 or boolean
+    labels, else the larger label); a positive_class that is not a label is a DataError, raised here so a
+    bad config stops before the search starts. `override` (search.scoring) wins over all of this.
+    """
+    if task == "classification" and binary and labels is not None:
+        from mlops.evaluation import positive_label
+
+        classes = sorted(pd.unique(pd.Series(labels).dropna()).tolist())
+        positive = positive_label(classes, positive_class) if len(classes) == 2 else None
+    else:
+        positive = None
     if override:
         return override
-    return SCORERS[(task, metric, binary if task == "classification" else True)]
+    name = SCORERS[(task, metric, binary if task == "classification" else True)]
+    if name == "f1" and positive is not None and not (positive == 1 and not isinstance(positive, str)):
+        from sklearn.metrics import f1_score, make_scorer
+
+        return make_scorer(f1_score, pos_label=positive, zero_division=0)
+    return name
+
+
+def scoring_name(scoring: Any) -> str:
+    """A scorer as text for logs and parameters."""
+    return scoring if isinstance(scoring, str) else str(scoring)
 
 
 def make_estimator(family: str, task: str, params: dict[str, Any], seed: int) -> BaseEstimator:
@@ -122,7 +147,7 @@ def tune_family(
     X: pd.DataFrame,
     y: pd.Series,
     task: str,
-    scoring: str,
+    scoring: Any,
     cfg: SearchConfig,
 ) -> FamilyResult:
     """Search one family's space with cross-validation and refit the best on all of X."""
@@ -174,7 +199,7 @@ def tune_family(
         best_params={k.removeprefix("model__"): _jsonable(v) for k, v in search.best_params_.items()},
         best_score=float(search.best_score_),
         cv_scores=folds,
-        scoring=scoring,
+        scoring=scoring_name(scoring),
         n_trials=len(res["params"]),
         seconds=seconds,
         trials=trials,

@@ -1,4 +1,4 @@
-"""Evaluation stage: holdout metrics and plots, then the gate against thresholds, champion and slices."""
+"""Evaluation stage: holdout metrics and plots, then the gate: thresholds, champion, slices, leakage."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from prefect.cache_policies import NONE
 
 from mlops.assessment import Evaluation, evaluate, judge
 from mlops.config import PipelineConfig
+from mlops.contract import DataContract
 from mlops.gate import GateVerdict
 
 
@@ -22,6 +23,8 @@ def evaluate_challenger(model: Any, test: pd.DataFrame, cfg: PipelineConfig, plo
 @task(name="gate_challenger", cache_policy=NONE)
 def gate_challenger(
     evaluation: Evaluation, champion_model: Any | None, champion_version: str | None, test: pd.DataFrame,
-    cfg: PipelineConfig,
+    cfg: PipelineConfig, *, model: Any | None = None, train: pd.DataFrame | None = None,
+    contract: DataContract | None = None,
 ) -> GateVerdict:
-    return judge(evaluation, champion_model, champion_version, test, cfg)
+    """The gate verdict; `model`, `train` and `contract` let the leakage check name the columns to look at."""
+    return judge(evaluation, champion_model, champion_version, test, cfg, model=model, train=train, contract=contract)
