@@ -18,6 +18,7 @@ from prefect import flow, get_run_logger, runtime
 from mlops import monitoring as mon
 from mlops.config import load_config
 from mlops.policy import PolicyStore, WindowSummary, record_training_finished, should_start_training
+from mlops.retraining import LabelledStore, training_rows
 from mlops.settings import Settings, configure_environment
 
 
@@ -101,6 +102,8 @@ def _check_window(cfg: Any, config_path: str, settings: Settings, bundle: Any, w
         apply_retrain_policy,
         assess_live_quality,
         check_window_quality,
+        load_training_footprint,
+        measure_seen_in_training,
         prepare_training_file,
         record_monitoring_run,
     )
@@ -114,7 +117,7 @@ def _check_window(cfg: Any, config_path: str, settings: Settings, bundle: Any, w
     result: dict[str, Any] = {
         "status": "checked", "message": "", "model_name": name, "model_version": version,
         "window": window.describe(), "corrupt_files": list(window.corrupt_files), "quality": None, "drift": None,
-        "report_path": None, "live_quality": None, "decision": None, "retrain": False, "events": {},
+        "report_path": None, "seen_in_training": None, "seen_in_training_share": None, "live_quality": None, "decision": None, "retrain": False, "events": {},
         "training_file": None, "training": None, "mlflow_run_id": None, "monitor_flow_run_id": run_id,
         "config_path": str(Path(config_path).resolve()),
     }
@@ -155,6 +158,13 @@ def _check_window(cfg: Any, config_path: str, settings: Settings, bundle: Any, w
 
     # drift on the rows that passed, against the champion's training reference sample
     current = quality.good if quality.good is not None else window.frame
+    footprint = load_training_footprint(bundle)
+    seen = measure_seen_in_training(current, footprint.row_hashes, version)
+    result["seen_in_training"], result["seen_in_training_share"] = seen, seen["share"]
+    tags["monitor.seen_in_training_share"] = "unknown" if seen["share"] is None else f"{seen['share']:.4f}"
+    if seen["share"] is not None:
+        metrics["seen_in_training_share"] = seen["share"]
+    texts["monitor/seen_in_training.json"] = json.dumps(seen, indent=2)
     reference = bundle.reference
     drift = None
     report: dict[str, Any] = {"html_path": None, "error": "the champion carries no reference sample"}
@@ -183,10 +193,10 @@ def _check_window(cfg: Any, config_path: str, settings: Settings, bundle: Any, w
                  "monitor.drifted_columns": ",".join(drift.drifted_columns)[:4900]}
 
     # live quality when labels arrive; labelled rows are kept for retraining
-    live = assess_live_quality(current, labels_path, bundle, cfg)
+    live = assess_live_quality(current, labels_path, bundle, cfg, footprint.slice_metrics)
     result["live_quality"] = live.to_dict()
     if live.labelled is not None and len(live.labelled):
-        mon.LabelledStore(paths.labelled).save(window_id, mon.training_rows(live.labelled, bundle.contract))
+        LabelledStore(paths.labelled).save(window_id, training_rows(live.labelled, bundle.contract))
     metrics |= {f"live_{k}": v for k, v in live.metrics.items()}
     metrics["labelled_rows"] = float(live.labelled_rows)
     texts["monitor/live_quality.json"] = json.dumps(live.to_dict(), indent=2)
@@ -199,7 +209,7 @@ def _check_window(cfg: Any, config_path: str, settings: Settings, bundle: Any, w
     result["retrain"] = decision.retrain
     if decision.retrain:
         stamp = f"{now.strftime('%Y%m%dT%H%M%S')}-{run_id[:8]}"
-        result["training_file"] = prepare_training_file(cfg, bundle, mon.LabelledStore(paths.labelled), window_id,
+        result["training_file"] = prepare_training_file(cfg, bundle, LabelledStore(paths.labelled), window_id,
                                                         paths.training, stamp)
     tags |= _decision_tags(decision)
     texts["monitor/decision.json"] = json.dumps(result["decision"], indent=2)
@@ -208,7 +218,7 @@ def _check_window(cfg: Any, config_path: str, settings: Settings, bundle: Any, w
     result["mlflow_run_id"] = run_mlflow
     if drift is not None:
         publish_drift(name, version, drift, report, mlflow_run_url(settings.tracking_uri, exp_id, run_mlflow))
-    md = mon.decision_markdown(name, version, result["decision"], result["window"])
+    md = mon.decision_markdown(name, version, result["decision"], result["window"], seen=seen)
     md += "\n" + quality.to_markdown() + "\n" + live.to_markdown()
     result["events"] = announce_decision(name, version, decision, _payload(result), md)
     result["message"] = ("retrain requested: " + "; ".join(decision.triggers) if decision.retrain
@@ -283,7 +293,7 @@ def retrain(config_path: str = "configs/default.yaml", source_path: str | None =
                 info: dict[str, Any] = {"path": None, "detail": "no champion yet: training on the config's source"}
             else:
                 stamp = f"{mon.utc_now().strftime('%Y%m%dT%H%M%S')}-{run_id[:8]}"
-                info = prepare_training_file(cfg, bundle, mon.LabelledStore(paths.labelled), None, paths.training,
+                info = prepare_training_file(cfg, bundle, LabelledStore(paths.labelled), None, paths.training,
                                              stamp)
                 if info["path"] is None:
                     logger.warning("Retrain not started: %s", info["detail"])
@@ -296,8 +306,8 @@ def retrain(config_path: str = "configs/default.yaml", source_path: str | None =
                     "source_path": source_path}
         summary = state.result()
         if not used and source_path and Path(source_path).parent == paths.training:
-            used = [f.name for f in mon.LabelledStore(paths.labelled).files()]
-        mon.LabelledStore(paths.labelled).archive(used)
+            used = [f.name for f in LabelledStore(paths.labelled).files()]
+        LabelledStore(paths.labelled).archive(used)
         return {"started": True, "status": "trained", "source_path": source_path,
                 "detail": f"version {summary['version']} {'promoted' if summary['promoted'] else 'not promoted'}",
                 "summary": {k: summary[k] for k in ("version", "family", "metrics", "gate_passed", "gate_reasons",
@@ -344,7 +354,9 @@ def _payload(result: dict[str, Any]) -> dict[str, Any]:
         "drift_share": drift.get("drift_share"),
         "dataset_drift": bool(drift.get("dataset_drift", False)),
         "drifted_columns": drift.get("drifted_columns", []),
-        "live_quality": {k: live.get(k) for k in ("status", "labelled_rows", "metrics", "degraded", "reason")} if live else None,
+        "seen_in_training_share": result.get("seen_in_training_share"),
+        "live_quality": {k: live.get(k) for k in ("status", "labelled_rows", "metrics", "degraded",
+                                                          "compared_with", "reason")} if live else None,
         "quality_failures": (result.get("quality") or {}).get("failures", []),
         "training_file": (result.get("training_file") or {}).get("path"),
         "config_path": result.get("config_path"),

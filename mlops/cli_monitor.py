@@ -51,6 +51,11 @@ def print_monitor_result(r: dict[str, Any]) -> None:
             echo(typer.style("Quality    FAILED: no drift verdict, no retrain", fg=typer.colors.RED))
             for f in q["failures"]:
                 echo(f"           - {f}")
+    seen = r.get("seen_in_training")
+    if seen:
+        share = seen.get("share")
+        echo(f"Seen       {'unknown' if share is None else f'{share:.1%}'} of the window in training "
+             f"(seen_in_training_share): {seen.get('reason', '')}")
     d = r.get("drift")
     if d:
         scores = d["scores"]

@@ -222,20 +222,62 @@ def fingerprint(df: pd.DataFrame) -> str:
 class Split:
     train: pd.DataFrame
     test: pd.DataFrame
+    holdout: str = ""  # how the holdout was chosen, one sentence for the summary and lineage
 
 
-def split_frame(df: pd.DataFrame, target: str, task: str, cfg: SplitConfig, timestamp_column: str | None) -> Split:
-    """Reproducible split: time-ordered (last rows held out) with a timestamp, else seeded random."""
+def split_frame(df: pd.DataFrame, target: str, task: str, cfg: SplitConfig, timestamp_column: str | None,
+                new_rows: np.ndarray | None = None) -> Split:
+    """Reproducible split: time-ordered (last rows held out) with a timestamp, else seeded random.
+
+    `new_rows` (a retrain on the champion's data plus new rows) flags the rows the champion never
+    trained on; only they are held out, so the champion is not judged on its own training rows: the
+    newest of them with a timestamp, else a seeded sample, `test_size` of all rows at most.
+    """
     from sklearn.model_selection import train_test_split
 
     if len(df) < 10:
         raise DataError(f"only {len(df)} usable rows; at least 10 are needed to train and hold out")
+    n_test = max(1, int(round(len(df) * cfg.test_size)))
+    can_stratify = task == "classification" and cfg.stratify
+    if new_rows is not None and not np.all(new_rows):
+        new_idx = np.flatnonzero(np.asarray(new_rows, dtype=bool))
+        n_hold = min(n_test, len(new_idx))
+        if n_hold < 10:
+            raise DataError(f"only {len(new_idx)} of the {len(df):,} rows are new (never seen by the champion) and "
+                            "at least 10 are needed for a fair holdout; retrain once more labelled rows have arrived")
+        if timestamp_column:
+            order = df[timestamp_column].iloc[new_idx].reset_index(drop=True)
+            order = order.sort_values(kind="stable", na_position="first").index.to_numpy()
+            test_idx = new_idx[order[-n_hold:]]
+            how = f"the newest {n_hold:,} of {len(new_idx):,} new rows (by {timestamp_column})"
+        else:
+            test_idx = new_idx
+            if n_hold < len(new_idx):
+                y_new = df[target].iloc[new_idx]
+                strat = y_new if can_stratify and y_new.value_counts().min() >= 2 else None
+                _, test_idx = train_test_split(new_idx, test_size=n_hold, random_state=cfg.seed, stratify=strat)
+            how = f"a seeded sample (seed {cfg.seed}) of {n_hold:,} of the {len(new_idx):,} new rows"
+        held = np.zeros(len(df), dtype=bool)
+        held[test_idx] = True
+        if task == "classification" and df[target].iloc[np.flatnonzero(held)].nunique() < 2:
+            raise DataError(f"the {n_hold} new rows held out hold a single class of '{target}', so the retrain cannot "
+                            "be compared fairly; retrain once more labelled rows have arrived")
+        train, test = df.iloc[np.flatnonzero(~held)], df.iloc[np.flatnonzero(held)]
+        if timestamp_column:
+            train = train.sort_values(timestamp_column, kind="stable")
+            test = test.sort_values(timestamp_column, kind="stable")
+        return Split(train.reset_index(drop=True), test.reset_index(drop=True),
+                     f"holdout: {how}, rows the champion never trained on; the other {len(train):,} rows train"
+                     + ("" if n_hold == n_test else f" (fewer than test_size {cfg.test_size:g} of all rows: "
+                                                     "only so many rows are new)"))
     if timestamp_column:
         ordered = df.sort_values(timestamp_column, kind="stable")
-        n_test = max(1, int(round(len(df) * cfg.test_size)))
-        return Split(ordered.iloc[:-n_test].reset_index(drop=True), ordered.iloc[-n_test:].reset_index(drop=True))
+        return Split(ordered.iloc[:-n_test].reset_index(drop=True), ordered.iloc[-n_test:].reset_index(drop=True),
+                     f"holdout: the newest {n_test:,} rows (test_size {cfg.test_size:g}, by {timestamp_column})")
     stratify = None
-    if task == "classification" and cfg.stratify and df[target].value_counts().min() >= 2:
+    if can_stratify and df[target].value_counts().min() >= 2:
         stratify = df[target]
     tr, te = train_test_split(df, test_size=cfg.test_size, random_state=cfg.seed, stratify=stratify)
-    return Split(tr.reset_index(drop=True), te.reset_index(drop=True))
+    return Split(tr.reset_index(drop=True), te.reset_index(drop=True),
+                 f"holdout: a seeded random {len(te):,} rows (test_size {cfg.test_size:g}, seed {cfg.seed}"
+                 + (f", stratified by {target})" if stratify is not None else ")"))

@@ -1,5 +1,7 @@
 """Monitoring, the pure part: which prediction-log rows form the next window, the data-quality check
-before any drift verdict, live quality once labels arrive, and the file a retrain trains on.
+before any drift verdict, and the record of each check. Live quality once labels arrive lives in
+mlops.livequality, the file a retrain trains on in mlops.retraining, rows seen in training in
+mlops.rowkeys.
 
 Windows: the prediction log is immutable Parquet files that appear atomically (mlops.predictlog).
 A window is every file this model's monitor has not checked yet. `WindowStore` (a JSON file under
@@ -22,7 +24,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -30,13 +32,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mlops.config import METRIC_DIRECTION, PipelineConfig
 from mlops.contract import DataContract
 from mlops.errors import DataError, MLOpsError
 
 LOG_SOURCE = "prediction_log"
-# metrics bounded in [0, 1] (r2 at most 1): tolerance is absolute; errors are compared relatively
-ABSOLUTE_TOLERANCE_METRICS = frozenset({"roc_auc", "f1", "accuracy", "r2"})
 _WINDOW_HISTORY = 50
 
 
@@ -502,240 +501,6 @@ def check_quality(frame: pd.DataFrame, contract: DataContract, max_quarantine_fr
 
 
 # ---------------------------------------------------------------------------------------------
-# labels and live quality
-
-
-@dataclass
-class LiveQuality:
-    """The champion's metrics on the window's labelled rows against its own holdout metrics."""
-
-    status: str  # "ok", "no_labels", "too_few_labels", "labels_unusable"
-    labelled_rows: int = 0
-    joined_by: str | None = None
-    primary_metric: str | None = None
-    metrics: dict[str, float] = field(default_factory=dict)
-    baseline: dict[str, float] = field(default_factory=dict)
-    tolerance: float = 0.0
-    degraded: bool = False
-    reason: str = ""
-    labelled: pd.DataFrame | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        out = {k: v for k, v in asdict(self).items() if k != "labelled"}
-        out["metrics"] = {k: (None if not math.isfinite(v) else v) for k, v in self.metrics.items()}
-        return out
-
-    def to_markdown(self) -> str:
-        if self.status != "ok":
-            return f"Live quality: no verdict ({self.reason}).\n"
-        rows = "\n".join(
-            f"| {m} | {v:.4f} | {self.baseline[m]:.4f} |" if m in self.baseline else f"| {m} | {v:.4f} | n/a |"
-            for m, v in self.metrics.items() if math.isfinite(v))
-        verdict = "**degraded**" if self.degraded else "within tolerance"
-        return (f"Live quality on {self.labelled_rows:,} labelled rows (joined by `{self.joined_by}`): {verdict}. "
-                f"{self.reason}\n\n| metric | live | champion holdout |\n| --- | --- | --- |\n{rows}\n")
-
-
-def read_labels(path: str | Path) -> pd.DataFrame:
-    from mlops.data import read_table
-
-    return read_table(path)
-
-
-def label_key(window: pd.DataFrame, labels: pd.DataFrame, id_column: str | None) -> str:
-    """Join by request id when both sides carry it, else by the configured id column."""
-    if "request_id" in labels.columns and "request_id" in window.columns:
-        return "request_id"
-    if id_column and id_column in labels.columns:
-        return id_column
-    raise DataError(f"the labels have neither 'request_id' nor the id column '{id_column}' to join on "
-                    f"(columns: {list(labels.columns)[:10]})")
-
-
-def labelled_rows(window: pd.DataFrame, labels: pd.DataFrame | None, target: str,
-                  id_column: str | None) -> tuple[pd.DataFrame, str | None]:
-    """The window's rows that have a label: joined from a labels table, or carried in the window itself."""
-    from mlops.predictlog import join_labels
-
-    if labels is None:
-        if target in window.columns:
-            rows = window.loc[window[target].notna()].reset_index(drop=True)
-            return rows, "target column in the window"
-        return window.iloc[0:0], None
-    if target not in labels.columns:
-        raise DataError(f"the labels have no target column '{target}'")
-    by = label_key(window, labels, id_column)
-    keep = [c for c in (by, "request_row", target) if c in labels.columns]
-    left = window.drop(columns=[target]) if target in window.columns else window
-    joined = join_labels(left, labels[keep], by=by)
-    joined = joined.loc[joined[target].notna()].reset_index(drop=True)
-    return joined, by
-
-
-def degradation(metric: str, live: float, baseline: float, tolerance: float) -> tuple[bool, str]:
-    """Worse than the holdout by more than the tolerance: absolute for bounded scores, relative for errors."""
-    if not (math.isfinite(live) and math.isfinite(baseline)):
-        return False, f"{metric} cannot be compared (live {live}, holdout {baseline})"
-    higher_better = METRIC_DIRECTION[metric]
-    change = live - baseline
-    if metric in ABSOLUTE_TOLERANCE_METRICS:
-        worse = -change if higher_better else change
-        bad = worse > tolerance
-        return bad, (f"{metric} {live:.4f} vs holdout {baseline:.4f} ({change:+.4f}): "
-                     f"{'worse by more than' if bad else 'within'} the tolerance {tolerance:g}")
-    rel = change / abs(baseline) if baseline else (math.inf if change > 0 else 0.0)
-    worse = -rel if higher_better else rel
-    bad = worse > tolerance
-    return bad, (f"{metric} {live:.4f} vs holdout {baseline:.4f} ({rel:+.1%}): "
-                 f"{'worse by more than' if bad else 'within'} the tolerance {tolerance:.0%}")
-
-
-def live_quality(labelled: pd.DataFrame, joined_by: str | None, model: Any, cfg: PipelineConfig,
-                 baseline_tags: dict[str, str], input_columns: list[str]) -> LiveQuality:
-    """The champion's metrics on labelled window rows, compared with its holdout metrics (version tags)."""
-    from mlops.evaluation import holdout_metrics, predict
-
-    metric = cfg.primary_metric
-    tol = cfg.monitoring.policy.quality_tolerance
-    baseline = {k.removeprefix("metric."): float(v) for k, v in baseline_tags.items() if k.startswith("metric.")}
-    if joined_by is None:
-        return LiveQuality("no_labels", reason="no labels for this window", primary_metric=metric, tolerance=tol)
-    n = len(labelled)
-    if n < cfg.monitoring.min_labelled_rows:
-        return LiveQuality("too_few_labels", n, joined_by, metric, baseline=baseline, tolerance=tol,
-                           reason=f"{n} labelled row(s) < min_labelled_rows {cfg.monitoring.min_labelled_rows}",
-                           labelled=labelled)
-    X = labelled[[c for c in input_columns if c in labelled.columns]]
-    y = labelled[cfg.target].to_numpy()
-    try:
-        metrics = holdout_metrics(cfg.task, y, predict(model, X, cfg.task))
-    except (ValueError, TypeError) as exc:
-        return LiveQuality("labels_unusable", n, joined_by, metric, baseline=baseline, tolerance=tol,
-                           reason=f"the labels cannot be scored ({str(exc).splitlines()[0][:200]})")
-    out = LiveQuality("ok", n, joined_by, metric, metrics, baseline, tol, labelled=labelled)
-    if metric not in baseline:
-        out.reason = f"the champion has no holdout '{metric}' to compare with"
-        return out
-    out.degraded, out.reason = degradation(metric, metrics.get(metric, float("nan")), baseline[metric], tol)
-    return out
-
-
-# ---------------------------------------------------------------------------------------------
-# what a retrain trains on
-
-
-class LabelledStore:
-    """Labelled window rows kept under the state folder until a retrain has used them."""
-
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
-
-    def save(self, window_id: str, frame: pd.DataFrame) -> Path | None:
-        if not len(frame):
-            return None
-        self.folder.mkdir(parents=True, exist_ok=True)
-        path = self.folder / f"labelled-{window_id}.parquet"
-        tmp = self.folder / f".{path.name}.tmp"
-        frame.to_parquet(tmp, index=False)
-        os.replace(tmp, path)
-        return path
-
-    def files(self) -> list[Path]:
-        return sorted(self.folder.glob("labelled-*.parquet")) if self.folder.is_dir() else []
-
-    def load(self, window_id: str | None = None) -> pd.DataFrame:
-        files = self.files()
-        if window_id is not None:
-            files = [f for f in files if f.name == f"labelled-{window_id}.parquet"]
-        frames = [pd.read_parquet(f) for f in files]
-        return pd.concat(frames, ignore_index=True, sort=False) if frames else pd.DataFrame()
-
-    def archive(self, names: list[str]) -> None:
-        """Move used files aside so `new` starts afresh after a successful retrain."""
-        used = self.folder / "used"
-        used.mkdir(parents=True, exist_ok=True)
-        for name in names:
-            src = self.folder / name
-            if src.exists():
-                os.replace(src, used / name)
-
-
-def training_rows(labelled: pd.DataFrame, contract: DataContract) -> pd.DataFrame:
-    """Labelled window rows shaped like training data: the contract's columns with its types.
-
-    A log without the id column (dropped as sensitive) gets a stable id from request id and row.
-    """
-    from mlops.contract import coerce_to_contract
-
-    if not len(labelled):
-        return pd.DataFrame(columns=[c.name for c in contract.columns])
-    out = labelled.copy()
-    idc = contract.id_column
-    if idc and idc not in out.columns:
-        if {"request_id", "request_row"} <= set(out.columns):
-            out[idc] = "log-" + out["request_id"].astype(str) + "-" + out["request_row"].astype(str)
-        else:
-            out[idc] = [f"new-{uuid.uuid4().hex[:12]}" for _ in range(len(out))]
-    keep = [c.name for c in contract.columns if c.name in out.columns]
-    return coerce_to_contract(out[keep].reset_index(drop=True), contract).frame
-
-
-def build_training_frame(train_on: str, original: pd.DataFrame | None, new: pd.DataFrame, window: pd.DataFrame,
-                         contract: DataContract, max_rows: int) -> tuple[pd.DataFrame, str]:
-    """The rows a retrain trains on, and a sentence saying which.
-
-    `new`: the labelled rows monitored since the last retrain; `window`: the labelled rows of the
-    window that asked; `original_plus_new`: the champion's training data plus `new`. Duplicated ids
-    keep their latest row; above `max_rows`, the most recent rows are kept.
-    """
-    if train_on == "window":
-        parts, what = [window], f"the {len(window)} labelled rows of this window"
-    elif train_on == "new":
-        parts, what = [new], f"the {len(new)} labelled rows monitored since the last retrain"
-    elif train_on == "original_plus_new":
-        if original is None or not len(original):
-            parts, what = [new], f"the {len(new)} new labelled rows (the original training data could not be loaded)"
-        else:
-            parts = [original, new]
-            what = f"the {len(original)} rows the champion trained on plus {len(new)} new labelled rows"
-    else:  # pragma: no cover - the config schema rules this out
-        raise ValueError(f"unknown train_on {train_on!r}")
-    frames = [p for p in parts if p is not None and len(p)]
-    if not frames:
-        return pd.DataFrame(), what
-    df = pd.concat(frames, ignore_index=True, sort=False)
-    if contract.id_column and contract.id_column in df.columns:
-        df = df.drop_duplicates(subset=[contract.id_column], keep="last")
-    if len(df) > max_rows:
-        if contract.timestamp_column and contract.timestamp_column in df.columns:
-            df = df.sort_values(contract.timestamp_column, kind="stable")
-        df = df.iloc[-max_rows:]
-        what += f", capped to the most recent {max_rows}"
-    return df.reset_index(drop=True), what
-
-
-def load_original(cfg: PipelineConfig, data_source_tag: str | None) -> pd.DataFrame | None:
-    """The data the champion trained on: the file in its lineage when it still exists, else the config's source."""
-    from mlops.data import check_frame, load_source, read_table
-
-    try:
-        if data_source_tag and data_source_tag not in {"generated", "sklearn", "file"} and Path(data_source_tag).exists():
-            return check_frame(read_table(data_source_tag), cfg)
-        return load_source(cfg)
-    except DataError:
-        return None
-
-
-def write_training_file(frame: pd.DataFrame, folder: Path, stamp: str) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"train-{stamp}.parquet"
-    tmp = folder / f".{path.name}.tmp"
-    frame.to_parquet(tmp, index=False)
-    os.replace(tmp, path)
-    return path
-
-
-# ---------------------------------------------------------------------------------------------
 # scoring into the prediction log (batch scoring, the demo, tests)
 
 
@@ -785,12 +550,18 @@ def _missing(v: Any) -> bool:
 
 
 def decision_markdown(model_name: str, version: str, decision: dict[str, Any], window: dict[str, Any],
-                      training: dict[str, Any] | None = None) -> str:
+                      training: dict[str, Any] | None = None, seen: dict[str, Any] | None = None) -> str:
     verdict = decision.get("verdict", "no_decision")
     head = {"retrain": "**Retrain requested**", "hold": "No retrain", "no_decision": "No decision"}.get(verdict, verdict)
     lines = [f"# Monitor: {model_name} v{version}", "", f"{head} for a window of {window.get('rows', 0):,} rows "
              f"({window.get('source')}).", ""]
     lines += [f"- {r}" for r in decision.get("reasons", [])]
+    if seen is not None:
+        share = seen.get("share")
+        lines += ["", f"Seen in training (`seen_in_training_share`): {'unknown' if share is None else f'{share:.1%}'}"
+                  f" ({seen.get('reason', '')})."]
+        if share is not None and share >= 0.5:
+            lines.append("Most of this window repeats training rows: drift and live quality here say little about new data.")
     if window.get("corrupt_files"):
         lines += ["", f"Skipped {len(window['corrupt_files'])} unreadable log file(s): "
                   + ", ".join(f"`{f}`" for f in window["corrupt_files"][:10])]

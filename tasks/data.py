@@ -20,5 +20,14 @@ def load_data(cfg: PipelineConfig, source_path: str | None = None) -> tuple[pd.D
 
 
 @task(name="split_data", cache_policy=NONE)
-def split_data(df: pd.DataFrame, cfg: PipelineConfig) -> data.Split:
-    return data.split_frame(df, cfg.target, cfg.task, cfg.split, cfg.timestamp_column)
+def split_data(df: pd.DataFrame, cfg: PipelineConfig, new_rows: pd.DataFrame | None = None) -> data.Split:
+    """Split reproducibly; `new_rows` (what a retraining file marked new, see mlops.rowkeys.pop_new_rows)
+    are the only rows a retrain holds out."""
+    from prefect import get_run_logger
+
+    from mlops.rowkeys import new_row_mask
+
+    mask = None if new_rows is None else new_row_mask(df, new_rows, cfg.id_column)
+    split = data.split_frame(df, cfg.target, cfg.task, cfg.split, cfg.timestamp_column, mask)
+    get_run_logger().info("Split: %d rows train, %d held out; %s", len(split.train), len(split.test), split.holdout)
+    return split

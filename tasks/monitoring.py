@@ -4,6 +4,7 @@ record (MLflow, Prefect artifacts, events) and the retraining file. Thin tasks o
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -13,8 +14,9 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NONE
 
+from mlops import livequality as lq
 from mlops import monitoring as mon
-from mlops import registry
+from mlops import registry, retraining, rowkeys
 from mlops.config import PipelineConfig
 from mlops.contract import DataContract
 from mlops.errors import DataError
@@ -54,6 +56,43 @@ def load_window(model_name: str, current_path: str | None, log_dir: Path, store:
     return window
 
 
+@dataclass
+class TrainingFootprint:
+    """What the champion stored about its training data; None where an older version stored nothing."""
+
+    row_hashes: rowkeys.RowHashSet | None
+    slice_metrics: dict[str, Any] | None
+
+
+@task(name="load_training_footprint", cache_policy=NONE)
+def load_training_footprint(bundle: registry.ModelBundle) -> TrainingFootprint:
+    """The champion's training row hashes and holdout slice metrics (artifacts kept since issue 9)."""
+    logger = get_run_logger()
+    hashes = slices = None
+    path = registry._download(bundle.run_id, rowkeys.HASHES_ARTIFACT)
+    if path is not None:
+        try:
+            hashes = rowkeys.RowHashSet.load(path)
+        except (OSError, ValueError, KeyError) as exc:
+            logger.warning("Training row hashes of v%s unreadable (%s); overlap unknown", bundle.version, exc)
+    path = registry._download(bundle.run_id, lq.SLICE_METRICS_ARTIFACT)
+    if path is not None:
+        try:
+            slices = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            logger.warning("Holdout slice metrics of v%s unreadable (%s); live quality compared overall",
+                           bundle.version, exc)
+    return TrainingFootprint(hashes, slices)
+
+
+@task(name="measure_seen_in_training", cache_policy=NONE)
+def measure_seen_in_training(frame: pd.DataFrame, known: rowkeys.RowHashSet | None, version: str) -> dict[str, Any]:
+    """The share of the window's rows the champion trained on (unknown for versions without row hashes)."""
+    seen = rowkeys.seen_in_training(frame, known, version)
+    get_run_logger().info("Seen in training: %s", seen["reason"])
+    return seen
+
+
 @task(name="check_window_quality", cache_policy=NONE)
 def check_window_quality(frame: pd.DataFrame, contract: DataContract, max_quarantine_fraction: float) -> mon.QualityReport:
     """Great Expectations contract check before any drift verdict; failures are reported, not raised."""
@@ -65,22 +104,24 @@ def check_window_quality(frame: pd.DataFrame, contract: DataContract, max_quaran
 
 @task(name="assess_live_quality", cache_policy=NONE)
 def assess_live_quality(frame: pd.DataFrame, labels_path: str | None, bundle: registry.ModelBundle,
-                        cfg: PipelineConfig) -> mon.LiveQuality:
-    """Join labels (by request id or the id column) and compare the champion's live metrics with its holdout."""
+                        cfg: PipelineConfig, holdout_slices: dict[str, Any] | None = None) -> lq.LiveQuality:
+    """Join labels (by request id or the id column) and compare the champion's live metrics with its holdout,
+    slice by slice when gate.slices are configured and the champion stored its holdout slice metrics."""
     logger = get_run_logger()
     labels = None
     if labels_path:
         try:
-            labels = mon.read_labels(labels_path)
+            labels = lq.read_labels(labels_path)
         except DataError as exc:
             logger.warning("Labels not used: %s", exc)
-            return mon.LiveQuality("labels_unusable", reason=str(exc), primary_metric=cfg.primary_metric)
+            return lq.LiveQuality("labels_unusable", reason=str(exc), primary_metric=cfg.primary_metric)
     try:
-        labelled, by = mon.labelled_rows(frame, labels, cfg.target, bundle.contract.id_column)
+        labelled, by = lq.labelled_rows(frame, labels, cfg.target, bundle.contract.id_column)
     except DataError as exc:
         logger.warning("Labels not used: %s", exc)
-        return mon.LiveQuality("labels_unusable", reason=str(exc), primary_metric=cfg.primary_metric)
-    live = mon.live_quality(labelled, by, bundle.model, cfg, bundle.tags, bundle.contract.input_columns)
+        return lq.LiveQuality("labels_unusable", reason=str(exc), primary_metric=cfg.primary_metric)
+    live = lq.live_quality(labelled, by, bundle.model, cfg, bundle.tags, bundle.contract.input_columns,
+                           holdout_slices)
     if live.status == "ok":
         logger.info("Live quality on %d labelled rows: %s", live.labelled_rows, live.reason)
     return live
@@ -95,7 +136,7 @@ def apply_retrain_policy(store: PolicyStore, summary: WindowSummary, cfg: Pipeli
 
 
 @task(name="prepare_training_file", cache_policy=NONE)
-def prepare_training_file(cfg: PipelineConfig, bundle: registry.ModelBundle, labelled_store: mon.LabelledStore,
+def prepare_training_file(cfg: PipelineConfig, bundle: registry.ModelBundle, labelled_store: retraining.LabelledStore,
                           window_id: str | None, folder: Path, stamp: str) -> dict[str, Any]:
     """Write the file the retrain trains on (policy.train_on); no file when there is nothing new to learn from."""
     policy = cfg.monitoring.policy
@@ -107,13 +148,15 @@ def prepare_training_file(cfg: PipelineConfig, bundle: registry.ModelBundle, lab
         return {"path": None, "rows": 0, "used": [], "train_on": policy.train_on,
                 "detail": f"no labelled rows to train on (train_on={policy.train_on}); send labels with the "
                           "window (labels file joined by request id or the id column)"}
-    original = (mon.load_original(cfg, bundle.tags.get("lineage.data_source"))
+    original = (retraining.load_original(cfg, bundle.tags.get("lineage.data_source"))
                 if policy.train_on == "original_plus_new" else None)
-    frame, what = mon.build_training_frame(policy.train_on, original, new, window, bundle.contract,
-                                           policy.max_training_rows)
-    path = mon.write_training_file(frame, folder, stamp)
+    frame, what = retraining.build_training_frame(policy.train_on, original, new, window, bundle.contract,
+                                                  policy.max_training_rows)
+    path = retraining.write_training_file(frame, folder, stamp)
     get_run_logger().info("Retraining file %s: %d rows, %s", path, len(frame), what)
-    return {"path": str(path), "rows": len(frame), "used": used, "train_on": policy.train_on, "detail": what}
+    new_rows = int(frame[rowkeys.NEW_ROW_COLUMN].sum()) if rowkeys.NEW_ROW_COLUMN in frame.columns else len(frame)
+    return {"path": str(path), "rows": len(frame), "new_rows": new_rows, "used": used, "train_on": policy.train_on,
+            "detail": what}
 
 
 @task(name="record_monitoring_run", cache_policy=NONE)

@@ -10,7 +10,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from mlops import livequality as lq
 from mlops import monitoring as mon
+from mlops import retraining, rowkeys
 from mlops.config import ValidationConfig, parse_config
 from mlops.contract import infer_contract
 from mlops.data import generate_churn
@@ -233,7 +235,7 @@ def _log_frame(tmp_path: Path, contract, n: int = 300, seed: int = 2,
 def test_labels_join_by_request_id_and_row(tmp_path: Path, contract) -> None:
     src, ids, frame = _log_frame(tmp_path, contract)
     labels = ids.assign(churned=src["churned"].to_numpy()).iloc[::2]  # half the labels arrived
-    joined, by = mon.labelled_rows(frame, labels, "churned", "customer_id")
+    joined, by = lq.labelled_rows(frame, labels, "churned", "customer_id")
     assert by == "request_id" and len(joined) == 150
     back = joined.merge(ids.assign(churned_true=src["churned"].to_numpy()), on=["request_id", "request_row"])
     assert (back["churned"] == back["churned_true"]).all()
@@ -243,7 +245,7 @@ def test_labels_join_by_the_id_column_when_there_is_no_request_id(contract) -> N
     src = generate_churn(200, seed=5)
     window = src.drop(columns=["churned"])
     labels = src[["customer_id", "churned"]].sample(frac=0.5, random_state=0)
-    joined, by = mon.labelled_rows(window, labels, "churned", "customer_id")
+    joined, by = lq.labelled_rows(window, labels, "churned", "customer_id")
     assert by == "customer_id" and len(joined) == 100
     truth = labels.set_index("customer_id")["churned"]
     assert (joined.set_index("customer_id")["churned"].sort_index() == truth.sort_index()).all()
@@ -252,17 +254,17 @@ def test_labels_join_by_the_id_column_when_there_is_no_request_id(contract) -> N
 def test_a_window_that_carries_the_target_needs_no_labels_file() -> None:
     src = generate_churn(50, seed=5)
     src.loc[src.index[:10], "churned"] = np.nan
-    joined, by = mon.labelled_rows(src, None, "churned", "customer_id")
+    joined, by = lq.labelled_rows(src, None, "churned", "customer_id")
     assert len(joined) == 40 and by
-    assert mon.labelled_rows(src.drop(columns=["churned"]), None, "churned", "customer_id")[1] is None
+    assert lq.labelled_rows(src.drop(columns=["churned"]), None, "churned", "customer_id")[1] is None
 
 
 def test_labels_without_a_key_or_target_are_a_clear_error(contract) -> None:
     window = generate_churn(20, seed=5).drop(columns=["churned"])
     with pytest.raises(DataError, match="neither 'request_id' nor the id column"):
-        mon.labelled_rows(window, pd.DataFrame({"x": [1], "churned": [0]}), "churned", "customer_id")
+        lq.labelled_rows(window, pd.DataFrame({"x": [1], "churned": [0]}), "churned", "customer_id")
     with pytest.raises(DataError, match="no target column"):
-        mon.labelled_rows(window, pd.DataFrame({"customer_id": ["a"]}), "churned", "customer_id")
+        lq.labelled_rows(window, pd.DataFrame({"customer_id": ["a"]}), "churned", "customer_id")
 
 
 @pytest.mark.parametrize("metric, live, base, tol, degraded", [
@@ -276,21 +278,21 @@ def test_labels_without_a_key_or_target_are_a_clear_error(contract) -> None:
     ("r2", 0.5, 0.6, 0.05, True),
 ])
 def test_degradation_on_both_sides_of_the_tolerance(metric, live, base, tol, degraded) -> None:
-    bad, why = mon.degradation(metric, live, base, tol)
+    bad, why = lq.degradation(metric, live, base, tol)
     assert bad is degraded and metric in why
 
 
 def test_live_quality_needs_enough_labels_and_compares_with_the_holdout(cfg, contract) -> None:
     src = generate_churn(400, seed=6)
     tags = {"metric.roc_auc": "0.99", "metric.accuracy": "0.9"}
-    few = mon.live_quality(src.head(20), "customer_id", StubModel(), cfg, tags, contract.input_columns)
+    few = lq.live_quality(src.head(20), "customer_id", StubModel(), cfg, tags, contract.input_columns)
     assert few.status == "too_few_labels" and not few.degraded
-    live = mon.live_quality(src, "customer_id", StubModel(), cfg, tags, contract.input_columns)
+    live = lq.live_quality(src, "customer_id", StubModel(), cfg, tags, contract.input_columns)
     assert live.status == "ok" and live.labelled_rows == 400 and live.degraded
     assert 0.5 < live.metrics["roc_auc"] < 0.95 and "roc_auc" in live.reason
-    fine = mon.live_quality(src, "customer_id", StubModel(), cfg, {"metric.roc_auc": "0.5"}, contract.input_columns)
+    fine = lq.live_quality(src, "customer_id", StubModel(), cfg, {"metric.roc_auc": "0.5"}, contract.input_columns)
     assert not fine.degraded
-    none = mon.live_quality(src.head(0), None, StubModel(), cfg, tags, contract.input_columns)
+    none = lq.live_quality(src.head(0), None, StubModel(), cfg, tags, contract.input_columns)
     assert none.status == "no_labels"
 
 
@@ -300,8 +302,8 @@ def test_live_quality_needs_enough_labels_and_compares_with_the_holdout(cfg, con
 
 def test_training_rows_get_contract_types_and_an_id_when_the_log_dropped_it(tmp_path: Path, contract) -> None:
     src, ids, frame = _log_frame(tmp_path, contract, n=100, sensitive=["customer_id"])
-    joined, _ = mon.labelled_rows(frame, ids.assign(churned=src["churned"].to_numpy()), "churned", "customer_id")
-    rows = mon.training_rows(joined, contract)
+    joined, _ = lq.labelled_rows(frame, ids.assign(churned=src["churned"].to_numpy()), "churned", "customer_id")
+    rows = retraining.training_rows(joined, contract)
     assert list(rows.columns) == [c.name for c in contract.columns]
     assert rows["customer_id"].is_unique and rows["customer_id"].str.startswith("log-").all()
     assert str(rows["event_time"].dtype) == "datetime64[ns]" and rows["tenure_months"].dtype == float
@@ -311,13 +313,13 @@ def test_build_training_frame_modes(contract) -> None:
     original = generate_churn(300, seed=1)
     new = generate_churn(120, seed=2)
     window = new.tail(40)
-    frame, what = mon.build_training_frame("original_plus_new", original, new, window, contract, 10_000)
+    frame, what = retraining.build_training_frame("original_plus_new", original, new, window, contract, 10_000)
     assert len(frame) == 420 and "300 rows the champion trained on plus 120" in what
-    assert len(mon.build_training_frame("new", original, new, window, contract, 10_000)[0]) == 120
-    assert len(mon.build_training_frame("window", original, new, window, contract, 10_000)[0]) == 40
-    fallback, why = mon.build_training_frame("original_plus_new", None, new, window, contract, 10_000)
+    assert len(retraining.build_training_frame("new", original, new, window, contract, 10_000)[0]) == 120
+    assert len(retraining.build_training_frame("window", original, new, window, contract, 10_000)[0]) == 40
+    fallback, why = retraining.build_training_frame("original_plus_new", None, new, window, contract, 10_000)
     assert len(fallback) == 120 and "could not be loaded" in why
-    capped, why = mon.build_training_frame("original_plus_new", original, new, window, contract, 200)
+    capped, why = retraining.build_training_frame("original_plus_new", original, new, window, contract, 200)
     assert len(capped) == 200 and capped["event_time"].is_monotonic_increasing and "capped" in why
     assert capped["event_time"].min() >= pd.concat([original, new])["event_time"].sort_values().iloc[-200]
 
@@ -325,14 +327,14 @@ def test_build_training_frame_modes(contract) -> None:
 def test_duplicate_ids_keep_the_latest_row(contract) -> None:
     original = generate_churn(50, seed=1)
     relabelled = original.head(10).assign(churned=1 - original.head(10)["churned"])
-    frame, _ = mon.build_training_frame("original_plus_new", original, relabelled, relabelled, contract, 10_000)
+    frame, _ = retraining.build_training_frame("original_plus_new", original, relabelled, relabelled, contract, 10_000)
     assert len(frame) == 50
     merged = frame.set_index("customer_id").loc[relabelled["customer_id"], "churned"]
     assert (merged.to_numpy() == relabelled["churned"].to_numpy()).all()
 
 
 def test_labelled_store_accumulates_until_archived(tmp_path: Path) -> None:
-    store = mon.LabelledStore(tmp_path / "labelled")
+    store = retraining.LabelledStore(tmp_path / "labelled")
     store.save("w1", generate_churn(30, seed=1))
     store.save("w2", generate_churn(20, seed=2))
     assert store.save("w3", generate_churn(5, seed=3).head(0)) is None
@@ -353,3 +355,223 @@ def test_derived_config_applies_overrides_and_rejects_bad_ones(tmp_path: Path) -
     assert load_config(out).monitoring.policy.consecutive_windows == 1
     with pytest.raises(ConfigError, match="consecutive_windows"):
         mon.write_derived_config(src, {"monitoring": {"policy": {"consecutive_windows": 0}}}, tmp_path / "y.yaml")
+
+
+# ---------------------------------------------------------------------------------------------
+# issue 9: re-sent rows once, a retrain holds out only new rows, rows seen in training, live slices
+
+
+def _plain_contract(df: pd.DataFrame):
+    """A contract with neither an id nor a timestamp column, as a CSV without them gives."""
+    return infer_contract(df, "churned", "classification", ValidationConfig(), None, None)
+
+
+def _no_id_no_time(rows: int, seed: int, start: pd.Timestamp | None = None) -> pd.DataFrame:
+    return generate_churn(rows, seed=seed, start=start).drop(columns=["customer_id", "event_time"])
+
+
+@pytest.mark.parametrize("a, b", [
+    (pd.Series([1, 2, None], dtype="Int64"), pd.Series(["1", "2.0", None], dtype=object)),
+    (pd.Series([1.5, np.nan]), pd.Series(["1.5", ""]).replace("", None)),
+    (pd.Series([True, False]), pd.Series(["True", "false"])),
+    (pd.Series(pd.to_datetime(["2025-01-01 10:00:00", "2025-02-01 00:00:00.5"], format="mixed")),
+     pd.Series(["2025-01-01T11:00:00+01:00", "2025-02-01 00:00:00.500"])),
+    (pd.Series(["north", None, "3"], dtype="category"), pd.Series(["north", np.nan, 3.0], dtype=object)),
+])
+def test_row_hashes_ignore_how_a_value_was_stored(a: pd.Series, b: pd.Series) -> None:
+    assert (rowkeys.column_hashes(a) == rowkeys.column_hashes(b)).all()
+    left, right = pd.DataFrame({"x": a, "y": 1}), pd.DataFrame({"y": 1.0, "x": b})
+    assert (rowkeys.row_hashes(left, ["x", "y"]) == rowkeys.row_hashes(right, ["y", "x"])).all()
+
+
+def test_row_hashes_tell_different_rows_apart() -> None:
+    df = generate_churn(5000, seed=4)
+    h = rowkeys.row_hashes(df, list(df.columns))
+    assert len(np.unique(h)) == 5000
+    swapped = df.assign(tenure_months=df["support_calls"], support_calls=df["tenure_months"])
+    differs = (df["tenure_months"] != df["support_calls"]).to_numpy()
+    assert differs.sum() > 4000 and not (rowkeys.row_hashes(swapped, list(df.columns)) == h)[differs].any()
+
+
+def test_resent_rows_without_an_id_appear_once_and_are_not_new() -> None:
+    original = _no_id_no_time(300, seed=1)
+    contract = _plain_contract(original)
+    fresh = _no_id_no_time(120, seed=2)
+    # re-sent: 50 training rows (coming back through the log, so cast to the contract) and 20 new rows twice
+    resent = retraining.training_rows(original.sample(50, random_state=0), contract)
+    new = pd.concat([fresh, resent, fresh.head(20)], ignore_index=True)
+    frame, what = retraining.build_training_frame("original_plus_new", original, new, new, contract, 10_000)
+    assert len(frame) == 420, what
+    assert "70 duplicate row(s) dropped (identical inputs and target)" in what
+    assert int(frame[rowkeys.NEW_ROW_COLUMN].sum()) == 120  # the re-sent training rows are not new
+    inputs = [c for c in frame.columns if c != rowkeys.NEW_ROW_COLUMN]
+    assert len(np.unique(rowkeys.row_hashes(frame, inputs))) == 420
+    only_new, why = retraining.build_training_frame("new", None, new, new, contract, 10_000)
+    assert len(only_new) == 170 and "20 duplicate row(s)" in why and rowkeys.NEW_ROW_COLUMN not in only_new
+
+
+def _through_training(frame: pd.DataFrame, contract, tmp_path: Path, cfg_split, timestamp: str | None,
+                      id_column: str | None):
+    """What the training flow does with a retraining file: read it back, strip the marker, validate, split."""
+    from mlops.data import read_table, split_frame
+    from mlops.validation import validate_batch
+
+    path = retraining.write_training_file(frame, tmp_path, "t")
+    df, new_rows = rowkeys.pop_new_rows(read_table(path))
+    assert rowkeys.NEW_ROW_COLUMN not in df.columns and new_rows is not None
+    good = validate_batch(df, contract).good
+    mask = rowkeys.new_row_mask(good, new_rows, id_column)
+    return split_frame(good, "churned", "classification", cfg_split, timestamp, mask), new_rows
+
+
+def test_a_retrain_without_a_timestamp_holds_out_only_new_rows(tmp_path: Path) -> None:
+    from mlops.config import SplitConfig
+
+    original = _no_id_no_time(2000, seed=1)
+    contract = _plain_contract(original)
+    new = retraining.training_rows(_no_id_no_time(600, seed=2), contract)
+    frame, _ = retraining.build_training_frame("original_plus_new", original, new, new, contract, 100_000)
+    split, new_rows = _through_training(frame, contract, tmp_path, SplitConfig(test_size=0.2, seed=5), None, None)
+    cols = list(new.columns)
+    held = np.isin(rowkeys.row_hashes(split.test, cols), rowkeys.row_hashes(new, cols))
+    assert len(split.test) == round(0.2 * 2600) == 520 and held.all()  # sized by test_size of the whole
+    assert len(split.train) == 2080 and "seeded sample (seed 5) of 520 of the 600 new rows" in split.holdout
+    trained = np.isin(rowkeys.row_hashes(split.train, cols), rowkeys.row_hashes(original, cols))
+    assert trained.sum() == 2000  # every original row trains
+    # the same seed picks the same rows
+    again, _ = _through_training(frame, contract, tmp_path, SplitConfig(test_size=0.2, seed=5), None, None)
+    pd.testing.assert_frame_equal(again.test, split.test)
+
+
+def test_a_retrain_holdout_is_capped_by_the_new_rows_and_too_few_is_one_sentence(tmp_path: Path) -> None:
+    from mlops.config import SplitConfig
+    from mlops.data import split_frame
+
+    original = _no_id_no_time(2000, seed=1)
+    contract = _plain_contract(original)
+    few = retraining.training_rows(_no_id_no_time(60, seed=2), contract)
+    frame, _ = retraining.build_training_frame("original_plus_new", original, few, few, contract, 100_000)
+    split, _ = _through_training(frame, contract, tmp_path, SplitConfig(), None, None)
+    assert len(split.test) == 60 and "only so many rows are new" in split.holdout
+    flags = frame.pop(rowkeys.NEW_ROW_COLUMN).to_numpy().copy()
+    flags[np.flatnonzero(flags)[5:]] = False
+    with pytest.raises(DataError, match=r"^only 5 of the 2,060 rows are new .* at least 10 are needed"):
+        split_frame(frame, "churned", "classification", SplitConfig(), None, flags)
+
+
+def test_a_retrain_with_a_timestamp_holds_out_the_newest_new_rows(tmp_path: Path) -> None:
+    from mlops.config import SplitConfig
+
+    original = generate_churn(1000, seed=1)  # January to June
+    contract = infer_contract(original, "churned", "classification", ValidationConfig(), "customer_id", "event_time")
+    new = retraining.training_rows(generate_churn(300, seed=2, start=pd.Timestamp("2025-03-01")), contract)
+    frame, _ = retraining.build_training_frame("original_plus_new", original, new, new, contract, 100_000)
+    split, _ = _through_training(frame, contract, tmp_path, SplitConfig(test_size=0.2), "event_time", "customer_id")
+    assert len(split.test) == 260 and set(split.test["customer_id"]) <= set(new["customer_id"])
+    newest = new.sort_values("event_time")["customer_id"].iloc[-260:]
+    assert set(split.test["customer_id"]) == set(newest)
+    assert (original["event_time"] > split.test["event_time"].min()).any()  # not simply the newest rows overall
+    assert "the newest 260 of 300 new rows (by event_time)" in split.holdout
+
+
+def test_a_first_training_splits_as_before_and_says_how() -> None:
+    from sklearn.model_selection import train_test_split
+
+    from mlops.config import SplitConfig
+    from mlops.data import split_frame
+
+    df = _no_id_no_time(500, seed=3)
+    split = split_frame(df, "churned", "classification", SplitConfig(), None)
+    _, expected = train_test_split(df, test_size=0.2, random_state=42, stratify=df["churned"])
+    pd.testing.assert_frame_equal(split.test, expected.reset_index(drop=True))
+    assert split.holdout == "holdout: a seeded random 100 rows (test_size 0.2, seed 42, stratified by churned)"
+    timed = split_frame(generate_churn(500, seed=3), "churned", "classification", SplitConfig(), "event_time")
+    assert "the newest 100 rows" in timed.holdout
+
+
+def test_seen_in_training_share_near_one_for_repeats_and_zero_for_fresh_rows(tmp_path: Path, contract) -> None:
+    from mlops.contract import coerce_to_contract
+
+    train = coerce_to_contract(generate_churn(2000, seed=1), contract).frame  # as training holds them
+    path = rowkeys.save_training_hashes(train, contract, ["age"], tmp_path / "h.npz")
+    known = rowkeys.RowHashSet.load(path)
+    assert "customer_id" not in known.columns and "age" not in known.columns and len(known.hashes) == 2000
+    csv = tmp_path / "window.csv"
+    generate_churn(2000, seed=1).head(800).to_csv(csv, index=False)  # the same rows, read back from CSV
+    repeat = rowkeys.seen_in_training(pd.read_csv(csv), known, "3")
+    assert repeat["share"] == 1.0 and repeat["seen_rows"] == 800 and "v3 trained on" in repeat["reason"]
+    mixed = pd.concat([pd.read_csv(csv).head(300), generate_churn(700, seed=9)], ignore_index=True)
+    assert rowkeys.seen_in_training(mixed, known)["share"] == pytest.approx(0.3)
+    assert rowkeys.seen_in_training(generate_churn(1000, seed=9), known)["share"] == 0.0
+    old = rowkeys.seen_in_training(generate_churn(10, seed=9), None, "1")
+    assert old["share"] is None and old["reason"].startswith("unknown: v1 keeps no training row hashes")
+    hashed = generate_churn(10, seed=9)
+    hashed.attrs["hashed_columns"] = ["region"]
+    assert rowkeys.seen_in_training(hashed, known)["share"] is None
+
+
+def _banded(rows: int, seed: int) -> pd.DataFrame:
+    """Churn rows with `risk_band`, a slice column that itself predicts the target."""
+    df = generate_churn(rows, seed=seed)
+    rng = np.random.default_rng(seed + 100)
+    df["risk_band"] = np.where(rng.uniform(size=rows) < np.where(df["churned"] == 1, 0.85, 0.15), "high", "low")
+    return df
+
+
+class BandModel:
+    """Uses the band and support calls: far better across bands than within one."""
+
+    classes_ = np.array([0, 1])
+
+    def __init__(self, use_calls: bool = True) -> None:
+        self.use_calls = use_calls
+
+    def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
+        z = 3.0 * (X["risk_band"].astype(str) == "high").to_numpy() - 1.5
+        if self.use_calls:
+            z = z + 0.4 * (X["support_calls"].to_numpy(float) - 1.2) - 0.035 * (X["tenure_months"].to_numpy(float) - 36)
+        else:  # a broken model: within a band it ranks rows at random
+            z = z + np.random.default_rng(0).normal(0, 0.01, len(X))
+        p = 1.0 / (1.0 + np.exp(-z))
+        return np.column_stack([1.0 - p, p])
+
+    def predict(self, X: pd.DataFrame) -> np.ndarray:
+        return (self.predict_proba(X)[:, 1] >= 0.5).astype(int)
+
+
+def test_live_quality_compares_a_one_slice_window_with_that_slice_of_the_holdout() -> None:
+    from mlops.evaluation import predict
+
+    cfg = parse_config(small_config(monitoring={"min_labelled_rows": 50, "policy": {"quality_tolerance": 0.05}},
+                                    gate={"slices": [{"column": "risk_band", "min_rows": 30}]}))
+    holdout = _banded(3000, seed=11)
+    stored = lq.holdout_slice_metrics(holdout, predict(BandModel(), holdout.drop(columns=["churned"]),
+                                                       "classification"), cfg)
+    assert stored["metric"] == "roc_auc" and set(stored["slices"]["risk_band"]) == {"high", "low"}
+    assert stored["overall"] > stored["slices"]["risk_band"]["high"]["metric"] + 0.15  # the band predicts churn
+    tags = {"metric.roc_auc": str(stored["overall"])}
+    window = _banded(4000, seed=12)
+    window = window.loc[window["risk_band"] == "high"].reset_index(drop=True)
+    columns = [c for c in window.columns if c != "churned"]
+
+    fair = lq.live_quality(window, "customer_id", BandModel(), cfg, tags, columns, stored)
+    assert fair.status == "ok" and fair.compared_with == "slices" and not fair.degraded, fair.reason
+    assert [(s["column"], s["value"]) for s in fair.slices] == [("risk_band", "high")]
+    assert "holdout risk_band=high" in fair.reason and "0.05 roc_auc points (absolute)" in fair.reason
+    assert "not used" in fair.reason and "risk_band=high" in fair.to_markdown()
+
+    overall = lq.live_quality(window, "customer_id", BandModel(), cfg, tags, columns, None)  # an older version
+    assert overall.compared_with == "overall" and overall.degraded  # what the overall comparison got wrong
+    assert "stores no holdout slice metrics" in overall.reason
+
+    broken = lq.live_quality(window, "customer_id", BandModel(use_calls=False), cfg, tags, columns, stored)
+    assert broken.compared_with == "slices" and broken.degraded and "1 of 1 slice value(s) degraded" in broken.reason
+
+    no_slices = parse_config(small_config(monitoring={"min_labelled_rows": 50}, gate={"slices": []}))
+    plain = lq.live_quality(window, "customer_id", BandModel(), no_slices, tags, columns, stored)
+    assert plain.compared_with == "overall" and plain.degraded and plain.slices == []
+
+
+def test_degradation_states_the_tolerance_units() -> None:
+    assert "0.05 roc_auc points (absolute)" in lq.degradation("roc_auc", 0.7, 0.8, 0.05)[1]
+    assert "5% of the holdout value (relative)" in lq.degradation("rmse", 11.0, 10.0, 0.05)[1]
