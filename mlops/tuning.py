@@ -59,8 +59,14 @@ def scorer_for(task: str, metric: str, binary: bool, override: str | None = None
 
 
 def scoring_name(scoring: Any) -> str:
-    """A scorer as text for logs and parameters."""
-    return scoring if isinstance(scoring, str) else str(scoring)
+    """A scorer as text for logs and parameters, e.g. `f1(pos_label='no')`."""
+    if isinstance(scoring, str):
+        return scoring
+    func = getattr(getattr(scoring, "_score_func", None), "__name__", None)
+    kwargs = {k: v for k, v in getattr(scoring, "_kwargs", {}).items() if k != "zero_division"}
+    if func:
+        return f"{func.removesuffix('_score')}({', '.join(f'{k}={v!r}' for k, v in kwargs.items())})"
+    return str(scoring)
 
 
 def make_estimator(family: str, task: str, params: dict[str, Any], seed: int) -> BaseEstimator:

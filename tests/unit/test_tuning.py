@@ -69,3 +69,65 @@ def test_dask_backend_needs_an_address(data) -> None:
     X, y, pre = data
     with pytest.raises(ValueError, match="dask_address"):
         tune_family(SPEC, pre, X, y, "classification", "roc_auc", SearchConfig(backend="dask"))
+
+
+# ---- the scorer and the positive class -------------------------------------------------------------
+
+
+def _yes_no(rows: int, seed: int) -> tuple[pd.DataFrame, pd.Series]:
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    x = rng.normal(0, 1, rows)
+    y = np.where(rng.uniform(size=rows) < 1 / (1 + np.exp(-(1.5 * x - 1.0))), "yes", "no")
+    return pd.DataFrame({"x": x, "region": rng.choice(["n", "s"], rows)}), pd.Series(y, name="answer")
+
+
+def test_f1_scorer_scores_the_configured_positive_class() -> None:
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import f1_score
+
+    from mlops.tuning import scorer_for
+
+    X, y = _yes_no(1500, 1)
+    model = LogisticRegression().fit(X[["x"]], y)
+    pred = model.predict(X[["x"]])
+    for positive in ["no", "yes"]:
+        scorer = scorer_for("classification", "f1", True, labels=y, positive_class=positive)
+        assert scorer(model, X[["x"]], y) == pytest.approx(f1_score(y, pred, pos_label=positive))
+    default = scorer_for("classification", "f1", True, labels=y)  # None: the larger label, 'yes'
+    assert default(model, X[["x"]], y) == pytest.approx(f1_score(y, pred, pos_label="yes"))
+
+
+def test_scorer_names_stay_plain_where_sklearn_already_agrees() -> None:
+    from mlops.tuning import scorer_for
+
+    zero_one = pd.Series([0, 1, 1, 0])
+    assert scorer_for("classification", "f1", True, labels=zero_one) == "f1"
+    assert scorer_for("classification", "roc_auc", True, labels=pd.Series(["a", "b"]), positive_class="a") == "roc_auc"
+    assert scorer_for("classification", "f1", True, "precision", labels=zero_one, positive_class=0) == "precision"
+    assert scorer_for("regression", "rmse", True) == "neg_root_mean_squared_error"
+
+
+def test_positive_class_that_is_not_a_label_stops_before_the_search() -> None:
+    from mlops.errors import DataError
+    from mlops.tuning import scorer_for
+
+    _, y = _yes_no(200, 2)
+    with pytest.raises(DataError, match=r"positive_class 'maybe' is not one of the target's labels \['no', 'yes'\]"):
+        scorer_for("classification", "f1", True, labels=y, positive_class="maybe")
+
+
+def test_search_on_string_labels_with_f1_runs_and_logs_a_readable_scorer() -> None:
+    from sklearn.compose import make_column_transformer
+    from sklearn.preprocessing import OneHotEncoder
+
+    from mlops.tuning import scorer_for
+
+    X, y = _yes_no(800, 3)
+    pre = make_column_transformer((OneHotEncoder(), ["region"]), ("passthrough", ["x"]))
+    # sklearn's plain "f1" scores label 1 and fails on 'no'/'yes'; the scorer names the positive class
+    scoring = scorer_for("classification", "f1", True, labels=y, positive_class="no")
+    r = tune_family(SPEC, pre, X, y, "classification", scoring, SearchConfig(n_trials=2, cv_folds=2, n_jobs=1))
+    assert 0.3 < r.best_score <= 1.0
+    assert isinstance(r.scoring, str) and "pos_label='no'" in r.scoring
