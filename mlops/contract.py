@@ -9,6 +9,7 @@ built from it in mlops.validation.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -17,6 +18,7 @@ import pandas as pd
 
 from mlops.config import UserExpectation, ValidationConfig
 from mlops.errors import DataError
+from mlops.profile import FEATURE_ROLES, DataProfile, as_dates, as_numbers, numeric_kind, profile_frame
 
 Kind = Literal["numeric", "integer", "categorical", "boolean", "datetime", "text"]
 
@@ -29,7 +31,8 @@ class ColumnSpec:
     max: float | None = None
     allowed: list[str] | None = None
     max_null_fraction: float = 0.0
-    role: Literal["feature", "target", "id", "timestamp"] = "feature"
+    # 'ignored': an input kept so callers may send it, but not a feature (free text, constant, empty)
+    role: Literal["feature", "target", "id", "timestamp", "ignored"] = "feature"
 
 
 @dataclass
@@ -71,20 +74,29 @@ class DataContract:
 
 
 def _kind_of(s: pd.Series, max_categories: int) -> Kind:
+    """The kind of a column as plain inference sees it (kept for callers that have no profile)."""
     if pd.api.types.is_bool_dtype(s):
         return "boolean"
     if pd.api.types.is_datetime64_any_dtype(s):
         return "datetime"
-    if pd.api.types.is_integer_dtype(s):
-        return "integer"
     if pd.api.types.is_numeric_dtype(s):
-        non_null = s.dropna()
-        if len(non_null) and np.all(np.mod(non_null.to_numpy(dtype=float), 1) == 0) and non_null.nunique() > 2:
-            return "integer"
-        return "numeric"
+        return numeric_kind(s)  # type: ignore[return-value]
     if s.dropna().nunique() <= max_categories:
         return "categorical"
     return "text"
+
+
+def _category_strings(s: pd.Series) -> pd.Series:
+    """Category values as strings, spelt the way serving spells them (whole floats without '.0')."""
+    if pd.api.types.is_float_dtype(s):
+        return s.map(lambda v: None if pd.isna(v) else str(int(v)) if float(v).is_integer() else str(v))
+    return s.astype(object).where(s.notna(), None).map(lambda v: v if v is None else str(v))
+
+
+def _contract_role(role: str) -> str:
+    if role in {"target", "id", "timestamp"}:
+        return role
+    return "feature" if role in FEATURE_ROLES else "ignored"
 
 
 def infer_contract(
@@ -94,25 +106,30 @@ def infer_contract(
     cfg: ValidationConfig,
     id_column: str | None = None,
     timestamp_column: str | None = None,
+    declared: Mapping[str, str] | None = None,
+    profile: DataProfile | None = None,
 ) -> DataContract:
-    """Infer the contract from accepted training data, widening ranges and null fractions by the margins."""
+    """Infer the contract from accepted training data, widening ranges and null fractions by the margins.
+
+    Column roles and kinds are the data profile's decisions (given, or profiled here with the
+    declared types): ids, free text and constant or empty columns are kept as inputs but are not
+    features (role 'id' or 'ignored').
+    """
+    if profile is None or any(str(c) not in profile.by_name for c in df.columns):
+        profile = profile_frame(df, target, task, cfg.max_categories, id_column, timestamp_column, declared)
+    decided = profile.by_name
     cols: list[ColumnSpec] = []
     for name in df.columns:
         s = df[name]
-        role = "target" if name == target else "id" if name == id_column else "timestamp" if name == timestamp_column else "feature"
-        if role == "timestamp":
-            kind: Kind = "datetime"
-        elif role == "id":
-            kind = "text" if not pd.api.types.is_numeric_dtype(s) else "integer"
-        elif role == "target" and task == "classification":
-            kind = "categorical"
-        else:
-            kind = _kind_of(s, cfg.max_categories)
-        null_frac = float(s.isna().mean())
-        spec = ColumnSpec(name=str(name), kind=kind, role=role,
+        col = decided[str(name)]
+        role = _contract_role(col.role)
+        kind: Kind = col.kind if role != "ignored" else "text"  # type: ignore[assignment]
+        null_frac = float(s.isna().mean()) if role != "ignored" else 1.0
+        spec = ColumnSpec(name=str(name), kind=kind, role=role,  # type: ignore[arg-type]
                           max_null_fraction=min(1.0, round(null_frac + cfg.null_margin, 6)))
-        if kind in {"numeric", "integer"} and role != "id":
-            vals = s.dropna().astype(float)
+        if kind in {"numeric", "integer"} and role in {"feature", "target"}:
+            vals = as_numbers(s).dropna()
+            vals = vals[np.isfinite(vals)]
             if len(vals):
                 lo, hi = float(vals.min()), float(vals.max())
                 pad = (hi - lo) * cfg.range_margin
@@ -121,8 +138,8 @@ def infer_contract(
                     spec.min, spec.max = float(np.floor(spec.min)), float(np.ceil(spec.max))
                 if lo >= 0 and spec.min < 0:
                     spec.min = 0.0  # a non-negative quantity stays non-negative
-        elif kind == "categorical":
-            spec.allowed = sorted(str(v) for v in s.dropna().unique())
+        elif kind == "categorical" and role != "ignored":
+            spec.allowed = sorted({str(v) for v in _category_strings(s).dropna().unique()})
         cols.append(spec)
     exps = [e.model_dump(exclude_none=True) for e in cfg.expectations]
     contract = DataContract(cols, target, task, id_column, timestamp_column, exps)
@@ -183,26 +200,26 @@ def coerce_to_contract(df: pd.DataFrame, contract: DataContract, need_target: bo
                 bad = bad | ~np.isfinite(cast.astype(float).fillna(0.0))
                 cast = cast.where(np.isfinite(cast.astype(float).fillna(0.0)))
             out[spec.name] = cast.astype(float)
-            _record(failures, bad, f"expect_column_values_to_be_of_type({spec.name}, numeric)")
+            _record(failures, bad, f"expect_column_values_to_be_of_type({spec.name}, numeric)", s)
         elif spec.kind == "datetime":
-            cast = s if pd.api.types.is_datetime64_any_dtype(s) else pd.to_datetime(s, errors="coerce", format="mixed")
+            cast = as_dates(s)
             bad = cast.isna() & s.notna()
             if s.notna().sum() and bad.sum() > 0.5 * s.notna().sum():
                 raise DataError(f"column '{spec.name}' should hold timestamps but most values do not parse")
             if getattr(cast.dt, "tz", None) is not None:
                 cast = cast.dt.tz_convert(None)
             out[spec.name] = cast.astype("datetime64[ns]")
-            _record(failures, bad, f"expect_column_values_to_be_of_type({spec.name}, datetime)")
+            _record(failures, bad, f"expect_column_values_to_be_of_type({spec.name}, datetime)", s)
         elif spec.role == "target":
             continue  # the target keeps its own labels
         elif spec.kind in {"categorical", "text", "boolean"}:
-            out[spec.name] = s.astype(object).where(s.notna(), None).map(lambda v: v if v is None else str(v))
-            if spec.kind == "categorical" and pd.api.types.is_float_dtype(s):
-                # integer-valued floats read back from CSV ("1.0") keep the training spelling
-                out[spec.name] = s.map(lambda v: None if pd.isna(v) else str(int(v)) if float(v).is_integer() else str(v))
+            # integer-valued floats read back from CSV ("1.0") keep the training spelling
+            out[spec.name] = _category_strings(s) if spec.kind == "categorical" else (
+                s.astype(object).where(s.notna(), None).map(lambda v: v if v is None else str(v)))
     return Coerced(out, failures)
 
 
-def _record(failures: dict[int, list[str]], mask: pd.Series, reason: str) -> None:
+def _record(failures: dict[int, list[str]], mask: pd.Series, reason: str, values: pd.Series) -> None:
+    """Note each failing row with the reason and the value it held."""
     for idx in np.flatnonzero(mask.to_numpy()):
-        failures.setdefault(int(idx), []).append(reason)
+        failures.setdefault(int(idx), []).append(f"{reason}: {str(values.iloc[idx])[:40]!r}")

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import csv
 import hashlib
-from dataclasses import dataclass
+import io
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,7 @@ import pandas as pd
 
 from mlops.config import FileSource, GeneratedSource, PipelineConfig, SklearnSource, SplitConfig
 from mlops.errors import DataError
+from mlops.profile import DataProfile, is_text_like, profile_frame
 
 CHURN_START = pd.Timestamp("2025-01-01")
 
@@ -110,80 +112,239 @@ def load_sklearn_dataset(name: str) -> tuple[pd.DataFrame, str]:
     return frame, "target"
 
 
-def read_table(path: str | Path, fmt: str = "auto", delimiter: str = ",") -> pd.DataFrame:
-    """Read a CSV or Parquet file, turning every way it can be broken into one clear DataError."""
-    p = Path(path)
+@dataclass
+class MalformedRow:
+    """A CSV record whose field count differs from the header's; it goes to quarantine, not into the frame."""
+
+    source: str
+    line: int
+    fields: list[str]
+    header: list[str]
+    last: bool = False
+
+    @property
+    def where(self) -> str:
+        return f"the last row (line {self.line})" if self.last else f"line {self.line}"
+
+    @property
+    def reason(self) -> str:
+        return (f"malformed: {Path(self.source).name} {self.where} has {len(self.fields)} fields, "
+                f"the header has {len(self.header)}")
+
+    def record(self) -> dict[str, str | None]:
+        """The fields it has, under the header's names (missing ones empty; extra ones left out)."""
+        return {c: (self.fields[i] if i < len(self.fields) else None) for i, c in enumerate(self.header)}
+
+
+@dataclass
+class Table:
+    """A read table: the well-formed rows, the malformed ones set aside, and the markers read as missing."""
+
+    frame: pd.DataFrame
+    malformed: list[MalformedRow] = field(default_factory=list)
+    markers: dict[str, dict[str, int]] = field(default_factory=dict)
+
+
+def malformed_error(rows: list[MalformedRow], detail: str = "") -> DataError:
+    """One sentence for malformed rows: the first one, the header's width and how many there are."""
+    first = rows[0]
+    return DataError(
+        f"{first.source}: {'the last row' if first.last else f'line {first.line}'} has {len(first.fields)} fields, "
+        f"the header has {len(first.header)} (truncated or malformed file; {len(rows)} bad row(s){detail})"
+    )
+
+
+def read_table(path: str | Path, fmt: str = "auto", delimiter: str = ",",
+               na_values: list[str] | None = None) -> pd.DataFrame:
+    """Read a CSV or Parquet file, turning every way it can be broken into one clear DataError.
+
+    Strict: a row with the wrong number of fields is an error (read_table_collecting sets such rows
+    aside instead). With `na_values`, those spellings and whitespace-only strings become missing.
+    """
+    table = read_table_collecting(path, fmt, delimiter, na_values)
+    if table.malformed:
+        raise malformed_error(table.malformed)
+    return table.frame
+
+
+def read_table_collecting(path: str | Path, fmt: str = "auto", delimiter: str = ",",
+                          na_values: list[str] | None = None) -> Table:
+    """Read like read_table, but set malformed CSV rows aside (with line numbers) instead of failing."""
+    table = _read_any(Path(path), fmt, delimiter, keep_markers=na_values is not None)
+    if na_values is not None:
+        table.frame, table.markers = apply_na_values(table.frame, na_values)
+    return table
+
+
+def _read_any(p: Path, fmt: str, delimiter: str, keep_markers: bool) -> Table:
     if not p.exists():
         raise DataError(f"{p}: data file not found")
     if p.is_dir():
         files = sorted([*p.glob("*.parquet"), *p.glob("*.csv")])
         if not files:
             raise DataError(f"{p}: folder holds no .csv or .parquet files")
-        return pd.concat([read_table(f, "auto", delimiter) for f in files], ignore_index=True)
-    if p.stat().st_size == 0:
-        raise DataError(f"{p}: data file is empty")
-    kind = fmt if fmt != "auto" else ("parquet" if p.suffix.lower() in {".parquet", ".pq"} else "csv")
-    if kind == "parquet":
-        try:
-            return pd.read_parquet(p)
-        except Exception as exc:  # pyarrow raises many types for corrupt files
-            raise DataError(f"{p}: not a readable Parquet file ({type(exc).__name__})") from None
-    return _read_csv(p, delimiter)
+        parts = [_read_any(f, "auto", delimiter, keep_markers) for f in files]
+        frame = pd.concat([t.frame for t in parts], ignore_index=True)
+        table = Table(frame, [m for t in parts for m in t.malformed])
+    else:
+        if p.stat().st_size == 0:
+            raise DataError(f"{p}: data file is empty")
+        kind = fmt if fmt != "auto" else ("parquet" if p.suffix.lower() in {".parquet", ".pq"} else "csv")
+        if kind == "parquet":
+            try:
+                table = Table(pd.read_parquet(p))
+            except Exception as exc:  # pyarrow raises many types for corrupt files
+                raise DataError(f"{p}: not a readable Parquet file ({type(exc).__name__})") from None
+        else:
+            table = _read_csv(p, delimiter, keep_markers)
+    return table
 
 
-def _read_csv(p: Path, delimiter: str) -> pd.DataFrame:
+def _read_csv(p: Path, delimiter: str, keep_markers: bool) -> Table:
+    """Parse a CSV file; records with the wrong field count are set aside with their line numbers.
+
+    With `keep_markers`, only empty fields are missing when parsing (pandas' own NA spellings stay
+    text), so apply_na_values can count the markers it reads as missing.
+    """
     raw = p.read_bytes()
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         line = raw[: exc.start].count(b"\n") + 1
         raise DataError(f"{p}: line {line} is not UTF-8 text; re-save the file as UTF-8") from None
-    lines = text.splitlines()
+    lines = list(io.StringIO(text, newline=""))
     if not lines or not lines[0].strip():
         raise DataError(f"{p}: data file has no header row")
-    header = next(csv.reader([lines[0]], delimiter=delimiter))
-    if len(header) == 1:
-        for other in [";", "\t", "|", ","]:
-            if other != delimiter and len(lines[0].split(other)) > 1:
-                raise DataError(
-                    f"{p}: only one column found with delimiter {delimiter!r}; the file looks "
-                    f"{other!r}-delimited (set source.delimiter)"
-                )
-    data_lines = [ln for ln in lines[1:] if ln.strip()]
-    if not data_lines:
-        raise DataError(f"{p}: data file has a header but no rows")
-    width = len(header)
-    widths = [len(r) for r in csv.reader(data_lines, delimiter=delimiter)]
-    bad = [i for i, w in enumerate(widths) if w != width]
-    if bad:
-        first = bad[0] + 2
-        where = "the last row" if bad == [len(widths) - 1] else f"line {first}"
-        raise DataError(
-            f"{p}: {where} has {widths[bad[0]]} fields, the header has {width} "
-            f"(truncated or malformed file; {len(bad)} bad row(s))"
-        )
+    skip: set[int] = set()
+    malformed: list[MalformedRow] = []
+    rows = 0
+    last_start = -1
     try:
-        return pd.read_csv(p, sep=delimiter, encoding="utf-8-sig")
+        reader = csv.reader(lines, delimiter=delimiter)
+        header = next(reader)
+        if len(header) == 1:
+            for other in [";", "\t", "|", ","]:
+                if other != delimiter and len(lines[0].split(other)) > 1:
+                    raise DataError(
+                        f"{p}: only one column found with delimiter {delimiter!r}; the file looks "
+                        f"{other!r}-delimited (set source.delimiter)"
+                    )
+        prev = reader.line_num
+        for rec in reader:
+            start, end = prev, reader.line_num
+            prev = end
+            if not rec or (len(rec) == 1 and not rec[0].strip() and len(header) > 1):
+                skip.update(range(start, end))  # a blank line
+                continue
+            last_start = start
+            if len(rec) != len(header):
+                malformed.append(MalformedRow(str(p), start + 1, rec, header))
+                skip.update(range(start, end))
+            else:
+                rows += 1
+    except csv.Error as exc:
+        raise DataError(f"{p}: cannot parse CSV ({exc})") from None
+    if malformed and malformed[-1].line == last_start + 1:
+        malformed[-1].last = True
+    if not rows:
+        if malformed:
+            raise malformed_error(malformed, ", and no well-formed rows")
+        raise DataError(f"{p}: data file has a header but no rows")
+    body = "".join(ln for i, ln in enumerate(lines) if i not in skip) if skip else text
+    na = {"keep_default_na": False, "na_values": [""]} if keep_markers else {}
+    try:
+        frame = pd.read_csv(io.StringIO(body), sep=delimiter, **na)  # type: ignore[arg-type]
     except (pd.errors.ParserError, ValueError) as exc:
         raise DataError(f"{p}: cannot parse CSV ({str(exc).splitlines()[0]})") from None
+    return Table(frame, malformed)
 
 
-def load_source(cfg: PipelineConfig) -> pd.DataFrame:
-    """Load the configured data source and check the basics every later step relies on."""
+def apply_na_values(df: pd.DataFrame, na_values: list[str]) -> tuple[pd.DataFrame, dict[str, dict[str, int]]]:
+    """Turn missing-value markers (and whitespace-only strings) in text columns into missing values.
+
+    Returns the frame and, per column, each spelling read as missing with its count. A text column
+    that is all numbers once its markers are gone becomes numeric, as if the markers had been blanks.
+    """
+    markers = {str(v).strip() for v in na_values}
+    out = df
+    found: dict[str, dict[str, int]] = {}
+    for name in df.columns:
+        s = df[name]
+        if not is_text_like(s):
+            continue
+        present = s.dropna()
+        if present.empty:
+            continue
+        text = present.astype(str)
+        stripped = text.str.strip()
+        hit = (stripped == "") | stripped.isin(markers)
+        if not hit.any():
+            continue
+        if out is df:
+            out = df.copy()
+        found[str(name)] = {str(k): int(n) for k, n in text[hit].value_counts().items()}
+        cleaned = s.mask(s.index.isin(present.index[hit.to_numpy()]))
+        numbers = pd.to_numeric(cleaned.astype(object), errors="coerce")
+        if cleaned.notna().any() and (numbers.notna() == cleaned.notna()).all():
+            cleaned = numbers
+        out[name] = cleaned
+    return out, found
+
+
+def read_source(cfg: PipelineConfig, collect_malformed: bool = False) -> Table:
+    """The configured source as a Table, with the config's na_values applied to its text columns."""
     src = cfg.source
+    if isinstance(src, FileSource):
+        reader = read_table_collecting if collect_malformed else read_table
+        got = reader(src.path, src.format, src.delimiter, cfg.na_values)
+        return got if isinstance(got, Table) else Table(got)
     if isinstance(src, GeneratedSource):
         df = generate_churn(src.rows, src.seed, src.drift, corrupt=src.corrupt)
     elif isinstance(src, SklearnSource):
         df, _ = load_sklearn_dataset(src.name)
-    elif isinstance(src, FileSource):
-        df = read_table(src.path, src.format, src.delimiter)
     else:  # pragma: no cover - the config schema rules this out
         raise DataError(f"unknown source kind {src!r}")
-    return check_frame(df, cfg)
+    frame, markers = apply_na_values(df, cfg.na_values)
+    return Table(frame, [], markers)
+
+
+def load_source(cfg: PipelineConfig) -> pd.DataFrame:
+    """Load the configured data source and check the basics every later step relies on (strict on malformed rows)."""
+    return check_frame(read_source(cfg).frame, cfg)
+
+
+@dataclass
+class LoadedData:
+    """Training data as loaded: the frame, its fingerprint, the malformed rows set aside, and the profile."""
+
+    frame: pd.DataFrame
+    fingerprint: str
+    profile: DataProfile
+    malformed: list[MalformedRow] = field(default_factory=list)
+
+
+def load_training_data(cfg: PipelineConfig) -> LoadedData:
+    """Load the source for training: malformed rows set aside (within max_quarantine_fraction), then profiled.
+
+    More malformed rows than validation.max_quarantine_fraction allows stop the run with one sentence.
+    """
+    table = read_source(cfg, collect_malformed=True)
+    bad = table.malformed
+    limit = cfg.validation.max_quarantine_fraction
+    total = len(table.frame) + len(bad)
+    if bad and len(bad) > limit * total:
+        raise malformed_error(bad, f", {len(bad) / total:.1%} of the rows, above validation.max_quarantine_fraction "
+                                   f"{limit:.1%}")
+    df = check_frame(table.frame, cfg)
+    removed = {c: "listed in drop_columns" for c in cfg.drop_columns if c in table.frame.columns}
+    removed |= {c: "declared drop in columns" for c, t in cfg.columns.items() if t == "drop" and c in table.frame.columns}
+    profile = profile_frame(df, cfg.target, cfg.task, cfg.validation.max_categories, cfg.id_column,
+                            cfg.timestamp_column, cfg.columns, table.markers, removed, [m.reason for m in bad])
+    return LoadedData(df, fingerprint(df), profile, bad)
 
 
 def check_frame(df: pd.DataFrame, cfg: PipelineConfig, need_target: bool = True) -> pd.DataFrame:
-    """Basic shape checks: rows present, target present and usable, configured columns present."""
+    """Basic shape checks: rows present, target present and usable, configured and declared columns present."""
     if len(df) == 0:
         raise DataError("the data has no rows")
     needed = [c for c in [cfg.id_column, cfg.timestamp_column] if c]
@@ -193,7 +354,13 @@ def check_frame(df: pd.DataFrame, cfg: PipelineConfig, need_target: bool = True)
     if missing:
         role = "target" if cfg.target in missing and need_target else "configured"
         raise DataError(f"{role} column(s) {missing} not in the data (columns: {list(df.columns)[:20]})")
-    df = df.drop(columns=[c for c in cfg.drop_columns if c in df.columns])
+    undeclared = [c for c in cfg.columns if c not in df.columns and c not in cfg.drop_columns]
+    if undeclared:
+        raise DataError(f"columns declares a type for '{undeclared[0]}', but the data has no such column "
+                        f"(columns: {[str(c) for c in df.columns][:20]})")
+    special = {cfg.target, cfg.id_column, cfg.timestamp_column}
+    declared_drop = [c for c, t in cfg.columns.items() if t == "drop" and c not in special]
+    df = df.drop(columns=[c for c in [*cfg.drop_columns, *declared_drop] if c in df.columns])
     if need_target:
         y = df[cfg.target]
         if y.isna().all():
