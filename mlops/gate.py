@@ -86,7 +86,7 @@ def check_champion(b: BootstrapResult, cfg: GateConfig) -> list[Check]:
             not_worse,
             f"{b.metric} {fmt(b.challenger)} vs champion {fmt(b.champion)}; improvement {fmt(b.delta, sign=True)}, "
             f"{lvl} lower bound {fmt(b.ci_low, sign=True)} {'>=' if not_worse else '<'} "
-            f"-{cfg.noninferiority_margin:g} (paired bootstrap, {b.samples} resamples, P(worse)={fmt(b.p_worse, 3)})",
+            f"{-cfg.noninferiority_margin + 0.0:g} (paired bootstrap, {b.samples} resamples, P(worse)={fmt(b.p_worse, 3)})",
         ),
         Check(
             "beats champion",

@@ -26,7 +26,7 @@ from mlops.gate import Check, fmt
 NEAR_PERFECT_METRICS = ("roc_auc", "accuracy", "f1", "r2")
 MAX_BINS = 50  # quantile bins for a numeric column's per-value target rate or mean
 MIN_ROWS_PER_BIN = 20
-MAX_TRAIN_ROWS = 50_000  # single-column scores on a seeded sample of at most this many training rows
+MAX_ROWS = 50_000  # single-column scores on seeded samples of at most this many training and holdout rows
 MIN_IDENTIFIER_ROWS = 50
 SMOOTHING = 1.0  # rows' worth of the overall rate mixed into each per-value rate
 
@@ -226,8 +226,10 @@ def single_column_scores(train: pd.DataFrame, test: pd.DataFrame, columns: list[
     """How well each column alone predicts the target, best first (datetime columns are skipped)."""
     rng = np.random.default_rng(seed)
     train = train[train[target].notna()]
-    if len(train) > MAX_TRAIN_ROWS:
-        train = train.sample(MAX_TRAIN_ROWS, random_state=seed)
+    if len(train) > MAX_ROWS:
+        train = train.sample(MAX_ROWS, random_state=seed)
+    if len(test) > MAX_ROWS:
+        test = test.sample(MAX_ROWS, random_state=seed)
     Ytr, Yte, keep = _targets(task, train[target], test[target], positive)
     test, Yte = test[keep], Yte[keep]
     if len(train) < 10 or len(test) < 5:

@@ -139,8 +139,10 @@ def test_numbers_never_print_as_negative_zero() -> None:
     assert fmt(-0.00006, sign=True) == "-0.0001" and fmt(0.12345) == "0.1235"
     b = BootstrapResult("roc_auc", 0.8123, 0.81231, -0.00001, -0.00002, 0.00001, 0.5, 200)
     checks = check_champion(b, GateConfig())
-    assert all("-0.0000" not in c.detail for c in checks)
+    assert all("-0.0000" not in c.detail and "-0 " not in c.detail for c in checks)
     assert "improvement +0.0000" in checks[1].detail
+    [t] = check_thresholds({"rmse": -0.00001}, {"rmse": 1.0})
+    assert t.detail.startswith("0.0000 meets")
 
 
 def test_integer_valued_slice_values_print_without_a_decimal_point() -> None:
