@@ -54,7 +54,7 @@ def _run_training(cfg: Any, config_path: str, source_path: str | None, reason: s
     from mlops.tracking import dumps
     from mlops.tuning import pick_best, scorer_for
     from tasks.data import load_data, split_data
-    from tasks.deployment import infra_validate_challenger
+    from tasks.deployment import finish_infra_validation, start_infra_validation
     from tasks.evaluation import evaluate_challenger, gate_challenger
     from tasks.registry import (
         attach_artifacts,
@@ -74,11 +74,13 @@ def _run_training(cfg: Any, config_path: str, source_path: str | None, reason: s
     work = settings.runs_dir / flow_run_id
     name = cfg.registry.model_name
 
-    df, fingerprint = load_data(cfg, source_path)
+    loaded = load_data(cfg, source_path)
+    df, fingerprint, profile = loaded.frame, loaded.fingerprint, loaded.profile
     df, new_rows = pop_new_rows(df)  # a retraining file marks the rows the champion never trained on
     champion = find_champion(name)
-    outcome, contract, quarantine_file = validate_training_data(
-        df, cfg, champion.contract if champion else None, settings.quarantine_dir / flow_run_id
+    outcome, contract, quarantine_file, profile = validate_training_data(
+        df, cfg, champion.contract if champion else None, settings.quarantine_dir / flow_run_id, loaded.malformed,
+        profile,
     )
     split = split_data(outcome.good, cfg, new_rows)
     X, y = split.train.drop(columns=[cfg.target]), split.train[cfg.target]
@@ -121,8 +123,9 @@ def _run_training(cfg: Any, config_path: str, source_path: str | None, reason: s
     if fresh is not None:
         model = best.best_estimator
         expected = model.predict_proba(X_test) if cfg.task == "classification" else model.predict(X_test)
-        infra = infra_validate_challenger.submit(name, version, X_test, expected, cfg.gate.latency_budget_ms,
-                                                 settings.tracking_uri, fresh)
+        # the checks run in the fresh process during evaluation; the latency is timed afterwards
+        infra = start_infra_validation(name, version, X_test, expected, cfg.gate.latency_budget_ms,
+                                       settings.tracking_uri, fresh, cfg.gate.latency_percentile)
 
     evaluation = evaluate_challenger(best.best_estimator, split.test, cfg, work / "evaluation")
     verdict = gate_challenger(evaluation, champion.model if champion else None,
@@ -147,7 +150,7 @@ def _run_training(cfg: Any, config_path: str, source_path: str | None, reason: s
         mlflow.log_metrics({f"holdout_{k}": v for k, v in evaluation.metrics.items()})
         mlflow.set_tag("best_family", best.family)
     if infra is not None:
-        verdict.add(infra.result())
+        verdict.add(finish_infra_validation(infra))
     card = model_card(cfg, version, best.family, best.best_params, evaluation.metrics, verdict, contract, lineage,
                       outcome.summary())
     record_verdict(run_id, name, version, verdict.to_json(),

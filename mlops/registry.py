@@ -199,7 +199,7 @@ def load_contract(run_id: str) -> DataContract:
 
 def load_bundle(name: str, alias_or_version: str = CHAMPION, with_reference: bool = True) -> ModelBundle:
     """Load model, contract and reference sample of a version (by alias or number)."""
-    import mlflow.sklearn
+    from mlops.trusted_types import load_sklearn_model
 
     c = client()
     if str(alias_or_version).isdigit():
@@ -211,7 +211,7 @@ def load_bundle(name: str, alias_or_version: str = CHAMPION, with_reference: boo
         mv = get_version_by_alias(name, str(alias_or_version))
         if mv is None:
             raise RegistryError(f"model '{name}' has no version with alias '{alias_or_version}' (train one first)")
-    model = mlflow.sklearn.load_model(f"models:/{name}/{mv.version}")
+    model = load_sklearn_model(f"models:/{name}/{mv.version}")
     contract = load_contract(mv.run_id)
     reference = None
     if with_reference:
