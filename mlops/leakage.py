@@ -334,8 +334,13 @@ def find_leaks(metrics: dict[str, float], model: Any, train: pd.DataFrame | None
         rep.best_metric = max(shown, key=lambda mv: mv[1]) if shown else None
     if flagged and big_enough:
         metric, value = flagged[0]
+        drops = None
         if model is not None and cols:
-            drops = leaning_columns(model, test, cols, target, cfg.task, metric, positive, seed)
+            try:
+                drops = leaning_columns(model, test, cols, target, cfg.task, metric, positive, seed)
+            except (ValueError, TypeError, KeyError):  # a model that cannot score shuffled rows: rank columns alone
+                drops = None
+        if drops:
             top = drops[0][1]
             lean = [(c, d) for c, d in drops[:3] if d > 0 and d >= 0.25 * top]
             how = "permutation drop"
