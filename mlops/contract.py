@@ -18,7 +18,7 @@ import pandas as pd
 
 from mlops.config import UserExpectation, ValidationConfig
 from mlops.errors import DataError
-from mlops.profile import FEATURE_ROLES, DataProfile, as_dates, as_numbers, numeric_kind, profile_frame
+from mlops.profile import FEATURE_ROLES, INTERNAL_PREFIX, DataProfile, as_dates, as_numbers, numeric_kind, profile_frame
 
 Kind = Literal["numeric", "integer", "categorical", "boolean", "datetime", "text"]
 
@@ -115,11 +115,12 @@ def infer_contract(
     declared types): ids, free text and constant or empty columns are kept as inputs but are not
     features (role 'id' or 'ignored').
     """
-    if profile is None or any(str(c) not in profile.by_name for c in df.columns):
+    data_columns = [c for c in df.columns if not str(c).startswith(INTERNAL_PREFIX)]
+    if profile is None or any(str(c) not in profile.by_name for c in data_columns):
         profile = profile_frame(df, target, task, cfg.max_categories, id_column, timestamp_column, declared)
     decided = profile.by_name
     cols: list[ColumnSpec] = []
-    for name in df.columns:
+    for name in data_columns:
         s = df[name]
         col = decided[str(name)]
         role = _contract_role(col.role)

@@ -127,9 +127,13 @@ class MalformedRow:
         return f"the last row (line {self.line})" if self.last else f"line {self.line}"
 
     @property
+    def detail(self) -> str:
+        return f"{Path(self.source).name} {self.where} has {len(self.fields)} fields, the header has {len(self.header)}"
+
+    @property
     def reason(self) -> str:
-        return (f"malformed: {Path(self.source).name} {self.where} has {len(self.fields)} fields, "
-                f"the header has {len(self.header)}")
+        """The quarantine reason."""
+        return f"malformed: {self.detail}"
 
     def record(self) -> dict[str, str | None]:
         """The fields it has, under the header's names (missing ones empty; extra ones left out)."""
@@ -339,7 +343,7 @@ def load_training_data(cfg: PipelineConfig) -> LoadedData:
     removed = {c: "listed in drop_columns" for c in cfg.drop_columns if c in table.frame.columns}
     removed |= {c: "declared drop in columns" for c, t in cfg.columns.items() if t == "drop" and c in table.frame.columns}
     profile = profile_frame(df, cfg.target, cfg.task, cfg.validation.max_categories, cfg.id_column,
-                            cfg.timestamp_column, cfg.columns, table.markers, removed, [m.reason for m in bad])
+                            cfg.timestamp_column, cfg.columns, table.markers, removed, [m.detail for m in bad])
     return LoadedData(df, fingerprint(df), profile, bad)
 
 

@@ -28,7 +28,12 @@ SKOPS_TRUSTED_TYPES = [
 
 
 class DateParts(BaseEstimator, TransformerMixin):
-    """Turn timestamp columns into numeric parts (month, day of week, hour, ...)."""
+    """Turn timestamp columns into numeric parts (month, day of week, hour, ...).
+
+    At fit time each column keeps only the parts that vary in the training data: a date-only
+    column (every time midnight) gets no `hour`. The parts kept per column (`parts_`) are what
+    transform applies, so serving computes exactly the features training fitted.
+    """
 
     def __init__(self, parts: tuple[str, ...] = ("month", "dayofweek", "hour")) -> None:
         self.parts = parts
@@ -37,26 +42,37 @@ class DateParts(BaseEstimator, TransformerMixin):
         frame = pd.DataFrame(X)
         self.columns_ = [str(c) for c in frame.columns]
         self.n_features_in_ = len(self.columns_)
+        self.parts_ = {name: self._varying_parts(frame.iloc[:, i]) for i, name in enumerate(self.columns_)}
         return self
+
+    def _varying_parts(self, values: pd.Series) -> list[str]:
+        """The configured parts that take more than one value here (the first one if none does)."""
+        ts = pd.to_datetime(values, errors="coerce").dropna()
+        kept = [p for p in self.parts if getattr(ts.dt, p).nunique() > 1]
+        return kept or list(self.parts[:1])
+
+    def _parts_of(self, name: str) -> list[str]:
+        # models fitted before parts_ existed apply every configured part
+        return list(getattr(self, "parts_", {}).get(name, self.parts))
 
     def transform(self, X: Any) -> np.ndarray:
         frame = pd.DataFrame(X)
         out = []
-        for c in frame.columns:
-            ts = pd.to_datetime(frame[c], errors="coerce")
-            for p in self.parts:
+        for i in range(frame.shape[1]):
+            ts = pd.to_datetime(frame.iloc[:, i], errors="coerce")
+            for p in self._parts_of(self.columns_[i]):
                 out.append(getattr(ts.dt, p).astype(float).to_numpy())
         return np.column_stack(out) if out else np.empty((len(frame), 0))
 
     def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
-        return np.array([f"{c}_{p}" for c in self.columns_ for p in self.parts], dtype=object)
+        return np.array([f"{c}_{p}" for c in self.columns_ for p in self._parts_of(c)], dtype=object)
 
 
 def feature_columns(contract: DataContract) -> dict[str, list[str]]:
-    """Split the contract's feature columns by how they are transformed (ids and free text are left out)."""
+    """Split the contract's feature columns by how they are transformed (ids, ignored columns and free text are left out)."""
     groups: dict[str, list[str]] = {"numeric": [], "categorical": [], "datetime": []}
     for c in contract.columns:
-        if c.role in {"target", "id"}:
+        if c.role in {"target", "id", "ignored"}:
             continue
         if c.kind in {"numeric", "integer"}:
             groups["numeric"].append(c.name)
@@ -91,5 +107,6 @@ def build_preprocessor(contract: DataContract, cfg: FeatureConfig) -> ColumnTran
     if not transformers:
         from mlops.errors import DataError
 
-        raise DataError("no usable feature columns: every column is the target, an id or free text")
+        raise DataError("no usable feature columns: every column is the target, an id, free text, constant or "
+                        "empty (see the data profile)")
     return ColumnTransformer(transformers, remainder="drop", verbose_feature_names_out=False)

@@ -22,6 +22,8 @@ from mlops.errors import DataError
 Role = Literal["numeric", "category", "date", "text", "id", "dropped", "target", "timestamp"]
 FEATURE_ROLES = {"numeric", "category", "date", "timestamp"}
 
+# Columns the pipeline itself adds (e.g. rowkeys' new-row marker) are bookkeeping, not data.
+INTERNAL_PREFIX = "_mlops_"
 # A column that parses as numbers (or dates) this often is numbers (or dates) with a few stray values.
 MOSTLY = 0.9
 # Below this many rows, "unique per row and monotonic" says too little to call a column an identifier.
@@ -318,6 +320,8 @@ def profile_frame(
     for name in df.columns:
         s = df[name]
         key = str(name)
+        if key.startswith(INTERNAL_PREFIX):
+            continue  # the pipeline's own bookkeeping (e.g. a retraining file's new-row marker)
         if key == target:
             kind = "categorical" if task == "classification" else numeric_kind(s)
             role, why, offending = "target", "the target", {}
@@ -330,10 +334,13 @@ def profile_frame(
             role, why, kind, offending = _declared(key, s, declared[key])
         else:
             role, why, kind, offending = _decide(key, s, rows, max_categories)
+        found = dict((markers or {}).get(key, {}))
+        if found and role not in {"dropped", "target"}:
+            why += f"; {sum(found.values())} missing-value marker(s) read as missing"
         cols.append(ColumnProfile(
             name=key, role=role, why=why, kind=kind, nulls=int(s.isna().sum()), unique=int(s.nunique()),
             feature=role in FEATURE_ROLES, dtype=str(s.dtype), declared=declared.get(key),
-            markers=dict((markers or {}).get(key, {})), offending=offending,
+            markers=found, offending=offending,
         ))
     for name, why in (removed or {}).items():
         cols.append(ColumnProfile(name=name, role="dropped", why=why, kind="text", nulls=0, unique=0, feature=False,

@@ -7,13 +7,15 @@ send the row to quarantine with the expectations it broke; the good rows go on.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from mlops.contract import DataContract, coerce_to_contract
+from mlops.data import MalformedRow
 from mlops.errors import DataError
 
 QUARANTINE_REASON_COLUMN = "_quarantine_reasons"
@@ -68,6 +70,8 @@ def build_suite(contract: DataContract, need_target: bool = True) -> tuple[list[
         if c.role == "target" and not need_target:
             continue
         add(E.ExpectColumnToExist(column=c.name), False)
+        if c.role == "ignored":
+            continue  # kept as an input, not used: nothing more to expect of it
         if c.role == "target":
             add(E.ExpectColumnValuesToNotBeNull(column=c.name), True)
             continue
@@ -146,6 +150,21 @@ def validate_batch(df: pd.DataFrame, contract: DataContract, need_target: bool =
     quarantined = df.reset_index(drop=True).loc[mask].copy()
     quarantined[QUARANTINE_REASON_COLUMN] = ["; ".join(dict.fromkeys(failures[i])) for i in bad_idx]
     return ValidationOutcome(frame.loc[~mask].reset_index(drop=True), quarantined, [], len(frame), len(exps))
+
+
+def add_malformed(outcome: ValidationOutcome, malformed: Sequence[MalformedRow]) -> ValidationOutcome:
+    """The outcome with malformed source rows (wrong field count) added to the quarantine, each with its reason.
+
+    They count as checked rows, so they weigh on max_quarantine_fraction like any other bad row.
+    """
+    if not malformed:
+        return outcome
+    columns = [c for c in outcome.quarantined.columns if c != QUARANTINE_REASON_COLUMN] or list(outcome.good.columns)
+    records = [{c: m.record().get(c) for c in columns} | {QUARANTINE_REASON_COLUMN: m.reason} for m in malformed]
+    rows = pd.DataFrame.from_records(records, columns=[*columns, QUARANTINE_REASON_COLUMN])
+    frames = [f for f in (outcome.quarantined, rows) if not f.empty]
+    quarantined = pd.concat(frames, ignore_index=True) if len(frames) > 1 else rows
+    return replace(outcome, quarantined=quarantined, checked=outcome.checked + len(malformed))
 
 
 def write_quarantine(outcome: ValidationOutcome, folder: Path, name: str = "quarantined.csv") -> Path | None:

@@ -5,7 +5,16 @@ import pandas as pd
 import pytest
 
 from mlops.config import SplitConfig, parse_config
-from mlops.data import check_frame, fingerprint, generate_churn, load_sklearn_dataset, read_table, split_frame
+from mlops.data import (
+    check_frame,
+    fingerprint,
+    generate_churn,
+    load_sklearn_dataset,
+    load_training_data,
+    read_table,
+    read_table_collecting,
+    split_frame,
+)
 from mlops.errors import DataError
 from tests.conftest import small_config
 
@@ -103,3 +112,89 @@ def test_random_split_is_seeded_and_stratified() -> None:
     b = split_frame(df, "churned", "classification", SplitConfig(seed=3), None)
     pd.testing.assert_frame_equal(a.test, b.test)
     assert abs(a.test["churned"].mean() - df["churned"].mean()) < 0.02
+
+
+# --- messy real-world CSVs: markers, malformed rows, declared columns --------------------------------------------
+
+
+def _messy_frame(n: int = 300, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    return pd.DataFrame({
+        "charges": rng.normal(60, 15, n).round(2),
+        "plan": rng.choice(["basic", "plus", "pro"], n),
+        "y": rng.integers(0, 2, n),
+    })
+
+
+def _file_config(path: Path, **overrides: object) -> object:
+    raw = small_config(source={"kind": "file", "path": str(path)}, target="y", id_column=None, timestamp_column=None,
+                       gate={})
+    raw.update(overrides)
+    return parse_config(raw)
+
+
+def test_blank_and_question_mark_markers_keep_a_column_numeric(tmp_path: Path) -> None:
+    df = _messy_frame().astype({"charges": str})
+    df.loc[:6, "charges"] = " "
+    df.loc[7:8, "charges"] = "?"
+    path = tmp_path / "d.csv"
+    df.to_csv(path, index=False)
+    loaded = load_training_data(_file_config(path))
+    assert pd.api.types.is_float_dtype(loaded.frame["charges"])
+    assert loaded.frame["charges"].isna().sum() == 9
+    col = loaded.profile.by_name["charges"]
+    assert col.role == "numeric" and col.feature and col.markers == {" ": 7, "?": 2}
+    assert "'charges': read as missing: ' ' x7, '?' x2" in loaded.profile.marker_lines()
+    # the same markers apply to text columns of any source, e.g. Parquet
+    df.to_parquet(tmp_path / "d.parquet")
+    table = read_table_collecting(tmp_path / "d.parquet", na_values=["?"])
+    assert pd.api.types.is_float_dtype(table.frame["charges"]) and table.markers["charges"] == {" ": 7, "?": 2}
+
+
+def test_markers_are_the_configured_ones(tmp_path: Path) -> None:
+    path = _csv(tmp_path, b"region,y\nNA,0\nEU,1\nNA,1\nEU,0\n-,1\n")
+    frame = read_table(path, na_values=["-"])
+    assert frame["region"].tolist()[:2] == ["NA", "EU"] and frame["region"].isna().sum() == 1  # North America stays
+
+
+def test_truncated_last_line_and_short_middle_line_are_set_aside(tmp_path: Path) -> None:
+    text = _messy_frame(100).to_csv(index=False).splitlines()
+    text[40] = "12.5,basic"  # a short middle line (line 41)
+    body = "\n".join(text) + "\n71.3,pl"  # a truncated last line (line 102)
+    path = _csv(tmp_path, body.encode())
+    loaded = load_training_data(_file_config(path))
+    assert len(loaded.frame) == 99
+    assert [(m.line, len(m.fields), m.last) for m in loaded.malformed] == [(41, 2, False), (102, 2, True)]
+    assert loaded.malformed[1].reason == "malformed: d.csv the last row (line 102) has 2 fields, the header has 3"
+    assert loaded.profile.malformed == [m.detail for m in loaded.malformed]
+    # other callers still get the strict reader
+    with pytest.raises(DataError, match="line 41 has 2 fields, the header has 3"):
+        read_table(path)
+
+
+def test_too_many_malformed_rows_still_stop_the_run_in_one_sentence(tmp_path: Path) -> None:
+    text = _messy_frame(100).to_csv(index=False).splitlines()
+    for i in range(10, 30):
+        text[i] = "1,2,3,4"
+    path = _csv(tmp_path, "\n".join(text).encode())
+    with pytest.raises(DataError, match=r"line 11 has 4 fields, the header has 3 .*20 bad row\(s\), 20.0% of the rows, "
+                                        r"above validation.max_quarantine_fraction 5.0%") as err:
+        load_training_data(_file_config(path))
+    assert "\n" not in str(err.value)
+
+
+def test_declared_types_win_and_a_declared_column_must_exist(tmp_path: Path) -> None:
+    df = _messy_frame()
+    df["zip"] = np.random.default_rng(1).integers(10_000, 10_040, len(df))  # numbers that are categories
+    df["remark"] = np.random.default_rng(2).choice(["ok", "late"], len(df))
+    df["junk"] = 1.0
+    path = tmp_path / "d.csv"
+    df.to_csv(path, index=False)
+    cfg = _file_config(path, columns={"zip": "categorical", "remark": "text", "junk": "drop", "charges": "numeric"})
+    loaded = load_training_data(cfg)
+    by = loaded.profile.by_name
+    assert (by["zip"].role, by["zip"].kind, by["zip"].feature) == ("category", "categorical", True)
+    assert (by["remark"].role, by["remark"].feature) == ("text", False) and "declared text" in by["remark"].why
+    assert "junk" not in loaded.frame.columns and by["junk"].role == "dropped"
+    with pytest.raises(DataError, match=r"^columns declares a type for 'nope', but the data has no such column"):
+        load_training_data(_file_config(path, columns={"nope": "numeric"}))

@@ -6,8 +6,15 @@ import pytest
 
 from mlops.config import UserExpectation, ValidationConfig
 from mlops.contract import DataContract, infer_contract, merge_expectations
+from mlops.data import MalformedRow
 from mlops.errors import DataError
-from mlops.validation import QUARANTINE_REASON_COLUMN, enforce_quarantine_limit, validate_batch, write_quarantine
+from mlops.validation import (
+    QUARANTINE_REASON_COLUMN,
+    add_malformed,
+    enforce_quarantine_limit,
+    validate_batch,
+    write_quarantine,
+)
 
 
 @pytest.fixture
@@ -97,3 +104,32 @@ def test_user_expectations_are_merged(frame: pd.DataFrame, contract: DataContrac
     assert out.quarantined[QUARANTINE_REASON_COLUMN].str.contains("min_value=9").all()
     with pytest.raises(DataError, match="no such column"):
         merge_expectations(contract, [UserExpectation(type="not_null", column="nope")])
+
+
+def test_malformed_rows_join_the_quarantine_with_their_reason(frame: pd.DataFrame, contract: DataContract,
+                                                              tmp_path: Path) -> None:
+    header = list(frame.columns)
+    malformed = [MalformedRow("d.csv", 41, ["1.5", "2"], header), MalformedRow("d.csv", 203, ["9.1"], header, last=True)]
+    bad = frame.copy()
+    bad.loc[5, "c"] = "zzz"
+    out = add_malformed(validate_batch(bad, contract), malformed)
+    assert out.checked == len(frame) + 2 and len(out.quarantined) == 3 and len(out.good) == len(frame) - 1
+    path = write_quarantine(out, tmp_path)
+    written = pd.read_csv(path)
+    reasons = written[QUARANTINE_REASON_COLUMN].tolist()
+    assert reasons[1:] == ["malformed: d.csv line 41 has 2 fields, the header has 4",
+                           "malformed: d.csv the last row (line 203) has 1 fields, the header has 4"]
+    assert written.loc[1, "x"] == 1.5 and pd.isna(written.loc[2, "c"])
+    # malformed rows weigh on the quarantine limit like any other bad row
+    with pytest.raises(DataError, match=r"3 of 202 rows"):
+        enforce_quarantine_limit(out, 0.01, path)
+
+
+def test_columns_that_are_not_features_do_not_fail_validation(frame: pd.DataFrame) -> None:
+    wide = frame.assign(notes=[f"free text {i}" for i in range(len(frame))], constant="same")
+    contract = infer_contract(wide, "y", "classification", ValidationConfig())
+    assert contract.by_name["notes"].role == contract.by_name["constant"].role == "ignored"
+    later = wide.assign(constant=None)  # a "null burst" in a column no model uses
+    later.loc[:50, "notes"] = None
+    out = validate_batch(later, contract)
+    assert len(out.good) == len(frame) and out.quarantined.empty

@@ -1,0 +1,156 @@
+"""The data profile: every column gets a role and a reason; nothing is dropped silently."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mlops.config import FeatureConfig, ValidationConfig
+from mlops.contract import infer_contract
+from mlops.errors import DataError
+from mlops.features import DateParts, build_preprocessor, feature_columns
+from mlops.profile import profile_frame
+from mlops.validation import QUARANTINE_REASON_COLUMN, validate_batch
+
+
+def _frame(n: int = 400, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    return pd.DataFrame({
+        "Unnamed: 0": np.arange(n),
+        "charges": rng.normal(60, 15, n).round(2).astype(str),
+        "plan": rng.choice(["basic", "plus", "pro"], n),
+        "signup": pd.Timestamp("2024-01-01") + pd.to_timedelta(rng.integers(0, 300, n), unit="D"),
+        "notes": [f"called about bill {i}" for i in range(n)],
+        "country": "US",
+        "empty": np.nan,
+        "y": rng.integers(0, 2, n),
+    })
+
+
+def _profile(df: pd.DataFrame, **kw: object):  # noqa: ANN202 - test helper
+    return profile_frame(df, "y", "classification", **kw)
+
+
+def test_a_few_stray_words_keep_a_column_numeric_and_are_reported() -> None:
+    df = _frame()
+    df.loc[[3, 50, 51], "charges"] = ["n.a.", "unknown", "n.a."]
+    col = _profile(df).by_name["charges"]
+    assert (col.role, col.kind, col.feature) == ("numeric", "numeric", True)
+    assert col.offending == {"n.a.": 2, "unknown": 1}
+    assert "'charges': 3 value(s) are not numbers: 'n.a.' x2, 'unknown' x1" in _profile(df).offending_lines()[0]
+    # their rows go to quarantine with the value they held, the others are accepted as numbers
+    contract = infer_contract(df, "y", "classification", ValidationConfig())
+    assert contract.by_name["charges"].kind == "numeric" and contract.by_name["charges"].role == "feature"
+    out = validate_batch(df, contract)
+    assert sorted(out.quarantined.index) == [3, 50, 51]
+    assert "expect_column_values_to_be_of_type(charges, numeric): 'unknown'" in out.quarantined.loc[50,
+                                                                                                   QUARANTINE_REASON_COLUMN]
+    assert pd.api.types.is_float_dtype(out.good["charges"])
+
+
+def test_an_unnamed_unique_monotonic_index_is_an_id_not_a_feature() -> None:
+    df = _frame()
+    prof = _profile(df)
+    col = prof.by_name["Unnamed: 0"]
+    assert (col.role, col.feature) == ("id", False) and "unique per row, monotonic" in col.why
+    contract = infer_contract(df, "y", "classification", ValidationConfig())
+    assert contract.by_name["Unnamed: 0"].role == "id"
+    assert "Unnamed: 0" not in feature_columns(contract)["numeric"]
+    # a named integer column counting up one per row is an id too; shuffled numbers or few rows are not
+    assert _profile(df.rename(columns={"Unnamed: 0": "row_no"})).by_name["row_no"].role == "id"
+    shuffled = df.assign(**{"Unnamed: 0": np.random.default_rng(1).permutation(len(df))})
+    assert _profile(shuffled.rename(columns={"Unnamed: 0": "k"})).by_name["k"].role == "numeric"
+    few = df.head(10).assign(y=[0, 1] * 5).rename(columns={"Unnamed: 0": "row_no"})
+    assert _profile(few).by_name["row_no"].role == "numeric"
+
+
+def test_every_column_that_is_not_a_feature_has_a_reason() -> None:
+    prof = _profile(_frame())
+    roles = {c.name: c.role for c in prof.columns}
+    assert roles == {"Unnamed: 0": "id", "charges": "numeric", "plan": "category", "signup": "date",
+                     "notes": "text", "country": "dropped", "empty": "dropped", "y": "target"}
+    reasons = dict(prof.not_used)
+    assert reasons["notes"].startswith("text: 400 distinct values (more than validation.max_categories = 50)")
+    assert reasons["country"] == "dropped: constant (every value is 'US')"
+    assert reasons["empty"] == "dropped: all values are missing"
+    assert prof.features == ["charges", "plan", "signup"]
+    # unused columns stay inputs of the contract but are not features
+    contract = infer_contract(_frame(), "y", "classification", ValidationConfig(), profile=prof)
+    assert {c.name: c.role for c in contract.columns if c.role == "ignored"} == dict.fromkeys(
+        ["notes", "country", "empty"], "ignored")
+    assert sorted(n for g in feature_columns(contract).values() for n in g) == ["charges", "plan", "signup"]
+
+
+def test_date_like_strings_are_dates_and_unique_tokens_are_ids() -> None:
+    df = _frame().assign(signup=lambda d: d["signup"].dt.strftime("%Y-%m-%d"),
+                         code=[f"C{i:06d}" for i in range(400)])
+    prof = _profile(df)
+    assert (prof.by_name["signup"].role, prof.by_name["signup"].kind) == ("date", "datetime")
+    assert prof.by_name["code"].role == "id" and "unique per row" in prof.by_name["code"].why
+
+
+def test_declared_types_override_inference() -> None:
+    df = _frame()
+    prof = _profile(df, declared={"Unnamed: 0": "numeric", "plan": "text", "country": "categorical",
+                                  "signup": "drop"})
+    by = prof.by_name
+    assert (by["Unnamed: 0"].role, by["Unnamed: 0"].feature) == ("numeric", True)
+    assert (by["plan"].role, by["plan"].feature) == ("text", False)
+    assert (by["country"].role, by["country"].kind) == ("category", "categorical")
+    assert by["signup"].role == "dropped" and by["signup"].why == "declared drop in columns"
+    with pytest.raises(DataError, match="columns declares a type for 'nope'"):
+        _profile(df, declared={"nope": "numeric"})
+
+
+def test_profile_outputs_for_cli_artifact_and_mlflow() -> None:
+    df = _frame()
+    df.loc[[1, 2], "charges"] = "oops"
+    prof = _profile(df, markers={"plan": {"?": 4}}, malformed=["d.csv line 7 has 2 fields, the header has 8"])
+    lines = prof.summary_lines()
+    assert lines[0].startswith("Columns    3 features (1 numeric, 1 category, 1 date); not used: Unnamed: 0 (id: ")
+    assert "notes (text: 400 distinct values" in lines[0] and "country (dropped: constant" in lines[0]
+    assert any(ln.startswith("Markers    'plan': read as missing: '?' x4") for ln in lines)
+    assert any(ln.startswith("Bad values 'charges': 2 value(s) are not numbers: 'oops' x2") for ln in lines)
+    assert any(ln.startswith("Malformed  1 line(s) quarantined: d.csv line 7") for ln in lines)
+    md = prof.to_markdown()
+    assert "| `notes` | text | no | text | 0 | 400 |" in md and "## Not used as features" in md
+    assert json.loads(json.dumps(prof.to_dict()))["not_used"][0]["column"] == "Unnamed: 0"
+
+
+def test_profile_follows_the_champions_contract() -> None:
+    df = _frame()
+    contract = infer_contract(df, "y", "classification", ValidationConfig(), declared={"plan": "text"})
+    prof = _profile(df.assign(extra=1.5)).follow_contract({c.name: (c.role, c.kind) for c in contract.columns},
+                                                          "the champion's data contract")
+    assert (prof.by_name["plan"].role, prof.by_name["plan"].feature) == ("text", False)
+    assert prof.by_name["plan"].why.startswith("as in the champion's data contract")
+    assert prof.by_name["extra"].why == "not in the champion's data contract"
+
+
+def test_date_only_columns_get_no_hour_part() -> None:
+    rng = np.random.default_rng(0)
+    n = 200
+    X = pd.DataFrame({
+        "day": pd.Timestamp("2024-01-01") + pd.to_timedelta(rng.integers(0, 365, n), unit="D"),
+        "at": pd.Timestamp("2024-01-01") + pd.to_timedelta(rng.integers(0, 365 * 24 * 3600, n), unit="s"),
+    })
+    parts = DateParts(("month", "dayofweek", "hour")).fit(X)
+    assert parts.parts_ == {"day": ["month", "dayofweek"], "at": ["month", "dayofweek", "hour"]}
+    names = list(parts.get_feature_names_out())
+    assert names == ["day_month", "day_dayofweek", "at_month", "at_dayofweek", "at_hour"]
+    assert parts.transform(X).shape == (n, len(names))
+    # a model fitted before per-column parts existed still applies every configured part
+    legacy = DateParts(("month", "hour")).fit(X)
+    del legacy.parts_
+    assert legacy.transform(X).shape == (n, 4)
+
+
+def test_preprocessor_has_no_hour_feature_for_a_date_only_column() -> None:
+    df = _frame().drop(columns=["Unnamed: 0"])
+    contract = infer_contract(df, "y", "classification", ValidationConfig())
+    pre = build_preprocessor(contract, FeatureConfig()).fit(df.drop(columns=["y"]).assign(
+        charges=lambda d: d["charges"].astype(float)))
+    names = list(pre.get_feature_names_out())
+    assert "signup_month" in names and "signup_hour" not in names
+    assert not any(n.startswith(("notes", "country", "empty")) for n in names)
