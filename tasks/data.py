@@ -11,12 +11,11 @@ from mlops.config import FileSource, PipelineConfig
 
 
 @task(name="load_data", cache_policy=NONE)
-def load_data(cfg: PipelineConfig, source_path: str | None = None) -> tuple[pd.DataFrame, str]:
-    """Load the source (or a file given at run time) and fingerprint it."""
+def load_data(cfg: PipelineConfig, source_path: str | None = None) -> data.LoadedData:
+    """Load the source (or a file given at run time): the frame, its fingerprint, malformed rows set aside, the profile."""
     if source_path:
         cfg = cfg.model_copy(update={"source": FileSource(path=source_path)})
-    df = data.load_source(cfg)
-    return df, data.fingerprint(df)
+    return data.load_training_data(cfg)
 
 
 @task(name="split_data", cache_policy=NONE)
