@@ -125,6 +125,7 @@ def run_demo(config: Path, rows: int, drift: float, seed: int, train_on: str | N
     from mlops.data import CHURN_START, generate_churn
     from mlops.errors import ConfigError
     from mlops.evaluation import holdout_metrics, predict
+    from mlops.logbatch import log_scored_frame
     from mlops.settings import configure_environment
 
     cfg = _check_config(config)
@@ -159,7 +160,7 @@ def run_demo(config: Path, rows: int, drift: float, seed: int, train_on: str | N
     calm_rows = min(rows, 2000)
     echo(f"2. Serving {calm_rows:,} ordinary rows into the prediction log, then monitoring ...")
     calm = generate_churn(calm_rows, seed=seed, drift=0.0, start=later)
-    mon.log_scored_frame(calm, old.model, name, old.version, old.contract, settings.prediction_log_dir,
+    log_scored_frame(calm, old.model, name, old.version, old.contract, settings.prediction_log_dir,
                          cfg.serving.sensitive_columns, cfg.serving.sensitive_mode)
     r1 = _run_flow(monitor, config_path=str(derived))
     out["calm"] = {"drift_share": (r1.get("drift") or {}).get("drift_share"), "retrain": r1["retrain"],
@@ -169,7 +170,7 @@ def run_demo(config: Path, rows: int, drift: float, seed: int, train_on: str | N
     echo(f"3. Serving {rows:,} drifted rows (drift={drift}, seed {seed + 1}) into the prediction log; "
          "their labels arrive ...")
     batch = generate_churn(rows, seed=seed + 1, drift=drift, start=later)
-    _, ids = mon.log_scored_frame(batch, old.model, name, old.version, old.contract, settings.prediction_log_dir,
+    _, ids = log_scored_frame(batch, old.model, name, old.version, old.contract, settings.prediction_log_dir,
                                   cfg.serving.sensitive_columns, cfg.serving.sensitive_mode)
     demo_dir.mkdir(parents=True, exist_ok=True)
     labels_path = demo_dir / f"labels-seed{seed + 1}.csv"

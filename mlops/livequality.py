@@ -41,6 +41,7 @@ class LiveQuality:
     compared_with: str = "overall"  # or "slices": each slice value against the same slice of the holdout
     tolerance_units: str = ""
     slices: list[dict[str, Any]] = field(default_factory=list)
+    slice_gaps: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         out = {k: v for k, v in asdict(self).items() if k != "labelled"}
@@ -59,9 +60,10 @@ class LiveQuality:
                 f"{verdict}. {self.reason}\n\n| metric | live | champion holdout |\n| --- | --- | --- |\n{rows}\n")
         if self.slices:
             lines = [f"| {s['column']}={s['value']} | {s['rows']:,} | {s['live']:.4f} | {s['holdout']:.4f} | "
-                     f"{'**degraded**' if s['degraded'] else 'ok'} |" for s in self.slices]
-            text += (f"\n| slice | labelled rows | live {self.primary_metric} | holdout {self.primary_metric} | |\n"
-                     "| --- | --- | --- | --- | --- |\n" + "\n".join(lines) + "\n")
+                     f"{'beyond the tolerance' if s['degraded'] else 'within'} |" for s in self.slices]
+            text += (f"\n| slice | labelled rows | live {self.primary_metric} | holdout {self.primary_metric} | alone |\n"
+                     "| --- | --- | --- | --- | --- |\n" + "\n".join(lines) + "\n\nThe verdict weighs each slice "
+                     "column's values by their rows in this window.\n")
         return text
 
 
@@ -172,17 +174,27 @@ def compare_slices(labelled: pd.DataFrame, y: np.ndarray, predictions: Any, cfg:
     return out
 
 
-def _worst(metric: str, comparisons: list[dict[str, Any]]) -> dict[str, Any]:
-    """The slice value furthest behind its holdout slice, in the tolerance's units."""
-    higher = METRIC_DIRECTION[metric]
+def worse_by(metric: str, live: float, holdout: float) -> float:
+    """How much worse live is than holdout in the tolerance's units (negative: better)."""
+    change = live - holdout
+    if metric not in ABSOLUTE_TOLERANCE_METRICS:
+        change /= abs(holdout) or 1.0
+    return -change if METRIC_DIRECTION[metric] else change
 
-    def worse_by(c: dict[str, Any]) -> float:
-        change = c["live"] - c["holdout"]
-        if metric not in ABSOLUTE_TOLERANCE_METRICS:
-            change /= abs(c["holdout"]) or 1.0
-        return -change if higher else change
 
-    return max(comparisons, key=worse_by)
+def slice_gaps(metric: str, comparisons: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per slice column: how much worse the window is than the holdout on the same slices, each slice
+    weighted by its rows in the window (a one-value window: that value's gap). Pooling the values
+    keeps one small, noisy slice from deciding alone."""
+    out: dict[str, dict[str, Any]] = {}
+    for c in comparisons:
+        entry = out.setdefault(c["column"], {"rows": 0, "values": 0, "gap": 0.0})
+        entry["rows"] += c["rows"]
+        entry["values"] += 1
+        entry["gap"] += c["rows"] * worse_by(metric, c["live"], c["holdout"])
+    for entry in out.values():
+        entry["gap"] /= entry["rows"]
+    return out
 
 
 def live_quality(labelled: pd.DataFrame, joined_by: str | None, model: Any, cfg: PipelineConfig,
@@ -190,10 +202,11 @@ def live_quality(labelled: pd.DataFrame, joined_by: str | None, model: Any, cfg:
                  holdout_slices: dict[str, Any] | None = None) -> LiveQuality:
     """The champion's metrics on labelled window rows, compared with its holdout metrics (version tags).
 
-    With `gate.slices` and the version's holdout slice metrics, the verdict is slice by slice: the
-    window is degraded when a slice value falls behind the same slice of the holdout by more than
-    the tolerance; the overall comparison is reported but does not decide (a window's mix of slices
-    is not the holdout's). Without them, the overall metric decides.
+    With `gate.slices` and the version's holdout slice metrics, each slice value with enough rows is
+    compared with the same slice of the holdout, and the window is degraded when, for a slice
+    column, the gap weighted by the window's rows exceeds the tolerance; the overall comparison is
+    reported but does not decide (a window's mix of slices is not the holdout's). Without them, the
+    overall metric decides.
     """
     from mlops.evaluation import holdout_metrics, predict
 
@@ -225,15 +238,20 @@ def live_quality(labelled: pd.DataFrame, joined_by: str | None, model: Any, cfg:
         comparisons = compare_slices(labelled, y, predictions, cfg, holdout_slices, tol) if usable else []
         if comparisons:
             out.compared_with, out.slices = "slices", comparisons
-            bad = [c for c in comparisons if c["degraded"]]
-            out.degraded = bool(bad)
-            shown = bad if bad else [_worst(metric, comparisons)]
-            head = (f"{len(bad)} of {len(comparisons)} slice value(s) degraded: " if bad else
-                    f"all {len(comparisons)} slice value(s) within tolerance; the worst: ")
+            out.slice_gaps = slice_gaps(metric, comparisons)
+            out.degraded = any(g["gap"] > tol for g in out.slice_gaps.values())
+            unit = "" if metric in ABSOLUTE_TOLERANCE_METRICS else "%"
+            parts = []
+            for column, g in out.slice_gaps.items():
+                size = f"{abs(g['gap']):.4f}" if not unit else f"{abs(g['gap']):.1%}"
+                where = (f"{column}={next(c['value'] for c in comparisons if c['column'] == column)}"
+                         if g["values"] == 1 else f"{g['values']} values of {column}, weighted by their rows here")
+                parts.append(f"{metric} {'worse' if g['gap'] > 0 else 'better'} than the holdout on the same slice "
+                             f"({where}) by {size}: {'more than' if g['gap'] > tol else 'within'} the tolerance {units}")
             overall = (f"; overall {metric} {metrics.get(metric, float('nan')):.4f} vs holdout "
                        f"{baseline[metric]:.4f}, not used (this window's mix of slices is not the holdout's)"
                        if metric in baseline else "")
-            out.reason = head + "; ".join(f"{c['column']}={c['value']}: {c['reason']}" for c in shown[:5]) + overall
+            out.reason = "; ".join(parts) + overall
             return out
         note = (" (compared overall: no slice value had enough labelled rows here and a holdout metric)" if usable
                 else " (compared overall: this version stores no holdout slice metrics)")

@@ -4,6 +4,7 @@ inputs it must survive. One champion is trained per module; each test has its ow
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 import uuid
@@ -18,9 +19,9 @@ import yaml
 
 from flows.monitor import monitor, retrain
 from flows.train import train
-from mlops import monitoring as mon
-from mlops import registry
+from mlops import registry, rowkeys
 from mlops.data import CHURN_START, generate_churn
+from mlops.logbatch import log_scored_frame
 from tests.conftest import small_config
 
 NAME = "churn-small"
@@ -75,7 +76,7 @@ def _write(tmp: Path, frame: pd.DataFrame, name: str) -> str:
 def _serve(home: Path, frame: pd.DataFrame, rows_per_file: int = 5_000) -> tuple[list[Path], pd.DataFrame]:
     """Score a frame with the champion into the prediction log, as the server would."""
     b = registry.load_bundle(NAME, registry.CHAMPION, with_reference=False)
-    return mon.log_scored_frame(frame, b.model, NAME, b.version, b.contract, home / "predictions", ["customer_id"],
+    return log_scored_frame(frame, b.model, NAME, b.version, b.contract, home / "predictions", ["customer_id"],
                                 "hash", rows_per_file=rows_per_file)
 
 
@@ -123,6 +124,8 @@ def test_undrifted_data_gives_no_trigger(store, home: Path, tmp_path: Path) -> N
     assert not r["retrain"] and r["decision"]["verdict"] == "hold" and "retrain_event_id" not in r["events"]
     assert "drift_event_id" not in r["events"]
     assert r["live_quality"]["status"] == "ok" and not r["live_quality"]["degraded"]  # the target came with the file
+    assert r["live_quality"]["compared_with"] == "slices"  # gate.slices: region against the holdout's regions
+    assert r["seen_in_training_share"] == 0.0 and r["seen_in_training"]["seen_rows"] == 0  # fresh rows
     mv = registry.get_version_by_alias(NAME, registry.CHAMPION)
     assert mv.tags["monitoring.last_run_id"] == r["mlflow_run_id"] and mv.tags["monitoring.last_verdict"] == "hold"
     run = mlflow.MlflowClient().get_run(r["mlflow_run_id"])
@@ -156,6 +159,9 @@ def test_drifted_log_window_triggers_with_report_event_and_training_file(store, 
     train_frame = pd.read_parquet(tf["path"])
     assert tf["train_on"] == "original_plus_new" and len(train_frame) == tf["rows"] > 3000
     assert train_frame["customer_id"].is_unique and "churned" in train_frame.columns
+    labelled = r["live_quality"]["labelled_rows"]
+    assert int(train_frame[rowkeys.NEW_ROW_COLUMN].sum()) == tf["new_rows"] == labelled  # only these may be held out
+    assert "no duplicate rows" in tf["detail"]
     assert r["training"]["status"] == "requested"  # run_training_locally is off: the event hands over
 
     events = _events("mlops.retrain.requested", f"mlops.model.{NAME}", 1)
@@ -271,3 +277,50 @@ def test_event_storm_starts_one_training(store, home: Path, tmp_path: Path) -> N
     assert later["status"] == "refused"
     state = json.loads((home / "monitor" / "churn-storm" / "policy.json").read_text())
     assert state["in_flight"] is None and state["last_training_start_at"]
+
+
+def test_a_window_that_repeats_training_rows_reports_a_share_near_one(store, home: Path, tmp_path: Path) -> None:
+    # the champion's data (config: 3000 generated rows, seed 3), oldest first: its time split trained on these
+    seen = generate_churn(3000, seed=3, corrupt=0.004).head(2000)
+    r = monitor(config_path=str(store["config"]), current_path=_write(tmp_path, seen, "seen.parquet"))
+    assert r["status"] == "checked" and r["seen_in_training_share"] > 0.95, r["seen_in_training"]
+    run = mlflow.MlflowClient().get_run(r["mlflow_run_id"])
+    assert float(run.data.tags["monitor.seen_in_training_share"]) == pytest.approx(r["seen_in_training_share"], abs=1e-4)
+    assert run.data.metrics["seen_in_training_share"] == pytest.approx(r["seen_in_training_share"])
+    deadline = time.monotonic() + 20
+    while True:  # delivery is asynchronous, and earlier tests sent decisions too
+        events = _events("mlops.monitor.decision", f"mlops.model.{NAME}", 1)
+        mine = [e for e in events if str(e.id) == r["events"]["decision_event_id"]]
+        if mine or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert mine and mine[0].payload["seen_in_training_share"] == pytest.approx(r["seen_in_training_share"])
+
+
+def test_a_retrain_holds_out_only_rows_the_champion_never_saw(store, home: Path, tmp_path: Path) -> None:
+    """A retraining file from the monitor: the flow strips the marker before validation and holds out
+    only the marked rows, saying so in the lineage."""
+    from mlops.config import load_config
+    from mlops.data import load_source
+    from mlops.retraining import build_training_frame, training_rows, write_training_file
+
+    cfg = _config(tmp_path, name="fair.yaml", model_name="churn-fair")
+    assert train(config_path=str(cfg), return_state=True).is_completed()
+    contract = registry.load_bundle("churn-fair", registry.CHAMPION, with_reference=False).contract
+    new = training_rows(generate_churn(1500, seed=91, drift=0.3, start=LATER), contract)
+    resent = load_source(load_config(cfg)).head(300)  # rows the champion already has, sent again
+    labelled = pd.concat([new, resent], ignore_index=True)
+    frame, what = build_training_frame("original_plus_new", load_source(load_config(cfg)), labelled, labelled,
+                                       contract, 100_000)
+    assert "300 duplicate row(s) dropped (same customer_id)" in what
+    path = write_training_file(frame, tmp_path / "training", "fair")
+    summary = train(config_path=str(cfg), source_path=str(path), reason="fair holdout test")
+    mv = registry.client().get_model_version("churn-fair", summary["version"])
+    run = mlflow.MlflowClient().get_run(mv.run_id)
+    held, trained = int(run.data.params["rows_holdout"]), int(run.data.params["rows_train"])
+    found = re.search(r"the newest ([\d,]+) of ([\d,]+) new rows \(by event_time\)", summary["lineage"]["holdout"])
+    assert found, summary["lineage"]["holdout"]
+    assert int(found[1].replace(",", "")) == held == round(0.2 * (held + trained))
+    assert 1400 <= int(found[2].replace(",", "")) <= 1500  # the new rows that passed validation
+    assert "never trained on" in run.data.tags["lineage.holdout"]
+    assert rowkeys.NEW_ROW_COLUMN not in {c.name for c in registry.load_contract(mv.run_id).columns}

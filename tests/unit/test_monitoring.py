@@ -17,6 +17,7 @@ from mlops.config import ValidationConfig, parse_config
 from mlops.contract import infer_contract
 from mlops.data import generate_churn
 from mlops.errors import DataError
+from mlops.logbatch import log_scored_frame
 from tests.conftest import small_config
 
 NAME = "churn-unit"
@@ -49,7 +50,7 @@ def cfg():
 
 def _log(folder: Path, frame: pd.DataFrame, contract, when: datetime, model_name: str = NAME, rows_per_file: int = 100,
          sensitive: list[str] | None = None):
-    return mon.log_scored_frame(frame, StubModel(), model_name, "1", contract, folder, sensitive or [], "hash",
+    return log_scored_frame(frame, StubModel(), model_name, "1", contract, folder, sensitive or [], "hash",
                                 request_rows=50, rows_per_file=rows_per_file, logged_at=when.timestamp())
 
 
@@ -557,7 +558,7 @@ def test_live_quality_compares_a_one_slice_window_with_that_slice_of_the_holdout
     fair = lq.live_quality(window, "customer_id", BandModel(), cfg, tags, columns, stored)
     assert fair.status == "ok" and fair.compared_with == "slices" and not fair.degraded, fair.reason
     assert [(s["column"], s["value"]) for s in fair.slices] == [("risk_band", "high")]
-    assert "holdout risk_band=high" in fair.reason and "0.05 roc_auc points (absolute)" in fair.reason
+    assert "the same slice (risk_band=high)" in fair.reason and "within the tolerance 0.05 roc_auc points (absolute)" in fair.reason
     assert "not used" in fair.reason and "risk_band=high" in fair.to_markdown()
 
     overall = lq.live_quality(window, "customer_id", BandModel(), cfg, tags, columns, None)  # an older version
@@ -565,7 +566,10 @@ def test_live_quality_compares_a_one_slice_window_with_that_slice_of_the_holdout
     assert "stores no holdout slice metrics" in overall.reason
 
     broken = lq.live_quality(window, "customer_id", BandModel(use_calls=False), cfg, tags, columns, stored)
-    assert broken.compared_with == "slices" and broken.degraded and "1 of 1 slice value(s) degraded" in broken.reason
+    assert broken.compared_with == "slices" and broken.degraded
+    assert "worse than the holdout on the same slice (risk_band=high)" in broken.reason
+    assert "more than the tolerance 0.05 roc_auc points (absolute)" in broken.reason
+    assert broken.slice_gaps["risk_band"]["gap"] > 0.05 > fair.slice_gaps["risk_band"]["gap"]
 
     no_slices = parse_config(small_config(monitoring={"min_labelled_rows": 50}, gate={"slices": []}))
     plain = lq.live_quality(window, "customer_id", BandModel(), no_slices, tags, columns, stored)
@@ -575,3 +579,12 @@ def test_live_quality_compares_a_one_slice_window_with_that_slice_of_the_holdout
 def test_degradation_states_the_tolerance_units() -> None:
     assert "0.05 roc_auc points (absolute)" in lq.degradation("roc_auc", 0.7, 0.8, 0.05)[1]
     assert "5% of the holdout value (relative)" in lq.degradation("rmse", 11.0, 10.0, 0.05)[1]
+
+
+def test_slice_gaps_weigh_each_value_by_its_rows_in_the_window() -> None:
+    comparisons = [{"column": "region", "value": "south", "rows": 200, "live": 0.74, "holdout": 0.82},
+                   {"column": "region", "value": "north", "rows": 800, "live": 0.80, "holdout": 0.80},
+                   {"column": "plan", "value": "basic", "rows": 100, "live": 11.0, "holdout": 10.0}]
+    gaps = lq.slice_gaps("roc_auc", comparisons[:2])
+    assert gaps["region"]["gap"] == pytest.approx(0.016) and gaps["region"]["values"] == 2
+    assert lq.slice_gaps("rmse", comparisons[2:])["plan"]["gap"] == pytest.approx(0.1)  # 10% worse
