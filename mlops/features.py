@@ -51,8 +51,8 @@ class DateParts(BaseEstimator, TransformerMixin):
         kept = [p for p in self.parts if getattr(ts.dt, p).nunique() > 1]
         return kept or list(self.parts[:1])
 
-    def _parts_of(self, name: str) -> list[str]:
-        # models fitted before parts_ existed apply every configured part
+    def parts_for(self, name: str) -> list[str]:
+        """The parts fitted for a column (models fitted before parts_ existed apply every configured part)."""
         return list(getattr(self, "parts_", {}).get(name, self.parts))
 
     def transform(self, X: Any) -> np.ndarray:
@@ -60,12 +60,12 @@ class DateParts(BaseEstimator, TransformerMixin):
         out = []
         for i in range(frame.shape[1]):
             ts = pd.to_datetime(frame.iloc[:, i], errors="coerce")
-            for p in self._parts_of(self.columns_[i]):
+            for p in self.parts_for(self.columns_[i]):
                 out.append(getattr(ts.dt, p).astype(float).to_numpy())
         return np.column_stack(out) if out else np.empty((len(frame), 0))
 
     def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
-        return np.array([f"{c}_{p}" for c in self.columns_ for p in self._parts_of(c)], dtype=object)
+        return np.array([f"{c}_{p}" for c in self.columns_ for p in self.parts_for(c)], dtype=object)
 
 
 def feature_columns(contract: DataContract) -> dict[str, list[str]]:
