@@ -145,6 +145,8 @@ def _run_training(cfg: Any, config_path: str, source_path: str | None, reason: s
         "evaluation/leaderboard.json": dumps(leaderboard),
         "evaluation/slice_metrics.json": dumps(holdout_slice_metrics(split.test, evaluation.predictions, cfg)),
         "data/validation_summary.json": dumps(outcome.summary()),
+        "data/profile.json": dumps(profile.to_dict()),
+        "data/profile.md": profile.to_markdown(),
     })
     with mlflow.start_run(run_id=run_id):
         mlflow.log_metrics({f"holdout_{k}": v for k, v in evaluation.metrics.items()})
@@ -172,12 +174,14 @@ def _run_training(cfg: Any, config_path: str, source_path: str | None, reason: s
         "leaderboard": leaderboard,
         "quarantine_file": str(quarantine_file) if quarantine_file else None,
         "data": outcome.summary(),
+        "profile": profile.to_dict(),
+        "profile_lines": profile.summary_lines(),
         "mlflow_run_id": run_id,
         "experiment_id": exp_id,
         "tracking_uri": settings.tracking_uri,
         "lineage": lineage,
     }
-    publish_training_report(summary, leaderboard, verdict.to_markdown(),
+    publish_training_report(summary, leaderboard, verdict.to_markdown(), profile.to_markdown(),
                             mlflow_run_url(settings.tracking_uri, exp_id, run_id))
     return summary
 

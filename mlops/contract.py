@@ -23,6 +23,9 @@ from mlops.profile import FEATURE_ROLES, INTERNAL_PREFIX, DataProfile, as_dates,
 Kind = Literal["numeric", "integer", "categorical", "boolean", "datetime", "text"]
 
 
+OPTIONAL_ROLES = frozenset({"id", "ignored"})  # roles a scoring request may leave out
+
+
 @dataclass
 class ColumnSpec:
     name: str
@@ -52,6 +55,11 @@ class DataContract:
     @property
     def feature_columns(self) -> list[str]:
         return [c.name for c in self.columns if c.role in {"feature", "timestamp"}]
+
+    @property
+    def optional_inputs(self) -> list[str]:
+        """Input columns a caller may leave out: ids and columns the model does not use."""
+        return [c.name for c in self.columns if c.role in OPTIONAL_ROLES]
 
     @property
     def input_columns(self) -> list[str]:

@@ -25,9 +25,9 @@ def find_champion(model_name: str) -> registry.ModelBundle | None:
 @task(name="register_challenger", cache_policy=NONE)
 def register_challenger(run_id: str, model: Any, model_name: str, X_example: pd.DataFrame, contract_json: str) -> str:
     """Log and register the challenger (signature, input example, skops) with its data contract."""
-    ids = [c.name for c in DataContract.from_json(contract_json).columns if c.role == "id"]
+    optional = DataContract.from_json(contract_json).optional_inputs
     version = log_model_version(run_id, model, model_name, X_example, model.predict(X_example),
-                                optional_columns=ids)
+                                optional_columns=optional)
     log_run_artifacts(run_id, [], {"contract/contract.json": contract_json})
     return version
 

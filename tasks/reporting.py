@@ -21,7 +21,7 @@ def _label(version: Any) -> str:
 
 @task(name="publish_training_report", cache_policy=NONE)
 def publish_training_report(summary: dict[str, Any], leaderboard: list[dict[str, Any]], gate_markdown: str,
-                            run_url: str | None) -> None:
+                            profile_markdown: str, run_url: str | None) -> None:
     key = summary["model_name"].lower().replace("_", "-").replace(".", "-")
     create_table_artifact(leaderboard, key=f"{key}-leaderboard", description="Candidate leaderboard (CV score per family)")
     metrics = "\n".join(f"| {k} | {v:.4f} |" for k, v in summary["metrics"].items())
@@ -40,5 +40,7 @@ Rows: {summary['data']['rows_accepted']} accepted, {summary['data']['rows_quaran
 MLflow run: {run_url or summary['mlflow_run_id']}
 """
     create_markdown_artifact(md, key=f"{key}-training-summary", description="Gate verdict and holdout metrics")
+    create_markdown_artifact(profile_markdown, key=f"{key}-data-profile",
+                             description="Each column's role in training and why; columns left out and why")
     if run_url:
         create_link_artifact(run_url, link_text="MLflow run", key=f"{key}-mlflow-run")

@@ -99,19 +99,19 @@ class CategoryBlock:
 class DateBlock:
     columns: list[str]
     out: slice
-    parts: tuple[str, ...]
+    parts: tuple[tuple[str, ...], ...]  # the fitted parts of each column, in column order
     fill: np.ndarray | None
 
     def apply(self, cols: dict[str, list[Any]], n: int, Xt: np.ndarray) -> None:
         rows = []
         for i in range(n):
             row: list[float] = []
-            for c in self.columns:
+            for c, parts in zip(self.columns, self.parts, strict=True):
                 ts = cols[c][i]
-                for p in self.parts:
+                for p in parts:
                     row.append(math.nan if ts is None else float(_date_part(ts, p)))
             rows.append(row)
-        x = np.array(rows, dtype=np.float64).reshape(n, len(self.columns) * len(self.parts))
+        x = np.array(rows, dtype=np.float64).reshape(n, sum(len(p) for p in self.parts))
         if self.fill is not None:
             x = np.where(np.isnan(x), self.fill, x)
         Xt[:, self.out] = x
@@ -296,8 +296,8 @@ def _date_block(trans: Any, columns: list[str], out: slice) -> DateBlock:
     steps = _steps(trans)
     if not steps or type(steps[0]) is not DateParts:
         raise Unsupported("datetime columns without DateParts")
-    parts = tuple(steps[0].parts)
-    for p in parts:
+    parts = tuple(tuple(steps[0].parts_for(c)) for c in columns)
+    for p in {q for col in parts for q in col}:
         _date_part(pd.Timestamp("2020-01-01").to_pydatetime(), p)
     fill = None
     for step in steps[1:]:

@@ -16,7 +16,7 @@ import pandas as pd
 
 from deployments.model_server.fastpath import FastPath, Unsupported, compile_fast_path, frame_from_batch
 from deployments.model_server.records import Batch, RequestError, Validator, records_from_frame
-from mlops.contract import DataContract
+from mlops.contract import OPTIONAL_ROLES, DataContract
 
 log = logging.getLogger("mlops.model_server")
 
@@ -88,7 +88,7 @@ class ServedModel:
             "fast_path_note": self.fast_reason,
             "signature": self.signature,
             "contract": [
-                {"name": c.name, "kind": c.kind, "role": c.role, "required": c.role not in {"id", "target"},
+                {"name": c.name, "kind": c.kind, "role": c.role, "required": c.role not in OPTIONAL_ROLES,
                  "nullable": c.max_null_fraction > 0, "min": c.min, "max": c.max, "allowed": c.allowed}
                 for c in self.contract.columns if c.role != "target"
             ],

@@ -18,7 +18,7 @@ from typing import Any
 
 import orjson
 
-from mlops.contract import DataContract
+from mlops.contract import OPTIONAL_ROLES, DataContract
 
 MAX_ERRORS = 10
 _FMAX = 1.7976931348623157e308
@@ -114,7 +114,7 @@ def build_rules(contract: DataContract, enforce_ranges: bool = True) -> list[Rul
                 allowed = values if allowed is None else allowed & values
             elif e["type"] == "regex" and e.get("pattern"):
                 patterns.append(re.compile(e["pattern"]))
-        rules.append(Rule(c.name, kind, required=c.role != "id", nullable=nullable, lo=lo, hi=hi,
+        rules.append(Rule(c.name, kind, required=c.role not in OPTIONAL_ROLES, nullable=nullable, lo=lo, hi=hi,
                           allowed=allowed, patterns=tuple(patterns)))
     return rules
 

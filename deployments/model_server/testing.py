@@ -72,9 +72,8 @@ def register_model(name: str, pipeline: Any, contract: Any, frame: pd.DataFrame,
         ref.to_parquet(ref_path, index=False)
         with mlflow.start_run(run_name=f"register-{name}") as run:
             run_id = run.info.run_id
-        ids = [c.name for c in contract.columns if c.role == "id"]
         version = log_model_version(run_id, pipeline, name, X.head(50), pipeline.predict(X.head(50)),
-                                    optional_columns=ids)
+                                    optional_columns=contract.optional_inputs)
         log_run_artifacts(run_id, [("reference", ref_path)], {"contract/contract.json": contract.to_json()})
     if promote:
         registry.promote(name, version, by="tests", reason="test fixture")
