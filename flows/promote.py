@@ -9,6 +9,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.states import Failed
 
 from mlops import events, registry
+from mlops.config import load_config
 from mlops.errors import MLOpsError
 from mlops.settings import configure_environment
 
@@ -27,10 +28,11 @@ def _record(entry: dict[str, Any], model_name: str, what: str) -> None:
 
 
 @flow(name="promote")
-def promote(model_name: str, version: int, reason: str = "manual promotion") -> Any:
-    """Make a registered version the champion; the replaced champion keeps alias `previous`."""
+def promote(config_path: str, version: int, reason: str = "manual promotion") -> Any:
+    """Make a registered version of the config's model the champion; the replaced one keeps alias `previous`."""
     configure_environment()
     try:
+        model_name = load_config(config_path).registry.model_name
         entry = registry.promote(model_name, str(version), _by("promote"), reason)
     except MLOpsError as exc:
         get_run_logger().error("%s", exc)
@@ -41,10 +43,11 @@ def promote(model_name: str, version: int, reason: str = "manual promotion") -> 
 
 
 @flow(name="rollback")
-def rollback(model_name: str, reason: str = "manual rollback") -> Any:
-    """Move champion back to the version holding `previous`."""
+def rollback(config_path: str, reason: str = "manual rollback") -> Any:
+    """Move the config's model's champion back to the version holding `previous`."""
     configure_environment()
     try:
+        model_name = load_config(config_path).registry.model_name
         entry = registry.rollback(model_name, _by("rollback"), reason)
     except MLOpsError as exc:
         get_run_logger().error("%s", exc)

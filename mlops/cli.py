@@ -59,6 +59,8 @@ def _print_summary(s: dict[str, Any]) -> None:
     d = s["data"]
     q = f" -> {s['quarantine_file']}" if s.get("quarantine_file") else ""
     typer.echo(f"Data       {d['rows_accepted']} rows accepted, {d['rows_quarantined']} quarantined{q}")
+    for line in s.get("profile_lines") or []:
+        typer.echo(line)
     uri = s["tracking_uri"]
     if uri.startswith("sqlite:"):
         typer.echo(f"MLflow UI  .venv/bin/mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000")
@@ -90,30 +92,28 @@ def train(
 def promote(
     version: Annotated[int, typer.Option("--version", help="registered version to make champion")],
     config: ConfigOpt = DEFAULT_CONFIG,
-    model: Annotated[str | None, typer.Option(help="registered model name (default: from the config)")] = None,
     reason: Annotated[str, typer.Option(help="why, recorded with the move")] = "manual promotion",
 ) -> None:
-    """Make a registered version the champion (recorded like every alias move)."""
-    name = _model_name(config, model)
+    """Make a registered version of the config's model the champion (recorded like every alias move)."""
+    name = check_config(config).registry.model_name
     prepare_flow_process("flows.promote")
     from flows.promote import promote as promote_flow
 
-    entry = _run_flow(promote_flow, model_name=name, version=version, reason=reason)
+    entry = _run_flow(promote_flow, config_path=str(config), version=version, reason=reason)
     typer.echo(f"{name}: champion {version_label(entry['from_version'])} -> {version_label(entry['to_version'])}")
 
 
 @app.command()
 def rollback(
     config: ConfigOpt = DEFAULT_CONFIG,
-    model: Annotated[str | None, typer.Option(help="registered model name (default: from the config)")] = None,
     reason: Annotated[str, typer.Option(help="why, recorded with the move")] = "manual rollback",
 ) -> None:
-    """Move champion back to the previous champion."""
-    name = _model_name(config, model)
+    """Move the config's model's champion back to the previous champion."""
+    name = check_config(config).registry.model_name
     prepare_flow_process("flows.promote")
     from flows.promote import rollback as rollback_flow
 
-    entry = _run_flow(rollback_flow, model_name=name, reason=reason)
+    entry = _run_flow(rollback_flow, config_path=str(config), reason=reason)
     typer.echo(f"{name}: champion {version_label(entry['from_version'])} -> {version_label(entry['to_version'])} "
                "(rolled back)")
 

@@ -36,8 +36,8 @@ def up_command(
     mlflow_port: Annotated[int | None, typer.Option(help="MLflow server port ($MLOPS_MLFLOW_PORT, 5000)")] = None,
     serve_port: Annotated[int | None, typer.Option(help="model server port ($MLOPS_SERVE_PORT, 8000)")] = None,
     webhook_port: Annotated[int | None, typer.Option(help="webhook bridge port ($MLOPS_WEBHOOK_PORT, 4300)")] = None,
-    prefect_file: Annotated[Path | None, typer.Option(help="deployments file (default: "
-                                                      "deployments/prefect/local.yaml)")] = None,
+    prefect_file: Annotated[Path | None, typer.Option(help="deployments file (default: prefect.yaml of the "
+                                                      "project)")] = None,
     webhooks_config: Annotated[Path | None, typer.Option(help="webhook sources (default: "
                                                          "configs/webhooks.yaml)")] = None,
     alert_url: Annotated[str | None, typer.Option(help="POST alerts to this webhook URL "
@@ -51,6 +51,7 @@ def up_command(
 ) -> None:
     """Start the whole stack on loopback: Prefect server, MLflow server, worker, model server, webhook bridge."""
     from mlops import stack
+    from mlops.stack_options import SECRETS_FILE
 
     try:
         opts = stack.StackOptions.from_env(
@@ -71,7 +72,7 @@ def up_command(
     _print_urls(result.state, opts)
     typer.echo(f"  logs            {opts.logs_dir}/   (mlops logs NAME)")
     typer.echo(f"  pid file        {stack.pid_file(opts.state_dir)}")
-    secrets = opts.state_dir / stack.SECRETS_FILE
+    secrets = opts.state_dir / SECRETS_FILE
     if secrets.exists():
         typer.echo(f"  webhook secrets {secrets}   (source it to sign deliveries)")
     typer.echo("Stop it with `mlops down`.")
@@ -87,7 +88,8 @@ def up_command(
 
 
 def _print_urls(state: object, opts: object) -> None:
-    from mlops.stack import StackOptions, StackState
+    from mlops.stack_options import StackOptions
+    from mlops.stack_processes import StackState
 
     assert isinstance(state, StackState) and isinstance(opts, StackOptions)
     urls = state.urls
@@ -121,6 +123,7 @@ def down_command(
 def status_command(state_dir: StateOpt = None) -> None:
     """Each stack process: running or not, healthy or not, and its URL."""
     from mlops import stack
+    from mlops.stack_processes import PID_FILE
 
     try:
         rows = stack.status(_state_dir(state_dir))
@@ -128,7 +131,7 @@ def status_command(state_dir: StateOpt = None) -> None:
         _fail(str(exc), exc.exit_code)
         return
     if not rows:
-        typer.echo(f"The stack is not running (no {stack.PID_FILE} in {_state_dir(state_dir)}).")
+        typer.echo(f"The stack is not running (no {PID_FILE} in {_state_dir(state_dir)}).")
         raise typer.Exit(1)
     bad = False
     for r in rows:
@@ -176,11 +179,40 @@ def logs_command(
                 pass
 
 
+def deploy_env_command(
+    config: Annotated[Path, typer.Option("--config", "-c", help="the use-case config the deployments run, as the "
+                                         "worker hosts see it")] = Path("configs/default.yaml"),
+    profile: Annotated[str, typer.Option(help="work pool mlops-<profile>; every deployment is tagged with it")]
+    = "production",
+    project_dir: Annotated[Path | None, typer.Option(help="where the code lives on the worker hosts (default: "
+                                                     "this checkout)")] = None,
+    no_schedules: Annotated[bool, typer.Option("--no-schedules", help="deploy schedules paused")] = False,
+) -> None:
+    """Print, as `export` lines, the variables prefect.yaml reads, all from one use-case config.
+
+    eval "$(mlops deploy-env --config /etc/mlops/churn.yaml --project-dir /opt/mlops/current)"; prefect deploy --all
+    """
+    import shlex
+
+    from mlops import stack_options
+    from mlops.cli_common import check_config
+
+    cfg = check_config(config)
+    try:
+        variables = stack_options.deploy_variables(config, cfg.monitoring.schedule_cron,
+                                                   project_dir or stack_options.REPO, profile, not no_schedules)
+    except stack_options.StackError as exc:
+        _fail(str(exc), exc.exit_code)
+    for name, value in variables.items():
+        typer.echo(f"export {name}={shlex.quote(value)}")
+
+
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="The local MLOps stack.")
 app.command("up")(up_command)
 app.command("down")(down_command)
 app.command("stack-status")(status_command)
 app.command("logs")(logs_command)
+app.command("deploy-env")(deploy_env_command)
 
 if __name__ == "__main__":
     app()

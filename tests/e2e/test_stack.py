@@ -26,6 +26,7 @@ import orjson
 import pytest
 
 from mlops import stack
+from mlops.stack_processes import process_alive
 from tests.conftest import write_config
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(420)]
@@ -307,9 +308,9 @@ def test_a_worker_killed_mid_run_leaves_the_champion_and_the_next_run_works(live
     assert wait_state(live, doomed, {"RUNNING", *TERMINAL}, timeout=120) == "RUNNING", logs(live)
     infra = wait_for(lambda: api(live, "GET", f"/flow_runs/{doomed}")["infrastructure_pid"], timeout=10)
     pid = int(str(infra).rsplit(":", 1)[-1])
-    assert stack.proc_stat(pid) is not None
+    assert process_alive(pid)
     assert stack.kill_component(live.opts.state_dir, "worker", signal.SIGKILL)
-    assert wait_for(lambda: stack.proc_stat(pid) is None or stack.proc_stat(pid)[0] == "Z", timeout=10)
+    assert wait_for(lambda: not process_alive(pid), timeout=10)
 
     time.sleep(SETTLE)
     assert champion(live) == before

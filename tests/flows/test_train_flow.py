@@ -93,7 +93,7 @@ def _bad_files(folder: Path) -> dict[str, tuple[Path, str]]:
         "all_null_column": (good.assign(monthly_charges=None), "entirely empty"),
         "wrong_delimiter": (good.to_csv(index=False, sep=";").encode(), "delimited"),
         "non_utf8": (csv_text.encode().replace(b"north", b"n\xf6rth", 1), "not UTF-8"),
-        "truncated_last_row": (csv_text.rstrip("\n").rsplit(",", 5)[0].encode(), "last row"),
+        "mostly_truncated_rows": (_truncate_lines(csv_text, every=10), "fields, the header has"),
         "numeric_full_of_text": (good.assign(tenure_months="many"), "should be numeric"),
     }
     out = {}
@@ -107,9 +107,30 @@ def _bad_files(folder: Path) -> dict[str, tuple[Path, str]]:
     return out
 
 
+def _truncate_lines(csv_text: str, every: int) -> bytes:
+    """Cut every `every`-th data line short (10%: above the 5% quarantine limit)."""
+    lines = csv_text.rstrip("\n").split("\n")
+    for i in range(1, len(lines), every):
+        lines[i] = lines[i].rsplit(",", 5)[0]
+    return ("\n".join(lines) + "\n").encode()
+
+
+def test_truncated_last_row_is_quarantined_and_training_goes_on(trained) -> None:
+    csv_text = generate_churn(400, seed=11).to_csv(index=False)
+    path = trained["tmp"] / "truncated.csv"
+    path.write_text(csv_text.rstrip("\n").rsplit(",", 5)[0])
+    st = train(config_path=str(trained["config"]), source_path=str(path), return_state=True)
+    assert st.is_completed(), st.message
+    s = st.result()
+    q = pd.read_csv(s["quarantine_file"])
+    last = q[q["_quarantine_reasons"].str.contains("the last row")]
+    assert len(last) == 1 and "fields, the header has 13" in last["_quarantine_reasons"].iloc[0]
+    assert any(line.startswith("Malformed") for line in s["profile_lines"])
+
+
 @pytest.mark.parametrize("case", [
     "missing_file", "empty_file", "header_only", "missing_target", "single_class", "all_null_column",
-    "wrong_delimiter", "non_utf8", "truncated_last_row", "numeric_full_of_text",
+    "wrong_delimiter", "non_utf8", "mostly_truncated_rows", "numeric_full_of_text",
 ])
 def test_bad_data_fails_cleanly_and_changes_nothing(trained, case: str) -> None:
     path, message = _bad_files(trained["tmp"])[case]
@@ -138,13 +159,13 @@ def test_worse_challenger_is_rejected_and_champion_stays(trained) -> None:
 def test_manual_promote_and_rollback_are_recorded(trained) -> None:
     versions = _versions()
     target = versions[-1]
-    entry = promote(model_name=NAME, version=int(target), reason="test promotion")
+    entry = promote(config_path=str(trained["config"]), version=int(target), reason="test promotion")
     assert entry["to_version"] == target and entry["from_version"] == "1"
     assert str(registry.get_version_by_alias(NAME, registry.PREVIOUS).version) == "1"
-    back = rollback(model_name=NAME, reason="test rollback")
+    back = rollback(config_path=str(trained["config"]), reason="test rollback")
     assert back["to_version"] == "1" and back["from_version"] == target
     assert str(registry.get_version_by_alias(NAME, registry.CHAMPION).version) == "1"
     moves = [(m["alias"], m["to_version"], m["reason"]) for m in registry.alias_history(NAME)]
     assert ("champion", target, "test promotion") in moves and ("champion", "1", "test rollback") in moves
-    failed = rollback(model_name=NAME, return_state=True)
+    failed = rollback(config_path=str(trained["config"]), return_state=True)
     assert failed.is_failed() and "no previous champion" in failed.message

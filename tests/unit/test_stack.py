@@ -1,29 +1,34 @@
-"""The stack supervisor without servers: ports, the pid file, stopping by pid, the deployments files."""
+"""The stack supervisor without servers: ports, starting and stopping processes by pid and creation
+time (psutil, no /proc), the pid file, and the one deployments file rendered for each profile."""
 
 from __future__ import annotations
 
 import inspect
+import json
 import os
+import shlex
 import signal
 import socket
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
+import psutil
 import pytest
 import yaml
 from typer.testing import CliRunner
 
-from mlops import alerts, events, stack
+from mlops import alerts, cli_stack, events, stack, stack_options, stack_processes
 from tests.conftest import REPO, write_config
 
-DEPLOYMENT_FILES = [REPO / "prefect.yaml", REPO / "deployments/prefect/local.yaml",
-                    REPO / "deployments/prefect/production.yaml"]
+PREFECT_FILE = REPO / "prefect.yaml"
 
 
-def opts(tmp_path: Path, **kw: object) -> stack.StackOptions:
-    return stack.StackOptions.from_env(environ={}, state_dir=tmp_path / "state", **kw)
+def opts(tmp_path: Path, **kw: object) -> stack_options.StackOptions:
+    return stack_options.StackOptions.from_env(environ={}, state_dir=tmp_path / "state", **kw)
 
 
 @pytest.fixture
@@ -35,19 +40,50 @@ def listener() -> socket.socket:
     s.close()
 
 
-def sleeper(*extra: str) -> subprocess.Popen[bytes]:
+def wait_for(cond: Any, timeout: float = 5.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        got = cond()
+        if got:
+            return got
+        time.sleep(0.02)
+    return cond()
+
+
+def family_of(pid: int) -> list[int]:
+    return [p.pid for p in psutil.Process(pid).children(recursive=True)]
+
+
+def gone(pid: int) -> bool:
+    """Not running any more (a zombie waiting for its parent counts as gone)."""
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def sleeper(script: str = "sleep 60 & sleep 60 & wait") -> subprocess.Popen[bytes]:
     """A process tree in its own session, like the stack starts: a shell with two children."""
-    script = "sleep 60 & sleep 60 & wait" if not extra else extra[0]
     return subprocess.Popen(["sh", "-c", script], start_new_session=True)
 
 
-def record(proc: subprocess.Popen[bytes], name: str = "prefect") -> stack.ProcessRecord:
-    for _ in range(50):  # let the shell start its children
-        if len(stack.descendants(proc.pid)) >= 2:
-            break
-        time.sleep(0.02)
-    return stack.ProcessRecord(name=name, pid=proc.pid, start_ticks=stack.proc_start_ticks(proc.pid),
-                               cmd=["sh"], log="/dev/null")
+def record(proc: subprocess.Popen[bytes], name: str = "prefect") -> stack_processes.ProcessRecord:
+    assert wait_for(lambda: len(family_of(proc.pid)) >= 2), "the shell did not start its children"
+    return stack_processes.ProcessRecord(name=name, pid=proc.pid, create_time=psutil.Process(proc.pid).create_time(),
+                                         cmd=["sh"], log="/dev/null")
+
+
+def write_state(state_dir: Path, **processes: stack_processes.ProcessRecord) -> None:
+    state_dir.mkdir(parents=True, exist_ok=True)
+    stack_processes.write_state(stack_processes.StackState(state_dir=str(state_dir), started_at="t",
+                                                           processes=processes))
+
+
+def kill(*procs: subprocess.Popen[bytes]) -> None:
+    for p in procs:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
 
 
 # ---- ports ------------------------------------------------------------------------------------
@@ -57,7 +93,7 @@ def test_a_taken_port_is_named_with_the_option_that_moves_it(tmp_path: Path, lis
     port = listener.getsockname()[1]
     o = opts(tmp_path, prefect_port=port)
     with pytest.raises(stack.StackError) as err:
-        stack.check_ports(o)
+        stack_options.check_ports(o)
     msg = str(err.value)
     assert f"port {port} on 127.0.0.1 (Prefect server) is already taken" in msg
     assert "--prefect-port" in msg and "MLOPS_PREFECT_PORT" in msg
@@ -65,11 +101,9 @@ def test_a_taken_port_is_named_with_the_option_that_moves_it(tmp_path: Path, lis
 
 def test_up_refuses_a_taken_port_before_starting_anything(tmp_path: Path, listener: socket.socket) -> None:
     port = listener.getsockname()[1]
-    from mlops.cli_stack import app
-
-    res = CliRunner().invoke(app, ["up", "--state-dir", str(tmp_path / "state"), "--webhook-port", str(port),
-                                   "--prefect-port", str(_free_port()), "--mlflow-port", str(_free_port()),
-                                   "--serve-port", str(_free_port())])
+    res = CliRunner().invoke(cli_stack.app, ["up", "--state-dir", str(tmp_path / "state"), "--webhook-port", str(port),
+                                             "--prefect-port", str(_free_port()), "--mlflow-port", str(_free_port()),
+                                             "--serve-port", str(_free_port())])
     assert res.exit_code == 2, res.output
     assert f"port {port} on 127.0.0.1 (webhook bridge) is already taken" in res.output
     assert "--webhook-port or MLOPS_WEBHOOK_PORT" in res.output
@@ -78,8 +112,8 @@ def test_up_refuses_a_taken_port_before_starting_anything(tmp_path: Path, listen
 
 
 def test_free_ports_pass(tmp_path: Path) -> None:
-    stack.check_ports(opts(tmp_path, prefect_port=_free_port(), mlflow_port=_free_port(), serve_port=_free_port(),
-                           webhook_port=_free_port()))
+    stack_options.check_ports(opts(tmp_path, prefect_port=_free_port(), mlflow_port=_free_port(),
+                                   serve_port=_free_port(), webhook_port=_free_port()))
 
 
 def _free_port() -> int:
@@ -94,42 +128,91 @@ def _free_port() -> int:
 def test_options_from_environment_and_overrides(tmp_path: Path) -> None:
     env = {"MLOPS_HOME": str(tmp_path / "h"), "MLOPS_PREFECT_PORT": "4999", "MLOPS_WEBHOOK_PORT": "4998",
            "MLOPS_ALERT_WEBHOOK_URL": "http://127.0.0.1:9/a", "MLOPS_MLFLOW_BASIC_AUTH": "1"}
-    o = stack.StackOptions.from_env(environ=env, webhook_port=5001)
+    o = stack_options.StackOptions.from_env(environ=env, webhook_port=5001)
     assert o.state_dir == (tmp_path / "h").resolve()
     assert (o.prefect_port, o.webhook_port, o.mlflow_port, o.serve_port) == (4999, 5001, 5000, 8000)
     assert o.api_url == "http://127.0.0.1:4999/api" and o.alert_url == "http://127.0.0.1:9/a"
     assert o.mlflow_basic_auth and o.host == "127.0.0.1"
-    assert o.config_path == REPO / "configs/default.yaml" and o.prefect_file == REPO / "deployments/prefect/local.yaml"
+    assert o.config_path == REPO / "configs/default.yaml" and o.prefect_file == PREFECT_FILE
 
 
 def test_a_bad_port_variable_is_one_sentence() -> None:
     with pytest.raises(stack.StackError, match="MLOPS_MLFLOW_PORT='five' is not a port number"):
-        stack.StackOptions.from_env(environ={"MLOPS_MLFLOW_PORT": "five"})
+        stack_options.StackOptions.from_env(environ={"MLOPS_MLFLOW_PORT": "five"})
 
 
 def test_auth_settings_reach_the_clients(tmp_path: Path) -> None:
-    o = stack.StackOptions.from_env(environ={"PREFECT_SERVER_API_AUTH_STRING": "admin:pw",
-                                             "PREFECT_API_URL": "http://elsewhere:1/api"}, state_dir=tmp_path)
-    env = stack.base_env(o)
+    o = stack_options.StackOptions.from_env(environ={"PREFECT_SERVER_API_AUTH_STRING": "admin:pw",
+                                                     "PREFECT_API_URL": "http://elsewhere:1/api"}, state_dir=tmp_path)
+    env = stack_options.base_env(o)
     assert env["PREFECT_API_AUTH_STRING"] == "admin:pw" and env["PREFECT_API_URL"] == o.api_url
     assert env["PREFECT_SERVER_ANALYTICS_ENABLED"] == "false"
-    assert stack.prefect_auth_header(env)["Authorization"].startswith("Basic ")
+    assert stack_options.prefect_auth_header(env)["Authorization"].startswith("Basic ")
     with pytest.raises(stack.StackError, match="MLFLOW_TRACKING_USERNAME or MLFLOW_TRACKING_PASSWORD"):
-        stack.base_env(stack.StackOptions.from_env(environ={}, state_dir=tmp_path, mlflow_basic_auth=True))
+        stack_options.base_env(stack_options.StackOptions.from_env(environ={}, state_dir=tmp_path,
+                                                                   mlflow_basic_auth=True))
 
 
-# ---- pid file and stopping --------------------------------------------------------------------
+# ---- starting, stopping, the pid file ---------------------------------------------------------
+
+
+def test_start_records_the_process_and_waits_for_its_health_check(tmp_path: Path) -> None:
+    o = opts(tmp_path, timeout=20.0)
+    ready = tmp_path / "ready"
+    sup = stack.Supervisor(o)
+    try:
+        script = f"import pathlib, time; time.sleep(0.3); pathlib.Path({str(ready)!r}).touch(); time.sleep(60)"
+        seconds = sup.start("model-server", [sys.executable, "-c", script], dict(sup.env), ready.exists).result()
+        assert 0.2 < seconds < 20
+        rec = stack_processes.read_state(o.state_dir).processes["model-server"]
+        proc = psutil.Process(rec.pid)
+        assert rec.alive() and abs(rec.create_time - proc.create_time()) < 0.01
+        assert os.getsid(rec.pid) == rec.pid, "each stack process runs in its own session"
+        assert rec.url == o.url("model-server") and Path(rec.log) == o.logs_dir / "model-server.log"
+        assert stack.down(o.state_dir, grace=5) == ["model-server"]
+        assert wait_for(lambda: gone(rec.pid)) and not stack_processes.pid_file(o.state_dir).exists()
+    finally:
+        sup.close()
+        stack.down(o.state_dir, grace=1)
+
+
+def test_a_process_that_dies_while_starting_fails_with_its_log(tmp_path: Path) -> None:
+    o = opts(tmp_path, timeout=20.0)
+    sup = stack.Supervisor(o)
+    try:
+        died = sup.start("mlflow", [sys.executable, "-c", "print('cannot open the store'); raise SystemExit(3)"],
+                         dict(sup.env), lambda: False)
+        with pytest.raises(stack.StackError, match=r"the MLflow server exited while starting(.|\n)*cannot open the store"):
+            died.result()
+        rec = stack_processes.read_state(o.state_dir).processes["mlflow"]
+        assert not rec.alive()
+        said: list[str] = []
+        assert stack.down(o.state_dir, said.append) == []
+        assert "stale" in said[-1] and not stack_processes.pid_file(o.state_dir).exists()
+    finally:
+        sup.close()
+
+
+def test_a_process_that_never_answers_times_out_naming_it(tmp_path: Path) -> None:
+    o = opts(tmp_path, timeout=0.5)
+    sup = stack.Supervisor(o)
+    try:
+        slow = sup.start("webhook-bridge", [sys.executable, "-c", "import time; time.sleep(60)"], dict(sup.env),
+                         lambda: False)
+        with pytest.raises(stack.StackError, match="the webhook bridge was not healthy within 0 s"):
+            slow.result()
+    finally:
+        sup.close()
+        assert stack.down(o.state_dir, grace=5) == ["webhook-bridge"]
 
 
 def test_down_with_nothing_running_says_so(tmp_path: Path) -> None:
     said: list[str] = []
     assert stack.down(tmp_path / "state", said.append) == []
     assert "nothing to stop" in said[0]
-    from mlops.cli_stack import app
-
-    res = CliRunner().invoke(app, ["down", "--state-dir", str(tmp_path / "state")])
+    res = CliRunner().invoke(cli_stack.app, ["down", "--state-dir", str(tmp_path / "state")])
     assert res.exit_code == 0 and "nothing to stop" in res.output
-    res = CliRunner().invoke(app, ["stack-status", "--state-dir", str(tmp_path / "state")])
+    res = CliRunner().invoke(cli_stack.app, ["stack-status", "--state-dir", str(tmp_path / "state")])
     assert res.exit_code == 1 and "not running" in res.output
 
 
@@ -137,16 +220,13 @@ def test_up_refuses_to_start_twice(tmp_path: Path) -> None:
     proc = sleeper()
     try:
         o = opts(tmp_path)
-        o.state_dir.mkdir(parents=True)
-        st = stack.StackState(state_dir=str(o.state_dir), started_at="t", processes={"prefect": record(proc)})
-        stack.write_state(st)
+        write_state(o.state_dir, prefect=record(proc))
         with pytest.raises(stack.StackError, match=r"already running .*prefect \d+.*mlops down"):
             stack.up(o)
         assert proc.poll() is None  # refused, and nothing of the running stack was touched
-        assert stack.read_state(o.state_dir) is not None
+        assert stack_processes.read_state(o.state_dir) is not None
     finally:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+        kill(proc)
 
 
 def test_a_stale_pid_file_is_cleared_and_a_reused_pid_is_not_ours(tmp_path: Path) -> None:
@@ -154,19 +234,37 @@ def test_a_stale_pid_file_is_cleared_and_a_reused_pid_is_not_ours(tmp_path: Path
     try:
         rec = record(proc)
         assert rec.alive()
-        stranger = stack.ProcessRecord(**{**rec.__dict__, "start_ticks": (rec.start_ticks or 0) + 1})
-        assert not stranger.alive()  # same pid, another start time: a different process
+        stranger = replace(rec, create_time=rec.create_time + 60)
+        assert not stranger.alive()  # same pid, another creation time: a different process
         state_dir = tmp_path / "state"
-        state_dir.mkdir()
-        stack.write_state(stack.StackState(state_dir=str(state_dir), started_at="t",
-                                           processes={"prefect": stranger}))
+        write_state(state_dir, prefect=stranger)
         said: list[str] = []
         assert stack.down(state_dir, said.append) == []
         assert proc.poll() is None, "down must not signal a process it did not start"
-        assert not stack.pid_file(state_dir).exists() and "stale" in said[-1]
+        assert not stack_processes.pid_file(state_dir).exists() and "stale" in said[-1]
     finally:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+        kill(proc)
+
+
+def test_a_pid_file_from_before_psutil_is_still_read(tmp_path: Path) -> None:
+    proc = sleeper()
+    try:
+        rec = record(proc)
+        ticks_per_second = os.sysconf("SC_CLK_TCK")
+        ticks = round((rec.create_time - psutil.boot_time()) * ticks_per_second)
+        old = {"name": "prefect", "pid": proc.pid, "start_ticks": ticks, "cmd": ["sh"], "log": "l", "url": None,
+               "started_at": "t"}
+        state_dir = tmp_path / "state"
+        state_dir.mkdir()
+        for start_ticks, ours in ((ticks, True), (ticks + 60 * ticks_per_second, False), (None, True)):
+            raw = {"state_dir": str(state_dir), "started_at": "t", "processes": {"prefect": {**old,
+                                                                                             "start_ticks": start_ticks}}}
+            stack_processes.pid_file(state_dir).write_text(json.dumps(raw))
+            assert set(stack_processes.read_state(state_dir).running()) == ({"prefect"} if ours else set())
+        assert stack.down(state_dir, grace=5) == ["prefect"]
+        proc.wait(timeout=5)
+    finally:
+        kill(proc)
 
 
 def test_down_stops_each_recorded_process_tree_and_forgets_it(tmp_path: Path) -> None:
@@ -174,47 +272,59 @@ def test_down_stops_each_recorded_process_tree_and_forgets_it(tmp_path: Path) ->
     bystander = subprocess.Popen(["sleep", "60"], start_new_session=True)
     try:
         ra, rb = record(a, "prefect"), record(b, "worker")
-        family = [a.pid, b.pid, *stack.descendants(a.pid), *stack.descendants(b.pid)]
+        family = [a.pid, b.pid, *family_of(a.pid), *family_of(b.pid)]
         assert len(family) == 6
         state_dir = tmp_path / "state"
-        state_dir.mkdir()
-        stack.write_state(stack.StackState(state_dir=str(state_dir), started_at="t",
-                                           processes={"prefect": ra, "worker": rb}))
-        assert set(stack.read_state(state_dir).running()) == {"prefect", "worker"}
+        write_state(state_dir, prefect=ra, worker=rb)
+        assert set(stack_processes.read_state(state_dir).running()) == {"prefect", "worker"}
         assert stack.down(state_dir, grace=5) == ["worker", "prefect"]
         for p in (a, b):
             p.wait(timeout=5)
-        time.sleep(0.1)
-        assert all(stack.proc_stat(p) is None or stack.proc_stat(p)[0] == "Z" for p in family)
+        assert wait_for(lambda: all(gone(p) for p in family))
         assert bystander.poll() is None
-        assert not stack.pid_file(state_dir).exists()
+        assert not stack_processes.pid_file(state_dir).exists()
     finally:
-        for p in (a, b, bystander):
-            if p.poll() is None:
-                os.killpg(p.pid, signal.SIGKILL)
-                p.wait()
+        kill(a, b, bystander)
 
 
-def test_a_zombie_counts_as_stopped(tmp_path: Path) -> None:
+def test_a_zombie_counts_as_stopped() -> None:
     proc = subprocess.Popen(["true"])
-    rec = stack.ProcessRecord(name="x", pid=proc.pid, start_ticks=stack.proc_start_ticks(proc.pid), cmd=[], log="")
-    deadline = time.monotonic() + 5
-    while (stack.proc_stat(proc.pid) or ("Z",))[0] != "Z" and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert not rec.alive()
+    rec = stack_processes.ProcessRecord(name="x", pid=proc.pid, create_time=psutil.Process(proc.pid).create_time(),
+                                        cmd=[], log="")
+    assert wait_for(lambda: psutil.Process(proc.pid).status() == psutil.STATUS_ZOMBIE)
+    assert not rec.alive() and not stack_processes.is_flow_process(proc.pid)
     proc.wait()
+    assert not rec.alive()  # and gone altogether
+
+
+def test_a_flow_process_is_told_from_another_program() -> None:
+    other = subprocess.Popen(["sleep", "60"])
+    flow = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "prefect-flow-run"])
+    try:
+        assert wait_for(lambda: psutil.Process(flow.pid).cmdline()[-1:] == ["prefect-flow-run"])
+        assert stack_processes.is_flow_process(flow.pid) and not stack_processes.is_flow_process(other.pid)
+    finally:
+        for p in (other, flow):
+            p.kill()
+            p.wait()
+    assert not stack_processes.is_flow_process(flow.pid)
+
+
+def test_the_stack_reads_processes_through_psutil_only() -> None:
+    for module in (stack, stack_options, stack_processes):
+        assert "/proc" not in inspect.getsource(module), module.__name__
 
 
 def test_state_round_trips_through_the_pid_file(tmp_path: Path) -> None:
-    rec = stack.ProcessRecord(name="prefect", pid=1234, start_ticks=99, cmd=["prefect", "server"], log="l",
-                              url="http://127.0.0.1:4200", started_at="now")
-    st = stack.StackState(state_dir=str(tmp_path), started_at="now", urls={"prefect": rec.url or ""},
-                          processes={"prefect": rec}, work_pool="mlops-local", deployments=["train"])
-    stack.write_state(st)
-    assert stack.read_state(tmp_path) == st
-    stack.pid_file(tmp_path).write_text("{not json")
+    rec = stack_processes.ProcessRecord(name="prefect", pid=1234, create_time=1.7e9, cmd=["prefect", "server"],
+                                        log="l", url="http://127.0.0.1:4200", started_at="now")
+    st = stack_processes.StackState(state_dir=str(tmp_path), started_at="now", urls={"prefect": rec.url or ""},
+                                    processes={"prefect": rec}, work_pool="mlops-local", deployments=["train"])
+    stack_processes.write_state(st)
+    assert stack_processes.read_state(tmp_path) == st
+    stack_processes.pid_file(tmp_path).write_text("{not json")
     with pytest.raises(stack.StackError, match="is not valid"):
-        stack.read_state(tmp_path)
+        stack_processes.read_state(tmp_path)
 
 
 def test_logs_names_are_checked(tmp_path: Path) -> None:
@@ -225,74 +335,119 @@ def test_logs_names_are_checked(tmp_path: Path) -> None:
 
 def test_webhook_secrets_are_generated_once_private_and_the_environment_wins(tmp_path: Path) -> None:
     o = opts(tmp_path)
-    first = stack.load_webhook_secrets(o)
+    first = stack_options.load_webhook_secrets(o)
     assert set(first) == {"MLOPS_WEBHOOK_DATA_VENDOR_SECRET", "MLOPS_WEBHOOK_LABELS_SECRET", "MLOPS_WEBHOOK_OPS_SECRET"}
-    path = o.state_dir / stack.SECRETS_FILE
+    path = o.state_dir / stack_options.SECRETS_FILE
     assert path.stat().st_mode & 0o777 == 0o600
-    assert stack.load_webhook_secrets(o) == first
-    mine = stack.StackOptions.from_env(environ={"MLOPS_WEBHOOK_OPS_SECRET": "s3cret"}, state_dir=o.state_dir)
-    assert stack.load_webhook_secrets(mine)["MLOPS_WEBHOOK_OPS_SECRET"] == "s3cret"
+    assert stack_options.load_webhook_secrets(o) == first
+    mine = stack_options.StackOptions.from_env(environ={"MLOPS_WEBHOOK_OPS_SECRET": "s3cret"}, state_dir=o.state_dir)
+    assert stack_options.load_webhook_secrets(mine)["MLOPS_WEBHOOK_OPS_SECRET"] == "s3cret"
 
 
-# ---- deployments files ------------------------------------------------------------------------
+# ---- the deployments file ---------------------------------------------------------------------
 
 
-def test_rendering_fills_in_the_config_and_leaves_out_missing_flows(tmp_path: Path) -> None:
+def rendered(variables: dict[str, str], monkeypatch: pytest.MonkeyPatch, path: Path = PREFECT_FILE) -> dict[str, Any]:
+    """The deployments file as `prefect deploy` sees it with these variables in its environment."""
+    from prefect.utilities.templating import apply_values
+
+    for name, value in variables.items():
+        monkeypatch.setenv(name, value)
+    return apply_values(yaml.safe_load(path.read_text()), dict(os.environ), remove_notset=False)
+
+
+def deploy_env(*args: str) -> dict[str, str]:
+    """The variables `mlops deploy-env` prints (as a production user would eval them)."""
+    res = CliRunner().invoke(cli_stack.app, ["deploy-env", *args])
+    assert res.exit_code == 0, res.output
+    return dict(shlex.split(line)[1].split("=", 1) for line in res.output.splitlines())
+
+
+def schedule_active(schedule: dict[str, Any]) -> bool:
+    """Whether Prefect deploys this schedule active (its own conversion of the YAML entry)."""
+    from prefect.cli.deploy._schedules import _schedule_config_to_deployment_schedule
+    from prefect.client.schemas.actions import DeploymentScheduleCreate
+
+    return DeploymentScheduleCreate(**_schedule_config_to_deployment_schedule(schedule)).active
+
+
+def test_mlops_up_deploys_the_one_file_with_its_config_and_leaves_out_missing_flows(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     project = tmp_path / "project"
     (project / "flows").mkdir(parents=True)
     for name in ("train.py", "promote.py", "monitor.py"):
         (project / "flows" / name).write_text("")
-    cfg = write_config(tmp_path)
-    o = stack.StackOptions.from_env(environ={}, state_dir=tmp_path / "state", project_dir=project,
-                                    config_path=cfg, prefect_file=REPO / "deployments/prefect/local.yaml",
-                                    schedules=False)
-    r = stack.render_deployments(o, "churn-small", "5 * * * *")
-    assert r.names == ["train", "retrain", "monitor", "promote", "rollback"]
-    assert r.skipped == ["score (flows/score.py not found)"] and r.work_pools == ["mlops-local"]
-    raw = yaml.safe_load(r.path.read_text())
+    cfg = write_config(tmp_path, monitoring={"schedule_cron": "5 * * * *"})
+    o = stack_options.StackOptions.from_env(environ={}, state_dir=tmp_path / "state", project_dir=project,
+                                            config_path=cfg, prefect_file=PREFECT_FILE, schedules=False)
+    plan = stack_options.plan_deployments(o, "5 * * * *")
+    assert plan.names == ["train", "retrain", "monitor", "promote", "rollback"]
+    assert plan.skipped == ["score (flows/score.py not found)"] and plan.work_pools == ["mlops-local"]
+    raw = rendered(plan.variables, monkeypatch)
+    assert raw["pull"][0]["prefect.deployments.steps.set_working_directory"]["directory"] == str(project)
     deps = {d["name"]: d for d in raw["deployments"]}
+    assert {d["work_pool"]["name"] for d in deps.values()} == {"mlops-local"}
+    assert all("local" in d["tags"] for d in deps.values())
     assert deps["train"]["parameters"]["config_path"] == str(cfg)
-    assert deps["promote"]["parameters"]["model_name"] == "churn-small"
-    assert deps["monitor"]["schedules"][0] == {"cron": "5 * * * *", "timezone": "UTC", "active": False}
+    assert deps["promote"]["parameters"]["config_path"] == str(cfg)
+    assert deps["rollback"]["parameters"]["config_path"] == str(cfg)
+    monitor = deps["monitor"]["schedules"][0]
+    assert (monitor["cron"], monitor["timezone"]) == ("5 * * * *", "UTC") and schedule_active(monitor) is False
     # event templates survive rendering untouched
     assert deps["train"]["triggers"][0]["parameters"]["source_path"] == "{{ event.payload.path }}"
+    assert "{{ $" not in json.dumps(raw)
 
 
-def test_production_file_needs_its_variables(tmp_path: Path) -> None:
-    prod = REPO / "deployments/prefect/production.yaml"
-    o = stack.StackOptions.from_env(environ={}, state_dir=tmp_path, prefect_file=prod)
-    r = stack.render_deployments(o, "churn-classifier", "0 * * * *")
-    text = r.path.read_text()
-    assert "{{ $" not in text and f"directory: {REPO}" in text
-    bad = tmp_path / "bad.yaml"
-    bad.write_text(prod.read_text().replace("timezone: UTC", 'timezone: "{{ $MLOPS_NOT_SET_ANYWHERE }}"'))
+def test_production_renders_the_same_file_from_its_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = write_config(tmp_path, monitoring={"schedule_cron": "0 * * * *"})
+    variables = deploy_env("--config", str(cfg), "--project-dir", "/opt/mlops/current")
+    assert variables["MLOPS_DEPLOY_PROFILE"] == "production" and variables["MLOPS_MONITOR_CRON"] == "0 * * * *"
+    raw = rendered(variables, monkeypatch)
+    assert raw["pull"][0]["prefect.deployments.steps.set_working_directory"]["directory"] == "/opt/mlops/current"
+    deps = {d["name"]: d for d in raw["deployments"]}
+    assert {d["work_pool"]["name"] for d in deps.values()} == {"mlops-production"}
+    assert all(d["tags"][-1] == "production" for d in deps.values())
+    assert {d["parameters"]["config_path"] for d in deps.values()} == {str(cfg)}
+    assert deps["monitor"]["schedules"][0]["cron"] == "0 * * * *" and schedule_active(deps["monitor"]["schedules"][0])
+    assert "{{ $" not in json.dumps(raw)
+    # nothing environment-specific is written into the file itself
+    text = PREFECT_FILE.read_text()
+    assert "churn-classifier" not in text and "model_name" not in text and "mlops-local" not in text
+
+
+def test_a_variable_nobody_sets_is_named_before_deploying(tmp_path: Path) -> None:
+    bad = tmp_path / "prefect.yaml"
+    bad.write_text(PREFECT_FILE.read_text().replace("timezone: UTC", 'timezone: "{{ $MLOPS_NOT_SET_ANYWHERE }}"'))
+    o = stack_options.StackOptions.from_env(environ={}, state_dir=tmp_path, prefect_file=bad)
     with pytest.raises(stack.StackError, match=r"\$MLOPS_NOT_SET_ANYWHERE, which is not set"):
-        stack.render_deployments(replace_file(o, bad), "m", None)
+        stack_options.plan_deployments(o, "0 * * * *")
+    mine = replace(o, environ={"MLOPS_NOT_SET_ANYWHERE": "UTC"})
+    assert "monitor" in stack_options.plan_deployments(mine, "0 * * * *").names
+    with pytest.raises(stack.StackError, match="deployment profile 'Prod' is not a valid name"):
+        stack_options.deploy_variables("c.yaml", "0 * * * *", "/p", "Prod")
 
 
-def replace_file(o: stack.StackOptions, path: Path) -> stack.StackOptions:
-    from dataclasses import replace
-
-    return replace(o, prefect_file=path)
-
-
-@pytest.mark.parametrize("path", DEPLOYMENT_FILES, ids=lambda p: p.name)
-def test_deployment_files_are_valid_for_prefect_and_match_the_flows(path: Path) -> None:
+@pytest.mark.parametrize("profile", ["local", "production"])
+def test_the_deployments_file_is_valid_for_prefect_and_matches_the_flows(
+        profile: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from prefect.cli.deploy._models import PrefectYamlModel
     from prefect.events.schemas.deployment_triggers import DeploymentEventTrigger
 
-    raw = yaml.safe_load(path.read_text())
+    PrefectYamlModel.model_validate(yaml.safe_load(PREFECT_FILE.read_text()))  # as written, placeholders and all
+    cfg = write_config(tmp_path)
+    raw = rendered(stack_options.deploy_variables(cfg, "*/30 * * * *", REPO, profile), monkeypatch)
     model = PrefectYamlModel.model_validate(raw)
     deps = {d.name: d for d in model.deployments}
     assert set(deps) == {"train", "retrain", "monitor", "score", "promote", "rollback"}
     pools = {d.work_pool.name for d in deps.values()}
-    assert len(pools) == 1
+    assert pools == {f"mlops-{profile}"}
     for name, dep in deps.items():
         assert dep.enforce_parameter_schema is True, name
         module, func = dep.entrypoint.split(":")
         fn = _flow_function(module, func)
         accepted = set(inspect.signature(fn).parameters)
         assert set(dep.parameters) <= accepted, (name, dep.parameters)
+        assert "config_path" in dep.parameters, name  # every flow takes the use-case config
         for spec in dep.triggers or []:
             trig = DeploymentEventTrigger.model_validate(spec)
             assert trig.enabled and set(trig.parameters or {}) <= accepted, (name, spec)
@@ -305,11 +460,14 @@ def test_deployment_files_are_valid_for_prefect_and_match_the_flows(path: Path) 
     assert deps["monitor"].schedules and not deps["promote"].triggers and not deps["rollback"].schedules
 
 
-def test_root_monitor_cron_matches_the_default_config() -> None:
+def test_the_monitor_cron_comes_from_the_config_only(monkeypatch: pytest.MonkeyPatch) -> None:
     cfg = yaml.safe_load((REPO / "configs/default.yaml").read_text())
-    for path in DEPLOYMENT_FILES[:2]:
-        dep = next(d for d in yaml.safe_load(path.read_text())["deployments"] if d["name"] == "monitor")
-        assert dep["schedules"][0]["cron"] == cfg["monitoring"]["schedule_cron"]
+    cron = cfg["monitoring"]["schedule_cron"]
+    raw = yaml.safe_load(PREFECT_FILE.read_text())
+    monitor = next(d for d in raw["deployments"] if d["name"] == "monitor")
+    assert monitor["schedules"][0]["cron"] == "{{ $MLOPS_MONITOR_CRON }}"  # no cron of its own
+    assert deploy_env("--config", str(REPO / "configs/default.yaml"))["MLOPS_MONITOR_CRON"] == cron
+    assert f'"{cron}" for configs/default.yaml' in PREFECT_FILE.read_text()  # the documented default is right
 
 
 def _flow_function(module: str, func: str) -> object:
