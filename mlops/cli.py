@@ -47,6 +47,8 @@ def _print_summary(s: dict[str, Any]) -> None:
         mark = "  <- best" if row.get("family") == s["family"] else ""
         typer.echo(f"{head:10s} {row['family']:24s} cv score {row['cv_score']:.4f} "
                    f"(+/- {row['cv_std']:.4f}, {row['trials']} trials){mark}")
+    if s.get("lineage", {}).get("holdout"):
+        typer.echo(f"Split      {s['lineage']['holdout']}")
     typer.echo(f"Gate       {ok}")
     for r in s["gate_reasons"]:
         typer.echo(f"           - {r}")

@@ -224,6 +224,9 @@ def version_history(name: str, limit: int = 20) -> list[dict[str, Any]]:
     """The newest registered versions with their gate result and, for rejected ones, why."""
     c = client()
     versions = sorted(c.search_model_versions(f"name='{name}'"), key=lambda mv: int(mv.version), reverse=True)
+    aliases: dict[str, list[str]] = {}
+    for alias, version in (c.get_registered_model(name).aliases or {}).items() if versions else []:
+        aliases.setdefault(str(version), []).append(alias)
     out = []
     for mv in versions[:limit]:
         tags = dict(mv.tags)
@@ -237,7 +240,7 @@ def version_history(name: str, limit: int = 20) -> list[dict[str, Any]]:
             "family": tags.get("family"),
             "gate_passed": tags.get("gate.passed"),
             "failures": [r.removeprefix("FAIL ") for r in reasons if str(r).startswith("FAIL")],
-            "aliases": sorted(getattr(mv, "aliases", None) or []),
+            "aliases": sorted(aliases.get(str(mv.version), [])),
             "reason": tags.get("lineage.reason"),
             "metrics": {k.removeprefix("metric."): float(v) for k, v in tags.items() if k.startswith("metric.")},
         })
