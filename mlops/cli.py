@@ -198,6 +198,7 @@ def _register_more() -> None:
     app.command("down")(cli_stack.down_command)
     app.command("stack-status")(cli_stack.status_command)
     app.command("logs")(cli_stack.logs_command)
+    app.command("deploy-env")(cli_stack.deploy_env_command)
 
 
 _register_more()
