@@ -27,8 +27,9 @@ run: $(STAMP) ## train on the built-in data (CONFIG=... for another use case)
 test: $(STAMP) ## run the test suite
 	$(BIN)/python -m pytest -q
 
-lint: $(STAMP) ## ruff
+lint: $(STAMP) ## ruff, and the import contract (.importlinter: cli > flows > tasks > capabilities > core)
 	$(BIN)/ruff check mlops flows tasks deployments tests bench
+	$(BIN)/lint-imports --no-cache
 
 demo-drift: $(STAMP) ## the drift loop on built-in data: train, drifted batch, monitor, retrain, compare
 	MLOPS_HOME=$${MLOPS_HOME:-.mlops/demo-drift} $(BIN)/mlops demo-drift --config $(CONFIG)

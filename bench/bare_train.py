@@ -13,11 +13,11 @@ from sklearn.metrics import accuracy_score, f1_score, log_loss, roc_auc_score
 
 def main(config_path: str) -> None:
     t0 = time.perf_counter()
-    from mlops.config import load_config
-    from mlops.contract import infer_contract
-    from mlops.data import load_source, split_frame
-    from mlops.features import build_preprocessor
-    from mlops.tuning import pick_best, scorer_for, tune_family
+    from mlops.core.config import load_config
+    from mlops.core.contract import infer_contract
+    from mlops.core.data import load_source, split_frame
+    from mlops.core.features import build_preprocessor
+    from mlops.training.tuning import pick_best, scorer_for, tune_family
 
     cfg = load_config(config_path)
     df = load_source(cfg)

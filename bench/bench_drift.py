@@ -1,4 +1,4 @@
-"""Drift engine benchmark: mlops.drift.compute_drift (sampled) vs Evidently's DataDriftPreset on the full data.
+"""Drift engine benchmark: mlops.monitoring.drift.compute_drift (sampled) vs Evidently's DataDriftPreset on the full data.
 
 Generates a seeded reference and current frame (15 numeric, 5 categorical columns) for three
 scenarios, runs each engine in its own subprocess (so peak memory is measured cleanly), and
@@ -128,8 +128,8 @@ class _PeakRss:
 
 
 def _worker(engine: str, scenario: str, rows: int) -> dict[str, Any]:
-    from mlops.config import MonitoringConfig
-    from mlops.drift import compute_drift, evidently_full_baseline, evidently_report
+    from mlops.core.config import MonitoringConfig
+    from mlops.monitoring.drift import compute_drift, evidently_full_baseline, evidently_report
 
     cfg = MonitoringConfig()
     ref, cur = make_frame(rows, "reference", scenario), make_frame(rows, "current", scenario)
@@ -190,8 +190,8 @@ class SamplingError:
 
 def sampling_error(rows: int, scenario: str, seeds: int) -> list[SamplingError]:
     """Normed Wasserstein scores over `seeds` samples vs the exact full-data score, per numeric column."""
-    from mlops.config import MonitoringConfig
-    from mlops.drift import compute_drift
+    from mlops.core.config import MonitoringConfig
+    from mlops.monitoring.drift import compute_drift
 
     ref, cur = make_frame(rows, "reference", scenario), make_frame(rows, "current", scenario)
     full = compute_drift(ref, cur, NUMERIC, [], MonitoringConfig(sample_size=max(rows, 100)))
@@ -228,11 +228,11 @@ def _agreement(ours: dict[str, Any], theirs: dict[str, Any]) -> tuple[int, int, 
 
 def render(rows: int, results: dict[tuple[str, str], dict[str, Any]], errors: list[SamplingError],
            seeds: int, wall: float) -> str:
-    from mlops.config import MonitoringConfig
+    from mlops.core.config import MonitoringConfig
 
     cfg = MonitoringConfig()
     lines = [
-        "Fast sampled engine (`mlops.drift.compute_drift`, default `sample_size` "
+        "Fast sampled engine (`mlops.monitoring.drift.compute_drift`, default `sample_size` "
         f"{cfg.sample_size:,}, seed {cfg.seed}) against the baseline, Evidently 0.7 `DataDriftPreset` with its "
         f"automatic methods on the full data. {rows:,} rows per side, {len(NUMERIC)} numeric + "
         f"{len(CATEGORICAL)} categorical columns, generated with numpy (seed {SEED}).",

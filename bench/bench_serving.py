@@ -2,7 +2,7 @@
 
 Trains HistGradientBoosting on scikit-learn's breast cancer data with the project's own training
 flow (configs/breast_cancer.yaml restricted to that family), then starts, on loopback and side by
-side, `python -m deployments.model_server` (contract validation and prediction logging on, as
+side, `python -m mlops.serving` (contract validation and prediction logging on, as
 deployed) and `mlflow models serve --env-manager local -m models:/NAME@champion`, both with the same
 number of uvicorn workers, and drives each with wrk: one-row requests at 1 and 16 connections and a
 1,000-row batch, in MLflow's scoring protocol on `/invocations` (the same bytes to both), plus this
@@ -61,11 +61,11 @@ def train(work: Path, env: dict[str, str]) -> dict[str, Any]:
     cfg["registry"] = {**cfg["registry"], "model_name": MODEL}
     path = work / "breast_cancer_hgb.yaml"
     path.write_text(yaml.safe_dump(cfg))
-    out = run([sys.executable, "-c", "from mlops.cli import main; main()", "train", "--config", str(path)], env,
+    out = run([sys.executable, "-c", "from mlops.cli.main import main; main()", "train", "--config", str(path)], env,
               timeout=1800)
     if out.returncode != 0:
         raise SystemExit(f"training failed:\n{out.stdout[-2000:]}\n{out.stderr[-2000:]}")
-    from mlops import registry
+    from mlops.registry import versions as registry
 
     registry.client(env["MLFLOW_TRACKING_URI"])
     mv = registry.get_version_by_alias(MODEL, registry.CHAMPION)
@@ -80,8 +80,8 @@ def train(work: Path, env: dict[str, str]) -> dict[str, Any]:
 def bodies(work: Path) -> dict[str, Path]:
     import orjson
 
-    from deployments.model_server.records import records_from_frame
-    from mlops.data import load_sklearn_dataset
+    from mlops.core.data import load_sklearn_dataset
+    from mlops.serving.records import records_from_frame
 
     df, target = load_sklearn_dataset("breast_cancer")
     records = records_from_frame(df.drop(columns=[target]))
@@ -100,7 +100,7 @@ def bodies(work: Path) -> dict[str, Path]:
 
 
 def free_port() -> int:
-    from deployments.model_server.testing import free_port as fp
+    from tests.support.model_server import free_port as fp
 
     return fp()
 
@@ -211,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
 
         urls = {name: f"http://127.0.0.1:{free_port()}" for name in SERVERS}
         print("starting the servers ...", flush=True)
-        procs = {"ours": start("ours", [sys.executable, "-m", "deployments.model_server", "--model", MODEL,
+        procs = {"ours": start("ours", [sys.executable, "-m", "mlops.serving", "--model", MODEL,
                                         "--host", "127.0.0.1", "--port", urls["ours"].rsplit(":", 1)[1],
                                         "--workers", str(args.workers), "--log-level", "warning"],
                                env, work, f"{urls['ours']}/ready")}
@@ -256,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             for proc in procs.values():
                 stop(proc)
-        from mlops.predictlog import read_prediction_log
+        from mlops.serving.predictlog import read_prediction_log
 
         logged = len(read_prediction_log(state / "predictions"))
     dropped = sum(float(ln.rsplit(" ", 1)[1]) for ln in metrics.splitlines()

@@ -37,9 +37,9 @@ from typing import Any
 import httpx
 import orjson
 
-from deployments.webhook_bridge.signing import signed_headers
-from deployments.webhook_bridge.testing import free_port
-from mlops import stack
+from mlops.stack import supervisor as stack
+from mlops.webhooks.signing import signed_headers
+from tests.support.webhooks import free_port
 
 
 def small_config(folder: Path) -> Path:

@@ -38,8 +38,9 @@ from typing import Any
 import httpx
 import orjson
 
-from deployments.webhook_bridge.signing import DELIVERY_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
-from deployments.webhook_bridge.testing import (
+from mlops.stack.supervisor import SQLITE_PREFECT_SETTINGS
+from mlops.webhooks.signing import DELIVERY_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
+from tests.support.webhooks import (
     REPO,
     Running,
     bridge_process,
@@ -49,7 +50,6 @@ from deployments.webhook_bridge.testing import (
     stop,
     tail,
 )
-from mlops.stack import SQLITE_PREFECT_SETTINGS
 
 SECRET = "bench-" + uuid.uuid4().hex
 SECRET_ENV = "MLOPS_WEBHOOK_DATA_VENDOR_SECRET"
@@ -92,8 +92,8 @@ end
 
 NULL_SINK_SERVER = """
 import logging, sys, uvicorn
-from deployments.webhook_bridge.app import create_app
-from deployments.webhook_bridge.sinks import NullSink
+from mlops.webhooks.app import create_app
+from mlops.webhooks.sinks import NullSink
 logging.basicConfig(level="WARNING")
 app = create_app(sys.argv[1], state_dir=sys.argv[2], sink=NullSink())
 uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[3]), log_level="warning", access_log=False, server_header=False)
@@ -368,7 +368,7 @@ def pct(values: list[float], q: float) -> float:
 
 
 # Prefect's own defaults for the event persister (the e2e test speeds it up; the benchmark does not),
-# and the settings `mlops up` gives a Prefect server on SQLite (mlops.stack.SQLITE_PREFECT_SETTINGS).
+# and the settings `mlops up` gives a Prefect server on SQLite (mlops.stack.supervisor.SQLITE_PREFECT_SETTINGS).
 PREFECT_SETUPS = {
     "Prefect defaults": {"PREFECT_SERVER_SERVICES_EVENT_PERSISTER_FLUSH_INTERVAL": "5"},
     "Prefect as `mlops up` runs it": dict(SQLITE_PREFECT_SETTINGS),

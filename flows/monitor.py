@@ -15,11 +15,11 @@ from typing import Any
 
 from prefect import flow, get_run_logger, runtime
 
-from mlops import monitoring as mon
-from mlops.config import load_config
-from mlops.policy import PolicyStore, WindowSummary, record_training_finished, should_start_training
-from mlops.retraining import LabelledStore, training_rows
-from mlops.settings import Settings, configure_environment
+from mlops.core.config import load_config
+from mlops.core.settings import Settings, configure_environment
+from mlops.monitoring import windows as mon
+from mlops.monitoring.policy import PolicyStore, WindowSummary, record_training_finished, should_start_training
+from mlops.monitoring.retraining import LabelledStore, training_rows
 
 
 @dataclass(frozen=True)

@@ -8,10 +8,11 @@ from prefect import flow, get_run_logger, runtime
 from prefect.artifacts import create_markdown_artifact
 from prefect.states import Failed
 
-from mlops import events, registry
-from mlops.config import load_config
-from mlops.errors import MLOpsError
-from mlops.settings import configure_environment
+from mlops.core import events
+from mlops.core.config import load_config
+from mlops.core.errors import MLOpsError
+from mlops.core.settings import configure_environment
+from mlops.registry import versions as registry
 
 
 def _by(kind: str) -> str:

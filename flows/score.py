@@ -8,9 +8,9 @@ from typing import Any
 from prefect import flow, get_run_logger, runtime
 from prefect.states import Failed
 
-from mlops.config import load_config
-from mlops.errors import MLOpsError
-from mlops.settings import configure_environment
+from mlops.core.config import load_config
+from mlops.core.errors import MLOpsError
+from mlops.core.settings import configure_environment
 
 
 @flow(name="score", log_prints=False)

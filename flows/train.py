@@ -7,10 +7,10 @@ from typing import Any
 from prefect import flow, get_run_logger, runtime
 from prefect.states import Failed
 
-from mlops.config import load_config
-from mlops.errors import MLOpsError
-from mlops.infra_validation import FreshProcess
-from mlops.settings import configure_environment
+from mlops.core.config import load_config
+from mlops.core.errors import MLOpsError
+from mlops.core.settings import configure_environment
+from mlops.serving.infra_validation import FreshProcess
 
 
 @flow(name="train", log_prints=False)
@@ -44,15 +44,15 @@ def _run_training(cfg: Any, config_path: str, source_path: str | None, reason: s
                   fresh: FreshProcess | None) -> dict[str, Any]:
     import mlflow
 
-    from mlops import registry
-    from mlops.assessment import reference_sample
-    from mlops.card import model_card
-    from mlops.features import build_preprocessor
-    from mlops.livequality import holdout_slice_metrics
-    from mlops.preload import preload
-    from mlops.rowkeys import pop_new_rows, save_training_hashes
-    from mlops.tracking import dumps
-    from mlops.tuning import pick_best, scorer_for
+    from mlops.core.features import build_preprocessor
+    from mlops.core.preload import preload
+    from mlops.core.rowkeys import pop_new_rows, save_training_hashes
+    from mlops.monitoring.live_quality import holdout_slice_metrics
+    from mlops.registry import versions as registry
+    from mlops.registry.tracking import dumps
+    from mlops.training.assessment import reference_sample
+    from mlops.training.card import model_card
+    from mlops.training.tuning import pick_best, scorer_for
     from tasks.data import load_data, split_data
     from tasks.deployment import finish_infra_validation, start_infra_validation
     from tasks.evaluation import evaluate_challenger, gate_challenger

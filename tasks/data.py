@@ -6,8 +6,8 @@ import pandas as pd
 from prefect import task
 from prefect.cache_policies import NONE
 
-from mlops import data
-from mlops.config import FileSource, PipelineConfig
+from mlops.core import data
+from mlops.core.config import FileSource, PipelineConfig
 
 
 @task(name="load_data", cache_policy=NONE)
@@ -20,11 +20,11 @@ def load_data(cfg: PipelineConfig, source_path: str | None = None) -> data.Loade
 
 @task(name="split_data", cache_policy=NONE)
 def split_data(df: pd.DataFrame, cfg: PipelineConfig, new_rows: pd.DataFrame | None = None) -> data.Split:
-    """Split reproducibly; `new_rows` (what a retraining file marked new, see mlops.rowkeys.pop_new_rows)
+    """Split reproducibly; `new_rows` (what a retraining file marked new, see mlops.core.rowkeys.pop_new_rows)
     are the only rows a retrain holds out."""
     from prefect import get_run_logger
 
-    from mlops.rowkeys import new_row_mask
+    from mlops.core.rowkeys import new_row_mask
 
     mask = None if new_rows is None else new_row_mask(df, new_rows, cfg.id_column)
     split = data.split_frame(df, cfg.target, cfg.task, cfg.split, cfg.timestamp_column, mask)

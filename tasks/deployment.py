@@ -9,9 +9,9 @@ import pandas as pd
 from prefect import get_run_logger, task
 from prefect.cache_policies import NONE
 
-from mlops.gate import Check
-from mlops.infra_validation import DEFAULT_PERCENTILE, InfraValidation, infra_validate
-from mlops.infra_validation import start_infra_validation as start_validation
+from mlops.serving.infra_validation import DEFAULT_PERCENTILE, InfraValidation, infra_validate
+from mlops.serving.infra_validation import start_infra_validation as start_validation
+from mlops.training.gate import Check
 
 
 @task(name="infra_validate", cache_policy=NONE)
@@ -19,7 +19,7 @@ def infra_validate_challenger(model_name: str, version: str, holdout: pd.DataFra
                               budget_ms: float, tracking_uri: str, process: Any = None,
                               percentile: float = DEFAULT_PERCENTILE) -> Check:
     """Load the version through the model server's code path in a fresh process (`process`, an
-    `mlops.infra_validation.FreshProcess` started earlier, or a new one), score the holdout, require
+    `mlops.serving.infra_validation.FreshProcess` started earlier, or a new one), score the holdout, require
     identical predictions and the `percentile` single-row latency under the budget, timed at once."""
     passed, detail, latency = infra_validate(model_name, version, holdout, expected, budget_ms, tracking_uri,
                                              process=process, percentile=percentile)

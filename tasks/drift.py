@@ -10,10 +10,10 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_link_artifact, create_markdown_artifact
 from prefect.cache_policies import NONE
 
-from mlops.config import MonitoringConfig
-from mlops.drift import DriftResult, compute_drift, evidently_report
-from mlops.errors import DataError
-from mlops.monitoring import slug
+from mlops.core.config import MonitoringConfig
+from mlops.core.errors import DataError
+from mlops.monitoring.drift import DriftResult, compute_drift, evidently_report
+from mlops.monitoring.windows import slug
 
 
 @task(name="detect_drift", cache_policy=NONE)

@@ -9,10 +9,10 @@ import pandas as pd
 from prefect import task
 from prefect.cache_policies import NONE
 
-from mlops.assessment import Evaluation, evaluate, judge
-from mlops.config import PipelineConfig
-from mlops.contract import DataContract
-from mlops.gate import GateVerdict
+from mlops.core.config import PipelineConfig
+from mlops.core.contract import DataContract
+from mlops.training.assessment import Evaluation, evaluate, judge
+from mlops.training.gate import GateVerdict
 
 
 @task(name="evaluate_challenger", cache_policy=NONE)

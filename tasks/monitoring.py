@@ -14,13 +14,15 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NONE
 
-from mlops import livequality as lq
-from mlops import monitoring as mon
-from mlops import registry, retraining, rowkeys
-from mlops.config import PipelineConfig
-from mlops.contract import DataContract
-from mlops.errors import DataError
-from mlops.policy import Decision, PolicyStore, WindowSummary, decide_and_record
+from mlops.core import rowkeys
+from mlops.core.config import PipelineConfig
+from mlops.core.contract import DataContract
+from mlops.core.errors import DataError
+from mlops.monitoring import live_quality as lq
+from mlops.monitoring import retraining
+from mlops.monitoring import windows as mon
+from mlops.monitoring.policy import Decision, PolicyStore, WindowSummary, decide_and_record
+from mlops.registry import versions as registry
 
 RETRAIN_EVENT = "mlops.retrain.requested"
 DRIFT_DETECTED = "mlops.drift.detected"

@@ -9,9 +9,9 @@ import pandas as pd
 from prefect import get_run_logger, task
 from prefect.cache_policies import NONE
 
-from mlops import registry
-from mlops.contract import DataContract
-from mlops.tracking import dumps, log_model_version, log_run_artifacts
+from mlops.core.contract import DataContract
+from mlops.registry import versions as registry
+from mlops.registry.tracking import dumps, log_model_version, log_run_artifacts
 
 
 @task(name="find_champion", cache_policy=NONE)
@@ -42,7 +42,7 @@ def attach_artifacts(run_id: str, artifacts: list[tuple[str, Path]], texts: dict
 def record_verdict(run_id: str, model_name: str, version: str, verdict_json: str, tags: dict[str, str],
                    card: str) -> None:
     """Attach the final gate verdict, lineage tags and the model card to the version and its run."""
-    from mlops.registry import client
+    from mlops.registry.versions import client
 
     c = client()
     for k, v in tags.items():
@@ -58,7 +58,7 @@ def record_verdict(run_id: str, model_name: str, version: str, verdict_json: str
 @task(name="promote_champion", cache_policy=NONE)
 def promote_champion(model_name: str, version: str, passed: bool, reasons: list[str], by: str) -> dict[str, Any] | None:
     """Move `champion` to the version only when the gate passed; otherwise record why not."""
-    from mlops import events
+    from mlops.core import events
 
     logger = get_run_logger()
     if not passed:

@@ -8,10 +8,10 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NONE
 
-from mlops import registry
-from mlops.config import PipelineConfig
-from mlops.predictlog import PredictionLogWriter, Redactor, hash_key_from_env
-from mlops.scoring import ScoringRun, score_file
+from mlops.core.config import PipelineConfig
+from mlops.registry import versions as registry
+from mlops.serving.predictlog import PredictionLogWriter, Redactor, hash_key_from_env
+from mlops.serving.scoring import ScoringRun, score_file
 
 
 @task(name="load_champion", cache_policy=NONE)

@@ -6,8 +6,8 @@ import pandas as pd
 from prefect import task
 from prefect.cache_policies import NONE
 
-from mlops.config import ModelSpec, SearchConfig
-from mlops.tuning import FamilyResult, tune_family
+from mlops.core.config import ModelSpec, SearchConfig
+from mlops.training.tuning import FamilyResult, tune_family
 
 
 @task(name="tune_family", cache_policy=NONE, task_run_name="tune-{spec.family}")
@@ -18,7 +18,7 @@ def tune_candidates(
     """Search one family's space; log its best trial and CV scores as a nested MLflow run."""
     result = tune_family(spec, preprocessor, X, y, task_kind, scoring, search)
     if parent_run_id:
-        from mlops.tracking import log_family_run
+        from mlops.registry.tracking import log_family_run
 
         log_family_run(parent_run_id, result, search)
     return result

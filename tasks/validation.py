@@ -9,11 +9,11 @@ import pandas as pd
 from prefect import get_run_logger, task
 from prefect.cache_policies import NONE
 
-from mlops.config import PipelineConfig
-from mlops.contract import DataContract, infer_contract, merge_expectations
-from mlops.data import MalformedRow
-from mlops.profile import DataProfile, profile_frame
-from mlops.validation import (
+from mlops.core.config import PipelineConfig
+from mlops.core.contract import DataContract, infer_contract, merge_expectations
+from mlops.core.data import MalformedRow
+from mlops.core.profile import DataProfile, profile_frame
+from mlops.core.validation import (
     ValidationOutcome,
     add_malformed,
     enforce_quarantine_limit,

@@ -67,7 +67,7 @@ def _serve_and_predict(state: Path) -> None:
 
     import httpx
 
-    from mlops.data import generate_churn
+    from mlops.core.data import generate_churn
 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

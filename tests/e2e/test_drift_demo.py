@@ -23,14 +23,14 @@ def run(args: list[str], state: Path, timeout: int = 900) -> subprocess.Complete
     env = dict(os.environ, MLOPS_HOME=str(state), MLOPS_ARTIFACT_ROOT=(state / "mlartifacts").as_uri())
     env.pop("MLFLOW_TRACKING_URI", None)
     env.pop("PREFECT_API_URL", None)
-    return subprocess.run([sys.executable, "-m", "mlops.cli_monitor", *args], cwd=REPO, env=env, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "mlops.cli.monitor", *args], cwd=REPO, env=env, capture_output=True,
                           text=True, timeout=timeout)
 
 
 def test_demo_drift_retrains_a_champion_that_beats_the_old_one_on_drifted_data(tmp_path: Path) -> None:
-    from mlops import registry
-    from mlops.data import CHURN_START, generate_churn
-    from mlops.evaluation import holdout_metrics, predict
+    from mlops.core.data import CHURN_START, generate_churn
+    from mlops.registry import versions as registry
+    from mlops.training.evaluation import holdout_metrics, predict
 
     state = tmp_path / "state"
     config = tmp_path / "small.yaml"

@@ -1,4 +1,4 @@
-"""The model server as deployed: `python -m deployments.model_server` under uvicorn with two workers on a
+"""The model server as deployed: `python -m mlops.serving` under uvicorn with two workers on a
 loopback port, a real MLflow registry, bearer tokens, a reload broadcast to every worker, metrics summed
 across workers, and the prediction log flushed on shutdown with the sensitive column hashed."""
 
@@ -14,8 +14,10 @@ import httpx
 import pytest
 import yaml
 
-from deployments.model_server.records import records_from_frame
-from deployments.model_server.testing import (
+from mlops.registry import versions as registry
+from mlops.serving.predictlog import hash_value, read_prediction_log
+from mlops.serving.records import records_from_frame
+from tests.support.model_server import (
     ServerProcess,
     churn_frame,
     fit_pipeline,
@@ -23,8 +25,6 @@ from deployments.model_server.testing import (
     register_model,
     server_process,
 )
-from mlops import registry
-from mlops.predictlog import hash_value, read_prediction_log
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
 

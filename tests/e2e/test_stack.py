@@ -25,8 +25,8 @@ import httpx
 import orjson
 import pytest
 
-from mlops import stack
-from mlops.stack_processes import process_alive
+from mlops.stack import supervisor as stack
+from mlops.stack.processes import process_alive
 from tests.conftest import write_config
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(420)]
@@ -88,8 +88,8 @@ def live_stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPath
     global _LIVE
     if _LIVE is not None:
         return _LIVE
-    from deployments.webhook_bridge.testing import free_port
-    from mlops.data import generate_churn
+    from mlops.core.data import generate_churn
+    from tests.support.webhooks import free_port
 
     work = tmp_path_factory.mktemp("stack-e2e")
     cfg = write_config(work)
@@ -137,7 +137,7 @@ def api(live: Live, method: str, path: str, **kw: Any) -> Any:
 
 def deliver(live: Live, payload: dict[str, Any], *, delivery: str, timestamp: int | None = None,
             signed: bool = True) -> httpx.Response:
-    from deployments.webhook_bridge.signing import signed_headers
+    from mlops.webhooks.signing import signed_headers
 
     body = orjson.dumps(payload)
     headers = signed_headers(live.secret, body, delivery_id=delivery, timestamp=timestamp)
@@ -358,7 +358,7 @@ def test_a_scoring_batch_and_a_retrain_request_start_their_deployments(live: Liv
 
 
 def test_basic_auth_on_prefect_and_mlflow_when_turned_on(tmp_path: Path) -> None:
-    from deployments.webhook_bridge.testing import free_port
+    from tests.support.webhooks import free_port
 
     env = {**os.environ, "PREFECT_SERVER_API_AUTH_STRING": "admin:e2e-prefect-pw",
            "MLFLOW_TRACKING_USERNAME": "admin", "MLFLOW_TRACKING_PASSWORD": "e2e-mlflow-Pw-123"}

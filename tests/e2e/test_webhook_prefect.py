@@ -15,9 +15,9 @@ import httpx
 import orjson
 import pytest
 
-from deployments.webhook_bridge.app import event_id_for
-from deployments.webhook_bridge.signing import signed_headers
-from deployments.webhook_bridge.testing import (
+from mlops.webhooks.app import event_id_for
+from mlops.webhooks.signing import signed_headers
+from tests.support.webhooks import (
     bridge_process,
     create_triggered_deployment,
     events,

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from prefect import flow
 
-from mlops.gate import Check
+from mlops.training.gate import Check
 
 
 @flow(name="ship-family")
@@ -18,11 +18,11 @@ def ship_family(task: str, family: str) -> dict[str, Any]:
     import mlflow
     from sklearn.pipeline import Pipeline
 
-    from mlops.config import FeatureConfig, ValidationConfig
-    from mlops.contract import coerce_to_contract, infer_contract
-    from mlops.features import build_preprocessor
-    from mlops.infra_validation import FreshProcess
-    from mlops.tuning import make_estimator
+    from mlops.core.config import FeatureConfig, ValidationConfig
+    from mlops.core.contract import coerce_to_contract, infer_contract
+    from mlops.core.features import build_preprocessor
+    from mlops.serving.infra_validation import FreshProcess
+    from mlops.training.tuning import make_estimator
     from tasks.deployment import finish_infra_validation, start_infra_validation
     from tasks.registry import register_challenger
     from tests.unit.test_families import SMALL, messy_frame

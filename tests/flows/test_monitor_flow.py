@@ -19,9 +19,10 @@ import yaml
 
 from flows.monitor import monitor, retrain
 from flows.train import train
-from mlops import registry, rowkeys
-from mlops.data import CHURN_START, generate_churn
-from mlops.logbatch import log_scored_frame
+from mlops.core import rowkeys
+from mlops.core.data import CHURN_START, generate_churn
+from mlops.registry import versions as registry
+from mlops.serving.logbatch import log_scored_frame
 from tests.conftest import small_config
 
 NAME = "churn-small"
@@ -300,9 +301,9 @@ def test_a_window_that_repeats_training_rows_reports_a_share_near_one(store, hom
 def test_a_retrain_holds_out_only_rows_the_champion_never_saw(store, home: Path, tmp_path: Path) -> None:
     """A retraining file from the monitor: the flow strips the marker before validation and holds out
     only the marked rows, saying so in the lineage."""
-    from mlops.config import load_config
-    from mlops.data import load_source
-    from mlops.retraining import build_training_frame, training_rows, write_training_file
+    from mlops.core.config import load_config
+    from mlops.core.data import load_source
+    from mlops.monitoring.retraining import build_training_frame, training_rows, write_training_file
 
     cfg = _config(tmp_path, name="fair.yaml", model_name="churn-fair")
     assert train(config_path=str(cfg), return_state=True).is_completed()

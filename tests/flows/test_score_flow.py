@@ -13,8 +13,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from deployments.model_server.testing import churn_frame, fit_pipeline, isolated_state, register_model
-from mlops.predictlog import read_prediction_log
+from mlops.serving.predictlog import read_prediction_log
+from tests.support.model_server import churn_frame, fit_pipeline, isolated_state, register_model
 
 NAME = "churn-score-flow"
 

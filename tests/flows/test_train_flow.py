@@ -12,9 +12,9 @@ import yaml
 
 from flows.promote import promote, rollback
 from flows.train import train
-from mlops import registry
-from mlops.data import generate_churn
-from mlops.validation import QUARANTINE_REASON_COLUMN
+from mlops.core.data import generate_churn
+from mlops.core.validation import QUARANTINE_REASON_COLUMN
+from mlops.registry import versions as registry
 from tests.conftest import small_config, write_config
 
 NAME = "churn-small"

@@ -3,8 +3,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mlops.config import load_config
-from mlops.errors import ConfigError
+from mlops.core.config import load_config
+from mlops.core.errors import ConfigError
 from tests.conftest import REPO, small_config
 
 

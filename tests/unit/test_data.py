@@ -4,8 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mlops.config import SplitConfig, parse_config
-from mlops.data import (
+from mlops.core.config import SplitConfig, parse_config
+from mlops.core.data import (
     check_frame,
     fingerprint,
     generate_churn,
@@ -15,7 +15,7 @@ from mlops.data import (
     read_table_collecting,
     split_frame,
 )
-from mlops.errors import DataError
+from mlops.core.errors import DataError
 from tests.conftest import small_config
 
 

@@ -11,9 +11,9 @@ import pytest
 from scipy.spatial.distance import jensenshannon
 from scipy.stats import ks_2samp, wasserstein_distance
 
-from mlops.config import MonitoringConfig
-from mlops.drift import compute_drift, evidently_full_baseline, evidently_report, sample_frames
-from mlops.errors import DataError
+from mlops.core.config import MonitoringConfig
+from mlops.core.errors import DataError
+from mlops.monitoring.drift import compute_drift, evidently_full_baseline, evidently_report, sample_frames
 
 CFG = MonitoringConfig(sample_size=5_000, seed=3)
 NUM = ["age", "income", "visits"]

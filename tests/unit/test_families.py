@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mlops.config import CLASSIFICATION_FAMILIES, REGRESSION_FAMILIES
+from mlops.core.config import CLASSIFICATION_FAMILIES, REGRESSION_FAMILIES
 
 MATRIX = [("classification", f) for f in sorted(CLASSIFICATION_FAMILIES)] + [
     ("regression", f) for f in sorted(REGRESSION_FAMILIES)]
@@ -45,11 +45,11 @@ def fit_and_register(task: str, family: str) -> dict[str, Any]:
     import mlflow
     from sklearn.pipeline import Pipeline
 
-    from mlops.config import FeatureConfig, ValidationConfig
-    from mlops.contract import coerce_to_contract, infer_contract
-    from mlops.features import build_preprocessor
-    from mlops.tracking import log_model_version, log_run_artifacts
-    from mlops.tuning import make_estimator
+    from mlops.core.config import FeatureConfig, ValidationConfig
+    from mlops.core.contract import coerce_to_contract, infer_contract
+    from mlops.core.features import build_preprocessor
+    from mlops.registry.tracking import log_model_version, log_run_artifacts
+    from mlops.training.tuning import make_estimator
 
     target, other = ("churned", "spend") if task == "classification" else ("spend", "churned")
     raw = messy_frame(240, seed=len(family) + len(task)).drop(columns=[other])
@@ -83,9 +83,9 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[tuple[str,
     """Each (task, family): registered, then infra-validated (fresh process, the server's loader and app)."""
     import os
 
-    from deployments.model_server.testing import isolated_state
-    from mlops.errors import MLOpsError
-    from mlops.infra_validation import start_infra_validation
+    from mlops.core.errors import MLOpsError
+    from mlops.serving.infra_validation import start_infra_validation
+    from tests.support.model_server import isolated_state
 
     outcomes: dict[tuple[str, str], tuple[bool, str]] = {}
     with isolated_state(tmp_path_factory.mktemp("families")):

@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from mlops.config import GateConfig
-from mlops.evaluation import (
+from mlops.core.config import GateConfig
+from mlops.training.evaluation import (
     BootstrapResult,
     Predictions,
     metric_value,
@@ -11,7 +11,7 @@ from mlops.evaluation import (
     slice_metrics,
     trivial_metric,
 )
-from mlops.gate import check_champion, check_slice_usefulness, check_slices, check_thresholds, decide, fmt
+from mlops.training.gate import check_champion, check_slice_usefulness, check_slices, check_thresholds, decide, fmt
 
 
 def _clf(y: np.ndarray, noise: float, seed: int) -> Predictions:
@@ -171,10 +171,10 @@ def test_verdict_passes_only_when_every_check_passes() -> None:
     assert any(r.startswith("FAIL") for r in decide(a + b).reasons)
 
 
-# ---- the whole gate on a holdout (mlops.assessment.judge) ------------------------------------------
+# ---- the whole gate on a holdout (mlops.training.assessment.judge) ------------------------------------------
 
 def _cfg(task: str = "classification", **extra: object):
-    from mlops.config import parse_config
+    from mlops.core.config import parse_config
 
     raw = {"name": "t", "task": task, "source": {"kind": "generated"}, "target": "y",
            "models": [{"family": "logistic_regression" if task == "classification" else "ridge"}],
@@ -221,7 +221,7 @@ def test_predictive_slice_column_does_not_reject_a_good_first_model() -> None:
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import OneHotEncoder
 
-    from mlops.assessment import evaluate, judge
+    from mlops.training.assessment import evaluate, judge
 
     train, test = _segmented(6000, 1), _segmented(2000, 2)
     cfg = _cfg(gate={"slices": [{"column": "segment", "min_rows": 100}], "slice_tolerance": 0.05})
@@ -238,7 +238,7 @@ def test_predictive_slice_column_does_not_reject_a_good_first_model() -> None:
 
 
 def test_first_model_useless_on_one_slice_is_rejected() -> None:
-    from mlops.assessment import evaluate, judge
+    from mlops.training.assessment import evaluate, judge
 
     test = _segmented(3000, 3)
     cfg = _cfg(gate={"slices": [{"column": "segment", "min_rows": 100}]})
@@ -250,7 +250,7 @@ def test_first_model_useless_on_one_slice_is_rejected() -> None:
 
 
 def test_challenger_that_regresses_on_one_slice_fails_against_the_champion() -> None:
-    from mlops.assessment import evaluate, judge
+    from mlops.training.assessment import evaluate, judge
 
     test = _segmented(3000, 4)
     cfg = _cfg(gate={"slices": [{"column": "segment", "min_rows": 100}], "slice_tolerance": 0.08})
@@ -276,7 +276,7 @@ def test_positive_class_decides_f1_and_is_stated_in_the_verdict() -> None:
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import f1_score
 
-    from mlops.assessment import evaluate, judge
+    from mlops.training.assessment import evaluate, judge
 
     train, test = _yes_no(3000, 1), _yes_no(1000, 2)
     model = LogisticRegression().fit(train[["x"]], train["y"])
@@ -299,7 +299,7 @@ def test_holdout_metrics_take_the_positive_class_explicitly() -> None:
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import f1_score
 
-    from mlops.evaluation import holdout_metrics, predict
+    from mlops.training.evaluation import holdout_metrics, predict
 
     data = _yes_no(2000, 3)
     model = LogisticRegression().fit(data[["x"]], data["y"])
@@ -313,8 +313,8 @@ def test_holdout_metrics_take_the_positive_class_explicitly() -> None:
 def test_positive_class_that_is_not_a_label_is_one_sentence() -> None:
     from sklearn.linear_model import LogisticRegression
 
-    from mlops.assessment import evaluate
-    from mlops.errors import DataError
+    from mlops.core.errors import DataError
+    from mlops.training.assessment import evaluate
 
     data = _yes_no(500, 4)
     model = LogisticRegression().fit(data[["x"]], data["y"])
@@ -329,7 +329,7 @@ def test_positive_class_that_is_not_a_label_is_one_sentence() -> None:
     ([0, 1], True, 1), (["B", "M"], "B", "B"),
 ])
 def test_positive_label_resolution(labels: list, configured: object, expected: object) -> None:
-    from mlops.evaluation import positive_label
+    from mlops.training.evaluation import positive_label
 
     got = positive_label(labels, configured)
     assert got == expected and type(got) is type(expected)

@@ -13,13 +13,13 @@ from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.linear_model import LinearRegression, LogisticRegression, Ridge
 from sklearn.pipeline import Pipeline
 
-from mlops.assessment import evaluate, judge
-from mlops.config import FeatureConfig, PipelineConfig, ValidationConfig, parse_config
-from mlops.contract import DataContract, infer_contract
-from mlops.data import generate_churn, load_sklearn_dataset, split_frame
-from mlops.features import build_preprocessor
-from mlops.gate import Check
-from mlops.leakage import check_leakage, find_leaks, identifier_reason, single_column_scores
+from mlops.core.config import FeatureConfig, PipelineConfig, ValidationConfig, parse_config
+from mlops.core.contract import DataContract, infer_contract
+from mlops.core.data import generate_churn, load_sklearn_dataset, split_frame
+from mlops.core.features import build_preprocessor
+from mlops.training.assessment import evaluate, judge
+from mlops.training.gate import Check
+from mlops.training.leakage import check_leakage, find_leaks, identifier_reason, single_column_scores
 
 
 def _cfg(task: str, target: str, **extra: Any) -> PipelineConfig:

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from mlops import local_api
-from mlops.errors import MLOpsError
+from mlops.cli import local_api
+from mlops.core.errors import MLOpsError
 
 
 @pytest.fixture

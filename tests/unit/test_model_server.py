@@ -17,12 +17,12 @@ import orjson
 import pandas as pd
 import pytest
 
-from deployments.model_server.app import create_app
-from deployments.model_server.model import LoadError, ServedModel, build_served_model
-from deployments.model_server.records import records_from_frame
-from deployments.model_server.testing import churn_frame, fit_pipeline
-from mlops.config import ServingConfig
-from mlops.predictlog import hash_value, read_prediction_log
+from mlops.core.config import ServingConfig
+from mlops.serving.app import create_app
+from mlops.serving.model import LoadError, ServedModel, build_served_model
+from mlops.serving.predictlog import hash_value, read_prediction_log
+from mlops.serving.records import records_from_frame
+from tests.support.model_server import churn_frame, fit_pipeline
 
 with warnings.catch_warnings():  # starlette asks for httpx2 instead of httpx; both work here
     warnings.simplefilter("ignore")

@@ -12,11 +12,11 @@ import pytest
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import MinMaxScaler
 
-from deployments.model_server.fastpath import Unsupported, compile_fast_path
-from deployments.model_server.model import build_served_model
-from deployments.model_server.records import Batch, Validator, records_from_frame
-from deployments.model_server.testing import churn_frame, fit_pipeline
-from mlops.contract import coerce_to_contract
+from mlops.core.contract import coerce_to_contract
+from mlops.serving.fastpath import Unsupported, compile_fast_path
+from mlops.serving.model import build_served_model
+from mlops.serving.records import Batch, Validator, records_from_frame
+from tests.support.model_server import churn_frame, fit_pipeline
 
 CASES = [
     ("churned", "classification", "hist_gradient_boosting", {"max_iter": 40}),
@@ -120,7 +120,7 @@ def test_unsupported_pipeline_falls_back_to_the_full_pipeline() -> None:
 
 
 def test_a_pipeline_that_does_not_reproduce_its_reference_is_refused() -> None:
-    from deployments.model_server.model import LoadError
+    from mlops.serving.model import LoadError
 
     pipe, contract, frame = fit_pipeline(churn_frame(600, seed=4), "churned", params={"max_iter": 10},
                                          id_column="customer_id", timestamp_column="event_time")
@@ -136,7 +136,7 @@ def test_a_wrong_fast_path_is_switched_off(monkeypatch: pytest.MonkeyPatch) -> N
     ref = frame.head(50).copy()
     X = ref.drop(columns=["churned"])
     ref["prediction"] = pipe.predict(X)
-    from deployments.model_server import fastpath
+    from mlops.serving import fastpath
 
     real = fastpath.HGBTrees.raw
     monkeypatch.setattr(fastpath.HGBTrees, "raw", lambda self, X: real(self, X) + 1e-12)

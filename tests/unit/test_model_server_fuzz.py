@@ -15,10 +15,10 @@ from hypothesis import HealthCheck, given, settings
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 
-from deployments.model_server.app import create_app
-from deployments.model_server.model import build_served_model
-from deployments.model_server.testing import churn_frame, fit_pipeline
-from mlops.config import ServingConfig
+from mlops.core.config import ServingConfig
+from mlops.serving.app import create_app
+from mlops.serving.model import build_served_model
+from tests.support.model_server import churn_frame, fit_pipeline
 
 EXAMPLES = 100  # per operation and mode
 

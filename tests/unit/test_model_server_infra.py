@@ -12,9 +12,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from deployments.model_server.testing import churn_frame, fit_pipeline, isolated_state, register_model
-from mlops.contract import coerce_to_contract
-from mlops.infra_validation import infra_validate, measure_latency, start_infra_validation
+from mlops.core.contract import coerce_to_contract
+from mlops.serving.infra_validation import infra_validate, measure_latency, start_infra_validation
+from tests.support.model_server import churn_frame, fit_pipeline, isolated_state, register_model
 
 NAME = "churn-infra"
 

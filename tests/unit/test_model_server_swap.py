@@ -13,11 +13,11 @@ import numpy as np
 import orjson
 import pytest
 
-from deployments.model_server.app import create_app
-from deployments.model_server.records import records_from_frame
-from deployments.model_server.testing import churn_frame, fit_pipeline, isolated_state, register_model
-from mlops import registry
-from mlops.config import ServingConfig
+from mlops.core.config import ServingConfig
+from mlops.registry import versions as registry
+from mlops.serving.app import create_app
+from mlops.serving.records import records_from_frame
+from tests.support.model_server import churn_frame, fit_pipeline, isolated_state, register_model
 
 with warnings.catch_warnings():  # starlette asks for httpx2 instead of httpx; both work here
     warnings.simplefilter("ignore")

@@ -10,14 +10,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mlops import livequality as lq
-from mlops import monitoring as mon
-from mlops import retraining, rowkeys
-from mlops.config import ValidationConfig, parse_config
-from mlops.contract import infer_contract
-from mlops.data import generate_churn
-from mlops.errors import DataError
-from mlops.logbatch import log_scored_frame
+from mlops.core import rowkeys
+from mlops.core.config import ValidationConfig, parse_config
+from mlops.core.contract import infer_contract
+from mlops.core.data import generate_churn
+from mlops.core.errors import DataError
+from mlops.monitoring import live_quality as lq
+from mlops.monitoring import retraining
+from mlops.monitoring import windows as mon
+from mlops.serving.logbatch import log_scored_frame
 from tests.conftest import small_config
 
 NAME = "churn-unit"
@@ -347,8 +348,8 @@ def test_labelled_store_accumulates_until_archived(tmp_path: Path) -> None:
 def test_derived_config_applies_overrides_and_rejects_bad_ones(tmp_path: Path) -> None:
     import yaml
 
-    from mlops.config import load_config
-    from mlops.errors import ConfigError
+    from mlops.core.config import load_config
+    from mlops.core.errors import ConfigError
 
     src = tmp_path / "c.yaml"
     src.write_text(yaml.safe_dump(small_config()))
@@ -414,8 +415,8 @@ def test_resent_rows_without_an_id_appear_once_and_are_not_new() -> None:
 def _through_training(frame: pd.DataFrame, contract, tmp_path: Path, cfg_split, timestamp: str | None,
                       id_column: str | None):
     """What the training flow does with a retraining file: read it back, strip the marker, validate, split."""
-    from mlops.data import read_table, split_frame
-    from mlops.validation import validate_batch
+    from mlops.core.data import read_table, split_frame
+    from mlops.core.validation import validate_batch
 
     path = retraining.write_training_file(frame, tmp_path, "t")
     df, new_rows = rowkeys.pop_new_rows(read_table(path))
@@ -426,7 +427,7 @@ def _through_training(frame: pd.DataFrame, contract, tmp_path: Path, cfg_split, 
 
 
 def test_a_retrain_without_a_timestamp_holds_out_only_new_rows(tmp_path: Path) -> None:
-    from mlops.config import SplitConfig
+    from mlops.core.config import SplitConfig
 
     original = _no_id_no_time(2000, seed=1)
     contract = _plain_contract(original)
@@ -445,8 +446,8 @@ def test_a_retrain_without_a_timestamp_holds_out_only_new_rows(tmp_path: Path) -
 
 
 def test_a_retrain_holdout_is_capped_by_the_new_rows_and_too_few_is_one_sentence(tmp_path: Path) -> None:
-    from mlops.config import SplitConfig
-    from mlops.data import split_frame
+    from mlops.core.config import SplitConfig
+    from mlops.core.data import split_frame
 
     original = _no_id_no_time(2000, seed=1)
     contract = _plain_contract(original)
@@ -461,7 +462,7 @@ def test_a_retrain_holdout_is_capped_by_the_new_rows_and_too_few_is_one_sentence
 
 
 def test_a_retrain_with_a_timestamp_holds_out_the_newest_new_rows(tmp_path: Path) -> None:
-    from mlops.config import SplitConfig
+    from mlops.core.config import SplitConfig
 
     original = generate_churn(1000, seed=1)  # January to June
     contract = infer_contract(original, "churned", "classification", ValidationConfig(), "customer_id", "event_time")
@@ -478,8 +479,8 @@ def test_a_retrain_with_a_timestamp_holds_out_the_newest_new_rows(tmp_path: Path
 def test_a_first_training_splits_as_before_and_says_how() -> None:
     from sklearn.model_selection import train_test_split
 
-    from mlops.config import SplitConfig
-    from mlops.data import split_frame
+    from mlops.core.config import SplitConfig
+    from mlops.core.data import split_frame
 
     df = _no_id_no_time(500, seed=3)
     split = split_frame(df, "churned", "classification", SplitConfig(), None)
@@ -491,7 +492,7 @@ def test_a_first_training_splits_as_before_and_says_how() -> None:
 
 
 def test_seen_in_training_share_near_one_for_repeats_and_zero_for_fresh_rows(tmp_path: Path, contract) -> None:
-    from mlops.contract import coerce_to_contract
+    from mlops.core.contract import coerce_to_contract
 
     train = coerce_to_contract(generate_churn(2000, seed=1), contract).frame  # as training holds them
     path = rowkeys.save_training_hashes(train, contract, ["age"], tmp_path / "h.npz")
@@ -541,7 +542,7 @@ class BandModel:
 
 
 def test_live_quality_compares_a_one_slice_window_with_that_slice_of_the_holdout() -> None:
-    from mlops.evaluation import predict
+    from mlops.training.evaluation import predict
 
     cfg = parse_config(small_config(monitoring={"min_labelled_rows": 50, "policy": {"quality_tolerance": 0.05}},
                                     gate={"slices": [{"column": "risk_band", "min_rows": 30}]}))

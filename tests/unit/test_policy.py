@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from mlops.config import RetrainPolicyConfig
-from mlops.errors import MLOpsError
-from mlops.policy import (
+from mlops.core.config import RetrainPolicyConfig
+from mlops.core.errors import MLOpsError
+from mlops.monitoring.policy import (
     PolicyState,
     PolicyStore,
     TrainingLock,

@@ -12,8 +12,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mlops.errors import DataError
-from mlops.predictlog import (
+from mlops.core.errors import DataError
+from mlops.serving.predictlog import (
     LogRecord,
     PredictionLogWriter,
     Redactor,

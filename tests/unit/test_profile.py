@@ -6,12 +6,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mlops.config import FeatureConfig, ValidationConfig
-from mlops.contract import infer_contract
-from mlops.errors import DataError
-from mlops.features import DateParts, build_preprocessor, feature_columns
-from mlops.profile import profile_frame
-from mlops.validation import QUARANTINE_REASON_COLUMN, validate_batch
+from mlops.core.config import FeatureConfig, ValidationConfig
+from mlops.core.contract import infer_contract
+from mlops.core.errors import DataError
+from mlops.core.features import DateParts, build_preprocessor, feature_columns
+from mlops.core.profile import profile_frame
+from mlops.core.validation import QUARANTINE_REASON_COLUMN, validate_batch
 
 
 def _frame(n: int = 400, seed: int = 0) -> pd.DataFrame:

@@ -11,11 +11,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from deployments.model_server.testing import churn_frame, fit_pipeline
-from mlops.contract import coerce_to_contract
-from mlops.errors import DataError
-from mlops.predictlog import PredictionLogWriter, Redactor, hash_value, read_prediction_log
-from mlops.scoring import iter_chunks, score_file
+from mlops.core.contract import coerce_to_contract
+from mlops.core.errors import DataError
+from mlops.serving.predictlog import PredictionLogWriter, Redactor, hash_value, read_prediction_log
+from mlops.serving.scoring import iter_chunks, score_file
+from tests.support.model_server import churn_frame, fit_pipeline
 
 
 @pytest.fixture(scope="module")

@@ -12,8 +12,8 @@ import pytest
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.pipeline import Pipeline
 
-from mlops.errors import RegistryError
-from mlops.trusted_types import check_types, is_allowed, load_sklearn_model, trusted_types
+from mlops.core.errors import RegistryError
+from mlops.registry.trusted_types import check_types, is_allowed, load_sklearn_model, trusted_types
 
 
 class Doubler(BaseEstimator, TransformerMixin):
@@ -42,17 +42,17 @@ def _frame(rows: int = 120, seed: int = 0) -> pd.DataFrame:
 
 
 def _fit(family: str, params: dict[str, Any] | None = None) -> tuple[Any, Any, pd.DataFrame]:
-    from deployments.model_server.testing import fit_pipeline
+    from tests.support.model_server import fit_pipeline
 
     return fit_pipeline(_frame(), "churned", "classification", family, params, id_column="customer_id",
                         timestamp_column="signup")
 
 
 def test_allow_list_is_explicit_names_and_scoped_modules() -> None:
-    for name in ("mlops.features.DateParts", "numpy.dtype", "sklearn.tree._tree.Tree",
+    for name in ("mlops.core.features.DateParts", "numpy.dtype", "sklearn.tree._tree.Tree",
                  "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor", "sklearn._loss.loss.HalfBinomialLoss"):
         assert is_allowed(name), name
-    for name in ("builtins.eval", "os.system", "sklearn.tree._treeX.Tree", "mlops.features.Other", "numpy.load",
+    for name in ("builtins.eval", "os.system", "sklearn.tree._treeX.Tree", "mlops.core.features.Other", "numpy.load",
                  "tests.unit.test_trusted_types.Doubler", "sklearn.tree.Tree"):
         assert not is_allowed(name), name
 
@@ -61,7 +61,7 @@ def test_types_follow_the_family() -> None:
     rf = trusted_types(_fit("random_forest", {"n_estimators": 3})[0])
     hgb = trusted_types(_fit("hist_gradient_boosting", {"max_iter": 5})[0])
     lr = trusted_types(_fit("logistic_regression")[0])
-    assert "sklearn.tree._tree.Tree" in rf and "mlops.features.DateParts" in rf
+    assert "sklearn.tree._tree.Tree" in rf and "mlops.core.features.DateParts" in rf
     assert "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor" in hgb
     assert "sklearn.tree._tree.Tree" not in lr and not any("hist_gradient" in t for t in lr)
     assert rf == sorted(set(rf))
@@ -82,7 +82,7 @@ def test_a_type_outside_the_allow_list_is_one_clear_sentence() -> None:
 def _register(family: str, params: dict[str, Any] | None = None, optional: tuple[str, ...] = ()) -> tuple[Any, str]:
     import mlflow
 
-    from mlops.tracking import log_model_version
+    from mlops.registry.tracking import log_model_version
 
     pipe, _, frame = _fit(family, params)
     X = frame.drop(columns=["churned"])
@@ -111,7 +111,7 @@ def test_refused_types_stop_registration_before_anything_is_logged(state_dir: Pa
     import mlflow
     from mlflow import MlflowClient
 
-    from mlops.tracking import log_model_version
+    from mlops.registry.tracking import log_model_version
 
     X = pd.DataFrame({"a": np.arange(6.0), "b": np.arange(6.0)})
     pipe = Pipeline([("double", Doubler())]).fit(X)
@@ -164,7 +164,7 @@ def test_signature_without_optional_columns_requires_every_column(state_dir: Pat
 
 
 def test_optional_column_must_be_an_input_column() -> None:
-    from mlops.tracking import model_signature
+    from mlops.registry.tracking import model_signature
 
     X = pd.DataFrame({"a": [1.0, 2.0]})
     with pytest.raises(ValueError, match="customer_id"):

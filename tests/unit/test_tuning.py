@@ -1,11 +1,11 @@
 import pandas as pd
 import pytest
 
-from mlops.config import FeatureConfig, ModelSpec, Param, SearchConfig, ValidationConfig
-from mlops.contract import infer_contract
-from mlops.data import generate_churn
-from mlops.features import build_preprocessor
-from mlops.tuning import pick_best, tune_family
+from mlops.core.config import FeatureConfig, ModelSpec, Param, SearchConfig, ValidationConfig
+from mlops.core.contract import infer_contract
+from mlops.core.data import generate_churn
+from mlops.core.features import build_preprocessor
+from mlops.training.tuning import pick_best, tune_family
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +87,7 @@ def test_f1_scorer_scores_the_configured_positive_class() -> None:
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import f1_score
 
-    from mlops.tuning import scorer_for
+    from mlops.training.tuning import scorer_for
 
     X, y = _yes_no(1500, 1)
     model = LogisticRegression().fit(X[["x"]], y)
@@ -100,7 +100,7 @@ def test_f1_scorer_scores_the_configured_positive_class() -> None:
 
 
 def test_scorer_names_stay_plain_where_sklearn_already_agrees() -> None:
-    from mlops.tuning import scorer_for
+    from mlops.training.tuning import scorer_for
 
     zero_one = pd.Series([0, 1, 1, 0])
     assert scorer_for("classification", "f1", True, labels=zero_one) == "f1"
@@ -110,8 +110,8 @@ def test_scorer_names_stay_plain_where_sklearn_already_agrees() -> None:
 
 
 def test_positive_class_that_is_not_a_label_stops_before_the_search() -> None:
-    from mlops.errors import DataError
-    from mlops.tuning import scorer_for
+    from mlops.core.errors import DataError
+    from mlops.training.tuning import scorer_for
 
     _, y = _yes_no(200, 2)
     with pytest.raises(DataError, match=r"positive_class 'maybe' is not one of the target's labels \['no', 'yes'\]"):
@@ -122,7 +122,7 @@ def test_search_on_string_labels_with_f1_runs_and_logs_a_readable_scorer() -> No
     from sklearn.compose import make_column_transformer
     from sklearn.preprocessing import OneHotEncoder
 
-    from mlops.tuning import scorer_for
+    from mlops.training.tuning import scorer_for
 
     X, y = _yes_no(800, 3)
     pre = make_column_transformer((OneHotEncoder(), ["region"]), ("passthrough", ["x"]))

@@ -4,11 +4,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mlops.config import UserExpectation, ValidationConfig
-from mlops.contract import DataContract, infer_contract, merge_expectations
-from mlops.data import MalformedRow
-from mlops.errors import DataError
-from mlops.validation import (
+from mlops.core.config import UserExpectation, ValidationConfig
+from mlops.core.contract import DataContract, infer_contract, merge_expectations
+from mlops.core.data import MalformedRow
+from mlops.core.errors import DataError
+from mlops.core.validation import (
     QUARANTINE_REASON_COLUMN,
     add_malformed,
     enforce_quarantine_limit,

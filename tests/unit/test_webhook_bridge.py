@@ -20,14 +20,14 @@ import httpx
 import orjson
 import pytest
 
-from deployments.webhook_bridge.app import EVENT_NAMESPACE, create_app, event_id_for
-from deployments.webhook_bridge.config import load_webhook_config
-from deployments.webhook_bridge.forwarder import Forwarder
-from deployments.webhook_bridge.sign import main as sign_main
-from deployments.webhook_bridge.signing import sign, signed_headers, verify
-from deployments.webhook_bridge.sinks import EmitError, PrefectApiSink, RecordingSink
-from deployments.webhook_bridge.store import DeliveryStore
-from mlops.errors import ConfigError
+from mlops.core.errors import ConfigError
+from mlops.webhooks.app import EVENT_NAMESPACE, create_app, event_id_for
+from mlops.webhooks.config import load_webhook_config
+from mlops.webhooks.forwarder import Forwarder
+from mlops.webhooks.sign import main as sign_main
+from mlops.webhooks.signing import sign, signed_headers, verify
+from mlops.webhooks.sinks import EmitError, PrefectApiSink, RecordingSink
+from mlops.webhooks.store import DeliveryStore
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIG = REPO / "configs" / "webhooks.yaml"
@@ -478,7 +478,7 @@ def test_event_rules_agree_with_prefects_server_model(case: str) -> None:
     from prefect.server.events.schemas.events import Event as ServerEvent
     from pydantic import ValidationError
 
-    from deployments.webhook_bridge.templating import TemplateFailure, build_event
+    from mlops.webhooks.templating import TemplateFailure, build_event
 
     rendered = PARITY_CASES[case]
     event_id, occurred = uuid.uuid4(), datetime.now(UTC)
@@ -508,7 +508,7 @@ def test_event_rules_agree_with_prefects_server_model(case: str) -> None:
 
 
 def test_events_over_prefects_size_limit_are_refused() -> None:
-    from deployments.webhook_bridge.templating import EventLimits, TemplateFailure, build_event
+    from mlops.webhooks.templating import EventLimits, TemplateFailure, build_event
 
     rendered = {"event": "e.x", "resource": OK_RESOURCE, "payload": {"blob": "x" * 2000}}
     with pytest.raises(TemplateFailure, match="Prefect drops events over 1000 bytes"):

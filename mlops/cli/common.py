@@ -1,0 +1,103 @@
+"""What every `mlops` command shares: one-line errors, config checks, running a flow in-process."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, NoReturn
+
+import typer
+
+
+def version_label(version: Any) -> str:
+    """`v3`, or `none` when there is no version (never `vNone`)."""
+    return f"v{version}" if version not in (None, "", "None") else "none"
+
+
+def fail(message: str, code: int = 2) -> NoReturn:
+    """Print one line on stderr and exit non-zero."""
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(code)
+
+
+def check_config(config: Path) -> Any:
+    """Load and validate a config; a bad one ends here, before any work starts."""
+    from mlops.core.config import load_config
+    from mlops.core.errors import MLOpsError
+
+    try:
+        return load_config(config)
+    except MLOpsError as exc:
+        fail(str(exc), exc.exit_code)
+
+
+def prepare_flow_process(*modules: str) -> Any:
+    """Get this process ready to run flows; returns the settings.
+
+    Starts the private Prefect API (unless `PREFECT_API_URL` names one) before anything imports
+    Prefect, imports `modules` and opens the MLflow store while the server boots on the other core,
+    then waits for it. The cyclic GC is off during the imports and the imported heap is frozen after
+    them: collections would otherwise walk hundreds of thousands of module objects, again and again,
+    for nothing (about a second per run).
+    """
+    import gc
+    import importlib
+
+    from mlops.cli.local_api import start_local_api, wait_local_api
+    from mlops.core.settings import configure_environment
+
+    settings = configure_environment()
+    start_local_api()
+    gc.disable()
+    try:
+        import mlflow
+
+        for name in modules:
+            importlib.import_module(name)
+        mlflow.set_tracking_uri(settings.tracking_uri)
+        mlflow.MlflowClient().search_experiments(max_results=1)  # creates or upgrades the store once
+    finally:
+        gc.freeze()
+        gc.enable()
+    wait_local_api()
+    return settings
+
+
+class _ExitProgressFilter:
+    def filter(self, record: Any) -> bool:
+        return not str(record.msg).startswith("Still processing items")
+
+
+def run_flow(fn: Any, **params: Any) -> Any:
+    """Run a flow in-process; a failed run becomes one line on stderr and a non-zero exit."""
+    import logging
+
+    from mlops.cli import local_api
+    from mlops.core.errors import MLOpsError
+
+    for name in ("prefect.flow_runs", "prefect.task_runs"):
+        logging.getLogger(name).setLevel(logging.INFO)
+    # A progress note while the last logs and events go out at exit ("Still processing items")
+    # would follow a one-line error as if it were another; their other warnings stay.
+    for name in ("EventsWorker", "APILogWorker"):
+        worker_log = logging.getLogger(name)
+        if not any(isinstance(f, _ExitProgressFilter) for f in worker_log.filters):
+            worker_log.addFilter(_ExitProgressFilter())
+    if local_api.current() is not None:
+        # Heartbeats let a server mark a run whose process died as crashed; this server ends with the
+        # process, so there is nothing to tell it (and the engine waits up to a second for its
+        # heartbeat thread at the end of every run).
+        from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+
+        with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+            state = fn(**params, return_state=True)
+    else:
+        state = fn(**params, return_state=True)
+    if state.is_completed():
+        return state.result()
+    try:
+        state.result()
+    except MLOpsError as exc:
+        fail(str(exc), exc.exit_code)
+    except Exception as exc:  # noqa: BLE001 - one line; the flow log has the rest
+        fail(state.message or f"{type(exc).__name__}: {exc}", 1)
+    fail(state.message or "flow run failed", 1)

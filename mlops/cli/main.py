@@ -1,0 +1,222 @@
+"""`mlops`: train, promote, rollback, status, and the other front doors. Heavy imports happen inside
+commands so `mlops --help` answers at once."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from mlops.cli.common import check_config, prepare_flow_process, version_label
+from mlops.cli.common import fail as _fail
+from mlops.cli.common import run_flow as _run_flow
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="MLOps for tabular data on Prefect 3 and MLflow.")
+
+ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="pipeline config (YAML)")]
+DEFAULT_CONFIG = Path("configs/default.yaml")
+# imported while the local Prefect server starts: what a training run needs before its search
+# (the flow imports what registration needs during the search)
+TRAINING_MODULES = ("great_expectations", "sklearn.ensemble", "flows.train")
+
+
+
+
+def _prepare() -> Any:
+    from mlops.core.settings import configure_environment
+
+    return configure_environment()
+
+
+def _model_name(config: Path, model: str | None) -> str:
+    if model:
+        return model
+    return check_config(config).registry.model_name
+
+
+def _print_summary(s: dict[str, Any]) -> None:
+    ok = typer.style("PASSED", fg=typer.colors.GREEN) if s["gate_passed"] else typer.style("REJECTED", fg=typer.colors.RED)
+    typer.echo("")
+    typer.echo(f"Model      {s['model_name']} version {s['version']} ({s['family']})")
+    typer.echo("Holdout    " + ", ".join(f"{k}={v:.4f}" for k, v in s["metrics"].items()))
+    for i, row in enumerate(s.get("leaderboard") or []):
+        head = "Candidates" if i == 0 else ""
+        mark = "  <- best" if row.get("family") == s["family"] else ""
+        typer.echo(f"{head:10s} {row['family']:24s} cv score {row['cv_score']:.4f} "
+                   f"(+/- {row['cv_std']:.4f}, {row['trials']} trials){mark}")
+    if s.get("lineage", {}).get("holdout"):
+        typer.echo(f"Split      {s['lineage']['holdout']}")
+    typer.echo(f"Gate       {ok}")
+    for r in s["gate_reasons"]:
+        typer.echo(f"           - {r}")
+    if s["promoted"]:
+        was = f" (was v{s['previous_champion']})" if s["previous_champion"] else " (the first champion)"
+        typer.echo(f"Champion   version {s['version']} is now `champion`{was}")
+    else:
+        now = f"version {s['champion_version']}" if s["champion_version"] else "no champion yet"
+        typer.echo(f"Champion   unchanged: {now}")
+    d = s["data"]
+    q = f" -> {s['quarantine_file']}" if s.get("quarantine_file") else ""
+    typer.echo(f"Data       {d['rows_accepted']} rows accepted, {d['rows_quarantined']} quarantined{q}")
+    for line in s.get("profile_lines") or []:
+        typer.echo(line)
+    uri = s["tracking_uri"]
+    if uri.startswith("sqlite:"):
+        typer.echo(f"MLflow UI  .venv/bin/mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000")
+    else:
+        typer.echo(f"MLflow UI  {uri}/#/experiments/{s['experiment_id']}/runs/{s['mlflow_run_id']}")
+
+
+@app.command()
+def train(
+    config: ConfigOpt = DEFAULT_CONFIG,
+    data: Annotated[str | None, typer.Option(help="CSV/Parquet file or folder to train on instead of the config's source")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="print the run summary as JSON")] = False,
+) -> None:
+    """Run the training flow: validate, tune, evaluate, gate, register, promote."""
+    check_config(config)  # a bad config fails here, before any work starts
+    prepare_flow_process(*TRAINING_MODULES)
+    from flows.train import train as train_flow
+
+    summary = _run_flow(train_flow, config_path=str(config), source_path=data, reason="cli")
+    if json_out:
+        typer.echo(json.dumps(summary, default=str, indent=2))
+    else:
+        _print_summary(summary)
+    if not summary["gate_passed"]:
+        raise typer.Exit(0)
+
+
+@app.command()
+def promote(
+    version: Annotated[int, typer.Option("--version", help="registered version to make champion")],
+    config: ConfigOpt = DEFAULT_CONFIG,
+    reason: Annotated[str, typer.Option(help="why, recorded with the move")] = "manual promotion",
+) -> None:
+    """Make a registered version of the config's model the champion (recorded like every alias move)."""
+    name = check_config(config).registry.model_name
+    prepare_flow_process("flows.promote")
+    from flows.promote import promote as promote_flow
+
+    entry = _run_flow(promote_flow, config_path=str(config), version=version, reason=reason)
+    typer.echo(f"{name}: champion {version_label(entry['from_version'])} -> {version_label(entry['to_version'])}")
+
+
+@app.command()
+def rollback(
+    config: ConfigOpt = DEFAULT_CONFIG,
+    reason: Annotated[str, typer.Option(help="why, recorded with the move")] = "manual rollback",
+) -> None:
+    """Move the config's model's champion back to the previous champion."""
+    name = check_config(config).registry.model_name
+    prepare_flow_process("flows.promote")
+    from flows.promote import rollback as rollback_flow
+
+    entry = _run_flow(rollback_flow, config_path=str(config), reason=reason)
+    typer.echo(f"{name}: champion {version_label(entry['from_version'])} -> {version_label(entry['to_version'])} "
+               "(rolled back)")
+
+
+@app.command()
+def status(
+    config: ConfigOpt = DEFAULT_CONFIG,
+    model: Annotated[str | None, typer.Option(help="registered model name (default: from the config)")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="print as JSON")] = False,
+    history: Annotated[bool, typer.Option(help="also list recent alias moves")] = False,
+) -> None:
+    """What is champion, its metrics and when it was trained."""
+    name = _model_name(config, model)
+    settings = _prepare()
+    from mlops.core.errors import MLOpsError
+    from mlops.registry import versions as registry
+
+    registry.client(settings.tracking_uri)
+    try:
+        st = registry.status(name)
+    except MLOpsError as exc:
+        _fail(str(exc), exc.exit_code)
+    if json_out:
+        typer.echo(json.dumps(st, indent=2, default=str))
+        return
+    typer.echo(f"Model {name}: {st['versions']} version(s)")
+    for alias in ("champion", "previous"):
+        v = st[alias]
+        if v is None:
+            typer.echo(f"  {alias:9s} (none)")
+            continue
+        metrics = ", ".join(f"{k}={val:.4f}" for k, val in sorted(v["metrics"].items()))
+        typer.echo(f"  {alias:9s} v{v['version']}  trained {v['trained_at']}  promoted {v['promoted_at']}")
+        typer.echo(f"            {metrics}")
+    if history:
+        typer.echo("Versions (newest first):")
+        for v in st["recent_versions"]:
+            gate = {"true": "passed", "false": "REJECTED"}.get(str(v["gate_passed"]), "no verdict")
+            aliases = f"  [{', '.join(v['aliases'])}]" if v["aliases"] else ""
+            typer.echo(f"  v{v['version']:<4} {v['trained_at'][:19]}  {v['family'] or '?':24s} gate {gate}{aliases}")
+            for failure in v["failures"][:3]:
+                typer.echo(f"          - {failure[:150]}")
+        typer.echo("Alias moves:")
+        for h in st["history"]:
+            typer.echo(f"  {h['at']}  {h['alias']}: {version_label(h['from_version'])} -> "
+                       f"{version_label(h['to_version'])}  by {h['by']}  ({h['reason'][:80]})")
+
+
+@app.command()
+def init() -> None:
+    """Prepare the state folder: the MLflow store and Prefect's local database (done by the first run otherwise)."""
+    settings = prepare_flow_process()
+    typer.echo(f"state folder {settings.state_dir} ready (MLflow store {settings.tracking_uri})")
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def serve(
+    ctx: typer.Context,
+    config: ConfigOpt = DEFAULT_CONFIG,
+    port: Annotated[int, typer.Option(help="port on 127.0.0.1 (use --host to change the interface)")] = 8000,
+) -> None:
+    """Serve models:/NAME@champion over HTTP (hot swap, contract checks, prediction log).
+
+    Further options (--workers, --host, --poll-seconds, --no-prediction-log ...) go to the model server.
+    """
+    check_config(config)
+    _prepare()
+    from mlops.serving.__main__ import main as serve_main
+
+    raise typer.Exit(serve_main(["--config", str(config), "--port", str(port), *ctx.args]))
+
+
+def _register_more() -> None:
+    """Monitoring and local-stack commands live in their own modules (light at import)."""
+    from mlops.cli import monitor as cli_monitor
+    from mlops.cli import stack as cli_stack
+
+    app.command("monitor")(cli_monitor.monitor_command)
+    app.command("demo-drift")(cli_monitor.demo_drift_command)
+    app.command("up")(cli_stack.up_command)
+    app.command("down")(cli_stack.down_command)
+    app.command("stack-status")(cli_stack.status_command)
+    app.command("logs")(cli_stack.logs_command)
+    app.command("deploy-env")(cli_stack.deploy_env_command)
+
+
+_register_more()
+
+
+def main() -> None:
+    import gc
+
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)
+    finally:
+        # Exit frees the heap anyway; frozen objects skip the collections of interpreter teardown
+        # (about 2 s after a training run). atexit handlers and stream flushes still run.
+        gc.freeze()
+
+
+if __name__ == "__main__":
+    main()

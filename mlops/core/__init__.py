@@ -1,0 +1,1 @@
+"""Core: the config schema, errors, settings, data loading, the data contract, validation and features."""

@@ -1,0 +1,384 @@
+"""The pipeline config: one YAML per use case, validated once at the boundary.
+
+A bad config fails before any work starts, naming the file, the field and the reason.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from mlops.core.errors import ConfigError
+
+TaskKind = Literal["classification", "regression"]
+Family = Literal[
+    "logistic_regression",
+    "linear_regression",
+    "ridge",
+    "random_forest",
+    "hist_gradient_boosting",
+]
+CLASSIFICATION_FAMILIES = {"logistic_regression", "random_forest", "hist_gradient_boosting"}
+REGRESSION_FAMILIES = {"linear_regression", "ridge", "random_forest", "hist_gradient_boosting"}
+
+# metric name -> True when larger is better
+METRIC_DIRECTION: dict[str, bool] = {
+    "roc_auc": True,
+    "f1": True,
+    "accuracy": True,
+    "log_loss": False,
+    "rmse": False,
+    "mae": False,
+    "r2": True,
+}
+CLASSIFICATION_METRICS = {"roc_auc", "f1", "accuracy", "log_loss"}
+REGRESSION_METRICS = {"rmse", "mae", "r2"}
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class GeneratedSource(_Strict):
+    """The built-in deterministic demo data (see mlops.core.data.generate_churn)."""
+
+    kind: Literal["generated"] = "generated"
+    rows: int = Field(20_000, ge=100, le=50_000_000)
+    seed: int = 7
+    drift: float = Field(0.0, ge=0.0, le=1.0)
+    corrupt: float = Field(0.0, ge=0.0, le=0.5, description="share of rows with impossible values")
+
+
+class FileSource(_Strict):
+    """A local CSV or Parquet file."""
+
+    kind: Literal["file"] = "file"
+    path: str
+    format: Literal["auto", "csv", "parquet"] = "auto"
+    delimiter: str = ","
+
+
+class SklearnSource(_Strict):
+    """A real dataset that ships inside scikit-learn (no download)."""
+
+    kind: Literal["sklearn"] = "sklearn"
+    name: Literal["breast_cancer", "diabetes", "wine", "iris"]
+
+
+DataSource = Annotated[GeneratedSource | FileSource | SklearnSource, Field(discriminator="kind")]
+
+
+class SplitConfig(_Strict):
+    test_size: float = Field(0.2, gt=0.0, lt=0.9)
+    seed: int = 42
+    stratify: bool = True
+
+
+class UserExpectation(_Strict):
+    """An expectation the user writes; merged into the inferred data contract."""
+
+    type: Literal["between", "in_set", "not_null", "unique", "regex"]
+    column: str
+    min: float | None = None
+    max: float | None = None
+    values: list[Any] | None = None
+    pattern: str | None = None
+
+    @model_validator(mode="after")
+    def _needs_arguments(self) -> UserExpectation:
+        if self.type == "between" and self.min is None and self.max is None:
+            raise ValueError("'between' needs min or max")
+        if self.type == "in_set" and not self.values:
+            raise ValueError("'in_set' needs a non-empty values list")
+        if self.type == "regex" and not self.pattern:
+            raise ValueError("'regex' needs a pattern")
+        return self
+
+
+class ValidationConfig(_Strict):
+    max_quarantine_fraction: float = Field(0.05, ge=0.0, le=1.0)
+    range_margin: float = Field(0.25, ge=0.0, description="fraction of the observed span added to each side")
+    null_margin: float = Field(0.05, ge=0.0, le=1.0, description="allowed null fraction above the observed one")
+    max_categories: int = Field(50, ge=1, description="a text column with more distinct values is not a category")
+    expectations: list[UserExpectation] = Field(default_factory=list)
+
+
+class FeatureConfig(_Strict):
+    numeric_impute: Literal["median", "mean"] = "median"
+    scale: bool = True
+    categorical_impute: Literal["most_frequent", "constant"] = "constant"
+    max_one_hot: int = Field(30, ge=2)
+    date_parts: list[Literal["year", "month", "day", "dayofweek", "hour"]] = Field(
+        default_factory=lambda: ["month", "dayofweek", "hour"]
+    )
+
+
+class Param(_Strict):
+    """One hyperparameter's search space."""
+
+    type: Literal["int", "uniform", "loguniform", "choice"]
+    low: float | None = None
+    high: float | None = None
+    values: list[Any] | None = None
+
+    @model_validator(mode="after")
+    def _bounds(self) -> Param:
+        if self.type == "choice":
+            if not self.values:
+                raise ValueError("'choice' needs a non-empty values list")
+        else:
+            if self.low is None or self.high is None:
+                raise ValueError(f"'{self.type}' needs low and high")
+            if self.low >= self.high:
+                raise ValueError("low must be below high")
+            if self.type == "loguniform" and self.low <= 0:
+                raise ValueError("'loguniform' needs low > 0")
+        return self
+
+
+class ModelSpec(_Strict):
+    family: Family
+    params: dict[str, Any] = Field(default_factory=dict, description="fixed parameters")
+    search_space: dict[str, Param] = Field(default_factory=dict)
+
+
+class SearchConfig(_Strict):
+    strategy: Literal["random", "halving"] = "random"
+    n_trials: int = Field(8, ge=1, le=10_000)
+    cv_folds: int = Field(3, ge=2, le=20)
+    scoring: str | None = Field(None, description="sklearn scorer; default from the primary metric")
+    n_jobs: int = Field(-1, description="-1 uses every core")
+    seed: int = 42
+    backend: Literal["local", "dask"] = "local"
+    dask_address: str | None = None
+
+
+class SliceConfig(_Strict):
+    column: str
+    min_rows: int = Field(30, ge=1)
+
+
+class LeakageConfig(_Strict):
+    """When the gate treats a result as a leak: the target in disguise among the features."""
+
+    near_perfect: float = Field(
+        0.999, gt=0.5, le=1.0,
+        description="a holdout roc_auc, accuracy, f1 or r2 at or above this is near perfect and suspicious")
+    single_feature: float = Field(
+        0.98, gt=0.5, le=1.0,
+        description="one column that alone reaches this score (roc_auc, or r2 for regression) leaks the target")
+    min_holdout_rows: int = Field(
+        200, ge=1, description="a near-perfect score on fewer holdout rows than this is not taken as a leak")
+    check_identifiers: bool = Field(True, description="reject an identifier-like feature (unique per row, monotonic)")
+
+
+class GateConfig(_Strict):
+    primary_metric: str | None = None
+    thresholds: dict[str, float] = Field(default_factory=dict, description="metric -> bound")
+    min_improvement: float = Field(0.0, ge=0.0, description="challenger must beat champion by this much")
+    noninferiority_margin: float = Field(0.0, ge=0.0)
+    bootstrap_samples: int = Field(1000, ge=100, le=100_000)
+    confidence: float = Field(0.95, gt=0.5, lt=1.0)
+    slices: list[SliceConfig] = Field(default_factory=list)
+    slice_tolerance: float = Field(
+        0.05, ge=0.0,
+        description="how far a slice may fall behind its baseline: a share of the baseline (relative) or in the "
+                    "metric's own units (absolute, e.g. target units for rmse)")
+    slice_tolerance_mode: Literal["relative", "absolute"] = "relative"
+    latency_budget_ms: float = Field(
+        50.0, gt=0, description="single-row latency budget for infra validation, compared with latency_percentile")
+    latency_percentile: float = Field(95.0, ge=50.0, le=100.0, description="which percentile meets the budget")
+    infra_validation: bool = True
+    leakage: LeakageConfig = Field(default_factory=LeakageConfig)
+    allow_leakage: list[str] = Field(
+        default_factory=list, description="columns accepted knowingly although the leakage check flags them")
+
+
+class RegistryConfig(_Strict):
+    model_name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    experiment: str | None = None
+    reference_rows: int = Field(5_000, ge=100)
+
+
+class RetrainPolicyConfig(_Strict):
+    drift_share_threshold: float = Field(0.3, gt=0.0, le=1.0)
+    consecutive_windows: int = Field(2, ge=1)
+    cooldown_minutes: float = Field(60.0, ge=0.0)
+    min_rows: int = Field(500, ge=1)
+    quality_tolerance: float = Field(0.05, ge=0.0)
+    train_on: Literal["new", "window", "original_plus_new"] = "original_plus_new"
+    run_training_locally: bool = True
+    training_lock_minutes: float = Field(
+        240.0, gt=0.0, description="a training run that has not reported back after this long is presumed dead"
+    )
+    dedupe_seconds: float = Field(300.0, ge=0.0, description="training starts closer together than this are one")
+    history_size: int = Field(200, ge=1, description="policy decisions kept in the state file")
+    max_training_rows: int = Field(
+        1_000_000, ge=100, description="a retraining file keeps at most this many rows, the most recent"
+    )
+
+
+class MonitoringConfig(_Strict):
+    schedule_cron: str = "0 * * * *"
+    sample_size: int = Field(20_000, ge=100)
+    seed: int = 0
+    numeric_method: Literal["wasserstein", "psi", "jensenshannon", "ks"] = "wasserstein"
+    categorical_method: Literal["jensenshannon", "psi", "chisquare"] = "jensenshannon"
+    numeric_threshold: float | None = None
+    categorical_threshold: float | None = None
+    drift_share: float = Field(0.5, gt=0.0, le=1.0, description="dataset drift when this share of columns drift")
+    discrete_max_unique: int = Field(
+        5, ge=0, description="numeric columns with at most this many values are compared as categories (0: never)"
+    )
+    min_labelled_rows: int = Field(100, ge=1, description="fewer labelled rows in a window give no live-quality verdict")
+    lookback_days: float = Field(
+        2.0, gt=0.0, description="how far behind the newest checked row a late prediction-log file may still land"
+    )
+    claim_minutes: float = Field(
+        60.0, gt=0.0, description="log files claimed by a monitor run that never finished are checked again after this"
+    )
+    policy: RetrainPolicyConfig = Field(default_factory=RetrainPolicyConfig)
+
+
+class ServingConfig(_Strict):
+    max_rows: int = Field(100_000, ge=1)
+    max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024)
+    sensitive_columns: list[str] = Field(default_factory=list)
+    sensitive_mode: Literal["drop", "hash"] = "hash"
+    poll_seconds: float = Field(5.0, gt=0)
+    enforce_contract_ranges: bool = Field(
+        True, description="reject values outside the contract's ranges and categories (else score them)"
+    )
+    workers: int = Field(1, ge=1, le=64, description="server worker processes (one per core is a good start)")
+    log_predictions: bool = True
+    log_queue_rows: int = Field(100_000, ge=1, description="prediction log rows held before new ones are dropped")
+    log_flush_rows: int = Field(20_000, ge=1, description="write a prediction log file once this many rows wait")
+    log_flush_seconds: float = Field(5.0, gt=0, description="and at least this often")
+    batch_chunk_rows: int = Field(100_000, ge=100, description="rows per chunk in batch scoring")
+
+
+ColumnType = Literal["numeric", "integer", "categorical", "boolean", "datetime", "text", "id", "drop"]
+
+# Spellings of "no value" in exported tables; whitespace-only strings always count as missing too.
+DEFAULT_NA_VALUES = ["?", "NA", "N/A", "n/a", "NaN", "nan", "NULL", "null", "None", "#N/A"]
+
+
+class PipelineConfig(_Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    task: TaskKind
+    source: DataSource
+    target: str
+    positive_class: str | int | bool | None = Field(
+        None, description="the class binary metrics (f1, roc_auc) score as positive; default: the larger label")
+    id_column: str | None = None
+    timestamp_column: str | None = None
+    drop_columns: list[str] = Field(default_factory=list)
+    columns: dict[str, ColumnType] = Field(
+        default_factory=dict, description="declared column types; inferred for the columns not named here")
+    na_values: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_NA_VALUES),
+        description="strings read as missing values (whitespace-only strings always are)")
+    split: SplitConfig = Field(default_factory=SplitConfig)
+    validation: ValidationConfig = Field(default_factory=ValidationConfig)
+    features: FeatureConfig = Field(default_factory=FeatureConfig)
+    models: list[ModelSpec] = Field(min_length=1)
+    search: SearchConfig = Field(default_factory=SearchConfig)
+    gate: GateConfig = Field(default_factory=GateConfig)
+    registry: RegistryConfig
+    monitoring: MonitoringConfig = Field(default_factory=MonitoringConfig)
+    serving: ServingConfig = Field(default_factory=ServingConfig)
+
+    @field_validator("target")
+    @classmethod
+    def _target_named(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("target must name a column")
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> PipelineConfig:
+        allowed = CLASSIFICATION_FAMILIES if self.task == "classification" else REGRESSION_FAMILIES
+        for spec in self.models:
+            if spec.family not in allowed:
+                raise ValueError(f"model family '{spec.family}' does not fit a {self.task} task")
+        metrics = CLASSIFICATION_METRICS if self.task == "classification" else REGRESSION_METRICS
+        for m in list(self.gate.thresholds) + [self.primary_metric]:
+            if m not in metrics:
+                raise ValueError(f"metric '{m}' is not one of {sorted(metrics)} for a {self.task} task")
+        special = {self.target, self.id_column, self.timestamp_column} - {None}
+        clash = special & set(self.drop_columns)
+        if clash:
+            raise ValueError(f"drop_columns also lists {sorted(clash)}")
+        if self.target in self.columns:
+            raise ValueError(f"columns declares a type for the target '{self.target}'; the task decides it")
+        if self.positive_class is not None and self.task != "classification":
+            raise ValueError("positive_class applies to classification only")
+        return self
+
+    @property
+    def primary_metric(self) -> str:
+        if self.gate.primary_metric:
+            return self.gate.primary_metric
+        return "roc_auc" if self.task == "classification" else "rmse"
+
+    def config_hash(self) -> str:
+        """A stable hash of the validated config, recorded as lineage."""
+        blob = json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def _field_path(loc: tuple[Any, ...]) -> str:
+    return ".".join(str(p) for p in loc if not (isinstance(p, str) and p in {"generated", "file", "sklearn"}))
+
+
+def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> PipelineConfig:
+    """Read and validate a YAML config; raise ConfigError naming file, field and reason."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"{p}: config file not found")
+    try:
+        raw = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{p}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{p}: the top level must be a mapping of settings")
+    if overrides:
+        raw = _deep_merge(raw, overrides)
+    src = raw.get("source")
+    if isinstance(src, dict) and src.get("kind") == "file" and "path" in src:
+        sp = Path(str(src["path"]))
+        if not sp.is_absolute() and not sp.exists() and (p.parent / sp).exists():
+            src["path"] = str(p.parent / sp)
+    return parse_config(raw, origin=str(p))
+
+
+def parse_config(raw: dict[str, Any], origin: str = "<config>") -> PipelineConfig:
+    try:
+        return PipelineConfig.model_validate(raw)
+    except ValidationError as exc:
+        # a misspelt key also shows up as a missing one; name the misspelling first
+        errors = sorted(exc.errors(), key=lambda e: {"extra_forbidden": 0, "missing": 2}.get(e["type"], 1))
+        err = errors[0]
+        field = _field_path(tuple(err["loc"])) or "(top level)"
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key (check the spelling)"
+        elif err["type"] == "missing":
+            msg = "required setting is missing"
+        more = f" (and {len(exc.errors()) - 1} more problem(s))" if len(exc.errors()) > 1 else ""
+        raise ConfigError(f"{origin}: field '{field}': {msg}{more}") from None
+
+
+def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in extra.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = _deep_merge(out[k], v)
+        else:
+            out[k] = v
+    return out

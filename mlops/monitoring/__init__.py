@@ -1,0 +1,1 @@
+"""Monitoring: prediction-log windows, data quality, live quality, drift, the retrain policy."""

@@ -1,0 +1,362 @@
+"""The retrain policy: when monitoring windows add up to a retrain, and how only one training starts.
+
+`decide` is pure with an injected clock: it takes the policy state, one window's summary and the
+config, and returns a decision with its reasons plus the new state. The rules:
+
+- An empty window gives no decision; a data-quality failure (missing column, type change) gives
+  no drift verdict and no retrain. Neither extends nor breaks a streak of drifted windows.
+- A window drifts when its drift share >= `drift_share_threshold`; `consecutive_windows` drifted
+  windows in a row, or degraded live quality, call for a retrain.
+- A retrain is blocked while a training run is in flight (a lock that expires after
+  `training_lock_minutes`), within `cooldown_minutes` of the last retrain, and while fewer than
+  `min_rows` new rows have been monitored since the last retrain (rows accumulate over windows).
+  A blocked call stays pending: the streak is kept, so the next window can retrain.
+
+`PolicyStore` keeps the state in a JSON file guarded by an exclusive `fcntl` lock, so two monitor
+runs at once cannot both trigger; `should_start_training` is the training side's guard against
+event storms (ten triggers in a minute start one training).
+"""
+
+from __future__ import annotations
+
+import copy
+import fcntl
+import json
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, Literal
+
+from mlops.core.config import RetrainPolicyConfig
+from mlops.core.errors import MLOpsError
+
+Verdict = Literal["retrain", "hold", "no_decision"]
+
+
+def _utc(now: datetime) -> datetime:
+    """Aware UTC; a naive time is taken to be UTC already."""
+    return now.replace(tzinfo=UTC) if now.tzinfo is None else now.astimezone(UTC)
+
+
+def _iso(t: datetime | None) -> str | None:
+    return None if t is None else _utc(t).isoformat()
+
+
+def _parse(t: str | None) -> datetime | None:
+    return None if t is None else _utc(datetime.fromisoformat(t))
+
+
+@dataclass
+class WindowSummary:
+    """What one monitoring window tells the policy."""
+
+    rows: int
+    drift_share: float | None = None
+    dataset_drift: bool = False
+    quality_degraded: bool = False
+    quality_reason: str = ""
+    quality_failed: bool = False
+
+
+@dataclass
+class TrainingLock:
+    """A training run requested by the policy (`started` False) or running (`started` True)."""
+
+    requested_at: datetime
+    expires_at: datetime
+    started: bool = False
+    started_at: datetime | None = None
+    run_id: str | None = None
+
+    def active(self, now: datetime) -> bool:
+        return _utc(now) < self.expires_at
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"requested_at": _iso(self.requested_at), "expires_at": _iso(self.expires_at),
+                "started": self.started, "started_at": _iso(self.started_at), "run_id": self.run_id}
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> TrainingLock:
+        requested, expires = _parse(raw["requested_at"]), _parse(raw["expires_at"])
+        if requested is None or expires is None:
+            raise ValueError("a training lock needs requested_at and expires_at")
+        return cls(requested, expires, bool(raw.get("started", False)), _parse(raw.get("started_at")),
+                   raw.get("run_id"))
+
+
+@dataclass
+class PolicyState:
+    """Everything the policy remembers between windows; round-trips through JSON."""
+
+    consecutive_drifted: int = 0
+    new_rows: int = 0
+    last_retrain_at: datetime | None = None
+    last_training_start_at: datetime | None = None
+    in_flight: TrainingLock | None = None
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "consecutive_drifted": self.consecutive_drifted,
+            "new_rows": self.new_rows,
+            "last_retrain_at": _iso(self.last_retrain_at),
+            "last_training_start_at": _iso(self.last_training_start_at),
+            "in_flight": None if self.in_flight is None else self.in_flight.to_dict(),
+            "history": self.history,
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> PolicyState:
+        lock = raw.get("in_flight")
+        return cls(
+            consecutive_drifted=int(raw.get("consecutive_drifted", 0)),
+            new_rows=int(raw.get("new_rows", 0)),
+            last_retrain_at=_parse(raw.get("last_retrain_at")),
+            last_training_start_at=_parse(raw.get("last_training_start_at")),
+            in_flight=None if lock is None else TrainingLock.from_dict(lock),
+            history=list(raw.get("history", [])),
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> PolicyState:
+        return cls.from_dict(json.loads(text))
+
+
+@dataclass
+class Decision:
+    """The verdict for one window, with every reason; `to_dict` is the retrain event's payload."""
+
+    retrain: bool
+    reasons: list[str]
+    verdict: Verdict
+    at: datetime
+    drifted: bool | None = None
+    consecutive_drifted: int = 0
+    new_rows: int = 0
+    triggers: list[str] = field(default_factory=list)
+    blocks: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["at"] = _iso(self.at)
+        return out
+
+
+def _clear_expired_lock(state: PolicyState, now: datetime, notes: list[str]) -> None:
+    lock = state.in_flight
+    if lock is not None and not lock.active(now):
+        notes.append(f"the training lock from {_iso(lock.requested_at)} expired at {_iso(lock.expires_at)} "
+                     "without the run reporting back; cleared")
+        state.in_flight = None
+
+
+def decide(
+    state: PolicyState, window: WindowSummary, cfg: RetrainPolicyConfig, now: datetime
+) -> tuple[Decision, PolicyState]:
+    """Apply the retrain rules to one window; returns the decision and the new state (input untouched)."""
+    now = _utc(now)
+    new = copy.deepcopy(state)
+    notes: list[str] = []
+    _clear_expired_lock(new, now, notes)
+
+    if window.rows <= 0:
+        decision = Decision(False, [*notes, "empty window: no rows, so no decision"], "no_decision", now,
+                            consecutive_drifted=new.consecutive_drifted, new_rows=new.new_rows)
+        return decision, _record(new, decision, window, cfg)
+    if window.quality_failed:
+        why = window.quality_reason or "the data-quality check failed"
+        decision = Decision(False, [*notes, f"data-quality failure ({why}): no drift verdict, no retrain"],
+                            "no_decision", now, consecutive_drifted=new.consecutive_drifted, new_rows=new.new_rows)
+        return decision, _record(new, decision, window, cfg)
+    if window.drift_share is None and not window.quality_degraded:
+        decision = Decision(False, [*notes, "the window has no drift share, so no decision"], "no_decision", now,
+                            consecutive_drifted=new.consecutive_drifted, new_rows=new.new_rows)
+        return decision, _record(new, decision, window, cfg)
+
+    new.new_rows += window.rows
+    drifted: bool | None = None
+    triggers: list[str] = []
+    if window.drift_share is not None:
+        drifted = window.drift_share >= cfg.drift_share_threshold
+        new.consecutive_drifted = new.consecutive_drifted + 1 if drifted else 0
+        relation = ">=" if drifted else "<"
+        notes.append(f"drift share {window.drift_share:.3f} {relation} {cfg.drift_share_threshold:.3f}: "
+                     f"{new.consecutive_drifted} of {cfg.consecutive_windows} consecutive drifted window(s)")
+        if new.consecutive_drifted >= cfg.consecutive_windows:
+            triggers.append(f"drift share >= {cfg.drift_share_threshold:.3f} for {new.consecutive_drifted} "
+                            f"consecutive window(s) (needs {cfg.consecutive_windows})")
+    if window.quality_degraded:
+        triggers.append(f"live quality degraded ({window.quality_reason or 'no reason given'})")
+
+    blocks: list[str] = []
+    if triggers:
+        lock = new.in_flight
+        if lock is not None:
+            state_word = "running" if lock.started else "requested"
+            blocks.append(f"a training run is already {state_word} (since {_iso(lock.requested_at)}, "
+                          f"lock expires {_iso(lock.expires_at)})")
+        if new.last_retrain_at is not None:
+            since = now - new.last_retrain_at
+            if since < timedelta(minutes=cfg.cooldown_minutes):
+                blocks.append(f"cooldown: {since.total_seconds() / 60:.1f} min since the last retrain "
+                              f"< {cfg.cooldown_minutes:g} min")
+        if new.new_rows < cfg.min_rows:
+            blocks.append(f"only {new.new_rows} new row(s) since the last retrain < min_rows {cfg.min_rows}")
+
+    retrain = bool(triggers) and not blocks
+    reasons = [*notes, *triggers, *(f"blocked: {b}" for b in blocks)]
+    if not triggers:
+        reasons.append("no retrain trigger")
+    decision = Decision(retrain, reasons, "retrain" if retrain else "hold", now, drifted,
+                        new.consecutive_drifted, new.new_rows, triggers, blocks)
+    if retrain:
+        new.last_retrain_at = now
+        new.consecutive_drifted = 0
+        new.new_rows = 0
+        new.in_flight = TrainingLock(now, now + timedelta(minutes=cfg.training_lock_minutes))
+    return decision, _record(new, decision, window, cfg)
+
+
+def _record(state: PolicyState, decision: Decision, window: WindowSummary, cfg: RetrainPolicyConfig) -> PolicyState:
+    state.history.append({
+        "at": _iso(decision.at),
+        "verdict": decision.verdict,
+        "retrain": decision.retrain,
+        "rows": window.rows,
+        "drift_share": window.drift_share,
+        "dataset_drift": window.dataset_drift,
+        "drifted": decision.drifted,
+        "consecutive_drifted": decision.consecutive_drifted,
+        "reasons": decision.reasons,
+    })
+    del state.history[: max(0, len(state.history) - cfg.history_size)]
+    return state
+
+
+def start_training(
+    state: PolicyState, now: datetime, dedupe_window: timedelta, lock_minutes: float = 240.0,
+    run_id: str | None = None,
+) -> tuple[bool, PolicyState]:
+    """Claim the single training slot: refused while a run is running or within the dedupe window."""
+    now = _utc(now)
+    new = copy.deepcopy(state)
+    _clear_expired_lock(new, now, [])
+    if new.in_flight is not None and new.in_flight.started:
+        return False, new
+    if new.last_training_start_at is not None and now - new.last_training_start_at < dedupe_window:
+        return False, new
+    requested = new.in_flight.requested_at if new.in_flight is not None else now
+    new.in_flight = TrainingLock(requested, now + timedelta(minutes=lock_minutes), True, now, run_id)
+    new.last_training_start_at = now
+    return True, new
+
+
+def finish_training(state: PolicyState, now: datetime, succeeded: bool) -> PolicyState:
+    """Release the training slot; a successful run restarts the cooldown from its finish."""
+    new = copy.deepcopy(state)
+    new.in_flight = None
+    if succeeded:
+        new.last_retrain_at = _utc(now)
+        new.consecutive_drifted = 0
+        new.new_rows = 0
+    return new
+
+
+# ---------------------------------------------------------------------------------------------
+# file-backed store
+
+
+class PolicyStore:
+    """The policy state in a JSON file; every read-modify-write holds an exclusive fcntl lock.
+
+    The lock lives on a sibling `.lock` file because the state file is replaced atomically on
+    each write. Works across processes on one machine (and on filesystems with working flock).
+    """
+
+    def __init__(self, path: str | Path, timeout_seconds: float = 30.0) -> None:
+        self.path = Path(path)
+        self.lock_path = self.path.with_name(self.path.name + ".lock")
+        self.timeout_seconds = timeout_seconds
+
+    def _read(self) -> PolicyState:
+        if not self.path.exists():
+            return PolicyState()
+        try:
+            return PolicyState.from_json(self.path.read_text(encoding="utf-8"))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise MLOpsError(f"retrain policy state {self.path} is not valid ({exc}); "
+                             "move it aside to start from a fresh state") from None
+
+    def _write(self, state: PolicyState) -> None:
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write(state.to_json())
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, self.path)
+
+    @contextmanager
+    def _locked(self, exclusive: bool) -> Iterator[None]:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            mode = (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB
+            deadline = time.monotonic() + self.timeout_seconds
+            while True:
+                try:
+                    fcntl.flock(fd, mode)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() > deadline:
+                        raise MLOpsError(f"retrain policy state {self.path} stayed locked for "
+                                         f"{self.timeout_seconds:g} s; is another monitor run stuck?") from None
+                    time.sleep(0.01)
+            yield
+        finally:
+            os.close(fd)  # closing the descriptor releases the lock
+
+    def load(self) -> PolicyState:
+        with self._locked(exclusive=False):
+            return self._read()
+
+    @contextmanager
+    def transaction(self) -> Iterator[list[PolicyState]]:
+        """Exclusive read-modify-write: replace `box[0]` and it is saved when the block ends cleanly."""
+        with self._locked(exclusive=True):
+            box = [self._read()]
+            yield box
+            self._write(box[0])
+
+
+def decide_and_record(store: PolicyStore, window: WindowSummary, cfg: RetrainPolicyConfig, now: datetime) -> Decision:
+    """`decide` under the store's exclusive lock, so concurrent monitor runs see each other's decision."""
+    with store.transaction() as box:
+        decision, box[0] = decide(box[0], window, cfg, now)
+    return decision
+
+
+def should_start_training(
+    store: PolicyStore, now: datetime, dedupe_window: timedelta | float, lock_minutes: float = 240.0,
+    run_id: str | None = None,
+) -> bool:
+    """True for exactly one caller per training: the event-storm guard at the start of training.
+
+    `dedupe_window` is a timedelta or seconds; starts closer together than this collapse into one.
+    """
+    window = dedupe_window if isinstance(dedupe_window, timedelta) else timedelta(seconds=float(dedupe_window))
+    with store.transaction() as box:
+        ok, box[0] = start_training(box[0], now, window, lock_minutes, run_id)
+    return ok
+
+
+def record_training_finished(store: PolicyStore, now: datetime, succeeded: bool) -> None:
+    """Release the training slot in the store (call when a training run ends, either way)."""
+    with store.transaction() as box:
+        box[0] = finish_training(box[0], now, succeeded)

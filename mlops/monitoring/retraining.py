@@ -1,0 +1,140 @@
+"""What a retrain trains on: labelled window rows kept until used, shaped like training data, and the
+retraining file (the champion's data plus the new rows, repeated rows once, new rows marked).
+
+Nothing here imports Prefect; tasks/monitoring.py is the thin shell.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from mlops.core.config import PipelineConfig
+from mlops.core.contract import DataContract
+from mlops.core.errors import DataError
+from mlops.core.rowkeys import NEW_ROW_COLUMN, deduplicate
+
+
+class LabelledStore:
+    """Labelled window rows kept under the state folder until a retrain has used them."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    def save(self, window_id: str, frame: pd.DataFrame) -> Path | None:
+        if not len(frame):
+            return None
+        self.folder.mkdir(parents=True, exist_ok=True)
+        path = self.folder / f"labelled-{window_id}.parquet"
+        tmp = self.folder / f".{path.name}.tmp"
+        frame.to_parquet(tmp, index=False)
+        os.replace(tmp, path)
+        return path
+
+    def files(self) -> list[Path]:
+        return sorted(self.folder.glob("labelled-*.parquet")) if self.folder.is_dir() else []
+
+    def load(self, window_id: str | None = None) -> pd.DataFrame:
+        files = self.files()
+        if window_id is not None:
+            files = [f for f in files if f.name == f"labelled-{window_id}.parquet"]
+        frames = [pd.read_parquet(f) for f in files]
+        return pd.concat(frames, ignore_index=True, sort=False) if frames else pd.DataFrame()
+
+    def archive(self, names: list[str]) -> None:
+        """Move used files aside so `new` starts afresh after a successful retrain."""
+        used = self.folder / "used"
+        used.mkdir(parents=True, exist_ok=True)
+        for name in names:
+            src = self.folder / name
+            if src.exists():
+                os.replace(src, used / name)
+
+
+def training_rows(labelled: pd.DataFrame, contract: DataContract) -> pd.DataFrame:
+    """Labelled window rows shaped like training data: the contract's columns with its types.
+
+    A log without the id column (dropped as sensitive) gets a stable id from request id and row.
+    """
+    from mlops.core.contract import coerce_to_contract
+
+    if not len(labelled):
+        return pd.DataFrame(columns=[c.name for c in contract.columns])
+    out = labelled.copy()
+    idc = contract.id_column
+    if idc and idc not in out.columns:
+        if {"request_id", "request_row"} <= set(out.columns):
+            out[idc] = "log-" + out["request_id"].astype(str) + "-" + out["request_row"].astype(str)
+        else:
+            out[idc] = [f"new-{uuid.uuid4().hex[:12]}" for _ in range(len(out))]
+    keep = [c.name for c in contract.columns if c.name in out.columns]
+    return coerce_to_contract(out[keep].reset_index(drop=True), contract).frame
+
+
+def build_training_frame(train_on: str, original: pd.DataFrame | None, new: pd.DataFrame, window: pd.DataFrame,
+                         contract: DataContract, max_rows: int) -> tuple[pd.DataFrame, str]:
+    """The rows a retrain trains on, and a sentence saying which.
+
+    `new`: the labelled rows monitored since the last retrain; `window`: the labelled rows of the
+    window that asked; `original_plus_new`: the champion's training data plus `new`. Repeated rows
+    keep their latest copy: the same id, or without an id column the same inputs and target (a
+    re-sent row). Above `max_rows`, the most recent rows are kept. With original rows, the column
+    `NEW_ROW_COLUMN` marks the rows the champion never trained on, the only ones a retrain holds
+    out (mlops.core.data.split_frame); a new row repeating an original one is not new.
+    """
+    marked = False
+    if train_on == "window":
+        parts, what = [window], f"the {len(window)} labelled rows of this window"
+    elif train_on == "new":
+        parts, what = [new], f"the {len(new)} labelled rows monitored since the last retrain"
+    elif train_on == "original_plus_new":
+        if original is None or not len(original):
+            parts, what = [new], f"the {len(new)} new labelled rows (the original training data could not be loaded)"
+        else:
+            parts, marked = [original, new], True
+            what = f"the {len(original)} rows the champion trained on plus {len(new)} new labelled rows"
+    else:  # pragma: no cover - the config schema rules this out
+        raise ValueError(f"unknown train_on {train_on!r}")
+    frames = [p.drop(columns=[NEW_ROW_COLUMN], errors="ignore") for p in parts if p is not None and len(p)]
+    if not frames:
+        return pd.DataFrame(), what
+    df = pd.concat(frames, ignore_index=True, sort=False)
+    is_new = np.concatenate([np.full(len(original), False), np.full(len(new), True)]) if marked else None
+    columns = [c for c in [*contract.input_columns, contract.target] if c != contract.id_column]
+    df, is_new, dropped, by = deduplicate(df, contract.id_column, columns, is_new)
+    what += f"; {dropped:,} duplicate row(s) dropped ({by})" if dropped else "; no duplicate rows"
+    if is_new is not None:
+        df[NEW_ROW_COLUMN] = is_new
+    if len(df) > max_rows:
+        if contract.timestamp_column and contract.timestamp_column in df.columns:
+            df = df.sort_values(contract.timestamp_column, kind="stable")
+        df = df.iloc[-max_rows:]
+        what += f", capped to the most recent {max_rows}"
+    if is_new is not None:
+        what += f"; {int(df[NEW_ROW_COLUMN].sum()):,} row(s) the champion never trained on, the only ones held out"
+    return df.reset_index(drop=True), what
+
+
+def load_original(cfg: PipelineConfig, data_source_tag: str | None) -> pd.DataFrame | None:
+    """The data the champion trained on: the file in its lineage when it still exists, else the config's source."""
+    from mlops.core.data import check_frame, load_source, read_table
+
+    try:
+        if data_source_tag and data_source_tag not in {"generated", "sklearn", "file"} and Path(data_source_tag).exists():
+            return check_frame(read_table(data_source_tag), cfg)
+        return load_source(cfg)
+    except DataError:
+        return None
+
+
+def write_training_file(frame: pd.DataFrame, folder: Path, stamp: str) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"train-{stamp}.parquet"
+    tmp = folder / f".{path.name}.tmp"
+    frame.to_parquet(tmp, index=False)
+    os.replace(tmp, path)
+    return path

@@ -1,0 +1,1 @@
+"""Registry: every MLflow read and write (versions, aliases and their history, logged models)."""

@@ -1,0 +1,114 @@
+"""MLflow tracking for a training run: nested runs per family, metrics, plots, the logged model."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from mlops.core.config import SearchConfig
+from mlops.registry.trusted_types import trusted_types
+from mlops.training.tuning import FamilyResult
+
+
+def log_family_run(parent_run_id: str, result: FamilyResult, search: SearchConfig) -> str:
+    """A nested run holding one family's best trial, its CV scores and the trial table."""
+    from mlflow import MlflowClient
+    from mlflow.entities import Metric, Param, RunTag
+
+    c = MlflowClient()
+    parent = c.get_run(parent_run_id)
+    run = c.create_run(parent.info.experiment_id, run_name=f"tune-{result.family}",
+                       tags={"mlflow.parentRunId": parent_run_id, "family": result.family})
+    rid = run.info.run_id
+    params = [Param(f"best.{k}", str(v)[:500]) for k, v in result.best_params.items()]
+    params += [Param("family", result.family), Param("scoring", result.scoring), Param("strategy", search.strategy),
+               Param("n_trials", str(result.n_trials)), Param("cv_folds", str(search.cv_folds)),
+               Param("seed", str(search.seed)), Param("backend", search.backend)]
+    import time
+
+    now = int(time.time() * 1000)
+    metrics = [Metric("cv_best_score", result.best_score, now, 0), Metric("tune_seconds", result.seconds, now, 0)]
+    metrics += [Metric("cv_fold_score", s, now, i) for i, s in enumerate(result.cv_scores)]
+    c.log_batch(rid, metrics=metrics, params=params, tags=[RunTag("mlops.stage", "tuning")])
+    c.log_dict(rid, {"trials": result.trials}, "trials.json")
+    c.set_terminated(rid)
+    return rid
+
+
+def log_model_version(run_id: str, model: Any, model_name: str, X_example: pd.DataFrame, predictions: Any,
+                      optional_columns: Sequence[str] = ()) -> str:
+    """Log the pipeline (skops, trusting only the allowed types it holds) with signature and input
+    example and register it; returns the new registered version.
+
+    `optional_columns` are input columns the server accepts but does not need (the contract's id
+    column); the signature marks them not required.
+    """
+    import mlflow
+    import mlflow.sklearn
+
+    trusted = trusted_types(model)  # RegistryError before anything is logged if a type is not allowed
+    example = X_example.head(5).copy()
+    signature = model_signature(X_example, predictions, optional_columns)
+    with mlflow.start_run(run_id=run_id):
+        info = mlflow.sklearn.log_model(
+            sk_model=model,
+            name="model",
+            signature=signature,
+            input_example=example,
+            serialization_format="skops",
+            skops_trusted_types=trusted,
+            pip_requirements=[],
+        )
+    return register_version(model_name, info.model_uri, run_id, info.model_id)
+
+
+def model_signature(X_example: pd.DataFrame, predictions: Any, optional_columns: Sequence[str] = ()) -> Any:
+    """The inferred signature with `optional_columns` marked not required (they must be input columns)."""
+    from mlflow.models import infer_signature
+    from mlflow.types import ColSpec, Schema
+
+    signature = infer_signature(X_example, predictions)
+    optional = set(optional_columns)
+    missing = optional - set(signature.inputs.input_names())
+    if missing:
+        raise ValueError(f"optional columns {sorted(missing)} are not input columns of the signature")
+    if optional:
+        signature.inputs = Schema([
+            ColSpec(c.type, c.name, required=False) if c.name in optional else c for c in signature.inputs.inputs])
+    return signature
+
+
+def log_run_artifacts(run_id: str, artifacts: list[tuple[str, Path]], texts: dict[str, str]) -> None:
+    """Files (into their artifact folders) and generated texts (at their relative paths) on a run."""
+    from mlflow import MlflowClient
+
+    c = MlflowClient()
+    for folder, path in artifacts:
+        c.log_artifact(run_id, str(path), artifact_path=folder)
+    for rel, text in texts.items():
+        c.log_text(run_id, text, rel)
+
+
+def register_version(model_name: str, source: str, run_id: str, model_id: str | None) -> str:
+    """Create the registered model once, then a new version of it, through the client (no console chatter)."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    c = MlflowClient()
+    try:
+        c.get_registered_model(model_name)
+    except MlflowException:
+        try:
+            c.create_registered_model(model_name, description="Registered by the mlops training flow.")
+        except MlflowException:
+            pass  # created meanwhile by another run
+    mv = c.create_model_version(model_name, source=source, run_id=run_id, model_id=model_id)
+    return str(mv.version)
+
+
+def dumps(obj: Any) -> str:
+    return json.dumps(obj, indent=2, default=str)

@@ -1,0 +1,342 @@
+"""What the local stack is asked to run: its options and ports, the environment and secrets its
+processes get, and the deployments `mlops up` deploys from `prefect.yaml`.
+
+Used by mlops/stack/supervisor.py (the supervisor) and mlops/cli/stack.py; nothing here starts a process.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import re
+import secrets
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from mlops.core.errors import MLOpsError
+
+REPO = Path(__file__).resolve().parents[2]
+COMPONENTS = ("prefect", "mlflow", "worker", "model-server", "webhook-bridge")
+LABELS = {
+    "prefect": "Prefect server",
+    "mlflow": "MLflow server",
+    "worker": "Prefect worker",
+    "model-server": "model server",
+    "webhook-bridge": "webhook bridge",
+}
+# option name, environment variable and default of each port, for messages
+PORT_SETTINGS = {
+    "prefect": ("--prefect-port", "MLOPS_PREFECT_PORT", 4200),
+    "mlflow": ("--mlflow-port", "MLOPS_MLFLOW_PORT", 5000),
+    "model-server": ("--serve-port", "MLOPS_SERVE_PORT", 8000),
+    "webhook-bridge": ("--webhook-port", "MLOPS_WEBHOOK_PORT", 4300),
+}
+SECRETS_FILE = "webhook_secrets.env"
+ENV_PLACEHOLDER = re.compile(r"{{\s*\$([A-Za-z_][A-Za-z0-9_]*)\s*}}")
+PROFILE_NAME = re.compile(r"^[a-z0-9][a-z0-9-]*$")
+
+
+class StackError(MLOpsError):
+    """The stack cannot start or stop as asked (port taken, already running, a server unhealthy)."""
+
+
+# ---- options ----------------------------------------------------------------------------------
+
+
+def _env_int(environ: Mapping[str, str], name: str, default: int) -> int:
+    raw = environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise StackError(f"{name}={raw!r} is not a port number; set it to an integer such as {default}") from None
+
+
+def _truthy(raw: str | None) -> bool:
+    return (raw or "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+@dataclass(frozen=True)
+class StackOptions:
+    """Where the stack keeps its state, which ports it binds, and what it deploys."""
+
+    state_dir: Path
+    host: str = "127.0.0.1"
+    prefect_port: int = 4200
+    mlflow_port: int = 5000
+    serve_port: int = 8000
+    webhook_port: int = 4300
+    config_path: Path = Path("configs/default.yaml")
+    prefect_file: Path = Path("prefect.yaml")
+    webhooks_config: Path = Path("configs/webhooks.yaml")
+    project_dir: Path = REPO
+    components: tuple[str, ...] = COMPONENTS
+    alert_url: str | None = None
+    mlflow_basic_auth: bool = False
+    schedules: bool = True
+    serve_poll_seconds: float | None = None
+    worker_poll_seconds: float = 2.0
+    parallel: bool = True
+    timeout: float = 120.0
+    environ: Mapping[str, str] = field(default_factory=lambda: dict(os.environ), repr=False, compare=False)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> StackOptions:
+        """Options from MLOPS_* variables, then explicit overrides (None means "not given")."""
+        env = dict(os.environ if environ is None else environ)
+        values: dict[str, Any] = {
+            "state_dir": Path(env.get("MLOPS_HOME", ".mlops")),
+            "host": env.get("MLOPS_HOST", "127.0.0.1"),
+            "prefect_port": _env_int(env, "MLOPS_PREFECT_PORT", 4200),
+            "mlflow_port": _env_int(env, "MLOPS_MLFLOW_PORT", 5000),
+            "serve_port": _env_int(env, "MLOPS_SERVE_PORT", 8000),
+            "webhook_port": _env_int(env, "MLOPS_WEBHOOK_PORT", 4300),
+            "alert_url": env.get("MLOPS_ALERT_WEBHOOK_URL") or None,
+            "mlflow_basic_auth": _truthy(env.get("MLOPS_MLFLOW_BASIC_AUTH")),
+            "environ": env,
+        }
+        if env.get("MLOPS_CONFIG"):
+            values["config_path"] = Path(env["MLOPS_CONFIG"])
+        given = {k for k, v in overrides.items() if v is not None} | ({"config_path"} if "config_path" in values else set())
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        opts = cls(**values)
+        project = opts.project_dir.resolve()
+
+        def place(name: str, p: Path) -> Path:
+            # a path the user gave is relative to where they are; a default, to the project
+            p = p.expanduser()
+            return p if p.is_absolute() else ((Path.cwd() if name in given else project) / p).resolve()
+
+        return replace(
+            opts,
+            state_dir=opts.state_dir.expanduser().resolve(),
+            project_dir=project,
+            config_path=place("config_path", opts.config_path),
+            prefect_file=place("prefect_file", opts.prefect_file),
+            webhooks_config=place("webhooks_config", opts.webhooks_config),
+        )
+
+    @property
+    def client_host(self) -> str:
+        """The address clients use: loopback when the servers listen on every interface."""
+        return "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
+
+    def port_of(self, component: str) -> int | None:
+        return {"prefect": self.prefect_port, "mlflow": self.mlflow_port, "model-server": self.serve_port,
+                "webhook-bridge": self.webhook_port}.get(component)
+
+    def url(self, component: str) -> str | None:
+        port = self.port_of(component)
+        host = f"[{self.client_host}]" if ":" in self.client_host else self.client_host
+        return f"http://{host}:{port}" if port else None
+
+    @property
+    def api_url(self) -> str:
+        return f"{self.url('prefect')}/api"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.state_dir / "logs"
+
+
+# ---- ports ------------------------------------------------------------------------------------
+
+
+def port_taken(host: str, port: int) -> bool:
+    """True when something already listens on (host, port)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError as exc:
+            if exc.errno in (errno.EADDRINUSE, errno.EACCES):
+                return True
+            raise StackError(f"cannot bind {host}:{port} ({exc.strerror}); check --host / MLOPS_HOST") from None
+    return False
+
+
+def check_ports(opts: StackOptions) -> None:
+    """Fail before starting anything when a port the stack needs is taken, naming each one."""
+    taken = []
+    for name in opts.components:
+        port = opts.port_of(name)
+        if port is not None and port_taken(opts.host, port):
+            option, env, _ = PORT_SETTINGS[name]
+            taken.append(f"port {port} on {opts.host} ({LABELS[name]}) is already taken by another program; stop "
+                         f"it or choose another port with {option} or {env}")
+    if taken:
+        raise StackError("; ".join(taken))
+
+
+# ---- environment and secrets ------------------------------------------------------------------
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write a file only its owner can read (mode 600)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+
+
+def load_webhook_secrets(opts: StackOptions) -> dict[str, str]:
+    """Each webhook source's secret: from the environment, else generated once into the state folder.
+
+    A generated secret lives in `$MLOPS_HOME/webhook_secrets.env` (mode 600) so senders on this machine
+    can sign with it; in production set the variables yourself.
+    """
+    import yaml
+
+    try:
+        raw = yaml.safe_load(opts.webhooks_config.read_text()) or {}
+    except OSError as exc:
+        raise StackError(f"cannot read the webhook sources file {opts.webhooks_config} ({exc.strerror}); "
+                         "give another with --webhooks-config") from None
+    wanted = [str(s.get("secret_env")) for s in (raw.get("sources") or {}).values()
+              if isinstance(s, dict) and s.get("secret_env")]
+    path = opts.state_dir / SECRETS_FILE
+    stored: dict[str, str] = {}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            key, sep, value = line.partition("=")
+            if sep and not line.startswith("#"):
+                stored[key.removeprefix("export ").strip()] = value.strip()
+    out: dict[str, str] = {}
+    changed = False
+    for name in wanted:
+        if opts.environ.get(name):
+            out[name] = opts.environ[name]
+            continue
+        if name not in stored:
+            stored[name] = secrets.token_hex(32)
+            changed = True
+        out[name] = stored[name]
+    if changed:
+        _write_private(path, "# Webhook secrets generated by `mlops up` (source this file to sign deliveries).\n"
+                       + "".join(f"export {k}={v}\n" for k, v in sorted(stored.items())))
+    return out
+
+
+def private_secret(path: Path) -> str:
+    """A random secret kept in a mode-600 file, made on first use."""
+    if path.exists():
+        return path.read_text().strip()
+    value = secrets.token_hex(32)
+    _write_private(path, value + "\n")
+    return value
+
+
+def base_env(opts: StackOptions) -> dict[str, str]:
+    """The environment every stack process gets: where state lives, where the servers are, quiet."""
+    env = dict(opts.environ)
+    # A client-side API URL or profile from the user's shell must not redirect the stack.
+    for key in ("PREFECT_API_URL", "PREFECT_PROFILE", "MLFLOW_TRACKING_URI"):
+        env.pop(key, None)
+    state = opts.state_dir
+    env.update({
+        "MLOPS_HOME": str(state),
+        "PREFECT_HOME": str(state / "prefect"),
+        "PREFECT_API_URL": opts.api_url,
+        "MLFLOW_TRACKING_URI": str(opts.url("mlflow")),
+        # new experiments keep their artifacts behind the MLflow server (--serve-artifacts)
+        "MLOPS_ARTIFACT_ROOT": env.get("MLOPS_ARTIFACT_ROOT") or "mlflow-artifacts:/",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "DO_NOT_TRACK": "1",
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+        "GX_ANALYTICS_ENABLED": "false",
+        "EVIDENTLY_DISABLE_TELEMETRY": "1",
+        "PYTHONUNBUFFERED": "1",
+        "GIT_PYTHON_REFRESH": "quiet",
+    })
+    auth = env.get("PREFECT_SERVER_API_AUTH_STRING")
+    if auth and not env.get("PREFECT_API_AUTH_STRING"):
+        env["PREFECT_API_AUTH_STRING"] = auth  # clients (deploy, worker, flows, bridge) log in with it
+    if opts.mlflow_basic_auth:
+        user, password = env.get("MLFLOW_TRACKING_USERNAME"), env.get("MLFLOW_TRACKING_PASSWORD")
+        if not user or not password:
+            raise StackError("MLflow basic auth is on (MLOPS_MLFLOW_BASIC_AUTH / --mlflow-basic-auth) but "
+                             "MLFLOW_TRACKING_USERNAME or MLFLOW_TRACKING_PASSWORD is not set; set both")
+        import importlib.util
+
+        if importlib.util.find_spec("flask_wtf") is None:
+            raise StackError("MLflow basic auth needs the Flask-WTF package, which is not installed; run "
+                             "`pip install 'mlflow[auth]==3.17.2'` (or turn basic auth off)")
+    return env
+
+
+def prefect_auth_header(env: Mapping[str, str]) -> dict[str, str]:
+    import base64
+
+    auth = env.get("PREFECT_API_AUTH_STRING")
+    return {"Authorization": "Basic " + base64.b64encode(auth.encode()).decode()} if auth else {}
+
+
+# ---- the deployments file ---------------------------------------------------------------------
+
+
+def deploy_variables(config_path: Path | str, monitor_cron: str, project_dir: Path | str, profile: str = "local",
+                     schedules: bool = True) -> dict[str, str]:
+    """The variables prefect.yaml reads (Prefect fills them in at `prefect deploy`), from one use-case config."""
+    if not PROFILE_NAME.match(profile):
+        raise StackError(f"the deployment profile {profile!r} is not a valid name; use lower-case letters, digits "
+                         "and dashes, such as local or production")
+    return {
+        "MLOPS_DEPLOY_PROFILE": profile,
+        "MLOPS_PROJECT_DIR": str(project_dir),
+        "MLOPS_CONFIG": str(config_path),
+        "MLOPS_MONITOR_CRON": monitor_cron,
+        "MLOPS_SCHEDULES_ACTIVE": "true" if schedules else "false",
+    }
+
+
+@dataclass
+class DeployPlan:
+    """What `mlops up` deploys from the deployments file, and the variables `prefect deploy` gets."""
+
+    names: list[str]
+    skipped: list[str]
+    work_pools: list[str]
+    variables: dict[str, str]
+
+
+def plan_deployments(opts: StackOptions, monitor_cron: str) -> DeployPlan:
+    """The deployments of `opts.prefect_file` whose flow file exists, their work pools and variables.
+
+    Every `{{ $VAR }}` must be set by this stack or the user's environment; one that is not is an
+    error naming it (Prefect itself would deploy the placeholder text).
+    """
+    import yaml
+
+    src = opts.prefect_file
+    try:
+        raw = yaml.safe_load(src.read_text()) or {}
+    except OSError as exc:
+        raise StackError(f"cannot read the deployments file {src} ({exc.strerror}); give another with "
+                         "--prefect-file") from None
+    except yaml.YAMLError as exc:
+        raise StackError(f"the deployments file {src} is not valid YAML ({exc})") from None
+    variables = deploy_variables(opts.config_path, monitor_cron, opts.project_dir, "local", opts.schedules)
+    env = {**opts.environ, **variables}
+    missing = sorted({m for m in ENV_PLACEHOLDER.findall(json.dumps(raw, default=str)) if not env.get(m)})
+    if missing:
+        raise StackError(f"the deployments file {src} uses {', '.join('$' + m for m in missing)}, which is not "
+                         "set; export it and run again")
+    names, skipped, pools = [], [], []
+    for dep in raw.get("deployments") or []:
+        file_part = str(dep.get("entrypoint", "")).rsplit(":", 1)[0]
+        if not file_part or not (opts.project_dir / file_part).is_file():
+            skipped.append(f"{dep.get('name')} ({file_part or 'no entrypoint'} not found)")
+            continue
+        names.append(str(dep.get("name")))
+        pool = ENV_PLACEHOLDER.sub(lambda m: env[m.group(1)], str((dep.get("work_pool") or {}).get("name") or ""))
+        if pool and pool not in pools:
+            pools.append(pool)
+    return DeployPlan(names, skipped, pools, variables)
+
+

@@ -1,0 +1,545 @@
+"""The local stack behind `mlops up` / `mlops down`: every server of the system on loopback.
+
+`up` starts `prefect server start`, `mlflow server`, the model server and the webhook bridge at once
+(none of their health checks needs another); as soon as Prefect answers it creates the work pool,
+runs `prefect deploy` on `prefect.yaml` with the variables that file reads, installs the alert and
+crash-detection automations, and starts `prefect worker start` (after marking runs whose process
+died with an earlier worker as Crashed). It returns when every process answers its health check
+(`parallel=False` starts them one by one instead, as a baseline for the benchmark).
+
+Each process runs in its own session, logs to `$MLOPS_HOME/logs/<name>.log`, and is recorded with
+its pid and creation time in `$MLOPS_HOME/stack.json` (mlops/stack/processes.py); `down` stops
+exactly those processes and what they started, never anything found by name. Options, ports,
+environment and deployments are in mlops/stack/options.py. Nothing here runs at import.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from mlops.core.errors import MLOpsError
+from mlops.stack.options import (
+    COMPONENTS,
+    LABELS,
+    StackError,
+    StackOptions,
+    base_env,
+    check_ports,
+    load_webhook_secrets,
+    plan_deployments,
+    prefect_auth_header,
+    private_secret,
+)
+from mlops.stack.processes import (
+    ProcessRecord,
+    StackState,
+    is_flow_process,
+    kill_tree,
+    live_process,
+    pid_file,
+    read_state,
+    stack_lock,
+    write_state,
+)
+
+HEALTH_PATHS = {"prefect": "/api/health", "mlflow": "/health", "model-server": "/health",
+                "webhook-bridge": "/health"}
+STEP_TITLES = {
+    "prefect": "starting the Prefect server",
+    "mlflow": "starting the MLflow server",
+    "deploy": "creating the work pool and deploying the flows",
+    "automations": "installing alert and crash-detection automations",
+    "worker": "starting the Prefect worker",
+    "model-server": "starting the model server",
+    "webhook-bridge": "starting the webhook bridge",
+}
+
+Echo = Callable[[str], None]
+
+
+# Prefect server settings when its database is SQLite (the user's environment wins). SQLite has one
+# write lock; by default the event persister writes every 20 events, and a run-deployment action
+# whose insert collides with that write gets 503 and is retried by Prefect's client 2 s later, which
+# is most of the webhook -> flow run tail. Writing events on a timer instead makes those collisions
+# rare; the UI's event feed then trails by up to the interval (flow runs, logs and artifacts do not).
+SQLITE_PREFECT_SETTINGS = {
+    "PREFECT_SERVER_SERVICES_EVENT_PERSISTER_BATCH_SIZE": "5000",
+    "PREFECT_SERVER_SERVICES_EVENT_PERSISTER_FLUSH_INTERVAL": "10",
+}
+
+
+# ---- starting processes -----------------------------------------------------------------------
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def tail(path: Path, lines: int = 25) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "<no log>"
+
+
+def wait_healthy(rec: ProcessRecord, probe: Callable[[], bool], what: str, timeout: float,
+                 stop: threading.Event | None = None) -> float:
+    """Seconds until `probe()` passes while the process runs; its exit or the timeout is a StackError.
+
+    The stack's one health-polling loop: every server and the worker start through it.
+    """
+    t0 = time.monotonic()
+    while stop is None or not stop.is_set():
+        if not rec.alive():
+            raise StackError(f"the {what} exited while starting; last lines of {rec.log}:\n{tail(Path(rec.log))}")
+        with contextlib.suppress(Exception):  # not up yet, whatever the reason
+            if probe():
+                return time.monotonic() - t0
+        if time.monotonic() - t0 > timeout:
+            raise StackError(f"the {what} was not healthy within {timeout:.0f} s; last lines of {rec.log}:\n"
+                             f"{tail(Path(rec.log))}")
+        time.sleep(0.25)
+    raise StackError(f"stopped waiting for the {what}")
+
+
+class Supervisor:
+    """Starts the stack's processes, recording each in the pid file as it starts.
+
+    Each started process is watched by `wait_healthy` on a thread from launch, so a server that comes
+    up while `up` waits on another is timed right.
+    """
+
+    def __init__(self, opts: StackOptions, echo: Echo | None = None, state: StackState | None = None) -> None:
+        self.opts = opts
+        self.echo = echo or (lambda _m: None)
+        self.env = base_env(opts)
+        self.state = state or StackState(state_dir=str(opts.state_dir), started_at=_now(), supervisor_pid=os.getpid())
+        self.bin = Path(sys.executable).parent
+        self._stop = threading.Event()
+        self._watchers = ThreadPoolExecutor(max_workers=len(COMPONENTS), thread_name_prefix="mlops-health")
+
+    def close(self) -> None:
+        """Stop watching (after a failure or Ctrl-C: the watcher threads end at their next poll)."""
+        self._stop.set()
+        self._watchers.shutdown(wait=False, cancel_futures=True)
+
+    def launchers(self) -> dict[str, Callable[[], Future[float]]]:
+        return {"prefect": self.launch_prefect, "mlflow": self.launch_mlflow, "worker": self.launch_worker,
+                "model-server": self.launch_model_server, "webhook-bridge": self.launch_bridge}
+
+    # -- helpers --
+    def log_path(self, name: str) -> Path:
+        return self.opts.logs_dir / f"{name}.log"
+
+    def start(self, name: str, cmd: list[str], env: dict[str, str], probe: Callable[[], bool]) -> Future[float]:
+        """Start a long-running process in its own session, record it, and watch it become healthy."""
+        log = self.log_path(name)
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with open(log, "ab") as out:
+            out.write(f"\n=== {_now()} mlops up: {shlex.join(cmd)}\n".encode())
+            out.flush()
+            proc = subprocess.Popen(cmd, cwd=self.opts.project_dir, env=env, stdin=subprocess.DEVNULL, stdout=out,
+                                    stderr=subprocess.STDOUT, start_new_session=True, close_fds=True)
+        started = live_process(proc.pid)
+        url = self.opts.url(name)
+        rec = ProcessRecord(name=name, pid=proc.pid, create_time=started.create_time() if started else None, cmd=cmd,
+                            log=str(log), url=url, started_at=_now())
+        self.state.processes[name] = rec
+        if url:
+            self.state.urls[name] = url
+        write_state(self.state)
+        return self._watchers.submit(wait_healthy, rec, probe, LABELS[name], self.opts.timeout, self._stop)
+
+    def run_step(self, name: str, cmd: list[str], env: dict[str, str], timeout: float) -> str:
+        """A one-shot command (deploy, work pool); its output goes to logs/<name>.log."""
+        log = self.log_path(name)
+        log.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            res = subprocess.run(cmd, cwd=self.opts.project_dir, env=env, stdin=subprocess.DEVNULL,
+                                 capture_output=True, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise StackError(f"`{shlex.join(cmd[:4])} ...` did not finish within {timeout:.0f} s; see "
+                             f"{log}") from None
+        with open(log, "a") as fh:
+            fh.write(f"\n=== {_now()} mlops up: {shlex.join(cmd)} (exit {res.returncode})\n{res.stdout}{res.stderr}")
+        if res.returncode != 0:
+            raise StackError(f"`{' '.join(cmd[1:4])}` failed (exit {res.returncode}); last lines of {log}:\n"
+                             + "\n".join((res.stdout + res.stderr).strip().splitlines()[-15:]))
+        return res.stdout
+
+    def health(self, name: str) -> Callable[[], bool]:
+        """The probe of a server: its health URL answers 200."""
+        import httpx
+
+        url = f"{self.opts.url(name)}{HEALTH_PATHS[name]}"
+        return lambda: httpx.get(url, timeout=2.0).status_code == 200
+
+    def api(self, method: str, path: str, **kw: Any) -> Any:
+        import httpx
+
+        resp = httpx.request(method, f"{self.opts.api_url}{path}", headers=prefect_auth_header(self.env),
+                             timeout=15.0, **kw)
+        if resp.status_code == 404:
+            return None
+        resp.raise_for_status()
+        return resp.json() if resp.content else None
+
+    # -- components --
+    def launch_prefect(self) -> Future[float]:
+        o, env = self.opts, dict(self.env)
+        home = o.state_dir / "prefect"
+        home.mkdir(parents=True, exist_ok=True)
+        if not (env.get("PREFECT_SERVER_DATABASE_CONNECTION_URL") or env.get("PREFECT_API_DATABASE_CONNECTION_URL")):
+            env["PREFECT_SERVER_DATABASE_CONNECTION_URL"] = f"sqlite+aiosqlite:///{home / 'prefect.db'}"
+            for key, value in SQLITE_PREFECT_SETTINGS.items():
+                env.setdefault(key, value)
+        env.setdefault("PREFECT_SERVER_UI_SHOW_PROMOTIONAL_CONTENT", "false")
+        env.setdefault("PREFECT_UI_API_URL", o.api_url)
+        cmd = [str(self.bin / "prefect"), "server", "start", "--host", o.host, "--port", str(o.prefect_port)]
+        return self.start("prefect", cmd, env, self.health("prefect"))
+
+    def launch_mlflow(self) -> Future[float]:
+        o, env = self.opts, dict(self.env)
+        artifacts = o.state_dir / "mlartifacts"
+        artifacts.mkdir(parents=True, exist_ok=True)
+        backend = env.get("MLOPS_MLFLOW_BACKEND_STORE_URI") or f"sqlite:///{o.state_dir / 'mlflow.db'}"
+        destination = env.get("MLOPS_MLFLOW_ARTIFACTS_DESTINATION") or str(artifacts)
+        cmd = [str(self.bin / "mlflow"), "server", "--backend-store-uri", backend, "--serve-artifacts",
+               "--artifacts-destination", destination, "--default-artifact-root", "mlflow-artifacts:/",
+               "--host", o.host, "--port", str(o.mlflow_port), "--workers", env.get("MLOPS_MLFLOW_WORKERS", "1")]
+        if o.mlflow_basic_auth:
+            ini = o.state_dir / "mlflow" / "basic_auth.ini"
+            ini.parent.mkdir(parents=True, exist_ok=True)
+            ini.write_text(
+                "[mlflow]\n"
+                "default_permission = READ\n"
+                f"database_uri = sqlite:///{o.state_dir / 'mlflow' / 'basic_auth.db'}\n"
+                f"admin_username = {env['MLFLOW_TRACKING_USERNAME']}\n"
+                "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+            )
+            env["MLFLOW_AUTH_CONFIG_PATH"] = str(ini)
+            if not env.get("MLFLOW_FLASK_SERVER_SECRET_KEY"):  # CSRF key: kept across restarts, private
+                env["MLFLOW_FLASK_SERVER_SECRET_KEY"] = private_secret(ini.parent / "flask_secret_key")
+            env.setdefault("MLFLOW_AUTH_ADMIN_PASSWORD", env["MLFLOW_TRACKING_PASSWORD"])
+            cmd += ["--app-name", "basic-auth"]
+        return self.start("mlflow", cmd, env, self.health("mlflow"))
+
+    def deploy(self, monitor_cron: str) -> None:
+        """Create the work pool(s) and run `prefect deploy` on the deployments file with its variables."""
+        plan = plan_deployments(self.opts, monitor_cron)
+        for skipped in plan.skipped:
+            self.echo(f"  skipped deployment {skipped}")
+        if not plan.names:
+            raise StackError(f"no deployment in {self.opts.prefect_file} has its flow file; nothing to deploy")
+        env = {**self.env, **plan.variables}
+        prefect = str(self.bin / "prefect")
+        for pool in plan.work_pools:
+            if self.api("GET", f"/work_pools/{pool}") is None:
+                self.run_step("deploy", [prefect, "--no-prompt", "work-pool", "create", pool, "--type", "process"],
+                              env, timeout=120)
+        self.state.work_pool = plan.work_pools[0] if plan.work_pools else None
+        names = [arg for name in plan.names for arg in ("--name", name)]
+        self.run_step("deploy", [prefect, "--no-prompt", "deploy", "--prefect-file", str(self.opts.prefect_file),
+                                 *names], env, timeout=300)
+        found = self.api("POST", "/deployments/filter",
+                         json={"deployments": {"name": {"any_": plan.names}}, "limit": 200}) or []
+        lost = sorted(set(plan.names) - {d["name"] for d in found})
+        if lost:
+            raise StackError(f"`prefect deploy` did not create deployment(s) {', '.join(lost)}; see "
+                             f"{self.log_path('deploy')}")
+        self.state.deployments = plan.names
+        write_state(self.state)
+
+    def configure_automations(self) -> None:
+        """Alerts (when a webhook URL is given or the block exists) and crash detection, via mlops.alerts."""
+        cmd = [sys.executable, "-m", "mlops.stack.alerts", "--crash-detection"]
+        if self.opts.alert_url:
+            cmd += ["--url", self.opts.alert_url]
+        out = self.run_step("automations", cmd, self.env, timeout=120)
+        for line in out.strip().splitlines():
+            self.echo(f"  {line}")
+
+    def recover_orphaned_runs(self) -> list[str]:
+        """Mark runs of our pool whose process died with an earlier worker as Crashed.
+
+        A killed worker leaves its run Running and holding the deployment's concurrency slot, so
+        every new training would be cancelled until the lease expires. Only runs whose recorded
+        process (`infrastructure_pid`, the pid the process worker started on this machine) no longer
+        exists, or is now some other program, are touched.
+        """
+        pool = self.state.work_pool
+        if not pool:
+            return []
+        runs = self.api("POST", "/flow_runs/filter", json={
+            "flow_runs": {"state": {"type": {"any_": ["RUNNING", "PENDING", "CANCELLING"]}}},
+            "work_pools": {"name": {"any_": [pool]}}, "limit": 200,
+        }) or []
+        me = socket.gethostname()
+        fixed = []
+        for run in runs:
+            host, _, pid = str(run.get("infrastructure_pid") or "").rpartition(":")
+            if not pid.isdigit() or host not in ("", me) or is_flow_process(int(pid)):
+                continue
+            self.api("POST", f"/flow_runs/{run['id']}/set_state", json={
+                "state": {"type": "CRASHED", "name": "Crashed",
+                          "message": "its process is gone (the worker stopped while it ran); marked Crashed "
+                                     "by `mlops up`"},
+                "force": True,
+            })
+            fixed.append(str(run.get("name") or run["id"]))
+        return fixed
+
+    def launch_worker(self) -> Future[float]:
+        o, env = self.opts, dict(self.env)
+        pool = self.state.work_pool
+        if not pool:
+            raise StackError("no work pool to start a worker on; run the deploy step first")
+        for name in self.recover_orphaned_runs():
+            self.echo(f"  marked flow run {name} Crashed (its process died with an earlier worker)")
+        env.setdefault("PREFECT_FLOWS_HEARTBEAT_FREQUENCY", "30")
+        # flow runs log at INFO so the Prefect UI shows what each stage did
+        env["PREFECT_LOGGING_LEVEL"] = o.environ.get("MLOPS_FLOW_LOG_LEVEL", "INFO")
+        env.setdefault("PREFECT_WORKER_QUERY_SECONDS", f"{o.worker_poll_seconds:g}")
+        env.setdefault("PREFECT_WORKER_PREFETCH_SECONDS", "5")
+        worker_name = f"{pool}-{socket.gethostname()}"
+        cmd = [str(self.bin / "prefect"), "worker", "start", "--pool", pool, "--type", "process",
+               "--name", worker_name]
+
+        def online() -> bool:
+            workers = self.api("POST", f"/work_pools/{pool}/workers/filter", json={"limit": 50}) or []
+            return any(w.get("name") == worker_name and w.get("status") == "ONLINE" for w in workers)
+
+        return self.start("worker", cmd, env, online)
+
+    def launch_model_server(self) -> Future[float]:
+        o = self.opts
+        cmd = [sys.executable, "-m", "mlops.serving", "--config", str(o.config_path),
+               "--host", o.host, "--port", str(o.serve_port), "--log-level", "warning"]
+        if o.serve_poll_seconds is not None:
+            cmd += ["--poll-seconds", f"{o.serve_poll_seconds:g}"]
+        return self.start("model-server", cmd, dict(self.env), self.health("model-server"))
+
+    def launch_bridge(self) -> Future[float]:
+        o = self.opts
+        env = {**self.env, **load_webhook_secrets(o)}
+        cmd = [sys.executable, "-m", "mlops.webhooks", "--config", str(o.webhooks_config),
+               "--host", o.host, "--port", str(o.webhook_port), "--prefect-api-url", o.api_url,
+               "--state-dir", str(o.state_dir / "webhooks"), "--log-level", "warning"]
+        return self.start("webhook-bridge", cmd, env, self.health("webhook-bridge"))
+
+
+# ---- up, down, status -------------------------------------------------------------------------
+
+
+@dataclass
+class UpResult:
+    state: StackState
+    timings: dict[str, float]
+    total_seconds: float
+
+
+def up(opts: StackOptions, echo: Echo | None = None) -> UpResult:
+    """Start the stack and return once every component is healthy; on failure stop what was started."""
+    say = echo or (lambda _m: None)
+    unknown = [c for c in opts.components if c not in COMPONENTS]
+    if unknown:
+        raise StackError(f"unknown component(s) {', '.join(unknown)}; choose from {', '.join(COMPONENTS)}")
+    from mlops.core.config import load_config
+
+    try:
+        cfg = load_config(opts.config_path)
+    except MLOpsError as exc:
+        raise StackError(str(exc)) from None
+    t_start = time.monotonic()
+    with stack_lock(opts.state_dir):
+        existing = read_state(opts.state_dir)
+        if existing is not None:
+            alive = existing.running()
+            if alive:
+                pids = ", ".join(f"{n} {p.pid}" for n, p in alive.items())
+                raise StackError(f"the stack is already running from {opts.state_dir} ({pids}); run `mlops down` "
+                                 "first, or `mlops stack-status` to see it")
+            pid_file(opts.state_dir).unlink(missing_ok=True)
+            say(f"removed a stale pid file (none of its processes runs): {pid_file(opts.state_dir)}")
+        check_ports(opts)
+        sup = Supervisor(opts, say)
+        write_state(sup.state)
+        timings: dict[str, float] = {}
+        try:
+            _bring_up(sup, cfg.monitoring.schedule_cron, set(opts.components), opts.parallel, timings, say)
+        except BaseException:
+            sup.close()
+            _stop_all(sup.state, say, grace=10.0)
+            pid_file(opts.state_dir).unlink(missing_ok=True)
+            raise
+        sup.close()
+        write_state(sup.state)
+    return UpResult(sup.state, timings, time.monotonic() - t_start)
+
+
+def _bring_up(sup: Supervisor, monitor_cron: str, want: set[str], parallel: bool, timings: dict[str, float],
+              say: Echo) -> None:
+    """Start the wanted components in dependency order.
+
+    Parallel (the default): every server that needs nothing else starts at once (Prefect, MLflow,
+    model server, bridge: their health checks do not call each other); deploy, automations and the
+    worker follow as soon as Prefect answers. Sequential: one after the other, each healthy first.
+    """
+    launchers = sup.launchers()
+    pending: dict[str, Future[float]] = {}
+
+    def wait(name: str) -> None:
+        if name in pending:
+            timings[name] = pending.pop(name).result()
+            say(f"  {LABELS[name]} ready in {timings[name]:.1f} s")
+
+    def launch(name: str) -> None:
+        if name in want:
+            say(f"{STEP_TITLES[name]} ...")
+            pending[name] = launchers[name]()
+            if not parallel or name == "worker":
+                wait(name)
+
+    def timed(name: str, fn: Callable[[], object]) -> None:
+        say(f"{STEP_TITLES[name]} ...")
+        t0 = time.monotonic()
+        fn()
+        timings[name] = time.monotonic() - t0
+
+    for name in ("prefect", "mlflow", "model-server", "webhook-bridge") if parallel else ("prefect", "mlflow"):
+        launch(name)
+    if "worker" in want:
+        wait("prefect")
+        timed("deploy", lambda: sup.deploy(monitor_cron))
+        timed("automations", sup.configure_automations)
+        launch("worker")
+    if not parallel:
+        launch("model-server")
+        launch("webhook-bridge")
+    for name in list(pending):
+        wait(name)
+
+
+def _stop_all(state: StackState, say: Echo, grace: float) -> list[str]:
+    stopped = []
+    for name in reversed(list(state.processes)):
+        rec = state.processes[name]
+        if kill_tree(rec, signal.SIGTERM, grace=grace):
+            stopped.append(name)
+            say(f"stopped {LABELS.get(name, name)} (pid {rec.pid})")
+    return stopped
+
+
+def down(state_dir: Path, echo: Echo | None = None, grace: float = 15.0) -> list[str]:
+    """Stop the processes recorded in the pid file (and what they started); returns their names."""
+    say = echo or (lambda _m: None)
+    state_dir = state_dir.expanduser().resolve()
+    with stack_lock(state_dir):
+        state = read_state(state_dir)
+        if state is None:
+            say(f"nothing to stop: no stack is recorded in {state_dir}")
+            return []
+        stopped = _stop_all(state, say, grace)
+        if not stopped:
+            say("nothing was running; removed the stale pid file")
+        pid_file(state_dir).unlink(missing_ok=True)
+        return stopped
+
+
+@dataclass
+class ComponentStatus:
+    name: str
+    pid: int | None
+    running: bool
+    healthy: bool | None
+    url: str | None
+    detail: str = ""
+
+
+def status(state_dir: Path) -> list[ComponentStatus]:
+    """What the pid file records, whether each process runs, and whether it answers its health check."""
+    import httpx
+
+    state_dir = state_dir.expanduser().resolve()
+    state = read_state(state_dir)
+    if state is None:
+        return []
+    out = []
+    env = dict(os.environ)
+    env.setdefault("PREFECT_API_AUTH_STRING", env.get("PREFECT_SERVER_API_AUTH_STRING", ""))
+    for name, rec in state.processes.items():
+        running = rec.alive()
+        healthy: bool | None = None
+        detail = ""
+        if running and rec.url:
+            path = "/ready" if name == "model-server" else HEALTH_PATHS.get(name, "/")
+            try:
+                resp = httpx.get(rec.url + path, timeout=2.0)
+                healthy = resp.status_code == 200 or (name == "model-server" and resp.status_code == 503)
+                if name == "model-server" and resp.status_code == 503:
+                    detail = "up, no champion loaded yet"
+            except httpx.HTTPError as exc:
+                healthy, detail = False, type(exc).__name__
+        elif running and name == "worker" and state.work_pool:
+            prefect = state.processes.get("prefect")
+            try:
+                resp = httpx.post(f"{prefect.url}/api/work_pools/{state.work_pool}/workers/filter",
+                                  json={"limit": 50}, headers=prefect_auth_header(env), timeout=2.0)
+                if resp.status_code == 401:
+                    detail = f"pool {state.work_pool} (set PREFECT_API_AUTH_STRING to check it)"
+                else:
+                    resp.raise_for_status()
+                    healthy = any(w.get("status") == "ONLINE" for w in resp.json())
+                    detail = f"pool {state.work_pool}"
+            except (httpx.HTTPError, ValueError, AttributeError) as exc:
+                healthy, detail = False, type(exc).__name__
+        out.append(ComponentStatus(name, rec.pid, running, healthy, rec.url, detail))
+    return out
+
+
+def log_file(state_dir: Path, component: str) -> Path:
+    names = COMPONENTS + ("deploy", "automations")
+    if component not in names:
+        raise StackError(f"no log named {component!r}; choose from {', '.join(names)}")
+    return state_dir.expanduser().resolve() / "logs" / f"{component}.log"
+
+
+def kill_component(state_dir: Path, component: str, sig: int = signal.SIGKILL) -> bool:
+    """Kill one recorded component and what it started (for failure drills: a worker dying mid-run)."""
+    state = read_state(state_dir.expanduser().resolve())
+    rec = state.processes.get(component) if state else None
+    if rec is None:
+        raise StackError(f"the stack in {state_dir} has no {component}")
+    return kill_tree(rec, sig, grace=5.0)
+
+
+def restart_component(opts: StackOptions, component: str, echo: Echo | None = None) -> float:
+    """Start one component again (after it died), recording it in the pid file; returns seconds to healthy."""
+    if component not in COMPONENTS:
+        raise StackError(f"unknown component {component!r}; choose from {', '.join(COMPONENTS)}")
+    with stack_lock(opts.state_dir):
+        state = read_state(opts.state_dir)
+        if state is None:
+            raise StackError(f"no stack is recorded in {opts.state_dir}; run `mlops up`")
+        rec = state.processes.get(component)
+        if rec is not None and rec.alive():
+            raise StackError(f"the {LABELS[component]} is still running (pid {rec.pid})")
+        sup = Supervisor(opts, echo, state)
+        try:
+            return sup.launchers()[component]().result()
+        finally:
+            sup.close()

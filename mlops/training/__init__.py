@@ -1,0 +1,1 @@
+"""Training: hyperparameter search, holdout evaluation, the promotion gate and the model card."""

@@ -1,0 +1,68 @@
+"""The model card: a markdown page generated for every registered version."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mlops.core.config import PipelineConfig
+from mlops.core.contract import DataContract
+from mlops.training.gate import GateVerdict
+
+
+def model_card(
+    cfg: PipelineConfig,
+    version: str | None,
+    family: str,
+    best_params: dict[str, Any],
+    metrics: dict[str, float],
+    verdict: GateVerdict,
+    contract: DataContract,
+    lineage: dict[str, str],
+    data_summary: dict[str, Any],
+) -> str:
+    feats = [c for c in contract.columns if c.role in {"feature", "timestamp"}]
+    rows = "\n".join(
+        f"| {c.name} | {c.kind} | "
+        + (f"{c.min:.4g} .. {c.max:.4g}" if c.min is not None and c.max is not None else
+           (", ".join(c.allowed[:8]) + (" ..." if len(c.allowed) > 8 else "") if c.allowed else ""))
+        + f" | {c.max_null_fraction:.2%} |"
+        for c in feats
+    )
+    metric_rows = "\n".join(f"| {k} | {v:.4f} |" for k, v in metrics.items())
+    params = ", ".join(f"`{k}={v}`" for k, v in best_params.items()) or "defaults"
+    lineage_rows = "\n".join(f"| {k} | `{v}` |" for k, v in lineage.items())
+    return f"""# Model card: {cfg.registry.model_name} v{version or '?'}
+
+**Use case**: `{cfg.name}` ({cfg.task}), target `{cfg.target}`.
+**Model**: {family} inside a scikit-learn Pipeline whose first step is the fitted feature transform; best
+hyperparameters {params}.
+
+## Intended use
+Scores rows shaped like the training data below. Inputs are checked against the data contract; rows
+outside it are rejected (serving) or quarantined (batch scoring, training).
+
+## Training data
+{data_summary.get('rows_accepted', '?')} rows accepted of {data_summary.get('rows_checked', '?')} checked;
+{data_summary.get('rows_quarantined', 0)} quarantined. Split: {cfg.split.test_size:.0%} holdout
+({'time-ordered on ' + cfg.timestamp_column if cfg.timestamp_column else 'seeded random, seed ' + str(cfg.split.seed)}).
+
+| feature | kind | range / categories | max nulls |
+| --- | --- | --- | --- |
+{rows}
+
+## Holdout metrics
+| metric | value |
+| --- | --- |
+{metric_rows}
+
+## Promotion gate
+{verdict.to_markdown()}
+## Lineage
+| what | value |
+| --- | --- |
+{lineage_rows}
+
+## Limitations
+Quality holds only while inputs resemble the training data: the monitoring flow compares live inputs
+with this version's reference sample and asks for retraining when they drift.
+"""

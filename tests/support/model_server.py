@@ -1,0 +1,170 @@
+"""Helpers for tests and benchmarks: register a small model version, run the server on loopback."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def churn_frame(rows: int = 2000, seed: int = 3, drift: float = 0.0) -> pd.DataFrame:
+    """Generated churn rows cast to the contract kinds, as training sees them."""
+    from mlops.core.data import generate_churn
+
+    return generate_churn(rows, seed=seed, drift=drift)
+
+
+def fit_pipeline(df: pd.DataFrame, target: str, task: str = "classification", family: str = "hist_gradient_boosting",
+                 params: dict[str, Any] | None = None, id_column: str | None = None,
+                 timestamp_column: str | None = None, seed: int = 0) -> tuple[Any, Any, pd.DataFrame]:
+    """(pipeline, contract, coerced training frame) the way the training flow builds them."""
+    from sklearn.pipeline import Pipeline
+
+    from mlops.core.config import FeatureConfig, ValidationConfig
+    from mlops.core.contract import coerce_to_contract, infer_contract
+    from mlops.core.features import build_preprocessor
+    from mlops.training.tuning import make_estimator
+
+    contract = infer_contract(df, target, task, ValidationConfig(), id_column, timestamp_column)
+    frame = coerce_to_contract(df, contract).frame
+    X, y = frame.drop(columns=[target]), frame[target]
+    pipe = Pipeline([("features", build_preprocessor(contract, FeatureConfig())),
+                     ("model", make_estimator(family, task, dict(params or {}), seed))])
+    pipe.fit(X, y)
+    return pipe, contract, frame
+
+
+def register_model(name: str, pipeline: Any, contract: Any, frame: pd.DataFrame, promote: bool = True,
+                   reference_rows: int = 300) -> str:
+    """Log and register a fitted pipeline with its contract and reference sample (the registry's
+    conventions), optionally promote it to champion; returns the version. Uses the current MLflow store."""
+    import mlflow
+    import numpy as np
+
+    from mlops.core.settings import get_settings
+    from mlops.registry import versions as registry
+    from mlops.registry.tracking import log_model_version, log_run_artifacts
+
+    target = contract.target
+    registry.ensure_experiment(f"{name}-tests", get_settings().artifact_root)
+    X = frame.drop(columns=[target])
+    ref = frame.sample(n=min(reference_rows, len(frame)), random_state=0).reset_index(drop=True)
+    Xr = ref.drop(columns=[target])
+    ref["prediction"] = np.asarray(pipeline.predict(Xr))
+    if contract.task == "classification":
+        proba = pipeline.predict_proba(Xr)
+        if proba.shape[1] == 2:
+            ref["prediction_proba"] = proba[:, 1]
+    with tempfile.TemporaryDirectory() as tmp:
+        ref_path = Path(tmp) / "reference.parquet"
+        ref.to_parquet(ref_path, index=False)
+        with mlflow.start_run(run_name=f"register-{name}") as run:
+            run_id = run.info.run_id
+        version = log_model_version(run_id, pipeline, name, X.head(50), pipeline.predict(X.head(50)),
+                                    optional_columns=contract.optional_inputs)
+        log_run_artifacts(run_id, [("reference", ref_path)], {"contract/contract.json": contract.to_json()})
+    if promote:
+        registry.promote(name, version, by="tests", reason="test fixture")
+    return version
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class ServerProcess:
+    url: str
+    process: subprocess.Popen[bytes]
+    log: Path
+
+
+def wait_ready(url: str, timeout: float = 90.0, proc: subprocess.Popen[bytes] | None = None,
+               log: Path | None = None, workers: int = 1) -> None:
+    """Until `/ready` answers 200 and, with several workers, every worker has published that its model
+    is loaded (one worker can be ready while another still loads)."""
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            tail = log.read_text()[-3000:] if log and log.exists() else ""
+            raise RuntimeError(f"server exited with {proc.returncode}:\n{tail}")
+        try:
+            if httpx.get(f"{url}/ready", timeout=2.0).status_code == 200:
+                if workers <= 1:
+                    return
+                text = httpx.get(f"{url}/metrics", timeout=2.0).text
+                loaded = [ln for ln in text.splitlines()
+                          if ln.startswith("mlops_model_ready{worker=") and ln.endswith(" 1")]
+                if len(loaded) >= workers:
+                    return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    tail = log.read_text()[-3000:] if log and log.exists() else ""
+    raise TimeoutError(f"server at {url} not ready after {timeout} s:\n{tail}")
+
+
+@contextmanager
+def server_process(model: str, work: Path, extra_args: list[str] | None = None, env: dict[str, str] | None = None,
+                   port: int | None = None, ready: bool = True, timeout: float = 90.0,
+                   workers: int = 1) -> Iterator[ServerProcess]:
+    """`python -m mlops.serving` on a free loopback port, stopped (SIGTERM) on exit."""
+    port = port or free_port()
+    log = work / f"model-server-{port}.log"
+    full_env = {**os.environ, **(env or {})}
+    cmd = [sys.executable, "-m", "mlops.serving", "--model", model, "--host", "127.0.0.1",
+           "--port", str(port), "--log-level", "warning", *(extra_args or [])]
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(cmd, cwd=REPO, env=full_env, stdout=out, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        if ready:
+            wait_ready(url, timeout, proc, log, workers)
+        yield ServerProcess(url, proc, log)
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(10)
+
+
+@contextmanager
+def isolated_state(folder: Path) -> Iterator[Path]:
+    """MLOPS_HOME, an MLflow SQLite store and artifact root under `folder` for the duration."""
+    import mlflow
+
+    state = folder / "state"
+    state.mkdir(parents=True, exist_ok=True)
+    uri = f"sqlite:///{state / 'mlflow.db'}"
+    new = {"MLOPS_HOME": str(state), "MLFLOW_TRACKING_URI": uri, "MLOPS_ARTIFACT_ROOT": (state / "mlartifacts").as_uri()}
+    old = {k: os.environ.get(k) for k in new}
+    os.environ.update(new)
+    mlflow.set_tracking_uri(uri)
+    try:
+        yield state
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        mlflow.set_tracking_uri(None)
