@@ -12,14 +12,17 @@ from prefect.cache_policies import NONE
 from mlops.core.contract import DataContract
 from mlops.registry import versions as registry
 from mlops.registry.tracking import dumps, log_model_version, log_run_artifacts
+from tasks.common import stage_task
 
 
-@task(name="find_champion", cache_policy=NONE)
-def find_champion(model_name: str) -> registry.ModelBundle | None:
-    """The current champion with its contract, or None before the first promotion."""
-    if registry.get_version_by_alias(model_name, registry.CHAMPION) is None:
-        return None
-    return registry.load_bundle(model_name, registry.CHAMPION, with_reference=False)
+@stage_task("load_champion", io=True)
+def load_champion(model_name: str, with_reference: bool = False) -> registry.ModelBundle | None:
+    """The champion with its contract (and its training reference sample, for drift), or None before the
+    first promotion; the one champion loader every flow uses."""
+    return registry.load_champion(model_name, with_reference=with_reference)
+
+
+find_champion = load_champion  # the training flow's name for it until the flow is rewired
 
 
 @task(name="register_challenger", cache_policy=NONE)

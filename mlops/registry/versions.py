@@ -220,6 +220,14 @@ def load_bundle(name: str, alias_or_version: str = CHAMPION, with_reference: boo
     return ModelBundle(name, str(mv.version), mv.run_id, model, contract, reference, dict(mv.tags))
 
 
+def load_champion(name: str, with_reference: bool = False) -> ModelBundle | None:
+    """The version holding `champion` with its contract (and reference sample), or None before the first promotion."""
+    mv = get_version_by_alias(name, CHAMPION)
+    if mv is None:
+        return None
+    return load_bundle(name, str(mv.version), with_reference=with_reference)
+
+
 def version_history(name: str, limit: int = 20) -> list[dict[str, Any]]:
     """The newest registered versions with their gate result and, for rejected ones, why."""
     c = client()
