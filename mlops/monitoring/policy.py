@@ -12,7 +12,7 @@ config, and returns a decision with its reasons plus the new state. The rules:
   `min_rows` new rows have been monitored since the last retrain (rows accumulate over windows).
   A blocked call stays pending: the streak is kept, so the next window can retrain.
 
-`PolicyStore` keeps the state in a JSON file guarded by an exclusive `fcntl` lock, so two monitor
+`PolicyStore` keeps the state in a JSON file guarded by an exclusive lock (`mlops.core.state`), so two monitor
 runs at once cannot both trigger; `should_start_training` is the training side's guard against
 event storms (ten triggers in a minute start one training).
 """
@@ -20,10 +20,7 @@ event storms (ten triggers in a minute start one training).
 from __future__ import annotations
 
 import copy
-import fcntl
 import json
-import os
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -32,7 +29,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from mlops.core.config import RetrainPolicyConfig
-from mlops.core.errors import MLOpsError
+from mlops.core.state import LockedJsonFile, Transaction
 
 Verdict = Literal["retrain", "hold", "no_decision"]
 
@@ -274,71 +271,29 @@ def finish_training(state: PolicyState, now: datetime, succeeded: bool) -> Polic
 
 
 class PolicyStore:
-    """The policy state in a JSON file; every read-modify-write holds an exclusive fcntl lock.
-
-    The lock lives on a sibling `.lock` file because the state file is replaced atomically on
-    each write. Works across processes on one machine (and on filesystems with working flock).
-    """
+    """The policy state in a JSON file (`mlops.core.state.LockedJsonFile`): every read-modify-write holds
+    an exclusive lock, so concurrent monitor runs and trainings see each other's changes."""
 
     def __init__(self, path: str | Path, timeout_seconds: float = 30.0) -> None:
-        self.path = Path(path)
-        self.lock_path = self.path.with_name(self.path.name + ".lock")
-        self.timeout_seconds = timeout_seconds
-
-    def _read(self) -> PolicyState:
-        if not self.path.exists():
-            return PolicyState()
-        try:
-            return PolicyState.from_json(self.path.read_text(encoding="utf-8"))
-        except (ValueError, KeyError, TypeError) as exc:
-            raise MLOpsError(f"retrain policy state {self.path} is not valid ({exc}); "
-                             "move it aside to start from a fresh state") from None
-
-    def _write(self, state: PolicyState) -> None:
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write(state.to_json())
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, self.path)
-
-    @contextmanager
-    def _locked(self, exclusive: bool) -> Iterator[None]:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            mode = (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB
-            deadline = time.monotonic() + self.timeout_seconds
-            while True:
-                try:
-                    fcntl.flock(fd, mode)
-                    break
-                except BlockingIOError:
-                    if time.monotonic() > deadline:
-                        raise MLOpsError(f"retrain policy state {self.path} stayed locked for "
-                                         f"{self.timeout_seconds:g} s; is another monitor run stuck?") from None
-                    time.sleep(0.01)
-            yield
-        finally:
-            os.close(fd)  # closing the descriptor releases the lock
+        self.file: LockedJsonFile[PolicyState] = LockedJsonFile(
+            path, "retrain policy state", PolicyState, parse=PolicyState.from_dict, dump=PolicyState.to_dict,
+            holder="monitor run", timeout_seconds=timeout_seconds)
+        self.path = self.file.path
 
     def load(self) -> PolicyState:
-        with self._locked(exclusive=False):
-            return self._read()
+        return self.file.read()
 
     @contextmanager
-    def transaction(self) -> Iterator[list[PolicyState]]:
-        """Exclusive read-modify-write: replace `box[0]` and it is saved when the block ends cleanly."""
-        with self._locked(exclusive=True):
-            box = [self._read()]
-            yield box
-            self._write(box[0])
+    def transaction(self) -> Iterator[Transaction[PolicyState]]:
+        """Exclusive read-modify-write: replace `tx.data` and it is saved when the block ends cleanly."""
+        with self.file.transaction() as tx:
+            yield tx
 
 
 def decide_and_record(store: PolicyStore, window: WindowSummary, cfg: RetrainPolicyConfig, now: datetime) -> Decision:
     """`decide` under the store's exclusive lock, so concurrent monitor runs see each other's decision."""
-    with store.transaction() as box:
-        decision, box[0] = decide(box[0], window, cfg, now)
+    with store.transaction() as tx:
+        decision, tx.data = decide(tx.data, window, cfg, now)
     return decision
 
 
@@ -351,12 +306,12 @@ def should_start_training(
     `dedupe_window` is a timedelta or seconds; starts closer together than this collapse into one.
     """
     window = dedupe_window if isinstance(dedupe_window, timedelta) else timedelta(seconds=float(dedupe_window))
-    with store.transaction() as box:
-        ok, box[0] = start_training(box[0], now, window, lock_minutes, run_id)
+    with store.transaction() as tx:
+        ok, tx.data = start_training(tx.data, now, window, lock_minutes, run_id)
     return ok
 
 
 def record_training_finished(store: PolicyStore, now: datetime, succeeded: bool) -> None:
     """Release the training slot in the store (call when a training run ends, either way)."""
-    with store.transaction() as box:
-        box[0] = finish_training(box[0], now, succeeded)
+    with store.transaction() as tx:
+        tx.data = finish_training(tx.data, now, succeeded)

@@ -1,13 +1,13 @@
 """Monitoring, the pure part: which prediction-log rows form the next window, the data-quality check
 before any drift verdict, and the record of each check. Live quality once labels arrive lives in
 mlops.monitoring.live_quality, the file a retrain trains on in mlops.monitoring.retraining, rows seen in training in
-mlops.rowkeys.
+mlops.core.rowkeys.
 
 Windows: the prediction log is immutable Parquet files that appear atomically (mlops.serving.predictlog).
 A window is every file this model's monitor has not checked yet. `WindowStore` (a JSON file under
-an exclusive fcntl lock) hands each file to exactly one run: a run *claims* its files, and *commits*
-them when done, so two runs at once never check a row twice, and a run that dies leaves its claim to
-expire (`claim_minutes`) so no row is skipped. A high-water mark on `logged_at` (the newest row
+an exclusive lock, `mlops.core.state.LockedJsonFile`) hands each file to exactly one run: a run *claims*
+its files, and *commits* them when done, so two runs at once never check a row twice, and a run that
+dies leaves its claim to expire (`claim_minutes`) so no row is skipped. A high-water mark on `logged_at` (the newest row
 checked) bounds how far back the log is listed: a file may land up to `lookback_days` late.
 
 Nothing here imports Prefect; the flow (flows/monitor.py) and its tasks (tasks/monitoring.py,
@@ -16,14 +16,9 @@ tasks/drift.py) are thin shells over these functions.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import math
-import os
 import time
-import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -33,7 +28,8 @@ import numpy as np
 import pandas as pd
 
 from mlops.core.contract import DataContract
-from mlops.core.errors import DataError, MLOpsError
+from mlops.core.errors import DataError
+from mlops.core.state import LockedJsonFile
 
 LOG_SOURCE = "prediction_log"
 _WINDOW_HISTORY = 50
@@ -41,43 +37,6 @@ _WINDOW_HISTORY = 50
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
-
-
-def slug(name: str) -> str:
-    """A model name as a Prefect artifact key part (lowercase letters, digits, dashes)."""
-    return "".join(ch if ch.isalnum() else "-" for ch in name.lower()).strip("-") or "model"
-
-
-# ---------------------------------------------------------------------------------------------
-# a small exclusive file lock (the same scheme as mlops.monitoring.policy.PolicyStore)
-
-
-@contextmanager
-def _file_lock(lock_path: Path, timeout_seconds: float, what: str) -> Iterator[None]:
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        deadline = time.monotonic() + timeout_seconds
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise MLOpsError(f"{what} stayed locked for {timeout_seconds:g} s; is another monitor run stuck?") from None
-                time.sleep(0.01)
-        yield
-    finally:
-        os.close(fd)
-
-
-def _write_json_atomic(path: Path, data: Any) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:6]}.tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(data, fh, indent=2, default=str)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -104,28 +63,11 @@ class WindowStore:
     """
 
     def __init__(self, path: str | Path, timeout_seconds: float = 30.0) -> None:
-        self.path = Path(path)
-        self.lock_path = self.path.with_name(self.path.name + ".lock")
-        self.timeout_seconds = timeout_seconds
-
-    def _read(self) -> dict[str, Any]:
-        if not self.path.exists():
-            return {"version": 1, "models": {}}
-        try:
-            raw = json.loads(self.path.read_text(encoding="utf-8"))
-            if not isinstance(raw, dict) or not isinstance(raw.get("models"), dict):
-                raise ValueError("no 'models' mapping")
-            return raw
-        except (ValueError, TypeError) as exc:
-            raise MLOpsError(f"monitor state {self.path} is not valid ({exc}); move it aside to check the whole "
-                             "prediction log again") from None
-
-    @contextmanager
-    def _transaction(self) -> Iterator[dict[str, Any]]:
-        with _file_lock(self.lock_path, self.timeout_seconds, f"monitor state {self.path}"):
-            state = self._read()
-            yield state
-            _write_json_atomic(self.path, state)
+        self.file: LockedJsonFile[dict[str, Any]] = LockedJsonFile(
+            path, "monitor state", lambda: {"version": 1, "models": {}}, parse=_parse_state,
+            fix="move it aside to check the whole prediction log again", holder="monitor run",
+            timeout_seconds=timeout_seconds)
+        self.path = self.file.path
 
     @staticmethod
     def _model(state: dict[str, Any], name: str) -> dict[str, Any]:
@@ -136,8 +78,7 @@ class WindowStore:
         return m
 
     def model_state(self, name: str) -> dict[str, Any]:
-        with _file_lock(self.lock_path, self.timeout_seconds, f"monitor state {self.path}"):
-            return self._model(self._read(), name)
+        return self._model(self.file.read(), name)
 
     def claim(self, name: str, log_dir: Path, run_id: str, now: datetime, lookback_days: float,
               claim_minutes: float) -> Claim:
@@ -145,7 +86,8 @@ class WindowStore:
         from mlops.serving.predictlog import list_log_files
 
         now = now.astimezone(UTC)
-        with self._transaction() as state:
+        with self.file.transaction() as tx:
+            state = tx.data
             m = self._model(state, name)
             m["claims"] = {f: c for f, c in m["claims"].items() if datetime.fromisoformat(c["expires"]) > now}
             since = None
@@ -163,7 +105,8 @@ class WindowStore:
                corrupt: list[str], status: str, lookback_days: float) -> None:
         """Mark the claimed files checked (corrupt ones as corrupt), move the high-water mark, prune."""
         now = now.astimezone(UTC)
-        with self._transaction() as state:
+        with self.file.transaction() as tx:
+            state = tx.data
             m = self._model(state, name)
             for f in claim.files:
                 m["claims"].pop(f, None)
@@ -186,7 +129,8 @@ class WindowStore:
 
     def release(self, name: str, claim: Claim) -> None:
         """Give the claimed files back (a run that failed); the next run checks them."""
-        with self._transaction() as state:
+        with self.file.transaction() as tx:
+            state = tx.data
             m = self._model(state, name)
             for f in claim.files:
                 if m["claims"].get(f, {}).get("run") == claim.run_id:
@@ -194,10 +138,17 @@ class WindowStore:
 
     def record(self, name: str, entry: dict[str, Any]) -> None:
         """Note a check that did not read the log (a file given by hand), for the window history."""
-        with self._transaction() as state:
+        with self.file.transaction() as tx:
+            state = tx.data
             m = self._model(state, name)
             m["windows"].append(entry)
             del m["windows"][:-_WINDOW_HISTORY]
+
+
+def _parse_state(raw: Any) -> dict[str, Any]:
+    if not isinstance(raw, dict) or not isinstance(raw.get("models"), dict):
+        raise ValueError("no 'models' mapping")
+    return raw
 
 
 def _partition_day(rel: str) -> Any:
