@@ -39,25 +39,21 @@ def prepare_flow_process(*modules: str) -> Any:
     them: collections would otherwise walk hundreds of thousands of module objects, again and again,
     for nothing (about a second per run).
     """
-    import gc
     import importlib
 
     from mlops.cli.local_api import start_local_api, wait_local_api
     from mlops.core.settings import configure_environment
+    from mlops.core.startup import frozen_imports
 
     settings = configure_environment()
     start_local_api()
-    gc.disable()
-    try:
+    with frozen_imports():
         import mlflow
 
         for name in modules:
             importlib.import_module(name)
         mlflow.set_tracking_uri(settings.tracking_uri)
         mlflow.MlflowClient().search_experiments(max_results=1)  # creates or upgrades the store once
-    finally:
-        gc.freeze()
-        gc.enable()
     wait_local_api()
     return settings
 

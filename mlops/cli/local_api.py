@@ -20,11 +20,10 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 
-from mlops.core.errors import MLOpsError
+from mlops.core.startup import WaitTimeout, frozen_imports, wait_until
 
 STARTUP_TIMEOUT = 120.0
 
@@ -52,22 +51,29 @@ class LocalAPI:
         """Block until the API answers its health check; a child that exits or hangs is a one-line error."""
         if self._ready:
             return
-        assert self.proc is not None
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise MLOpsError(f"the local Prefect server exited with code {self.proc.returncode} while "
-                                 f"starting on 127.0.0.1:{self.port}")
-            try:
-                with urllib.request.urlopen(f"{self.url}/health", timeout=2) as r:
-                    if r.status == 200 and json.loads(r.read() or b"false") is True:
-                        self._ready = True
-                        return
-            except (urllib.error.URLError, ConnectionError, TimeoutError, ValueError):
-                pass
-            time.sleep(0.05)
-        self.stop()
-        raise MLOpsError(f"the local Prefect server did not answer on 127.0.0.1:{self.port} within {timeout:.0f} s")
+        proc = self.proc
+        assert proc is not None
+
+        def exited() -> str | None:
+            if proc.poll() is None:
+                return None
+            return f"the local Prefect server exited with code {proc.returncode} while starting on 127.0.0.1:{self.port}"
+
+        try:
+            wait_until(self._healthy, timeout, f"the local Prefect server did not answer on 127.0.0.1:{self.port}",
+                       gone=exited)
+        except WaitTimeout:
+            self.stop()
+            raise
+        self._ready = True
+
+    def _healthy(self) -> bool:
+        """`/api/health` answers `true`."""
+        try:
+            with urllib.request.urlopen(f"{self.url}/health", timeout=2) as r:
+                return r.status == 200 and json.loads(r.read() or b"false") is True
+        except (urllib.error.URLError, ConnectionError, TimeoutError, ValueError):
+            return False
 
     def stop(self) -> None:
         proc, self.proc = self.proc, None
@@ -88,9 +94,11 @@ def start_local_api() -> LocalAPI | None:
     """Launch the private API unless one is configured (`PREFECT_API_URL`); idempotent. Must run before
     Prefect's settings are first read in this process, since it sets `PREFECT_API_URL`."""
     global _current
+    from mlops.core.settings import get_settings  # not at the top: the server child does not need it
+
     if _current is not None:
         return _current
-    if os.environ.get("PREFECT_API_URL"):
+    if get_settings().prefect_api_url:
         return None
     api = LocalAPI()
     api.start()
@@ -117,15 +125,11 @@ def serve(port: int) -> None:
     """In the child: Prefect's server app under uvicorn on 127.0.0.1:`port`, as
     `uvicorn --factory prefect.server.api.server:create_app` would run it, with the cyclic GC off
     while it imports and the imported heap frozen (its start-up is the local run's critical path)."""
-    import gc
+    with frozen_imports():
+        import uvicorn
+        from prefect.server.api.server import create_app
 
-    gc.disable()
-    import uvicorn
-    from prefect.server.api.server import create_app
-
-    app = create_app()
-    gc.freeze()
-    gc.enable()
+        app = create_app()
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="error", lifespan="on")
 
 

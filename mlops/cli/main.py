@@ -206,7 +206,7 @@ _register_more()
 
 
 def main() -> None:
-    import gc
+    from mlops.core.startup import freeze_heap
 
     try:
         app()
@@ -215,7 +215,7 @@ def main() -> None:
     finally:
         # Exit frees the heap anyway; frozen objects skip the collections of interpreter teardown
         # (about 2 s after a training run). atexit handlers and stream flushes still run.
-        gc.freeze()
+        freeze_heap()
 
 
 if __name__ == "__main__":

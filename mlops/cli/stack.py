@@ -17,10 +17,16 @@ from mlops.cli.common import fail as _fail
 StateOpt = Annotated[Path | None, typer.Option("--state-dir", help="state folder (default: $MLOPS_HOME or .mlops)")]
 
 
-
-
 def _state_dir(state_dir: Path | None) -> Path:
-    return (state_dir or Path(os.environ.get("MLOPS_HOME", ".mlops"))).expanduser().resolve()
+    if state_dir is not None:
+        return state_dir.expanduser().resolve()
+    from mlops.core.errors import SettingsError
+    from mlops.core.settings import get_settings
+
+    try:
+        return get_settings().state_dir
+    except SettingsError as exc:
+        _fail(str(exc), exc.exit_code)
 
 
 def _say(message: str) -> None:

@@ -21,3 +21,7 @@ class RegistryError(MLOpsError):
     """The model registry does not hold what was asked for."""
 
     exit_code = 4
+
+
+class SettingsError(ConfigError):
+    """An environment variable the project reads holds a value it cannot use."""

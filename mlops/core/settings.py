@@ -1,18 +1,106 @@
-"""Where state lives: one folder (default `.mlops/`) holds the MLflow store, Prefect's home,
-quarantine files, the prediction log and reports. Nothing here runs at import."""
+"""Every environment variable the project reads, in one typed object (pydantic-settings), and where
+state lives: one folder (default `.mlops/`) holds the MLflow store, Prefect's home, quarantine
+files, the prediction log and reports. Nothing here runs at import; docs/settings.md lists each
+variable. Secrets are `SecretStr`: they never show in a repr, a log line or an error.
+"""
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
+
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDict
+from pydantic_settings.sources.utils import parse_env_vars
+
+from mlops.core.errors import SettingsError
+
+TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
 
 
-@dataclass(frozen=True)
-class Settings:
-    state_dir: Path
-    tracking_uri: str
-    artifact_root: str
+class Settings(BaseSettings):
+    """The environment, read once per call of `get_settings()`; field aliases are the variable names."""
+
+    model_config = SettingsConfigDict(case_sensitive=True, env_ignore_empty=True, populate_by_name=True,
+                                      frozen=True, extra="ignore")
+
+    # -- where state lives (every command, the flows, the servers) --
+    state_dir: Path = Field(Path(".mlops"), alias="MLOPS_HOME")
+    mlflow_tracking_uri: str | None = Field(None, alias="MLFLOW_TRACKING_URI")
+    artifact_root_override: str | None = Field(None, alias="MLOPS_ARTIFACT_ROOT")
+    prefect_api_url: str | None = Field(None, alias="PREFECT_API_URL")
+    code_version: str | None = Field(None, alias="MLOPS_CODE_VERSION")
+    config_path: Path | None = Field(None, alias="MLOPS_CONFIG")
+
+    # -- the local stack (`mlops up`) --
+    host: str = Field("127.0.0.1", alias="MLOPS_HOST")
+    prefect_port: int = Field(4200, alias="MLOPS_PREFECT_PORT")
+    mlflow_port: int = Field(5000, alias="MLOPS_MLFLOW_PORT")
+    serve_port: int = Field(8000, alias="MLOPS_SERVE_PORT")
+    webhook_port: int = Field(4300, alias="MLOPS_WEBHOOK_PORT")
+    alert_webhook_url: SecretStr | None = Field(None, alias="MLOPS_ALERT_WEBHOOK_URL")
+    mlflow_basic_auth: bool = Field(False, alias="MLOPS_MLFLOW_BASIC_AUTH")
+    mlflow_backend_store_uri: SecretStr | None = Field(None, alias="MLOPS_MLFLOW_BACKEND_STORE_URI")
+    mlflow_artifacts_destination: str | None = Field(None, alias="MLOPS_MLFLOW_ARTIFACTS_DESTINATION")
+    mlflow_workers: int = Field(1, ge=1, alias="MLOPS_MLFLOW_WORKERS")
+    flow_log_level: str = Field("INFO", alias="MLOPS_FLOW_LOG_LEVEL")
+    prefect_database_url: SecretStr | None = Field(
+        None, validation_alias=AliasChoices("PREFECT_SERVER_DATABASE_CONNECTION_URL",
+                                            "PREFECT_API_DATABASE_CONNECTION_URL"))
+    prefect_server_auth_string: SecretStr | None = Field(None, alias="PREFECT_SERVER_API_AUTH_STRING")
+    prefect_api_auth_string: SecretStr | None = Field(None, alias="PREFECT_API_AUTH_STRING")
+    mlflow_tracking_username: str | None = Field(None, alias="MLFLOW_TRACKING_USERNAME")
+    mlflow_tracking_password: SecretStr | None = Field(None, alias="MLFLOW_TRACKING_PASSWORD")
+    mlflow_flask_secret_key: SecretStr | None = Field(None, alias="MLFLOW_FLASK_SERVER_SECRET_KEY")
+
+    # -- the model server --
+    serving_token: SecretStr | None = Field(None, alias="MLOPS_SERVING_TOKEN")
+    serving_admin_token: SecretStr | None = Field(None, alias="MLOPS_SERVING_ADMIN_TOKEN")
+    log_hash_key: SecretStr | None = Field(None, alias="MLOPS_LOG_HASH_KEY")
+    # set by `python -m mlops.serving` for its uvicorn workers (not for users)
+    serving_model: str | None = Field(None, alias="MLOPS_SERVING_MODEL")
+    serving_alias: str = Field("champion", alias="MLOPS_SERVING_ALIAS")
+    serving_config_json: str | None = Field(None, alias="MLOPS_SERVING_CONFIG_JSON")
+    serving_log_dir: str = Field("default", alias="MLOPS_SERVING_LOG_DIR")
+    serving_share_dir: str | None = Field(None, alias="MLOPS_SERVING_SHARE_DIR")
+
+    @field_validator("state_dir", mode="after")
+    @classmethod
+    def _absolute(cls, value: Path) -> Path:
+        return value.expanduser().resolve()
+
+    @field_validator("mlflow_basic_auth", mode="before")
+    @classmethod
+    def _truthy(cls, value: Any) -> bool:
+        return value if isinstance(value, bool) else str(value).strip().lower() in TRUE_WORDS
+
+    @field_validator("prefect_port", "mlflow_port", "serve_port", "webhook_port", mode="before")
+    @classmethod
+    def _port(cls, value: Any) -> Any:
+        if isinstance(value, str) and not value.strip().isdigit():
+            raise ValueError("is not a port number")
+        return value
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """The settings in `environ` (default: this process's environment); a bad value is one sentence."""
+        try:
+            if environ is None:
+                return cls()
+            return cls(_build_sources=((_MappingSource(cls, environ),), {}))
+        except ValidationError as exc:
+            raise SettingsError(_one_sentence(exc, environ if environ is not None else os.environ)) from None
+
+    # -- derived places --
+    @property
+    def tracking_uri(self) -> str:
+        return self.mlflow_tracking_uri or f"sqlite:///{self.state_dir / 'mlflow.db'}"
+
+    @property
+    def artifact_root(self) -> str:
+        return self.artifact_root_override or (self.state_dir / "mlartifacts").as_uri()
 
     @property
     def quarantine_dir(self) -> Path:
@@ -34,13 +122,47 @@ class Settings:
     def monitor_state_path(self) -> Path:
         return self.state_dir / "monitor_state.json"
 
+    @property
+    def prefect_client_auth_string(self) -> str | None:
+        """What clients log in to Prefect with: PREFECT_API_AUTH_STRING, else the server's own string."""
+        auth = self.prefect_api_auth_string or self.prefect_server_auth_string
+        return auth.get_secret_value() if auth else None
 
-def get_settings() -> Settings:
-    """Read settings from the environment (MLOPS_HOME, MLFLOW_TRACKING_URI)."""
-    state = Path(os.environ.get("MLOPS_HOME", ".mlops")).resolve()
-    uri = os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{state / 'mlflow.db'}"
-    artifacts = os.environ.get("MLOPS_ARTIFACT_ROOT") or (state / "mlartifacts").as_uri()
-    return Settings(state_dir=state, tracking_uri=uri, artifact_root=artifacts)
+
+class _MappingSource(EnvSettingsSource):
+    """The environment source over a given mapping (tests and the stack pass their own)."""
+
+    def __init__(self, settings_cls: type[BaseSettings], environ: Mapping[str, str]) -> None:
+        self._mapping = dict(environ)
+        super().__init__(settings_cls)
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        return parse_env_vars(self._mapping, self.case_sensitive, self.env_ignore_empty, self.env_parse_none_str)
+
+
+def _one_sentence(exc: ValidationError, environ: Mapping[str, str]) -> str:
+    """`NAME='value' is not ...; set it to ...` for the first bad variable (secrets are not echoed)."""
+    err = exc.errors()[0]
+    name = str(err["loc"][0]) if err["loc"] else "a setting"
+    field = next((f for f in Settings.model_fields.values() if f.alias == name), None)
+    secret = field is not None and field.annotation is not None and "SecretStr" in str(field.annotation)
+    shown = "<hidden>" if secret else repr(environ.get(name, ""))
+    reason = str(err["msg"]).removeprefix("Value error, ")
+    default = f" such as {field.default}" if field is not None and field.default is not None else ""
+    if reason == "is not a port number":
+        return f"{name}={shown} is not a port number; set it to an integer{default}"
+    return f"{name}={shown} is not valid ({reason}); fix or unset it"
+
+
+def get_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """Read settings from the environment (see docs/settings.md)."""
+    return Settings.from_env(environ)
+
+
+def read_secret(name: str, environ: Mapping[str, str] | None = None) -> str:
+    """A secret whose variable name is configured, not fixed (each webhook source's `secret_env`);
+    empty when unset. The one place such a variable is read."""
+    return (os.environ if environ is None else environ).get(name, "")
 
 
 def configure_environment(settings: Settings | None = None) -> Settings:
@@ -53,18 +175,29 @@ def configure_environment(settings: Settings | None = None) -> Settings:
     os.environ.setdefault("MLOPS_HOME", str(s.state_dir))
     os.environ.setdefault("MLFLOW_TRACKING_URI", s.tracking_uri)
     os.environ.setdefault("PREFECT_HOME", str(s.state_dir / "prefect"))
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    os.environ.setdefault("PREFECT_CLOUD_ENABLE_ORCHESTRATION_TELEMETRY", "false")
-    os.environ.setdefault("DO_NOT_TRACK", "1")
-    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-    os.environ.setdefault("EVIDENTLY_DISABLE_TELEMETRY", "1")
-    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
-    os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
-    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    for key, value in QUIET_ENV.items():
+        os.environ.setdefault(key, value)
     quiet_libraries()
     return s
+
+
+# Telemetry off and library chatter down, for every process the project starts (the stack's
+# processes get TELEMETRY_OFF as well).
+TELEMETRY_OFF = {
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "DO_NOT_TRACK": "1",
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "GX_ANALYTICS_ENABLED": "false",
+    "EVIDENTLY_DISABLE_TELEMETRY": "1",
+    "GIT_PYTHON_REFRESH": "quiet",
+}
+QUIET_ENV = {
+    **TELEMETRY_OFF,
+    "PREFECT_CLOUD_ENABLE_ORCHESTRATION_TELEMETRY": "false",
+    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+    "PREFECT_LOGGING_LEVEL": "WARNING",
+    "MLFLOW_LOGGING_LEVEL": "WARNING",
+}
 
 
 def quiet_libraries() -> None:

@@ -14,10 +14,12 @@ import secrets
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from mlops.core.errors import MLOpsError
+from mlops.core.errors import MLOpsError, SettingsError
+from mlops.core.settings import TELEMETRY_OFF, Settings, read_secret
 
 REPO = Path(__file__).resolve().parents[2]
 COMPONENTS = ("prefect", "mlflow", "worker", "model-server", "webhook-bridge")
@@ -44,21 +46,14 @@ class StackError(MLOpsError):
     """The stack cannot start or stop as asked (port taken, already running, a server unhealthy)."""
 
 
-# ---- options ----------------------------------------------------------------------------------
-
-
-def _env_int(environ: Mapping[str, str], name: str, default: int) -> int:
-    raw = environ.get(name)
-    if raw is None or raw == "":
-        return default
+def _settings(environ: Mapping[str, str]) -> Settings:
     try:
-        return int(raw)
-    except ValueError:
-        raise StackError(f"{name}={raw!r} is not a port number; set it to an integer such as {default}") from None
+        return Settings.from_env(environ)
+    except SettingsError as exc:
+        raise StackError(str(exc)) from None
 
 
-def _truthy(raw: str | None) -> bool:
-    return (raw or "").strip().lower() in {"1", "true", "yes", "on"}
+# ---- options ----------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -85,23 +80,29 @@ class StackOptions:
     timeout: float = 120.0
     environ: Mapping[str, str] = field(default_factory=lambda: dict(os.environ), repr=False, compare=False)
 
+    @cached_property
+    def settings(self) -> Settings:
+        """The variables of `environ`, typed (the stack reads every variable through this)."""
+        return _settings(self.environ)
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> StackOptions:
         """Options from MLOPS_* variables, then explicit overrides (None means "not given")."""
         env = dict(os.environ if environ is None else environ)
+        s = _settings(env)
         values: dict[str, Any] = {
-            "state_dir": Path(env.get("MLOPS_HOME", ".mlops")),
-            "host": env.get("MLOPS_HOST", "127.0.0.1"),
-            "prefect_port": _env_int(env, "MLOPS_PREFECT_PORT", 4200),
-            "mlflow_port": _env_int(env, "MLOPS_MLFLOW_PORT", 5000),
-            "serve_port": _env_int(env, "MLOPS_SERVE_PORT", 8000),
-            "webhook_port": _env_int(env, "MLOPS_WEBHOOK_PORT", 4300),
-            "alert_url": env.get("MLOPS_ALERT_WEBHOOK_URL") or None,
-            "mlflow_basic_auth": _truthy(env.get("MLOPS_MLFLOW_BASIC_AUTH")),
+            "state_dir": s.state_dir,
+            "host": s.host,
+            "prefect_port": s.prefect_port,
+            "mlflow_port": s.mlflow_port,
+            "serve_port": s.serve_port,
+            "webhook_port": s.webhook_port,
+            "alert_url": s.alert_webhook_url.get_secret_value() if s.alert_webhook_url else None,
+            "mlflow_basic_auth": s.mlflow_basic_auth,
             "environ": env,
         }
-        if env.get("MLOPS_CONFIG"):
-            values["config_path"] = Path(env["MLOPS_CONFIG"])
+        if s.config_path is not None:
+            values["config_path"] = s.config_path
         given = {k for k, v in overrides.items() if v is not None} | ({"config_path"} if "config_path" in values else set())
         values.update({k: v for k, v in overrides.items() if v is not None})
         opts = cls(**values)
@@ -210,8 +211,8 @@ def load_webhook_secrets(opts: StackOptions) -> dict[str, str]:
     out: dict[str, str] = {}
     changed = False
     for name in wanted:
-        if opts.environ.get(name):
-            out[name] = opts.environ[name]
+        if given := read_secret(name, opts.environ):
+            out[name] = given
             continue
         if name not in stored:
             stored[name] = secrets.token_hex(32)
@@ -238,28 +239,22 @@ def base_env(opts: StackOptions) -> dict[str, str]:
     # A client-side API URL or profile from the user's shell must not redirect the stack.
     for key in ("PREFECT_API_URL", "PREFECT_PROFILE", "MLFLOW_TRACKING_URI"):
         env.pop(key, None)
-    state = opts.state_dir
+    state, s = opts.state_dir, opts.settings
     env.update({
         "MLOPS_HOME": str(state),
         "PREFECT_HOME": str(state / "prefect"),
         "PREFECT_API_URL": opts.api_url,
         "MLFLOW_TRACKING_URI": str(opts.url("mlflow")),
         # new experiments keep their artifacts behind the MLflow server (--serve-artifacts)
-        "MLOPS_ARTIFACT_ROOT": env.get("MLOPS_ARTIFACT_ROOT") or "mlflow-artifacts:/",
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "DO_NOT_TRACK": "1",
-        "MLFLOW_DISABLE_TELEMETRY": "true",
-        "GX_ANALYTICS_ENABLED": "false",
-        "EVIDENTLY_DISABLE_TELEMETRY": "1",
+        "MLOPS_ARTIFACT_ROOT": s.artifact_root_override or "mlflow-artifacts:/",
+        **TELEMETRY_OFF,
         "PYTHONUNBUFFERED": "1",
-        "GIT_PYTHON_REFRESH": "quiet",
     })
-    auth = env.get("PREFECT_SERVER_API_AUTH_STRING")
-    if auth and not env.get("PREFECT_API_AUTH_STRING"):
+    auth = s.prefect_client_auth_string
+    if auth:
         env["PREFECT_API_AUTH_STRING"] = auth  # clients (deploy, worker, flows, bridge) log in with it
     if opts.mlflow_basic_auth:
-        user, password = env.get("MLFLOW_TRACKING_USERNAME"), env.get("MLFLOW_TRACKING_PASSWORD")
-        if not user or not password:
+        if not s.mlflow_tracking_username or not s.mlflow_tracking_password:
             raise StackError("MLflow basic auth is on (MLOPS_MLFLOW_BASIC_AUTH / --mlflow-basic-auth) but "
                              "MLFLOW_TRACKING_USERNAME or MLFLOW_TRACKING_PASSWORD is not set; set both")
         import importlib.util
@@ -271,10 +266,10 @@ def base_env(opts: StackOptions) -> dict[str, str]:
 
 
 def prefect_auth_header(env: Mapping[str, str]) -> dict[str, str]:
-    import base64
+    """The header a Prefect client with environment `env` sends (its auth string), none without one."""
+    from mlops.webhooks.sinks import prefect_auth_headers
 
-    auth = env.get("PREFECT_API_AUTH_STRING")
-    return {"Authorization": "Basic " + base64.b64encode(auth.encode()).decode()} if auth else {}
+    return prefect_auth_headers(auth_string=_settings(env).prefect_client_auth_string)
 
 
 # ---- the deployments file ---------------------------------------------------------------------

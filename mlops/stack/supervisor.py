@@ -15,7 +15,6 @@ environment and deployments are in mlops/stack/options.py. Nothing here runs at 
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shlex
 import signal
@@ -32,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from mlops.core.errors import MLOpsError
+from mlops.core.startup import WaitAborted, WaitTimeout, http_ok, wait_until
 from mlops.stack.options import (
     COMPONENTS,
     LABELS,
@@ -100,20 +100,23 @@ def wait_healthy(rec: ProcessRecord, probe: Callable[[], bool], what: str, timeo
                  stop: threading.Event | None = None) -> float:
     """Seconds until `probe()` passes while the process runs; its exit or the timeout is a StackError.
 
-    The stack's one health-polling loop: every server and the worker start through it.
+    Every server and the worker start through it (`wait_until`, the project's one polling loop).
     """
     t0 = time.monotonic()
-    while stop is None or not stop.is_set():
-        if not rec.alive():
-            raise StackError(f"the {what} exited while starting; last lines of {rec.log}:\n{tail(Path(rec.log))}")
-        with contextlib.suppress(Exception):  # not up yet, whatever the reason
-            if probe():
-                return time.monotonic() - t0
-        if time.monotonic() - t0 > timeout:
-            raise StackError(f"the {what} was not healthy within {timeout:.0f} s; last lines of {rec.log}:\n"
-                             f"{tail(Path(rec.log))}")
-        time.sleep(0.25)
-    raise StackError(f"stopped waiting for the {what}")
+
+    def last_lines() -> str:
+        return f"last lines of {rec.log}:\n{tail(Path(rec.log))}"
+
+    try:
+        wait_until(probe, timeout, f"the {what} was not healthy", interval=0.25, stop=stop,
+                   ignore=(Exception,),  # not up yet, whatever the reason
+                   gone=lambda: None if rec.alive() else f"the {what} exited while starting; {last_lines()}",
+                   detail=last_lines)
+    except WaitAborted as exc:
+        raise StackError(f"stopped waiting for the {what}" if stop is not None and stop.is_set() else str(exc)) from None
+    except WaitTimeout as exc:
+        raise StackError(str(exc)) from None
+    return time.monotonic() - t0
 
 
 class Supervisor:
@@ -183,10 +186,8 @@ class Supervisor:
 
     def health(self, name: str) -> Callable[[], bool]:
         """The probe of a server: its health URL answers 200."""
-        import httpx
-
         url = f"{self.opts.url(name)}{HEALTH_PATHS[name]}"
-        return lambda: httpx.get(url, timeout=2.0).status_code == 200
+        return lambda: http_ok(url)
 
     def api(self, method: str, path: str, **kw: Any) -> Any:
         import httpx
@@ -203,7 +204,7 @@ class Supervisor:
         o, env = self.opts, dict(self.env)
         home = o.state_dir / "prefect"
         home.mkdir(parents=True, exist_ok=True)
-        if not (env.get("PREFECT_SERVER_DATABASE_CONNECTION_URL") or env.get("PREFECT_API_DATABASE_CONNECTION_URL")):
+        if o.settings.prefect_database_url is None:
             env["PREFECT_SERVER_DATABASE_CONNECTION_URL"] = f"sqlite+aiosqlite:///{home / 'prefect.db'}"
             for key, value in SQLITE_PREFECT_SETTINGS.items():
                 env.setdefault(key, value)
@@ -213,14 +214,17 @@ class Supervisor:
         return self.start("prefect", cmd, env, self.health("prefect"))
 
     def launch_mlflow(self) -> Future[float]:
-        o, env = self.opts, dict(self.env)
+        o, s, env = self.opts, self.opts.settings, dict(self.env)
         artifacts = o.state_dir / "mlartifacts"
         artifacts.mkdir(parents=True, exist_ok=True)
-        backend = env.get("MLOPS_MLFLOW_BACKEND_STORE_URI") or f"sqlite:///{o.state_dir / 'mlflow.db'}"
-        destination = env.get("MLOPS_MLFLOW_ARTIFACTS_DESTINATION") or str(artifacts)
-        cmd = [str(self.bin / "mlflow"), "server", "--backend-store-uri", backend, "--serve-artifacts",
+        # the store URI may hold a database password: MLflow reads it from its own variable, so it is
+        # neither on the command line (ps, the log, the pid file) nor logged
+        env["MLFLOW_BACKEND_STORE_URI"] = (s.mlflow_backend_store_uri.get_secret_value() if s.mlflow_backend_store_uri
+                                           else f"sqlite:///{o.state_dir / 'mlflow.db'}")
+        destination = s.mlflow_artifacts_destination or str(artifacts)
+        cmd = [str(self.bin / "mlflow"), "server", "--serve-artifacts",
                "--artifacts-destination", destination, "--default-artifact-root", "mlflow-artifacts:/",
-               "--host", o.host, "--port", str(o.mlflow_port), "--workers", env.get("MLOPS_MLFLOW_WORKERS", "1")]
+               "--host", o.host, "--port", str(o.mlflow_port), "--workers", str(s.mlflow_workers)]
         if o.mlflow_basic_auth:
             ini = o.state_dir / "mlflow" / "basic_auth.ini"
             ini.parent.mkdir(parents=True, exist_ok=True)
@@ -228,13 +232,14 @@ class Supervisor:
                 "[mlflow]\n"
                 "default_permission = READ\n"
                 f"database_uri = sqlite:///{o.state_dir / 'mlflow' / 'basic_auth.db'}\n"
-                f"admin_username = {env['MLFLOW_TRACKING_USERNAME']}\n"
+                f"admin_username = {s.mlflow_tracking_username}\n"
                 "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
             )
             env["MLFLOW_AUTH_CONFIG_PATH"] = str(ini)
-            if not env.get("MLFLOW_FLASK_SERVER_SECRET_KEY"):  # CSRF key: kept across restarts, private
+            if s.mlflow_flask_secret_key is None:  # CSRF key: kept across restarts, private
                 env["MLFLOW_FLASK_SERVER_SECRET_KEY"] = private_secret(ini.parent / "flask_secret_key")
-            env.setdefault("MLFLOW_AUTH_ADMIN_PASSWORD", env["MLFLOW_TRACKING_PASSWORD"])
+            assert s.mlflow_tracking_password is not None  # base_env refused basic auth without it
+            env.setdefault("MLFLOW_AUTH_ADMIN_PASSWORD", s.mlflow_tracking_password.get_secret_value())
             cmd += ["--app-name", "basic-auth"]
         return self.start("mlflow", cmd, env, self.health("mlflow"))
 
@@ -312,7 +317,7 @@ class Supervisor:
             self.echo(f"  marked flow run {name} Crashed (its process died with an earlier worker)")
         env.setdefault("PREFECT_FLOWS_HEARTBEAT_FREQUENCY", "30")
         # flow runs log at INFO so the Prefect UI shows what each stage did
-        env["PREFECT_LOGGING_LEVEL"] = o.environ.get("MLOPS_FLOW_LOG_LEVEL", "INFO")
+        env["PREFECT_LOGGING_LEVEL"] = o.settings.flow_log_level
         env.setdefault("PREFECT_WORKER_QUERY_SECONDS", f"{o.worker_poll_seconds:g}")
         env.setdefault("PREFECT_WORKER_PREFETCH_SECONDS", "5")
         worker_name = f"{pool}-{socket.gethostname()}"
@@ -479,8 +484,7 @@ def status(state_dir: Path) -> list[ComponentStatus]:
     if state is None:
         return []
     out = []
-    env = dict(os.environ)
-    env.setdefault("PREFECT_API_AUTH_STRING", env.get("PREFECT_SERVER_API_AUTH_STRING", ""))
+    headers = prefect_auth_header(os.environ)
     for name, rec in state.processes.items():
         running = rec.alive()
         healthy: bool | None = None
@@ -498,7 +502,7 @@ def status(state_dir: Path) -> list[ComponentStatus]:
             prefect = state.processes.get("prefect")
             try:
                 resp = httpx.post(f"{prefect.url}/api/work_pools/{state.work_pool}/workers/filter",
-                                  json={"limit": 50}, headers=prefect_auth_header(env), timeout=2.0)
+                                  json={"limit": 50}, headers=headers, timeout=2.0)
                 if resp.status_code == 401:
                     detail = f"pool {state.work_pool} (set PREFECT_API_AUTH_STRING to check it)"
                 else:
