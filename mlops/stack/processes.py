@@ -8,7 +8,6 @@ lines); nothing here reads the Linux process file system itself.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import signal
@@ -20,10 +19,10 @@ from typing import Any
 
 import psutil
 
+from mlops.core.state import LockedJsonFile
 from mlops.stack.options import StackError
 
 PID_FILE = "stack.json"
-LOCK_FILE = "stack.lock"
 # Two readings of one process's creation time agree within this: on Linux psutil derives it from the
 # boot time, which follows whole-second clock adjustments. A reused pid starts later than that.
 SAME_START_SECONDS = 2.0
@@ -150,13 +149,36 @@ class StackState:
         return json.dumps(asdict(self), indent=2)
 
     @classmethod
+    def from_raw(cls, raw: Mapping[str, Any]) -> StackState:
+        fields = dict(raw)
+        procs = {k: ProcessRecord.from_dict(v) for k, v in fields.pop("processes", {}).items()}
+        return cls(processes=procs, **fields)
+
+    @classmethod
     def from_json(cls, text: str) -> StackState:
-        raw = json.loads(text)
-        procs = {k: ProcessRecord.from_dict(v) for k, v in raw.pop("processes", {}).items()}
-        return cls(processes=procs, **raw)
+        return cls.from_raw(json.loads(text))
 
     def running(self) -> dict[str, ProcessRecord]:
         return {k: p for k, p in self.processes.items() if p.alive()}
+
+
+class PidFile(LockedJsonFile[StackState | None]):
+    """`$MLOPS_HOME/stack.json` (the shared locked, atomic JSON file), held for a whole `up` or `down`.
+
+    The holder of the lock writes as processes start (`save`), so a killed `up` still leaves a
+    record of what it started; `peek` reads without the lock (`stack-status` while `up` runs).
+    """
+
+    def __init__(self, state_dir: Path) -> None:
+        super().__init__(state_dir / PID_FILE, "the pid file", lambda: None, parse=StackState.from_raw, dump=asdict,
+                         fix="stop any stack processes by hand and delete it", holder="`mlops up` or `mlops down`",
+                         timeout_seconds=0.0, error=StackError)
+
+    def peek(self) -> StackState | None:
+        return self._read_unlocked()
+
+    def save(self, state: StackState) -> None:
+        self._write_unlocked(state)
 
 
 def pid_file(state_dir: Path) -> Path:
@@ -164,36 +186,22 @@ def pid_file(state_dir: Path) -> Path:
 
 
 def read_state(state_dir: Path) -> StackState | None:
-    path = pid_file(state_dir)
-    try:
-        return StackState.from_json(path.read_text())
-    except FileNotFoundError:
-        return None
-    except (ValueError, TypeError, KeyError, AttributeError) as exc:
-        raise StackError(f"the pid file {path} is not valid ({exc}); stop any stack processes by hand and "
-                         "delete it") from None
+    """What the pid file records (None when there is none); read without the lock."""
+    return PidFile(state_dir).peek()
 
 
 def write_state(state: StackState) -> None:
-    path = pid_file(Path(state.state_dir))
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(state.to_json())
-    os.replace(tmp, path)
+    """Record the stack atomically (the caller holds `stack_lock`, or nobody else can be writing)."""
+    PidFile(Path(state.state_dir)).save(state)
 
 
 @contextlib.contextmanager
 def stack_lock(state_dir: Path) -> Iterator[None]:
-    """One `up` or `down` at a time per state folder."""
-    state_dir.mkdir(parents=True, exist_ok=True)
-    with open(state_dir / LOCK_FILE, "a+") as fh:
+    """One `up` or `down` at a time per state folder: a second one fails at once."""
+    with contextlib.ExitStack() as held:
         try:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+            held.enter_context(PidFile(state_dir).locked())
+        except StackError:
             raise StackError(f"another `mlops up` or `mlops down` is working on {state_dir}; wait for it "
                              "to finish") from None
-        try:
-            yield
-        finally:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
-
-
+        yield
