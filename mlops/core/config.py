@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from datetime import date, datetime, time, timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -44,14 +45,51 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+DEMAND_FREQS = {"15min": 15, "30min": 30, "h": 60}  # the demand generator's time steps, in minutes
+DEMAND_ONLY = ("start", "freq", "trend", "shift", "shift_at", "noise", "missing")
+CHURN_ONLY = ("drift",)
+
+
 class GeneratedSource(_Strict):
-    """The built-in deterministic demo data (see mlops.core.data.generate_churn)."""
+    """The built-in deterministic demo data: customer churn (mlops.core.data.generate_churn), or a city's
+    hourly electricity demand with seasons, a trend and a shift (mlops.core.generate.generate_demand)."""
 
     kind: Literal["generated"] = "generated"
-    rows: int = Field(20_000, ge=100, le=50_000_000)
+    dataset: Literal["churn", "demand"] = "churn"
+    rows: int = Field(20_000, ge=100, le=50_000_000, description="rows; demand: time steps (default 17,520, 2 years)")
     seed: int = 7
-    drift: float = Field(0.0, ge=0.0, le=1.0)
+    drift: float = Field(0.0, ge=0.0, le=1.0, description="churn: how far inputs and concept move")
     corrupt: float = Field(0.0, ge=0.0, le=0.5, description="share of rows with impossible values")
+    start: date = Field(date(2023, 1, 1), description="demand: the first timestamp")
+    freq: Literal["15min", "30min", "h"] = Field("h", description="demand: the time step")
+    trend: float = Field(0.05, ge=-0.5, le=1.0, description="demand: growth of the level per year, as a share")
+    shift: float = Field(
+        0.15, ge=-0.5, le=1.0,
+        description="demand: from shift_at on, the level moves by this share and heating and cooling by twice it")
+    shift_at: date | None = Field(None, description="demand: when the shift starts (default: halfway through)")
+    noise: float = Field(0.04, ge=0.0, le=0.5, description="demand: spread of what the features cannot explain")
+    missing: float = Field(0.01, ge=0.0, le=0.5, description="demand: share of missing sensor readings")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _demand_rows(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("dataset") == "demand" and "rows" not in data:
+            data = {**data, "rows": 17_520}
+        return data
+
+    @model_validator(mode="after")
+    def _fits_dataset(self) -> GeneratedSource:
+        foreign = CHURN_ONLY if self.dataset == "demand" else DEMAND_ONLY
+        wrong = [f for f in foreign if f in self.model_fields_set]
+        if wrong:
+            other = "churn" if self.dataset == "demand" else "demand"
+            raise ValueError(f"'{wrong[0]}' applies to dataset {other} only, and this source is dataset {self.dataset}")
+        if self.shift_at is not None:
+            end = datetime.combine(self.start, time()) + timedelta(minutes=DEMAND_FREQS[self.freq] * (self.rows - 1))
+            if not self.start < self.shift_at <= end.date():
+                raise ValueError(f"shift_at {self.shift_at} must fall after start {self.start} and by the last row "
+                                 f"({end.date()}, {self.rows:,} steps of {self.freq})")
+        return self
 
 
 class FileSource(_Strict):

@@ -13,6 +13,7 @@ import pandas as pd
 
 from mlops.core.config import FileSource, GeneratedSource, PipelineConfig, SklearnSource, SplitConfig
 from mlops.core.errors import DataError
+from mlops.core.generate import demand_from_source
 from mlops.core.profile import DataProfile, is_text_like, profile_frame
 
 CHURN_START = pd.Timestamp("2025-01-01")
@@ -303,7 +304,8 @@ def read_source(cfg: PipelineConfig, collect_malformed: bool = False) -> Table:
         got = reader(src.path, src.format, src.delimiter, cfg.na_values)
         return got if isinstance(got, Table) else Table(got)
     if isinstance(src, GeneratedSource):
-        df = generate_churn(src.rows, src.seed, src.drift, corrupt=src.corrupt)
+        df = (demand_from_source(src) if src.dataset == "demand"
+              else generate_churn(src.rows, src.seed, src.drift, corrupt=src.corrupt))
     elif isinstance(src, SklearnSource):
         df, _ = load_sklearn_dataset(src.name)
     else:  # pragma: no cover - the config schema rules this out
