@@ -5,7 +5,8 @@ python -m mlops.serving --config configs/default.yaml     (model name and `servi
 
 Environment: MLOPS_HOME / MLFLOW_TRACKING_URI (where the registry is), MLOPS_SERVING_TOKEN (bearer
 token for the scoring routes, optional), MLOPS_SERVING_ADMIN_TOKEN (for /admin/reload; falls back
-to MLOPS_SERVING_TOKEN), MLOPS_LOG_HASH_KEY (HMAC key for sensitive columns in the prediction log).
+to MLOPS_SERVING_TOKEN), MLOPS_LOG_HASH_KEY (HMAC key for sensitive columns in the prediction log);
+all read through mlops.core.settings (docs/settings.md).
 """
 
 from __future__ import annotations

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hmac
 import logging
-import os
 import re
 import sys
 import tempfile
@@ -37,6 +36,8 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from mlops.core.config import ServingConfig
+from mlops.core.errors import SettingsError
+from mlops.core.settings import configure_environment, get_settings, quiet_libraries
 from mlops.serving.metrics import Metrics
 from mlops.serving.model import ServedModel
 from mlops.serving.openapi import openapi_schema
@@ -316,16 +317,15 @@ def create_app(
     /admin/reload, which is refused without one. `log_dir` is the prediction log folder (default
     `$MLOPS_HOME/predictions`; None turns logging off). `source` replaces the MLflow registry (tests).
     `freeze_gc` moves each loaded model out of the garbage collector's scans (a server process only:
-    it changes the whole interpreter).
+    it changes the whole interpreter). The log folder and its hash key always come from the process.
     """
-    env = os.environ if environ is None else environ
+    process = get_settings()
+    given = process if environ is None else get_settings(environ)
     serving = serving or ServingConfig()
     if log_dir == "default":
-        from mlops.core.settings import get_settings
-
-        log_dir = get_settings().prediction_log_dir
-    token = env.get(TOKEN_ENV) or None
-    admin = env.get(ADMIN_TOKEN_ENV) or token
+        log_dir = process.prediction_log_dir
+    token = given.serving_token.get_secret_value() if given.serving_token else None
+    admin = given.serving_admin_token.get_secret_value() if given.serving_admin_token else token
     if source is None:
         source = RegistrySource(model_name, alias, tracking_uri, serving.enforce_contract_ranges)
     server = ModelServer(model_name, serving, source, token, admin, Path(log_dir) if log_dir else None,
@@ -359,24 +359,24 @@ def app_from_env() -> Starlette:
     """The app factory uvicorn workers call (`--workers N`); settings come from MLOPS_SERVING_* variables."""
     import json
 
-    from mlops.core.settings import configure_environment, quiet_libraries
-
     limit_threads()
     # The prediction-log writer and the alias watcher are threads: hand the GIL back to the event loop
     # within 1 ms (default 5 ms) so a log flush does not queue requests behind it.
     sys.setswitchinterval(0.001)
-    configure_environment()
+    s = configure_environment()
     quiet_libraries()
-    raw = os.environ.get("MLOPS_SERVING_CONFIG_JSON")
+    if not s.serving_model:
+        raise SettingsError("MLOPS_SERVING_MODEL is not set; start the server with `python -m mlops.serving "
+                            "--model NAME` (or --config FILE)")
+    raw = s.serving_config_json
     serving = ServingConfig.model_validate(json.loads(raw)) if raw else ServingConfig()
-    log_dir = os.environ.get("MLOPS_SERVING_LOG_DIR", "default")
     return create_app(
-        os.environ["MLOPS_SERVING_MODEL"],
-        alias=os.environ.get("MLOPS_SERVING_ALIAS", "champion"),
-        tracking_uri=os.environ.get("MLFLOW_TRACKING_URI") or None,
+        s.serving_model,
+        alias=s.serving_alias,
+        tracking_uri=s.tracking_uri,
         serving=serving,
-        log_dir=None if log_dir == "off" else log_dir,
-        share_dir=os.environ.get(SHARE_DIR_ENV) or None,
+        log_dir=None if s.serving_log_dir == "off" else s.serving_log_dir,
+        share_dir=s.serving_share_dir,
         freeze_gc=True,
     )
 

@@ -40,6 +40,8 @@ from typing import IO, Any
 import numpy as np
 import pandas as pd
 
+from mlops.core.startup import frozen_imports
+
 TOLERANCE = 1e-9
 DEFAULT_ROWS = 200
 DEFAULT_PERCENTILE = 95.0
@@ -424,19 +426,15 @@ async def _run_checks(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _import_serving_stack() -> None:
-    import gc
+    """What the checks need, imported while the flow still searches (nothing to collect meanwhile)."""
+    with frozen_imports():
+        import httpx  # noqa: F401
+        import mlflow.sklearn  # noqa: F401
+        import orjson  # noqa: F401
+        import skops.io  # noqa: F401
 
-    gc.disable()  # nothing to collect while importing; the imported heap is then frozen
-    import httpx  # noqa: F401
-    import mlflow.sklearn  # noqa: F401
-    import orjson  # noqa: F401
-    import skops.io  # noqa: F401
-
-    from mlops.serving.app import create_app  # noqa: F401
-    from mlops.serving.model import load_served_model  # noqa: F401
-
-    gc.freeze()
-    gc.enable()
+        from mlops.serving.app import create_app  # noqa: F401
+        from mlops.serving.model import load_served_model  # noqa: F401
 
 
 class _Fixed:

@@ -26,7 +26,7 @@ import os
 import threading
 import uuid
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -36,6 +36,7 @@ import numpy as np
 import pandas as pd
 
 from mlops.core.errors import DataError
+from mlops.core.settings import get_settings
 
 log = logging.getLogger("mlops.serving.predictlog")
 
@@ -82,9 +83,10 @@ def hash_value(value: Any, key: bytes) -> str | None:
     return hmac.new(key, str(value).encode("utf-8"), hashlib.sha256).hexdigest()
 
 
-def hash_key_from_env(environ: dict[str, str] | None = None) -> bytes | None:
-    value = (environ if environ is not None else os.environ).get(HASH_KEY_ENV, "")
-    return value.encode("utf-8") if value else None
+def hash_key_from_env(environ: Mapping[str, str] | None = None) -> bytes | None:
+    """The HMAC key of hashed columns (MLOPS_LOG_HASH_KEY) in `environ`, default the process environment."""
+    key = get_settings(environ).log_hash_key
+    return key.get_secret_value().encode("utf-8") if key else None
 
 
 @dataclass

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from mlops.core.startup import freeze_heap
 from mlops.serving.model import LoadError, ServedModel, load_served_model, resolve_version
 
 log = logging.getLogger("mlops.model_server")
@@ -185,7 +186,10 @@ class Watcher:
             first = self.current is None
             self.current = new  # the swap: one reference assignment
             if self.freeze_gc:
-                _freeze_heap(collect=first)
+                # ~400k long-lived objects (MLflow, scikit-learn, pandas, the model): a full collection
+                # would stop every request for hundreds of ms. Collect first only before the first
+                # model serves (nobody waits); after a hot swap freeze the new objects alone.
+                freeze_heap(collect=first)
             self._failures.pop(version, None)
             self._count("reload_swapped")
             self.state.status = "serving"
@@ -195,17 +199,3 @@ class Watcher:
             log.info("now serving %s v%s (was %s; %s)", new.name, new.version, old or "nothing", new.fast_reason)
             return True
 
-
-def _freeze_heap(collect: bool) -> None:
-    """Move everything loaded so far out of the garbage collector's sight.
-
-    A server process holds ~400k long-lived objects (MLflow, scikit-learn, pandas, the model); a full
-    collection walks all of them and stops every request for hundreds of milliseconds. Frozen objects
-    are never scanned again. Before the first model serves, garbage is collected first (nobody waits);
-    after a hot swap only the new objects are frozen (a collection then would stall requests).
-    """
-    import gc
-
-    if collect:
-        gc.collect()
-    gc.freeze()

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import re
 import time
 import uuid
@@ -34,6 +33,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from mlops.core.errors import ConfigError
+from mlops.core.settings import get_settings, read_secret
 from mlops.webhooks.config import BridgeConfig, load_webhook_config
 from mlops.webhooks.forwarder import Forwarder
 from mlops.webhooks.signing import verify
@@ -269,13 +269,12 @@ def create_app(
     """
     config = load_webhook_config(config_path)
     limits = EventLimits.from_prefect_settings()
-    env = os.environ if environ is None else environ
     jinja = make_environment()
     sources: dict[str, Source] = {}
     disabled: list[str] = []
     for name, spec in config.sources.items():
         template = EventTemplate(name, spec.template, jinja)
-        secret = env.get(spec.secret_env, "")
+        secret = read_secret(spec.secret_env, environ)
         if not secret:
             log.warning("webhook source '%s' is disabled: its secret variable %s is not set", name, spec.secret_env)
             disabled.append(name)
@@ -283,8 +282,6 @@ def create_app(
         sources[name] = Source(name=name, secret=secret.encode("utf-8"), template=template)
 
     if state_dir is None:
-        from mlops.core.settings import get_settings
-
         state_dir = get_settings().state_dir / "webhooks"
     store = DeliveryStore(Path(state_dir) / "deliveries.sqlite3")
     if sink is None:

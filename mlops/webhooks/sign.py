@@ -11,13 +11,13 @@ them safely; with --url the whole curl command is printed instead, shell-quoted.
 from __future__ import annotations
 
 import argparse
-import os
 import shlex
 import sys
 import time
 import uuid
 from pathlib import Path
 
+from mlops.core.settings import read_secret
 from mlops.webhooks.signing import DELIVERY_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
 
 
@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--url", default=None, help="print a complete curl command for this URL")
     args = parser.parse_args(argv)
 
-    secret = os.environ.get(args.secret_env, "")
+    secret = read_secret(args.secret_env)
     if not secret:
         print(
             f"error: environment variable {args.secret_env} is not set; export the source's secret there",
