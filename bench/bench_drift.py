@@ -129,7 +129,8 @@ class _PeakRss:
 
 def _worker(engine: str, scenario: str, rows: int) -> dict[str, Any]:
     from mlops.core.config import MonitoringConfig
-    from mlops.monitoring.drift import compute_drift, evidently_full_baseline, evidently_report
+    from mlops.monitoring.drift import compute_drift
+    from mlops.monitoring.report import evidently_full_baseline, evidently_report
 
     cfg = MonitoringConfig()
     ref, cur = make_frame(rows, "reference", scenario), make_frame(rows, "current", scenario)

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
+import mlflow
 from prefect import flow, get_run_logger, runtime
 from prefect.states import Failed
 
 from mlops.core.config import load_config
 from mlops.core.errors import MLOpsError
 from mlops.core.settings import configure_environment
+from tasks.registry import load_champion
+from tasks.scoring import publish_scoring_report, require_champion, score_input
 
 
 @flow(name="score", log_prints=False)
@@ -29,24 +33,18 @@ def score(config_path: str, input_path: str, output_dir: str | None = None) -> A
 
 
 def run_scoring(config_path: str, input_path: str, output_dir: str | None) -> dict[str, Any]:
-    import mlflow
-
-    from tasks.scoring import load_champion, publish_scoring_report, score_input
-
     cfg = load_config(config_path)
     settings = configure_environment()
     mlflow.set_tracking_uri(settings.tracking_uri)
     run_id = str(runtime.flow_run.id or "local")
     out = Path(output_dir) if output_dir else settings.state_dir / "scores" / run_id
 
-    bundle = load_champion(cfg.registry.model_name)
+    bundle = require_champion(load_champion(cfg.registry.model_name), cfg.registry.model_name)
     run = score_input(bundle, cfg, input_path, out, settings.prediction_log_dir, run_id)
     publish_scoring_report(run)
     return run.as_dict()
 
 
 if __name__ == "__main__":
-    import sys
-
     configure_environment()
     print(score(sys.argv[1], sys.argv[2], sys.argv[3] if len(sys.argv) > 3 else None))

@@ -1,5 +1,5 @@
-"""Monitoring stage: the champion, the window, data quality, live quality, the retrain policy, the
-record (MLflow, Prefect artifacts, events) and the retraining file. Thin tasks over mlops.monitoring."""
+"""Monitoring stage: the window, data quality, rows seen in training, live quality, the retrain policy,
+the record (MLflow, Prefect artifacts, events) and the retraining file. Thin tasks over mlops.monitoring."""
 
 from __future__ import annotations
 
@@ -10,52 +10,58 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from prefect import get_run_logger, task
+from prefect import get_run_logger
 from prefect.artifacts import create_markdown_artifact
-from prefect.cache_policies import NONE
 
-from mlops.core import rowkeys
-from mlops.core.config import PipelineConfig
+from mlops.core import events, rowkeys
+from mlops.core.config import MonitoringConfig, PipelineConfig, RetrainPolicyConfig
 from mlops.core.contract import DataContract
 from mlops.core.errors import DataError
+from mlops.core.names import artifact_key
 from mlops.monitoring import live_quality as lq
 from mlops.monitoring import retraining
 from mlops.monitoring import windows as mon
-from mlops.monitoring.policy import Decision, PolicyStore, WindowSummary, decide_and_record
+from mlops.monitoring.policy import Decision, PolicyStore, WindowSummary, decide_and_record, record_training_finished
+from mlops.monitoring.result import (
+    EventIds,
+    MonitoringRecord,
+    MonitorResult,
+    RetrainOutcome,
+    SeenInTraining,
+    TrainingFile,
+)
+from mlops.monitoring.run import MonitorRun
 from mlops.registry import versions as registry
-
-RETRAIN_EVENT = "mlops.retrain.requested"
-DRIFT_DETECTED = "mlops.drift.detected"
-DECISION_EVENT = "mlops.monitor.decision"
+from tasks.common import stage_task
 
 
-@task(name="find_monitored_champion", cache_policy=NONE)
-def find_monitored_champion(model_name: str) -> registry.ModelBundle | None:
-    """The champion with its contract and training reference sample, or None before the first promotion."""
-    if registry.get_version_by_alias(model_name, registry.CHAMPION) is None:
-        return None
-    return registry.load_bundle(model_name, registry.CHAMPION, with_reference=True)
-
-
-@task(name="load_window", cache_policy=NONE)
-def load_window(model_name: str, current_path: str | None, log_dir: Path, store: mon.WindowStore, run_id: str,
-                now: datetime, lookback_days: float, claim_minutes: float) -> mon.Window:
+@stage_task("load_window")
+def load_window(run: MonitorRun, current_path: str | None, log_dir: Path, cfg: MonitoringConfig) -> mon.Window:
     """A file or folder given by hand, or the prediction-log files nobody has checked yet (claimed)."""
     logger = get_run_logger()
     if current_path:
         window = mon.read_current(current_path)
     else:
-        claim = store.claim(model_name, log_dir, run_id, now, lookback_days, claim_minutes)
+        claim = run.windows.claim(run.model_name, log_dir, run.run_id, run.now, cfg.lookback_days, cfg.claim_minutes)
         try:
-            frame, corrupt, others = mon.read_log_files(log_dir, claim.files, model_name)
+            frame, corrupt, others = mon.read_log_files(log_dir, claim.files, run.model_name)
         except Exception:
-            store.release(model_name, claim)
+            run.windows.release(run.model_name, claim)
             raise
         window = mon.Window(frame, mon.LOG_SOURCE, claim.files, corrupt, others, claim)
     for f in window.corrupt_files:
         logger.warning("Skipped unreadable file %s; the rest of the window is checked", f)
     logger.info("Window: %d rows from %d file(s) (%s)", window.rows, len(window.files), window.source)
     return window
+
+
+@stage_task("check_window_quality")
+def check_window_quality(frame: pd.DataFrame, contract: DataContract, max_quarantine_fraction: float) -> mon.QualityReport:
+    """Great Expectations contract check before any drift verdict; failures are reported, not raised."""
+    report = mon.check_quality(frame, contract, max_quarantine_fraction)
+    if not report.passed:
+        get_run_logger().warning("Data-quality failure, no drift verdict: %s", report.reason[:500])
+    return report
 
 
 @dataclass
@@ -66,7 +72,7 @@ class TrainingFootprint:
     slice_metrics: dict[str, Any] | None
 
 
-@task(name="load_training_footprint", cache_policy=NONE)
+@stage_task("load_training_footprint", io=True)
 def load_training_footprint(bundle: registry.ModelBundle) -> TrainingFootprint:
     """The champion's training row hashes and holdout slice metrics (artifacts kept since issue 9)."""
     logger = get_run_logger()
@@ -87,24 +93,15 @@ def load_training_footprint(bundle: registry.ModelBundle) -> TrainingFootprint:
     return TrainingFootprint(hashes, slices)
 
 
-@task(name="measure_seen_in_training", cache_policy=NONE)
-def measure_seen_in_training(frame: pd.DataFrame, known: rowkeys.RowHashSet | None, version: str) -> dict[str, Any]:
+@stage_task("measure_seen_in_training")
+def measure_seen_in_training(frame: pd.DataFrame, known: rowkeys.RowHashSet | None, version: str) -> SeenInTraining:
     """The share of the window's rows the champion trained on (unknown for versions without row hashes)."""
-    seen = rowkeys.seen_in_training(frame, known, version)
-    get_run_logger().info("Seen in training: %s", seen["reason"])
+    seen = SeenInTraining.of(rowkeys.seen_in_training(frame, known, version))
+    get_run_logger().info("Seen in training: %s", seen.reason)
     return seen
 
 
-@task(name="check_window_quality", cache_policy=NONE)
-def check_window_quality(frame: pd.DataFrame, contract: DataContract, max_quarantine_fraction: float) -> mon.QualityReport:
-    """Great Expectations contract check before any drift verdict; failures are reported, not raised."""
-    report = mon.check_quality(frame, contract, max_quarantine_fraction)
-    if not report.passed:
-        get_run_logger().warning("Data-quality failure, no drift verdict: %s", report.reason[:500])
-    return report
-
-
-@task(name="assess_live_quality", cache_policy=NONE)
+@stage_task("assess_live_quality")
 def assess_live_quality(frame: pd.DataFrame, labels_path: str | None, bundle: registry.ModelBundle,
                         cfg: PipelineConfig, holdout_slices: dict[str, Any] | None = None) -> lq.LiveQuality:
     """Join labels (by request id or the id column) and compare the champion's live metrics with its holdout,
@@ -129,7 +126,15 @@ def assess_live_quality(frame: pd.DataFrame, labels_path: str | None, bundle: re
     return live
 
 
-@task(name="apply_retrain_policy", cache_policy=NONE)
+@stage_task("keep_labelled_rows")
+def keep_labelled_rows(live: lq.LiveQuality, contract: DataContract, store: retraining.LabelledStore,
+                       window_id: str) -> None:
+    """Keep the window's labelled rows (as training rows) until a retrain uses them."""
+    if live.labelled is not None and len(live.labelled):
+        store.save(window_id, retraining.training_rows(live.labelled, contract))
+
+
+@stage_task("apply_retrain_policy")
 def apply_retrain_policy(store: PolicyStore, summary: WindowSummary, cfg: PipelineConfig, now: datetime) -> Decision:
     """The retrain rules under the policy store's lock (so concurrent monitor runs see each other)."""
     decision = decide_and_record(store, summary, cfg.monitoring.policy, now)
@@ -137,9 +142,9 @@ def apply_retrain_policy(store: PolicyStore, summary: WindowSummary, cfg: Pipeli
     return decision
 
 
-@task(name="prepare_training_file", cache_policy=NONE)
+@stage_task("prepare_training_file")
 def prepare_training_file(cfg: PipelineConfig, bundle: registry.ModelBundle, labelled_store: retraining.LabelledStore,
-                          window_id: str | None, folder: Path, stamp: str) -> dict[str, Any]:
+                          window_id: str | None, folder: Path, stamp: str) -> TrainingFile:
     """Write the file the retrain trains on (policy.train_on); no file when there is nothing new to learn from."""
     policy = cfg.monitoring.policy
     new = labelled_store.load()
@@ -147,9 +152,9 @@ def prepare_training_file(cfg: PipelineConfig, bundle: registry.ModelBundle, lab
     used = [f.name for f in labelled_store.files()]
     nothing_new = not len(window) if policy.train_on == "window" else not len(new)
     if nothing_new:
-        return {"path": None, "rows": 0, "used": [], "train_on": policy.train_on,
-                "detail": f"no labelled rows to train on (train_on={policy.train_on}); send labels with the "
-                          "window (labels file joined by request id or the id column)"}
+        return TrainingFile(None, 0, policy.train_on,
+                            f"no labelled rows to train on (train_on={policy.train_on}); send labels with the "
+                            "window (labels file joined by request id or the id column)")
     original = (retraining.load_original(cfg, bundle.tags.get("lineage.data_source"))
                 if policy.train_on == "original_plus_new" else None)
     frame, what = retraining.build_training_frame(policy.train_on, original, new, window, bundle.contract,
@@ -157,52 +162,73 @@ def prepare_training_file(cfg: PipelineConfig, bundle: registry.ModelBundle, lab
     path = retraining.write_training_file(frame, folder, stamp)
     get_run_logger().info("Retraining file %s: %d rows, %s", path, len(frame), what)
     new_rows = int(frame[rowkeys.NEW_ROW_COLUMN].sum()) if rowkeys.NEW_ROW_COLUMN in frame.columns else len(frame)
-    return {"path": str(path), "rows": len(frame), "new_rows": new_rows, "used": used, "train_on": policy.train_on,
-            "detail": what}
+    return TrainingFile(str(path), len(frame), policy.train_on, what, new_rows, used)
 
 
-@task(name="record_monitoring_run", cache_policy=NONE)
+@stage_task("record_monitoring_run", io=True)
 def record_monitoring_run(cfg: PipelineConfig, artifact_root: str, bundle: registry.ModelBundle,
-                          tags: dict[str, str], metrics: dict[str, float], files: dict[str, Path],
-                          texts: dict[str, str]) -> tuple[str, str]:
-    """The MLflow monitoring run, tagged with model name and version; the version points back at it."""
+                          record: MonitoringRecord) -> tuple[str, str]:
+    """The MLflow monitoring run, tagged with model name and version; the version points back at it.
+    Returns (run id, experiment id)."""
     return mon.log_to_mlflow(cfg.registry.experiment or cfg.name, artifact_root, bundle.name, bundle.version,
-                             tags, metrics, files, texts)
+                             record.tags, record.metrics, record.files, record.texts)
 
 
-@task(name="announce_decision", cache_policy=NONE)
-def announce_decision(model_name: str, version: str, decision: Decision, payload: dict[str, Any],
-                      markdown: str) -> dict[str, str | None]:
-    """A markdown artifact with the decision, `mlops.monitor.decision` always, `mlops.retrain.requested` on yes."""
-    from prefect.events import emit_event
-
-    create_markdown_artifact(markdown, key=f"{mon.slug(model_name)}-monitor-decision",
+def _decision_artifact(result: MonitorResult) -> None:
+    create_markdown_artifact(result.markdown(), key=artifact_key(result.model_name, "monitor-decision"),
                              description="Retrain policy decision with its reasons")
-    resource = {"prefect.resource.id": f"mlops.model.{model_name}", "prefect.resource.name": model_name}
-    related = [{"prefect.resource.id": f"mlops.model.{model_name}.version.{version}",
-                "prefect.resource.role": "model-version", "prefect.resource.name": f"{model_name} v{version}"}]
-    body = json.loads(json.dumps(payload, default=str))
-    out: dict[str, str | None] = {}
-    ev = emit_event(DECISION_EVENT, resource=resource, related=related, payload=body)
-    out["decision_event_id"] = str(ev.id) if ev else None
-    if body.get("dataset_drift"):
-        # what the drift alert listens for
-        ev = emit_event(DRIFT_DETECTED, resource=resource, related=related, payload=body)
-        out["drift_event_id"] = str(ev.id) if ev else None
-    if decision.retrain:
-        ev = emit_event(RETRAIN_EVENT, resource=resource, related=related, payload=body)
-        out["retrain_event_id"] = str(ev.id) if ev else None
-        get_run_logger().info("Emitted %s for %s: %s", RETRAIN_EVENT, model_name, "; ".join(decision.triggers))
-    return out
 
 
-@task(name="commit_window", cache_policy=NONE)
-def commit_window(model_name: str, store: mon.WindowStore, window: mon.Window, status: str, now: datetime,
-                  lookback_days: float) -> None:
+@stage_task("publish_decision", io=True)
+def publish_decision(result: MonitorResult) -> None:
+    """The decision as a markdown artifact again, with what became of the retrain started here."""
+    _decision_artifact(result)
+
+
+@stage_task("announce_decision", io=True)
+def announce_decision(result: MonitorResult) -> EventIds:
+    """The decision artifact, then `mlops.monitor.decision` always, `mlops.drift.detected` on dataset drift
+    (what the drift alert listens for) and `mlops.retrain.requested` on a yes."""
+    _decision_artifact(result)
+    name, version, payload = result.model_name, result.model_version, result.event_payload()
+    ids = EventIds(decision_event_id=events.emit(events.MONITOR_DECISION, name, payload, version))
+    if payload["dataset_drift"]:
+        ids.drift_event_id = events.emit(events.DRIFT_DETECTED, name, payload, version)
+    if result.retrain:
+        ids.retrain_event_id = events.emit(events.RETRAIN_REQUESTED, name, payload, version)
+        get_run_logger().info("Emitted %s for %s: %s", events.RETRAIN_REQUESTED, name,
+                              "; ".join(result.decision.triggers if result.decision else []))
+    return ids
+
+
+@stage_task("hand_off_retrain")
+def hand_off_retrain(result: MonitorResult, policy: RetrainPolicyConfig, store: PolicyStore) -> RetrainOutcome | None:
+    """Who trains after a yes: the training deployment (the event hands it over), nobody (no file to train
+    on; the policy's training slot is released), or None: this flow, here and now."""
+    if not policy.run_training_locally:
+        return RetrainOutcome("requested", "the mlops.retrain.requested event hands the retrain to the training "
+                              "deployment (policy.run_training_locally is off)")
+    if result.training_file is None or result.training_file.path is None:
+        record_training_finished(store, mon.utc_now(), succeeded=False)
+        detail = result.training_file.detail if result.training_file is not None else "no training file"
+        get_run_logger().warning("Retrain not started: %s", detail)
+        return RetrainOutcome("skipped", detail)
+    return None
+
+
+@stage_task("release_window")
+def release_window(run: MonitorRun, window: mon.Window) -> None:
+    """Give a failed run's claimed log files back, so the next run checks them."""
+    if window.claim is not None:
+        run.windows.release(run.model_name, window.claim)
+
+
+@stage_task("commit_window")
+def commit_window(run: MonitorRun, window: mon.Window, status: str, lookback_days: float) -> None:
     """Mark the window's log files checked (corrupt ones as corrupt) so no later run reads them again."""
     if window.claim is not None:
-        store.commit(model_name, window.claim, now, rows=window.rows, newest=window.newest(),
-                     corrupt=window.corrupt_files, status=status, lookback_days=lookback_days)
+        run.windows.commit(run.model_name, window.claim, run.now, rows=window.rows, newest=window.newest(),
+                           corrupt=window.corrupt_files, status=status, lookback_days=lookback_days)
     else:
-        store.record(model_name, {"at": now.isoformat(), "source": window.source, "rows": window.rows,
-                                  "corrupt_files": len(window.corrupt_files), "status": status})
+        run.windows.record(run.model_name, {"at": run.now.isoformat(), "source": window.source, "rows": window.rows,
+                                            "corrupt_files": len(window.corrupt_files), "status": status})

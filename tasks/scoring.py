@@ -1,32 +1,35 @@
-"""Scoring stage: load the champion, then score a file or folder chunk by chunk."""
+"""Scoring stage: score a file or folder chunk by chunk with the champion (loaded by tasks.registry), and
+the run's Prefect artifact."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from prefect import get_run_logger, task
+from prefect import get_run_logger
 from prefect.artifacts import create_markdown_artifact
-from prefect.cache_policies import NONE
 
 from mlops.core.config import PipelineConfig
+from mlops.core.errors import RegistryError
+from mlops.core.names import artifact_key
 from mlops.registry import versions as registry
 from mlops.serving.predictlog import PredictionLogWriter, Redactor, hash_key_from_env
 from mlops.serving.scoring import ScoringRun, score_file
+from tasks.common import stage_task
 
 
-@task(name="load_champion", cache_policy=NONE)
-def load_champion(model_name: str) -> registry.ModelBundle:
-    """The version holding `champion`, with its contract (the model scoring uses)."""
-    bundle = registry.load_bundle(model_name, registry.CHAMPION, with_reference=False)
-    get_run_logger().info("Scoring with %s v%s", model_name, bundle.version)
+def require_champion(bundle: registry.ModelBundle | None, model_name: str) -> registry.ModelBundle:
+    """The champion scoring uses; no champion is one sentence, as the registry says it."""
+    if bundle is None:
+        raise RegistryError(f"model '{model_name}' has no version with alias '{registry.CHAMPION}' (train one first)")
     return bundle
 
 
-@task(name="score_input", cache_policy=NONE)
+@stage_task("score_input")
 def score_input(bundle: registry.ModelBundle, cfg: PipelineConfig, input_path: str, output_dir: Path,
                 log_dir: Path | None, run_id: str) -> ScoringRun:
     """Validate, quarantine and score the input in chunks; predictions, quarantine and run record land in
     `output_dir`, scored rows in the prediction log."""
+    get_run_logger().info("Scoring with %s v%s", bundle.name, bundle.version)
     writer = None
     if log_dir is not None and cfg.serving.log_predictions:
         redactor = Redactor(frozenset(cfg.serving.sensitive_columns), cfg.serving.sensitive_mode, hash_key_from_env())
@@ -42,9 +45,9 @@ def score_input(bundle: registry.ModelBundle, cfg: PipelineConfig, input_path: s
     return run
 
 
-@task(name="publish_scoring_report", cache_policy=NONE)
+@stage_task("publish_scoring_report", io=True)
 def publish_scoring_report(run: ScoringRun) -> None:
-    key = run.model_name.lower().replace("_", "-").replace(".", "-")
+    """The run's counts and where its files are, as a markdown artifact."""
     warnings = "".join(f"\n- {w}" for w in run.warnings) or "\nnone"
     md = f"""# Batch scoring: {run.model_name} v{run.model_version}
 
@@ -59,4 +62,4 @@ Run record: `{Path(run.output_dir) / 'run.json'}`
 
 Warnings:{warnings}
 """
-    create_markdown_artifact(md, key=f"{key}-scoring-summary", description="Batch scoring run")
+    create_markdown_artifact(md, key=artifact_key(run.model_name, "scoring-summary"), description="Batch scoring run")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -18,6 +18,9 @@ from mlops.cli.common import check_config as _check_config
 from mlops.cli.common import fail as _fail
 from mlops.cli.common import prepare_flow_process
 from mlops.cli.common import run_flow as _run_flow
+
+if TYPE_CHECKING:
+    from mlops.monitoring.result import MonitorResult
 
 ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="pipeline config (YAML)")]
 DEFAULT_CONFIG = Path("configs/default.yaml")
@@ -30,61 +33,60 @@ def _fmt(v: Any) -> str:
     return "n/a" if v is None or (isinstance(v, float) and not math.isfinite(v)) else f"{v:.4f}"
 
 
-def print_monitor_result(r: dict[str, Any]) -> None:
+def print_monitor_result(r: MonitorResult) -> None:
     """A few lines a person reads: window, quality, drift, live quality, decision, training."""
     echo = typer.echo
     echo("")
-    if r["status"] == "no_champion":
-        echo(f"Monitor    {r['message']}")
+    if r.status == "no_champion" or r.window is None:
+        echo(f"Monitor    {r.message}")
         return
-    w = r["window"]
-    where = "the prediction log" if w["source"] == "prediction_log" else w["source"]
-    echo(f"Model      {r['model_name']} v{r['model_version']} (champion)")
-    echo(f"Window     {w['rows']:,} rows from {w['files']} file(s) of {where}")
-    for f in r.get("corrupt_files") or []:
+    w = r.window
+    where = "the prediction log" if w.source == "prediction_log" else w.source
+    echo(f"Model      {r.model_name} v{r.model_version} (champion)")
+    echo(f"Window     {w.rows:,} rows from {w.files} file(s) of {where}")
+    for f in r.corrupt_files:
         echo(typer.style(f"           skipped unreadable file {f}", fg=typer.colors.YELLOW))
-    q = r.get("quality")
+    q = r.quality
     if q:
-        if q["passed"]:
-            echo(f"Quality    passed ({q['rows_quarantined']} row(s) break a row-level rule)")
+        if q.passed:
+            echo(f"Quality    passed ({q.rows_quarantined} row(s) break a row-level rule)")
         else:
             echo(typer.style("Quality    FAILED: no drift verdict, no retrain", fg=typer.colors.RED))
-            for f in q["failures"]:
+            for f in q.failures:
                 echo(f"           - {f}")
-    seen = r.get("seen_in_training")
+    seen = r.seen_in_training
     if seen:
-        share = seen.get("share")
+        share = seen.share
         echo(f"Seen       {'unknown' if share is None else f'{share:.1%}'} of the window in training "
-             f"(seen_in_training_share): {seen.get('reason', '')}")
-    d = r.get("drift")
+             f"(seen_in_training_share): {seen.reason}")
+    d = r.drift
     if d:
-        scores = d["scores"]
-        drifted = ", ".join(f"{c} {_fmt(scores.get(c))}" for c in d["drifted_columns"]) or "none"
-        echo(f"Drift      {len(d['drifted_columns'])} of {len(scores)} columns drifted (share {d['drift_share']:.2f}): "
+        drifted = ", ".join(f"{c} {_fmt(d.scores.get(c))}" for c in d.drifted_columns) or "none"
+        echo(f"Drift      {len(d.drifted_columns)} of {len(d.scores)} columns drifted (share {d.drift_share:.2f}): "
              f"{drifted}")
-        p = d.get("prediction")
+        p = d.prediction
         if p:
-            echo(f"           prediction `{p['column']}` {'drifted' if p['drifted'] else 'stable'} ({_fmt(p['score'])})")
-    if r.get("report_path"):
-        echo(f"Report     {r['report_path']}")
-    lq = r.get("live_quality")
+            echo(f"           prediction `{p.column}` {'drifted' if p.drifted else 'stable'} ({_fmt(p.score)})")
+    if r.report_path:
+        echo(f"Report     {r.report_path}")
+    lq = r.live_quality
     if lq:
-        if lq["status"] == "ok":
-            echo(f"Live       {lq['labelled_rows']:,} labelled rows: {lq['reason']}")
+        if lq.status == "ok":
+            echo(f"Live       {lq.labelled_rows:,} labelled rows: {lq.reason}")
         else:
-            echo(f"Live       no verdict ({lq['reason']})")
-    dec = r.get("decision")
+            echo(f"Live       no verdict ({lq.reason})")
+    dec = r.decision
     if dec:
         word = {"retrain": typer.style("RETRAIN", fg=typer.colors.GREEN), "hold": "hold",
-                "no_decision": "no decision"}[dec["verdict"]]
+                "no_decision": "no decision"}[dec.verdict]
         echo(f"Decision   {word}")
-        for reason in dec["reasons"]:
+        for reason in dec.reasons:
             echo(f"           - {reason}")
-    t = r.get("training")
+    t = r.training
     if t:
-        echo(f"Training   {t['status']}: {t.get('detail', '')}")
-    if r.get("mlflow_run_id"):
-        echo(f"MLflow     monitoring run {r['mlflow_run_id']}")
+        echo(f"Training   {t.status}: {t.detail}")
+    if r.mlflow_run_id:
+        echo(f"MLflow     monitoring run {r.mlflow_run_id}")
 
 
 def monitor_command(
@@ -100,12 +102,12 @@ def monitor_command(
 
     result = _run_flow(monitor, config_path=str(config), current_path=data, labels_path=labels)
     if json_out:
-        typer.echo(json.dumps(result, indent=2, default=str))
+        typer.echo(json.dumps(result.to_dict(), indent=2, default=str))
     else:
         print_monitor_result(result)
-    if result["status"] == "no_champion":
+    if result.status == "no_champion":
         raise typer.Exit(4)
-    if result["status"] == "quality_failed":
+    if result.status == "quality_failed":
         raise typer.Exit(3)  # as a DataError would: the data, not the monitor, is at fault
 
 
@@ -163,9 +165,9 @@ def run_demo(config: Path, rows: int, drift: float, seed: int, train_on: str | N
     log_scored_frame(calm, old.model, name, old.version, old.contract, settings.prediction_log_dir,
                          cfg.serving.sensitive_columns, cfg.serving.sensitive_mode)
     r1 = _run_flow(monitor, config_path=str(derived))
-    out["calm"] = {"drift_share": (r1.get("drift") or {}).get("drift_share"), "retrain": r1["retrain"],
-                   "status": r1["status"]}
-    echo(f"   drift share {_fmt(out['calm']['drift_share'])}: {r1['message']}")
+    out["calm"] = {"drift_share": r1.drift.drift_share if r1.drift else None, "retrain": r1.retrain,
+                   "status": r1.status}
+    echo(f"   drift share {_fmt(out['calm']['drift_share'])}: {r1.message}")
 
     echo(f"3. Serving {rows:,} drifted rows (drift={drift}, seed {seed + 1}) into the prediction log; "
          "their labels arrive ...")
@@ -179,12 +181,13 @@ def run_demo(config: Path, rows: int, drift: float, seed: int, train_on: str | N
     echo("4. Monitoring the drifted window (drift, live quality, policy; retrain when asked) ...")
     r2 = _run_flow(monitor, config_path=str(derived), labels_path=str(labels_path))
     out["monitor"] = r2
-    d = r2.get("drift") or {}
-    echo(f"   drift share {_fmt(d.get('drift_share'))}, drifted: {', '.join(d.get('drifted_columns', [])) or 'none'}")
-    echo(f"   report: {r2.get('report_path')}")
-    echo(f"   decision: {r2['decision']['verdict'] if r2.get('decision') else 'none'}: {r2['message']}")
-    t = r2.get("training") or {}
-    echo(f"   training: {t.get('status', 'not started')}: {t.get('detail', '')}")
+    d = r2.drift
+    echo(f"   drift share {_fmt(d.drift_share if d else None)}, drifted: "
+         f"{', '.join(d.drifted_columns if d else []) or 'none'}")
+    echo(f"   report: {r2.report_path}")
+    echo(f"   decision: {r2.decision.verdict if r2.decision else 'none'}: {r2.message}")
+    t = r2.training
+    echo(f"   training: {t.status if t else 'not started'}: {t.detail if t else ''}")
 
     new = registry.load_bundle(name, registry.CHAMPION, with_reference=False)
     out["new_version"] = new.version
@@ -248,7 +251,7 @@ def demo_drift_command(
         raise  # unreachable
     print_comparison(out)
     metric = out["primary_metric"]
-    if not out["monitor"]["retrain"]:
+    if not out["monitor"].retrain:
         _fail("the monitor did not ask for a retrain (see the decision above); try a fresh state folder "
               "(`make clean`) or a stronger --drift", 1)
     if not out["promoted"]:

@@ -310,6 +310,33 @@ def add_predictions(frame: pd.DataFrame, model: Any, task: str, columns: list[st
     return out
 
 
+@dataclass
+class DriftInputs:
+    """What drift compares: the champion's reference sample and the window (with the champion's own outputs),
+    on the contract's columns the reference holds. No reference: no drift verdict."""
+
+    current: pd.DataFrame
+    reference: pd.DataFrame | None
+    numeric: list[str] = field(default_factory=list)
+    categorical: list[str] = field(default_factory=list)
+    prediction_column: str | None = None
+    rescored: bool = False
+
+
+def drift_inputs(current: pd.DataFrame, reference: pd.DataFrame | None, contract: DataContract, model: Any,
+                 version: str) -> DriftInputs:
+    """The window rescored with the champion when its logged outputs are not the champion's own."""
+    if reference is None:
+        return DriftInputs(current, None)
+    numeric, categorical = drift_columns(contract)
+    pred_col = prediction_column(reference)
+    rescore = needs_rescoring(current, version, pred_col)
+    if rescore:
+        current = add_predictions(current, model, contract.task, contract.input_columns)
+    return DriftInputs(current, reference, [c for c in numeric if c in reference.columns],
+                       [c for c in categorical if c in reference.columns], pred_col, rescore)
+
+
 def needs_rescoring(frame: pd.DataFrame, version: str, pred_col: str | None) -> bool:
     """True unless every row carries the champion's own logged output."""
     if pred_col is None:
@@ -452,28 +479,7 @@ def check_quality(frame: pd.DataFrame, contract: DataContract, max_quarantine_fr
 
 
 # ---------------------------------------------------------------------------------------------
-# reporting
-
-
-def decision_markdown(model_name: str, version: str, decision: dict[str, Any], window: dict[str, Any],
-                      training: dict[str, Any] | None = None, seen: dict[str, Any] | None = None) -> str:
-    verdict = decision.get("verdict", "no_decision")
-    head = {"retrain": "**Retrain requested**", "hold": "No retrain", "no_decision": "No decision"}.get(verdict, verdict)
-    lines = [f"# Monitor: {model_name} v{version}", "", f"{head} for a window of {window.get('rows', 0):,} rows "
-             f"({window.get('source')}).", ""]
-    lines += [f"- {r}" for r in decision.get("reasons", [])]
-    if seen is not None:
-        share = seen.get("share")
-        lines += ["", f"Seen in training (`seen_in_training_share`): {'unknown' if share is None else f'{share:.1%}'}"
-                  f" ({seen.get('reason', '')})."]
-        if share is not None and share >= 0.5:
-            lines.append("Most of this window repeats training rows: drift and live quality here say little about new data.")
-    if window.get("corrupt_files"):
-        lines += ["", f"Skipped {len(window['corrupt_files'])} unreadable log file(s): "
-                  + ", ".join(f"`{f}`" for f in window["corrupt_files"][:10])]
-    if training:
-        lines += ["", f"Training: {training.get('status')}: {training.get('detail', '')}"]
-    return "\n".join(lines) + "\n"
+# the record
 
 
 def log_to_mlflow(experiment: str, artifact_root: str, model_name: str, version: str, tags: dict[str, str],

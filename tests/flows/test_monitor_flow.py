@@ -112,24 +112,24 @@ def _artifact_keys(flow_run_id: str) -> set[str]:
 def test_no_champion_is_a_clear_message_and_triggers_nothing(home: Path, tmp_path: Path) -> None:
     cfg = _config(tmp_path, model_name="never-trained")
     r = monitor(config_path=str(cfg), current_path=_write(tmp_path, generate_churn(300, seed=5), "x.parquet"))
-    assert r["status"] == "no_champion" and not r["retrain"] and r["decision"] is None
-    assert "no champion for model 'never-trained'" in r["message"] and "mlops train" in r["message"]
+    assert r.status == "no_champion" and not r.retrain and r.decision is None
+    assert "no champion for model 'never-trained'" in r.message and "mlops train" in r.message
     assert not (home / "monitor").exists() and not (home / "monitor_state.json").exists()
 
 
 def test_undrifted_data_gives_no_trigger(store, home: Path, tmp_path: Path) -> None:
     calm = generate_churn(2000, seed=21, start=LATER)
     r = monitor(config_path=str(store["config"]), current_path=_write(tmp_path, calm, "calm.parquet"))
-    assert r["status"] == "checked" and r["quality"]["passed"]
-    assert r["drift"]["drift_share"] < POLICY_SHARE and not r["drift"]["dataset_drift"]
-    assert not r["retrain"] and r["decision"]["verdict"] == "hold" and "retrain_event_id" not in r["events"]
-    assert "drift_event_id" not in r["events"]
-    assert r["live_quality"]["status"] == "ok" and not r["live_quality"]["degraded"]  # the target came with the file
-    assert r["live_quality"]["compared_with"] == "slices"  # gate.slices: region against the holdout's regions
-    assert r["seen_in_training_share"] == 0.0 and r["seen_in_training"]["seen_rows"] == 0  # fresh rows
+    assert r.status == "checked" and r.quality.passed
+    assert r.drift.drift_share < POLICY_SHARE and not r.drift.dataset_drift
+    assert not r.retrain and r.decision.verdict == "hold" and r.events.retrain_event_id is None
+    assert r.events.drift_event_id is None
+    assert r.live_quality.status == "ok" and not r.live_quality.degraded  # the target came with the file
+    assert r.live_quality.compared_with == "slices"  # gate.slices: region against the holdout's regions
+    assert r.seen_in_training_share == 0.0 and r.seen_in_training.seen_rows == 0  # fresh rows
     mv = registry.get_version_by_alias(NAME, registry.CHAMPION)
-    assert mv.tags["monitoring.last_run_id"] == r["mlflow_run_id"] and mv.tags["monitoring.last_verdict"] == "hold"
-    run = mlflow.MlflowClient().get_run(r["mlflow_run_id"])
+    assert mv.tags["monitoring.last_run_id"] == r.mlflow_run_id and mv.tags["monitoring.last_verdict"] == "hold"
+    run = mlflow.MlflowClient().get_run(r.mlflow_run_id)
     assert run.data.tags["model_name"] == NAME and run.data.tags["model_version"] == str(mv.version)
 
 
@@ -140,44 +140,44 @@ def test_drifted_log_window_triggers_with_report_event_and_training_file(store, 
     ids.assign(churned=drifted["churned"].to_numpy()).to_csv(labels, index=False)
 
     r = monitor(config_path=str(store["config"]), labels_path=str(labels))
-    assert r["status"] == "checked" and r["window"]["rows"] == 3000 and r["window"]["files"] == len(files) == 3
-    assert r["retrain"] and r["decision"]["verdict"] == "retrain"
-    assert r["drift"]["dataset_drift"] and r["events"]["drift_event_id"]
-    assert {"monthly_charges", "usage_gb", "support_calls", "region"} <= set(r["drift"]["drifted_columns"])
-    assert r["drift"]["prediction"]["drifted"]
-    report = Path(r["report_path"])
+    assert r.status == "checked" and r.window.rows == 3000 and r.window.files == len(files) == 3
+    assert r.retrain and r.decision.verdict == "retrain"
+    assert r.drift.dataset_drift and r.events.drift_event_id
+    assert {"monthly_charges", "usage_gb", "support_calls", "region"} <= set(r.drift.drifted_columns)
+    assert r.drift.prediction.drifted
+    report = Path(r.report_path)
     assert report.is_file() and report.parent == home / "reports" / NAME
     html = report.read_text()
     assert html.lstrip().lower().startswith("<!doctype html") and "monthly_charges" in html
-    assert r["live_quality"]["joined_by"] == "request_id" and r["live_quality"]["labelled_rows"] >= 2900
+    assert r.live_quality.joined_by == "request_id" and r.live_quality.labelled_rows >= 2900
 
-    files_logged = {a.path for a in mlflow.MlflowClient().list_artifacts(r["mlflow_run_id"], "report")}
+    files_logged = {a.path for a in mlflow.MlflowClient().list_artifacts(r.mlflow_run_id, "report")}
     assert files_logged == {f"report/{report.name}"}
-    keys = _artifact_keys(r["monitor_flow_run_id"])
+    keys = _artifact_keys(r.monitor_flow_run_id)
     assert {f"{NAME}-drift-summary", f"{NAME}-drift-report", f"{NAME}-monitor-decision"} <= keys
 
-    tf = r["training_file"]
-    train_frame = pd.read_parquet(tf["path"])
-    assert tf["train_on"] == "original_plus_new" and len(train_frame) == tf["rows"] > 3000
+    tf = r.training_file
+    train_frame = pd.read_parquet(tf.path)
+    assert tf.train_on == "original_plus_new" and len(train_frame) == tf.rows > 3000
     assert train_frame["customer_id"].is_unique and "churned" in train_frame.columns
-    labelled = r["live_quality"]["labelled_rows"]
-    assert int(train_frame[rowkeys.NEW_ROW_COLUMN].sum()) == tf["new_rows"] == labelled  # only these may be held out
-    assert "no duplicate rows" in tf["detail"]
-    assert r["training"]["status"] == "requested"  # run_training_locally is off: the event hands over
+    labelled = r.live_quality.labelled_rows
+    assert int(train_frame[rowkeys.NEW_ROW_COLUMN].sum()) == tf.new_rows == labelled  # only these may be held out
+    assert "no duplicate rows" in tf.detail
+    assert r.training.status == "requested"  # run_training_locally is off: the event hands over
 
     events = _events("mlops.retrain.requested", f"mlops.model.{NAME}", 1)
-    mine = [e for e in events if str(e.id) == r["events"]["retrain_event_id"]]
-    assert mine and mine[0].payload["reasons"] and mine[0].payload["training_file"] == tf["path"]
-    assert mine[0].payload["model_version"] == r["model_version"]
+    mine = [e for e in events if str(e.id) == r.events.retrain_event_id]
+    assert mine and mine[0].payload["reasons"] and mine[0].payload["training_file"] == tf.path
+    assert mine[0].payload["model_version"] == r.model_version
 
     again = monitor(config_path=str(store["config"]), labels_path=str(labels))
-    assert again["status"] == "empty" and again["window"]["rows"] == 0  # no row checked twice
+    assert again.status == "empty" and again.window.rows == 0  # no row checked twice
 
 
 def test_empty_window_gives_no_decision_and_is_recorded(store, home: Path) -> None:
     r = monitor(config_path=str(store["config"]))
-    assert r["status"] == "empty" and not r["retrain"] and r["drift"] is None
-    assert r["decision"]["verdict"] == "no_decision"
+    assert r.status == "empty" and not r.retrain and r.drift is None
+    assert r.decision.verdict == "no_decision"
     history = _policy_history(home)
     assert history[-1]["verdict"] == "no_decision" and history[-1]["rows"] == 0
     windows = json.loads((home / "monitor_state.json").read_text())["models"][NAME]["windows"]
@@ -207,12 +207,12 @@ def test_quality_failure_is_reported_with_no_drift_verdict_and_no_retrain(store,
                                                                           breakage, expected: str) -> None:
     drifted = generate_churn(1500, seed=41, drift=0.8, start=LATER)  # drifted too: quality must still win
     r = monitor(config_path=str(store["config"]), current_path=_write(tmp_path, breakage(drifted), "bad.parquet"))
-    assert r["status"] == "quality_failed" and not r["quality"]["passed"]
-    assert any(expected in f for f in r["quality"]["failures"]), r["quality"]["failures"]
-    assert r["drift"] is None and r["report_path"] is None and not r["retrain"]
-    assert r["decision"]["verdict"] == "no_decision" and "data-quality failure" in r["decision"]["reasons"][-1]
+    assert r.status == "quality_failed" and not r.quality.passed
+    assert any(expected in f for f in r.quality.failures), r.quality.failures
+    assert r.drift is None and r.report_path is None and not r.retrain
+    assert r.decision.verdict == "no_decision" and "data-quality failure" in r.decision.reasons[-1]
     assert not list(home.glob("reports/**/*.html"))
-    run = mlflow.MlflowClient().get_run(r["mlflow_run_id"])
+    run = mlflow.MlflowClient().get_run(r.mlflow_run_id)
     assert run.data.tags["monitor.quality_passed"] == "false"
 
 
@@ -221,11 +221,11 @@ def test_corrupt_log_file_is_skipped_and_reported_and_the_rest_checked(store, ho
     broken = files[0].parent / "part-broken-0001.parquet"
     broken.write_bytes(files[0].read_bytes()[:300])  # a truncated copy
     r = monitor(config_path=str(store["config"]))
-    assert r["status"] == "checked" and r["window"]["rows"] == 1200 and r["window"]["files"] == 3
-    assert r["corrupt_files"] == [broken.relative_to(home / "predictions").as_posix()]
-    assert r["drift"] is not None and not r["retrain"]
+    assert r.status == "checked" and r.window.rows == 1200 and r.window.files == 3
+    assert r.corrupt_files == [broken.relative_to(home / "predictions").as_posix()]
+    assert r.drift is not None and not r.retrain
     again = monitor(config_path=str(store["config"]))
-    assert again["status"] == "empty" and again["corrupt_files"] == []  # reported once, not re-read
+    assert again.status == "empty" and again.corrupt_files == []  # reported once, not re-read
 
 
 def _run_concurrently(n: int, fn: Any, **kwargs: Any) -> list[Any]:
@@ -252,17 +252,17 @@ def _run_concurrently(n: int, fn: Any, **kwargs: Any) -> list[Any]:
 def test_two_monitor_runs_at_once_trigger_once(store, home: Path, tmp_path: Path) -> None:
     drifted = _write(tmp_path, generate_churn(1500, seed=61, drift=0.8, start=LATER), "drifted.parquet")
     results = _run_concurrently(2, monitor, config_path=str(store["config"]), current_path=drifted)
-    assert all(r["status"] == "checked" and r["drift"]["drift_share"] >= POLICY_SHARE for r in results)
-    assert sorted(r["retrain"] for r in results) == [False, True]
-    held = next(r for r in results if not r["retrain"])
-    assert any("already requested" in b for b in held["decision"]["blocks"])
+    assert all(r.status == "checked" and r.drift.drift_share >= POLICY_SHARE for r in results)
+    assert sorted(r.retrain for r in results) == [False, True]
+    held = next(r for r in results if not r.retrain)
+    assert any("already requested" in b for b in held.decision.blocks)
     assert [h["retrain"] for h in _policy_history(home)].count(True) == 1
 
 
 def test_two_monitor_runs_at_once_split_the_log_without_checking_a_row_twice(store, home: Path) -> None:
     _serve(home, generate_churn(2000, seed=71, start=LATER), rows_per_file=250)
     results = _run_concurrently(2, monitor, config_path=str(store["config"]))
-    assert sum(r["window"]["rows"] for r in results) == 2000
+    assert sum(r.window.rows for r in results) == 2000
     state = json.loads((home / "monitor_state.json").read_text())["models"][NAME]
     assert len(state["checked"]) == 8 and not state["claims"]
 
@@ -271,11 +271,11 @@ def test_event_storm_starts_one_training(store, home: Path, tmp_path: Path) -> N
     cfg = _config(tmp_path, name="storm.yaml", model_name="churn-storm")
     data = _write(tmp_path, generate_churn(2000, seed=81), "storm.parquet")
     results = _run_concurrently(10, retrain, config_path=str(cfg), source_path=data, reason="storm")
-    statuses = sorted(r["status"] for r in results)
+    statuses = sorted(r.status for r in results)
     assert statuses == ["refused"] * 9 + ["trained"], statuses
     assert len(registry.client().search_model_versions("name='churn-storm'")) == 1
     later = retrain(config_path=str(cfg), source_path=data, reason="one more, within the dedupe window")
-    assert later["status"] == "refused"
+    assert later.status == "refused"
     state = json.loads((home / "monitor" / "churn-storm" / "policy.json").read_text())
     assert state["in_flight"] is None and state["last_training_start_at"]
 
@@ -284,18 +284,18 @@ def test_a_window_that_repeats_training_rows_reports_a_share_near_one(store, hom
     # the champion's data (config: 3000 generated rows, seed 3), oldest first: its time split trained on these
     seen = generate_churn(3000, seed=3, corrupt=0.004).head(2000)
     r = monitor(config_path=str(store["config"]), current_path=_write(tmp_path, seen, "seen.parquet"))
-    assert r["status"] == "checked" and r["seen_in_training_share"] > 0.95, r["seen_in_training"]
-    run = mlflow.MlflowClient().get_run(r["mlflow_run_id"])
-    assert float(run.data.tags["monitor.seen_in_training_share"]) == pytest.approx(r["seen_in_training_share"], abs=1e-4)
-    assert run.data.metrics["seen_in_training_share"] == pytest.approx(r["seen_in_training_share"])
+    assert r.status == "checked" and r.seen_in_training_share > 0.95, r.seen_in_training
+    run = mlflow.MlflowClient().get_run(r.mlflow_run_id)
+    assert float(run.data.tags["monitor.seen_in_training_share"]) == pytest.approx(r.seen_in_training_share, abs=1e-4)
+    assert run.data.metrics["seen_in_training_share"] == pytest.approx(r.seen_in_training_share)
     deadline = time.monotonic() + 20
     while True:  # delivery is asynchronous, and earlier tests sent decisions too
         events = _events("mlops.monitor.decision", f"mlops.model.{NAME}", 1)
-        mine = [e for e in events if str(e.id) == r["events"]["decision_event_id"]]
+        mine = [e for e in events if str(e.id) == r.events.decision_event_id]
         if mine or time.monotonic() > deadline:
             break
         time.sleep(0.5)
-    assert mine and mine[0].payload["seen_in_training_share"] == pytest.approx(r["seen_in_training_share"])
+    assert mine and mine[0].payload["seen_in_training_share"] == pytest.approx(r.seen_in_training_share)
 
 
 def test_a_retrain_holds_out_only_rows_the_champion_never_saw(store, home: Path, tmp_path: Path) -> None:
@@ -325,3 +325,44 @@ def test_a_retrain_holds_out_only_rows_the_champion_never_saw(store, home: Path,
     assert 1400 <= int(found[2].replace(",", "")) <= 1500  # the new rows that passed validation
     assert "never trained on" in run.data.tags["lineage.holdout"]
     assert rowkeys.NEW_ROW_COLUMN not in {c.name for c in registry.load_contract(mv.run_id).columns}
+
+
+def test_the_result_is_typed_and_drift_is_computed_once(store, home: Path, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The flow returns a MonitorResult with typed parts; the Evidently report reuses the engine's verdict."""
+    import tasks.drift
+    from mlops.monitoring import report as drift_report
+    from mlops.monitoring.drift import compute_drift
+    from mlops.monitoring.policy import Decision
+    from mlops.monitoring.result import DriftSummary, EventIds, MonitorResult, SeenInTraining, WindowInfo
+
+    calls: list[int] = []
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        return compute_drift(*args, **kwargs)
+
+    monkeypatch.setattr(tasks.drift, "compute_drift", counted)
+    monkeypatch.setattr(drift_report, "compute_drift", counted)
+    drifted = generate_churn(1500, seed=111, drift=0.8, start=LATER)
+    r = monitor(config_path=str(store["config"]), current_path=_write(tmp_path, drifted, "typed.parquet"))
+
+    assert len(calls) == 1  # the verdict, once; the HTML report was built from it
+    assert isinstance(r, MonitorResult) and r.status == "checked" and r.model_name == NAME
+    assert isinstance(r.window, WindowInfo) and r.window.rows == 1500 and r.window.source.endswith("typed.parquet")
+    assert isinstance(r.drift, DriftSummary) and r.drift.dataset_drift and r.drift.evidently_agreement is not None
+    assert r.report_path and Path(r.report_path).is_file()
+    assert isinstance(r.seen_in_training, SeenInTraining) and r.seen_in_training.rows == 1500
+    assert isinstance(r.decision, Decision) and r.decision.verdict == "retrain" and r.retrain
+    assert isinstance(r.events, EventIds) and r.events.decision_event_id and r.events.retrain_event_id
+    assert r.training_file is not None and r.training is not None and r.training.status == "requested"
+    assert r.quality is not None and r.quality.good is None and r.live_quality is not None
+    assert r.live_quality.labelled is None  # a result holds no frames
+
+    out = json.loads(json.dumps(r.to_dict()))
+    assert set(out) == {"status", "message", "model_name", "model_version", "window", "corrupt_files", "quality",
+                        "drift", "report_path", "seen_in_training", "seen_in_training_share", "live_quality",
+                        "decision", "retrain", "events", "training_file", "training", "mlflow_run_id",
+                        "monitor_flow_run_id", "config_path"}
+    assert out["drift"]["drift_share"] == r.drift.drift_share and out["decision"]["verdict"] == "retrain"
+    assert out["events"]["retrain_event_id"] == r.events.retrain_event_id and out["training_file"]["path"]

@@ -13,7 +13,8 @@ from scipy.stats import ks_2samp, wasserstein_distance
 
 from mlops.core.config import MonitoringConfig
 from mlops.core.errors import DataError
-from mlops.monitoring.drift import compute_drift, evidently_full_baseline, evidently_report, sample_frames
+from mlops.monitoring.drift import compute_drift, sample_frames
+from mlops.monitoring.report import evidently_full_baseline, evidently_report
 
 CFG = MonitoringConfig(sample_size=5_000, seed=3)
 NUM = ["age", "income", "visits"]

@@ -1,0 +1,166 @@
+"""The Evidently drift report: Evidently's DataDriftPreset on the same seeded sample and with the same
+per-column methods and thresholds as the fast engine (mlops.monitoring.drift), saved as HTML, with
+Evidently's own verdicts and how far they agree; and Evidently's automatic methods on full frames, the
+named baseline of bench/bench_drift.py. Evidently is imported only when a report is built.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+from mlops.core.config import MonitoringConfig
+from mlops.core.errors import DataError
+from mlops.monitoring.drift import DriftResult, Kind, compute_drift, sample_frames
+
+if TYPE_CHECKING:
+    from evidently.core.report import Snapshot
+
+
+
+
+def _evidently_verdicts(snapshot: Snapshot) -> dict[str, dict[str, Any]]:
+    """Per-column score, method, threshold and drift verdict from a run with include_tests=True."""
+    raw = snapshot.dict()
+    out: dict[str, dict[str, Any]] = {}
+    for m in raw["metrics"]:
+        conf = m["config"]
+        if conf.get("type") == "evidently:metric_v2:ValueDrift":
+            out[conf["column"]] = {
+                "score": float(m["value"]),
+                "method": conf.get("method"),
+                "threshold": conf.get("threshold"),
+                "drifted": None,
+            }
+    for t in raw["tests"]:
+        params = t.get("metric_config", {}).get("params", {})
+        if params.get("type") == "evidently:metric_v2:ValueDrift" and params.get("column") in out:
+            out[params["column"]]["drifted"] = str(getattr(t["status"], "value", t["status"])) == "FAIL"
+    return out
+
+
+def _run_evidently(
+    reference: pd.DataFrame,
+    current: pd.DataFrame,
+    numeric: list[str],
+    categorical: list[str],
+    drift_share: float,
+    per_column_method: dict[str, str] | None = None,
+    per_column_threshold: dict[str, float] | None = None,
+    prediction: tuple[str, Kind, str, float] | None = None,
+) -> Snapshot:
+    from evidently import DataDefinition, Dataset, Report
+    from evidently.metrics import ValueDrift
+    from evidently.presets import DataDriftPreset
+
+    num, cat = list(numeric), list(categorical)
+    metrics: list[Any] = [
+        DataDriftPreset(
+            columns=num + cat,
+            drift_share=drift_share,
+            per_column_method=per_column_method or None,
+            per_column_threshold=per_column_threshold or None,
+        )
+    ]
+    if prediction is not None:
+        name, kind, method, threshold = prediction
+        (num if kind == "numeric" else cat).append(name)
+        metrics.append(ValueDrift(column=name, method=method, threshold=threshold))
+    definition = DataDefinition(numerical_columns=num, categorical_columns=cat)
+    report = Report(metrics, include_tests=True)
+    return report.run(
+        current_data=Dataset.from_pandas(current, data_definition=definition),
+        reference_data=Dataset.from_pandas(reference, data_definition=definition),
+    )
+
+
+def evidently_report(
+    reference: pd.DataFrame,
+    current: pd.DataFrame,
+    numeric: list[str],
+    categorical: list[str],
+    cfg: MonitoringConfig,
+    html_path: Path,
+    prediction_column: str | None = None,
+    drift: DriftResult | None = None,
+) -> dict[str, Any]:
+    """Evidently's DataDriftPreset on the same sample and with the same per-column methods as
+    `compute_drift`; saves the HTML report and returns Evidently's verdicts.
+
+    Columns empty on one side are left out (Evidently refuses them) and listed under `skipped`.
+    `agreement` is the share of columns where Evidently's verdict equals the fast engine's. Pass the
+    engine's `drift` for these frames when it is already computed, so a monitor run computes it once.
+    """
+    ours = drift if drift is not None else compute_drift(reference, current, numeric, categorical, cfg,
+                                                         prediction_column)
+    wanted = [*numeric, *categorical] + ([prediction_column] if prediction_column else [])
+    ref_s, cur_s = sample_frames(reference, current, wanted, cfg)
+
+    report_num, report_cat, methods, thresholds = [], [], {}, {}
+    for c in ours.columns:
+        if not c.evaluated:
+            continue
+        as_category = c.kind == "categorical" or c.discrete
+        (report_cat if as_category else report_num).append(c.column)
+        methods[c.column], thresholds[c.column] = c.method, c.threshold
+    pred = None
+    p = ours.prediction
+    if p is not None and p.evaluated:
+        pred_kind: Kind = "categorical" if p.kind == "categorical" or p.discrete else "numeric"
+        pred = (p.column, pred_kind, p.method, p.threshold)
+
+    keep = [*report_num, *report_cat] + ([pred[0]] if pred else [])
+    if not report_num and not report_cat:
+        raise DataError("no listed column has values on both the reference and the current side; "
+                        "no drift report can be built for this window")
+    snapshot = _run_evidently(
+        ref_s[keep], cur_s[keep], report_num, report_cat, cfg.drift_share,
+        methods, thresholds, pred,
+    )
+    html_path = Path(html_path)
+    html_path.parent.mkdir(parents=True, exist_ok=True)
+    snapshot.save_html(str(html_path))
+
+    verdicts = _evidently_verdicts(snapshot)
+    feature_verdicts = {c: verdicts[c] for c in [*report_num, *report_cat] if c in verdicts}
+    n_drifted = sum(bool(v["drifted"]) for v in feature_verdicts.values())
+    share = n_drifted / len(feature_verdicts) if feature_verdicts else 0.0
+    agree = [feature_verdicts[c.column]["drifted"] == c.drifted for c in ours.columns if c.column in feature_verdicts]
+    return {
+        "columns": feature_verdicts,
+        "prediction": verdicts.get(p.column) if pred and p is not None else None,
+        "drift_share": share,
+        "dataset_drift": bool(feature_verdicts) and share >= cfg.drift_share,
+        "drifted_columns": [c for c, v in feature_verdicts.items() if v["drifted"]],
+        "skipped": ours.skipped_columns,
+        "agreement": sum(agree) / len(agree) if agree else 1.0,
+        "seed": cfg.seed,
+        "reference_sampled_rows": len(ref_s),
+        "current_sampled_rows": len(cur_s),
+        "html_path": str(html_path),
+    }
+
+
+def evidently_full_baseline(
+    reference: pd.DataFrame,
+    current: pd.DataFrame,
+    numeric: list[str],
+    categorical: list[str],
+    drift_share: float = 0.5,
+) -> dict[str, Any]:
+    """Evidently's DataDriftPreset with its automatic methods on the full, unsampled frames.
+
+    The named baseline for bench/bench_drift.py; no HTML is rendered.
+    """
+    snapshot = _run_evidently(reference, current, numeric, categorical, drift_share)
+    verdicts = _evidently_verdicts(snapshot)
+    n_drifted = sum(bool(v["drifted"]) for v in verdicts.values())
+    share = n_drifted / len(verdicts) if verdicts else 0.0
+    return {
+        "columns": verdicts,
+        "drift_share": share,
+        "dataset_drift": bool(verdicts) and share >= drift_share,
+        "drifted_columns": [c for c, v in verdicts.items() if v["drifted"]],
+    }
