@@ -46,7 +46,7 @@ def generate_demand(
     step = DEMAND_FREQS[freq] / 60.0  # hours per row
     rng = np.random.default_rng(seed)
     t0 = pd.Timestamp(start) if start is not None else DEMAND_START
-    ts = pd.date_range(t0, periods=rows, freq=freq)
+    ts = pd.date_range(t0, periods=rows, freq=freq).as_unit("us")  # what pandas reads from CSV and Parquet
     cut = pd.Timestamp(shift_at) if shift_at is not None else ts[rows // 2]
 
     hour = ts.hour.to_numpy() + ts.minute.to_numpy() / 60.0
