@@ -208,3 +208,18 @@ def test_evidently_report_refuses_a_window_without_values(reference, tmp_path: P
     cur[CAT] = None
     with pytest.raises(DataError, match="no drift report"):
         evidently_report(reference, cur, NUM, CAT, CFG, tmp_path / "r.html")
+
+
+def test_the_report_reuses_a_verdict_it_is_given(reference, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """A monitor run computes drift once: given the engine's result, the report does not compute it again."""
+    from mlops.monitoring import report as drift_report
+
+    cur = frame(4_000, seed=2, shift=0.5, plan_p=(0.2, 0.3, 0.5))
+    ours = compute_drift(reference, cur, NUM, CAT, CFG)
+
+    def refuse(*_args, **_kwargs):
+        raise AssertionError("drift computed a second time")
+
+    monkeypatch.setattr(drift_report, "compute_drift", refuse)
+    ev = evidently_report(reference, cur, NUM, CAT, CFG, tmp_path / "r.html", drift=ours)
+    assert ev["drifted_columns"] == ours.drifted_columns and ev["agreement"] == 1.0

@@ -278,3 +278,19 @@ def test_corrupt_state_file_is_a_clear_error(tmp_path: Path):
     path.write_text("{not json")
     with pytest.raises(MLOpsError, match="move it aside"):
         PolicyStore(path).load()
+
+
+def test_the_locked_state_file_reads_a_default_writes_atomically_and_times_out(tmp_path: Path):
+    """mlops.core.state.LockedJsonFile, the one locked JSON file the window state and the policy share."""
+    from mlops.core.state import LockedJsonFile
+
+    f = LockedJsonFile(tmp_path / "s.json", "test state", dict, timeout_seconds=0.05)
+    assert f.read() == {} and not f.path.exists()
+    with f.transaction() as tx:
+        tx.data["n"] = 1
+    with pytest.raises(RuntimeError), f.transaction() as tx:
+        tx.data["n"] = 2
+        raise RuntimeError("an error inside the block")
+    assert f.read() == {"n": 1} and [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
+    with f.locked(), pytest.raises(MLOpsError, match="stayed locked for 0.05 s"):
+        LockedJsonFile(f.path, "test state", dict, timeout_seconds=0.05).read()
