@@ -9,11 +9,10 @@ from typing import Any
 import pytest
 import yaml
 
-os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-os.environ.setdefault("DO_NOT_TRACK", "1")
-os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
-os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
-os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
+from mlops.core.settings import TELEMETRY_OFF
+
+for _name, _value in {**TELEMETRY_OFF, "MLFLOW_LOGGING_LEVEL": "WARNING"}.items():
+    os.environ.setdefault(_name, _value)
 
 REPO = Path(__file__).resolve().parent.parent
 

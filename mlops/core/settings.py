@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDict
 from pydantic_settings.sources.utils import parse_env_vars
 
@@ -144,14 +145,20 @@ def _one_sentence(exc: ValidationError, environ: Mapping[str, str]) -> str:
     """`NAME='value' is not ...; set it to ...` for the first bad variable (secrets are not echoed)."""
     err = exc.errors()[0]
     name = str(err["loc"][0]) if err["loc"] else "a setting"
-    field = next((f for f in Settings.model_fields.values() if f.alias == name), None)
-    secret = field is not None and field.annotation is not None and "SecretStr" in str(field.annotation)
+    field = next((f for f in Settings.model_fields.values() if name in _names(f)), None)
+    secret = field is None or "SecretStr" in str(field.annotation)  # unknown: hide it too
     shown = "<hidden>" if secret else repr(environ.get(name, ""))
     reason = str(err["msg"]).removeprefix("Value error, ")
     default = f" such as {field.default}" if field is not None and field.default is not None else ""
     if reason == "is not a port number":
         return f"{name}={shown} is not a port number; set it to an integer{default}"
     return f"{name}={shown} is not valid ({reason}); fix or unset it"
+
+
+def _names(field: FieldInfo) -> set[str]:
+    """The variable names of a field (its alias, or each of its alias choices)."""
+    choices = field.validation_alias.choices if isinstance(field.validation_alias, AliasChoices) else []
+    return {str(c) for c in choices} | ({field.alias} if field.alias else set())
 
 
 def get_settings(environ: Mapping[str, str] | None = None) -> Settings:

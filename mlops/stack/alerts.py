@@ -185,26 +185,37 @@ async def configure(url: str | None = None, block_name: str = BLOCK_NAME, crash_
             return notes
         for alert in ALERTS:
             await _replace(client, _automation(alert, block_id))
-        target = url or f"block {block_name!r}"
+        target = _where(url) if url else f"block {block_name!r}"
         notes.append(f"alerts: {', '.join(a.name for a in ALERTS)} -> {target}")
     return notes
+
+
+def _where(url: str) -> str:
+    """Scheme, host and port of a webhook URL: its path and query often hold a token, never printed."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.hostname or ''}{f':{parts.port}' if parts.port else ''}/..."
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m mlops.stack.alerts",
                                      description="Create or replace the mlops alert automations on the Prefect "
                                                  "server at PREFECT_API_URL.")
-    parser.add_argument("--url", help="webhook URL to POST alerts to (creates/updates the notification block)")
+    parser.add_argument("--url", help="webhook URL to POST alerts to (creates/updates the notification block; "
+                                      "default $MLOPS_ALERT_WEBHOOK_URL, which keeps it off the command line)")
     parser.add_argument("--block", default=BLOCK_NAME, help=f"notification block name (default {BLOCK_NAME})")
     parser.add_argument("--crash-detection", action="store_true",
                         help="also mark flow runs Crashed when their heartbeats stop")
     parser.add_argument("--remove", action="store_true", help="delete the alert automations")
     args = parser.parse_args(argv)
-    from mlops.core.settings import quiet_libraries
+    from mlops.core.settings import get_settings, quiet_libraries
 
     quiet_libraries()
+    stored = get_settings().alert_webhook_url
+    url = args.url or (stored.get_secret_value() if stored else None)
     try:
-        for line in asyncio.run(configure(args.url, args.block, args.crash_detection, args.remove)):
+        for line in asyncio.run(configure(url, args.block, args.crash_detection, args.remove)):
             print(line)
     except Exception as exc:  # noqa: BLE001 - one line for the operator; the server log has the rest
         print(f"error: could not configure alerts on the Prefect server: {type(exc).__name__}: {exc}", file=sys.stderr)

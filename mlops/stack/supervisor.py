@@ -272,9 +272,11 @@ class Supervisor:
     def configure_automations(self) -> None:
         """Alerts (when a webhook URL is given or the block exists) and crash detection, via mlops.alerts."""
         cmd = [sys.executable, "-m", "mlops.stack.alerts", "--crash-detection"]
-        if self.opts.alert_url:
-            cmd += ["--url", self.opts.alert_url]
-        out = self.run_step("automations", cmd, self.env, timeout=120)
+        env = dict(self.env)
+        env.pop("MLOPS_ALERT_WEBHOOK_URL", None)
+        if self.opts.alert_url:  # by environment: the command line is logged, the URL may hold a token
+            env["MLOPS_ALERT_WEBHOOK_URL"] = self.opts.alert_url
+        out = self.run_step("automations", cmd, env, timeout=120)
         for line in out.strip().splitlines():
             self.echo(f"  {line}")
 

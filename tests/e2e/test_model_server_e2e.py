@@ -14,6 +14,7 @@ import httpx
 import pytest
 import yaml
 
+from mlops.core.startup import poll
 from mlops.registry import versions as registry
 from mlops.serving.predictlog import hash_value, read_prediction_log
 from mlops.serving.records import records_from_frame
@@ -105,14 +106,14 @@ def test_reload_reaches_every_worker(stack: dict[str, Any]) -> None:
         assert c.post("/admin/reload", headers=_auth()).status_code == 401  # the scoring token is not enough
         r = c.post("/admin/reload?wait=true", headers=_auth(ADMIN))
         assert r.status_code == 200 and r.json()["serving"] == "2", r.text
-    deadline = time.monotonic() + 60
     seen: list[str] = []
-    while time.monotonic() < deadline:  # the other worker follows the broadcast, not its 60 s poll
-        seen = [httpx.post(f"{url}/predict", json=stack["records"][0], headers=_auth()).json()["model_version"]
-                for _ in range(10)]
-        if set(seen) == {"2"}:
-            break
-        time.sleep(0.3)
+
+    def all_on_2() -> bool:  # the other worker follows the broadcast, not its 60 s poll
+        seen[:] = [httpx.post(f"{url}/predict", json=stack["records"][0], headers=_auth()).json()["model_version"]
+                   for _ in range(10)]
+        return set(seen) == {"2"}
+
+    poll(all_on_2, 60, interval=0.3)
     assert set(seen) == {"2"}
 
 

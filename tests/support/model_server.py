@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -15,6 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+
+from mlops.core.startup import WaitTimeout, http_ok, wait_until
+from tests.support.loopback import free_port, wait_started
+
+__all__ = ["churn_frame", "fit_pipeline", "free_port", "isolated_state", "register_model", "server_process",
+           "wait_ready"]
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -80,12 +84,6 @@ def register_model(name: str, pipeline: Any, contract: Any, frame: pd.DataFrame,
     return version
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @dataclass
 class ServerProcess:
     url: str
@@ -99,25 +97,22 @@ def wait_ready(url: str, timeout: float = 90.0, proc: subprocess.Popen[bytes] | 
     is loaded (one worker can be ready while another still loads)."""
     import httpx
 
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            tail = log.read_text()[-3000:] if log and log.exists() else ""
-            raise RuntimeError(f"server exited with {proc.returncode}:\n{tail}")
+    def loaded() -> bool:
+        if not http_ok(f"{url}/ready"):
+            return False
+        if workers <= 1:
+            return True
+        text = httpx.get(f"{url}/metrics", timeout=2.0).text
+        ready = [ln for ln in text.splitlines() if ln.startswith("mlops_model_ready{worker=") and ln.endswith(" 1")]
+        return len(ready) >= workers
+
+    if proc is None:
         try:
-            if httpx.get(f"{url}/ready", timeout=2.0).status_code == 200:
-                if workers <= 1:
-                    return
-                text = httpx.get(f"{url}/metrics", timeout=2.0).text
-                loaded = [ln for ln in text.splitlines()
-                          if ln.startswith("mlops_model_ready{worker=") and ln.endswith(" 1")]
-                if len(loaded) >= workers:
-                    return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    tail = log.read_text()[-3000:] if log and log.exists() else ""
-    raise TimeoutError(f"server at {url} not ready after {timeout} s:\n{tail}")
+            wait_until(loaded, timeout, f"server at {url} was not ready", interval=0.2, ignore=(httpx.HTTPError,))
+        except WaitTimeout as exc:
+            raise TimeoutError(str(exc)) from None
+        return
+    wait_started(loaded, proc, f"the server at {url}", timeout, log)
 
 
 @contextmanager

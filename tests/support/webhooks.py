@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,16 +20,12 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
-import httpx
+from tests.support.loopback import free_port, prefect_call, tail, wait_for, wait_http
+
+__all__ = ["Running", "bridge_process", "create_triggered_deployment", "events", "flow_runs", "free_port",
+           "prefect_server", "quiet_prefect_env", "stop", "tail", "wait_for"]
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    """A loopback port that was free a moment ago."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def quiet_prefect_env(home: Path, api_url: str) -> dict[str, str]:
@@ -50,27 +45,6 @@ def quiet_prefect_env(home: Path, api_url: str) -> dict[str, str]:
         "PREFECT_SERVER_SERVICES_LATE_RUNS_ENABLED": "false",
         "PREFECT_SERVER_SERVICES_FOREMAN_ENABLED": "false",
     }
-
-
-def _wait_http(url: str, proc: subprocess.Popen[bytes], timeout: float, log: Path) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{url} process exited with {proc.returncode}:\n{tail(log)}")
-        try:
-            if httpx.get(url, timeout=1.0).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise RuntimeError(f"{url} did not become healthy within {timeout:.0f} s:\n{tail(log)}")
-
-
-def tail(log: Path, lines: int = 30) -> str:
-    try:
-        return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "<no log>"
 
 
 def stop(proc: subprocess.Popen[bytes], grace: float = 10.0) -> None:
@@ -111,7 +85,7 @@ def prefect_server(
     with open(log, "wb") as out:
         proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        _wait_http(f"{api}/health", proc, timeout, log)
+        wait_http(f"{api}/health", proc, timeout, log)
         yield Running(api, proc, log)
     finally:
         stop(proc)
@@ -139,7 +113,7 @@ def bridge_process(
         proc = subprocess.Popen(cmd, env=env, cwd=REPO, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
-        _wait_http(f"{url}/health", proc, timeout, log)
+        wait_http(f"{url}/health", proc, timeout, log)
         yield Running(url, proc, log)
     finally:
         stop(proc)
@@ -182,10 +156,8 @@ def create_triggered_deployment(
 
 def flow_runs(api_url: str, deployment_id: UUID) -> list[dict[str, Any]]:
     """All flow runs of a deployment, straight from the Prefect API."""
-    resp = httpx.post(
-        f"{api_url}/flow_runs/filter", json={"deployments": {"id": {"any_": [str(deployment_id)]}}}, timeout=10
-    )
-    resp.raise_for_status()
+    resp = prefect_call("POST", f"{api_url}/flow_runs/filter",
+                        json={"deployments": {"id": {"any_": [str(deployment_id)]}}})
     return list(resp.json())
 
 
@@ -197,16 +169,5 @@ def events(api_url: str, filter_: dict[str, Any]) -> list[dict[str, Any]]:
         "until": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now + 3600)),
     }
     body = {"filter": {"occurred": occurred, **filter_}, "limit": 50}
-    resp = httpx.post(f"{api_url}/events/filter", json=body, timeout=10)
-    resp.raise_for_status()
+    resp = prefect_call("POST", f"{api_url}/events/filter", json=body)
     return list(resp.json()["events"])
-
-
-def wait_for(probe: Any, *, timeout: float, interval: float = 0.05) -> Any:
-    """Call `probe` until it returns something truthy; return that, or the last value at timeout."""
-    deadline = time.monotonic() + timeout
-    value = probe()
-    while not value and time.monotonic() < deadline:
-        time.sleep(interval)
-        value = probe()
-    return value

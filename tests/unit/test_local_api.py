@@ -3,6 +3,7 @@ and turns a child that dies into one sentence."""
 
 from __future__ import annotations
 
+import gc
 import json
 import urllib.request
 from pathlib import Path
@@ -10,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from mlops.cli import local_api
+from mlops.core import startup
 from mlops.core.errors import MLOpsError
 
 
@@ -52,3 +54,39 @@ def test_a_configured_api_is_used_as_it_is(monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.setattr(local_api, "_current", None)
     assert local_api.start_local_api() is None
     assert local_api.current() is None
+
+
+# ---- the start-up helpers every launcher shares (mlops.core.startup) ---------------------------
+
+
+def test_frozen_imports_collect_nothing_inside_and_freeze_what_they_loaded() -> None:
+    gc.enable()
+    before = gc.get_freeze_count()
+    with startup.frozen_imports():
+        assert not gc.isenabled()
+        with startup.frozen_imports():  # nested: the outer block keeps collection off
+            kept = [[] for _ in range(1000)]
+        assert not gc.isenabled()
+    assert gc.isenabled() and gc.get_freeze_count() >= before + len(kept)
+    gc.unfreeze()
+
+
+def test_wait_until_returns_the_probe_value_names_a_timeout_and_a_dead_process() -> None:
+    calls = iter([None, 0, "up"])
+    assert startup.wait_until(lambda: next(calls), 5, "never", interval=0.001) == "up"
+    with pytest.raises(startup.WaitTimeout, match=r"^the thing was not ready within 0 s; see its log$"):
+        startup.wait_until(lambda: False, 0, "the thing was not ready", detail=lambda: "see its log")
+    with pytest.raises(startup.WaitAborted, match="exited with code 3"):
+        startup.wait_until(lambda: True, 5, "never", gone=lambda: "exited with code 3")
+    with pytest.raises(ZeroDivisionError):  # a bug in the probe is not "not yet" unless asked
+        startup.wait_until(lambda: 1 / 0, 5, "never")
+    flaky = iter([OSError("refused"), True])
+
+    def probe() -> bool:
+        value = next(flaky)
+        if isinstance(value, Exception):
+            raise value
+        return value
+
+    assert startup.wait_until(probe, 5, "never", interval=0.001, ignore=(OSError,)) is True
+    assert startup.poll(lambda: 0, 0.01) == 0 and startup.http_ok("http://127.0.0.1:9/") is False

@@ -18,6 +18,7 @@ import pandas as pd
 import pytest
 
 from mlops.core.config import ServingConfig
+from mlops.core.startup import wait_until
 from mlops.serving.app import create_app
 from mlops.serving.model import LoadError, ServedModel, build_served_model
 from mlops.serving.predictlog import hash_value, read_prediction_log
@@ -80,12 +81,7 @@ def tiny() -> ServedModel:
 
 
 def wait_ready(client: TestClient, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if client.get("/ready").status_code == 200:
-            return
-        time.sleep(0.02)
-    raise AssertionError("server never became ready")
+    wait_until(lambda: client.get("/ready").status_code == 200, timeout, "the server was not ready", interval=0.02)
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -13,6 +12,7 @@ import numpy as np
 import pytest
 
 from mlops.core.contract import coerce_to_contract
+from mlops.core.startup import wait_until
 from mlops.serving.infra_validation import infra_validate, measure_latency, start_infra_validation
 from tests.support.model_server import churn_frame, fit_pipeline, isolated_state, register_model
 
@@ -62,11 +62,9 @@ def test_percentile_is_configurable(registered: dict[str, Any]) -> None:
 
 
 def _wait_for(path: Any, proc: Any, timeout: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not path.exists():
-        assert proc.poll() is None, "the infra validation process exited before its checks were done"
-        assert time.monotonic() < deadline, f"{path.name} did not appear within {timeout:.0f} s"
-        time.sleep(0.05)
+    wait_until(path.exists, timeout, f"{path.name} did not appear",
+               gone=lambda: None if proc.poll() is None else "the infra validation process exited before its "
+                                                             "checks were done")
 
 
 def test_two_phase_checks_at_once_and_times_only_when_asked(registered: dict[str, Any]) -> None:

@@ -14,6 +14,7 @@ import orjson
 import pytest
 
 from mlops.core.config import ServingConfig
+from mlops.core.startup import wait_until
 from mlops.registry import versions as registry
 from mlops.serving.app import create_app
 from mlops.serving.records import records_from_frame
@@ -59,9 +60,8 @@ def test_promotion_while_serving_switches_once_with_no_errors(versions: dict[str
 
     with TestClient(app) as client:
         deadline = time.monotonic() + 60
-        while client.get("/ready").status_code != 200:
-            assert time.monotonic() < deadline, client.get("/ready").text
-            time.sleep(0.05)
+        wait_until(lambda: client.get("/ready").status_code == 200, 60, "the server was not ready",
+                   detail=lambda: client.get("/ready").text)
         threading.Thread(target=promote_later, daemon=True).start()
         swapped_at = None
         while time.monotonic() < deadline:

@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 
 from mlops.core.errors import DataError
+from mlops.core.startup import poll
 from mlops.serving.predictlog import (
     LogRecord,
     PredictionLogWriter,
@@ -60,9 +61,7 @@ def test_full_queue_drops_and_counts_without_blocking(tmp_path: Path) -> None:
 def test_writer_thread_flushes_in_the_background(tmp_path: Path) -> None:
     w = PredictionLogWriter(tmp_path, flush_seconds=0.1).start()
     w.submit(record("r1", 3))
-    deadline = time.monotonic() + 5
-    while w.stats.written_rows < 3 and time.monotonic() < deadline:
-        time.sleep(0.02)
+    poll(lambda: w.stats.written_rows >= 3, 5, interval=0.02)
     assert w.stats.written_rows == 3 and w.stats.written_files == 1
     w.close()
     log = read_prediction_log(tmp_path)

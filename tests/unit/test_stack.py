@@ -12,7 +12,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,8 @@ from typer.testing import CliRunner
 
 from mlops.cli import stack as cli_stack
 from mlops.core import events
+from mlops.core.settings import get_settings
+from mlops.core.startup import poll
 from mlops.stack import alerts
 from mlops.stack import options as stack_options
 from mlops.stack import processes as stack_processes
@@ -47,13 +48,7 @@ def listener() -> socket.socket:
 
 
 def wait_for(cond: Any, timeout: float = 5.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        got = cond()
-        if got:
-            return got
-        time.sleep(0.02)
-    return cond()
+    return poll(cond, timeout, interval=0.02)
 
 
 def family_of(pid: int) -> list[int]:
@@ -541,3 +536,32 @@ def test_each_alert_kind_has_one_automation_on_the_flows_event_names() -> None:
         assert "{{ event.id }}" in action.body
     crash = alerts.crash_detection_automation()
     assert crash.trigger.posture == "Proactive" and crash.trigger.within.total_seconds() >= 3 * 180
+
+
+def test_secrets_stay_off_command_lines_and_out_of_reprs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = "postgresql://mlflow:db-Pw-9@db.internal:5432/mlflow"
+    hook = "https://hooks.example.com/services/T0/B0/tok-123"
+    o = stack_options.StackOptions.from_env(environ={"MLOPS_MLFLOW_BACKEND_STORE_URI": store,
+                                                     "MLOPS_ALERT_WEBHOOK_URL": hook}, state_dir=tmp_path)
+    assert "db-Pw-9" not in repr(o.settings) and "tok-123" not in repr(o.settings)
+    started: dict[str, tuple[list[str], dict[str, str]]] = {}
+    sup = stack.Supervisor(o)
+    monkeypatch.setattr(sup, "start", lambda name, cmd, env, probe: started.setdefault(name, (cmd, env)))
+    monkeypatch.setattr(sup, "run_step", lambda name, cmd, env, timeout: started.setdefault(name, (cmd, env)) and "")
+    sup.launch_mlflow()
+    sup.configure_automations()
+    sup.close()
+    cmd, env = started["mlflow"]
+    assert store not in shlex.join(cmd) and env["MLFLOW_BACKEND_STORE_URI"] == store
+    cmd, env = started["automations"]
+    assert hook not in shlex.join(cmd) and env["MLOPS_ALERT_WEBHOOK_URL"] == hook
+    assert alerts._where(hook) == "https://hooks.example.com/..."
+
+
+def test_a_bad_variable_is_one_sentence_and_a_secret_never_shows() -> None:
+    with pytest.raises(stack.StackError, match=r"MLOPS_MLFLOW_WORKERS='0' is not valid"):
+        stack_options.StackOptions.from_env(environ={"MLOPS_MLFLOW_WORKERS": "0"})
+    settings = get_settings({"MLOPS_SERVING_TOKEN": "s3cret", "MLOPS_HOME": "~/somewhere"})
+    assert "s3cret" not in repr(settings) and settings.serving_token.get_secret_value() == "s3cret"
+    assert settings.state_dir == Path("~/somewhere").expanduser().resolve()
+    assert get_settings({"MLOPS_HOME": ""}).state_dir == Path(".mlops").resolve()
