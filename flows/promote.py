@@ -2,57 +2,39 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from prefect import flow, get_run_logger, runtime
-from prefect.artifacts import create_markdown_artifact
-from prefect.states import Failed
+from prefect.states import Failed, State
 
-from mlops.core import events
 from mlops.core.config import load_config
 from mlops.core.errors import MLOpsError
 from mlops.core.settings import configure_environment
-from mlops.registry import versions as registry
-
-
-def _by(kind: str) -> str:
-    rid = runtime.flow_run.id
-    return f"{kind} flow run {rid}" if rid else kind
-
-
-def _record(entry: dict[str, Any], model_name: str, what: str) -> None:
-    create_markdown_artifact(
-        f"# {what}: {model_name}\n\n`champion` moved from v{entry['from_version']} to v{entry['to_version']} "
-        f"at {entry['at']} by {entry['by']}.\n\nReason: {entry['reason']}\n",
-        key=f"{model_name.lower().replace('_', '-').replace('.', '-')}-{what.lower()}",
-    )
+from mlops.registry.versions import AliasMove
+from tasks.registry import move_champion
+from tasks.reporting import publish_alias_move
 
 
 @flow(name="promote")
-def promote(config_path: str, version: int, reason: str = "manual promotion") -> Any:
+def promote(config_path: str, version: int, reason: str = "manual promotion") -> AliasMove | State:
     """Make a registered version of the config's model the champion; the replaced one keeps alias `previous`."""
-    configure_environment()
-    try:
-        model_name = load_config(config_path).registry.model_name
-        entry = registry.promote(model_name, str(version), _by("promote"), reason)
-    except MLOpsError as exc:
-        get_run_logger().error("%s", exc)
-        return Failed(message=str(exc))
-    _record(entry, model_name, "Promotion")
-    events.emit(events.MODEL_PROMOTED, model_name, entry)
-    return entry
+    return _move(config_path, version, reason, "promote", "Promotion")
 
 
 @flow(name="rollback")
-def rollback(config_path: str, reason: str = "manual rollback") -> Any:
+def rollback(config_path: str, reason: str = "manual rollback") -> AliasMove | State:
     """Move the config's model's champion back to the version holding `previous`."""
+    return _move(config_path, None, reason, "rollback", "Rollback")
+
+
+def _move(config_path: str, version: int | None, reason: str, kind: str, what: str) -> AliasMove | State:
+    """Load the config, move `champion` (to `version`, or back when None), publish the move; a user's error
+    (no such version, nothing to roll back to) fails the run with one sentence."""
     configure_environment()
+    rid = runtime.flow_run.id
     try:
         model_name = load_config(config_path).registry.model_name
-        entry = registry.rollback(model_name, _by("rollback"), reason)
+        move = move_champion(model_name, version, f"{kind} flow run {rid}" if rid else kind, reason)
     except MLOpsError as exc:
         get_run_logger().error("%s", exc)
         return Failed(message=str(exc))
-    _record(entry, model_name, "Rollback")
-    events.emit(events.MODEL_ROLLED_BACK, model_name, entry)
-    return entry
+    publish_alias_move(move, model_name, what)
+    return move

@@ -1,42 +1,55 @@
-"""Deployment stage: prove a registered version serves what the flow saw, before any alias moves."""
+"""Deployment stage: prove a registered version serves what the flow saw, before any alias moves.
+
+The checks run in a fresh process (`FreshProcess`) that the flow starts before its search, so the
+serving stack's imports cost nothing on the critical path; the process is handed the version once it
+is registered, and the latency is timed when the flow computes nothing beside it.
+"""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from prefect import get_run_logger, task
-from prefect.cache_policies import NONE
+from prefect import get_run_logger
 
-from mlops.serving.infra_validation import DEFAULT_PERCENTILE, InfraValidation, infra_validate
+from mlops.serving.infra_validation import DEFAULT_PERCENTILE, FreshProcess, InfraValidation
 from mlops.serving.infra_validation import start_infra_validation as start_validation
 from mlops.training.gate import Check
+from tasks.common import stage_task
 
 
-@task(name="infra_validate", cache_policy=NONE)
-def infra_validate_challenger(model_name: str, version: str, holdout: pd.DataFrame, expected: np.ndarray,
-                              budget_ms: float, tracking_uri: str, process: Any = None,
-                              percentile: float = DEFAULT_PERCENTILE) -> Check:
-    """Load the version through the model server's code path in a fresh process (`process`, an
-    `mlops.serving.infra_validation.FreshProcess` started earlier, or a new one), score the holdout, require
-    identical predictions and the `percentile` single-row latency under the budget, timed at once."""
-    passed, detail, latency = infra_validate(model_name, version, holdout, expected, budget_ms, tracking_uri,
-                                             process=process, percentile=percentile)
-    return _check(version, passed, detail, latency, percentile)
+@contextlib.contextmanager
+def infra_validation_process(enabled: bool) -> Iterator[FreshProcess | None]:
+    """The fresh process infra validation will run in, started now (None when infra validation is off);
+    ended on leaving the block if the run stops before using it."""
+    process = FreshProcess() if enabled else None
+    try:
+        yield process
+    finally:
+        if process is not None:
+            process.close()
 
 
-@task(name="start_infra_validation", cache_policy=NONE)
-def start_infra_validation(model_name: str, version: str, holdout: pd.DataFrame, expected: np.ndarray,
-                           budget_ms: float, tracking_uri: str, process: Any = None,
+def expected_predictions(model: Any, X: pd.DataFrame, task_kind: str) -> np.ndarray:
+    """What the served version must return for `X`: class probabilities for a classifier, else values."""
+    return model.predict_proba(X) if task_kind == "classification" else model.predict(X)
+
+
+@stage_task("start_infra_validation")
+def start_infra_validation(model_name: str, version: str, model: Any, X_holdout: pd.DataFrame, task_kind: str,
+                           budget_ms: float, tracking_uri: str, process: FreshProcess | None = None,
                            percentile: float = DEFAULT_PERCENTILE) -> InfraValidation:
-    """Hand the version to the fresh process, which loads it the server's way and checks its
-    predictions while the flow goes on; the latency is timed later by `finish_infra_validation`."""
-    return start_validation(model_name, version, holdout, expected, budget_ms, tracking_uri, process=process,
-                 percentile=percentile)
+    """Hand the version to the fresh process, which loads it the server's way and checks its predictions
+    against the flow's model while the flow goes on; the latency is timed later by `finish_infra_validation`."""
+    expected = expected_predictions(model, X_holdout, task_kind)
+    return start_validation(model_name, version, X_holdout, expected, budget_ms, tracking_uri, process=process,
+                            percentile=percentile)
 
 
-@task(name="finish_infra_validation", cache_policy=NONE)
+@stage_task("finish_infra_validation")
 def finish_infra_validation(run: InfraValidation) -> Check:
     """Time the version now that the flow computes nothing beside it, and collect the verdict."""
     passed, detail, latency = run.measure()

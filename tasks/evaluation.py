@@ -1,30 +1,69 @@
-"""Evaluation stage: holdout metrics and plots, then the gate: thresholds, champion, slices, leakage."""
+"""Evaluation and gate stages: holdout metrics and plots; the verdict (thresholds, champion, slices,
+leakage); and the files the version's run keeps (reference sample, row hashes, summaries)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from prefect import task
-from prefect.cache_policies import NONE
 
 from mlops.core.config import PipelineConfig
 from mlops.core.contract import DataContract
-from mlops.training.assessment import Evaluation, evaluate, judge
+from mlops.core.data import Split
+from mlops.core.rowkeys import save_training_hashes
+from mlops.monitoring.live_quality import holdout_slice_metrics
+from mlops.registry.tracking import dumps
+from mlops.registry.versions import ModelBundle
+from mlops.training.assessment import Evaluation, evaluate, judge, reference_sample
 from mlops.training.gate import GateVerdict
+from tasks.common import stage_task
+from tasks.validation import CheckedData
 
 
-@task(name="evaluate_challenger", cache_policy=NONE)
+@dataclass
+class RunArtifacts:
+    """Files for the version's run (by artifact folder) and generated texts (by relative path)."""
+
+    files: list[tuple[str, Path]] = field(default_factory=list)
+    texts: dict[str, str] = field(default_factory=dict)
+
+
+@stage_task("evaluate_challenger")
 def evaluate_challenger(model: Any, test: pd.DataFrame, cfg: PipelineConfig, plots_dir: Path) -> Evaluation:
+    """Holdout metrics (binary ones for the configured positive class) and the plots."""
     return evaluate(model, test, cfg, plots_dir)
 
 
-@task(name="gate_challenger", cache_policy=NONE)
-def gate_challenger(
-    evaluation: Evaluation, champion_model: Any | None, champion_version: str | None, test: pd.DataFrame,
-    cfg: PipelineConfig, *, model: Any | None = None, train: pd.DataFrame | None = None,
-    contract: DataContract | None = None,
-) -> GateVerdict:
-    """The gate verdict; `model`, `train` and `contract` let the leakage check name the columns to look at."""
-    return judge(evaluation, champion_model, champion_version, test, cfg, model=model, train=train, contract=contract)
+@stage_task("gate_challenger")
+def gate_challenger(evaluation: Evaluation, champion: ModelBundle | None, split: Split, cfg: PipelineConfig,
+                    model: Any, contract: DataContract) -> GateVerdict:
+    """The gate verdict against the champion (if any) on the same holdout; the training rows and the
+    contract let the leakage check name the columns to look at."""
+    return judge(evaluation, champion.model if champion else None, champion.version if champion else None,
+                 split.test, cfg, model=model, train=split.train, contract=contract)
+
+
+@stage_task("collect_artifacts")
+def collect_artifacts(evaluation: Evaluation, model: Any, split: Split, cfg: PipelineConfig, contract: DataContract,
+                      leaderboard: list[dict[str, Any]], checked: CheckedData, work: Path) -> RunArtifacts:
+    """Plots, the training reference sample for drift (rows with the model's predictions), the hashes of the
+    training rows, quarantined rows, and the metrics, leaderboard, slices, validation and profile summaries."""
+    work.mkdir(parents=True, exist_ok=True)
+    ref_path = work / "reference.parquet"
+    reference_sample(split.train, model, cfg).to_parquet(ref_path, index=False)
+    files = [("evaluation", p) for p in evaluation.plots.values()] + [("reference", ref_path)]
+    files.append(("reference", save_training_hashes(split.train, contract, cfg.serving.sensitive_columns,
+                                                    work / "train_row_hashes.npz")))
+    if checked.quarantine_file:
+        files.append(("quarantine", checked.quarantine_file))
+    texts = {
+        "evaluation/holdout_metrics.json": dumps(evaluation.metrics),
+        "evaluation/leaderboard.json": dumps(leaderboard),
+        "evaluation/slice_metrics.json": dumps(holdout_slice_metrics(split.test, evaluation.predictions, cfg)),
+        "data/validation_summary.json": dumps(checked.outcome.summary()),
+        "data/profile.json": dumps(checked.profile.to_dict()),
+        "data/profile.md": checked.profile.to_markdown(),
+    }
+    return RunArtifacts(files, texts)

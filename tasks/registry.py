@@ -1,18 +1,33 @@
-"""Registry stage: find the champion, register every evaluated challenger, move aliases on a pass."""
+"""Registry stage: the champion, the training run, registering the challenger, its artifacts and verdict,
+and moving `champion` (on a gate pass, or by hand). Every MLflow call is in mlops.registry."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from prefect import get_run_logger, task
-from prefect.cache_policies import NONE
+from prefect import get_run_logger
 
+from mlops.core import events
+from mlops.core.config import PipelineConfig
 from mlops.core.contract import DataContract
+from mlops.core.data import Split
 from mlops.registry import versions as registry
-from mlops.registry.tracking import dumps, log_model_version, log_run_artifacts
+from mlops.registry.tracking import (
+    TrainingRun,
+    log_holdout,
+    log_model_version,
+    log_run_artifacts,
+    version_tags,
+)
+from mlops.registry.tracking import record_verdict as record_verdict_on_version
+from mlops.registry.tracking import start_training_run as open_training_run
+from mlops.training.assessment import Evaluation
+from mlops.training.card import model_card
+from mlops.training.gate import GateVerdict
+from mlops.training.tuning import FamilyResult
 from tasks.common import stage_task
+from tasks.evaluation import RunArtifacts
 
 
 @stage_task("load_champion", io=True)
@@ -22,63 +37,67 @@ def load_champion(model_name: str, with_reference: bool = False) -> registry.Mod
     return registry.load_champion(model_name, with_reference=with_reference)
 
 
-find_champion = load_champion  # the training flow's name for it until the flow is rewired
+@stage_task("start_training_run", io=True)
+def start_training_run(cfg: PipelineConfig, split: Split, scoring: Any, lineage: dict[str, str],
+                       tracking_uri: str, artifact_root: str) -> TrainingRun:
+    """The MLflow run of this training: lineage tags and the search parameters."""
+    params = {"task": cfg.task, "primary_metric": cfg.primary_metric, "scoring": scoring,
+              "n_trials": cfg.search.n_trials, "cv_folds": cfg.search.cv_folds, "strategy": cfg.search.strategy,
+              "seed": cfg.search.seed, "rows_train": len(split.train), "rows_holdout": len(split.test)}
+    return open_training_run(tracking_uri, cfg.registry.experiment or cfg.name, artifact_root,
+                             f"train-{cfg.name}", lineage | {"holdout": split.holdout}, params)
 
 
-@task(name="register_challenger", cache_policy=NONE)
-def register_challenger(run_id: str, model: Any, model_name: str, X_example: pd.DataFrame, contract_json: str) -> str:
+@stage_task("register_challenger", io=True)
+def register_challenger(run_id: str, model: Any, model_name: str, X_example: pd.DataFrame,
+                        contract: DataContract) -> str:
     """Log and register the challenger (signature, input example, skops) with its data contract."""
-    optional = DataContract.from_json(contract_json).optional_inputs
     version = log_model_version(run_id, model, model_name, X_example, model.predict(X_example),
-                                optional_columns=optional)
-    log_run_artifacts(run_id, [], {"contract/contract.json": contract_json})
+                                optional_columns=contract.optional_inputs)
+    log_run_artifacts(run_id, [], {"contract/contract.json": contract.to_json()})
     return version
 
 
-@task(name="attach_artifacts", cache_policy=NONE)
-def attach_artifacts(run_id: str, artifacts: list[tuple[str, Path]], texts: dict[str, str]) -> None:
-    """Plots, the training reference sample, quarantined rows and summaries, on the version's run."""
-    log_run_artifacts(run_id, artifacts, texts)
+@stage_task("log_holdout", io=True)
+def log_evaluation(run: TrainingRun, evaluation: Evaluation, family: str, artifacts: RunArtifacts) -> None:
+    """Holdout metrics, the winning family, plots, reference sample and summaries on the version's run."""
+    log_holdout(run.run_id, evaluation.metrics, family, artifacts.files, artifacts.texts)
 
 
-@task(name="record_verdict", cache_policy=NONE)
-def record_verdict(run_id: str, model_name: str, version: str, verdict_json: str, tags: dict[str, str],
-                   card: str) -> None:
+@stage_task("record_verdict", io=True)
+def record_verdict(run: TrainingRun, cfg: PipelineConfig, version: str, best: FamilyResult, evaluation: Evaluation,
+                   verdict: GateVerdict, contract: DataContract, data_summary: dict[str, Any]) -> None:
     """Attach the final gate verdict, lineage tags and the model card to the version and its run."""
-    from mlops.registry.versions import client
-
-    c = client()
-    for k, v in tags.items():
-        c.set_model_version_tag(model_name, version, k, v[:4900])
-    c.update_model_version(model_name, version, description=card[:20000])
-    c.log_text(run_id, verdict_json, "evaluation/gate_verdict.json")
-    c.log_text(run_id, card, "card/model_card.md")
-    c.set_tag(run_id, "gate.passed", tags["gate.passed"])
-    c.set_tag(run_id, "gate.reasons", tags["gate.reasons"][:4900])
-    c.log_metric(run_id, "gate_passed", float(tags["gate.passed"] == "true"))
+    card = model_card(cfg, version, best.family, best.best_params, evaluation.metrics, verdict, contract,
+                      run.lineage, data_summary)
+    tags = version_tags(verdict.passed, verdict.reasons, evaluation.metrics, run.lineage, cfg.task, best.family)
+    record_verdict_on_version(run.run_id, cfg.registry.model_name, version, verdict.to_json(), tags, card)
 
 
-@task(name="promote_champion", cache_policy=NONE)
-def promote_champion(model_name: str, version: str, passed: bool, reasons: list[str], by: str) -> dict[str, Any] | None:
+@stage_task("promote_champion", io=True)
+def promote_champion(model_name: str, version: str, verdict: GateVerdict, by: str) -> registry.Promotion:
     """Move `champion` to the version only when the gate passed; otherwise record why not."""
-    from mlops.core import events
-
     logger = get_run_logger()
-    if not passed:
+    if not verdict.passed:
+        reasons = verdict.failures
         logger.warning("Version %s not promoted: %s", version, "; ".join(reasons)[:500])
-        events.emit(events.GATE_REJECTED, model_name, {"version": version, "reasons": reasons, "by": by})
-        return None
-    entry = registry.promote(model_name, version, by, "gate passed: " + "; ".join(reasons))
+        events.emit(events.GATE_REJECTED, model_name, {"version": version, "reasons": reasons, "by": by}, version)
+        return registry.Promotion(None, registry.champion_version(model_name))
+    entry = registry.promote(model_name, version, by, "gate passed: " + "; ".join(verdict.reasons))
     was = f"replacing version {entry['from_version']}" if entry["from_version"] else "the first champion"
     logger.info("Version %s is now champion (%s)", version, was)
-    events.emit(events.MODEL_PROMOTED, model_name, entry)
-    return entry
+    events.emit(events.MODEL_PROMOTED, model_name, entry, version)
+    return registry.Promotion(registry.AliasMove.of(entry), registry.champion_version(model_name))
 
 
-def version_tags(verdict_passed: bool, reasons: list[str], metrics: dict[str, float], lineage: dict[str, str],
-                 task_kind: str, family: str) -> dict[str, str]:
-    tags = {"gate.passed": str(verdict_passed).lower(), "gate.reasons": dumps(reasons), "task": task_kind,
-            "family": family}
-    tags.update({f"metric.{k}": f"{v:.6g}" for k, v in metrics.items()})
-    tags.update({f"lineage.{k}": v for k, v in lineage.items()})
-    return tags
+@stage_task("move_champion", io=True)
+def move_champion(model_name: str, version: int | None, by: str, reason: str) -> registry.AliasMove:
+    """Move `champion` by hand: to `version`, or back to the version holding `previous` (version None);
+    recorded like every alias move and announced as an event."""
+    if version is None:
+        entry = registry.rollback(model_name, by, reason)
+        events.emit(events.MODEL_ROLLED_BACK, model_name, entry, entry["to_version"])
+    else:
+        entry = registry.promote(model_name, str(version), by, reason)
+        events.emit(events.MODEL_PROMOTED, model_name, entry, entry["to_version"])
+    return registry.AliasMove.of(entry)

@@ -1,24 +1,47 @@
-"""Tuning stage: one Prefect task per model family, each logged as a nested MLflow run."""
+"""Features and tuning stages: the search inputs (feature pipeline, scorer), then one Prefect task per model
+family, each logged as a nested MLflow run."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 import pandas as pd
-from prefect import task
-from prefect.cache_policies import NONE
 
-from mlops.core.config import ModelSpec, SearchConfig
-from mlops.training.tuning import FamilyResult, tune_family
+from mlops.core.config import ModelSpec, PipelineConfig, SearchConfig
+from mlops.core.contract import DataContract
+from mlops.core.features import build_preprocessor
+from mlops.registry.tracking import log_family_run
+from mlops.training.tuning import FamilyResult, scorer_for, tune_family
+from tasks.common import stage_task
 
 
-@task(name="tune_family", cache_policy=NONE, task_run_name="tune-{spec.family}")
-def tune_candidates(
-    spec: ModelSpec, preprocessor: object, X: pd.DataFrame, y: pd.Series, task_kind: str, scoring: str,
-    search: SearchConfig, parent_run_id: str | None = None,
-) -> FamilyResult:
+@dataclass
+class SearchInputs:
+    """What every family's search gets: the training features and labels, the scorer it maximises, and the
+    (unfitted) feature pipeline built from the data contract."""
+
+    X: pd.DataFrame
+    y: pd.Series
+    scoring: Any
+    preprocessor: Any
+
+
+@stage_task("build_features")
+def build_features(train: pd.DataFrame, contract: DataContract, cfg: PipelineConfig) -> SearchInputs:
+    """The feature pipeline (inside the logged model, so serving applies what training fitted) and the scorer."""
+    X, y = train.drop(columns=[cfg.target]), train[cfg.target]
+    binary = cfg.task == "classification" and y.nunique() == 2
+    scoring = scorer_for(cfg.task, cfg.primary_metric, binary, cfg.search.scoring, labels=y,
+                         positive_class=cfg.positive_class)
+    return SearchInputs(X, y, scoring, build_preprocessor(contract, cfg.features))
+
+
+@stage_task("tune_family", task_run_name="tune-{spec.family}")
+def tune_candidates(spec: ModelSpec, inputs: SearchInputs, task_kind: str, search: SearchConfig,
+                    parent_run_id: str | None = None) -> FamilyResult:
     """Search one family's space; log its best trial and CV scores as a nested MLflow run."""
-    result = tune_family(spec, preprocessor, X, y, task_kind, scoring, search)
+    result = tune_family(spec, inputs.preprocessor, inputs.X, inputs.y, task_kind, inputs.scoring, search)
     if parent_run_id:
-        from mlops.registry.tracking import log_family_run
-
         log_family_run(parent_run_id, result, search)
     return result

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
+from typing import NamedTuple
 
-import pandas as pd
-from prefect import get_run_logger, task
-from prefect.cache_policies import NONE
+from prefect import get_run_logger
 
 from mlops.core.config import PipelineConfig
 from mlops.core.contract import DataContract, infer_contract, merge_expectations
-from mlops.core.data import MalformedRow
-from mlops.core.profile import DataProfile, profile_frame
+from mlops.core.data import LoadedData
+from mlops.core.profile import DataProfile
 from mlops.core.validation import (
     ValidationOutcome,
     add_malformed,
@@ -20,17 +18,22 @@ from mlops.core.validation import (
     validate_batch,
     write_quarantine,
 )
+from tasks.common import stage_task
 
 
-@task(name="validate_batch", cache_policy=NONE)
-def validate_training_data(
-    df: pd.DataFrame,
-    cfg: PipelineConfig,
-    contract: DataContract | None,
-    quarantine_dir: Path,
-    malformed: Sequence[MalformedRow] = (),
-    profile: DataProfile | None = None,
-) -> tuple[ValidationOutcome, DataContract, Path | None, DataProfile]:
+class CheckedData(NamedTuple):
+    """What validation hands on: the outcome (accepted and quarantined rows), the contract the data was
+    checked against, the quarantine file (None when no row was set aside) and the profile."""
+
+    outcome: ValidationOutcome
+    contract: DataContract
+    quarantine_file: Path | None
+    profile: DataProfile
+
+
+@stage_task("validate_batch")
+def validate_training_data(loaded: LoadedData, cfg: PipelineConfig, contract: DataContract | None,
+                           quarantine_dir: Path) -> CheckedData:
     """Check the batch against the contract; quarantine bad and malformed rows; stop on structural failures
     or too many bad rows.
 
@@ -39,9 +42,7 @@ def validate_training_data(
     user's expectations from config always apply.
     """
     logger = get_run_logger()
-    if profile is None:
-        profile = profile_frame(df, cfg.target, cfg.task, cfg.validation.max_categories, cfg.id_column,
-                                cfg.timestamp_column, cfg.columns, malformed=[m.detail for m in malformed])
+    df, profile = loaded.frame, loaded.profile
     if contract is None:
         contract = infer_contract(df, cfg.target, cfg.task, cfg.validation, cfg.id_column, cfg.timestamp_column,
                                   cfg.columns, profile)
@@ -52,9 +53,9 @@ def validate_training_data(
                                           "the champion's data contract")
     for line in profile.summary_lines():
         logger.info("%s", line)
-    outcome = add_malformed(validate_batch(df, contract), malformed)
+    outcome = add_malformed(validate_batch(df, contract), loaded.malformed)
     path = write_quarantine(outcome, quarantine_dir)
     logger.info("Validated %d rows: %d accepted, %d quarantined", outcome.checked, len(outcome.good),
                 len(outcome.quarantined))
     enforce_quarantine_limit(outcome, cfg.validation.max_quarantine_fraction, path)
-    return outcome, contract, path, profile
+    return CheckedData(outcome, contract, path, profile)

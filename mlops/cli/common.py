@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+import threading
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -30,32 +32,57 @@ def check_config(config: Path) -> Any:
         fail(str(exc), exc.exit_code)
 
 
-def prepare_flow_process(*modules: str) -> Any:
+def prepare_flow_process(*modules: str, background: tuple[str, ...] = ()) -> Any:
     """Get this process ready to run flows; returns the settings.
 
     Starts the private Prefect API (unless `PREFECT_API_URL` names one) before anything imports
     Prefect, imports `modules` and opens the MLflow store while the server boots on the other core,
     then waits for it. The cyclic GC is off during the imports and the imported heap is frozen after
     them: collections would otherwise walk hundreds of thousands of module objects, again and again,
-    for nothing (about a second per run).
+    for nothing (about a second per run). `background` modules, needed only later in the run, are
+    then imported on a daemon thread while the flow starts (see `import_in_background`).
     """
-    import importlib
+    import gc
 
     from mlops.cli.local_api import start_local_api, wait_local_api
     from mlops.core.settings import configure_environment
-    from mlops.core.startup import frozen_imports
 
     settings = configure_environment()
     start_local_api()
-    with frozen_imports():
+    gc.disable()
+    try:
         import mlflow
 
         for name in modules:
             importlib.import_module(name)
         mlflow.set_tracking_uri(settings.tracking_uri)
         mlflow.MlflowClient().search_experiments(max_results=1)  # creates or upgrades the store once
+    finally:
+        gc.freeze()
+        gc.enable()
     wait_local_api()
+    if background:
+        import_in_background(background)
     return settings
+
+
+def import_in_background(modules: tuple[str, ...]) -> threading.Thread:
+    """Import `modules` on a daemon thread; returns it. The training flow's main thread spends its search
+    waiting on joblib's workers, holding no GIL, so what only registration and the plots need (skops,
+    MLflow's scikit-learn flavour, matplotlib: about a second) is imported then rather than on the
+    critical path. A failure is ignored here: the module is imported again, and fails properly, where used.
+    """
+
+    def run() -> None:
+        for name in modules:
+            try:
+                importlib.import_module(name)
+            except Exception:  # noqa: BLE001, S112 - imported again where it is used
+                continue
+
+    thread = threading.Thread(target=run, name="mlops-background-imports", daemon=True)
+    thread.start()
+    return thread
 
 
 class _ExitProgressFilter:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -14,13 +14,18 @@ from mlops.cli.common import check_config, prepare_flow_process, version_label
 from mlops.cli.common import fail as _fail
 from mlops.cli.common import run_flow as _run_flow
 
+if TYPE_CHECKING:
+    from mlops.training.result import TrainingResult
+
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="MLOps for tabular data on Prefect 3 and MLflow.")
 
 ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="pipeline config (YAML)")]
 DEFAULT_CONFIG = Path("configs/default.yaml")
-# imported while the local Prefect server starts: what a training run needs before its search
-# (the flow imports what registration needs during the search)
+# imported while the local Prefect server starts: the training flow and what it needs before its search
 TRAINING_MODULES = ("great_expectations", "sklearn.ensemble", "flows.train")
+# needed only after the search (registration and the plots): imported on a background thread while the
+# flow validates and tunes, off the critical path
+BACKGROUND_MODULES = ("skops.io", "mlflow.sklearn", "matplotlib.pyplot")
 
 
 
@@ -37,37 +42,37 @@ def _model_name(config: Path, model: str | None) -> str:
     return check_config(config).registry.model_name
 
 
-def _print_summary(s: dict[str, Any]) -> None:
-    ok = typer.style("PASSED", fg=typer.colors.GREEN) if s["gate_passed"] else typer.style("REJECTED", fg=typer.colors.RED)
+def _print_summary(s: TrainingResult) -> None:
+    ok = typer.style("PASSED", fg=typer.colors.GREEN) if s.gate_passed else typer.style("REJECTED", fg=typer.colors.RED)
     typer.echo("")
-    typer.echo(f"Model      {s['model_name']} version {s['version']} ({s['family']})")
-    typer.echo("Holdout    " + ", ".join(f"{k}={v:.4f}" for k, v in s["metrics"].items()))
-    for i, row in enumerate(s.get("leaderboard") or []):
+    typer.echo(f"Model      {s.model_name} version {s.version} ({s.family})")
+    typer.echo("Holdout    " + ", ".join(f"{k}={v:.4f}" for k, v in s.metrics.items()))
+    for i, row in enumerate(s.leaderboard):
         head = "Candidates" if i == 0 else ""
-        mark = "  <- best" if row.get("family") == s["family"] else ""
+        mark = "  <- best" if row.get("family") == s.family else ""
         typer.echo(f"{head:10s} {row['family']:24s} cv score {row['cv_score']:.4f} "
                    f"(+/- {row['cv_std']:.4f}, {row['trials']} trials){mark}")
-    if s.get("lineage", {}).get("holdout"):
-        typer.echo(f"Split      {s['lineage']['holdout']}")
+    if s.lineage.get("holdout"):
+        typer.echo(f"Split      {s.lineage['holdout']}")
     typer.echo(f"Gate       {ok}")
-    for r in s["gate_reasons"]:
+    for r in s.gate_reasons:
         typer.echo(f"           - {r}")
-    if s["promoted"]:
-        was = f" (was v{s['previous_champion']})" if s["previous_champion"] else " (the first champion)"
-        typer.echo(f"Champion   version {s['version']} is now `champion`{was}")
+    if s.promoted:
+        was = f" (was v{s.previous_champion})" if s.previous_champion else " (the first champion)"
+        typer.echo(f"Champion   version {s.version} is now `champion`{was}")
     else:
-        now = f"version {s['champion_version']}" if s["champion_version"] else "no champion yet"
+        now = f"version {s.champion_version}" if s.champion_version else "no champion yet"
         typer.echo(f"Champion   unchanged: {now}")
-    d = s["data"]
-    q = f" -> {s['quarantine_file']}" if s.get("quarantine_file") else ""
+    d = s.data
+    q = f" -> {s.quarantine_file}" if s.quarantine_file else ""
     typer.echo(f"Data       {d['rows_accepted']} rows accepted, {d['rows_quarantined']} quarantined{q}")
-    for line in s.get("profile_lines") or []:
+    for line in s.profile_lines:
         typer.echo(line)
-    uri = s["tracking_uri"]
+    uri = s.tracking_uri
     if uri.startswith("sqlite:"):
         typer.echo(f"MLflow UI  .venv/bin/mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000")
     else:
-        typer.echo(f"MLflow UI  {uri}/#/experiments/{s['experiment_id']}/runs/{s['mlflow_run_id']}")
+        typer.echo(f"MLflow UI  {uri}/#/experiments/{s.experiment_id}/runs/{s.mlflow_run_id}")
 
 
 @app.command()
@@ -78,15 +83,15 @@ def train(
 ) -> None:
     """Run the training flow: validate, tune, evaluate, gate, register, promote."""
     check_config(config)  # a bad config fails here, before any work starts
-    prepare_flow_process(*TRAINING_MODULES)
+    prepare_flow_process(*TRAINING_MODULES, background=BACKGROUND_MODULES)
     from flows.train import train as train_flow
 
-    summary = _run_flow(train_flow, config_path=str(config), source_path=data, reason="cli")
+    result: TrainingResult = _run_flow(train_flow, config_path=str(config), source_path=data, reason="cli")
     if json_out:
-        typer.echo(json.dumps(summary, default=str, indent=2))
+        typer.echo(json.dumps(result.to_dict(), default=str, indent=2))
     else:
-        _print_summary(summary)
-    if not summary["gate_passed"]:
+        _print_summary(result)
+    if not result.gate_passed:
         raise typer.Exit(0)
 
 
@@ -101,8 +106,8 @@ def promote(
     prepare_flow_process("flows.promote")
     from flows.promote import promote as promote_flow
 
-    entry = _run_flow(promote_flow, config_path=str(config), version=version, reason=reason)
-    typer.echo(f"{name}: champion {version_label(entry['from_version'])} -> {version_label(entry['to_version'])}")
+    move = _run_flow(promote_flow, config_path=str(config), version=version, reason=reason)
+    typer.echo(f"{name}: champion {version_label(move.from_version)} -> {version_label(move.to_version)}")
 
 
 @app.command()
@@ -115,8 +120,8 @@ def rollback(
     prepare_flow_process("flows.promote")
     from flows.promote import rollback as rollback_flow
 
-    entry = _run_flow(rollback_flow, config_path=str(config), reason=reason)
-    typer.echo(f"{name}: champion {version_label(entry['from_version'])} -> {version_label(entry['to_version'])} "
+    move = _run_flow(rollback_flow, config_path=str(config), reason=reason)
+    typer.echo(f"{name}: champion {version_label(move.from_version)} -> {version_label(move.to_version)} "
                "(rolled back)")
 
 

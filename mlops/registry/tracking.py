@@ -1,9 +1,11 @@
-"""MLflow tracking for a training run: nested runs per family, metrics, plots, the logged model."""
+"""MLflow tracking for a training run: the run with its lineage and parameters, nested runs per family,
+the logged model, holdout metrics and artifacts, and the verdict recorded on the version."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +13,78 @@ import pandas as pd
 
 from mlops.core.config import SearchConfig
 from mlops.registry.trusted_types import trusted_types
+from mlops.registry.versions import client, code_version, ensure_experiment
 from mlops.training.tuning import FamilyResult
+
+# characters MLflow keeps of a tag value and of a version description
+TAG_LIMIT = 4900
+DESCRIPTION_LIMIT = 20000
+
+
+@dataclass(frozen=True)
+class TrainingRun:
+    """The MLflow run a training flow writes to, where its store is, and the lineage tagged on it."""
+
+    run_id: str
+    experiment_id: str
+    tracking_uri: str
+    lineage: dict[str, str] = field(default_factory=dict)
+
+
+def training_lineage(fingerprint: str, config_hash: str, config_path: str, flow_run_id: str, data_source: str,
+                     reason: str) -> dict[str, str]:
+    """Where a version comes from (tagged `lineage.*` on its run and version): data, config, code, flow run, why."""
+    return {"data_fingerprint": fingerprint, "config_hash": config_hash, "config_path": config_path,
+            "code_version": code_version(), "prefect_flow_run_id": flow_run_id, "data_source": data_source,
+            "reason": reason}
+
+
+def start_training_run(tracking_uri: str, experiment: str, artifact_root: str, run_name: str,
+                       lineage: dict[str, str], params: dict[str, Any]) -> TrainingRun:
+    """Open the experiment (created once, artifacts under `artifact_root`) and a run in it tagged with
+    the lineage and the search parameters; later writes go to the run by id."""
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking_uri)
+    experiment_id = ensure_experiment(experiment, artifact_root)
+    with mlflow.start_run(run_name=run_name) as run:
+        mlflow.set_tags({f"lineage.{k}": v for k, v in lineage.items()} | {"mlops.stage": "training"})
+        mlflow.log_params(params)
+    return TrainingRun(run.info.run_id, experiment_id, tracking_uri, dict(lineage))
+
+
+def log_holdout(run_id: str, metrics: dict[str, float], best_family: str, artifacts: list[tuple[str, Path]],
+                texts: dict[str, str]) -> None:
+    """The holdout metrics (`holdout_<name>`), the winning family, and the run's files and generated texts."""
+    import mlflow
+
+    log_run_artifacts(run_id, artifacts, texts)
+    with mlflow.start_run(run_id=run_id):
+        mlflow.log_metrics({f"holdout_{k}": v for k, v in metrics.items()})
+        mlflow.set_tag("best_family", best_family)
+
+
+def version_tags(passed: bool, reasons: list[str], metrics: dict[str, float], lineage: dict[str, str],
+                 task_kind: str, family: str) -> dict[str, str]:
+    """The model version tags every consumer reads: gate result, metrics, lineage, task and family."""
+    tags = {"gate.passed": str(passed).lower(), "gate.reasons": dumps(reasons), "task": task_kind, "family": family}
+    tags.update({f"metric.{k}": f"{v:.6g}" for k, v in metrics.items()})
+    tags.update({f"lineage.{k}": v for k, v in lineage.items()})
+    return tags
+
+
+def record_verdict(run_id: str, model_name: str, version: str, verdict_json: str, tags: dict[str, str],
+                   card: str) -> None:
+    """Attach the final gate verdict, the version tags and the model card to the version and its run."""
+    c = client()
+    for k, v in tags.items():
+        c.set_model_version_tag(model_name, version, k, v[:TAG_LIMIT])
+    c.update_model_version(model_name, version, description=card[:DESCRIPTION_LIMIT])
+    c.log_text(run_id, verdict_json, "evaluation/gate_verdict.json")
+    c.log_text(run_id, card, "card/model_card.md")
+    c.set_tag(run_id, "gate.passed", tags["gate.passed"])
+    c.set_tag(run_id, "gate.reasons", tags["gate.reasons"][:TAG_LIMIT])
+    c.log_metric(run_id, "gate_passed", float(tags["gate.passed"] == "true"))
 
 
 def log_family_run(parent_run_id: str, result: FamilyResult, search: SearchConfig) -> str:

@@ -163,6 +163,47 @@ def rollback(name: str, by: str, reason: str = "rollback") -> dict[str, Any]:
     return entry
 
 
+@dataclass(frozen=True)
+class AliasMove:
+    """One recorded move of an alias: from which version to which, by whom, why and when."""
+
+    alias: str
+    from_version: str | None
+    to_version: str | None
+    by: str
+    reason: str
+    at: str
+
+    @classmethod
+    def of(cls, entry: dict[str, Any]) -> AliasMove:
+        """The move from its recorded JSON entry (as `move_alias`, `promote` and `rollback` return it)."""
+        return cls(entry["alias"], entry["from_version"], entry["to_version"], entry["by"], entry["reason"],
+                   entry["at"])
+
+
+@dataclass(frozen=True)
+class Promotion:
+    """Where `champion` stands after a verdict: the recorded move (None when the version was not promoted)
+    and the version holding `champion` now."""
+
+    move: AliasMove | None
+    champion_version: str | None
+
+    @property
+    def promoted(self) -> bool:
+        return self.move is not None
+
+    @property
+    def previous_champion(self) -> str | None:
+        return self.move.from_version if self.move else None
+
+
+def champion_version(name: str) -> str | None:
+    """The version number holding `champion`, or None."""
+    mv = get_version_by_alias(name, CHAMPION)
+    return str(mv.version) if mv is not None else None
+
+
 @dataclass
 class ModelBundle:
     """A registered version loaded with what it carries."""

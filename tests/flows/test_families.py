@@ -41,11 +41,9 @@ def ship_family(task: str, family: str) -> dict[str, Any]:
         with mlflow.start_run() as run:
             run_id = run.info.run_id
         name = f"ship-{task}-{family}"
-        version = register_challenger(run_id, pipe, name, X.head(50), contract.to_json())
-        X_test = test.drop(columns=[target])
-        expected = pipe.predict_proba(X_test) if task == "classification" else pipe.predict(X_test)
-        infra = start_infra_validation(name, version, X_test, expected, 5000.0, os.environ["MLFLOW_TRACKING_URI"],
-                                       fresh, 90.0)
+        version = register_challenger(run_id, pipe, name, X.head(50), contract)
+        infra = start_infra_validation(name, version, pipe, test.drop(columns=[target]), task, 5000.0,
+                                       os.environ["MLFLOW_TRACKING_URI"], fresh, 90.0)
         check = finish_infra_validation(infra)
     finally:
         fresh.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import fields
 from pathlib import Path
 
 import mlflow
@@ -15,6 +16,7 @@ from flows.train import train
 from mlops.core.data import generate_churn
 from mlops.core.validation import QUARANTINE_REASON_COLUMN
 from mlops.registry import versions as registry
+from mlops.training.result import TrainingResult
 from tests.conftest import small_config, write_config
 
 NAME = "churn-small"
@@ -44,7 +46,7 @@ def _versions() -> list[str]:
 
 def test_first_run_registers_and_promotes(trained) -> None:
     s = trained["summary"]
-    assert s["version"] == "1" and s["promoted"] and s["gate_passed"]
+    assert s.version == "1" and s.promoted and s.gate_passed
     champ = registry.get_version_by_alias(NAME, registry.CHAMPION)
     assert champ is not None and str(champ.version) == "1"
     tags = champ.tags
@@ -60,6 +62,21 @@ def test_first_run_registers_and_promotes(trained) -> None:
     assert history[-1]["by"].startswith("train flow run")
 
 
+def test_the_flow_returns_a_typed_training_result(trained) -> None:
+    s = trained["summary"]
+    assert isinstance(s, TrainingResult)
+    assert s.model_name == NAME and s.family in {row["family"] for row in s.leaderboard}
+    assert s.champion_version == "1" and s.previous_champion is None
+    assert s.metrics["roc_auc"] > 0.5 and s.leaderboard[0]["cv_score"] >= s.leaderboard[-1]["cv_score"]
+    assert s.lineage["prefect_flow_run_id"] and s.lineage["holdout"] and s.lineage["reason"] == "manual"
+    run = mlflow.MlflowClient().get_run(s.mlflow_run_id)
+    assert run.info.experiment_id == s.experiment_id and run.data.tags["best_family"] == s.family
+    assert s.tracking_uri.startswith("sqlite:") and s.data["rows_accepted"] > 0 and s.profile_lines
+    doc = s.to_dict()
+    assert list(doc) == [f.name for f in fields(TrainingResult)] and doc["version"] == "1"
+    assert json.loads(json.dumps(doc, default=str))["gate_passed"] is True
+
+
 def test_version_carries_contract_reference_plots_and_card(trained) -> None:
     champ = registry.get_version_by_alias(NAME, registry.CHAMPION)
     files = {a.path for a in mlflow.MlflowClient().list_artifacts(champ.run_id, "evaluation")}
@@ -73,9 +90,9 @@ def test_version_carries_contract_reference_plots_and_card(trained) -> None:
 
 
 def test_quarantine_file_holds_the_bad_rows(trained) -> None:
-    path = Path(trained["summary"]["quarantine_file"])
+    path = Path(trained["summary"].quarantine_file)
     q = pd.read_csv(path)
-    assert len(q) == trained["summary"]["data"]["rows_quarantined"] > 0
+    assert len(q) == trained["summary"].data["rows_quarantined"] > 0
     assert ((q["age"] == 150) | (q["monthly_charges"] < 0)).all()
     assert q[QUARANTINE_REASON_COLUMN].str.contains("expect_column_values_to_be_between").all()
 
@@ -122,10 +139,10 @@ def test_truncated_last_row_is_quarantined_and_training_goes_on(trained) -> None
     st = train(config_path=str(trained["config"]), source_path=str(path), return_state=True)
     assert st.is_completed(), st.message
     s = st.result()
-    q = pd.read_csv(s["quarantine_file"])
+    q = pd.read_csv(s.quarantine_file)
     last = q[q["_quarantine_reasons"].str.contains("the last row")]
     assert len(last) == 1 and "fields, the header has 13" in last["_quarantine_reasons"].iloc[0]
-    assert any(line.startswith("Malformed") for line in s["profile_lines"])
+    assert any(line.startswith("Malformed") for line in s.profile_lines)
 
 
 @pytest.mark.parametrize("case", [
@@ -149,10 +166,10 @@ def test_worse_challenger_is_rejected_and_champion_stays(trained) -> None:
     st = train(config_path=str(cfg), return_state=True)
     assert st.is_completed()
     s = st.result()
-    assert not s["gate_passed"] and not s["promoted"]
-    assert any(r.startswith("FAIL") and "champion" in r for r in s["gate_reasons"])
+    assert not s.gate_passed and not s.promoted
+    assert any(r.startswith("FAIL") and "champion" in r for r in s.gate_reasons)
     assert str(registry.get_version_by_alias(NAME, registry.CHAMPION).version) == "1"
-    mv = registry.client().get_model_version(NAME, s["version"])
+    mv = registry.client().get_model_version(NAME, s.version)
     assert mv.tags["gate.passed"] == "false"
 
 
@@ -160,10 +177,10 @@ def test_manual_promote_and_rollback_are_recorded(trained) -> None:
     versions = _versions()
     target = versions[-1]
     entry = promote(config_path=str(trained["config"]), version=int(target), reason="test promotion")
-    assert entry["to_version"] == target and entry["from_version"] == "1"
+    assert entry.to_version == target and entry.from_version == "1"
     assert str(registry.get_version_by_alias(NAME, registry.PREVIOUS).version) == "1"
     back = rollback(config_path=str(trained["config"]), reason="test rollback")
-    assert back["to_version"] == "1" and back["from_version"] == target
+    assert back.to_version == "1" and back.from_version == target
     assert str(registry.get_version_by_alias(NAME, registry.CHAMPION).version) == "1"
     moves = [(m["alias"], m["to_version"], m["reason"]) for m in registry.alias_history(NAME)]
     assert ("champion", target, "test promotion") in moves and ("champion", "1", "test rollback") in moves
