@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -391,8 +391,6 @@ class QualityReport:
 def monitoring_contract(contract: DataContract, columns: list[str]) -> tuple[DataContract, list[str]]:
     """The champion's contract as a window is checked against it: no target; no id column when the
     log does not hold it (it is dropped when logged as a sensitive column)."""
-    from dataclasses import replace
-
     c = contract.without_target()
     notes = []
     if c.id_column and c.id_column not in columns:
