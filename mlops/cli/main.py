@@ -195,6 +195,7 @@ def serve(
 
 def _register_more() -> None:
     """Monitoring and local-stack commands live in their own modules (light at import)."""
+    from mlops.cli import backtest as cli_backtest
     from mlops.cli import monitor as cli_monitor
     from mlops.cli import stack as cli_stack
 
@@ -205,6 +206,7 @@ def _register_more() -> None:
     app.command("stack-status")(cli_stack.status_command)
     app.command("logs")(cli_stack.logs_command)
     app.command("deploy-env")(cli_stack.deploy_env_command)
+    app.command("backtest")(cli_backtest.backtest_command)
 
 
 _register_more()
