@@ -42,24 +42,19 @@ def prepare_flow_process(*modules: str, background: tuple[str, ...] = ()) -> Any
     for nothing (about a second per run). `background` modules, needed only later in the run, are
     then imported on a daemon thread while the flow starts (see `import_in_background`).
     """
-    import gc
-
     from mlops.cli.local_api import start_local_api, wait_local_api
     from mlops.core.settings import configure_environment
+    from mlops.core.startup import frozen_imports
 
     settings = configure_environment()
     start_local_api()
-    gc.disable()
-    try:
+    with frozen_imports():
         import mlflow
 
         for name in modules:
             importlib.import_module(name)
         mlflow.set_tracking_uri(settings.tracking_uri)
         mlflow.MlflowClient().search_experiments(max_results=1)  # creates or upgrades the store once
-    finally:
-        gc.freeze()
-        gc.enable()
     wait_local_api()
     if background:
         import_in_background(background)
