@@ -28,6 +28,8 @@ import pytest
 from mlops.stack import supervisor as stack
 from mlops.stack.processes import process_alive
 from tests.conftest import write_config
+from tests.support import loopback
+from tests.support.loopback import prefect_call
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(420)]
 
@@ -130,8 +132,8 @@ def live(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactor
 
 
 def api(live: Live, method: str, path: str, **kw: Any) -> Any:
-    resp = httpx.request(method, live.api + path, timeout=15, **kw)
-    resp.raise_for_status()
+    """A Prefect API call that retries 429/502/503 as Prefect's client does (SQLite answers 503 under load)."""
+    resp = prefect_call(method, live.api + path, timeout=15, **kw)
     return resp.json() if resp.content else None
 
 
@@ -157,12 +159,7 @@ def run_state(live: Live, run_id: str) -> str:
 
 
 def wait_for(probe: Callable[[], Any], timeout: float, interval: float = 0.5) -> Any:
-    deadline = time.monotonic() + timeout
-    value = probe()
-    while not value and time.monotonic() < deadline:
-        time.sleep(interval)
-        value = probe()
-    return value
+    return loopback.wait_for(probe, timeout=timeout, interval=interval)
 
 
 def wait_state(live: Live, run_id: str, states: set[str], timeout: float) -> str:
