@@ -31,11 +31,17 @@ LABELS = {
     "webhook-bridge": "webhook bridge",
 }
 # option name, environment variable and default of each port, for messages
+def _port(field: str) -> tuple[str, int]:
+    """A port's environment variable and default, from the one settings object."""
+    info = Settings.model_fields[field]
+    return str(info.alias), int(info.default)
+
+
 PORT_SETTINGS = {
-    "prefect": ("--prefect-port", "MLOPS_PREFECT_PORT", 4200),
-    "mlflow": ("--mlflow-port", "MLOPS_MLFLOW_PORT", 5000),
-    "model-server": ("--serve-port", "MLOPS_SERVE_PORT", 8000),
-    "webhook-bridge": ("--webhook-port", "MLOPS_WEBHOOK_PORT", 4300),
+    "prefect": ("--prefect-port", *_port("prefect_port")),
+    "mlflow": ("--mlflow-port", *_port("mlflow_port")),
+    "model-server": ("--serve-port", *_port("serve_port")),
+    "webhook-bridge": ("--webhook-port", *_port("webhook_port")),
 }
 SECRETS_FILE = "webhook_secrets.env"
 ENV_PLACEHOLDER = re.compile(r"{{\s*\$([A-Za-z_][A-Za-z0-9_]*)\s*}}")
@@ -62,10 +68,10 @@ class StackOptions:
 
     state_dir: Path
     host: str = "127.0.0.1"
-    prefect_port: int = 4200
-    mlflow_port: int = 5000
-    serve_port: int = 8000
-    webhook_port: int = 4300
+    prefect_port: int = PORT_SETTINGS["prefect"][2]
+    mlflow_port: int = PORT_SETTINGS["mlflow"][2]
+    serve_port: int = PORT_SETTINGS["model-server"][2]
+    webhook_port: int = PORT_SETTINGS["webhook-bridge"][2]
     config_path: Path = Path("configs/default.yaml")
     prefect_file: Path = Path("prefect.yaml")
     webhooks_config: Path = Path("configs/webhooks.yaml")

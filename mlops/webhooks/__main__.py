@@ -9,7 +9,7 @@ import argparse
 import logging
 import sys
 
-DEFAULT_PORT = 4300
+from mlops.core.settings import Settings
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -19,7 +19,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--config", default="configs/webhooks.yaml", help="webhook sources file")
     parser.add_argument("--host", default="127.0.0.1", help="interface to listen on (default: loopback only)")
-    parser.add_argument("--port", type=int, default=DEFAULT_PORT)
+    parser.add_argument("--port", type=int, default=Settings.model_fields["webhook_port"].default)
     parser.add_argument(
         "--prefect-api-url", default=None, help="Prefect API, e.g. http://127.0.0.1:4200/api (default: PREFECT_API_URL)"
     )
