@@ -36,11 +36,11 @@ def print_result(out: dict[str, Any]) -> None:
              f"{'n/a' if w['drift_share'] is None else format(w['drift_share'], '.2f'):>5}  {what}")
     echo("")
     share = s["recovered_share"]
-    echo(f"Policy     mean {s['metric']} {_num(s['mean_metric'])}, {s['retrains']} retrain(s), "
+    echo(f"{'policy':21s} mean {s['metric']} {_num(s['mean_metric'])}, {s['retrains']} retrain(s), "
          f"{s['promotions']} promotion(s)")
     for name, b in s["baselines"].items():
         same = f" (same as {b['same_as']})" if b.get("same_as") else ""
-        echo(f"{name:10s} mean {s['metric']} {_num(b['mean_metric'])}, {b['retrains']} retrain(s){same}")
+        echo(f"{name:21s} mean {s['metric']} {_num(b['mean_metric'])}, {b['retrains']} retrain(s){same}")
     echo(f"Recovered  {'n/a (retraining every window gained nothing)' if share is None else f'{share:.1%}'} of "
          "every-window retraining's gain over never retraining")
     echo(f"Files      {out['files']['report']} (plot {out['files']['plot']})")

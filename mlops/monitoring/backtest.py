@@ -525,9 +525,9 @@ def _retrain(frame: pd.DataFrame, what: str, cfg: PipelineConfig, champion: Cham
         return None, f"retrain failed: {exc}"
     arm.next_version += 1
     arm.summary.retrains += 1
-    verdict = "passed the gate" if cand.passed else "rejected by the gate: " + "; ".join(
-        r for r in cand.reasons if r.startswith("FAIL"))
-    return cand, f"v{cand.champion.version} on {what}; {verdict}"
+    verdict = ("promoted without a gate (baseline)" if not gate else "passed the gate" if cand.passed
+               else "rejected by the gate: " + "; ".join(r for r in cand.reasons if r.startswith("FAIL")))
+    return cand, f"v{cand.champion.version} {verdict}; trained on {what}"
 
 
 def _baseline_retrain(arm: _Arm, name: str, history: list[pd.DataFrame], w: WindowSlice, cfg: PipelineConfig) -> None:

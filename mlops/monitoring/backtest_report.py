@@ -105,6 +105,9 @@ def plot_metric(result: BacktestResult, path: Path) -> Path:
     if promoted:
         for i, wx in enumerate(promoted):
             ax.axvline(wx + 0.5, color="tab:blue", alpha=0.25, label="policy promoted a retrain" if i == 0 else None)
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("window")
     ax.set_ylabel(result.metric)
     ax.set_title(f"Backtest: {result.metric} per window ({'higher' if result.higher_is_better else 'lower'} is better)")
