@@ -75,6 +75,26 @@ def training_rows(labelled: pd.DataFrame, contract: DataContract) -> pd.DataFram
     return coerce_to_contract(out[keep].reset_index(drop=True), contract).frame
 
 
+def to_contract_kinds(frame: pd.DataFrame, contract: DataContract) -> tuple[pd.DataFrame, int]:
+    """The frame with every contract column cast to its kind (timestamps as datetimes, whether read from
+    CSV text or Parquet), so parts from different sources concatenate, sort and write as one table.
+
+    Rows with a value that does not cast are left out (training would quarantine them); returns how many.
+    """
+    from dataclasses import replace
+
+    from mlops.core.contract import coerce_to_contract
+
+    if not len(frame):
+        return frame, 0
+    present = replace(contract, columns=[c for c in contract.columns if c.name in frame.columns])
+    coerced = coerce_to_contract(frame, present)
+    out = coerced.frame
+    if coerced.row_failures:
+        out = out.drop(index=out.index[sorted(coerced.row_failures)])
+    return out.reset_index(drop=True), len(coerced.row_failures)
+
+
 def build_training_frame(train_on: str, original: pd.DataFrame | None, new: pd.DataFrame, window: pd.DataFrame,
                          contract: DataContract, max_rows: int) -> tuple[pd.DataFrame, str]:
     """The rows a retrain trains on, and a sentence saying which.
@@ -84,7 +104,8 @@ def build_training_frame(train_on: str, original: pd.DataFrame | None, new: pd.D
     keep their latest copy: the same id, or without an id column the same inputs and target (a
     re-sent row). Above `max_rows`, the most recent rows are kept. With original rows, the column
     `NEW_ROW_COLUMN` marks the rows the champion never trained on, the only ones a retrain holds
-    out (mlops.core.data.split_frame); a new row repeating an original one is not new.
+    out (mlops.core.data.split_frame); a new row repeating an original one is not new. Every part is
+    cast to the contract's kinds first (`to_contract_kinds`).
     """
     marked = False
     if train_on == "window":
@@ -99,11 +120,16 @@ def build_training_frame(train_on: str, original: pd.DataFrame | None, new: pd.D
             what = f"the {len(original)} rows the champion trained on plus {len(new)} new labelled rows"
     else:  # pragma: no cover - the config schema rules this out
         raise ValueError(f"unknown train_on {train_on!r}")
-    frames = [p.drop(columns=[NEW_ROW_COLUMN], errors="ignore") for p in parts if p is not None and len(p)]
+    cast = [to_contract_kinds(p.drop(columns=[NEW_ROW_COLUMN], errors="ignore"), contract)
+            if p is not None else (pd.DataFrame(), 0) for p in parts]
+    frames = [f for f, _ in cast if len(f)]
     if not frames:
         return pd.DataFrame(), what
+    left_out = sum(n for _, n in cast)
+    if left_out:
+        what += f"; {left_out:,} row(s) with values that do not cast to the contract's types left out"
     df = pd.concat(frames, ignore_index=True, sort=False)
-    is_new = np.concatenate([np.full(len(original), False), np.full(len(new), True)]) if marked else None
+    is_new = np.concatenate([np.full(len(f), i > 0) for i, (f, _) in enumerate(cast)]) if marked else None
     columns = [c for c in [*contract.input_columns, contract.target] if c != contract.id_column]
     df, is_new, dropped, by = deduplicate(df, contract.id_column, columns, is_new)
     what += f"; {dropped:,} duplicate row(s) dropped ({by})" if dropped else "; no duplicate rows"
