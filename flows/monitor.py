@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import replace
+from datetime import datetime
 
 import mlflow
 from prefect import flow, get_run_logger, runtime
@@ -16,10 +18,9 @@ from prefect import flow, get_run_logger, runtime
 from flows.train import train
 from mlops.core.config import load_config
 from mlops.core.settings import configure_environment
-from mlops.monitoring.policy import record_training_finished, should_start_training
+from mlops.monitoring.policy import clock_at, record_training_finished, should_start_training
 from mlops.monitoring.result import DriftSummary, MonitorResult, RetrainOutcome, WindowInfo, mlflow_record
 from mlops.monitoring.run import MonitorRun
-from mlops.monitoring.windows import utc_now
 from tasks.drift import build_drift_report, detect_drift, prepare_drift_inputs, publish_drift
 from tasks.monitoring import (
     announce_decision,
@@ -43,17 +44,20 @@ from tasks.reporting import mlflow_run_url
 
 @flow(name="monitor", log_prints=False)
 def monitor(config_path: str = "configs/default.yaml", current_path: str | None = None,
-            labels_path: str | None = None) -> MonitorResult:
+            labels_path: str | None = None, at: datetime | None = None) -> MonitorResult:
     """Check the champion against new data and ask for a retrain when the policy says so.
 
     Current data is the prediction-log window since the last check (each log file is checked by
     exactly one run), or `current_path` (a CSV/Parquet file or folder). `labels_path` (CSV/Parquet
     with `request_id` [+ `request_row`] or the id column, and the target) gives live quality.
+    `at` sets the clock every guard reads (None: the wall clock; a replay passes data time).
     """
     cfg, settings = load_config(config_path), configure_environment()
     mlflow.set_tracking_uri(settings.tracking_uri)
+    clock = clock_at(at)
     run = MonitorRun.start(cfg.registry.model_name, config_path, settings.state_dir, settings.reports_dir,
                            settings.monitor_state_path, runtime.flow_run.id)
+    run = replace(run, now=clock())
     bundle = load_champion(run.model_name, with_reference=True)
     if bundle is None:
         return _no_champion(run)
@@ -95,10 +99,10 @@ def monitor(config_path: str = "configs/default.yaml", current_path: str | None 
         raise
     commit_window(run, window, result.status, cfg.monitoring.lookback_days)
     if result.retrain:
-        result.training = hand_off_retrain(result, cfg.monitoring.policy, run.policy)
+        result.training = hand_off_retrain(result, cfg.monitoring.policy, run.policy, clock())
         if result.training is None:  # training runs here: the retrain flow, as the event would start it
             result.training = retrain(config_path=config_path, source_path=result.training_file.path,
-                                      reason=result.retrain_reason())
+                                      reason=result.retrain_reason(), at=at)
             publish_decision(result)
     return result
 
@@ -113,26 +117,27 @@ def _no_champion(run: MonitorRun) -> MonitorResult:
 
 @flow(name="retrain", log_prints=False)
 def retrain(config_path: str = "configs/default.yaml", source_path: str | None = None,
-            reason: str = "retrain requested") -> RetrainOutcome:
+            reason: str = "retrain requested", at: datetime | None = None) -> RetrainOutcome:
     """Train a challenger on new data, at most once per request burst.
 
     The target of `mlops.retrain.requested` (a deployment trigger passes `source_path` from the
     event's `training_file`). Without `source_path`, the file is built from the labelled rows the
     monitor kept (policy.train_on). Guarded by the policy store: a run already training, or a start
-    within `policy.dedupe_seconds`, makes this call return without training.
+    within `policy.dedupe_seconds`, makes this call return without training; a call that finds nothing
+    to train on frees the slot for the next request. `at`: the guards' clock, as for `monitor`.
     """
     cfg, settings = load_config(config_path), configure_environment()
     if source_path is not None and source_path.strip() in {"", "None", "null"}:
         source_path = None  # an event without a training file, rendered through a trigger's template
-    policy = cfg.monitoring.policy
+    policy, clock = cfg.monitoring.policy, clock_at(at)
     run = MonitorRun.start(cfg.registry.model_name, config_path, settings.state_dir, settings.reports_dir,
                            settings.monitor_state_path, runtime.flow_run.id)
-    if not should_start_training(run.policy, utc_now(), policy.dedupe_seconds, policy.training_lock_minutes, run.run_id):
+    if not should_start_training(run.policy, clock(), policy.dedupe_seconds, policy.training_lock_minutes, run.run_id):
         detail = (f"another training of '{run.model_name}' is running or started less than "
                   f"{policy.dedupe_seconds:g} s ago; this request is folded into it")
         get_run_logger().info("Retrain not started: %s", detail)
         return RetrainOutcome("refused", detail)
-    succeeded, used = False, []
+    succeeded, trained, used = False, False, []
     try:
         if source_path is None:
             bundle = load_champion(run.model_name)
@@ -142,6 +147,7 @@ def retrain(config_path: str = "configs/default.yaml", source_path: str | None =
                     get_run_logger().warning("Retrain not started: %s", file.detail)
                     return RetrainOutcome("skipped", file.detail)
                 source_path, used = file.path, file.used
+        trained = True
         state = train(config_path=config_path, source_path=source_path, reason=reason, return_state=True)
         succeeded = state.is_completed()
         if not succeeded:
@@ -150,7 +156,7 @@ def retrain(config_path: str = "configs/default.yaml", source_path: str | None =
         run.labelled.archive(used or run.labelled_used_by(source_path))
         return outcome
     finally:
-        record_training_finished(run.policy, utc_now(), succeeded)
+        record_training_finished(run.policy, clock(), succeeded, trained)
 
 
 if __name__ == "__main__":

@@ -202,14 +202,15 @@ def announce_decision(result: MonitorResult) -> EventIds:
 
 
 @stage_task("hand_off_retrain")
-def hand_off_retrain(result: MonitorResult, policy: RetrainPolicyConfig, store: PolicyStore) -> RetrainOutcome | None:
+def hand_off_retrain(result: MonitorResult, policy: RetrainPolicyConfig, store: PolicyStore,
+                     now: datetime) -> RetrainOutcome | None:
     """Who trains after a yes: the training deployment (the event hands it over), nobody (no file to train
     on; the policy's training slot is released), or None: this flow, here and now."""
     if not policy.run_training_locally:
         return RetrainOutcome("requested", "the mlops.retrain.requested event hands the retrain to the training "
                               "deployment (policy.run_training_locally is off)")
     if result.training_file is None or result.training_file.path is None:
-        record_training_finished(store, mon.utc_now(), succeeded=False)
+        record_training_finished(store, now, succeeded=False, trained=False)
         detail = result.training_file.detail if result.training_file is not None else "no training file"
         get_run_logger().warning("Retrain not started: %s", detail)
         return RetrainOutcome("skipped", detail)

@@ -477,7 +477,7 @@ def _replay(cfg: PipelineConfig, plan: BacktestPlan, say: Log, baselines: bool) 
                                                    champion.contract, policy_cfg.max_training_rows)
                 cand, detail = _retrain(frame, what, cfg, champion, arm, w, gate=True)
                 retrained = cand is not None
-                state = finish_training(state, now, succeeded=retrained)
+                state = finish_training(state, now, succeeded=retrained, trained=bool(len(frame)))
                 if cand is not None and cand.passed:
                     promoted = True
                     arm.champion, arm.pending = cand.champion, []

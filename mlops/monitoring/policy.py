@@ -15,13 +15,17 @@ config, and returns a decision with its reasons plus the new state. The rules:
 `PolicyStore` keeps the state in a JSON file guarded by an exclusive lock (`mlops.core.state`), so two monitor
 runs at once cannot both trigger; `should_start_training` is the training side's guard against
 event storms (ten triggers in a minute start one training).
+
+Every guard (cooldown, dedupe, min rows, the training lock) reads one clock (`Clock`): the wall clock
+in production, data time in a backtest or a test (`clock_at`). A claimed training that trained
+nothing frees the slot as if it had never started (`finish_training(trained=False)`).
 """
 
 from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -32,6 +36,20 @@ from mlops.core.config import RetrainPolicyConfig
 from mlops.core.state import LockedJsonFile, Transaction
 
 Verdict = Literal["retrain", "hold", "no_decision"]
+Clock = Callable[[], datetime]
+
+
+def wall_clock() -> datetime:
+    """Now, in UTC: the production clock."""
+    return datetime.now(UTC)
+
+
+def clock_at(at: datetime | None) -> Clock:
+    """The clock every guard reads: the wall clock, or (given `at`) a clock stopped at that data time."""
+    if at is None:
+        return wall_clock
+    fixed = _utc(at)
+    return lambda: fixed
 
 
 def _utc(now: datetime) -> datetime:
@@ -68,13 +86,15 @@ class TrainingLock:
     started: bool = False
     started_at: datetime | None = None
     run_id: str | None = None
+    previous_start_at: datetime | None = None  # restored when the run trains nothing
 
     def active(self, now: datetime) -> bool:
         return _utc(now) < self.expires_at
 
     def to_dict(self) -> dict[str, Any]:
         return {"requested_at": _iso(self.requested_at), "expires_at": _iso(self.expires_at),
-                "started": self.started, "started_at": _iso(self.started_at), "run_id": self.run_id}
+                "started": self.started, "started_at": _iso(self.started_at), "run_id": self.run_id,
+                "previous_start_at": _iso(self.previous_start_at)}
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> TrainingLock:
@@ -82,7 +102,7 @@ class TrainingLock:
         if requested is None or expires is None:
             raise ValueError("a training lock needs requested_at and expires_at")
         return cls(requested, expires, bool(raw.get("started", False)), _parse(raw.get("started_at")),
-                   raw.get("run_id"))
+                   raw.get("run_id"), _parse(raw.get("previous_start_at")))
 
 
 @dataclass
@@ -250,14 +270,22 @@ def start_training(
     if new.last_training_start_at is not None and now - new.last_training_start_at < dedupe_window:
         return False, new
     requested = new.in_flight.requested_at if new.in_flight is not None else now
-    new.in_flight = TrainingLock(requested, now + timedelta(minutes=lock_minutes), True, now, run_id)
+    new.in_flight = TrainingLock(requested, now + timedelta(minutes=lock_minutes), True, now, run_id,
+                                 new.last_training_start_at)
     new.last_training_start_at = now
     return True, new
 
 
-def finish_training(state: PolicyState, now: datetime, succeeded: bool) -> PolicyState:
-    """Release the training slot; a successful run restarts the cooldown from its finish."""
+def finish_training(state: PolicyState, now: datetime, succeeded: bool, trained: bool = True) -> PolicyState:
+    """Release the training slot; a successful run restarts the cooldown from its finish.
+
+    A run that trained nothing (`trained` False: no labelled rows, no champion) leaves no start
+    behind, so requests in the next `dedupe_seconds` are not folded into a training that never was.
+    """
     new = copy.deepcopy(state)
+    lock = new.in_flight
+    if not trained and lock is not None and lock.started and lock.started_at == new.last_training_start_at:
+        new.last_training_start_at = lock.previous_start_at
     new.in_flight = None
     if succeeded:
         new.last_retrain_at = _utc(now)
@@ -311,7 +339,8 @@ def should_start_training(
     return ok
 
 
-def record_training_finished(store: PolicyStore, now: datetime, succeeded: bool) -> None:
-    """Release the training slot in the store (call when a training run ends, either way)."""
+def record_training_finished(store: PolicyStore, now: datetime, succeeded: bool, trained: bool = True) -> None:
+    """Release the training slot in the store (call when a training run ends, either way; `trained`
+    False when it trained nothing)."""
     with store.transaction() as tx:
-        tx.data = finish_training(tx.data, now, succeeded)
+        tx.data = finish_training(tx.data, now, succeeded, trained)

@@ -280,6 +280,26 @@ def test_event_storm_starts_one_training(store, home: Path, tmp_path: Path) -> N
     assert state["in_flight"] is None and state["last_training_start_at"]
 
 
+def test_the_retrain_guards_read_the_given_clock_and_a_retrain_without_rows_frees_the_slot(
+        store, home: Path, tmp_path: Path) -> None:
+    from mlops.monitoring.policy import PolicyStore, record_training_finished, should_start_training
+
+    cfg = _config(tmp_path, name="clock.yaml")
+    data_time = LATER.tz_localize("UTC").to_pydatetime()
+    policy = PolicyStore(home / "monitor" / NAME / "policy.json")
+    assert should_start_training(policy, data_time, 120)  # a training that started at data time
+    record_training_finished(policy, data_time + pd.Timedelta(seconds=10), succeeded=True)
+    soon = retrain(config_path=str(cfg), reason="60 s later in data time", at=data_time + pd.Timedelta(seconds=60))
+    assert soon.status == "refused"  # within dedupe_seconds (120) of data time, whatever the wall clock says
+    later = data_time + pd.Timedelta(seconds=300)
+    first = retrain(config_path=str(cfg), reason="no labelled rows kept", at=later)
+    assert first.status == "skipped" and "no labelled rows" in first.detail
+    state = json.loads((home / "monitor" / NAME / "policy.json").read_text())
+    assert state["in_flight"] is None and state["last_training_start_at"] == data_time.isoformat()
+    again = retrain(config_path=str(cfg), reason="a real request right after", at=later + pd.Timedelta(seconds=1))
+    assert again.status == "skipped"  # not "refused": the empty retrain left no start behind
+
+
 def test_a_window_that_repeats_training_rows_reports_a_share_near_one(store, home: Path, tmp_path: Path) -> None:
     # the champion's data (config: 3000 generated rows, seed 3), oldest first: its time split trained on these
     seen = generate_churn(3000, seed=3, corrupt=0.004).head(2000)

@@ -16,6 +16,7 @@ from mlops.monitoring.policy import (
     PolicyStore,
     TrainingLock,
     WindowSummary,
+    clock_at,
     decide,
     decide_and_record,
     finish_training,
@@ -263,6 +264,28 @@ def test_training_start_after_dedupe_window_and_finish(tmp_path: Path):
     record_training_finished(store, T0 + timedelta(minutes=20), succeeded=True)
     assert not should_start_training(store, T0 + timedelta(minutes=24, seconds=59), timedelta(minutes=25))
     assert should_start_training(store, T0 + timedelta(minutes=25), timedelta(minutes=25))
+
+
+def test_a_training_that_trains_nothing_frees_the_slot_and_leaves_no_start(tmp_path: Path):
+    store = PolicyStore(tmp_path / "policy.json")
+    assert should_start_training(store, T0, 300)
+    record_training_finished(store, T0 + timedelta(seconds=1), succeeded=False, trained=False)  # no labelled rows
+    state = store.load()
+    assert state.in_flight is None and state.last_training_start_at is None
+    assert should_start_training(store, T0 + timedelta(seconds=2), 300)  # a real request is not folded into it
+    record_training_finished(store, T0 + timedelta(minutes=9), succeeded=True)
+    assert should_start_training(store, T0 + timedelta(minutes=10), 300)
+    record_training_finished(store, T0 + timedelta(minutes=10, seconds=1), succeeded=False, trained=False)
+    assert store.load().last_training_start_at == T0 + timedelta(seconds=2)  # the last real start again
+    assert not should_start_training(store, T0 + timedelta(seconds=30), 300)
+
+
+def test_one_clock_for_every_guard_wall_or_data_time():
+    data_time = datetime(2023, 6, 30, 23, 0)
+    assert clock_at(data_time)() == data_time.replace(tzinfo=UTC) == clock_at(data_time)()
+    assert abs(clock_at(None)() - datetime.now(UTC)) < timedelta(seconds=5)
+    ok, state = start_training(PolicyState(), clock_at(data_time)(), timedelta(minutes=5))
+    assert ok and state.last_training_start_at == data_time.replace(tzinfo=UTC)
 
 
 def test_policy_requested_training_may_start_once():
