@@ -122,10 +122,11 @@ last family's end):
   bare script imports scikit-learn and pandas only), while the local Prefect server boots on the
   other core; then the flow run is created, the data validated and split.
 - The search itself runs the same fits; the flow's main process also logs each family to MLflow,
-  and the fresh process for infra validation and the modules registration needs are imported in
-  the background meanwhile.
-- After the search: registration with skops and signature, holdout plots, the gate, artifacts, the
-  rest of infra validation (overlapped with the plots), the verdict, promotion, the report, exit.
+  while the fresh process for infra validation imports the serving stack and a thread the CLI
+  started imports what registration and the plots need (skops, MLflow's sklearn flavour, matplotlib).
+- After the search: the holdout evaluation (plots) and the gate, with registration (skops,
+  signature) submitted beside them; infra validation of the registered version in the fresh process
+  meanwhile; the run's artifacts, the verdict, promotion, the report, exit.
 
 | what | median s | runs |
 | --- | --- | --- |
