@@ -123,7 +123,8 @@ def retrain(config_path: str = "configs/default.yaml", source_path: str | None =
     The target of `mlops.retrain.requested` (a deployment trigger passes `source_path` from the
     event's `training_file`). Without `source_path`, the file is built from the labelled rows the
     monitor kept (policy.train_on). Guarded by the policy store: a run already training, or a start
-    within `policy.dedupe_seconds`, makes this call return without training; a call that finds nothing
+    within `policy.dedupe_seconds`, makes this call return without training. The labelled rows it used are
+    archived only when the new version is promoted; a call that finds nothing
     to train on frees the slot for the next request. `at`: the guards' clock, as for `monitor`.
     """
     cfg, settings = load_config(config_path), configure_environment()
@@ -153,7 +154,8 @@ def retrain(config_path: str = "configs/default.yaml", source_path: str | None =
         if not succeeded:
             return RetrainOutcome("failed", state.message or "training failed", True, source_path)
         outcome = RetrainOutcome.trained(source_path, state.result())
-        run.labelled.archive(used or run.labelled_used_by(source_path))
+        if outcome.summary and outcome.summary.get("promoted"):  # a rejected model's rows wait for the next retrain
+            run.labelled.archive(used or run.labelled_used_by(source_path))
         return outcome
     finally:
         record_training_finished(run.policy, clock(), succeeded, trained)

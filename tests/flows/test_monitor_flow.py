@@ -300,6 +300,24 @@ def test_the_retrain_guards_read_the_given_clock_and_a_retrain_without_rows_free
     assert again.status == "skipped"  # not "refused": the empty retrain left no start behind
 
 
+def test_a_rejected_retrain_keeps_its_labelled_rows_for_the_next_one(store, home: Path, tmp_path: Path) -> None:
+    from mlops.monitoring.retraining import LabelledStore, training_rows
+
+    name = "churn-reject"
+    assert train(config_path=str(_config(tmp_path, name="reject.yaml", model_name=name)), return_state=True).is_completed()
+    strict = small_config(monitoring={"policy": POLICY})
+    strict["registry"] = {"model_name": name, "reference_rows": 1000}
+    strict["gate"]["thresholds"] = {"roc_auc": 0.999}  # no challenger passes
+    (tmp_path / "strict.yaml").write_text(yaml.safe_dump(strict))
+    contract = registry.load_bundle(name, registry.CHAMPION, with_reference=False).contract
+    kept = LabelledStore(home / "monitor" / name / "labelled")
+    kept.save("w1", training_rows(generate_churn(800, seed=97, drift=0.3, start=LATER), contract))
+    out = retrain(config_path=str(tmp_path / "strict.yaml"), reason="gate rejects")
+    assert out.status == "trained" and out.summary is not None and not out.summary["promoted"]
+    assert [f.name for f in kept.files()] == ["labelled-w1.parquet"]  # still there for the next retrain
+    assert registry.load_bundle(name, registry.CHAMPION, with_reference=False).version == "1"
+
+
 def test_a_window_that_repeats_training_rows_reports_a_share_near_one(store, home: Path, tmp_path: Path) -> None:
     # the champion's data (config: 3000 generated rows, seed 3), oldest first: its time split trained on these
     seen = generate_churn(3000, seed=3, corrupt=0.004).head(2000)
