@@ -156,9 +156,9 @@ def prepare_training_file(cfg: PipelineConfig, bundle: registry.ModelBundle, lab
                             f"no labelled rows to train on (train_on={policy.train_on}); send labels with the "
                             "window (labels file joined by request id or the id column)")
     original = (retraining.load_original(cfg, bundle.tags.get("lineage.data_source"))
-                if policy.train_on == "original_plus_new" else None)
+                if policy.train_on in {"original_plus_new", "recent"} else None)
     frame, what = retraining.build_training_frame(policy.train_on, original, new, window, bundle.contract,
-                                                  policy.max_training_rows)
+                                                  policy.max_training_rows, policy.recent_rows, policy.recent_days)
     path = retraining.write_training_file(frame, folder, stamp)
     get_run_logger().info("Retraining file %s: %d rows, %s", path, len(frame), what)
     new_rows = int(frame[rowkeys.NEW_ROW_COLUMN].sum()) if rowkeys.NEW_ROW_COLUMN in frame.columns else len(frame)

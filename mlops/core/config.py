@@ -249,7 +249,13 @@ class RetrainPolicyConfig(_Strict):
     cooldown_minutes: float = Field(60.0, ge=0.0)
     min_rows: int = Field(500, ge=1)
     quality_tolerance: float = Field(0.05, ge=0.0)
-    train_on: Literal["new", "window", "original_plus_new"] = "original_plus_new"
+    train_on: Literal["new", "window", "original_plus_new", "recent"] = "original_plus_new"
+    recent_rows: int | None = Field(
+        None, ge=100, description="train_on: recent keeps at most this many of the newest rows"
+    )
+    recent_days: float | None = Field(
+        None, gt=0.0, description="train_on: recent keeps the rows of the last this many days (by timestamp_column)"
+    )
     run_training_locally: bool = True
     training_lock_minutes: float = Field(
         240.0, gt=0.0, description="a training run that has not reported back after this long is presumed dead"
@@ -259,6 +265,16 @@ class RetrainPolicyConfig(_Strict):
     max_training_rows: int = Field(
         1_000_000, ge=100, description="a retraining file keeps at most this many rows, the most recent"
     )
+
+    @model_validator(mode="after")
+    def _recent_window(self) -> RetrainPolicyConfig:
+        recent = self.recent_rows is not None or self.recent_days is not None
+        if self.train_on == "recent" and not recent:
+            raise ValueError("train_on 'recent' needs a window: set recent_rows (e.g. 50000) or recent_days (e.g. 90)")
+        if self.train_on != "recent" and recent:
+            raise ValueError(f"recent_rows and recent_days apply only to train_on 'recent' (not '{self.train_on}'); "
+                             "set train_on: recent or remove them")
+        return self
 
 
 class MonitoringConfig(_Strict):

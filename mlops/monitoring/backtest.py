@@ -474,7 +474,8 @@ def _replay(cfg: PipelineConfig, plan: BacktestPlan, say: Log, baselines: bool) 
             else:
                 new = _concat(arm.pending)
                 frame, what = build_training_frame(policy_cfg.train_on, champion.trained_on, new, seen.labelled,
-                                                   champion.contract, policy_cfg.max_training_rows)
+                                                   champion.contract, policy_cfg.max_training_rows,
+                                                   policy_cfg.recent_rows, policy_cfg.recent_days)
                 cand, detail = _retrain(frame, what, cfg, champion, arm, w, gate=True)
                 retrained = cand is not None
                 state = finish_training(state, now, succeeded=retrained, trained=bool(len(frame)))
@@ -543,7 +544,8 @@ def _baseline_retrain(arm: _Arm, name: str, history: list[pd.DataFrame], w: Wind
     else:
         arm.pending.append(window_rows)
         frame, what = build_training_frame(policy.train_on, champion.trained_on, _concat(arm.pending), window_rows,
-                                           champion.contract, policy.max_training_rows)
+                                           champion.contract, policy.max_training_rows, policy.recent_rows,
+                                           policy.recent_days)
     cand, _ = _retrain(frame, what, cfg, champion, arm, w, gate=False)
     if cand is not None:
         arm.champion, arm.pending = cand.champion, []

@@ -96,13 +96,16 @@ def to_contract_kinds(frame: pd.DataFrame, contract: DataContract) -> tuple[pd.D
 
 
 def build_training_frame(train_on: str, original: pd.DataFrame | None, new: pd.DataFrame, window: pd.DataFrame,
-                         contract: DataContract, max_rows: int) -> tuple[pd.DataFrame, str]:
+                         contract: DataContract, max_rows: int, recent_rows: int | None = None,
+                         recent_days: float | None = None) -> tuple[pd.DataFrame, str]:
     """The rows a retrain trains on, and a sentence saying which.
 
     `new`: the labelled rows monitored since the last retrain; `window`: the labelled rows of the
     window that asked; `original_plus_new`: the champion's training data plus `new`. Repeated rows
     keep their latest copy: the same id, or without an id column the same inputs and target (a
-    re-sent row). Above `max_rows`, the most recent rows are kept. With original rows, the column
+    re-sent row). `recent`: as `original_plus_new`, then only the newest `recent_rows` rows and/or
+    the rows of the last `recent_days` days (by the timestamp column) before the newest one, a
+    rolling window. Above `max_rows`, the most recent rows are kept. With original rows, the column
     `NEW_ROW_COLUMN` marks the rows the champion never trained on, the only ones a retrain holds
     out (mlops.core.data.split_frame); a new row repeating an original one is not new. Every part is
     cast to the contract's kinds first (`to_contract_kinds`).
@@ -112,7 +115,7 @@ def build_training_frame(train_on: str, original: pd.DataFrame | None, new: pd.D
         parts, what = [window], f"the {len(window)} labelled rows of this window"
     elif train_on == "new":
         parts, what = [new], f"the {len(new)} labelled rows monitored since the last retrain"
-    elif train_on == "original_plus_new":
+    elif train_on in {"original_plus_new", "recent"}:
         if original is None or not len(original):
             parts, what = [new], f"the {len(new)} new labelled rows (the original training data could not be loaded)"
         else:
@@ -135,6 +138,9 @@ def build_training_frame(train_on: str, original: pd.DataFrame | None, new: pd.D
     what += f"; {dropped:,} duplicate row(s) dropped ({by})" if dropped else "; no duplicate rows"
     if is_new is not None:
         df[NEW_ROW_COLUMN] = is_new
+    if train_on == "recent":
+        df, kept = _recent(df, contract.timestamp_column, recent_rows, recent_days)
+        what += f"; {kept}"
     if len(df) > max_rows:
         if contract.timestamp_column and contract.timestamp_column in df.columns:
             df = df.sort_values(contract.timestamp_column, kind="stable")
@@ -143,6 +149,25 @@ def build_training_frame(train_on: str, original: pd.DataFrame | None, new: pd.D
     if is_new is not None:
         what += f"; {int(df[NEW_ROW_COLUMN].sum()):,} row(s) the champion never trained on, the only ones held out"
     return df.reset_index(drop=True), what
+
+
+def _recent(df: pd.DataFrame, ts: str | None, rows: int | None, days: float | None) -> tuple[pd.DataFrame, str]:
+    """The rolling window of `train_on: recent`: the newest rows by the timestamp column (else by arrival)."""
+    if ts and ts in df.columns:
+        df = df.sort_values(ts, kind="stable")
+    elif days is not None:
+        raise DataError("train_on 'recent' with recent_days needs the data's timestamp column; name it in "
+                        "timestamp_column or use recent_rows")
+    before, said = len(df), []
+    if days is not None:
+        start = df[ts].max() - pd.Timedelta(days=days)
+        df = df.loc[df[ts] >= start]
+        said.append(f"the last {days:g} day(s) (from {start:%Y-%m-%d %H:%M})")
+    if rows is not None and len(df) > rows:
+        df = df.iloc[-rows:]
+    if rows is not None:
+        said.append(f"at most the newest {rows:,} row(s)")
+    return df, f"train_on recent kept {len(df):,} of {before:,} rows: {' and '.join(said)}"
 
 
 def load_original(cfg: PipelineConfig, data_source_tag: str | None) -> pd.DataFrame | None:

@@ -42,3 +42,34 @@ def test_a_csv_source_with_a_timestamp_retrains_on_original_plus_new(tmp_path: P
     assert len(back) == min(520, max_rows) and len(new_rows) == 120
     if max_rows < 520:
         assert frame["event_time"].is_monotonic_increasing and "capped" in what
+
+
+def test_train_on_recent_keeps_a_rolling_window_in_rows_or_days(contract) -> None:
+    original = retraining.training_rows(generate_churn(400, seed=1), contract)  # January to June
+    new = retraining.training_rows(generate_churn(120, seed=2, start=pd.Timestamp("2025-08-01")), contract)
+    newest = new["event_time"].max()
+    by_rows, what = retraining.build_training_frame("recent", original, new, new, contract, 100_000, recent_rows=200)
+    assert len(by_rows) == 200 and by_rows["event_time"].is_monotonic_increasing
+    assert int(by_rows[rowkeys.NEW_ROW_COLUMN].sum()) == 120 and "kept 200 of 520 rows" in what
+    assert by_rows["event_time"].min() == pd.concat([original, new])["event_time"].sort_values().iloc[-200]
+    by_days, what = retraining.build_training_frame("recent", original, new, new, contract, 100_000, recent_days=30)
+    assert by_days["event_time"].min() >= newest - pd.Timedelta(days=30) and "the last 30 day(s)" in what
+    assert len(by_days) == int((pd.concat([original, new])["event_time"] >= newest - pd.Timedelta(days=30)).sum())
+
+
+def test_train_on_recent_is_validated_in_one_sentence(contract) -> None:
+    from mlops.core.errors import ConfigError, DataError
+
+    def policy(**p):
+        return parse_config(small_config(monitoring={"policy": p})).monitoring.policy
+
+    assert policy(train_on="recent", recent_days=90).recent_days == 90
+    with pytest.raises(ConfigError, match=r"train_on 'recent' needs a window: set recent_rows .* or recent_days"):
+        policy(train_on="recent")
+    with pytest.raises(ConfigError, match=r"apply only to train_on 'recent' \(not 'new'\)"):
+        policy(train_on="new", recent_rows=50_000)
+    no_time = contract.__class__(contract.columns, contract.target, contract.task, contract.id_column, None)
+    rows = retraining.training_rows(generate_churn(150, seed=3), contract).drop(columns=["event_time"])
+    no_time.columns = [c for c in contract.columns if c.name != "event_time"]
+    with pytest.raises(DataError, match=r"^train_on 'recent' with recent_days needs the data's timestamp column"):
+        retraining.build_training_frame("recent", rows, rows.tail(20), rows.tail(20), no_time, 100_000, recent_days=9)
