@@ -79,10 +79,11 @@ def monitor(config_path: str = "configs/default.yaml", current_path: str | None 
                 drift = detect_drift(inputs, cfg.monitoring)
                 report = build_drift_report(inputs, drift, cfg.monitoring, run.report_path(bundle.version, window))
                 result.drift, result.report_path = DriftSummary.of(drift, report), report.get("html_path")
-            live = assess_live_quality(inputs.current, labels_path, bundle, cfg, footprint.slice_metrics)
+            live = assess_live_quality(inputs.current, labels_path, bundle, cfg, footprint.slice_metrics, run.policy)
             result.add_live_quality(live)
             keep_labelled_rows(live, bundle.contract, run.labelled, run.window_id(window))
-        result.decision = apply_retrain_policy(run.policy, result.window_summary(), cfg, run.now)
+        result.decision = apply_retrain_policy(run.policy, result.window_summary(), cfg, run.now, bundle.version,
+                                               result.live_quality)
         if result.retrain:
             result.training_file = prepare_training_file(cfg, bundle, run.labelled, run.window_id(window),
                                                          run.paths.training, run.stamp)

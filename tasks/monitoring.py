@@ -21,7 +21,15 @@ from mlops.core.names import artifact_key
 from mlops.monitoring import live_quality as lq
 from mlops.monitoring import retraining
 from mlops.monitoring import windows as mon
-from mlops.monitoring.policy import Decision, PolicyStore, WindowSummary, decide_and_record, record_training_finished
+from mlops.monitoring.policy import (
+    Decision,
+    PolicyStore,
+    WindowSummary,
+    decide_and_record,
+    live_baseline,
+    record_training_finished,
+    with_live_metric,
+)
 from mlops.monitoring.result import (
     EventIds,
     MonitoringRecord,
@@ -103,8 +111,10 @@ def measure_seen_in_training(frame: pd.DataFrame, known: rowkeys.RowHashSet | No
 
 @stage_task("assess_live_quality")
 def assess_live_quality(frame: pd.DataFrame, labels_path: str | None, bundle: registry.ModelBundle,
-                        cfg: PipelineConfig, holdout_slices: dict[str, Any] | None = None) -> lq.LiveQuality:
-    """Join labels (by request id or the id column) and compare the champion's live metrics with its holdout,
+                        cfg: PipelineConfig, holdout_slices: dict[str, Any] | None = None,
+                        store: PolicyStore | None = None) -> lq.LiveQuality:
+    """Join labels (by request id or the id column) and compare the champion's live metrics with its live
+    baseline (its first labelled windows, kept in the policy `store`) or, until it has one, its holdout,
     slice by slice when gate.slices are configured and the champion stored its holdout slice metrics."""
     logger = get_run_logger()
     labels = None
@@ -119,8 +129,10 @@ def assess_live_quality(frame: pd.DataFrame, labels_path: str | None, bundle: re
     except DataError as exc:
         logger.warning("Labels not used: %s", exc)
         return lq.LiveQuality("labels_unusable", reason=str(exc), primary_metric=cfg.primary_metric)
+    baseline = (live_baseline(store.load(), bundle.version, cfg.monitoring.policy.live_baseline_windows)
+                if store is not None else None)
     live = lq.live_quality(labelled, by, bundle.model, cfg, bundle.tags, bundle.contract.input_columns,
-                           holdout_slices)
+                           holdout_slices, baseline)
     if live.status == "ok":
         logger.info("Live quality on %d labelled rows: %s", live.labelled_rows, live.reason)
     return live
@@ -135,8 +147,11 @@ def keep_labelled_rows(live: lq.LiveQuality, contract: DataContract, store: retr
 
 
 @stage_task("apply_retrain_policy")
-def apply_retrain_policy(store: PolicyStore, summary: WindowSummary, cfg: PipelineConfig, now: datetime) -> Decision:
-    """The retrain rules under the policy store's lock (so concurrent monitor runs see each other)."""
+def apply_retrain_policy(store: PolicyStore, summary: WindowSummary, cfg: PipelineConfig, now: datetime,
+                         version: str | None = None, live: lq.LiveQuality | None = None) -> Decision:
+    """The retrain rules under the policy store's lock (so concurrent monitor runs see each other); the
+    champion's live metric goes into its live baseline while that is being gathered."""
+    with_live_metric(summary, version, live)
     decision = decide_and_record(store, summary, cfg.monitoring.policy, now)
     get_run_logger().info("Retrain policy: %s (%s)", decision.verdict, "; ".join(decision.reasons)[:600])
     return decision

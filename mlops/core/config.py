@@ -249,6 +249,10 @@ class RetrainPolicyConfig(_Strict):
     cooldown_minutes: float = Field(60.0, ge=0.0)
     min_rows: int = Field(500, ge=1)
     quality_tolerance: float = Field(0.05, ge=0.0)
+    live_baseline_windows: int = Field(
+        3, ge=0, description="a champion's first this many labelled windows form its live-quality baseline "
+        "(until then, and with 0, its holdout metric)"
+    )
     train_on: Literal["new", "window", "original_plus_new", "recent"] = "original_plus_new"
     recent_rows: int | None = Field(
         None, ge=100, description="train_on: recent keeps at most this many of the newest rows"

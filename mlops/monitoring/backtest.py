@@ -37,7 +37,14 @@ from mlops.core.rowkeys import NEW_ROW_COLUMN, new_row_mask, pop_new_rows
 from mlops.core.validation import enforce_quarantine_limit, validate_batch
 from mlops.monitoring.drift import compute_drift
 from mlops.monitoring.live_quality import holdout_slice_metrics, labelled_rows, live_quality
-from mlops.monitoring.policy import PolicyState, decide, finish_training, start_training
+from mlops.monitoring.policy import (
+    PolicyState,
+    decide,
+    finish_training,
+    live_baseline,
+    start_training,
+    with_live_metric,
+)
 from mlops.monitoring.result import DriftSummary, MonitorResult, WindowInfo
 from mlops.monitoring.retraining import build_training_frame, training_rows
 from mlops.monitoring.windows import check_quality, drift_inputs
@@ -256,7 +263,8 @@ class Monitored:
     labelled: pd.DataFrame
 
 
-def monitor_window(champion: Champion, window: WindowSlice, cfg: PipelineConfig) -> Monitored:
+def monitor_window(champion: Champion, window: WindowSlice, cfg: PipelineConfig,
+                   baseline: tuple[float, int] | None = None) -> Monitored:
     """Quality, drift (fast engine, no HTML) and live quality on a window, as the monitor flow computes them."""
     inputs_only = window.frame.drop(columns=[cfg.target])
     first, last = window.frame[cfg.timestamp_column].iloc[[0, -1]]
@@ -274,7 +282,7 @@ def monitor_window(champion: Champion, window: WindowSlice, cfg: PipelineConfig)
         result.drift = DriftSummary.of(drift, {})
     labelled, by = labelled_rows(window.frame, None, cfg.target, champion.contract.id_column)
     live = live_quality(labelled, by, champion.model, cfg, champion.tags, champion.contract.input_columns,
-                        champion.slices)
+                        champion.slices, baseline)
     result.add_live_quality(live)
     kept = training_rows(live.labelled, champion.contract) if live.labelled is not None else labelled.iloc[0:0]
     return Monitored(result, kept)
@@ -459,9 +467,11 @@ def _replay(cfg: PipelineConfig, plan: BacktestPlan, say: Log, baselines: bool) 
         t0 = time.perf_counter()
         arm = arms["policy"]
         champion = arm.champion
-        seen = monitor_window(champion, w, cfg)
+        seen = monitor_window(champion, w, cfg, live_baseline(state, str(champion.version),
+                                                               policy_cfg.live_baseline_windows))
         arm.pending.append(seen.labelled)
-        decision, state = decide(state, seen.result.window_summary(), policy_cfg, now)
+        summary = with_live_metric(seen.result.window_summary(), str(champion.version), seen.result.live_quality)
+        decision, state = decide(state, summary, policy_cfg, now)
         retrained = promoted = False
         detail = ""
         if decision.retrain and last_window:

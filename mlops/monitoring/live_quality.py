@@ -22,6 +22,8 @@ from mlops.core.errors import DataError
 SLICE_METRICS_ARTIFACT = "evaluation/slice_metrics.json"
 # metrics bounded in [0, 1] (r2 at most 1): tolerance is absolute; errors are compared relatively
 ABSOLUTE_TOLERANCE_METRICS = frozenset({"roc_auc", "f1", "accuracy", "r2"})
+WHAT_COMPARED = {"slices": "holdout slice by slice", "overall": "overall holdout",
+                 "live_baseline": "live baseline (its first labelled windows)"}
 
 
 @dataclass
@@ -56,7 +58,7 @@ class LiveQuality:
             for m, v in self.metrics.items() if math.isfinite(v))
         verdict = "**degraded**" if self.degraded else "within tolerance"
         text = (f"Live quality on {self.labelled_rows:,} labelled rows (joined by `{self.joined_by}`), compared with "
-                f"the champion's {'holdout slice by slice' if self.compared_with == 'slices' else 'overall holdout'}: "
+                f"the champion's {WHAT_COMPARED.get(self.compared_with, 'overall holdout')}: "
                 f"{verdict}. {self.reason}\n\n| metric | live | champion holdout |\n| --- | --- | --- |\n{rows}\n")
         if self.slices:
             lines = [f"| {s['column']}={s['value']} | {s['rows']:,} | {s['live']:.4f} | {s['holdout']:.4f} | "
@@ -199,14 +201,16 @@ def slice_gaps(metric: str, comparisons: list[dict[str, Any]]) -> dict[str, dict
 
 def live_quality(labelled: pd.DataFrame, joined_by: str | None, model: Any, cfg: PipelineConfig,
                  baseline_tags: dict[str, str], input_columns: list[str],
-                 holdout_slices: dict[str, Any] | None = None) -> LiveQuality:
+                 holdout_slices: dict[str, Any] | None = None,
+                 live_baseline: tuple[float, int] | None = None) -> LiveQuality:
     """The champion's metrics on labelled window rows, compared with its holdout metrics (version tags).
 
     With `gate.slices` and the version's holdout slice metrics, each slice value with enough rows is
     compared with the same slice of the holdout, and the window is degraded when, for a slice
     column, the gap weighted by the window's rows exceeds the tolerance; the overall comparison is
     reported but does not decide (a window's mix of slices is not the holdout's). Without them, the
-    overall metric decides.
+    overall metric decides, against `live_baseline` (the mean of the champion's first labelled windows,
+    policy.live_baseline_windows) when there is one, else against the holdout metric.
     """
     from mlops.training.evaluation import holdout_metrics, predict
 
@@ -255,6 +259,14 @@ def live_quality(labelled: pd.DataFrame, joined_by: str | None, model: Any, cfg:
             return out
         note = (" (compared overall: no slice value had enough labelled rows here and a holdout metric)" if usable
                 else " (compared overall: this version stores no holdout slice metrics)")
+    if live_baseline is not None:
+        value, n_windows = live_baseline
+        out.compared_with = "live_baseline"
+        out.degraded, out.reason = degradation(
+            metric, metrics.get(metric, float("nan")), value, tol,
+            against=f"live baseline (the champion's first {n_windows} labelled windows)")
+        out.reason += note
+        return out
     if metric not in baseline:
         out.reason = f"the champion has no holdout '{metric}' to compare with"
         return out

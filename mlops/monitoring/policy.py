@@ -75,6 +75,8 @@ class WindowSummary:
     quality_degraded: bool = False
     quality_reason: str = ""
     quality_failed: bool = False
+    model_version: str | None = None  # the champion that scored the window
+    live_metric: float | None = None  # its primary metric on the window's labelled rows
 
 
 @dataclass
@@ -115,6 +117,7 @@ class PolicyState:
     last_training_start_at: datetime | None = None
     in_flight: TrainingLock | None = None
     history: list[dict[str, Any]] = field(default_factory=list)
+    live_baselines: dict[str, list[float]] = field(default_factory=dict)  # version -> its first live metrics
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -124,6 +127,7 @@ class PolicyState:
             "last_training_start_at": _iso(self.last_training_start_at),
             "in_flight": None if self.in_flight is None else self.in_flight.to_dict(),
             "history": self.history,
+            "live_baselines": self.live_baselines,
         }
 
     def to_json(self) -> str:
@@ -139,6 +143,7 @@ class PolicyState:
             last_training_start_at=_parse(raw.get("last_training_start_at")),
             in_flight=None if lock is None else TrainingLock.from_dict(lock),
             history=list(raw.get("history", [])),
+            live_baselines={str(k): [float(x) for x in v] for k, v in (raw.get("live_baselines") or {}).items()},
         )
 
     @classmethod
@@ -174,6 +179,37 @@ def _clear_expired_lock(state: PolicyState, now: datetime, notes: list[str]) -> 
         state.in_flight = None
 
 
+KEPT_BASELINES = 20  # versions whose live baselines the state keeps
+
+
+def live_baseline(state: PolicyState, version: str | None, windows: int) -> tuple[float, int] | None:
+    """A version's live-quality baseline (the mean of its first `windows` labelled windows' metric, and
+    how many) once it has them all; None until then (live quality falls back to the holdout metric)."""
+    values = state.live_baselines.get(str(version), []) if version is not None else []
+    if windows <= 0 or len(values) < windows:
+        return None
+    return sum(values[:windows]) / windows, windows
+
+
+def with_live_metric(summary: WindowSummary, version: str | None, live: Any) -> WindowSummary:
+    """The window summary told which champion scored it and its primary metric there (a LiveQuality)."""
+    if version is not None and live is not None and getattr(live, "status", None) == "ok":
+        summary.model_version = str(version)
+        summary.live_metric = live.metrics.get(live.primary_metric)
+    return summary
+
+
+def _note_live_metric(state: PolicyState, window: WindowSummary, windows: int) -> None:
+    """Keep the champion's metric while its baseline is still being gathered."""
+    if window.model_version is None or window.live_metric is None or window.live_metric != window.live_metric:
+        return
+    values = state.live_baselines.setdefault(str(window.model_version), [])
+    if len(values) < windows:
+        values.append(float(window.live_metric))
+    for old in list(state.live_baselines)[:-KEPT_BASELINES]:
+        del state.live_baselines[old]
+
+
 def decide(
     state: PolicyState, window: WindowSummary, cfg: RetrainPolicyConfig, now: datetime
 ) -> tuple[Decision, PolicyState]:
@@ -182,6 +218,7 @@ def decide(
     new = copy.deepcopy(state)
     notes: list[str] = []
     _clear_expired_lock(new, now, notes)
+    _note_live_metric(new, window, cfg.live_baseline_windows)
 
     if window.rows <= 0:
         decision = Decision(False, [*notes, "empty window: no rows, so no decision"], "no_decision", now,

@@ -317,3 +317,49 @@ def test_the_locked_state_file_reads_a_default_writes_atomically_and_times_out(t
     assert f.read() == {"n": 1} and [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
     with f.locked(), pytest.raises(MLOpsError, match="stayed locked for 0.05 s"):
         LockedJsonFile(f.path, "test state", dict, timeout_seconds=0.05).read()
+
+
+class _Stub:
+    """Predicts the label right 80% of the time, whatever the holdout said (0.95)."""
+
+    classes_ = [0, 1]
+
+    def predict(self, X):
+        import numpy as np
+
+        return ((np.arange(len(X)) % 5 == 0) ^ X["y_hint"].to_numpy().astype(bool)).astype(int)
+
+    def predict_proba(self, X):
+        import numpy as np
+
+        p = self.predict(X).astype(float)
+        return np.column_stack([1.0 - p, p])
+
+
+def test_live_quality_compares_with_the_champions_first_labelled_windows_not_its_holdout():
+    import numpy as np
+    import pandas as pd
+
+    from mlops.core.config import parse_config
+    from mlops.monitoring.live_quality import live_quality
+    from mlops.monitoring.policy import live_baseline, with_live_metric
+    from tests.conftest import small_config
+
+    raw = small_config(monitoring={"min_labelled_rows": 50, "policy": {"live_baseline_windows": 2}})
+    raw["gate"].update(primary_metric="accuracy", thresholds={}, slices=[])
+    cfg = parse_config(raw)
+    y = np.tile([0, 1], 250)
+    rows = pd.DataFrame({"y_hint": y, "churned": y})
+    holdout = {"metric.accuracy": "0.95"}  # live data never matches it: 0.80 is 15 points worse
+    state = PolicyState()
+    verdicts = []
+    for i in range(4):
+        base = live_baseline(state, "1", cfg.monitoring.policy.live_baseline_windows)
+        live = live_quality(rows, "churned", _Stub(), cfg, holdout, ["y_hint"], None, base)
+        verdicts.append((live.degraded, live.compared_with))
+        summary = with_live_metric(WindowSummary(rows=500, drift_share=0.0), "1", live)
+        _, state = decide(state, summary, cfg.monitoring.policy, T0 + timedelta(hours=i))
+    # the first two windows fall back to the holdout (degraded); from the third, the live baseline decides
+    assert verdicts == [(True, "overall"), (True, "overall"), (False, "live_baseline"), (False, "live_baseline")]
+    assert state.live_baselines == {"1": [0.8, 0.8]}
+    assert PolicyState.from_json(state.to_json()).live_baselines == {"1": [0.8, 0.8]}
