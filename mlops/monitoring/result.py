@@ -131,11 +131,8 @@ class RetrainOutcome:
 
     @classmethod
     def trained(cls, source_path: str | None, summary: Any) -> RetrainOutcome:
-        """A finished training run, from the training flow's summary (a mapping or a typed result)."""
-        def get(key: str) -> Any:
-            return summary[key] if isinstance(summary, Mapping) else getattr(summary, key)
-
-        keep = {k: get(k) for k in SUMMARY_KEYS}
+        """A finished training run, from the training flow's typed result."""
+        keep = {k: getattr(summary, k) for k in SUMMARY_KEYS}
         detail = f"version {keep['version']} {'promoted' if keep['promoted'] else 'not promoted'}"
         return cls("trained", detail, True, source_path, keep)
 

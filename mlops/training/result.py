@@ -34,8 +34,3 @@ class TrainingResult:
         """The JSON document of `mlops train --json` (the same keys, in the same order, as the fields)."""
         return asdict(self)
 
-    def __getitem__(self, key: str) -> Any:
-        """Read a field by its JSON key, for callers written against the former dict summary."""
-        if key not in self.__dataclass_fields__:
-            raise KeyError(key)
-        return getattr(self, key)

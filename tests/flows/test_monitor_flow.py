@@ -354,11 +354,11 @@ def test_a_retrain_holds_out_only_rows_the_champion_never_saw(store, home: Path,
     assert "300 duplicate row(s) dropped (same customer_id)" in what
     path = write_training_file(frame, tmp_path / "training", "fair")
     summary = train(config_path=str(cfg), source_path=str(path), reason="fair holdout test")
-    mv = registry.client().get_model_version("churn-fair", summary["version"])
+    mv = registry.client().get_model_version("churn-fair", summary.version)
     run = mlflow.MlflowClient().get_run(mv.run_id)
     held, trained = int(run.data.params["rows_holdout"]), int(run.data.params["rows_train"])
-    found = re.search(r"the newest ([\d,]+) of ([\d,]+) new rows \(by event_time\)", summary["lineage"]["holdout"])
-    assert found, summary["lineage"]["holdout"]
+    found = re.search(r"the newest ([\d,]+) of ([\d,]+) new rows \(by event_time\)", summary.lineage["holdout"])
+    assert found, summary.lineage["holdout"]
     assert int(found[1].replace(",", "")) == held == round(0.2 * (held + trained))
     assert 1400 <= int(found[2].replace(",", "")) <= 1500  # the new rows that passed validation
     assert "never trained on" in run.data.tags["lineage.holdout"]
