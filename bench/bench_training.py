@@ -122,8 +122,7 @@ last family's end):
   bare script imports scikit-learn and pandas only), while the local Prefect server boots on the
   other core; then the flow run is created, the data validated and split.
 - The search itself runs the same fits; the flow's main process also logs each family to MLflow,
-  while the fresh process for infra validation imports the serving stack and a thread the CLI
-  started imports what registration and the plots need (skops, MLflow's sklearn flavour, matplotlib).
+  while the fresh process for infra validation imports the serving stack.
 - After the search: the holdout evaluation (plots) and the gate, with registration (skops,
   signature) submitted beside them; infra validation of the registered version in the fresh process
   meanwhile; the run's artifacts, the verdict, promotion, the report, exit.

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib
-import threading
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -32,15 +31,17 @@ def check_config(config: Path) -> Any:
         fail(str(exc), exc.exit_code)
 
 
-def prepare_flow_process(*modules: str, background: tuple[str, ...] = ()) -> Any:
+def prepare_flow_process(*modules: str) -> Any:
     """Get this process ready to run flows; returns the settings.
 
     Starts the private Prefect API (unless `PREFECT_API_URL` names one) before anything imports
     Prefect, imports `modules` and opens the MLflow store while the server boots on the other core,
     then waits for it. The cyclic GC is off during the imports and the imported heap is frozen after
     them: collections would otherwise walk hundreds of thousands of module objects, again and again,
-    for nothing (about a second per run). `background` modules, needed only later in the run, are
-    then imported on a daemon thread while the flow starts (see `import_in_background`).
+    for nothing (about a second per run). What only registration and the plots need (skops, MLflow's
+    sklearn flavour, matplotlib) is imported where it is used: importing it on a thread while the flow
+    ran cost more than it saved (it competed for the GIL with the flow's own start; measured in
+    docs/benchmarks.md).
     """
     from mlops.cli.local_api import start_local_api, wait_local_api
     from mlops.core.settings import configure_environment
@@ -56,28 +57,7 @@ def prepare_flow_process(*modules: str, background: tuple[str, ...] = ()) -> Any
         mlflow.set_tracking_uri(settings.tracking_uri)
         mlflow.MlflowClient().search_experiments(max_results=1)  # creates or upgrades the store once
     wait_local_api()
-    if background:
-        import_in_background(background)
     return settings
-
-
-def import_in_background(modules: tuple[str, ...]) -> threading.Thread:
-    """Import `modules` on a daemon thread; returns it. The training flow's main thread spends its search
-    waiting on joblib's workers, holding no GIL, so what only registration and the plots need (skops,
-    MLflow's scikit-learn flavour, matplotlib: about a second) is imported then rather than on the
-    critical path. A failure is ignored here: the module is imported again, and fails properly, where used.
-    """
-
-    def run() -> None:
-        for name in modules:
-            try:
-                importlib.import_module(name)
-            except Exception:  # noqa: BLE001, S112 - imported again where it is used
-                continue
-
-    thread = threading.Thread(target=run, name="mlops-background-imports", daemon=True)
-    thread.start()
-    return thread
 
 
 class _ExitProgressFilter:

@@ -23,11 +23,6 @@ ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="pipeline config
 DEFAULT_CONFIG = Path("configs/default.yaml")
 # imported while the local Prefect server starts: the training flow and what it needs before its search
 TRAINING_MODULES = ("great_expectations", "sklearn.ensemble", "flows.train")
-# needed only after the search (registration and the plots): imported on a background thread while the
-# flow validates and tunes, off the critical path
-BACKGROUND_MODULES = ("skops.io", "mlflow.sklearn", "matplotlib.pyplot")
-
-
 
 
 def _prepare() -> Any:
@@ -83,7 +78,7 @@ def train(
 ) -> None:
     """Run the training flow: validate, tune, evaluate, gate, register, promote."""
     check_config(config)  # a bad config fails here, before any work starts
-    prepare_flow_process(*TRAINING_MODULES, background=BACKGROUND_MODULES)
+    prepare_flow_process(*TRAINING_MODULES)
     from flows.train import train as train_flow
 
     result: TrainingResult = _run_flow(train_flow, config_path=str(config), source_path=data, reason="cli")
