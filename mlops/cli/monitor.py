@@ -151,8 +151,8 @@ def run_demo(config: Path, rows: int, drift: float, seed: int, train_on: str | N
     if registry.get_version_by_alias(name, registry.CHAMPION) is None:
         echo(f"1. No champion yet: training one on the built-in data ({cfg.source.rows:,} rows) ...")
         s = _run_flow(train, config_path=str(derived), reason="demo-drift: first champion")
-        echo(f"   version {s['version']} ({s['family']}) is champion, holdout {cfg.primary_metric} "
-             f"{s['metrics'][cfg.primary_metric]:.4f}")
+        echo(f"   version {s.version} ({s.family}) is champion, holdout {cfg.primary_metric} "
+             f"{s.metrics[cfg.primary_metric]:.4f}")
     else:
         echo("1. A champion exists; the demo starts from it.")
     old = registry.load_bundle(name, registry.CHAMPION, with_reference=False)
