@@ -388,6 +388,8 @@ def parse_timestamp(s: str) -> datetime:
         ts = datetime.fromisoformat(s)
     except ValueError:
         raise _Bad(f"{s[:40]!r} is not an ISO 8601 timestamp (e.g. 2025-01-31T13:45:00)") from None
+    if not 1678 <= ts.year <= 2261:  # checked before the offset too: 0001-01-01T00:00+01:00 has no UTC time
+        raise _Bad(f"{s[:40]!r} is outside the supported years 1678-2261")
     if ts.tzinfo is not None:
         ts = ts.astimezone(UTC).replace(tzinfo=None)
     if not 1678 <= ts.year <= 2261:  # the span of pandas' nanosecond timestamps

@@ -201,6 +201,8 @@ def bad_cases(churn: dict[str, Any]) -> list[tuple[str, str, bytes, dict[str, st
         ("out of range", "/predict", d(_rec(churn, age=500)), JSON, 422, "age"),
         ("bad timestamp", "/predict", d(_rec(churn, event_time="yesterday")), JSON, 422, "event_time"),
         ("number as timestamp", "/predict", d(_rec(churn, event_time=1700000000)), JSON, 422, "event_time"),
+        ("year 1 with an offset", "/predict", d(_rec(churn, event_time="0001-01-01T00:00:00+01:00")), JSON, 422,
+         "event_time"),
         ("object as value", "/predict", d(_rec(churn, plan={"a": 1})), JSON, 422, "plan"),
         ("row not an object", "/predict", d([rec, [1, 2]]), JSON, 422, None),
         ("scalar body", "/predict", b"42", JSON, 422, None),
