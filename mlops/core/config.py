@@ -394,17 +394,24 @@ def _field_path(loc: tuple[Any, ...]) -> str:
     return ".".join(str(p) for p in loc if not (isinstance(p, str) and p in {"generated", "file", "sklearn"}))
 
 
-def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> PipelineConfig:
-    """Read and validate a YAML config; raise ConfigError naming file, field and reason."""
+def read_yaml_mapping(path: str | Path, what: str, top_level: str) -> dict[str, Any]:
+    """A YAML file whose top level is a mapping; ConfigError naming the file when it is missing or is not."""
     p = Path(path)
     if not p.is_file():
-        raise ConfigError(f"{p}: config file not found")
+        raise ConfigError(f"{p}: {what} not found")
     try:
         raw = yaml.safe_load(p.read_text(encoding="utf-8"))
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{p}: not valid YAML ({str(exc).splitlines()[0]})") from None
     if not isinstance(raw, dict):
-        raise ConfigError(f"{p}: the top level must be a mapping of settings")
+        raise ConfigError(f"{p}: the top level must be {top_level}")
+    return raw
+
+
+def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> PipelineConfig:
+    """Read and validate a YAML config; raise ConfigError naming file, field and reason."""
+    p = Path(path)
+    raw = read_yaml_mapping(p, "config file", "a mapping of settings")
     if overrides:
         raw = _deep_merge(raw, overrides)
     src = raw.get("source")

@@ -9,9 +9,9 @@ import re
 from pathlib import Path
 from typing import Annotated
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from mlops.core.config import read_yaml_mapping
 from mlops.core.errors import ConfigError
 
 SOURCE_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
@@ -62,14 +62,7 @@ class BridgeConfig(_Strict):
 def load_webhook_config(path: str | Path) -> BridgeConfig:
     """Read and validate webhooks.yaml; raise ConfigError naming file, field and reason."""
     p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"{p}: webhook config file not found")
-    try:
-        raw = yaml.safe_load(p.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{p}: not valid YAML ({str(exc).splitlines()[0]})") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{p}: the top level must be a mapping with a 'sources' key")
+    raw = read_yaml_mapping(p, "webhook config file", "a mapping with a 'sources' key")
     try:
         return BridgeConfig.model_validate(raw)
     except ValidationError as exc:
