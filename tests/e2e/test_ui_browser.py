@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.test_stack import Live, ensure_trained, live_stack
+from tests.support.stack import Live, ensure_trained
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(420)]
 
@@ -111,11 +111,6 @@ class Browser:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait()
         shutil.rmtree(self.profile, ignore_errors=True)
-
-
-@pytest.fixture(scope="module")
-def live(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Live:
-    return live_stack(request, tmp_path_factory)
 
 
 @pytest.fixture
