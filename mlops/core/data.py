@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -404,7 +405,9 @@ def split_frame(df: pd.DataFrame, target: str, task: str, cfg: SplitConfig, time
 
     `new_rows` (a retrain on the champion's data plus new rows) flags the rows the champion never
     trained on; only they are held out, so the champion is not judged on its own training rows: the
-    newest of them with a timestamp, else a seeded sample, `test_size` of all rows at most.
+    newest `test_size` of them with a timestamp, else a seeded sample of that size (at least 10, and
+    `test_size` of all rows at most). The older new rows train, so a challenger learns a new regime the
+    holdout then judges it on.
     """
     from sklearn.model_selection import train_test_split
 
@@ -414,7 +417,7 @@ def split_frame(df: pd.DataFrame, target: str, task: str, cfg: SplitConfig, time
     can_stratify = task == "classification" and cfg.stratify
     if new_rows is not None and not np.all(new_rows):
         new_idx = np.flatnonzero(np.asarray(new_rows, dtype=bool))
-        n_hold = min(n_test, len(new_idx))
+        n_hold = min(n_test, len(new_idx), max(10, int(math.ceil(len(new_idx) * cfg.test_size))))
         if n_hold < 10:
             raise DataError(f"only {len(new_idx)} of the {len(df):,} rows are new (never seen by the champion) and "
                             "at least 10 are needed for a fair holdout; retrain once more labelled rows have arrived")
@@ -441,8 +444,7 @@ def split_frame(df: pd.DataFrame, target: str, task: str, cfg: SplitConfig, time
             test = test.sort_values(timestamp_column, kind="stable")
         return Split(train.reset_index(drop=True), test.reset_index(drop=True),
                      f"holdout: {how}, rows the champion never trained on; the other {len(train):,} rows train"
-                     + ("" if n_hold == n_test else f" (fewer than test_size {cfg.test_size:g} of all rows: "
-                                                     "only so many rows are new)"))
+                     + ("" if n_hold == n_test else f" (test_size {cfg.test_size:g} of the new rows)"))
     if timestamp_column:
         ordered = df.sort_values(timestamp_column, kind="stable")
         return Split(ordered.iloc[:-n_test].reset_index(drop=True), ordered.iloc[-n_test:].reset_index(drop=True),
