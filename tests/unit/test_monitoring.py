@@ -436,8 +436,8 @@ def test_a_retrain_without_a_timestamp_holds_out_only_new_rows(tmp_path: Path) -
     split, new_rows = _through_training(frame, contract, tmp_path, SplitConfig(test_size=0.2, seed=5), None, None)
     cols = list(new.columns)
     held = np.isin(rowkeys.row_hashes(split.test, cols), rowkeys.row_hashes(new, cols))
-    assert len(split.test) == round(0.2 * 2600) == 520 and held.all()  # sized by test_size of the whole
-    assert len(split.train) == 2080 and "seeded sample (seed 5) of 520 of the 600 new rows" in split.holdout
+    assert len(split.test) == round(0.2 * 600) == 120 and held.all()  # test_size of the new rows
+    assert len(split.train) == 2480 and "seeded sample (seed 5) of 120 of the 600 new rows" in split.holdout
     trained = np.isin(rowkeys.row_hashes(split.train, cols), rowkeys.row_hashes(original, cols))
     assert trained.sum() == 2000  # every original row trains
     # the same seed picks the same rows
@@ -445,7 +445,8 @@ def test_a_retrain_without_a_timestamp_holds_out_only_new_rows(tmp_path: Path) -
     pd.testing.assert_frame_equal(again.test, split.test)
 
 
-def test_a_retrain_holdout_is_capped_by_the_new_rows_and_too_few_is_one_sentence(tmp_path: Path) -> None:
+def test_a_retrain_holdout_is_test_size_of_the_new_rows_at_least_10_and_too_few_is_one_sentence(
+        tmp_path: Path) -> None:
     from mlops.core.config import SplitConfig
     from mlops.core.data import split_frame
 
@@ -454,7 +455,11 @@ def test_a_retrain_holdout_is_capped_by_the_new_rows_and_too_few_is_one_sentence
     few = retraining.training_rows(_no_id_no_time(60, seed=2), contract)
     frame, _ = retraining.build_training_frame("original_plus_new", original, few, few, contract, 100_000)
     split, _ = _through_training(frame, contract, tmp_path, SplitConfig(), None, None)
-    assert len(split.test) == 60 and "only so many rows are new" in split.holdout
+    assert len(split.test) == 12 and "test_size 0.2 of the new rows" in split.holdout  # ceil(0.2 * 60)
+    few_frame, _ = retraining.build_training_frame("original_plus_new", original, few.head(30), few.head(30),
+                                                   contract, 100_000)
+    small, _ = _through_training(few_frame, contract, tmp_path, SplitConfig(), None, None)
+    assert len(small.test) == 10  # 0.2 * 30 is 6: never fewer than 10
     flags = frame.pop(rowkeys.NEW_ROW_COLUMN).to_numpy().copy()
     flags[np.flatnonzero(flags)[5:]] = False
     with pytest.raises(DataError, match=r"^only 5 of the 2,060 rows are new .* at least 10 are needed"):
@@ -469,11 +474,12 @@ def test_a_retrain_with_a_timestamp_holds_out_the_newest_new_rows(tmp_path: Path
     new = retraining.training_rows(generate_churn(300, seed=2, start=pd.Timestamp("2025-03-01")), contract)
     frame, _ = retraining.build_training_frame("original_plus_new", original, new, new, contract, 100_000)
     split, _ = _through_training(frame, contract, tmp_path, SplitConfig(test_size=0.2), "event_time", "customer_id")
-    assert len(split.test) == 260 and set(split.test["customer_id"]) <= set(new["customer_id"])
-    newest = new.sort_values("event_time")["customer_id"].iloc[-260:]
+    assert len(split.test) == 60 and set(split.test["customer_id"]) <= set(new["customer_id"])
+    newest = new.sort_values("event_time")["customer_id"].iloc[-60:]
     assert set(split.test["customer_id"]) == set(newest)
-    assert (original["event_time"] > split.test["event_time"].min()).any()  # not simply the newest rows overall
-    assert "the newest 260 of 300 new rows (by event_time)" in split.holdout
+    older_new = set(new["customer_id"]) - set(newest)
+    assert older_new and older_new <= set(split.train["customer_id"])  # the older new rows train
+    assert "the newest 60 of 300 new rows (by event_time)" in split.holdout
 
 
 def test_a_first_training_splits_as_before_and_says_how() -> None:
