@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import importlib
+import os
 from pathlib import Path
 from typing import Any, NoReturn
 
 import typer
+
+STACK_API_WAIT = 60.0  # seconds a command waits for a running stack's Prefect API to answer
 
 
 def version_label(version: Any) -> str:
@@ -31,10 +34,57 @@ def check_config(config: Path) -> Any:
         fail(str(exc), exc.exit_code)
 
 
+def use_running_stack() -> str | None:
+    """Point this process at the stack `mlops up` runs from this state folder, if one runs; returns
+    its Prefect API URL.
+
+    A second Prefect API on the stack's SQLite database would fight its server for the write lock
+    ("database is locked", minutes of retries), and the stack's artifacts live behind its MLflow
+    server. So, unless `PREFECT_API_URL` / `MLFLOW_TRACKING_URI` are set, a live stack's servers are
+    used; its prediction-log hash key too (so labels join hashed ids), unless MLOPS_LOG_HASH_KEY is set.
+    """
+    from mlops.core.errors import MLOpsError
+    from mlops.core.settings import get_settings
+    from mlops.stack.options import HASH_KEY_FILE
+    from mlops.stack.processes import read_state
+
+    settings = get_settings()
+    key_file = settings.state_dir / HASH_KEY_FILE
+    if settings.log_hash_key is None and key_file.is_file():
+        os.environ["MLOPS_LOG_HASH_KEY"] = key_file.read_text().strip()
+    try:
+        state = read_state(settings.state_dir)
+    except (MLOpsError, OSError, ValueError, TypeError):
+        return None  # an unreadable pid file: no stack to use; `mlops up` reports it
+    if state is None:
+        return None
+    prefect, mlflow = state.processes.get("prefect"), state.processes.get("mlflow")
+    api = None
+    if settings.prefect_api_url is None and prefect is not None and prefect.url and prefect.alive():
+        api = os.environ["PREFECT_API_URL"] = f"{prefect.url}/api"
+        auth = settings.prefect_client_auth_string
+        if auth:
+            os.environ.setdefault("PREFECT_API_AUTH_STRING", auth)
+    if settings.mlflow_tracking_uri is None and mlflow is not None and mlflow.url and mlflow.alive():
+        os.environ["MLFLOW_TRACKING_URI"] = mlflow.url
+        os.environ.setdefault("MLOPS_ARTIFACT_ROOT", "mlflow-artifacts:/")  # as the stack's own flows store them
+    if api:
+        from mlops.core.startup import WaitTimeout, http_ok, wait_until
+
+        typer.echo(f"using the stack running from {settings.state_dir} (Prefect API {api})", err=True)
+        try:  # the stack may still be starting
+            wait_until(lambda: http_ok(f"{api}/health"), STACK_API_WAIT, "the stack's Prefect API did not answer",
+                       interval=0.5, detail=lambda: "see `mlops stack-status` and `mlops logs prefect`")
+        except WaitTimeout as exc:
+            fail(str(exc))
+    return api
+
+
 def prepare_flow_process(*modules: str) -> Any:
     """Get this process ready to run flows; returns the settings.
 
-    Starts the private Prefect API (unless `PREFECT_API_URL` names one) before anything imports
+    Uses the running stack's servers when `mlops up` runs from this state folder (`use_running_stack`);
+    otherwise starts the private Prefect API (unless `PREFECT_API_URL` names one) before anything imports
     Prefect, imports `modules` and opens the MLflow store while the server boots on the other core,
     then waits for it. The cyclic GC is off during the imports and the imported heap is frozen after
     them: collections would otherwise walk hundreds of thousands of module objects, again and again,
@@ -47,6 +97,7 @@ def prepare_flow_process(*modules: str) -> Any:
     from mlops.core.settings import configure_environment
     from mlops.core.startup import frozen_imports
 
+    use_running_stack()
     settings = configure_environment()
     start_local_api()
     with frozen_imports():

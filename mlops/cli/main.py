@@ -94,30 +94,46 @@ def train(
 def promote(
     version: Annotated[int, typer.Option("--version", help="registered version to make champion")],
     config: ConfigOpt = DEFAULT_CONFIG,
-    reason: Annotated[str, typer.Option(help="why, recorded with the move")] = "manual promotion",
+    reason: Annotated[str | None, typer.Option(help="why, recorded with the move (required with --force)")] = None,
+    force: Annotated[bool, typer.Option("--force", help="promote a version whose gate failed (needs --reason)")] = False,
 ) -> None:
-    """Make a registered version of the config's model the champion (recorded like every alias move)."""
+    """Make a registered version of the config's model the champion (recorded like every alias move).
+
+    A version whose gate failed is refused unless --force and --reason are given; the override is then
+    recorded on the version and in the alias history, and the model server serves it."""
     name = check_config(config).registry.model_name
+    if force and not (reason or "").strip():
+        _fail("--force needs --reason saying why the gate is overridden")
     prepare_flow_process("flows.promote")
+    from flows.promote import DEFAULT_PROMOTE_REASON
     from flows.promote import promote as promote_flow
 
-    move = _run_flow(promote_flow, config_path=str(config), version=version, reason=reason)
-    typer.echo(f"{name}: champion {version_label(move.from_version)} -> {version_label(move.to_version)}")
+    move = _run_flow(promote_flow, config_path=str(config), version=version, reason=reason or DEFAULT_PROMOTE_REASON,
+                     force=force)
+    note = "  (forced over a failed gate)" if move.forced else ""
+    typer.echo(f"{name}: champion {version_label(move.from_version)} -> {version_label(move.to_version)}{note}")
 
 
 @app.command()
 def rollback(
     config: ConfigOpt = DEFAULT_CONFIG,
-    reason: Annotated[str, typer.Option(help="why, recorded with the move")] = "manual rollback",
+    reason: Annotated[str | None, typer.Option(help="why, recorded with the move (required with --force)")] = None,
+    force: Annotated[bool, typer.Option("--force", help="roll back to a previous champion whose gate failed "
+                                                        "(needs --reason)")] = False,
 ) -> None:
-    """Move the config's model's champion back to the previous champion."""
+    """Move the config's model's champion back to the previous champion (never to a gate-failed one
+    without --force and --reason)."""
     name = check_config(config).registry.model_name
+    if force and not (reason or "").strip():
+        _fail("--force needs --reason saying why the gate is overridden")
     prepare_flow_process("flows.promote")
+    from flows.promote import DEFAULT_ROLLBACK_REASON
     from flows.promote import rollback as rollback_flow
 
-    move = _run_flow(rollback_flow, config_path=str(config), reason=reason)
+    move = _run_flow(rollback_flow, config_path=str(config), reason=reason or DEFAULT_ROLLBACK_REASON, force=force)
+    note = ", forced over a failed gate" if move.forced else ""
     typer.echo(f"{name}: champion {version_label(move.from_version)} -> {version_label(move.to_version)} "
-               "(rolled back)")
+               f"(rolled back{note})")
 
 
 @app.command()
@@ -150,18 +166,27 @@ def status(
         metrics = ", ".join(f"{k}={val:.4f}" for k, val in sorted(v["metrics"].items()))
         typer.echo(f"  {alias:9s} v{v['version']}  trained {v['trained_at']}  promoted {v['promoted_at']}")
         typer.echo(f"            {metrics}")
+        if v.get("refused"):
+            typer.echo(f"            NOT SERVED: {v['refused']}")
+        elif v.get("override"):
+            typer.echo(f"            gate failed; served by override ({v['override'].get('reason', '')[:80]})")
+    for move in st.get("outside_moves", []):
+        typer.echo(f"  note: {move['reason']}")
     if history:
         typer.echo("Versions (newest first):")
         for v in st["recent_versions"]:
             gate = {"true": "passed", "false": "REJECTED"}.get(str(v["gate_passed"]), "no verdict")
+            if v.get("override") and gate == "REJECTED":
+                gate += " (override recorded)"
             aliases = f"  [{', '.join(v['aliases'])}]" if v["aliases"] else ""
             typer.echo(f"  v{v['version']:<4} {v['trained_at'][:19]}  {v['family'] or '?':24s} gate {gate}{aliases}")
             for failure in v["failures"][:3]:
                 typer.echo(f"          - {failure[:150]}")
         typer.echo("Alias moves:")
         for h in st["history"]:
+            mark = "  OUTSIDE MLOPS" if h.get("outside") else "  FORCED over a failed gate" if h.get("forced") else ""
             typer.echo(f"  {h['at']}  {h['alias']}: {version_label(h['from_version'])} -> "
-                       f"{version_label(h['to_version'])}  by {h['by']}  ({h['reason'][:80]})")
+                       f"{version_label(h['to_version'])}  by {h['by']}  ({h['reason'][:80]}){mark}")
 
 
 @app.command()
@@ -198,6 +223,7 @@ def _register_more() -> None:
     app.command("demo-drift")(cli_monitor.demo_drift_command)
     app.command("up")(cli_stack.up_command)
     app.command("down")(cli_stack.down_command)
+    app.command("restart")(cli_stack.restart_command)
     app.command("stack-status")(cli_stack.status_command)
     app.command("logs")(cli_stack.logs_command)
     app.command("deploy-env")(cli_stack.deploy_env_command)

@@ -1,6 +1,7 @@
-"""`mlops up`, `mlops down`, `mlops stack-status`, `mlops logs`: the local stack from the command line.
+"""`mlops up`, `mlops down`, `mlops restart`, `mlops stack-status`, `mlops logs`: the local stack from the
+command line.
 
-Registered in mlops/cli/main.py; also runnable alone as `python -m mlops.cli.stack up|down|stack-status|logs`.
+Registered in mlops/cli/main.py; also runnable alone as `python -m mlops.cli.stack up|down|restart|stack-status|logs`.
 """
 
 from __future__ import annotations
@@ -50,9 +51,12 @@ def up_command(
                                                   "($MLOPS_ALERT_WEBHOOK_URL)")] = None,
     mlflow_basic_auth: Annotated[bool, typer.Option("--mlflow-basic-auth", help="turn on MLflow basic auth "
                                                     "(MLFLOW_TRACKING_USERNAME/PASSWORD)")] = False,
+    mlflow_jobs: Annotated[bool, typer.Option("--mlflow-jobs", help="run MLflow's job-execution workers (GenAI "
+                                              "scorers, prompt optimisation; ~1.8 GiB; off by default)")] = False,
     no_schedules: Annotated[bool, typer.Option("--no-schedules", help="deploy schedules paused")] = False,
     only: Annotated[list[str] | None, typer.Option("--only", help="start only these components (repeat)")] = None,
-    timeout: Annotated[float, typer.Option(help="seconds each server may take to become healthy")] = 120.0,
+    timeout: Annotated[float, typer.Option(help="seconds each server may take to become healthy (and the model "
+                                           "server to load the champion)")] = 120.0,
     foreground: Annotated[bool, typer.Option("--foreground", help="stay attached; Ctrl-C stops the stack")] = False,
 ) -> None:
     """Start the whole stack on loopback: Prefect server, MLflow server, worker, model server, webhook bridge."""
@@ -64,7 +68,7 @@ def up_command(
             state_dir=state_dir, config_path=config, host=host, prefect_port=prefect_port, mlflow_port=mlflow_port,
             serve_port=serve_port, webhook_port=webhook_port, prefect_file=prefect_file,
             webhooks_config=webhooks_config, alert_url=alert_url, mlflow_basic_auth=mlflow_basic_auth or None,
-            schedules=False if no_schedules else None, components=tuple(only) if only else None, timeout=timeout,
+            mlflow_jobs=mlflow_jobs or None, schedules=False if no_schedules else None, components=tuple(only) if only else None, timeout=timeout,
         )
         result = stack.up(opts, _say)
     except stack.StackError as exc:
@@ -75,22 +79,35 @@ def up_command(
         return
     typer.echo("")
     typer.secho(f"The stack is up ({result.total_seconds:.1f} s).", fg=typer.colors.GREEN)
+    if result.serving is not None:
+        problem = result.serving.champion is not None and bool(result.serving.problem)
+        typer.secho(f"  {result.serving.summary(result.state.model_name or 'the model')}.",
+                    fg=typer.colors.YELLOW if problem else None)
     _print_urls(result.state, opts)
     typer.echo(f"  logs            {opts.logs_dir}/   (mlops logs NAME)")
     typer.echo(f"  pid file        {stack.pid_file(opts.state_dir)}")
     secrets = opts.state_dir / SECRETS_FILE
     if secrets.exists():
         typer.echo(f"  webhook secrets {secrets}   (source it to sign deliveries)")
-    typer.echo("Stop it with `mlops down`.")
+    typer.echo("Restart one component with `mlops restart NAME`; stop it all with `mlops down`.")
     if foreground:
         try:
-            while all(p.alive() for p in result.state.processes.values()):
+            while all(p.alive() for p in _recorded(opts.state_dir, result.state).values()):
                 time.sleep(1.0)
-            dead = [n for n, p in result.state.processes.items() if not p.alive()]
+            dead = [n for n, p in _recorded(opts.state_dir, result.state).items() if not p.alive()]
             typer.secho(f"{', '.join(dead)} exited; stopping the stack", fg=typer.colors.RED, err=True)
         except KeyboardInterrupt:
             pass
         stack.down(opts.state_dir, _say)
+
+
+def _recorded(state_dir: Path, started: object) -> dict[str, object]:
+    """The processes the pid file records now (`mlops restart` replaces one), else those `up` started."""
+    from mlops.stack.processes import StackState, read_state
+
+    assert isinstance(started, StackState)
+    now = read_state(state_dir)
+    return dict((now or started).processes)
 
 
 def _print_urls(state: object, opts: object) -> None:
@@ -126,6 +143,38 @@ def down_command(
         _fail(str(exc), exc.exit_code)
 
 
+def restart_command(
+    component: Annotated[str, typer.Argument(help="prefect, mlflow, worker, model-server or webhook-bridge")],
+    state_dir: StateOpt = None,
+    timeout: Annotated[float | None, typer.Option(help="seconds it may take to become healthy (default: as "
+                                                  "`mlops up` was given)")] = None,
+) -> None:
+    """Stop one component of the running stack and start it again as `mlops up` did."""
+    from dataclasses import replace
+
+    from mlops.stack import supervisor as stack
+
+    folder = _state_dir(state_dir)
+    try:
+        state = stack.read_state(folder)
+        if state is None:
+            _fail(f"no stack is recorded in {folder}; run `mlops up`")
+        opts = stack.StackOptions.from_record(folder, state.options)
+        if timeout is not None:
+            opts = replace(opts, timeout=timeout)
+        done = stack.restart_component(opts, component, _say)
+    except stack.StackError as exc:
+        _fail(str(exc), exc.exit_code)
+        return
+    except KeyboardInterrupt:
+        _fail("interrupted; see `mlops stack-status`", 130)
+        return
+    typer.secho(f"Restarted the {stack.LABELS[component]} (pid {done.pid}) in {done.seconds:.1f} s.",
+                fg=typer.colors.GREEN)
+    if done.serving is not None:
+        typer.echo(f"  {done.serving.summary(state.model_name or 'the model')}.")
+
+
 def status_command(state_dir: StateOpt = None) -> None:
     """Each stack process: running or not, healthy or not, and its URL."""
     from mlops.stack import supervisor as stack
@@ -143,6 +192,8 @@ def status_command(state_dir: StateOpt = None) -> None:
     for r in rows:
         if not r.running:
             word, color, bad = "stopped", typer.colors.RED, True
+        elif r.condition:  # degraded: serving, but something it needs is unreachable; loading: not yet
+            word, color, bad = r.condition, typer.colors.YELLOW, bad or r.healthy is False
         elif r.healthy is False:
             word, color, bad = "unhealthy", typer.colors.YELLOW, True
         else:
@@ -216,6 +267,7 @@ def deploy_env_command(
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="The local MLOps stack.")
 app.command("up")(up_command)
 app.command("down")(down_command)
+app.command("restart")(restart_command)
 app.command("stack-status")(status_command)
 app.command("logs")(logs_command)
 app.command("deploy-env")(deploy_env_command)

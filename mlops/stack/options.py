@@ -44,6 +44,11 @@ PORT_SETTINGS = {
     "webhook-bridge": ("--webhook-port", *_port("webhook_port")),
 }
 SECRETS_FILE = "webhook_secrets.env"
+HASH_KEY_FILE = "log_hash_key"  # the prediction log's HMAC key (MLOPS_LOG_HASH_KEY), mode 600
+# the options `mlops up` records in the pid file, so `mlops restart` starts a component the same way
+RECORDED_OPTIONS = ("host", "prefect_port", "mlflow_port", "serve_port", "webhook_port", "config_path", "prefect_file",
+                    "webhooks_config", "project_dir", "mlflow_basic_auth", "mlflow_jobs", "serve_poll_seconds",
+                    "worker_poll_seconds", "timeout")
 ENV_PLACEHOLDER = re.compile(r"{{\s*\$([A-Za-z_][A-Za-z0-9_]*)\s*}}")
 PROFILE_NAME = re.compile(r"^[a-z0-9][a-z0-9-]*$")
 
@@ -79,6 +84,7 @@ class StackOptions:
     components: tuple[str, ...] = COMPONENTS
     alert_url: str | None = None
     mlflow_basic_auth: bool = False
+    mlflow_jobs: bool = False  # MLflow's job-execution workers (GenAI scorers, prompt optimisation): off unless asked
     schedules: bool = True
     serve_poll_seconds: float | None = None
     worker_poll_seconds: float = 2.0
@@ -149,6 +155,19 @@ class StackOptions:
     @property
     def logs_dir(self) -> Path:
         return self.state_dir / "logs"
+
+    def record(self) -> dict[str, Any]:
+        """The options `mlops restart` needs to start a component as `up` did (no secrets, no environment)."""
+        return {k: str(v) if isinstance(v, Path) else v for k, v in ((k, getattr(self, k)) for k in RECORDED_OPTIONS)}
+
+    @classmethod
+    def from_record(cls, state_dir: Path, recorded: Mapping[str, Any],
+                    environ: Mapping[str, str] | None = None) -> StackOptions:
+        """Options as `up` recorded them in the pid file (older files: from the environment), for `restart`."""
+        known = {k: Path(v) if k.endswith(("_path", "_file", "_config", "_dir")) else v
+                 for k, v in recorded.items() if k in RECORDED_OPTIONS and v is not None}
+        env = dict(os.environ if environ is None else environ)
+        return replace(cls.from_env(env, state_dir=state_dir), **known)
 
 
 # ---- ports ------------------------------------------------------------------------------------
@@ -231,12 +250,24 @@ def load_webhook_secrets(opts: StackOptions) -> dict[str, str]:
 
 
 def private_secret(path: Path) -> str:
-    """A random secret kept in a mode-600 file, made on first use."""
+    """A random secret kept in a mode-600 file, made on first use (an existing file is made private again)."""
     if path.exists():
+        if path.stat().st_mode & 0o077:
+            path.chmod(0o600)
         return path.read_text().strip()
     value = secrets.token_hex(32)
     _write_private(path, value + "\n")
     return value
+
+
+def load_log_hash_key(opts: StackOptions) -> str:
+    """The prediction log's hash key: MLOPS_LOG_HASH_KEY when set, else generated once into
+    `$MLOPS_HOME/log_hash_key` (mode 600) and kept, so hashed ids stay joinable across restarts.
+
+    Without a key the model server would drop the sensitive columns instead of hashing them.
+    """
+    given = opts.settings.log_hash_key
+    return given.get_secret_value() if given else private_secret(opts.state_dir / HASH_KEY_FILE)
 
 
 def base_env(opts: StackOptions) -> dict[str, str]:

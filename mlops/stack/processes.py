@@ -144,6 +144,8 @@ class StackState:
     work_pool: str | None = None
     deployments: list[str] = field(default_factory=list)
     supervisor_pid: int = 0
+    model_name: str | None = None  # the registered model the model server serves (its config's)
+    options: dict[str, Any] = field(default_factory=dict)  # StackOptions.record(): what `restart` reuses
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)

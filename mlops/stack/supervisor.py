@@ -4,8 +4,10 @@
 (none of their health checks needs another); as soon as Prefect answers it creates the work pool,
 runs `prefect deploy` on `prefect.yaml` with the variables that file reads, installs the alert and
 crash-detection automations, and starts `prefect worker start` (after marking runs whose process
-died with an earlier worker as Crashed). It returns when every process answers its health check
-(`parallel=False` starts them one by one instead, as a baseline for the benchmark).
+died with an earlier worker as Crashed). It returns when every process answers its health check and
+the model server serves the champion, or MLflow says there is none yet (mlops/stack/readiness.py);
+while it waits it says which component it waits for (`parallel=False` starts them one by one
+instead, as a baseline for the benchmark). `restart_component` stops and starts one of them.
 
 Each process runs in its own session, logs to `$MLOPS_HOME/logs/<name>.log`, and is recorded with
 its pid and creation time in `$MLOPS_HOME/stack.json` (mlops/stack/processes.py); `down` stops
@@ -25,6 +27,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -39,6 +42,7 @@ from mlops.stack.options import (
     StackOptions,
     base_env,
     check_ports,
+    load_log_hash_key,
     load_webhook_secrets,
     plan_deployments,
     prefect_auth_header,
@@ -55,9 +59,10 @@ from mlops.stack.processes import (
     stack_lock,
     write_state,
 )
+from mlops.stack.readiness import HEALTH_PATHS, PROGRESS_SECONDS, Serving, read_ready, wait_serving
+from mlops.stack.readiness import ComponentStatus as ComponentStatus  # re-exported: `stack.status(...)`
+from mlops.stack.readiness import status as status
 
-HEALTH_PATHS = {"prefect": "/api/health", "mlflow": "/health", "model-server": "/health",
-                "webhook-bridge": "/health"}
 STEP_TITLES = {
     "prefect": "starting the Prefect server",
     "mlflow": "starting the MLflow server",
@@ -66,6 +71,7 @@ STEP_TITLES = {
     "worker": "starting the Prefect worker",
     "model-server": "starting the model server",
     "webhook-bridge": "starting the webhook bridge",
+    "champion": "waiting for the model server to load the champion",
 }
 
 Echo = Callable[[str], None]
@@ -111,7 +117,7 @@ def wait_healthy(rec: ProcessRecord, probe: Callable[[], bool], what: str, timeo
         wait_until(probe, timeout, f"the {what} was not healthy", interval=0.25, stop=stop,
                    ignore=(Exception,),  # not up yet, whatever the reason
                    gone=lambda: None if rec.alive() else f"the {what} exited while starting; {last_lines()}",
-                   detail=last_lines)
+                   detail=lambda: f"raise the limit with --timeout; {last_lines()}")
     except WaitAborted as exc:
         raise StackError(f"stopped waiting for the {what}" if stop is not None and stop.is_set() else str(exc)) from None
     except WaitTimeout as exc:
@@ -221,6 +227,13 @@ class Supervisor:
         # neither on the command line (ps, the log, the pid file) nor logged
         env["MLFLOW_BACKEND_STORE_URI"] = (s.mlflow_backend_store_uri.get_secret_value() if s.mlflow_backend_store_uri
                                            else f"sqlite:///{o.state_dir / 'mlflow.db'}")
+        # MLflow 3 starts a job runner and a Huey consumer per GenAI job (LLM scorers, prompt optimisation,
+        # issue detection) plus one for periodic tasks: 8 processes, ~1.8 GiB resident, nothing this
+        # project uses. Off unless asked (--mlflow-jobs, or the variable set in the environment).
+        if o.mlflow_jobs:
+            env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "true"
+        else:
+            env.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
         destination = s.mlflow_artifacts_destination or str(artifacts)
         cmd = [str(self.bin / "mlflow"), "server", "--serve-artifacts",
                "--artifacts-destination", destination, "--default-artifact-root", "mlflow-artifacts:/",
@@ -322,6 +335,7 @@ class Supervisor:
         env["PREFECT_LOGGING_LEVEL"] = o.settings.flow_log_level
         env.setdefault("PREFECT_WORKER_QUERY_SECONDS", f"{o.worker_poll_seconds:g}")
         env.setdefault("PREFECT_WORKER_PREFETCH_SECONDS", "5")
+        env["MLOPS_LOG_HASH_KEY"] = load_log_hash_key(o)  # batch scoring hashes, monitoring joins labels
         worker_name = f"{pool}-{socket.gethostname()}"
         cmd = [str(self.bin / "prefect"), "worker", "start", "--pool", pool, "--type", "process",
                "--name", worker_name]
@@ -338,7 +352,30 @@ class Supervisor:
                "--host", o.host, "--port", str(o.serve_port), "--log-level", "warning"]
         if o.serve_poll_seconds is not None:
             cmd += ["--poll-seconds", f"{o.serve_poll_seconds:g}"]
-        return self.start("model-server", cmd, dict(self.env), self.health("model-server"))
+        # by environment, never on the command line: sensitive columns are hashed, not dropped
+        env = {**self.env, "MLOPS_LOG_HASH_KEY": load_log_hash_key(o)}
+        return self.start("model-server", cmd, env, self.health("model-server"))
+
+    def mlflow_auth(self) -> tuple[str, str] | None:
+        s = self.opts.settings
+        if self.opts.mlflow_basic_auth and s.mlflow_tracking_username and s.mlflow_tracking_password:
+            return s.mlflow_tracking_username, s.mlflow_tracking_password.get_secret_value()
+        return None
+
+    def wait_champion(self) -> Serving | None:
+        """Wait until the model server serves the champion, or MLflow says there is none (None when the
+        model server or MLflow is not part of this stack)."""
+        model = self.state.model_name
+        rec = self.state.processes.get("model-server")
+        if not model or rec is None or "mlflow" not in self.state.processes:
+            return None
+        self.echo(f"{STEP_TITLES['champion']} ...")
+        return wait_serving(
+            str(self.opts.url("model-server")), str(self.opts.url("mlflow")), model, self.opts.timeout,
+            auth=self.mlflow_auth(), progress=self.echo, stop=self._stop,
+            gone=lambda: None if rec.alive() else f"the model server exited while loading the champion; last lines "
+                                                  f"of {rec.log}:\n{tail(Path(rec.log))}",
+            detail=lambda: f"its /ready says: {read_ready(str(self.opts.url('model-server'))).reason or 'nothing'}")
 
     def launch_bridge(self) -> Future[float]:
         o = self.opts
@@ -357,10 +394,12 @@ class UpResult:
     state: StackState
     timings: dict[str, float]
     total_seconds: float
+    serving: Serving | None = None  # the champion the model server serves (None: no model server or MLflow)
 
 
 def up(opts: StackOptions, echo: Echo | None = None) -> UpResult:
-    """Start the stack and return once every component is healthy; on failure stop what was started."""
+    """Start the stack and return once every component is healthy and the model server serves the
+    champion (or MLflow says there is none yet); on failure stop what was started."""
     say = echo or (lambda _m: None)
     unknown = [c for c in opts.components if c not in COMPONENTS]
     if unknown:
@@ -384,10 +423,17 @@ def up(opts: StackOptions, echo: Echo | None = None) -> UpResult:
             say(f"removed a stale pid file (none of its processes runs): {pid_file(opts.state_dir)}")
         check_ports(opts)
         sup = Supervisor(opts, say)
+        sup.state.model_name = cfg.registry.model_name
+        sup.state.options = opts.record()
         write_state(sup.state)
         timings: dict[str, float] = {}
+        serving: Serving | None = None
         try:
             _bring_up(sup, cfg.monitoring.schedule_cron, set(opts.components), opts.parallel, timings, say)
+            t0 = time.monotonic()
+            if (serving := sup.wait_champion()) is not None:
+                timings["champion"] = time.monotonic() - t0
+                say(f"  {serving.summary(cfg.registry.model_name)}")
         except BaseException:
             sup.close()
             _stop_all(sup.state, say, grace=10.0)
@@ -395,7 +441,7 @@ def up(opts: StackOptions, echo: Echo | None = None) -> UpResult:
             raise
         sup.close()
         write_state(sup.state)
-    return UpResult(sup.state, timings, time.monotonic() - t_start)
+    return UpResult(sup.state, timings, time.monotonic() - t_start, serving)
 
 
 def _bring_up(sup: Supervisor, monitor_cron: str, want: set[str], parallel: bool, timings: dict[str, float],
@@ -408,15 +454,26 @@ def _bring_up(sup: Supervisor, monitor_cron: str, want: set[str], parallel: bool
     """
     launchers = sup.launchers()
     pending: dict[str, Future[float]] = {}
+    started: dict[str, float] = {}
 
     def wait(name: str) -> None:
-        if name in pending:
-            timings[name] = pending.pop(name).result()
-            say(f"  {LABELS[name]} ready in {timings[name]:.1f} s")
+        if name not in pending:
+            return
+        while True:  # say every PROGRESS_SECONDS which components are still starting
+            try:
+                timings[name] = pending[name].result(timeout=PROGRESS_SECONDS)
+                break
+            except FutureTimeout:
+                now = time.monotonic()
+                waiting = [f"{LABELS[n]} ({now - started[n]:.0f} s)" for n, f in pending.items() if not f.done()]
+                say(f"  still starting: {', '.join(waiting)}")
+        del pending[name]
+        say(f"  {LABELS[name]} ready in {timings[name]:.1f} s")
 
     def launch(name: str) -> None:
         if name in want:
             say(f"{STEP_TITLES[name]} ...")
+            started[name] = time.monotonic()
             pending[name] = launchers[name]()
             if not parallel or name == "worker":
                 wait(name)
@@ -467,56 +524,6 @@ def down(state_dir: Path, echo: Echo | None = None, grace: float = 15.0) -> list
         return stopped
 
 
-@dataclass
-class ComponentStatus:
-    name: str
-    pid: int | None
-    running: bool
-    healthy: bool | None
-    url: str | None
-    detail: str = ""
-
-
-def status(state_dir: Path) -> list[ComponentStatus]:
-    """What the pid file records, whether each process runs, and whether it answers its health check."""
-    import httpx
-
-    state_dir = state_dir.expanduser().resolve()
-    state = read_state(state_dir)
-    if state is None:
-        return []
-    out = []
-    headers = prefect_auth_header(os.environ)
-    for name, rec in state.processes.items():
-        running = rec.alive()
-        healthy: bool | None = None
-        detail = ""
-        if running and rec.url:
-            path = "/ready" if name == "model-server" else HEALTH_PATHS.get(name, "/")
-            try:
-                resp = httpx.get(rec.url + path, timeout=2.0)
-                healthy = resp.status_code == 200 or (name == "model-server" and resp.status_code == 503)
-                if name == "model-server" and resp.status_code == 503:
-                    detail = "up, no champion loaded yet"
-            except httpx.HTTPError as exc:
-                healthy, detail = False, type(exc).__name__
-        elif running and name == "worker" and state.work_pool:
-            prefect = state.processes.get("prefect")
-            try:
-                resp = httpx.post(f"{prefect.url}/api/work_pools/{state.work_pool}/workers/filter",
-                                  json={"limit": 50}, headers=headers, timeout=2.0)
-                if resp.status_code == 401:
-                    detail = f"pool {state.work_pool} (set PREFECT_API_AUTH_STRING to check it)"
-                else:
-                    resp.raise_for_status()
-                    healthy = any(w.get("status") == "ONLINE" for w in resp.json())
-                    detail = f"pool {state.work_pool}"
-            except (httpx.HTTPError, ValueError, AttributeError) as exc:
-                healthy, detail = False, type(exc).__name__
-        out.append(ComponentStatus(name, rec.pid, running, healthy, rec.url, detail))
-    return out
-
-
 def log_file(state_dir: Path, component: str) -> Path:
     names = COMPONENTS + ("deploy", "automations")
     if component not in names:
@@ -533,8 +540,21 @@ def kill_component(state_dir: Path, component: str, sig: int = signal.SIGKILL) -
     return kill_tree(rec, sig, grace=5.0)
 
 
-def restart_component(opts: StackOptions, component: str, echo: Echo | None = None) -> float:
-    """Start one component again (after it died), recording it in the pid file; returns seconds to healthy."""
+@dataclass
+class Restarted:
+    name: str
+    pid: int
+    seconds: float  # until healthy (and, for the model server, serving or sure there is no champion)
+    serving: Serving | None = None
+
+
+def restart_component(opts: StackOptions, component: str, echo: Echo | None = None) -> Restarted:
+    """Stop one component (if it runs) and start it again as `up` did, recorded in the pid file.
+
+    Returns once it is healthy; the model server once it serves the champion or MLflow says there is
+    none, the worker after marking runs whose process died with it as Crashed.
+    """
+    say = echo or (lambda _m: None)
     if component not in COMPONENTS:
         raise StackError(f"unknown component {component!r}; choose from {', '.join(COMPONENTS)}")
     with stack_lock(opts.state_dir):
@@ -543,9 +563,17 @@ def restart_component(opts: StackOptions, component: str, echo: Echo | None = No
             raise StackError(f"no stack is recorded in {opts.state_dir}; run `mlops up`")
         rec = state.processes.get(component)
         if rec is not None and rec.alive():
-            raise StackError(f"the {LABELS[component]} is still running (pid {rec.pid})")
-        sup = Supervisor(opts, echo, state)
+            say(f"stopping the {LABELS[component]} (pid {rec.pid}) ...")
+            del state.processes[component]  # `up --foreground` must not take it for a crash
+            write_state(state)
+            kill_tree(rec, signal.SIGTERM, grace=15.0)
+        sup = Supervisor(opts, say, state)
+        t0 = time.monotonic()
         try:
-            return sup.launchers()[component]().result()
+            say(f"{STEP_TITLES[component]} ...")
+            sup.launchers()[component]().result()
+            serving = sup.wait_champion() if component == "model-server" else None
         finally:
             sup.close()
+        new = state.processes[component]
+        return Restarted(component, new.pid, time.monotonic() - t0, serving)

@@ -7,6 +7,7 @@ import gc
 import json
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -90,3 +91,86 @@ def test_wait_until_returns_the_probe_value_names_a_timeout_and_a_dead_process()
 
     assert startup.wait_until(probe, 5, "never", interval=0.001, ignore=(OSError,)) is True
     assert startup.poll(lambda: 0, 0.01) == 0 and startup.http_ok("http://127.0.0.1:9/") is False
+
+
+# ---- a running stack's API instead of a second private one (mlops.cli.common.use_running_stack) ---
+
+
+@pytest.fixture
+def clean_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """MLOPS_HOME in tmp_path and none of the variables `use_running_stack` sets (restored afterwards)."""
+    for name in ("PREFECT_API_URL", "MLFLOW_TRACKING_URI", "MLOPS_ARTIFACT_ROOT", "MLOPS_LOG_HASH_KEY",
+                 "PREFECT_API_AUTH_STRING", "PREFECT_SERVER_API_AUTH_STRING"):
+        monkeypatch.setenv(name, "x")  # recorded, so the test's own settings are undone too
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("MLOPS_HOME", str(tmp_path / "state"))
+    monkeypatch.setattr(local_api, "_current", None)
+    return tmp_path / "state"
+
+
+def _stack_with(state: Path, url: str, alive: bool) -> Any:
+    import subprocess
+    import sys
+
+    import psutil
+
+    from mlops.stack import processes
+
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    rec = processes.ProcessRecord(name="prefect", pid=proc.pid, create_time=psutil.Process(proc.pid).create_time(),
+                                  cmd=["prefect"], log="/dev/null", url=url)
+    mlflow = processes.ProcessRecord(**{**rec.__dict__, "name": "mlflow", "url": "http://127.0.0.1:9"})
+    state.mkdir(parents=True, exist_ok=True)
+    (state / "log_hash_key").write_text("stack-key\n")
+    processes.write_state(processes.StackState(state_dir=str(state), started_at="t",
+                                               processes={"prefect": rec, "mlflow": mlflow}))
+    if not alive:
+        proc.kill()
+        proc.wait()
+    return proc
+
+
+def test_a_command_uses_the_running_stacks_api_instead_of_starting_its_own(clean_env: Path) -> None:
+    import os
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from mlops.cli import common
+
+    class Health(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            self.send_response(200 if self.path == "/api/health" else 404)
+            self.end_headers()
+            self.wfile.write(b"true")
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Health)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    proc = _stack_with(clean_env, url, alive=True)
+    try:
+        assert common.use_running_stack() == f"{url}/api"
+        assert os.environ["PREFECT_API_URL"] == f"{url}/api"
+        assert os.environ["MLFLOW_TRACKING_URI"] == "http://127.0.0.1:9"
+        assert os.environ["MLOPS_ARTIFACT_ROOT"] == "mlflow-artifacts:/"
+        assert os.environ["MLOPS_LOG_HASH_KEY"] == "stack-key"
+        assert local_api.start_local_api() is None and local_api.current() is None, "no second Prefect API"
+    finally:
+        proc.kill()
+        proc.wait()
+        server.shutdown()
+        server.server_close()
+
+
+def test_without_a_running_stack_a_command_keeps_its_private_api(clean_env: Path) -> None:
+    import os
+
+    from mlops.cli import common
+
+    _stack_with(clean_env, "http://127.0.0.1:9", alive=False)
+    assert common.use_running_stack() is None
+    assert "PREFECT_API_URL" not in os.environ and "MLFLOW_TRACKING_URI" not in os.environ
+    os.environ["PREFECT_API_URL"] = "http://127.0.0.1:4200/api"  # what the user set wins (undone by the fixture)
+    assert common.use_running_stack() is None and os.environ["PREFECT_API_URL"] == "http://127.0.0.1:4200/api"
