@@ -15,9 +15,9 @@ from mlops.core.data import Split
 from mlops.registry import versions as registry
 from mlops.registry.tracking import (
     TrainingRun,
+    log_contract,
     log_holdout,
     log_model_version,
-    log_run_artifacts,
     version_tags,
 )
 from mlops.registry.tracking import record_verdict as record_verdict_on_version
@@ -51,10 +51,11 @@ def start_training_run(cfg: PipelineConfig, split: Split, scoring: Any, lineage:
 @stage_task("register_challenger", io=True)
 def register_challenger(run_id: str, model: Any, model_name: str, X_example: pd.DataFrame,
                         contract: DataContract) -> str:
-    """Log and register the challenger (signature, input example, skops) with its data contract."""
+    """Log and register the challenger (signature, input example, skops) with its data contract and the
+    contract's diff from the champion's (`contract/contract_diff.json`, version tag `contract.diff`)."""
     version = log_model_version(run_id, model, model_name, X_example, model.predict(X_example),
                                 optional_columns=contract.optional_inputs)
-    log_run_artifacts(run_id, [], {"contract/contract.json": contract.to_json()})
+    log_contract(run_id, model_name, version, contract)
     return version
 
 

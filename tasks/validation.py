@@ -1,4 +1,5 @@
-"""Validation stage: the data contract (inferred or the champion's) checked with Great Expectations."""
+"""Validation stage: the batch checked with Great Expectations (structure and the user's rules), and the
+data contract evolved from the rows kept."""
 
 from __future__ import annotations
 
@@ -8,22 +9,17 @@ from typing import NamedTuple
 from prefect import get_run_logger
 
 from mlops.core.config import PipelineConfig
-from mlops.core.contract import DataContract, infer_contract, merge_expectations
+from mlops.core.contract import DataContract
 from mlops.core.data import LoadedData
 from mlops.core.profile import DataProfile
-from mlops.core.validation import (
-    ValidationOutcome,
-    add_malformed,
-    enforce_quarantine_limit,
-    validate_batch,
-    write_quarantine,
-)
+from mlops.core.validation import ValidationOutcome, validate_training_batch
 from tasks.common import stage_task
 
 
 class CheckedData(NamedTuple):
-    """What validation hands on: the outcome (accepted and quarantined rows), the contract the data was
-    checked against, the quarantine file (None when no row was set aside) and the profile."""
+    """What validation hands on: the outcome (accepted and quarantined rows), this version's contract (its
+    `changes` hold the diff from the champion's), the quarantine file (None when no row was set aside)
+    and the profile."""
 
     outcome: ValidationOutcome
     contract: DataContract
@@ -34,28 +30,28 @@ class CheckedData(NamedTuple):
 @stage_task("validate_batch")
 def validate_training_data(loaded: LoadedData, cfg: PipelineConfig, contract: DataContract | None,
                            quarantine_dir: Path) -> CheckedData:
-    """Check the batch against the contract; quarantine bad and malformed rows; stop on structural failures
-    or too many bad rows.
+    """Check the batch; quarantine rows that break structure or the user's rules, and malformed rows; stop on
+    structural failures or too many bad rows; infer this version's contract from the rows kept.
 
-    With no contract yet (first training), the contract is inferred from this data following the
-    profile's decisions; with the champion's contract, the profile is brought in line with it. The
-    user's expectations from config always apply.
+    `contract` is the champion's (None before the first training): its columns and null budgets hold,
+    but a value outside its observed range or categories is kept (the data moved, as it does between
+    seasons) and counted. The new contract keeps the champion's structure where the data agrees, takes
+    ranges and categories from the kept rows and the config's rules; its `changes` say what moved.
     """
     logger = get_run_logger()
-    df, profile = loaded.frame, loaded.profile
-    if contract is None:
-        contract = infer_contract(df, cfg.target, cfg.task, cfg.validation, cfg.id_column, cfg.timestamp_column,
-                                  cfg.columns, profile)
-        logger.info("Inferred a data contract from this data (%d columns)", len(contract.columns))
-    else:
-        contract = merge_expectations(contract, cfg.validation.expectations)
-        profile = profile.follow_contract({c.name: (c.role, c.kind) for c in contract.columns},
+    profile = loaded.profile
+    batch = validate_training_batch(loaded.frame, contract, cfg, profile, loaded.malformed, quarantine_dir)
+    outcome = batch.outcome
+    logger.info("Validated %d rows: %d accepted, %d quarantined", outcome.checked, len(outcome.good),
+                len(outcome.quarantined))
+    if outcome.outside_observed:
+        logger.info("Kept %d row(s) outside the champion's observed ranges or categories (%s)",
+                    outcome.rows_outside_observed, ", ".join(f"{c} {n}" for c, n in outcome.outside_observed.items()))
+    if batch.contract.changes is not None:
+        logger.info("Data contract: %s", batch.contract.changes.summary())
+    if contract is not None:
+        profile = profile.follow_contract({c.name: (c.role, c.kind) for c in batch.contract.columns},
                                           "the champion's data contract")
     for line in profile.summary_lines():
         logger.info("%s", line)
-    outcome = add_malformed(validate_batch(df, contract), loaded.malformed)
-    path = write_quarantine(outcome, quarantine_dir)
-    logger.info("Validated %d rows: %d accepted, %d quarantined", outcome.checked, len(outcome.good),
-                len(outcome.quarantined))
-    enforce_quarantine_limit(outcome, cfg.validation.max_quarantine_fraction, path)
-    return CheckedData(outcome, contract, path, profile)
+    return CheckedData(outcome, batch.contract, batch.quarantine_file, profile)

@@ -1,22 +1,26 @@
-"""The data contract: what the model was trained on, inferred from the first accepted training data.
+"""The data contract: what the model was trained on, re-inferred by every training from its accepted rows.
 
-Columns, kinds, ranges with margin, allowed categories and null fractions, plus the user's own
-expectations from config. Saved with every model version as `contract/contract.json` and used by
-training, serving, scoring and monitoring alike. Pure functions; the Great Expectations suite is
-built from it in mlops.validation.
+Two parts kept apart: what the user declared (config `validation.expectations`, declared column
+types, the target, id and timestamp columns), which holds until the config changes, and what was
+observed in the training data (kinds where nothing was declared, ranges with margin, allowed
+categories, null fractions), which each retrain re-infers (`evolve_contract`, with a `ContractDiff`).
+A value outside the observed range is drift; only structure and the user's rules make data bad.
+Saved with every model version as `contract/contract.json` and used by training, serving, scoring
+and monitoring alike. Pure functions; the Great Expectations suite is built from it in
+mlops.core.validation.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 
-from mlops.core.config import UserExpectation, ValidationConfig
+from mlops.core.config import PipelineConfig, UserExpectation, ValidationConfig
 from mlops.core.errors import DataError
 from mlops.core.profile import (
     FEATURE_ROLES,
@@ -47,7 +51,74 @@ class ColumnSpec:
 
 
 @dataclass
+class ContractDiff:
+    """How a contract differs from the one it evolved from: JSON-serialisable, `summary()` reads in a line.
+
+    `ranges`: column -> {"from": [min, max], "to": [min, max], "change": widened | narrowed | shifted};
+    `categories`: column -> {"added": [...], "removed": [...]}; `kinds` and `roles`: column -> [old, new];
+    `rules_added` / `rules_removed`: the user's rules (config expectations) described.
+    """
+
+    first: bool = False  # no previous contract: everything was inferred now
+    rows: int = 0  # training rows the new contract was inferred from
+    columns: int = 0
+    added: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    kinds: dict[str, list[str]] = field(default_factory=dict)
+    roles: dict[str, list[str]] = field(default_factory=dict)
+    ranges: dict[str, dict[str, Any]] = field(default_factory=dict)
+    categories: dict[str, dict[str, list[str]]] = field(default_factory=dict)
+    rules_added: list[str] = field(default_factory=list)
+    rules_removed: list[str] = field(default_factory=list)
+
+    @property
+    def changed(self) -> bool:
+        return self.first or any((self.added, self.removed, self.kinds, self.roles, self.ranges, self.categories,
+                                  self.rules_added, self.rules_removed))
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self) | {"summary": self.summary()}
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, default=str)
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> ContractDiff:
+        return cls(**{k: v for k, v in raw.items() if k in cls.__dataclass_fields__})
+
+    def summary(self, limit: int = 400) -> str:
+        """One line: what changed, most telling first (columns, kinds, user rules, categories, ranges)."""
+        if self.first:
+            return f"first contract: {self.columns} columns inferred from {self.rows:,} rows"
+        parts = [f"+column {c}" for c in self.added] + [f"-column {c}" for c in self.removed]
+        parts += [f"{c} kind {a} -> {b}" for c, (a, b) in self.kinds.items()]
+        parts += [f"{c} role {a} -> {b}" for c, (a, b) in self.roles.items()]
+        parts += [f"+rule {r}" for r in self.rules_added] + [f"-rule {r}" for r in self.rules_removed]
+        for c, d in self.categories.items():
+            for key, sign in (("added", "+"), ("removed", "-")):
+                if d.get(key):
+                    parts.append(f"{c} {sign}categories {_few(d[key])}")
+        parts += [f"{c} range {d['change']} {_span(d['from'])} -> {_span(d['to'])}" for c, d in self.ranges.items()]
+        if not parts:
+            return f"unchanged ({self.columns} columns, re-inferred from {self.rows:,} rows)"
+        text = "; ".join(parts)
+        return text if len(text) <= limit else text[: limit - 12].rsplit("; ", 1)[0] + "; (+ more)"
+
+
+def _span(bounds: list[float | None]) -> str:
+    return "..".join("?" if b is None else f"{b:.4g}" for b in bounds)
+
+
+def _few(values: list[str], n: int = 3) -> str:
+    return "(" + ", ".join(values[:n]) + (f", +{len(values) - n} more" if len(values) > n else "") + ")"
+
+
+@dataclass
 class DataContract:
+    """The user's part (`expectations`, `declared`, target, id and timestamp columns) and the observed part
+    (each column's kind, range, categories and null fraction); `changes` is how it differs from the
+    contract it evolved from (None for contracts saved before contracts evolved)."""
+
     columns: list[ColumnSpec]
     target: str
     task: str
@@ -55,6 +126,8 @@ class DataContract:
     timestamp_column: str | None = None
     expectations: list[dict[str, Any]] = field(default_factory=list)
     version: int = 1
+    declared: dict[str, str] = field(default_factory=dict)  # config `columns`: the user's declared types
+    changes: ContractDiff | None = None
 
     @property
     def by_name(self) -> dict[str, ColumnSpec]:
@@ -81,12 +154,13 @@ class DataContract:
     def from_json(cls, text: str) -> DataContract:
         raw = json.loads(text)
         raw["columns"] = [ColumnSpec(**c) for c in raw["columns"]]
+        if raw.get("changes") is not None:
+            raw["changes"] = ContractDiff.from_dict(raw["changes"])
         return cls(**raw)
 
     def without_target(self) -> DataContract:
-        cols = [c for c in self.columns if c.role != "target"]
-        return DataContract(cols, self.target, self.task, self.id_column, self.timestamp_column,
-                            [e for e in self.expectations if e.get("column") != self.target], self.version)
+        return replace(self, columns=[c for c in self.columns if c.role != "target"],
+                       expectations=[e for e in self.expectations if e.get("column") != self.target])
 
 
 def _kind_of(s: pd.Series, max_categories: int) -> Kind:
@@ -159,17 +233,155 @@ def infer_contract(
             spec.allowed = sorted({str(v) for v in _category_strings(s).dropna().unique()})
         cols.append(spec)
     exps = [e.model_dump(exclude_none=True) for e in cfg.expectations]
-    contract = DataContract(cols, target, task, id_column, timestamp_column, exps)
+    contract = DataContract(cols, target, task, id_column, timestamp_column, exps, declared=dict(declared or {}))
     for e in exps:
         if e["column"] not in contract.by_name:
             raise DataError(f"config expectation on column '{e['column']}': no such column in the data")
+    return _bound_by_rules(contract)
+
+
+def _bound_by_rules(contract: DataContract) -> DataContract:
+    """Observed ranges and categories kept within the user's rules (the user's bounds win over a margin)."""
+    by = contract.by_name
+    for e in contract.expectations:
+        spec = by[e["column"]]
+        if e["type"] == "between" and spec.min is not None and spec.max is not None:
+            lo = spec.min if e.get("min") is None else max(spec.min, float(e["min"]))
+            hi = spec.max if e.get("max") is None else min(spec.max, float(e["max"]))
+            if lo <= hi:
+                spec.min, spec.max = lo, hi
+        elif e["type"] == "in_set" and spec.allowed:
+            permitted = set(_category_strings(pd.Series(list(e["values"]), dtype=object)).dropna())
+            spec.allowed = [a for a in spec.allowed if a in permitted] or spec.allowed
     return contract
+
+
+def evolve_contract(previous: DataContract | None, frame: pd.DataFrame, cfg: PipelineConfig,
+                    profile: DataProfile | None = None) -> tuple[DataContract, ContractDiff]:
+    """The contract re-inferred from this training data (the rows validation kept), and how it differs
+    from `previous` (also held as its `changes`).
+
+    Ranges, categories and null fractions come from these rows; columns keep the roles and kinds of
+    `previous` where the data agrees (an integer column that now holds fractions becomes numeric) and
+    the config declares nothing else; the config's rules are the user's part and bound what was observed.
+    """
+    followed = _follow_structure(previous, frame, cfg, profile)
+    new = infer_contract(frame, cfg.target, cfg.task, cfg.validation, cfg.id_column, cfg.timestamp_column,
+                         cfg.columns, followed)
+    diff = diff_contracts(previous, new, len(frame))
+    return replace(new, changes=diff), diff
+
+
+def checking_contract(previous: DataContract | None, frame: pd.DataFrame, cfg: PipelineConfig,
+                      profile: DataProfile | None = None) -> DataContract:
+    """What a training batch is checked against before its own contract is inferred from the rows kept.
+
+    The previous contract's columns as they were (a missing one is structural, their null budgets hold;
+    their observed ranges and categories only report), columns it does not know as this batch shows
+    them, and the config's rules. Without a previous contract: the one this batch implies.
+    """
+    fresh, _ = evolve_contract(previous, frame, cfg, profile)
+    if previous is None:
+        return replace(fresh, changes=None)
+    old = previous.by_name
+    cols = []
+    for spec in fresh.columns:
+        prev = old.get(spec.name)
+        same = prev is not None and prev.role == spec.role and (
+            prev.kind == spec.kind or {prev.kind, spec.kind} <= {"numeric", "integer"})
+        cols.append(replace(prev, kind=spec.kind) if same and prev is not None else spec)
+    gone = [s for s in previous.columns
+            if s.name not in fresh.by_name and s.role != "ignored" and s.name not in cfg.drop_columns]
+    return replace(fresh, columns=cols + gone, changes=None)
+
+
+def _follow_structure(previous: DataContract | None, frame: pd.DataFrame, cfg: PipelineConfig,
+                      profile: DataProfile | None) -> DataProfile:
+    """The data profile with each column's role and kind as the evolved contract keeps them."""
+    names = [str(c) for c in frame.columns if not str(c).startswith(INTERNAL_PREFIX)]
+    if profile is None or any(n not in profile.by_name for n in names):
+        profile = profile_frame(frame, cfg.target, cfg.task, cfg.validation.max_categories, cfg.id_column,
+                                cfg.timestamp_column, cfg.columns)
+    if previous is None:
+        return profile
+    old, decided = previous.by_name, profile.by_name
+    user = {cfg.target, cfg.id_column, cfg.timestamp_column, *cfg.columns} - {None}
+    structure: dict[str, tuple[str, str]] = {}
+    for name in names:
+        role = _contract_role(decided[name].role)
+        kind = decided[name].kind if role != "ignored" else "text"
+        prev = old.get(name)
+        if prev is not None and name not in user and prev.role not in {"target", "id", "timestamp"}:
+            role, kind = prev.role, prev.kind
+            if kind == "integer" and _has_fractions(frame[name]):
+                kind = "numeric"
+        structure[name] = (role, kind)
+    return profile.follow_contract(structure, "the previous data contract")
+
+
+def _has_fractions(s: pd.Series) -> bool:
+    v = as_numbers(s).dropna().to_numpy(dtype=float)
+    v = v[np.isfinite(v)]
+    return bool(len(v) and np.any(np.mod(v, 1) != 0))
+
+
+def diff_contracts(old: DataContract | None, new: DataContract, rows: int = 0) -> ContractDiff:
+    """What changed from `old` to `new`: columns, kinds, roles, observed ranges and categories, user rules."""
+    if old is None:
+        return ContractDiff(first=True, rows=rows, columns=len(new.columns))
+    was, now = old.by_name, new.by_name
+    diff = ContractDiff(rows=rows, columns=len(new.columns), added=[c for c in now if c not in was],
+                        removed=[c for c in was if c not in now])
+    for name, b in now.items():
+        a = was.get(name)
+        if a is None:
+            continue
+        if a.kind != b.kind:
+            diff.kinds[name] = [a.kind, b.kind]
+        if a.role != b.role:
+            diff.roles[name] = [a.role, b.role]
+        change = _range_change(a, b)
+        if change:
+            diff.ranges[name] = {"from": [a.min, a.max], "to": [b.min, b.max], "change": change}
+        if a.allowed is not None and b.allowed is not None:
+            added, gone = sorted(set(b.allowed) - set(a.allowed)), sorted(set(a.allowed) - set(b.allowed))
+            if added or gone:
+                diff.categories[name] = {"added": added, "removed": gone}
+    old_rules, new_rules = [rule_text(e) for e in old.expectations], [rule_text(e) for e in new.expectations]
+    diff.rules_added = [r for r in new_rules if r not in old_rules]
+    diff.rules_removed = [r for r in old_rules if r not in new_rules]
+    return diff
+
+
+def _range_change(a: ColumnSpec, b: ColumnSpec) -> str | None:
+    """'widened', 'narrowed' or 'shifted' when both specs have a range and it moved; else None."""
+    if None in (a.min, a.max, b.min, b.max):
+        return None
+    assert a.min is not None and a.max is not None and b.min is not None and b.max is not None
+    tol = 1e-9 * max(1.0, abs(a.min), abs(a.max))
+    lo = 0 if abs(b.min - a.min) <= tol else (1 if b.min < a.min else -1)  # 1: wider on this side
+    hi = 0 if abs(b.max - a.max) <= tol else (1 if b.max > a.max else -1)
+    if lo == hi == 0:
+        return None
+    if lo >= 0 and hi >= 0:
+        return "widened"
+    return "narrowed" if lo <= 0 and hi <= 0 else "shifted"
+
+
+def rule_text(e: Mapping[str, Any]) -> str:
+    """A user rule (config expectation) in a few words, e.g. 'temperature between -45..50'."""
+    col, kind = e["column"], e["type"]
+    if kind == "between":
+        return f"{col} between {_span([e.get('min'), e.get('max')])}"
+    if kind == "in_set":
+        return f"{col} in {sorted(map(str, e['values']))}"
+    if kind == "regex":
+        return f"{col} matches {e['pattern']!r}"
+    return f"{col} {kind.replace('_', ' ')}"
 
 
 def merge_expectations(contract: DataContract, extra: list[UserExpectation]) -> DataContract:
     """The contract plus the config's expectations (those it does not hold already)."""
-    from dataclasses import replace
-
     new = [e.model_dump(exclude_none=True) for e in extra]
     missing = [e for e in new if e["column"] not in contract.by_name]
     if missing:

@@ -1,8 +1,10 @@
 """Validate a batch against the data contract with Great Expectations 1.x (ephemeral context).
 
 Structural failures (missing column, wrong type, no rows, a null burst) stop the run with one clear
-sentence. Row-level failures (a value out of range, an unknown category, a value of the wrong type)
-send the row to quarantine with the expectations it broke; the good rows go on.
+sentence. Row-level failures (a user rule broken, a value of the wrong type, and, unless the caller
+keeps them, a value outside the observed range or an unknown category) send the row to quarantine
+with the expectations it broke; the good rows go on. Kept out-of-observed values are counted per
+column: a drift signal, not broken data.
 """
 
 from __future__ import annotations
@@ -10,13 +12,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
+import numpy as np
 import pandas as pd
 
-from mlops.core.contract import DataContract, coerce_to_contract
+from mlops.core.config import PipelineConfig
+from mlops.core.contract import DataContract, checking_contract, coerce_to_contract, evolve_contract
 from mlops.core.data import MalformedRow
 from mlops.core.errors import DataError
+from mlops.core.profile import DataProfile
 
 QUARANTINE_REASON_COLUMN = "_quarantine_reasons"
 
@@ -28,6 +33,9 @@ class ValidationOutcome:
     batch_failures: list[str] = field(default_factory=list)
     checked: int = 0
     expectations: int = 0
+    # kept rows with a value outside the contract's observed range or categories, per column (keep mode)
+    outside_observed: dict[str, int] = field(default_factory=dict)
+    rows_outside_observed: int = 0
 
     @property
     def quarantine_fraction(self) -> float:
@@ -41,6 +49,8 @@ class ValidationOutcome:
             "quarantine_fraction": round(self.quarantine_fraction, 6),
             "expectations": self.expectations,
             "batch_failures": self.batch_failures,
+            "rows_outside_observed": self.rows_outside_observed,
+            "outside_observed": dict(self.outside_observed),
         }
 
 
@@ -53,8 +63,12 @@ def _describe(cfg: Any) -> str:
     return f"{cfg.type}({col}{', ' if col and args else ''}{args})"
 
 
-def build_suite(contract: DataContract, need_target: bool = True) -> tuple[list[Any], set[int]]:
-    """Great Expectations expectations for the contract, and the positions of the row-level ones."""
+def build_suite(contract: DataContract, need_target: bool = True,
+                observed: bool = True) -> tuple[list[Any], set[int]]:
+    """Great Expectations expectations for the contract, and the positions of the row-level ones.
+
+    `observed=False` leaves out the observed ranges and categories: only structure and user rules.
+    """
     import great_expectations as gx
 
     E = gx.expectations
@@ -77,9 +91,9 @@ def build_suite(contract: DataContract, need_target: bool = True) -> tuple[list[
             continue
         if c.kind in {"numeric", "integer"} and c.role != "id":
             add(E.ExpectColumnValuesToBeInTypeList(column=c.name, type_list=["float64", "float32", "int64", "int32"]), False)
-            if c.min is not None and c.max is not None:
+            if observed and c.min is not None and c.max is not None:
                 add(E.ExpectColumnValuesToBeBetween(column=c.name, min_value=c.min, max_value=c.max), True)
-        elif c.kind == "categorical" and c.allowed:
+        elif observed and c.kind == "categorical" and c.allowed:
             add(E.ExpectColumnValuesToBeInSet(column=c.name, value_set=list(c.allowed)), True)
         if c.max_null_fraction < 1.0:
             add(E.ExpectColumnValuesToNotBeNull(column=c.name, mostly=max(0.0, 1.0 - c.max_null_fraction)), False)
@@ -101,8 +115,16 @@ def build_suite(contract: DataContract, need_target: bool = True) -> tuple[list[
     return exps, row_level
 
 
-def validate_batch(df: pd.DataFrame, contract: DataContract, need_target: bool = True) -> ValidationOutcome:
-    """Run the contract's expectation suite on a batch and split it into good and quarantined rows."""
+OutsideObserved = Literal["quarantine", "keep"]
+
+
+def validate_batch(df: pd.DataFrame, contract: DataContract, need_target: bool = True,
+                   outside_observed: OutsideObserved = "quarantine") -> ValidationOutcome:
+    """Run the contract's expectation suite on a batch and split it into good and quarantined rows.
+
+    `outside_observed="keep"`: a value outside the observed range or categories does not quarantine
+    its row (only structure and the user's rules do); such values are counted per column instead.
+    """
     import logging
 
     import great_expectations as gx
@@ -113,7 +135,7 @@ def validate_batch(df: pd.DataFrame, contract: DataContract, need_target: bool =
 
     coerced = coerce_to_contract(df.reset_index(drop=True), contract, need_target=need_target)
     frame = coerced.frame
-    exps, row_level = build_suite(contract, need_target)
+    exps, row_level = build_suite(contract, need_target, observed=outside_observed == "quarantine")
 
     ctx = gx.get_context(mode="ephemeral")
     ctx.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
@@ -149,7 +171,31 @@ def validate_batch(df: pd.DataFrame, contract: DataContract, need_target: bool =
     mask = frame.index.isin(bad_idx)
     quarantined = df.reset_index(drop=True).loc[mask].copy()
     quarantined[QUARANTINE_REASON_COLUMN] = ["; ".join(dict.fromkeys(failures[i])) for i in bad_idx]
-    return ValidationOutcome(frame.loc[~mask].reset_index(drop=True), quarantined, [], len(frame), len(exps))
+    good = frame.loc[~mask].reset_index(drop=True)
+    per_column, rows = count_outside_observed(good, contract) if outside_observed == "keep" else ({}, 0)
+    return ValidationOutcome(good, quarantined, [], len(frame), len(exps), per_column, rows)
+
+
+def count_outside_observed(frame: pd.DataFrame, contract: DataContract) -> tuple[dict[str, int], int]:
+    """Per column, the rows of a (coerced) frame outside the contract's observed range or categories, and
+    how many rows have at least one such value."""
+    per_column: dict[str, int] = {}
+    any_row = np.zeros(len(frame), dtype=bool)
+    for c in contract.columns:
+        if c.name not in frame.columns or c.role not in {"feature", "target"}:
+            continue
+        s = frame[c.name]
+        if c.kind in {"numeric", "integer"} and c.min is not None and c.max is not None:
+            v = pd.to_numeric(s, errors="coerce").astype(float)
+            out = ((v < c.min) | (v > c.max)).to_numpy()
+        elif c.kind == "categorical" and c.allowed:
+            out = (s.notna() & ~s.astype(object).map(str).isin(c.allowed)).to_numpy()
+        else:
+            continue
+        if out.any():
+            per_column[c.name] = int(out.sum())
+            any_row |= out
+    return per_column, int(any_row.sum())
 
 
 def add_malformed(outcome: ValidationOutcome, malformed: Sequence[MalformedRow]) -> ValidationOutcome:
@@ -183,3 +229,30 @@ def enforce_quarantine_limit(outcome: ValidationOutcome, limit: float, where: Pa
             f"{len(outcome.quarantined)} of {outcome.checked} rows ({outcome.quarantine_fraction:.1%}) broke the data "
             f"contract, above the allowed {limit:.1%}; see {where}"
         )
+
+
+@dataclass
+class TrainingBatch:
+    """A training batch checked: the outcome, the contract inferred from the rows kept (its `changes` are
+    the diff from the previous contract) and the quarantine file (None when no row was set aside)."""
+
+    outcome: ValidationOutcome
+    contract: DataContract
+    quarantine_file: Path | None = None
+
+
+def validate_training_batch(df: pd.DataFrame, previous: DataContract | None, cfg: PipelineConfig,
+                            profile: DataProfile | None = None, malformed: Sequence[MalformedRow] = (),
+                            quarantine_dir: Path | None = None) -> TrainingBatch:
+    """Check a training batch against the previous contract (the champion's; None the first time) and
+    the config's rules, quarantine what breaks structure or a user rule (written under `quarantine_dir`
+    when given), stop above `max_quarantine_fraction`, and evolve the contract from the rows kept.
+
+    Values outside the previous contract's observed ranges or categories are kept and counted.
+    """
+    checking = checking_contract(previous, df, cfg, profile)
+    outcome = add_malformed(validate_batch(df, checking, outside_observed="keep"), malformed)
+    path = write_quarantine(outcome, quarantine_dir) if quarantine_dir is not None else None
+    enforce_quarantine_limit(outcome, cfg.validation.max_quarantine_fraction, path)
+    contract, _ = evolve_contract(previous, outcome.good, cfg, profile)
+    return TrainingBatch(outcome, contract, path)

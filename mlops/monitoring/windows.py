@@ -354,7 +354,9 @@ def needs_rescoring(frame: pd.DataFrame, version: str, pred_col: str | None) -> 
 
 @dataclass
 class QualityReport:
-    """The data-quality verdict on a window: structural failures stop any drift verdict."""
+    """The data-quality verdict on a window: structural failures and user-rule violations stop any drift
+    verdict; values outside the champion's observed range or categories are counted (`outside_observed`,
+    rows per column), kept for drift, and never fail the window."""
 
     passed: bool
     failures: list[str] = field(default_factory=list)
@@ -362,10 +364,16 @@ class QualityReport:
     rows_checked: int = 0
     rows_quarantined: int = 0
     good: pd.DataFrame | None = None
+    outside_observed: dict[str, int] = field(default_factory=dict)
+    rows_outside_observed: int = 0
 
     @property
     def quarantine_fraction(self) -> float:
         return self.rows_quarantined / self.rows_checked if self.rows_checked else 0.0
+
+    @property
+    def outside_observed_fraction(self) -> float:
+        return self.rows_outside_observed / self.rows_checked if self.rows_checked else 0.0
 
     @property
     def reason(self) -> str:
@@ -374,13 +382,17 @@ class QualityReport:
     def to_dict(self) -> dict[str, Any]:
         return {"passed": self.passed, "failures": self.failures, "notes": self.notes,
                 "rows_checked": self.rows_checked, "rows_quarantined": self.rows_quarantined,
-                "quarantine_fraction": round(self.quarantine_fraction, 6)}
+                "quarantine_fraction": round(self.quarantine_fraction, 6),
+                "rows_outside_observed": self.rows_outside_observed,
+                "outside_observed_fraction": round(self.outside_observed_fraction, 6),
+                "outside_observed": dict(self.outside_observed)}
 
     def to_markdown(self) -> str:
         head = "Data quality: **passed**" if self.passed else "Data quality: **FAILED** (no drift verdict, no retrain)"
         lines = [head, "",
                  f"{self.rows_checked:,} rows checked, {self.rows_quarantined:,} break a row-level rule "
-                 f"({self.quarantine_fraction:.1%})."]
+                 f"({self.quarantine_fraction:.1%}), {self.rows_outside_observed:,} hold values outside the "
+                 f"training range ({self.outside_observed_fraction:.1%}; drift, not a failure)."]
         if self.failures:
             lines += ["", *(f"- {f}" for f in self.failures)]
         if self.notes:
@@ -446,8 +458,9 @@ def _is_number(v: Any) -> bool:
 def check_quality(frame: pd.DataFrame, contract: DataContract, max_quarantine_fraction: float) -> QualityReport:
     """Structural check first (all problems listed), then the Great Expectations contract check.
 
-    A structural problem, a DataError from the contract check, or more rows breaking row-level
-    rules than training would accept all fail the window; the good rows are kept for drift.
+    A structural problem, a DataError from the contract check, or more rows breaking the user's rules
+    (or holding unparseable values) than training would accept all fail the window; the good rows are
+    kept for drift, including those outside the champion's observed ranges (counted, a drift signal).
     """
     from mlops.core.validation import validate_batch
 
@@ -458,10 +471,15 @@ def check_quality(frame: pd.DataFrame, contract: DataContract, max_quarantine_fr
     if problems:
         return QualityReport(False, problems, notes, rows_checked=len(frame))
     try:
-        outcome = validate_batch(frame, checked, need_target=False)
+        outcome = validate_batch(frame, checked, need_target=False, outside_observed="keep")
     except DataError as exc:
         return QualityReport(False, [str(exc)], notes, rows_checked=len(frame))
-    report = QualityReport(True, [], notes, outcome.checked, len(outcome.quarantined), outcome.good)
+    report = QualityReport(True, [], notes, outcome.checked, len(outcome.quarantined), outcome.good,
+                           outcome.outside_observed, outcome.rows_outside_observed)
+    if report.rows_outside_observed:
+        report.notes.append(f"{report.rows_outside_observed} row(s) hold values outside the champion's training "
+                            f"range ({', '.join(f'{c} {n}' for c, n in report.outside_observed.items())}): "
+                            "a drift signal, kept for drift")
     if report.quarantine_fraction > max_quarantine_fraction:
         report.passed = False
         reasons = outcome.quarantined["_quarantine_reasons"].str.split("; ").explode().value_counts()

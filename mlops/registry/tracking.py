@@ -12,6 +12,7 @@ from typing import Any
 import pandas as pd
 
 from mlops.core.config import SearchConfig
+from mlops.core.contract import DataContract
 from mlops.registry.trusted_types import trusted_types
 from mlops.registry.versions import client, code_version, ensure_experiment
 from mlops.training.tuning import FamilyResult
@@ -19,6 +20,9 @@ from mlops.training.tuning import FamilyResult
 # characters MLflow keeps of a tag value and of a version description
 TAG_LIMIT = 4900
 DESCRIPTION_LIMIT = 20000
+CONTRACT_ARTIFACT = "contract/contract.json"
+CONTRACT_DIFF_ARTIFACT = "contract/contract_diff.json"
+CONTRACT_DIFF_TAG = "contract.diff"  # the diff's one-line summary, on the model version
 
 
 @dataclass(frozen=True)
@@ -153,6 +157,17 @@ def model_signature(X_example: pd.DataFrame, predictions: Any, optional_columns:
         signature.inputs = Schema([
             ColSpec(c.type, c.name, required=False) if c.name in optional else c for c in signature.inputs.inputs])
     return signature
+
+
+def log_contract(run_id: str, model_name: str, version: str, contract: DataContract) -> None:
+    """The version's data contract on its run and, when it evolved from another, the diff: a JSON artifact
+    and a one-line version tag (`contract.diff`)."""
+    texts = {CONTRACT_ARTIFACT: contract.to_json()}
+    if contract.changes is not None:
+        texts[CONTRACT_DIFF_ARTIFACT] = contract.changes.to_json()
+    log_run_artifacts(run_id, [], texts)
+    if contract.changes is not None:
+        client().set_model_version_tag(model_name, version, CONTRACT_DIFF_TAG, contract.changes.summary(TAG_LIMIT))
 
 
 def log_run_artifacts(run_id: str, artifacts: list[tuple[str, Path]], texts: dict[str, str]) -> None:

@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 
 from mlops.core import rowkeys
-from mlops.core.config import ValidationConfig, parse_config
-from mlops.core.contract import infer_contract
+from mlops.core.config import UserExpectation, ValidationConfig, parse_config
+from mlops.core.contract import infer_contract, merge_expectations
 from mlops.core.data import generate_churn
 from mlops.core.errors import DataError
 from mlops.monitoring import live_quality as lq
@@ -207,12 +207,17 @@ def test_all_problems_are_listed_at_once(contract) -> None:
     assert len(problems) == 2
 
 
-def test_too_many_rows_out_of_contract_fail_the_window(contract) -> None:
+def test_too_many_rows_breaking_a_user_rule_fail_the_window(contract) -> None:
     frame = generate_churn(200, seed=4).drop(columns=["churned"])
     frame.loc[frame.index[:40], "age"] = 150.0
-    report = mon.check_quality(frame, contract, 0.05)
+    ruled = merge_expectations(contract, [UserExpectation(type="between", column="age", min=16, max=110)])
+    report = mon.check_quality(frame, ruled, 0.05)
     assert not report.passed and "break the contract" in report.failures[0]
-    assert mon.check_quality(frame, contract, 0.5).passed
+    assert mon.check_quality(frame, ruled, 0.5).passed
+    # outside the observed range but allowed by the user's rules: a drift signal, not a failure
+    report = mon.check_quality(frame, contract, 0.05)
+    assert report.passed and report.rows_quarantined == 0 and report.outside_observed == {"age": 40}
+    assert report.good is not None and len(report.good) == 200 and (report.good["age"] == 150.0).sum() == 40
 
 
 def test_drift_columns_leave_out_target_id_and_timestamp(contract) -> None:
