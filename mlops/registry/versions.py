@@ -6,8 +6,14 @@ Conventions (every consumer relies on them):
 - the model is logged as `model` (sklearn flavour, skops with explicitly trusted types);
 - run artifacts `contract/contract.json`, `reference/reference.parquet`, `card/model_card.md`,
   `evaluation/*.png`, `evaluation/holdout_metrics.json`, `evaluation/gate_verdict.json`;
-- model version tags `gate.passed`, `gate.reasons`, `metric.<name>`, `lineage.*`, `task`;
-- each alias move is a registered-model tag `alias_move.<epoch-ms>` holding JSON.
+- model version tags `gate.passed`, `gate.reasons`, `metric.<name>`, `lineage.*`, `task`, and
+  `promotion.override` (JSON: by, reason, at) when someone chose to serve a gate-failed version;
+- each alias move is a registered-model tag `alias_move.<epoch-ms>.<alias>` holding JSON; a move made
+  with `force` over a failed gate carries `"forced": true`, a move found but not made by this module
+  (the alias set through MLflow directly) is recorded when detected, with `"outside": true`.
+
+The guard: a version whose gate failed is not promoted, rolled back to or served (mlops.serving.swap)
+unless an override is recorded on it, which only `promote`/`rollback` with `force=True` and a reason do.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ import json
 import os
 import subprocess
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -31,6 +38,12 @@ if TYPE_CHECKING:
 CHAMPION = "champion"
 PREVIOUS = "previous"
 ALIAS_MOVE_PREFIX = "alias_move."
+GATE_PASSED_TAG = "gate.passed"
+GATE_REASONS_TAG = "gate.reasons"
+OVERRIDE_TAG = "promotion.override"
+OUTSIDE_BY = "outside mlops"
+# a recorded move younger than this whose alias still holds its from_version is in flight
+IN_FLIGHT_SECONDS = 10.0
 
 
 def client(tracking_uri: str | None = None) -> MlflowClient:
@@ -83,9 +96,8 @@ def get_version_by_alias(name: str, alias: str) -> Any | None:
         return None
 
 
-def record_alias_move(name: str, alias: str, to_version: str | None, from_version: str | None, by: str,
-                      reason: str) -> dict[str, Any]:
-    c = client()
+def _move_entry(alias: str, to_version: str | None, from_version: str | None, by: str, reason: str,
+                **extra: Any) -> tuple[str, dict[str, Any]]:
     now = time.time()
     entry = {
         "alias": alias,
@@ -94,23 +106,43 @@ def record_alias_move(name: str, alias: str, to_version: str | None, from_versio
         "by": by,
         "reason": reason[:1500],
         "at": pd.Timestamp(now, unit="s", tz="UTC").isoformat(),
+        **extra,
     }
-    key = f"{ALIAS_MOVE_PREFIX}{int(now * 1000):d}.{alias}"
-    c.set_registered_model_tag(name, key, json.dumps(entry))
+    return f"{ALIAS_MOVE_PREFIX}{int(now * 1000):d}.{alias}", entry
+
+
+def record_alias_move(name: str, alias: str, to_version: str | None, from_version: str | None, by: str,
+                      reason: str, **extra: Any) -> dict[str, Any]:
+    """Add one entry to the alias history (`extra` keys, e.g. forced or outside, are kept in the JSON)."""
+    key, entry = _move_entry(alias, to_version, from_version, by, reason, **extra)
+    client().set_registered_model_tag(name, key, json.dumps(entry))
     return entry
 
 
-def move_alias(name: str, alias: str, version: str | None, by: str, reason: str) -> dict[str, Any]:
-    """Point an alias at a version (or remove it with version=None) and record who, when, from, why."""
+def move_alias(name: str, alias: str, version: str | None, by: str, reason: str, **extra: Any) -> dict[str, Any]:
+    """Point an alias at a version (or remove it with version=None) and record who, when, from, why.
+
+    The history entry is written first, so a reader never sees the alias moved without it (a fresh
+    entry whose alias has not moved yet counts as in flight, see `reconcile_aliases`)."""
     c = client()
     current = get_version_by_alias(name, alias)
     from_version = str(current.version) if current else None
-    if version is None:
-        if current:
-            c.delete_registered_model_alias(name, alias)
-    else:
-        c.set_registered_model_alias(name, alias, str(version))
-    return record_alias_move(name, alias, None if version is None else str(version), from_version, by, reason)
+    to_version = None if version is None else str(version)
+    key, entry = _move_entry(alias, to_version, from_version, by, reason, **extra)
+    c.set_registered_model_tag(name, key, json.dumps(entry))
+    try:
+        if version is None:
+            if current:
+                c.delete_registered_model_alias(name, alias)
+        else:
+            c.set_registered_model_alias(name, alias, str(version))
+    except Exception:
+        try:
+            c.delete_registered_model_tag(name, key)
+        except Exception:  # noqa: BLE001 - the move failed anyway; reconcile will see the difference
+            pass
+        raise
+    return entry
 
 
 def alias_history(name: str) -> list[dict[str, Any]]:
@@ -121,41 +153,181 @@ def alias_history(name: str) -> list[dict[str, Any]]:
         rm = client().get_registered_model(name)
     except MlflowException:
         return []
-    moves = [(k, v) for k, v in rm.tags.items() if k.startswith(ALIAS_MOVE_PREFIX)]
+    return _history_from_tags(rm.tags)
+
+
+def _history_from_tags(tags: Mapping[str, str]) -> list[dict[str, Any]]:
+    moves = [(k, v) for k, v in tags.items() if k.startswith(ALIAS_MOVE_PREFIX)]
     return [json.loads(v) for _, v in sorted(moves, key=lambda kv: int(kv[0].split(".")[1]))]
 
 
-def promote(name: str, version: str, by: str, reason: str) -> dict[str, Any]:
-    """Make `version` the champion; the champion it replaces keeps alias `previous`."""
-    c = client()
+def gate_failed(tags: Mapping[str, str]) -> bool:
+    """True when the version's recorded gate verdict is a failure (no verdict is not a failure)."""
+    return str(tags.get(GATE_PASSED_TAG, "")).strip().lower() == "false"
+
+
+def gate_failures(tags: Mapping[str, str]) -> list[str]:
+    """The failed checks of the version's gate verdict, without their FAIL prefix."""
     try:
-        c.get_model_version(name, str(version))
+        reasons = json.loads(tags.get(GATE_REASONS_TAG, "[]"))
+    except (TypeError, json.JSONDecodeError):
+        reasons = [tags.get(GATE_REASONS_TAG, "")]
+    if not isinstance(reasons, list):
+        reasons = [reasons]
+    return [str(r).removeprefix("FAIL ") for r in reasons if str(r).startswith("FAIL")]
+
+
+def override_record(tags: Mapping[str, str]) -> dict[str, Any] | None:
+    """The recorded decision to serve a gate-failed version anyway (who, why, when), or None."""
+    raw = tags.get(OVERRIDE_TAG)
+    if not raw:
+        return None
+    try:
+        rec = json.loads(raw)
+    except (TypeError, json.JSONDecodeError):
+        return None
+    return rec if isinstance(rec, dict) and str(rec.get("reason") or "").strip() else None
+
+
+def serving_refusal(version: str, tags: Mapping[str, str]) -> str | None:
+    """Why a version must not be served, promoted or rolled back to (one sentence), or None when it may."""
+    if not gate_failed(tags) or override_record(tags) is not None:
+        return None
+    failures = gate_failures(tags)
+    why = f" ({failures[0][:200]})" if failures else ""
+    return f"version {version} failed its promotion gate{why} and no override is recorded on it"
+
+
+def record_override(name: str, version: str, by: str, reason: str) -> dict[str, Any]:
+    """Record on the version that `by` chose to serve it although its gate failed, and why."""
+    if not reason.strip():
+        raise RegistryError("serving a gate-failed version needs a reason; pass --reason")
+    mv = client().get_model_version(name, str(version))
+    rec = {"by": by, "reason": reason[:1500], "at": pd.Timestamp.now(tz="UTC").isoformat(),
+           "gate_failures": [f[:300] for f in gate_failures(dict(mv.tags))][:5]}
+    client().set_model_version_tag(name, str(version), OVERRIDE_TAG, json.dumps(rec))
+    return rec
+
+
+def _version(name: str, version: str) -> Any:
+    try:
+        return client().get_model_version(name, str(version))
     except Exception:
         raise RegistryError(f"model '{name}' has no version {version}") from None
+
+
+def _refused(name: str, version: str | None) -> bool:
+    if version is None:
+        return False
+    try:
+        return serving_refusal(str(version), dict(client().get_model_version(name, str(version)).tags)) is not None
+    except Exception:  # noqa: BLE001 - a deleted version cannot be served either
+        return True
+
+
+def reconcile_aliases(name: str, by: str) -> list[dict[str, Any]]:
+    """Record alias moves made outside this module (e.g. through MLflow's REST API) as such.
+
+    For `champion` and `previous`, when the alias holds another version than the last recorded move put
+    there, an entry with `"outside": true` is added (its time is when it was found). Returns those entries.
+    """
+    c = client()
+    try:
+        rm = c.get_registered_model(name)
+    except Exception:  # noqa: BLE001 - no model yet: nothing to reconcile
+        return []
+    actual = {a: str(v) for a, v in (rm.aliases or {}).items()}
+    history = _history_from_tags(rm.tags)
+    found = []
+    for alias in (CHAMPION, PREVIOUS):
+        last = next((h for h in reversed(history) if h["alias"] == alias), None)
+        recorded = last["to_version"] if last else None
+        now_at = actual.get(alias)
+        if now_at == recorded:
+            continue
+        if (last is not None and now_at == last["from_version"]
+                and time.time() - pd.Timestamp(last["at"]).timestamp() < IN_FLIGHT_SECONDS):
+            continue  # a move being made right now: its alias follows its entry
+        found.append(record_alias_move(
+            name, alias, now_at, recorded, OUTSIDE_BY,
+            f"{alias} held {_label(now_at)} but the last recorded move put it at {_label(recorded)}: moved outside "
+            f"mlops (found by {by})", outside=True))
+    return found
+
+
+def _label(version: str | None) -> str:
+    return f"v{version}" if version else "none"
+
+
+def _last_servable_champion(name: str, exclude: str) -> str | None:
+    """The newest version the history put in `champion` that may still be served (not `exclude`)."""
+    seen: set[str] = set()
+    for move in reversed(alias_history(name)):
+        v = move.get("to_version")
+        if move["alias"] != CHAMPION or not v or v == exclude or v in seen or move.get("outside"):
+            continue
+        seen.add(v)
+        if not _refused(name, v):
+            return v
+    return None
+
+
+def promote(name: str, version: str, by: str, reason: str, force: bool = False) -> dict[str, Any]:
+    """Make `version` the champion; the champion it replaces keeps alias `previous`.
+
+    A version whose gate failed is refused unless `force` (then the override, with `reason`, is recorded on
+    the version and the move is marked forced). When the champion itself is a gate-failed version nobody
+    allowed (moved there outside mlops), `previous` goes to the last champion that may serve instead."""
+    mv = _version(name, version)
+    reconcile_aliases(name, by)
+    refusal = serving_refusal(str(version), dict(mv.tags))
+    if refusal and not force:
+        raise RegistryError(f"{refusal}; promote it with --force --reason '<why>' to serve it anyway")
+    extra: dict[str, Any] = {}
+    if refusal or (force and gate_failed(dict(mv.tags))):
+        record_override(name, str(version), by, reason)
+        extra = {"forced": True, "gate_failed": True}
     current = get_version_by_alias(name, CHAMPION)
     if current and str(current.version) == str(version):
-        raise RegistryError(f"version {version} of '{name}' is already the champion")
+        if not extra:
+            raise RegistryError(f"version {version} of '{name}' is already the champion")
+        # the alias already names it (set outside mlops): the override makes the server take it
+        return record_alias_move(name, CHAMPION, str(version), str(version), by, reason, **extra)
     if current:
-        move_alias(name, PREVIOUS, current.version, by, f"replaced as champion by version {version}")
-    entry = move_alias(name, CHAMPION, str(version), by, reason)
-    c.set_model_version_tag(name, str(version), "promoted_at", entry["at"])
+        prev = str(current.version)
+        if _refused(name, prev):
+            prev = _last_servable_champion(name, str(version)) or prev
+        move_alias(name, PREVIOUS, prev, by, f"replaced as champion by version {version}")
+    entry = move_alias(name, CHAMPION, str(version), by, reason, **extra)
+    client().set_model_version_tag(name, str(version), "promoted_at", entry["at"])
     return entry
 
 
-def rollback(name: str, by: str, reason: str = "rollback") -> dict[str, Any]:
-    """Move champion back to the version holding `previous`; `previous` then moves one step further back."""
+def rollback(name: str, by: str, reason: str = "rollback", force: bool = False) -> dict[str, Any]:
+    """Move champion back to the version holding `previous`; `previous` then moves one step further back.
+
+    A previous champion whose gate failed is refused unless `force` (the override is then recorded on it)."""
+    reconcile_aliases(name, by)
     current = get_version_by_alias(name, CHAMPION)
     prev = get_version_by_alias(name, PREVIOUS)
     if current is None:
         raise RegistryError(f"model '{name}' has no champion to roll back")
     if prev is None:
         raise RegistryError(f"model '{name}' has no previous champion to roll back to")
-    entry = move_alias(name, CHAMPION, prev.version, by, reason)
+    refusal = serving_refusal(str(prev.version), dict(prev.tags))
+    if refusal and not force:
+        raise RegistryError(f"cannot roll back: the previous champion, {refusal}; roll back with --force "
+                            "--reason '<why>' to serve it anyway")
+    extra: dict[str, Any] = {}
+    if refusal:
+        record_override(name, str(prev.version), by, reason)
+        extra = {"forced": True, "gate_failed": True}
+    entry = move_alias(name, CHAMPION, prev.version, by, reason, **extra)
     # the champion before `prev`, if the history knows one (and it is not the version rolled back)
     earlier = None
     for move in reversed(alias_history(name)):
         if (move["alias"] == CHAMPION and move["to_version"] == str(prev.version) and move["from_version"]
-                and move["from_version"] != str(current.version)):
+                and move["from_version"] != str(current.version) and not move.get("outside")):
             earlier = move["from_version"]
             break
     move_alias(name, PREVIOUS, earlier, by, f"rollback from version {current.version}")
@@ -173,12 +345,14 @@ class AliasMove:
     by: str
     reason: str
     at: str
+    forced: bool = False  # made with force over a failed gate (an override is recorded on the version)
+    outside: bool = False  # found, not made: the alias was moved outside mlops
 
     @classmethod
     def of(cls, entry: dict[str, Any]) -> AliasMove:
         """The move from its recorded JSON entry (as `move_alias`, `promote` and `rollback` return it)."""
         return cls(entry["alias"], entry["from_version"], entry["to_version"], entry["by"], entry["reason"],
-                   entry["at"])
+                   entry["at"], bool(entry.get("forced")), bool(entry.get("outside")))
 
 
 @dataclass(frozen=True)
@@ -279,16 +453,13 @@ def version_history(name: str, limit: int = 20) -> list[dict[str, Any]]:
     out = []
     for mv in versions[:limit]:
         tags = dict(mv.tags)
-        try:
-            reasons = json.loads(tags.get("gate.reasons", "[]"))
-        except json.JSONDecodeError:
-            reasons = [tags.get("gate.reasons", "")]
         out.append({
             "version": str(mv.version),
             "trained_at": pd.Timestamp(mv.creation_timestamp, unit="ms", tz="UTC").isoformat(),
             "family": tags.get("family"),
             "gate_passed": tags.get("gate.passed"),
-            "failures": [r.removeprefix("FAIL ") for r in reasons if str(r).startswith("FAIL")],
+            "failures": gate_failures(tags),
+            "override": override_record(tags),
             "aliases": sorted(aliases.get(str(mv.version), [])),
             "reason": tags.get("lineage.reason"),
             "metrics": {k.removeprefix("metric."): float(v) for k, v in tags.items() if k.startswith("metric.")},
@@ -306,6 +477,11 @@ def status(name: str) -> dict[str, Any]:
     except MlflowException:
         raise RegistryError(f"no registered model named '{name}' in this store (run `mlops train` first)") from None
     out: dict[str, Any] = {"model": name}
+    try:
+        out["outside_moves"] = reconcile_aliases(name, "mlops status")
+    except Exception as exc:  # noqa: BLE001 - a read-only store still shows the status
+        out["outside_moves"] = []
+        out["reconcile_error"] = f"{type(exc).__name__}: {str(exc)[:200]}"
     for alias in (CHAMPION, PREVIOUS):
         mv = get_version_by_alias(name, alias)
         if mv is None:
@@ -318,6 +494,8 @@ def status(name: str) -> dict[str, Any]:
             "promoted_at": mv.tags.get("promoted_at"),
             "metrics": {k.removeprefix("metric."): float(v) for k, v in mv.tags.items() if k.startswith("metric.")},
             "gate_passed": mv.tags.get("gate.passed"),
+            "override": override_record(dict(mv.tags)),
+            "refused": serving_refusal(str(mv.version), dict(mv.tags)),
         }
     out["versions"] = len(c.search_model_versions(f"name='{name}'"))
     out["history"] = alias_history(name)[-10:]

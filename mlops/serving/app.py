@@ -5,8 +5,15 @@ Routes
   probabilities), the model version that answered, the request id.
 - `POST /invocations`: MLflow's scoring protocol (`dataframe_split`, `dataframe_records`, `inputs`,
   `instances`) -> {"predictions": [...]}, as `mlflow models serve` answers.
-- `GET /health` (alive), `GET /ready` (503 until a model is loaded), `GET /model`, `GET /metrics`,
-  `GET /openapi.json`; `POST /admin/reload` (token always required) checks the alias now.
+- `GET /health` (alive), `GET /ready`, `GET /model`, `GET /metrics`, `GET /openapi.json`;
+  `POST /admin/reload` (token always required) checks the alias now.
+
+`/ready` answers 503 until a model is loaded. Once one serves it answers 200 (the server can answer
+requests, so a load balancer keeps sending them) with `"status": "ok"`, or `"status": "degraded"` and
+the reasons in `"degraded"` (also the header `X-Mlops-Status: degraded`): the registry is unreachable,
+or the alias names a version that is not served (refused because its gate failed with no override
+recorded, or failing to load), so the server answers with an older one. `/model` and `/metrics`
+(`mlops_model_degraded`, `mlops_model_refused_version`, reloads with outcome `refused`) say the same.
 
 Every request is checked against the version's data contract before scoring; a bad request gets a
 4xx naming the field (malformed JSON 400, no/incorrect token 401, too large 413, not JSON 415, a
@@ -103,7 +110,8 @@ class ModelServer:
         if self.plog is None:
             return {}
         s = self.plog.stats
-        return {"log_written": s.written_rows, "log_dropped": s.dropped_rows, "log_write_errors": s.write_errors}
+        return {"log_written": s.written_rows, "log_dropped": s.dropped_rows, "log_write_errors": s.write_errors,
+                "log_replaced_values": s.replaced_values}
 
     def _gauges(self) -> dict[str, float]:
         m = self.watcher.current
@@ -113,7 +121,16 @@ class ModelServer:
                 version = float(m.version)
             except ValueError:
                 version = -1.0
+        st = self.watcher.state
+        refused = 0.0
+        if st.refused is not None:
+            try:
+                refused = float(st.refused["version"])
+            except ValueError:
+                refused = -1.0
         return {"mlops_model_version": version, "mlops_model_ready": 1.0 if m else 0.0,
+                "mlops_model_degraded": 1.0 if st.degraded(m.version if m else None) else 0.0,
+                "mlops_model_refused_version": refused,
                 "mlops_prediction_log_queued_rows": float(self.plog.stats.queued_rows if self.plog else 0)}
 
     def publish_metrics(self) -> None:
@@ -230,13 +247,22 @@ class ModelServer:
             return JSONResponse({"ready": False, "state": self.watcher.state.status,
                                  "reason": self.watcher.state.last_error or "loading the model"},
                                 status_code=503, headers={"retry-after": "1"})
-        return JSONResponse({"ready": True, "model": m.name, "model_version": m.version})
+        degraded = self.watcher.state.degraded(m.version)
+        if degraded:
+            return JSONResponse({"ready": True, "status": "degraded", "degraded": degraded, "model": m.name,
+                                 "model_version": m.version, "alias_version": self.watcher.state.target_version},
+                                headers={"x-mlops-status": "degraded"})
+        return JSONResponse({"ready": True, "status": "ok", "model": m.name, "model_version": m.version},
+                            headers={"x-mlops-status": "ok"})
 
     async def model(self, request: Request) -> Response:
         m = self.watcher.current
         st = self.watcher.state
-        watch = {"alias": self.alias, "status": st.status, "alias_version": st.target_version,
-                 "last_error": st.last_error, "poll_seconds": self.watcher.poll_seconds, "swaps": st.swaps[-5:]}
+        degraded = st.degraded(m.version if m else None)
+        watch = {"alias": self.alias, "status": "degraded" if degraded else st.status,
+                 "alias_version": st.target_version, "last_error": st.last_error, "refused": st.refused,
+                 "registry_error": st.registry_error, "degraded": degraded,
+                 "poll_seconds": self.watcher.poll_seconds, "swaps": st.swaps[-5:]}
         if m is None:
             return JSONResponse({"error": "no model is loaded yet", "model": self.model_name, "watch": watch},
                                 status_code=503)

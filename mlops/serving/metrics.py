@@ -90,12 +90,19 @@ HELP = {
     "mlops_request_errors_total": ("counter", "Requests answered with a 4xx or 5xx status, by route and code."),
     "mlops_request_duration_seconds": ("histogram", "Time from request start to response, by route."),
     "mlops_predicted_rows_total": ("counter", "Rows scored."),
-    "mlops_model_reloads_total": ("counter", "Model load attempts by outcome (swapped, failed, unreachable)."),
+    "mlops_model_reloads_total": ("counter", "Model load attempts by outcome (swapped, failed, unreachable, refused: "
+                                             "gate failed and no override recorded)."),
     "mlops_prediction_log_rows_total": ("counter", "Prediction log rows by outcome (written, dropped)."),
     "mlops_prediction_log_dropped_rows_total": ("counter", "Prediction log rows dropped (full queue or write error)."),
     "mlops_prediction_log_write_errors_total": ("counter", "Prediction log files that failed to write."),
+    "mlops_prediction_log_replaced_values_total": ("counter", "Logged values replaced by a marker because they could "
+                                                              "not be hashed or stored (the row is kept)."),
     "mlops_model_version": ("gauge", "The registered model version answering requests (0 when none)."),
     "mlops_model_ready": ("gauge", "1 when a model is loaded and serving."),
+    "mlops_model_degraded": ("gauge", "1 when serving but not as asked: registry unreachable, or the alias names a "
+                                      "version that is not served."),
+    "mlops_model_refused_version": ("gauge", "The version the alias names that is refused (gate failed, no override); "
+                                             "0 when none."),
     "mlops_prediction_log_queued_rows": ("gauge", "Rows waiting in the prediction log queue."),
 }
 
@@ -154,7 +161,7 @@ def render(snaps: list[dict[str, Any]], several: bool = False) -> str:
     head("mlops_predicted_rows_total")
     lines.append(f"mlops_predicted_rows_total {counters.get('rows', 0)}")
     head("mlops_model_reloads_total")
-    for outcome in ("swapped", "failed", "unreachable"):
+    for outcome in ("swapped", "failed", "unreachable", "refused"):
         lines.append(f"mlops_model_reloads_total{_labels(outcome=outcome)} {counters.get('reload_' + outcome, 0)}")
     head("mlops_prediction_log_rows_total")
     for outcome in ("written", "dropped"):
@@ -163,7 +170,10 @@ def render(snaps: list[dict[str, Any]], several: bool = False) -> str:
     lines.append(f"mlops_prediction_log_dropped_rows_total {counters.get('log_dropped', 0)}")
     head("mlops_prediction_log_write_errors_total")
     lines.append(f"mlops_prediction_log_write_errors_total {counters.get('log_write_errors', 0)}")
-    for gauge in ("mlops_model_version", "mlops_model_ready", "mlops_prediction_log_queued_rows"):
+    head("mlops_prediction_log_replaced_values_total")
+    lines.append(f"mlops_prediction_log_replaced_values_total {counters.get('log_replaced_values', 0)}")
+    for gauge in ("mlops_model_version", "mlops_model_ready", "mlops_model_degraded", "mlops_model_refused_version",
+                  "mlops_prediction_log_queued_rows"):
         head(gauge)
         for s in snaps:
             if several and now - s["at"] > LIVE_SECONDS:

@@ -29,6 +29,10 @@ class LoadError(Exception):
     """A version that cannot be served (missing artifacts, fails its self-check)."""
 
 
+class Refused(LoadError):
+    """A version the server will not serve: its gate failed and no override is recorded on it."""
+
+
 @dataclass
 class Scored:
     predictions: np.ndarray
@@ -158,7 +162,8 @@ def self_check(m: ServedModel, reference: pd.DataFrame | None) -> dict[str, Any]
     sample = reference.head(SELF_CHECK_ROWS).reset_index(drop=True)
     records = records_from_frame(sample[inputs])
     try:
-        batch = m.validator.validate(records, max_rows=len(records) + 1)
+        # the null budget is for requests; the training rows are what the model learned from
+        batch = m.validator.validate(records, max_rows=len(records) + 1, null_budget=False)
     except RequestError as exc:
         raise LoadError(f"version {m.version} rejects its own reference sample: {exc.message}") from None
     started = time.perf_counter()
@@ -229,6 +234,22 @@ def resolve_version(name: str, alias: str, tracking_uri: str | None) -> tuple[st
     except Exception as exc:  # noqa: BLE001 - unreachable store, unknown model, missing alias
         raise LoadError(f"cannot resolve {name}@{alias}: {type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}") from None
     return str(mv.version), mv.run_id
+
+
+def check_servable(name: str, version: str, tracking_uri: str | None = None) -> dict[str, str]:
+    """The version's tags; raises Refused when its gate failed and nobody recorded an override, LoadError
+    when the registry cannot say."""
+    from mlops.registry import versions as registry
+
+    try:
+        tags = dict(registry.client(tracking_uri).get_model_version(name, str(version)).tags)
+    except Exception as exc:  # noqa: BLE001 - unreachable store, deleted version
+        raise LoadError(f"cannot read the tags of {name} v{version}: {type(exc).__name__}: "
+                        f"{str(exc).splitlines()[0][:200] if str(exc) else ''}") from None
+    refusal = registry.serving_refusal(str(version), tags)
+    if refusal:
+        raise Refused(refusal)
+    return tags
 
 
 def load_served_model(name: str, version: str, tracking_uri: str | None = None, enforce_ranges: bool = True,

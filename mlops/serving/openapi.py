@@ -41,7 +41,9 @@ def _responses(ok: dict[str, Any], auth: bool) -> dict[str, Any]:
         "400": {"description": "malformed JSON or request shape", "content": {"application/json": {"schema": ERROR}}},
         "413": {"description": "body or row count over the limit", "content": {"application/json": {"schema": ERROR}}},
         "415": {"description": "not application/json", "content": {"application/json": {"schema": ERROR}}},
-        "422": {"description": "breaks the data contract", "content": {"application/json": {"schema": ERROR}}},
+        "422": {"description": "breaks the data contract, or a record has more than half of its required inputs "
+                               "null (the null budget; `fields` names them)",
+                "content": {"application/json": {"schema": ERROR}}},
         "503": {"description": "no model loaded yet", "content": {"application/json": {"schema": ERROR}}},
     }
     if auth:
@@ -110,7 +112,9 @@ def openapi_schema(m: ServedModel | None, max_rows: int, auth: bool = False) -> 
                                          "properties": {"predictions": {"type": "array", "items": {}}}}, auth),
             }},
             "/health": {"get": {"summary": "liveness", "responses": plain}},
-            "/ready": {"get": {"summary": "readiness", "responses": {
+            "/ready": {"get": {"summary": "readiness: 200 once a model serves, with status 'ok' or 'degraded' "
+                                         "(registry unreachable, or the alias names a version not served) and why",
+                               "responses": {
                 **plain, "503": {"description": "no model loaded yet",
                                  "content": {"application/json": {"schema": {"type": "object"}}}}}}},
             "/model": {"get": {"summary": "the served version", "responses": {
@@ -137,6 +141,7 @@ def openapi_schema(m: ServedModel | None, max_rows: int, auth: bool = False) -> 
                 "Error": {"type": "object", "required": ["error"], "properties": {
                     "error": {"type": "string"}, "field": {"type": "string", "nullable": True},
                     "row": {"type": "integer", "nullable": True}, "errors": {"type": "array", "items": {}},
+                    "fields": {"type": "array", "items": {"type": "string"}},
                 }},
             },
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},

@@ -12,7 +12,10 @@ mode `hash` and no key, the columns are dropped instead, with a warning).
 
 The server hands records to a `PredictionLogWriter`: a bounded queue drained by one thread that
 writes a file per flush. A full queue drops the record and counts it; a request is never blocked
-or failed by logging. Files appear atomically (written under a dot-name, then renamed) and their
+or failed by logging. Bad values are isolated per value: one that cannot be hashed is logged as
+`!unhashable`, one that cannot be stored (e.g. a lone UTF-16 surrogate in a string) as `!unstorable`,
+both counted (`LogStats.replaced_values`); the rest of its row and of the batch is written. If a flush
+still fails, its records are written one by one so only the records that fail are lost. Files appear atomically (written under a dot-name, then renamed) and their
 names are unique per process, so several workers can share the folder.
 """
 
@@ -43,6 +46,8 @@ log = logging.getLogger("mlops.serving.predictlog")
 HASH_KEY_ENV = "MLOPS_LOG_HASH_KEY"
 META_COLUMNS = ("request_id", "request_row", "logged_at", "model_name", "model_version", "log_source")
 OUTPUT_PREFIXES = ("prediction", "proba_")
+UNHASHABLE = "!unhashable"  # logged in place of a sensitive value the HMAC cannot take
+UNSTORABLE = "!unstorable"  # logged in place of a value Parquet cannot hold (not valid UTF-8 text)
 HASHED_META = b"mlops.hashed_columns"
 DROPPED_META = b"mlops.dropped_columns"
 
@@ -96,6 +101,7 @@ class Redactor:
     columns: frozenset[str] = frozenset()
     mode: str = "hash"
     key: bytes | None = None
+    replaced: int = 0  # values logged as UNHASHABLE so far
 
     def __post_init__(self) -> None:
         if self.columns and self.mode == "hash" and not self.key:
@@ -112,13 +118,22 @@ class Redactor:
         return sorted(self.columns) if self.mode == "drop" else []
 
     def column(self, name: str, values: Sequence[Any]) -> Sequence[Any] | None:
-        """The values to write for an input column: as given, hashed, or None (dropped)."""
+        """The values to write for an input column: as given, hashed, or None (dropped).
+
+        A value that cannot be hashed becomes `UNHASHABLE` (counted in `replaced`), never an error."""
         if name not in self.columns:
             return values
         if self.mode == "hash":
             assert self.key is not None
-            return [hash_value(v, self.key) for v in values]
+            return [self._hash(v) for v in values]
         return None
+
+    def _hash(self, v: Any) -> str | None:
+        try:
+            return hash_value(v, self.key or b"")
+        except Exception:  # noqa: BLE001 - e.g. a lone surrogate has no UTF-8 form
+            self.replaced += 1
+            return UNHASHABLE
 
     def apply(self, inputs: dict[str, Sequence[Any]]) -> dict[str, Sequence[Any]]:
         if not self.columns:
@@ -129,7 +144,7 @@ class Redactor:
                 out[name] = values
             elif self.mode == "hash":
                 assert self.key is not None
-                out[name] = [hash_value(v, self.key) for v in values]
+                out[name] = [self._hash(v) for v in values]
         return out
 
 
@@ -141,6 +156,7 @@ class LogStats:
     dropped_rows: int = 0
     dropped_records: int = 0
     write_errors: int = 0
+    replaced_values: int = 0  # values logged as a marker (UNHASHABLE, UNSTORABLE); their rows are kept
     last_error: str | None = None
     files: list[str] = field(default_factory=list)
 
@@ -226,15 +242,29 @@ class PredictionLogWriter:
             return []
         try:
             return self._write_packed(packed)
-        except Exception as exc:  # noqa: BLE001 - count and carry on; the server keeps serving
-            rows = sum(p[6] for p in packed)
-            with self._lock:
-                self.stats.write_errors += 1
-                self.stats.dropped_rows += rows
-                self.stats.dropped_records += len(packed)
-                self.stats.last_error = f"{type(exc).__name__}: {exc}"[:300]
-            log.exception("prediction log write failed; %d rows lost", rows)
-            return []
+        except Exception:  # noqa: BLE001 - isolate the records that fail; the server keeps serving
+            if len(packed) == 1:
+                self._lost(packed)
+                return []
+        paths = []
+        for one in packed:  # one record at a time: only the ones that fail are lost
+            try:
+                paths += self._write_packed([one])
+            except Exception:  # noqa: BLE001
+                self._lost([one])
+        return paths
+
+    def _lost(self, packed: list[tuple[Any, ...]]) -> None:
+        import sys
+
+        exc = sys.exc_info()[1]
+        rows = sum(p[6] for p in packed)
+        with self._lock:
+            self.stats.write_errors += 1
+            self.stats.dropped_rows += rows
+            self.stats.dropped_records += len(packed)
+            self.stats.last_error = f"{type(exc).__name__}: {exc}"[:300]
+        log.exception("prediction log write failed; %d rows lost", rows)
 
     def write(self, records: Iterable[LogRecord]) -> list[Path]:
         """Write records synchronously (batch scoring uses this directly): one file per day and column set."""
@@ -285,13 +315,21 @@ class PredictionLogWriter:
             "model_version": pa.array(meta(4), pa.string()),
             "log_source": pa.array(meta(5), pa.string()),
         }
+        replaced = 0
+        before = self.redactor.replaced
         for name, values in zip(in_names, ins, strict=True):
             kept = self.redactor.column(name, values)
             if kept is not None:
-                cols[input_column_name(name)] = _arrow_array(kept)
+                cols[input_column_name(name)], bad = _arrow_array(kept)
+                replaced += bad
+        replaced += self.redactor.replaced - before
         for name, values in zip(out_names, outs, strict=True):
             arr = np.asarray(values)
-            cols[name] = pa.array(arr.tolist()) if arr.dtype == object else pa.array(arr)
+            if arr.dtype == object:
+                cols[name], bad = _arrow_array(arr.tolist())
+                replaced += bad
+            else:
+                cols[name] = pa.array(arr)
         assert all(len(c) == total for c in cols.values())
         table = pa.table(cols)
         meta_kv = {HASHED_META: json.dumps(self.redactor.hashed).encode(),
@@ -308,6 +346,7 @@ class PredictionLogWriter:
         with self._lock:
             self.stats.written_rows += total
             self.stats.written_files += 1
+            self.stats.replaced_values += replaced
             self.stats.files.append(str(final))
             del self.stats.files[:-self.keep_file_names]
         return final
@@ -356,13 +395,28 @@ def input_column_name(name: str) -> str:
     return name
 
 
-def _arrow_array(values: Any) -> Any:
+def _arrow_array(values: Any) -> tuple[Any, int]:
+    """The values as an Arrow array, and how many were replaced by `UNSTORABLE` to make that possible."""
     import pyarrow as pa
 
     try:
-        return pa.array(values, from_pandas=True)
-    except (pa.ArrowInvalid, pa.ArrowTypeError):
-        return pa.array([None if v is None else str(v) for v in values], pa.string())
+        return pa.array(values, from_pandas=True), 0
+    except (pa.ArrowInvalid, pa.ArrowTypeError, UnicodeError):
+        pass
+    out: list[str | None] = []
+    bad = 0
+    for v in values:
+        if v is None or (isinstance(v, float) and v != v):
+            out.append(None)
+            continue
+        text = v if isinstance(v, str) else str(v)
+        try:
+            text.encode("utf-8")
+        except UnicodeError:
+            bad += 1
+            text = UNSTORABLE
+        out.append(text)
+    return pa.array(out, pa.string()), bad
 
 
 # ---------------------------------------------------------------------------------------------

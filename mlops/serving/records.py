@@ -5,6 +5,11 @@ column present (the id column may be left out), no unknown fields, numbers are J
 finite, categories known, values inside the contract's ranges (configurable), nulls only where the
 contract allows them. A request that breaks a rule gets one `RequestError` naming the row and field;
 nothing here ever raises anything else for bad input.
+
+The null budget of a record: the contract allows nulls per column (a fraction of rows), which says
+nothing about one record; a record with every field null would be scored as the imputed "average"
+row. So a record may hold nulls in at most half of the model's required input columns (the id
+column does not count); more is a 422 naming every null field (`MAX_NULL_SHARE`).
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import orjson
 from mlops.core.contract import OPTIONAL_ROLES, DataContract
 
 MAX_ERRORS = 10
+MAX_NULL_SHARE = 0.5  # a record with nulls in more than this share of its required inputs is refused
 _FMAX = 1.7976931348623157e308
 NUMERIC, CATEGORY, TEXT, DATETIME, ID_INT = 1, 2, 3, 4, 5
 
@@ -43,6 +49,8 @@ class RequestError(Exception):
             out["field"] = self.field
         if self.row is not None:
             out["row"] = self.row
+        if self.errors and "fields" in self.errors[0]:
+            out["fields"] = self.errors[0]["fields"]
         if len(self.errors) > 1:
             out["errors"] = self.errors
         return out
@@ -146,6 +154,9 @@ class Validator:
         self.known = frozenset(self.names)
         self.required = frozenset(r.name for r in self.rules if r.required)
         self.target = target if target is not None else contract.target
+        required_count = sum(1 for r in self.rules if r.required)
+        # nulls allowed in one record: at most MAX_NULL_SHARE of the required inputs
+        self.null_budget = int(required_count * MAX_NULL_SHARE)
 
     # -- request shapes -------------------------------------------------------------------------
 
@@ -243,7 +254,9 @@ class Validator:
 
     # -- the contract check ---------------------------------------------------------------------
 
-    def validate(self, records: list[Any], max_rows: int) -> Batch:
+    def validate(self, records: list[Any], max_rows: int, null_budget: bool = True) -> Batch:
+        """Check records against the contract (and, unless `null_budget` is False, each record's null
+        budget) and return them as columns; RequestError naming the rows and fields otherwise."""
         n = len(records)
         if n == 0:
             raise RequestError(422, "the request holds no rows; send at least one record")
@@ -269,11 +282,14 @@ class Validator:
                 if len(errors) >= MAX_ERRORS:
                     break
                 continue
+            nulls = 0
             for name, bounds, append, rule in plan:
                 v = rec.get(name)
                 if bounds is not None and type(v) is float and bounds[0] <= v <= bounds[1]:
                     append(v)  # NaN and +-inf fail the comparison and take the slow path
                     continue
+                if v is None and rule.required:
+                    nulls += 1
                 try:
                     append(_convert(rule, v))
                 except _Bad as bad:
@@ -281,6 +297,8 @@ class Validator:
                     append(None)
                     if len(errors) >= MAX_ERRORS:
                         break
+            if nulls > self.null_budget and null_budget and len(errors) < MAX_ERRORS:
+                self._null_budget_error(rec, i, nulls, errors)
             if len(errors) >= MAX_ERRORS:
                 break
         if errors:
@@ -288,6 +306,13 @@ class Validator:
             more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
             raise RequestError(422, first["message"] + more, field=first["field"], row=first["row"], errors=errors)
         return Batch(cols, n)
+
+    def _null_budget_error(self, rec: dict[Any, Any], i: int, nulls: int, errors: list[dict[str, Any]]) -> None:
+        names = [r.name for r in self.rules if r.required and rec.get(r.name) is None]
+        shown = ", ".join(names[:20]) + (f" and {len(names) - 20} more" if len(names) > 20 else "")
+        message = (f"row {i} has {nulls} of {len(self.required)} input fields null ({shown}); at most "
+                   f"{self.null_budget} may be null")
+        errors.append({"row": i, "field": names[0], "fields": names, "message": message})
 
     def _structure_errors(self, rec: dict[Any, Any], i: int, errors: list[dict[str, Any]]) -> None:
         for k in rec:

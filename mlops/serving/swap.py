@@ -2,8 +2,10 @@
 
 Requests read `Watcher.current` once and use that model to the end, so a swap never changes the
 model under an in-flight request. A version that fails to load or fails its self-check is not
-served and is retried with backoff; the old model keeps serving. With the registry unreachable at
-start-up the server stays not-ready and retries; during a swap it keeps serving the old model.
+served and is retried with backoff; the old model keeps serving. A version whose gate failed with no
+override recorded on it (mlops.registry.versions.serving_refusal) is refused the same way, checked
+again at every poll (an override recorded later is picked up at once). With the registry unreachable
+at start-up the server stays not-ready and retries; during a swap it keeps serving the old model.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from mlops.core.startup import freeze_heap
-from mlops.serving.model import LoadError, ServedModel, load_served_model, resolve_version
+from mlops.serving.model import LoadError, Refused, ServedModel, check_servable, load_served_model, resolve_version
 
 log = logging.getLogger("mlops.model_server")
 
@@ -44,6 +46,7 @@ class RegistrySource:
         return resolve_version(self.name, self.alias, self.tracking_uri)[0]
 
     def load(self, version: str) -> ServedModel:
+        check_servable(self.name, version, self.tracking_uri)  # Refused before anything is downloaded
         return load_served_model(self.name, version, self.tracking_uri, self.enforce_ranges, self.fast_path)
 
     def tags(self, version: str) -> dict[str, str]:
@@ -66,6 +69,21 @@ class WatchState:
     last_check: float | None = None
     target_version: str | None = None
     swaps: list[dict[str, Any]] = field(default_factory=list)
+    registry_error: str | None = None  # the last alias check failed (None once it answers again)
+    refused: dict[str, str] | None = None  # the version the alias names and why it is not served
+
+    def degraded(self, serving: str | None) -> list[str]:
+        """Why the server, serving `serving`, is not serving what it should (empty when all is well)."""
+        if serving is None:
+            return []
+        out = []
+        if self.registry_error:
+            out.append(f"the registry is unreachable; still serving v{serving}: {self.registry_error}")
+        if self.target_version is not None and self.target_version != serving:
+            why = self.refused["reason"] if self.refused and self.refused["version"] == self.target_version \
+                else self.last_error or "loading it"
+            out.append(f"the alias names v{self.target_version}, not served; still serving v{serving}: {why}")
+        return out
 
 
 class Watcher:
@@ -148,16 +166,19 @@ class Watcher:
             except LoadError as exc:
                 self._count("reload_unreachable")
                 self.state.last_error = str(exc)
+                self.state.registry_error = str(exc)
                 self.state.status = "serving" if self.current else "not ready"
                 if self.current:
                     log.warning("registry check failed; still serving v%s: %s", self.current.version, exc)
                 else:
                     log.warning("no model yet: %s", exc)
                 return False
+            self.state.registry_error = None
             self.state.target_version = version
             if self.current is not None and self.current.version == version:
                 self.state.status = "serving"
                 self.state.last_error = None
+                self.state.refused = None
                 if self.current.promoted_at is None and hasattr(self.source, "tags"):
                     # `promote` moves the alias first and stamps the version just after
                     try:
@@ -173,6 +194,9 @@ class Watcher:
             self.state.status = "loading" if self.current is None else "serving"
             try:
                 new = self.source.load(version)
+            except Refused as exc:
+                self._refuse(version, str(exc), failure)
+                return False
             except Exception as exc:  # noqa: BLE001 - LoadError, or a bug in a model's code
                 count = failure.count + 1 if failure else 1
                 delay = min(MAX_RETRY_SECONDS, max(MIN_RETRY_SECONDS, self.poll_seconds) * 2 ** (count - 1))
@@ -191,6 +215,7 @@ class Watcher:
                 # model serves (nobody waits); after a hot swap freeze the new objects alone.
                 freeze_heap(collect=first)
             self._failures.pop(version, None)
+            self.state.refused = None
             self._count("reload_swapped")
             self.state.status = "serving"
             self.state.last_error = None
@@ -199,3 +224,16 @@ class Watcher:
             log.info("now serving %s v%s (was %s; %s)", new.name, new.version, old or "nothing", new.fast_reason)
             return True
 
+    def _refuse(self, version: str, reason: str, failure: _Failure | None) -> None:
+        """Keep serving what is served; check the version again at the next poll (cheap: its tags)."""
+        first = failure is None or failure.error != reason
+        self._failures[version] = _Failure((failure.count + 1) if failure else 1,
+                                           time.monotonic() + min(self.poll_seconds, MIN_RETRY_SECONDS), reason)
+        serving = self.current.version if self.current else None
+        self.state.refused = {"version": version, "reason": reason}
+        self.state.last_error = f"version {version} not served: {reason}"
+        self.state.status = "serving" if self.current else "not ready"
+        if first:  # once per version and reason, not at every poll
+            self._count("reload_refused")
+            log.error("version %s not served: %s; %s", version, reason,
+                      f"still serving v{serving}" if serving else "nothing is served")
