@@ -29,7 +29,7 @@ from tasks.registry import (
     start_training_run,
 )
 from tasks.reporting import publish_training_report
-from tasks.tuning import build_features, tune_candidates
+from tasks.tuning import build_features, refit_challenger, tune_candidates
 from tasks.validation import validate_training_data
 
 
@@ -69,14 +69,13 @@ def run_training(config_path: str, source_path: str | None, reason: str) -> Trai
         leaderboard = sorted((r.leaderboard_row() for r in results), key=lambda r: -r["cv_score"])
         evaluating = evaluate_challenger.submit(best.best_estimator, split.test, cfg, work / "evaluation")
         judging = gate_challenger.submit(evaluating, champion, split, cfg, best.best_estimator, checked.contract)
-        registering = register_challenger.submit(run.run_id, best.best_estimator, name, inputs.X.head(50),
-                                                 checked.contract)
+        served = refit_challenger(best.best_estimator, split, cfg)  # the gated model itself unless split.refit
+        registering = register_challenger.submit(run.run_id, served, name, inputs.X.head(50), checked.contract)
         infra = start_infra_validation.submit(
-            name, registering, best.best_estimator, split.test.drop(columns=[cfg.target]), cfg.task,
+            name, registering, served, split.test.drop(columns=[cfg.target]), cfg.task,
             cfg.gate.latency_budget_ms, settings.tracking_uri, fresh, cfg.gate.latency_percentile) if fresh else None
         evaluation = evaluating.result()
-        artifacts = collect_artifacts(evaluation, best.best_estimator, split, cfg, checked.contract, leaderboard,
-                                      checked, work)
+        artifacts = collect_artifacts(evaluation, served, split, cfg, checked.contract, leaderboard, checked, work)
         log_evaluation(run, evaluation, best.family, artifacts)
         verdict, version = judging.result(), registering.result()
         if infra is not None:

@@ -48,13 +48,15 @@ def gate_challenger(evaluation: Evaluation, champion: ModelBundle | None, split:
 @stage_task("collect_artifacts")
 def collect_artifacts(evaluation: Evaluation, model: Any, split: Split, cfg: PipelineConfig, contract: DataContract,
                       leaderboard: list[dict[str, Any]], checked: CheckedData, work: Path) -> RunArtifacts:
-    """Plots, the training reference sample for drift (rows with the model's predictions), the hashes of the
-    training rows, quarantined rows, and the metrics, leaderboard, slices, validation and profile summaries."""
+    """Plots, the reference sample for drift (rows with the served `model`'s predictions), the hashes of the rows
+    it trained on (with the holdout when refitted), quarantined rows, and the metric, leaderboard, slice,
+    validation and profile summaries."""
     work.mkdir(parents=True, exist_ok=True)
     ref_path = work / "reference.parquet"
-    reference_sample(split.train, model, cfg).to_parquet(ref_path, index=False)
+    trained_on = pd.concat([split.train, split.test], ignore_index=True) if cfg.refit else split.train
+    reference_sample(trained_on, model, cfg).to_parquet(ref_path, index=False)
     files = [("evaluation", p) for p in evaluation.plots.values()] + [("reference", ref_path)]
-    files.append(("reference", save_training_hashes(split.train, contract, cfg.serving.sensitive_columns,
+    files.append(("reference", save_training_hashes(trained_on, contract, cfg.serving.sensitive_columns,
                                                     work / "train_row_hashes.npz")))
     if checked.quarantine_file:
         files.append(("quarantine", checked.quarantine_file))

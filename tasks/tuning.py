@@ -10,9 +10,10 @@ import pandas as pd
 
 from mlops.core.config import ModelSpec, PipelineConfig, SearchConfig
 from mlops.core.contract import DataContract
+from mlops.core.data import Split
 from mlops.core.features import build_preprocessor
 from mlops.registry.tracking import log_family_run
-from mlops.training.tuning import FamilyResult, scorer_for, tune_family
+from mlops.training.tuning import FamilyResult, refit_on_all, scorer_for, tune_family
 from tasks.common import stage_task
 
 
@@ -45,3 +46,9 @@ def tune_candidates(spec: ModelSpec, inputs: SearchInputs, task_kind: str, searc
     if parent_run_id:
         log_family_run(parent_run_id, result, search)
     return result
+
+
+@stage_task("refit_challenger")
+def refit_challenger(model: Any, split: Split, cfg: PipelineConfig) -> Any:
+    """The model to register: with `split.refit` on, the gated configuration fitted again on train + holdout."""
+    return refit_on_all(model, split.train, split.test, cfg.target) if cfg.refit else model

@@ -115,6 +115,10 @@ class SplitConfig(_Strict):
     test_size: float = Field(0.2, gt=0.0, lt=0.9)
     seed: int = 42
     stratify: bool = True
+    refit: bool | None = Field(
+        None, description="after the gate, fit the chosen configuration again on train + holdout and register that "
+        "model (default: on with a timestamp_column, where the holdout is the newest data; off otherwise)"
+    )
 
 
 class UserExpectation(_Strict):
@@ -384,9 +388,16 @@ class PipelineConfig(_Strict):
             return self.gate.primary_metric
         return "roc_auc" if self.task == "classification" else "rmse"
 
+    @property
+    def refit(self) -> bool:
+        """Whether the registered model is refitted on train + holdout (the newest rows, with a timestamp)."""
+        return self.split.refit if self.split.refit is not None else self.timestamp_column is not None
+
     def config_hash(self) -> str:
         """A stable hash of the validated config, recorded as lineage."""
-        blob = json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()
+        # where data may come from and how large it may be do not change what is trained: left out
+        where = {"data_roots": True, "source": {"max_bytes"}}
+        blob = json.dumps(self.model_dump(mode="json", exclude=where), sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
 

@@ -50,7 +50,7 @@ from mlops.monitoring.retraining import build_training_frame, training_rows
 from mlops.monitoring.windows import check_quality, drift_inputs
 from mlops.training.assessment import evaluate, judge, reference_sample
 from mlops.training.evaluation import Predictions, metric_value, predict
-from mlops.training.tuning import pick_best, scorer_for, tune_family
+from mlops.training.tuning import pick_best, refit_on_all, scorer_for, tune_family
 
 Log = Callable[[str], None]
 PERIOD = re.compile(r"^\s*(\d+)\s*(min|[hHdDwWmMyY])\s*$")
@@ -233,7 +233,11 @@ def train_candidate(frame: pd.DataFrame, cfg: PipelineConfig, champion: Champion
         verdict = judge(evaluation, champion.model if champion else None, str(champion.version) if champion else None,
                         split.test, cfg, model=model, train=split.train, contract=contract)
         passed, reasons = verdict.passed, verdict.reasons
-    made = Champion(version, model, best.family, contract, reference_sample(split.train, model, cfg),
+    served, trained_on = model, split.train
+    if cfg.refit:  # as the training flow registers it: the gated configuration refitted on train + holdout
+        served = refit_on_all(model, split.train, split.test, cfg.target)
+        trained_on = pd.concat([split.train, split.test], ignore_index=True)
+    made = Champion(version, served, best.family, contract, reference_sample(trained_on, served, cfg),
                     evaluation.metrics, holdout_slice_metrics(split.test, evaluation.predictions, cfg), df, at)
     return Candidate(made, passed, reasons, time.perf_counter() - started)
 

@@ -45,12 +45,15 @@ outside it are rejected (serving) or quarantined (batch scoring, training).
 {data_summary.get('rows_accepted', '?')} rows accepted of {data_summary.get('rows_checked', '?')} checked;
 {data_summary.get('rows_quarantined', 0)} quarantined. Split: {cfg.split.test_size:.0%} holdout
 ({'time-ordered on ' + cfg.timestamp_column if cfg.timestamp_column else 'seeded random, seed ' + str(cfg.split.seed)}).
+{_refit_line(cfg)}
 
 | feature | kind | range / categories | max nulls |
 | --- | --- | --- | --- |
 {rows}
 
 ## Holdout metrics
+{'Measured on the model fitted without the holdout, before the refit.' if cfg.refit else ''}
+
 | metric | value |
 | --- | --- |
 {metric_rows}
@@ -66,3 +69,11 @@ outside it are rejected (serving) or quarantined (batch scoring, training).
 Quality holds only while inputs resemble the training data: the monitoring flow compares live inputs
 with this version's reference sample and asks for retraining when they drift.
 """
+
+
+def _refit_line(cfg: PipelineConfig) -> str:
+    if not cfg.refit:
+        return "The registered model is the one the gate judged (fitted on the training rows only; `split.refit` off)."
+    return ("**Refit**: after the gate, the chosen configuration was fitted again on train + holdout, so the "
+            "registered model has learned from the newest rows; the holdout metrics and the gate judged the "
+            "model fitted without them (`split.refit`).")

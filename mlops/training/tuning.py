@@ -221,3 +221,15 @@ def _jsonable(v: Any) -> Any:
 def pick_best(results: list[FamilyResult]) -> FamilyResult:
     """The family with the best cross-validated score (scorers are 'greater is better')."""
     return max(results, key=lambda r: r.best_score)
+
+
+def refit_on_all(model: Any, train: pd.DataFrame, test: pd.DataFrame, target: str) -> Any:
+    """A fresh copy of the gated configuration fitted on train + holdout.
+
+    With time-ordered data the holdout is the newest rows; the gate judged the model fitted without
+    them, and this copy (same hyperparameters, one fit more) is the one registered and served.
+    """
+    from sklearn.base import clone
+
+    rows = pd.concat([train, test], ignore_index=True)
+    return clone(model).fit(rows.drop(columns=[target]), rows[target])
