@@ -1,8 +1,10 @@
-"""The bridge's ASGI app: `POST /hooks/{source}` (signed JSON -> Prefect event) and `GET /health`.
+"""The bridge's ASGI app: `POST /hooks/{source}` (signed JSON -> Prefect event),
+`GET /hooks/{source}/deliveries/{delivery_id}` (signed: what became of a delivery) and `GET /health`.
 
 Checks run cheapest-first and nothing is queued unless every one passes:
-unknown source 404, body too large 413, not JSON content type 415, unsigned/stale/bad signature 401,
-no delivery id 400, malformed JSON 400, template failure or invalid event 422, replay 409.
+unknown source 404, body too large 413, not JSON content type 415, a signing header sent twice 400,
+unsigned/stale/bad signature 401, no delivery id 400, malformed JSON 400, a body that fails the
+source's payload schema 422, template failure or invalid event 422, replay 409.
 
 A delivery that passes is recorded as seen and its event queued in the outbox in one SQLite
 transaction, and only then answered 202 with the event id: from that moment the event survives a
@@ -36,8 +38,10 @@ from mlops.core.errors import ConfigError
 from mlops.core.settings import get_settings, read_secret
 from mlops.webhooks.config import BridgeConfig, load_webhook_config
 from mlops.webhooks.forwarder import Forwarder
-from mlops.webhooks.signing import verify
+from mlops.webhooks.payloads import PayloadInvalid, PayloadSchema
+from mlops.webhooks.signing import status_message, verify
 from mlops.webhooks.sinks import EventSink, PrefectApiSink, prefect_auth_headers
+from mlops.webhooks.status import PrefectRuns, RunLookup, delivery_status
 from mlops.webhooks.store import DeliveryStore
 from mlops.webhooks.templating import (
     EventLimits,
@@ -80,6 +84,10 @@ class Source:
     name: str
     secret: bytes
     template: EventTemplate
+    schema: PayloadSchema | None = None
+
+
+SIGNING_HEADERS = ("x-mlops-signature", "x-mlops-timestamp", "x-mlops-delivery")
 
 
 class Bridge:
@@ -94,8 +102,10 @@ class Bridge:
         sink: EventSink,
         clock: Callable[[], float] = time.time,
         limits: EventLimits | None = None,
+        runs: RunLookup | None = None,
     ) -> None:
         self.config = config
+        self.runs = runs
         self.limits = limits or EventLimits()
         self.sources = sources
         self.disabled = disabled
@@ -139,30 +149,13 @@ class Bridge:
             if len(body) > limit:
                 return self._reject(413, f"body exceeds the limit of {limit} bytes", name)
 
-        signature = headers.get("x-mlops-signature")
-        stamp = headers.get("x-mlops-timestamp")
-        if not signature or not stamp:
-            return self._reject(
-                401,
-                "missing X-Mlops-Signature or X-Mlops-Timestamp header; sign the request with the source's secret",
-                name,
-            )
-        if not TIMESTAMP.fullmatch(stamp):
-            return self._reject(401, "X-Mlops-Timestamp must be unix seconds (an integer)", name)
         now = self.clock()
-        skew = int(now) - int(stamp)
-        tolerance = self.config.timestamp_tolerance_seconds
-        if abs(skew) > tolerance:
-            return self._reject(
-                401,
-                f"X-Mlops-Timestamp is {abs(skew)} s {'behind' if skew > 0 else 'ahead of'} the bridge clock "
-                f"(allowed {tolerance} s); check the sender's clock and sign each retry afresh",
-                name,
-            )
-        if not verify(source.secret, stamp, bytes(body), signature):
-            return self._reject(401, "X-Mlops-Signature does not match the body and timestamp for this source", name)
+        refused = self._authenticate(request, source, bytes(body), now, "the body and timestamp")
+        if isinstance(refused, Response):
+            return refused
+        signature = refused
 
-        delivery = headers.get("x-mlops-delivery", "")
+        delivery = headers.get("x-mlops-delivery", "").strip()
         if not DELIVERY_ID.fullmatch(delivery):
             return self._reject(
                 400, "X-Mlops-Delivery must be a unique id per delivery (1-200 printable characters, no spaces)", name
@@ -171,6 +164,12 @@ class Bridge:
             payload = orjson.loads(body)
         except orjson.JSONDecodeError as exc:
             return self._reject(400, f"body is not valid JSON: {exc.msg} at char {exc.pos}", name)
+
+        if source.schema is not None:
+            try:
+                source.schema.check(payload)
+            except PayloadInvalid as exc:
+                return self._reject(422, str(exc), name)
 
         received = datetime.fromtimestamp(now, UTC)
         event_id = event_id_for(name, delivery)
@@ -195,7 +194,8 @@ class Bridge:
         delivery_key = f"d:{name}:{delivery}"
         signature_key = "s:" + hashlib.sha256(signature.encode()).hexdigest()
         claims = {delivery_key: self.retention_seconds, signature_key: self.signature_ttl}
-        taken = self.store.accept(claims, str(event_id), orjson.dumps(event), now)
+        record = (name, delivery, str(event["event"]), float(self.retention_seconds))
+        taken = self.store.accept(claims, str(event_id), orjson.dumps(event), now, record)
         if taken == delivery_key:
             return self._reject(409, f"delivery '{delivery}' was already received; it starts nothing twice", name)
         if taken is not None:
@@ -208,6 +208,63 @@ class Bridge:
         self.forwarder.notify()
         log.info("accepted webhook source=%s delivery=%s event=%s id=%s", name, delivery, event["event"], event_id)
         return JSONResponse({"event_id": str(event_id)}, status_code=202)
+
+    def _authenticate(self, request: Request, source: Source, signed: bytes, now: float,
+                      what: str) -> Response | str:
+        """The request's signature when it is valid for `signed` at its timestamp, else the refusal.
+
+        Each signing header must come once (400 otherwise: which copy counts would be ambiguous);
+        whitespace around a value is ignored."""
+        name = source.name
+        raw = request.headers
+        for header in SIGNING_HEADERS:
+            if len(raw.getlist(header)) > 1:
+                return self._reject(400, f"the {header} header was sent more than once; send it once", name)
+        signature = raw.get("x-mlops-signature", "").strip()
+        stamp = raw.get("x-mlops-timestamp", "").strip()
+        if not signature or not stamp:
+            return self._reject(
+                401,
+                "missing X-Mlops-Signature or X-Mlops-Timestamp header; sign the request with the source's secret",
+                name,
+            )
+        if not TIMESTAMP.fullmatch(stamp):
+            return self._reject(401, "X-Mlops-Timestamp must be unix seconds (an integer)", name)
+        skew = int(now) - int(stamp)
+        tolerance = self.config.timestamp_tolerance_seconds
+        if abs(skew) > tolerance:
+            return self._reject(
+                401,
+                f"X-Mlops-Timestamp is {abs(skew)} s {'behind' if skew > 0 else 'ahead of'} the bridge clock "
+                f"(allowed {tolerance} s); check the sender's clock and sign each retry afresh",
+                name,
+            )
+        if not verify(source.secret, stamp, signed, signature):
+            return self._reject(401, f"X-Mlops-Signature does not match {what} for this source", name)
+        return signature
+
+    async def status(self, request: Request) -> Response:
+        """`GET /hooks/{source}/deliveries/{delivery_id}`: what became of one accepted delivery.
+
+        Signed like a delivery with the source's secret, over "GET <path>" instead of a body
+        (mlops.webhooks.signing.status_headers)."""
+        name: str = request.path_params["source"]
+        delivery: str = request.path_params["delivery_id"]
+        source = self.sources.get(name)
+        if source is None:
+            return self._reject(404, f"no enabled webhook source named '{name[:64]}'", name)
+        path = request.scope.get("raw_path") or request.url.path.encode()
+        refused = self._authenticate(request, source, status_message(path), self.clock(), "'GET <path>' and timestamp")
+        if isinstance(refused, Response):
+            return refused
+        found = self.store.delivery(name, delivery)
+        if found is None:
+            return _error(404, f"no delivery '{delivery[:200]}' from source '{name}' is known (deliveries are kept "
+                               f"{self.config.delivery_retention_hours:g} h)")
+        outcome = None
+        if self.runs is not None and found.forwarded_at is not None and not found.error:
+            outcome = await self.runs.outcome(found.event_id, found.accepted_at)
+        return JSONResponse(delivery_status(found, outcome))
 
     def _outbox_full(self, now: float) -> bool:
         """Whether the outbox is at its limit (counted at most once a second)."""
@@ -230,6 +287,8 @@ class Bridge:
         finally:
             await self.forwarder.stop()
             await self.sink.aclose()
+            if self.runs is not None:
+                await self.runs.aclose()
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
@@ -237,9 +296,9 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     return _error(exc.status_code, str(exc.detail).lower() if exc.status_code in (404, 405) else str(exc.detail))
 
 
-def default_prefect_sink(prefect_api_url: str | None, timeout: float) -> PrefectApiSink:
-    """A sink for the Prefect API named explicitly, or by Prefect's own settings (PREFECT_API_URL,
-    profile, PREFECT_API_AUTH_STRING / PREFECT_API_KEY)."""
+def _prefect_api(prefect_api_url: str | None) -> tuple[str, dict[str, str]]:
+    """The Prefect API named explicitly, or by Prefect's own settings (PREFECT_API_URL, profile,
+    PREFECT_API_AUTH_STRING / PREFECT_API_KEY), and its auth headers."""
     from prefect.settings import get_current_settings
 
     api = get_current_settings().api
@@ -248,7 +307,19 @@ def default_prefect_sink(prefect_api_url: str | None, timeout: float) -> Prefect
         raise ConfigError("no Prefect API to send events to: pass --prefect-api-url or set PREFECT_API_URL")
     key = api.key.get_secret_value() if api.key else None
     auth = api.auth_string.get_secret_value() if api.auth_string else None
-    return PrefectApiSink(url, headers=prefect_auth_headers(key, auth), timeout=timeout)
+    return url, prefect_auth_headers(key, auth)
+
+
+def default_prefect_sink(prefect_api_url: str | None, timeout: float) -> PrefectApiSink:
+    """A sink for the Prefect API (see _prefect_api)."""
+    url, headers = _prefect_api(prefect_api_url)
+    return PrefectApiSink(url, headers=headers, timeout=timeout)
+
+
+def default_run_lookup(prefect_api_url: str | None, timeout: float) -> PrefectRuns:
+    """Where the status route asks what became of an event: the same Prefect API as the sink."""
+    url, headers = _prefect_api(prefect_api_url)
+    return PrefectRuns(url, headers=headers, timeout=timeout)
 
 
 def create_app(
@@ -259,13 +330,15 @@ def create_app(
     sink: EventSink | None = None,
     environ: Mapping[str, str] | None = None,
     clock: Callable[[], float] = time.time,
+    runs: RunLookup | None = None,
 ) -> Starlette:
     """Build the bridge from webhooks.yaml.
 
     Secrets are read from `environ` (default: the process environment) by each source's
     `secret_env`; a source whose variable is unset is disabled with a warning. Seen deliveries are
     kept in `<state_dir>/deliveries.sqlite3` (default: `$MLOPS_HOME/webhooks`). `sink` replaces
-    emission to Prefect (tests, benchmarks).
+    emission to Prefect (tests, benchmarks), and then `runs` is where the status route looks runs up
+    (none: it reports what the bridge knows).
     """
     config = load_webhook_config(config_path)
     limits = EventLimits.from_prefect_settings()
@@ -279,18 +352,21 @@ def create_app(
             log.warning("webhook source '%s' is disabled: its secret variable %s is not set", name, spec.secret_env)
             disabled.append(name)
             continue
-        sources[name] = Source(name=name, secret=secret.encode("utf-8"), template=template)
+        schema = PayloadSchema(name, spec.payload_schema) if spec.payload_schema is not None else None
+        sources[name] = Source(name=name, secret=secret.encode("utf-8"), template=template, schema=schema)
 
     if state_dir is None:
         state_dir = get_settings().state_dir / "webhooks"
     store = DeliveryStore(Path(state_dir) / "deliveries.sqlite3")
     if sink is None:
         sink = default_prefect_sink(prefect_api_url, config.emit_timeout_seconds)
+        runs = runs or default_run_lookup(prefect_api_url, config.emit_timeout_seconds)
 
-    bridge = Bridge(config, sources, disabled, store, sink, clock, limits)
+    bridge = Bridge(config, sources, disabled, store, sink, clock, limits, runs)
     app = Starlette(
         routes=[
             Route("/hooks/{source}", bridge.hook, methods=["POST"]),
+            Route("/hooks/{source}/deliveries/{delivery_id:path}", bridge.status, methods=["GET"]),
             Route("/health", bridge.health, methods=["GET"]),
         ],
         exception_handlers={HTTPException: _http_error},

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -23,11 +23,22 @@ class _Strict(BaseModel):
 
 
 class SourceConfig(_Strict):
-    """One sender: its secret's environment variable and its event template."""
+    """One sender: its secret's environment variable, the JSON Schema its body must meet, its event template."""
 
     secret_env: Annotated[str, Field(pattern=ENV_NAME)]
     template: Annotated[str, Field(min_length=2)]
     description: str = ""
+    # JSON Schema (draft 2020-12) checked before the template runs: a body that fails it gets 422 naming the field
+    payload_schema: dict[str, Any] | None = None
+
+    @field_validator("payload_schema")
+    @classmethod
+    def _valid_schema(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is not None:
+            from mlops.webhooks.payloads import check_schema
+
+            check_schema(value)
+        return value
 
 
 class BridgeConfig(_Strict):

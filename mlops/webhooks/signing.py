@@ -3,6 +3,9 @@
 Signature = "sha256=" + hex(HMAC-SHA256(secret, f"{timestamp}.".encode() + raw_body)), sent in
 X-Mlops-Signature with the timestamp (unix seconds) in X-Mlops-Timestamp and a unique delivery id in
 X-Mlops-Delivery. Binding the timestamp into the MAC stops an old request from being re-dated.
+
+The status route (`GET /hooks/<source>/deliveries/<id>`) is signed the same way with the source's
+secret, over `GET <path>` (the request path exactly as sent) in place of a body.
 """
 
 from __future__ import annotations
@@ -49,3 +52,15 @@ def signed_headers(
         DELIVERY_HEADER: delivery_id or str(uuid.uuid4()),
         SIGNATURE_HEADER: sign(secret, ts, body),
     }
+
+
+def status_message(path: str | bytes) -> bytes:
+    """What a status request signs in place of a body: `GET <path>`."""
+    return b"GET " + (path.encode("utf-8") if isinstance(path, str) else path)
+
+
+def status_headers(secret: str | bytes, path: str, *, timestamp: int | None = None) -> dict[str, str]:
+    """The headers of a signed `GET <path>` to the status route (path as sent, e.g.
+    `/hooks/data-vendor/deliveries/vendor-42`)."""
+    ts = int(time.time()) if timestamp is None else int(timestamp)
+    return {TIMESTAMP_HEADER: str(ts), SIGNATURE_HEADER: sign(secret, ts, status_message(path))}

@@ -7,6 +7,9 @@ Once `accept()` returns, the event survives a crash of the bridge or an outage o
 forwarder leases outbox rows, sends them, and deletes them when Prefect acknowledged them. A lease
 left by a crashed forwarder expires and the row is sent again; the event id is deterministic, so
 Prefect drops the second copy. Events Prefect refuses as invalid move to `dead_letter`.
+
+`deliveries` remembers each accepted delivery (its event id, when it was accepted and forwarded, or why
+Prefect refused it) as long as its delivery id, for the status route (`GET /hooks/<source>/deliveries/<id>`).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 SCHEMA = """
@@ -33,6 +37,19 @@ CREATE TABLE IF NOT EXISTS outbox (
     attempts INTEGER NOT NULL DEFAULT 0,
     last_error TEXT
 );
+CREATE TABLE IF NOT EXISTS deliveries (
+    source TEXT NOT NULL,
+    delivery TEXT NOT NULL,
+    event_id TEXT NOT NULL,
+    event TEXT NOT NULL,
+    accepted_at REAL NOT NULL,
+    forwarded_at REAL,
+    error TEXT,
+    expires_at REAL NOT NULL,
+    PRIMARY KEY (source, delivery)
+);
+CREATE INDEX IF NOT EXISTS deliveries_event ON deliveries (event_id);
+CREATE INDEX IF NOT EXISTS deliveries_expires ON deliveries (expires_at);
 CREATE TABLE IF NOT EXISTS dead_letter (
     event_id TEXT PRIMARY KEY,
     body BLOB NOT NULL,
@@ -50,6 +67,21 @@ WHERE seen.expires_at < excluded.claimed_at
 """
 
 
+@dataclass(frozen=True)
+class Delivery:
+    """What the bridge knows about one accepted delivery."""
+
+    source: str
+    delivery: str
+    event_id: str
+    event: str
+    accepted_at: float
+    forwarded_at: float | None = None
+    error: str | None = None  # why Prefect refused the event (it is in dead_letter)
+    queued: bool = False  # still in the outbox
+    last_error: str | None = None  # the last failed attempt to forward it
+
+
 class DeliveryStore:
     """Seen-delivery keys with expiry, and the outbox. Each call is a short synchronous SQLite transaction."""
 
@@ -64,9 +96,11 @@ class DeliveryStore:
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(SCHEMA)
 
-    def accept(self, keys: dict[str, float], event_id: str, body: bytes, now: float | None = None) -> str | None:
+    def accept(self, keys: dict[str, float], event_id: str, body: bytes, now: float | None = None,
+               record: tuple[str, str, str, float] | None = None) -> str | None:
         """Record every key (key -> seconds to remember it) as seen and queue `body` (the event's JSON)
-        in the outbox, in one transaction; return the first key already taken (nothing changed), or None."""
+        in the outbox, in one transaction; return the first key already taken (nothing changed), or None.
+        `record` (source, delivery id, event name, seconds to keep it) remembers the delivery for its status."""
         now = time.time() if now is None else now
         with self._lock:
             self._maybe_purge(now)
@@ -78,6 +112,11 @@ class DeliveryStore:
                         return key
                 self._db.execute("INSERT OR IGNORE INTO outbox (event_id, body, created_at) VALUES (?, ?, ?)",
                                  (event_id, body, now))
+                if record is not None:
+                    source, delivery, event, ttl = record
+                    self._db.execute(
+                        "INSERT OR REPLACE INTO deliveries (source, delivery, event_id, event, accepted_at, expires_at) "
+                        "VALUES (?, ?, ?, ?, ?, ?)", (source, delivery, event_id, event, now, now + ttl))
                 self._db.execute("COMMIT")
                 return None
             except BaseException:
@@ -102,9 +141,20 @@ class DeliveryStore:
             self._db.execute("COMMIT")
         return [(int(seq), bytes(body)) for seq, body in rows]
 
-    def sent(self, seqs: list[int]) -> None:
-        """Prefect acknowledged these events: drop them from the outbox."""
-        self._many("DELETE FROM outbox WHERE seq = ?", seqs)
+    def sent(self, seqs: list[int], now: float | None = None) -> None:
+        """Prefect acknowledged these events: note it on their deliveries and drop them from the outbox."""
+        now = time.time() if now is None else now
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.executemany(
+                    "UPDATE deliveries SET forwarded_at = ? WHERE event_id = (SELECT event_id FROM outbox WHERE seq = ?)",
+                    [(now, seq) for seq in seqs])
+                self._db.executemany("DELETE FROM outbox WHERE seq = ?", [(seq,) for seq in seqs])
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
 
     def retry_later(self, seqs: list[int], delay: float, error: str, now: float | None = None) -> None:
         """Sending failed; make the rows available again after `delay` seconds."""
@@ -124,6 +174,9 @@ class DeliveryStore:
                 self._db.execute(
                     "INSERT OR REPLACE INTO dead_letter (event_id, body, created_at, failed_at, error) "
                     "SELECT event_id, body, created_at, ?, ? FROM outbox WHERE seq = ?", (now, error[:500], seq))
+                self._db.execute(
+                    "UPDATE deliveries SET error = ? WHERE event_id = (SELECT event_id FROM outbox WHERE seq = ?)",
+                    (error[:500], seq))
                 self._db.execute("DELETE FROM outbox WHERE seq = ?", (seq,))
             except BaseException:
                 self._db.execute("ROLLBACK")
@@ -141,15 +194,17 @@ class DeliveryStore:
         return {"queued": int(count), "oldest_age_seconds": round(now - oldest, 3) if oldest else 0.0,
                 "last_error": err[0] if err else None, "dead_letters": int(dead)}
 
-    def _many(self, sql: str, keys: list[str]) -> None:
+    def delivery(self, source: str, delivery: str, now: float | None = None) -> Delivery | None:
+        """What is known about one delivery (None when unknown or past its retention)."""
+        now = time.time() if now is None else now
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                self._db.executemany(sql, [(k,) for k in keys])
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+            row = self._db.execute(
+                "SELECT d.source, d.delivery, d.event_id, d.event, d.accepted_at, d.forwarded_at, d.error, "
+                "o.seq IS NOT NULL, o.last_error FROM deliveries d LEFT JOIN outbox o ON o.event_id = d.event_id "
+                "WHERE d.source = ? AND d.delivery = ? AND d.expires_at >= ?", (source, delivery, now)).fetchone()
+        if row is None:
+            return None
+        return Delivery(row[0], row[1], row[2], row[3], float(row[4]), row[5], row[6], bool(row[7]), row[8])
 
     def seen(self, key: str, now: float | None = None) -> bool:
         """Whether a key is remembered (within its retention); for tests and operators."""
@@ -161,6 +216,7 @@ class DeliveryStore:
     def _maybe_purge(self, now: float) -> None:
         if now >= self._next_purge:
             self._db.execute("DELETE FROM seen WHERE expires_at < ?", (now,))
+            self._db.execute("DELETE FROM deliveries WHERE expires_at < ?", (now,))
             self._next_purge = now + self._purge_every
 
     def close(self) -> None:

@@ -31,8 +31,19 @@ class TemplateFailure(Exception):
 
 
 def make_environment() -> ImmutableSandboxedEnvironment:
-    """The sandbox templates run in: no attribute mutation, no unsafe calls, undefined is an error."""
-    return ImmutableSandboxedEnvironment(undefined=jinja2.StrictUndefined, autoescape=False)
+    """The sandbox templates run in: no attribute mutation, no unsafe calls, undefined is an error
+    (also inside `tojson`, which would otherwise fail with a TypeError about StrictUndefined)."""
+    env = ImmutableSandboxedEnvironment(undefined=jinja2.StrictUndefined, autoescape=False)
+    plain_tojson = env.filters["tojson"]
+
+    def tojson(eval_ctx: Any, value: Any, indent: int | None = None) -> Any:
+        if isinstance(value, jinja2.Undefined):
+            value._fail_with_undefined_error()
+        return plain_tojson(eval_ctx, value, indent)
+
+    tojson.jinja_pass_arg = plain_tojson.jinja_pass_arg  # type: ignore[attr-defined]
+    env.filters["tojson"] = tojson
+    return env
 
 
 class EventTemplate:
@@ -53,7 +64,8 @@ class EventTemplate:
             text = self._template.render(context)
         except jinja2.UndefinedError as exc:
             raise TemplateFailure(
-                f"template for source '{self.source}' uses a value the payload lacks: {exc.message}"
+                f"template for source '{self.source}' uses a value the payload lacks ({_missing(exc.message)}); "
+                "send it, or make it optional in the template with |default(none)"
             ) from None
         except jinja2.TemplateError as exc:  # includes SecurityError from the sandbox
             raise TemplateFailure(f"template for source '{self.source}' failed: {exc}") from None
@@ -71,6 +83,13 @@ class EventTemplate:
                 f"template for source '{self.source}' must render a JSON object, got {type(out).__name__}"
             )
         return out
+
+
+def _missing(message: str | None) -> str:
+    """Jinja's "'dict object' has no attribute 'path'" as "no field 'path'"."""
+    text = message or "an undefined value"
+    marker = "has no attribute "
+    return f"no field {text.split(marker, 1)[1]}" if marker in text else text
 
 
 def template_context(

@@ -320,9 +320,18 @@ async def test_missing_delivery_id_is_400(app: Any, sink: RecordingSink) -> None
 
 
 @pytest.mark.anyio
-async def test_payload_missing_template_field_is_422(app: Any, sink: RecordingSink) -> None:
-    assert_refused(await post(app, payload={"path": "/p.csv"}), 422, app, "payload lacks")
-    assert_refused(await post(app, payload=["not", "an", "object"]), 422, app, "payload lacks")
+async def test_payload_missing_template_field_is_422(app: Any, sink: RecordingSink, tmp_path: Path) -> None:
+    # the shipped sources name the field through their payload schema
+    assert_refused(await post(app, payload={"path": "/p.csv"}), 422, app, "payload field 'dataset' is required")
+    assert_refused(await post(app, payload=["not", "an", "object"]), 422, app, "the payload must be an object")
+    # a source without a schema: the template names the missing field (inside |tojson too, not a TypeError)
+    cfg = tmp_path / "webhooks.yaml"
+    cfg.write_text("sources:\n  bare:\n    secret_env: T_SECRET\n    template: '{\"event\": \"mlops.data.arrived\", "
+                   "\"resource\": {\"prefect.resource.id\": \"x\"}, \"payload\": {\"path\": {{ body.path | tojson }}}}'\n")
+    bare = create_app(cfg, state_dir=tmp_path / "s", sink=RecordingSink(), environ={"T_SECRET": "t"})
+    resp = await post(bare, "bare", {"dataset": "churn"}, secret="t")
+    assert_refused(resp, 422, bare, "uses a value the payload lacks (no field 'path')")
+    assert "StrictUndefined" not in resp.text and "TypeError" not in resp.text
 
 
 @pytest.mark.anyio
