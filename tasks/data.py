@@ -8,18 +8,23 @@ import pandas as pd
 from prefect import get_run_logger
 
 from mlops.core import data
-from mlops.core.config import FileSource, PipelineConfig
+from mlops.core.config import PipelineConfig
 from mlops.core.rowkeys import new_row_mask, pop_new_rows
+from mlops.core.settings import get_settings
 from tasks.common import stage_task
 
 
 @stage_task("load_data")
 def load_data(cfg: PipelineConfig, source_path: str | None = None) -> tuple[data.LoadedData, pd.DataFrame | None]:
     """Load the source (or a file given at run time): the frame, its fingerprint, malformed rows set aside,
-    the profile; and the rows a retraining file marks new (None when it marks none), the marker removed."""
-    if source_path:
-        cfg = cfg.model_copy(update={"source": FileSource(path=source_path)})
-    loaded = data.load_training_data(cfg)
+    the profile; and the rows a retraining file marks new (None when it marks none), the marker removed.
+
+    A file given at run time must lie inside the data roots (mlops.core.data_roots) and within the size
+    cap; an empty `source_path` is refused rather than read as "the config's own source"."""
+    roots = data.data_roots(cfg, get_settings())
+    if source_path is not None:
+        cfg = data.with_source_path(cfg, source_path)
+    loaded = data.load_training_data(cfg, roots)
     frame, new_rows = pop_new_rows(loaded.frame)
     return dataclasses.replace(loaded, frame=frame), new_rows
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from mlops.core.errors import ConfigError
 
@@ -92,6 +92,9 @@ class GeneratedSource(_Strict):
         return self
 
 
+DEFAULT_MAX_DATA_BYTES = 256 * 1024 * 1024  # a data file (or folder) larger than this is refused before reading
+
+
 class FileSource(_Strict):
     """A local CSV or Parquet file."""
 
@@ -99,6 +102,8 @@ class FileSource(_Strict):
     path: str
     format: Literal["auto", "csv", "parquet"] = "auto"
     delimiter: str = ","
+    max_bytes: int = Field(DEFAULT_MAX_DATA_BYTES, ge=1, description=(
+        "the largest file (or folder total) read, checked before reading; also the cap for files given at run time"))
 
 
 class SklearnSource(_Strict):
@@ -354,6 +359,15 @@ class PipelineConfig(_Strict):
     registry: RegistryConfig
     monitoring: MonitoringConfig = Field(default_factory=MonitoringConfig)
     serving: ServingConfig = Field(default_factory=ServingConfig)
+    data_roots: list[str] = Field(default_factory=list, description=(
+        "folders that data files named at run time (events, deployments, --data) must resolve into, relative to "
+        "the config file; default: the config file's folder (see mlops.core.data.data_roots)"))
+    _folder: Path | None = PrivateAttr(None)  # the config file's folder, set by load_config
+
+    @property
+    def folder(self) -> Path | None:
+        """The folder of the file this config was loaded from (None when built from a mapping)."""
+        return self._folder
 
     @field_validator("target")
     @classmethod
@@ -430,7 +444,9 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Pi
         sp = Path(str(src["path"]))
         if not sp.is_absolute() and not sp.exists() and (p.parent / sp).exists():
             src["path"] = str(p.parent / sp)
-    return parse_config(raw, origin=str(p))
+    cfg = parse_config(raw, origin=str(p))
+    cfg._folder = p.resolve().parent
+    return cfg
 
 
 def parse_config(raw: dict[str, Any], origin: str = "<config>") -> PipelineConfig:

@@ -6,18 +6,28 @@ import csv
 import hashlib
 import io
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from mlops.core.config import FileSource, GeneratedSource, PipelineConfig, SklearnSource, SplitConfig
+from mlops.core.config import (
+    DEFAULT_MAX_DATA_BYTES,
+    FileSource,
+    GeneratedSource,
+    PipelineConfig,
+    SklearnSource,
+    SplitConfig,
+)
+from mlops.core.data_roots import DataPathRefused, DataRoots, check_size, data_roots
 from mlops.core.errors import DataError
 from mlops.core.generate import demand_from_source
 from mlops.core.profile import DataProfile, is_text_like, profile_frame
 
 CHURN_START = pd.Timestamp("2025-01-01")
+__all__ = ["DataPathRefused", "DataRoots", "data_roots"]  # re-exported: the readers below enforce them
 
 
 def generate_churn(
@@ -161,40 +171,51 @@ def malformed_error(rows: list[MalformedRow], detail: str = "") -> DataError:
 
 
 def read_table(path: str | Path, fmt: str = "auto", delimiter: str = ",",
-               na_values: list[str] | None = None) -> pd.DataFrame:
+               na_values: list[str] | None = None, *, roots: DataRoots | None = None,
+               max_bytes: int | None = None) -> pd.DataFrame:
     """Read a CSV or Parquet file, turning every way it can be broken into one clear DataError.
 
     Strict: a row with the wrong number of fields is an error (read_table_collecting sets such rows
     aside instead). With `na_values`, those spellings and whitespace-only strings become missing.
+    With `roots`, a path outside them is refused before it is opened; with `max_bytes`, a larger file
+    (or folder) is refused before it is read. Messages never quote the data.
     """
-    table = read_table_collecting(path, fmt, delimiter, na_values)
+    table = read_table_collecting(path, fmt, delimiter, na_values, roots=roots, max_bytes=max_bytes)
     if table.malformed:
         raise malformed_error(table.malformed)
     return table.frame
 
 
 def read_table_collecting(path: str | Path, fmt: str = "auto", delimiter: str = ",",
-                          na_values: list[str] | None = None) -> Table:
+                          na_values: list[str] | None = None, *, roots: DataRoots | None = None,
+                          max_bytes: int | None = None) -> Table:
     """Read like read_table, but set malformed CSV rows aside (with line numbers) instead of failing."""
-    table = _read_any(Path(path), fmt, delimiter, keep_markers=na_values is not None)
+    table = _read_any(Path(path), fmt, delimiter, na_values is not None, roots, max_bytes)
     if na_values is not None:
         table.frame, table.markers = apply_na_values(table.frame, na_values)
     return table
 
 
-def _read_any(p: Path, fmt: str, delimiter: str, keep_markers: bool) -> Table:
+def _read_any(p: Path, fmt: str, delimiter: str, keep_markers: bool, roots: DataRoots | None = None,
+              max_bytes: int | None = None) -> Table:
+    if roots is not None:
+        p = roots.confine_file(p)  # before anything is opened
     if not p.exists():
         raise DataError(f"{p}: data file not found")
     if p.is_dir():
         files = sorted([*p.glob("*.parquet"), *p.glob("*.csv")])
         if not files:
             raise DataError(f"{p}: folder holds no .csv or .parquet files")
+        if roots is not None:
+            files = [roots.confine_file(f) for f in files]  # a link inside the folder may point out of it
+        check_size(p, files, max_bytes)
         parts = [_read_any(f, "auto", delimiter, keep_markers) for f in files]
         frame = pd.concat([t.frame for t in parts], ignore_index=True)
         table = Table(frame, [m for t in parts for m in t.malformed])
     else:
         if p.stat().st_size == 0:
             raise DataError(f"{p}: data file is empty")
+        check_size(p, [p], max_bytes)
         kind = fmt if fmt != "auto" else ("parquet" if p.suffix.lower() in {".parquet", ".pq"} else "csv")
         if kind == "parquet":
             try:
@@ -249,7 +270,7 @@ def _read_csv(p: Path, delimiter: str, keep_markers: bool) -> Table:
             else:
                 rows += 1
     except csv.Error as exc:
-        raise DataError(f"{p}: cannot parse CSV ({exc})") from None
+        raise DataError(f"{p}: cannot parse CSV ({_unquoted(str(exc))})") from None
     if malformed and malformed[-1].line == last_start + 1:
         malformed[-1].last = True
     if not rows:
@@ -261,8 +282,13 @@ def _read_csv(p: Path, delimiter: str, keep_markers: bool) -> Table:
     try:
         frame = pd.read_csv(io.StringIO(body), sep=delimiter, **na)  # type: ignore[arg-type]
     except (pd.errors.ParserError, ValueError) as exc:
-        raise DataError(f"{p}: cannot parse CSV ({str(exc).splitlines()[0]})") from None
+        raise DataError(f"{p}: cannot parse CSV ({_unquoted(str(exc).splitlines()[0])})") from None
     return Table(frame, malformed)
+
+
+def _unquoted(message: str) -> str:
+    """A parser's message without the quoted text it may carry from the file (errors never quote data)."""
+    return re.sub(r"'[^']*'|\"[^\"]*\"", "'...'", message)[:200]
 
 
 def apply_na_values(df: pd.DataFrame, na_values: list[str]) -> tuple[pd.DataFrame, dict[str, dict[str, int]]]:
@@ -297,12 +323,30 @@ def apply_na_values(df: pd.DataFrame, na_values: list[str]) -> tuple[pd.DataFram
     return out, found
 
 
-def read_source(cfg: PipelineConfig, collect_malformed: bool = False) -> Table:
-    """The configured source as a Table, with the config's na_values applied to its text columns."""
+def with_source_path(cfg: PipelineConfig, source_path: object) -> PipelineConfig:
+    """`cfg` reading the file or folder named at run time (an event, a deployment parameter, `--data`).
+
+    An empty or non-text path is refused: it would otherwise mean "train on the config's own data". The
+    file keeps the config's size cap when the config's source is a file (else the default cap).
+    """
+    if not isinstance(source_path, str) or not source_path.strip():
+        got = "an empty string" if isinstance(source_path, str) else f"a {type(source_path).__name__}"
+        raise DataPathRefused(
+            f"refused: source_path must name a CSV/Parquet file or folder inside a data root, got {got} (an event "
+            "whose path is empty, null, missing or not text arrives so); nothing was trained. Leave source_path "
+            "out to train on the config's own source")
+    cap = cfg.source.max_bytes if isinstance(cfg.source, FileSource) else DEFAULT_MAX_DATA_BYTES
+    return cfg.model_copy(update={"source": FileSource(path=source_path, max_bytes=cap)})
+
+
+def read_source(cfg: PipelineConfig, collect_malformed: bool = False, roots: DataRoots | None = None) -> Table:
+    """The configured source as a Table, with the config's na_values applied to its text columns.
+
+    A file source is read within its size cap and, with `roots`, only from inside them."""
     src = cfg.source
     if isinstance(src, FileSource):
         reader = read_table_collecting if collect_malformed else read_table
-        got = reader(src.path, src.format, src.delimiter, cfg.na_values)
+        got = reader(src.path, src.format, src.delimiter, cfg.na_values, roots=roots, max_bytes=src.max_bytes)
         return got if isinstance(got, Table) else Table(got)
     if isinstance(src, GeneratedSource):
         df = (demand_from_source(src) if src.dataset == "demand"
@@ -330,12 +374,13 @@ class LoadedData:
     malformed: list[MalformedRow] = field(default_factory=list)
 
 
-def load_training_data(cfg: PipelineConfig) -> LoadedData:
+def load_training_data(cfg: PipelineConfig, roots: DataRoots | None = None) -> LoadedData:
     """Load the source for training: malformed rows set aside (within max_quarantine_fraction), then profiled.
 
     More malformed rows than validation.max_quarantine_fraction allows stop the run with one sentence.
+    With `roots`, a file source outside them is refused before it is opened.
     """
-    table = read_source(cfg, collect_malformed=True)
+    table = read_source(cfg, collect_malformed=True, roots=roots)
     bad = table.malformed
     limit = cfg.validation.max_quarantine_fraction
     total = len(table.frame) + len(bad)
@@ -360,11 +405,13 @@ def check_frame(df: pd.DataFrame, cfg: PipelineConfig, need_target: bool = True)
     missing = [c for c in needed if c not in df.columns]
     if missing:
         role = "target" if cfg.target in missing and need_target else "configured"
-        raise DataError(f"{role} column(s) {missing} not in the data (columns: {list(df.columns)[:20]})")
+        # the data's own header is not quoted: for a file that is not a table, it is its first line
+        raise DataError(f"{role} column(s) {missing} not in the data ({len(df.columns)} column(s) read; check "
+                        "the file's header and source.delimiter)")
     undeclared = [c for c in cfg.columns if c not in df.columns and c not in cfg.drop_columns]
     if undeclared:
         raise DataError(f"columns declares a type for '{undeclared[0]}', but the data has no such column "
-                        f"(columns: {[str(c) for c in df.columns][:20]})")
+                        f"({len(df.columns)} column(s) read)")
     special = {cfg.target, cfg.id_column, cfg.timestamp_column}
     declared_drop = [c for c, t in cfg.columns.items() if t == "drop" and c not in special]
     df = df.drop(columns=[c for c in [*cfg.drop_columns, *declared_drop] if c in df.columns])
@@ -374,8 +421,7 @@ def check_frame(df: pd.DataFrame, cfg: PipelineConfig, need_target: bool = True)
             raise DataError(f"target column '{cfg.target}' is entirely empty")
         if cfg.task == "classification" and y.dropna().nunique() < 2:
             raise DataError(
-                f"target column '{cfg.target}' has a single class ({y.dropna().iloc[0]!r}); "
-                "classification needs at least two"
+                f"target column '{cfg.target}' has a single class; classification needs at least two"
             )
         if cfg.task == "regression" and not pd.api.types.is_numeric_dtype(y):
             coerced = pd.to_numeric(y, errors="coerce")

@@ -34,6 +34,8 @@ class Settings(BaseSettings):
     prefect_api_url: str | None = Field(None, alias="PREFECT_API_URL")
     code_version: str | None = Field(None, alias="MLOPS_CODE_VERSION")
     config_path: Path | None = Field(None, alias="MLOPS_CONFIG")
+    # folders (os.pathsep-separated) that data files named at run time must resolve into; adds to the config's
+    data_roots_env: str | None = Field(None, alias="MLOPS_DATA_ROOTS")
 
     # -- the local stack (`mlops up`) --
     host: str = Field("127.0.0.1", alias="MLOPS_HOST")
@@ -114,6 +116,16 @@ class Settings(BaseSettings):
     @property
     def reports_dir(self) -> Path:
         return self.state_dir / "reports"
+
+    @property
+    def inbox_dir(self) -> Path:
+        """Where senders drop data files: always a data root (mlops.core.data.data_roots)."""
+        return self.state_dir / "inbox"
+
+    @property
+    def data_roots(self) -> list[Path]:
+        """The folders named in MLOPS_DATA_ROOTS."""
+        return [Path(part).expanduser() for part in (self.data_roots_env or "").split(os.pathsep) if part.strip()]
 
     @property
     def runs_dir(self) -> Path:

@@ -198,3 +198,22 @@ def test_declared_types_win_and_a_declared_column_must_exist(tmp_path: Path) -> 
     assert "junk" not in loaded.frame.columns and by["junk"].role == "dropped"
     with pytest.raises(DataError, match=r"^columns declares a type for 'nope', but the data has no such column"):
         load_training_data(_file_config(path, columns={"nope": "numeric"}))
+
+
+SECRET_LINE = "root:x:0:0:TOKEN-5f3a:/root:/bin/bash"
+
+
+@pytest.mark.parametrize(("content", "change"), [
+    # a file that is not a table: its first line became the "columns" quoted in the error
+    ((SECRET_LINE + "\ndaemon:x:1:1:TOKEN-77b1:/usr/sbin:/usr/sbin/nologin\n").encode(), {}),
+    ((b"id,TOKEN-5f3a,TOKEN-77b1\n1,2,3\n4,5,6\n"), {}),
+    ((b"TOKEN-5f3a,churned\n1,TOKEN-77b1\n2,TOKEN-77b1\n"), {}),  # a single class, quoted before
+    ((b"a,churned\n1,0\n2,1\n"), {"columns": {"TOKEN-5f3a": "numeric"}}),
+])
+def test_data_errors_never_quote_the_data(tmp_path: Path, content: bytes, change: dict) -> None:
+    cfg = parse_config(small_config(id_column=None, timestamp_column=None, **change))
+    with pytest.raises(DataError) as err:
+        check_frame(read_table(_csv(tmp_path, content)), cfg)
+    message = str(err.value)
+    assert "TOKEN-77b1" not in message and "root:x" not in message
+    assert "TOKEN-5f3a" not in message or "columns declares a type for 'TOKEN-5f3a'" in message  # the config's own name

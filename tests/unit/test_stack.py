@@ -396,7 +396,8 @@ def test_mlops_up_deploys_the_one_file_with_its_config_and_leaves_out_missing_fl
     monitor = deps["monitor"]["schedules"][0]
     assert (monitor["cron"], monitor["timezone"]) == ("5 * * * *", "UTC") and schedule_active(monitor) is False
     # event templates survive rendering untouched
-    assert deps["train"]["triggers"][0]["parameters"]["source_path"] == "{{ event.payload.path }}"
+    assert deps["train"]["triggers"][0]["parameters"]["source_path"] == (
+        "{{ (event.payload.path if event.payload.path is string else '') }}")
     assert "{{ $" not in json.dumps(raw)
 
 
@@ -453,9 +454,10 @@ def test_the_deployments_file_is_valid_for_prefect_and_matches_the_flows(
         for spec in dep.triggers or []:
             trig = DeploymentEventTrigger.model_validate(spec)
             assert trig.enabled and set(trig.parameters or {}) <= accepted, (name, spec)
-    for name in ("train", "retrain"):
+    # files are trained on in turn, never cancelled; retrain runs once per burst
+    for name, strategy in (("train", "ENQUEUE"), ("retrain", "CANCEL_NEW")):
         limit = deps[name].concurrency_limit
-        assert (limit.limit, limit.collision_strategy) == (1, "CANCEL_NEW")
+        assert (limit.limit, limit.collision_strategy) == (1, strategy)
     assert {e for t in deps["train"].triggers for e in t["expect"]} == {events.DATA_ARRIVED}
     assert {e for t in deps["retrain"].triggers for e in t["expect"]} == {events.RETRAIN_REQUESTED}
     assert deps["score"].triggers[0]["match"] == {"prefect.resource.id": "mlops.scoring.*"}
@@ -507,6 +509,10 @@ def test_trigger_templates_give_typed_parameters() -> None:
     got = _render(data, {"event": "mlops.data.arrived", "resource": {"prefect.resource.id": "mlops.dataset.churn"},
                          "payload": {"path": "/data/new.csv"}})
     assert got == {"source_path": "/data/new.csv", "reason": "new data: /data/new.csv"}
+    for bad in ({"path": None}, {}, {"path": ""}, {"path": 123}, {"path": ["/a.csv"]}):  # the flow refuses ""
+        got = _render(data, {"event": "mlops.data.arrived", "resource": {"prefect.resource.id": "mlops.dataset.x"},
+                             "payload": {**bad, "reason": "r"}})
+        assert got == {"source_path": "", "reason": "r"}, bad
     retrain = deps["retrain"]["triggers"][0]["parameters"]
     monitor_event = {"event": "mlops.retrain.requested", "resource": {"prefect.resource.id": "mlops.model.churn"},
                      "payload": {"training_file": "/s/train.parquet", "triggers": ["drift 2 windows", "quality"]}}
