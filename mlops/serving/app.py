@@ -9,11 +9,12 @@ Routes
   `POST /admin/reload` (token always required) checks the alias now.
 
 `/ready` answers 503 until a model is loaded. Once one serves it answers 200 (the server can answer
-requests, so a load balancer keeps sending them) with `"status": "ok"`, or `"status": "degraded"` and
-the reasons in `"degraded"` (also the header `X-Mlops-Status: degraded`): the registry is unreachable,
-or the alias names a version that is not served (refused because its gate failed with no override
-recorded, or failing to load), so the server answers with an older one. `/model` and `/metrics`
-(`mlops_model_degraded`, `mlops_model_refused_version`, reloads with outcome `refused`) say the same.
+requests, so a load balancer keeps sending them) with `"status": "ok"`, or with `"status": "degraded"`,
+the reasons in `"degraded"` (a list) and `"reason"` (one line), and the header
+`X-Mlops-Status: degraded` when the registry is unreachable or the alias names a version that is not
+served (refused because its gate failed with no override recorded, or failing to load), so the server
+answers with an older one. `/model` and `/metrics` (`mlops_model_degraded`,
+`mlops_model_refused_version`, reloads with outcome `refused`) say the same.
 
 Every request is checked against the version's data contract before scoring; a bad request gets a
 4xx naming the field (malformed JSON 400, no/incorrect token 401, too large 413, not JSON 415, a
@@ -249,7 +250,8 @@ class ModelServer:
                                 status_code=503, headers={"retry-after": "1"})
         degraded = self.watcher.state.degraded(m.version)
         if degraded:
-            return JSONResponse({"ready": True, "status": "degraded", "degraded": degraded, "model": m.name,
+            return JSONResponse({"ready": True, "status": "degraded", "reason": "; ".join(degraded),
+                                 "degraded": degraded, "model": m.name,
                                  "model_version": m.version, "alias_version": self.watcher.state.target_version},
                                 headers={"x-mlops-status": "degraded"})
         return JSONResponse({"ready": True, "status": "ok", "model": m.name, "model_version": m.version},

@@ -452,3 +452,72 @@ def test_every_scored_row_is_logged_with_sensitive_columns_hashed(churn: dict[st
     assert np.array_equal(log["prediction_proba"].to_numpy(), want)
     assert log["tenure_months"].tolist() == [r["tenure_months"] for r in recs]
     assert all(not math.isnan(v) for v in log["monthly_charges"])
+
+
+# -- issue 12: the null budget, degraded readiness, a value the log cannot hash -------------------
+
+
+def test_a_record_over_its_null_budget_is_a_422_naming_the_fields(client: TestClient, churn: dict[str, Any]) -> None:
+    required = [c["name"] for c in client.get("/model").json()["contract"] if c["required"]]
+    all_null = {name: None for name in required}
+    r = post(client, "/predict", all_null)
+    assert r.status_code == 422, r.text
+    out = r.json()
+    assert out["fields"] == required and out["row"] == 0 and out["field"] == required[0]
+    assert all(name in out["error"] for name in required)
+    half = len(required) // 2
+    at_budget = _rec(churn, **{name: None for name in required[:half]})
+    over_budget = _rec(churn, **{name: None for name in required[:half + 1]})
+    assert post(client, "/predict", at_budget).status_code == 200
+    r = post(client, "/predict", [churn["records"][1], over_budget])
+    assert r.status_code == 422 and r.json()["row"] == 1 and r.json()["fields"] == required[:half + 1]
+    assert post(client, "/invocations", {"dataframe_records": [all_null]}).status_code == 422
+
+
+def test_ready_says_degraded_while_serving_with_the_registry_unreachable(churn: dict[str, Any]) -> None:
+    source = FixedSource({"1": churn["served"]}, "1")
+    app = create_app("churn", serving=ServingConfig(poll_seconds=0.05), log_dir=None, environ={}, source=source)
+    with TestClient(app) as c:
+        wait_ready(c)
+        ok = c.get("/ready")
+        assert ok.json()["status"] == "ok" and ok.headers["x-mlops-status"] == "ok"
+        source.version = None  # the registry stops answering
+        wait_until(lambda: c.get("/ready").json()["status"] == "degraded", 10, "never degraded", interval=0.02)
+        r = c.get("/ready")
+        body = r.json()
+        assert r.status_code == 200 and r.headers["x-mlops-status"] == "degraded"
+        assert body["model_version"] == "1" and "registry is unreachable" in body["reason"]
+        assert post(c, "/predict", churn["records"][0]).json()["model_version"] == "1"
+        assert c.get("/model").json()["watch"]["status"] == "degraded"
+        assert _metric(c.get("/metrics").text, "mlops_model_degraded") == 1
+        source.version = "1"  # back
+        wait_until(lambda: c.get("/ready").json()["status"] == "ok", 10, "still degraded", interval=0.02)
+        assert _metric(c.get("/metrics").text, "mlops_model_degraded") == 0
+
+
+def test_a_value_the_log_cannot_hash_costs_one_marker_not_the_batch(churn: dict[str, Any], tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    from mlops.serving.predictlog import UNHASHABLE
+
+    monkeypatch.setenv("MLOPS_LOG_HASH_KEY", "k3y")
+    serving = ServingConfig(poll_seconds=0.1, sensitive_columns=["customer_id"], sensitive_mode="hash",
+                            log_flush_seconds=60)
+    app = create_app("churn", serving=serving, log_dir=tmp_path / "log", environ={},
+                     source=FixedSource({"1": churn["served"]}, "1"))
+    recs = churn["records"][:20]
+    marker = "__SURROGATE__"
+    bad = orjson.dumps({**recs[0], "customer_id": marker}).replace(f'"{marker}"'.encode(), b'"\\ud800"')
+    with TestClient(app) as c:
+        wait_ready(c)
+        assert post(c, "/predict", recs).status_code == 200
+        r = c.post("/predict", content=bad, headers=JSON)
+        assert r.status_code == 200, r.text
+        assert post(c, "/predict", recs[:3]).status_code == 200
+    log = read_prediction_log(tmp_path / "log")
+    assert len(log) == 24  # every scored row, written in one flush at shutdown
+    assert (log["customer_id"] == UNHASHABLE).sum() == 1
+    assert log.loc[log["request_id"] == r.json()["request_id"], "customer_id"].tolist() == [UNHASHABLE]
+    stats = app.state.server.plog.stats
+    assert stats.replaced_values == 1 and stats.dropped_rows == 0
+    assert "mlops_prediction_log_replaced_values_total 1" in app.state.server.metrics.render(
+        app.state.server._gauges(), app.state.server._log_counters())

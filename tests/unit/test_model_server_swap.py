@@ -85,3 +85,58 @@ def test_promotion_while_serving_switches_once_with_no_errors(versions: dict[str
         assert v is not None and np.array_equal(proba, want[v])
     assert info["version"] == "2" and info["promoted_at"] and info["watch"]["swaps"][-1]["from"] == "1"
     assert 'mlops_model_reloads_total{outcome="swapped"} 2' in metrics  # initial load + the swap
+
+
+GUARDED = "churn-guarded"
+
+
+def test_a_gate_failed_version_set_outside_mlops_is_refused_until_an_override_is_recorded(
+        versions: dict[str, Any], caplog: pytest.LogCaptureFixture) -> None:
+    """Issue 12: the alias moved straight to a gate-failed version (as MLflow's REST API does) is not
+    served; the server keeps the old one and says why in /model, /ready, /metrics and its log."""
+    import json
+    import logging
+
+    for v, C in (("1", 1.0), ("2", 0.01)):
+        pipe, contract, frame = fit_pipeline(churn_frame(800, seed=5), "churned", family="logistic_regression",
+                                             params={"C": C}, id_column="customer_id", timestamp_column="event_time")
+        assert register_model(GUARDED, pipe, contract, frame, promote=v == "1") == v
+    X = frame.drop(columns=["churned"])
+    c = registry.client()
+    c.set_model_version_tag(GUARDED, "1", "gate.passed", "true")
+    c.set_model_version_tag(GUARDED, "2", "gate.passed", "false")
+    c.set_model_version_tag(GUARDED, "2", "gate.reasons", json.dumps(["FAIL threshold roc_auc 0.70 < 0.99"]))
+    record = records_from_frame(X.head(1))[0]
+    body = orjson.dumps(record)
+    app = create_app(GUARDED, serving=ServingConfig(poll_seconds=0.2), log_dir=None, environ={})
+    with caplog.at_level(logging.ERROR, logger="mlops.model_server"), TestClient(app) as client:
+        wait_until(lambda: client.get("/ready").status_code == 200, 60, "the server was not ready",
+                   detail=lambda: client.get("/ready").text)
+        c.set_registered_model_alias(GUARDED, "champion", "2")  # outside mlops
+
+        def refused() -> bool:
+            return (client.get("/model").json()["watch"].get("refused") or {}).get("version") == "2"
+
+        wait_until(refused, 30, "version 2 was never refused", detail=lambda: client.get("/model").text)
+        for _ in range(5):  # a few polls later: still the old model, and no reload attempt counted twice
+            r = client.post("/predict", content=body, headers={"content-type": "application/json"})
+            assert r.status_code == 200 and r.json()["model_version"] == "1"
+        time.sleep(0.5)
+        info = client.get("/model").json()
+        ready = client.get("/ready")
+        metrics = client.get("/metrics").text
+        assert info["version"] == "1" and info["watch"]["alias_version"] == "2"
+        assert "failed its promotion gate" in info["watch"]["refused"]["reason"]
+        assert "0.70 < 0.99" in info["watch"]["last_error"]
+        assert ready.status_code == 200 and ready.json()["status"] == "degraded"
+        assert "v2" in ready.json()["reason"] and "promotion gate" in ready.json()["reason"]
+        assert 'mlops_model_reloads_total{outcome="refused"} 1' in metrics
+        assert "mlops_model_refused_version 2" in metrics and "mlops_model_degraded 1" in metrics
+        assert "version 2 not served" in caplog.text and "still serving v1" in caplog.text
+
+        registry.promote(GUARDED, "2", by="test", reason="accepted by hand after review", force=True)
+        wait_until(lambda: client.get("/model").json()["version"] == "2", 30, "the override was not picked up",
+                   detail=lambda: client.get("/model").text)
+        assert client.get("/ready").json()["status"] == "ok"
+        assert client.get("/model").json()["watch"]["refused"] is None
+        assert "mlops_model_refused_version 0" in client.get("/metrics").text

@@ -15,6 +15,8 @@ import pytest
 from mlops.core.errors import DataError
 from mlops.core.startup import poll
 from mlops.serving.predictlog import (
+    UNHASHABLE,
+    UNSTORABLE,
     LogRecord,
     PredictionLogWriter,
     Redactor,
@@ -173,3 +175,52 @@ def test_join_labels_by_hashed_id_column(tmp_path: Path, monkeypatch: pytest.Mon
     assert joined["request_row"].tolist() == [1, 2] and joined["churned"].tolist() == [1, 0]
     with pytest.raises(DataError, match="no column 'account'"):
         join_labels(log, labels.rename(columns={"customer_id": "account"}), by="account")
+
+
+# -- one bad value never costs a batch (issue 12) ---------------------------------------------------
+
+
+def test_an_unhashable_value_is_replaced_by_a_marker_and_counted_and_the_batch_is_kept(tmp_path: Path) -> None:
+    w = PredictionLogWriter(tmp_path, Redactor(frozenset({"customer_id"}), "hash", KEY))
+    bad = record("bad", 3, start=10)
+    bad.inputs["customer_id"] = ["C10", "\ud800", "C12"]  # a lone surrogate: no UTF-8 form, so no HMAC
+    for i in range(300):
+        assert w.submit(record(f"r{i}"))
+    assert w.submit(bad)
+    w.flush()
+    log = read_prediction_log(tmp_path)
+    assert len(log) == 303 and w.stats.dropped_rows == 0 and w.stats.write_errors == 0
+    assert w.stats.replaced_values == 1
+    mine = log[log["request_id"] == "bad"].sort_values("request_row")
+    assert mine["customer_id"].tolist() == [hash_value("C10", KEY), UNHASHABLE, hash_value("C12", KEY)]
+    assert mine["age"].tolist() == [30.0, 31.0, 32.0]
+
+
+def test_an_unstorable_text_value_is_replaced_by_a_marker_and_counted(tmp_path: Path) -> None:
+    w = PredictionLogWriter(tmp_path)
+    one = record("one")
+    one.inputs["plan"] = ["\udfff"]
+    many = record("many", 2)
+    many.inputs["plan"] = ["basic", "pro\ud800"]
+    assert w.submit(record("fine", 2)) and w.submit(one) and w.submit(many)
+    w.flush()
+    log = read_prediction_log(tmp_path).sort_values(["request_id", "request_row"])
+    assert len(log) == 5 and w.stats.dropped_rows == 0 and w.stats.replaced_values == 2
+    got = dict(zip(log["request_id"] + ":" + log["request_row"].astype(str), log["plan"], strict=True))
+    assert got == {"fine:0": "basic", "fine:1": "basic", "many:0": "basic", "many:1": UNSTORABLE, "one:0": UNSTORABLE}
+
+
+class _Unprintable:
+    def __str__(self) -> str:
+        raise RuntimeError("no text form")
+
+
+def test_a_record_that_cannot_be_written_is_lost_alone(tmp_path: Path) -> None:
+    w = PredictionLogWriter(tmp_path)
+    bad = record("bad", 2)
+    bad.inputs["plan"] = ["basic", _Unprintable()]
+    assert w.submit(record("a", 2)) and w.submit(bad) and w.submit(record("b", 3))
+    w.flush()
+    log = read_prediction_log(tmp_path)
+    assert sorted(set(log["request_id"])) == ["a", "b"] and len(log) == 5
+    assert w.stats.dropped_rows == 2 and w.stats.dropped_records == 1 and w.stats.write_errors == 1

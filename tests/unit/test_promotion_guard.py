@@ -1,0 +1,133 @@
+"""The promotion guard in the registry (issue 12): a gate-failed version is not promoted or rolled back
+to without force and a reason, which are recorded on the version and in the alias history; an alias
+moved outside mlops (MLflow's API directly) is found and recorded as such, and never becomes the
+`previous` a rollback returns to."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from mlops.core.errors import RegistryError
+from mlops.registry import versions as registry
+
+NAME = "guarded"
+FAILED = {"gate.passed": "false", "gate.reasons": json.dumps(["PASS threshold roc_auc", "FAIL threshold roc_auc "
+                                                              "0.71 < 0.99"])}
+PASSED = {"gate.passed": "true", "gate.reasons": json.dumps(["PASS threshold roc_auc 0.71 >= 0.6"])}
+
+
+@pytest.fixture
+def model(state_dir: Path) -> dict[str, str]:
+    """v1 passed its gate and is champion, v2 failed its gate, v3 passed (versions without artifacts: the
+    guard reads tags and aliases only)."""
+    c = registry.client()
+    c.create_registered_model(NAME)
+    for v, tags in {"1": PASSED, "2": FAILED, "3": PASSED}.items():
+        mv = c.create_model_version(NAME, source=f"file:///nowhere/{v}", tags=tags)
+        assert str(mv.version) == v
+    registry.promote(NAME, "1", by="test", reason="first")
+    return {"passed": "1", "failed": "2", "next": "3"}
+
+
+def champion() -> str | None:
+    return registry.champion_version(NAME)
+
+
+def alias(name: str) -> str | None:
+    mv = registry.get_version_by_alias(NAME, name)
+    return str(mv.version) if mv else None
+
+
+def tags(version: str) -> dict[str, str]:
+    return dict(registry.client().get_model_version(NAME, version).tags)
+
+
+def test_serving_refusal_reads_the_verdict_and_the_override() -> None:
+    assert registry.serving_refusal("1", PASSED) is None
+    assert registry.serving_refusal("1", {}) is None  # no verdict is not a failure
+    why = registry.serving_refusal("2", FAILED)
+    assert why and "version 2 failed its promotion gate" in why and "0.71 < 0.99" in why
+    override = {registry.OVERRIDE_TAG: json.dumps({"by": "me", "reason": "hotfix", "at": "now"})}
+    assert registry.serving_refusal("2", FAILED | override) is None
+    for bad in ("not json", json.dumps({"by": "me"}), json.dumps({"reason": "  "}), json.dumps(["x"])):
+        assert registry.serving_refusal("2", FAILED | {registry.OVERRIDE_TAG: bad}), bad
+
+
+def test_promote_refuses_a_gate_failed_version_without_force(model: dict[str, str]) -> None:
+    before = registry.alias_history(NAME)
+    with pytest.raises(RegistryError) as err:
+        registry.promote(NAME, model["failed"], by="test", reason="manual promotion")
+    msg = str(err.value)
+    assert "version 2 failed its promotion gate" in msg and "--force --reason" in msg and "\n" not in msg
+    assert champion() == "1" and registry.OVERRIDE_TAG not in tags("2")
+    assert registry.alias_history(NAME) == before
+
+
+def test_a_forced_promotion_needs_a_reason_and_is_recorded_on_the_version_and_in_the_history(
+        model: dict[str, str]) -> None:
+    with pytest.raises(RegistryError, match="needs a reason"):
+        registry.promote(NAME, "2", by="test", reason="  ", force=True)
+    assert champion() == "1"
+    entry = registry.promote(NAME, "2", by="alice", reason="hotfix for the billing outage", force=True)
+    assert champion() == "2" and alias("previous") == "1"
+    override = json.loads(tags("2")[registry.OVERRIDE_TAG])
+    assert override["by"] == "alice" and override["reason"] == "hotfix for the billing outage"
+    assert override["gate_failures"] == ["threshold roc_auc 0.71 < 0.99"]
+    last = registry.alias_history(NAME)[-1]
+    assert last == entry and last["forced"] is True and last["to_version"] == "2" and last["by"] == "alice"
+    assert registry.AliasMove.of(entry).forced
+    # a version that passed is promoted as before, force or not, and never marked forced
+    assert "forced" not in registry.promote(NAME, "3", by="test", reason="fine", force=True)
+
+
+def test_an_alias_moved_outside_mlops_is_found_recorded_once_and_shown_by_status(model: dict[str, str]) -> None:
+    registry.client().set_registered_model_alias(NAME, "champion", "2")  # as MLflow's REST API would
+    st = registry.status(NAME)
+    assert [(m["alias"], m["from_version"], m["to_version"], m["outside"]) for m in st["outside_moves"]] == [
+        ("champion", "1", "2", True)]
+    last = st["history"][-1]
+    assert last["outside"] is True and last["by"] == registry.OUTSIDE_BY and "moved outside mlops" in last["reason"]
+    assert st["champion"]["refused"] and "failed its promotion gate" in st["champion"]["refused"]
+    again = registry.status(NAME)
+    assert again["outside_moves"] == [] and len(again["history"]) == len(st["history"])
+
+
+def test_a_move_in_flight_is_not_taken_for_an_outside_one(model: dict[str, str]) -> None:
+    registry.record_alias_move(NAME, "champion", "3", "1", "test", "being promoted")  # alias not moved yet
+    assert registry.reconcile_aliases(NAME, "test") == []
+
+
+def test_after_an_outside_move_the_next_promotion_keeps_the_last_servable_champion_as_previous(
+        model: dict[str, str]) -> None:
+    registry.client().set_registered_model_alias(NAME, "champion", "2")  # the rejected model, outside mlops
+    registry.promote(NAME, "3", by="test", reason="a good retrain")
+    assert champion() == "3" and alias("previous") == "1"  # not the rejected v2
+    history = registry.alias_history(NAME)
+    assert any(m.get("outside") and m["to_version"] == "2" for m in history)
+    registry.rollback(NAME, by="test", reason="back")
+    assert champion() == "1"
+
+
+def test_rollback_refuses_a_gate_failed_previous_without_force(model: dict[str, str]) -> None:
+    registry.promote(NAME, "3", by="test", reason="good")
+    registry.client().set_registered_model_alias(NAME, "previous", "2")  # outside mlops
+    with pytest.raises(RegistryError) as err:
+        registry.rollback(NAME, by="test", reason="manual rollback")
+    assert "cannot roll back" in str(err.value) and "--force" in str(err.value) and "\n" not in str(err.value)
+    assert champion() == "3"
+    entry = registry.rollback(NAME, by="bob", reason="v3 is worse, v2 was tested by hand", force=True)
+    assert champion() == "2" and entry["forced"] is True
+    assert json.loads(tags("2")[registry.OVERRIDE_TAG])["by"] == "bob"
+
+
+@pytest.mark.parametrize("command", [["promote", "--version", "2", "--force"], ["rollback", "--force"]])
+def test_the_cli_wants_a_reason_with_force_before_any_work(command: list[str], config_path: Path) -> None:
+    from mlops.cli.main import app
+
+    res = CliRunner().invoke(app, [*command, "--config", str(config_path)])
+    assert res.exit_code != 0
+    assert "--force needs --reason" in res.output and res.output.count("\n") == 1
