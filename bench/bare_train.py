@@ -1,5 +1,6 @@
 """Baseline for bench_training: the same computations as the training flow on the same data (load,
-filter the impossible rows, split, same search spaces, trials and folds, refit, holdout metrics),
+filter the impossible rows, split, same search spaces, trials and folds, refit, holdout metrics, and the
+refit on train + holdout when `split.refit` is on),
 with no Prefect, no MLflow and no Great Expectations."""
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ def main(config_path: str) -> None:
     from mlops.core.contract import infer_contract
     from mlops.core.data import load_source, split_frame
     from mlops.core.features import build_preprocessor
-    from mlops.training.tuning import pick_best, scorer_for, tune_family
+    from mlops.training.tuning import pick_best, refit_on_all, scorer_for, tune_family
 
     cfg = load_config(config_path)
     df = load_source(cfg)
@@ -40,6 +41,9 @@ def main(config_path: str) -> None:
     print(f"family={best.family} roc_auc={roc_auc_score(yt, proba):.4f} f1={f1_score(yt, pred):.4f} "
           f"accuracy={accuracy_score(yt, pred):.4f} log_loss={log_loss(yt, proba):.4f} "
           f"seconds={time.perf_counter() - t0:.1f}")
+    if cfg.refit:
+        refit_on_all(best.best_estimator, split.train, split.test, cfg.target)
+        print(f"refit on train + holdout; seconds={time.perf_counter() - t0:.1f}")
 
 
 if __name__ == "__main__":

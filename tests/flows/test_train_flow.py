@@ -89,6 +89,30 @@ def test_version_carries_contract_reference_plots_and_card(trained) -> None:
     assert len(bundle.model.predict_proba(X)) == 20
 
 
+@pytest.mark.parametrize("refit", [None, False])
+def test_time_ordered_data_registers_a_model_refitted_on_train_and_holdout(trained, refit: bool | None) -> None:
+    """split.refit (default on with a timestamp_column): the registered model also learned from the holdout,
+    the newest rows; the gate judged the model fitted without them; the card says which."""
+    from mlops.core import rowkeys
+
+    name = f"churn-refit-{refit}".lower()
+    cfg = trained["tmp"] / f"{name}.yaml"
+    cfg.write_text(yaml.safe_dump(small_config(split={"test_size": 0.2, "refit": refit},
+                                               registry={"model_name": name, "reference_rows": 500})))
+    s = train(config_path=str(cfg))
+    mv = registry.client().get_model_version(name, s.version)
+    params = mlflow.MlflowClient().get_run(mv.run_id).data.params
+    rows_train, rows_holdout = int(params["rows_train"]), int(params["rows_holdout"])
+    hashes = rowkeys.RowHashSet.load(registry._download(mv.run_id, rowkeys.HASHES_ARTIFACT)).hashes
+    card = registry._download(mv.run_id, "card/model_card.md").read_text()
+    if refit is None:  # the default with event_time: refitted
+        assert rows_train < len(hashes) <= rows_train + rows_holdout
+        assert "**Refit**" in card and "before the refit" in card
+    else:
+        assert len(hashes) <= rows_train
+        assert "**Refit**" not in card and "`split.refit` off" in card
+
+
 def test_quarantine_file_holds_the_bad_rows(trained) -> None:
     path = Path(trained["summary"].quarantine_file)
     q = pd.read_csv(path)
