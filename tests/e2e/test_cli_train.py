@@ -109,7 +109,8 @@ def test_config_typo_fails_before_any_work(tmp_path: Path) -> None:
 
 
 def test_bad_data_gives_one_line_and_non_zero_exit(tmp_path: Path) -> None:
-    bad = tmp_path / "bad.csv"
+    bad = tmp_path / "state" / "inbox" / "bad.csv"  # the state folder's inbox is a data root
+    bad.parent.mkdir(parents=True)
     bad.write_text("a;b;churned\n1;2;0\n")
     res = run(["train", "--config", "configs/default.yaml", "--data", str(bad)], tmp_path / "state")
     assert res.returncode == 3
