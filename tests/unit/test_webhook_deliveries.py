@@ -246,3 +246,14 @@ async def test_prefect_runs_reads_the_automation_events_and_the_runs() -> None:
     assert got.failures == ["a second action failed"] and got.error is None
     down = PrefectRuns("http://prefect/api", transport=httpx.MockTransport(lambda r: httpx.Response(503)))
     assert "could not ask Prefect" in str((await down.outcome(event_id, 0.0)).error)
+
+
+def test_the_sign_cli_signs_a_status_request(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    from mlops.webhooks.sign import main as sign_main
+
+    monkeypatch.setenv("T_STATUS_SECRET", "k")
+    assert sign_main(["--secret-env", "T_STATUS_SECRET", "--status-path", "/hooks/a/deliveries/x",
+                      "--timestamp", "5"]) == 0
+    expected = status_headers("k", "/hooks/a/deliveries/x", timestamp=5)
+    assert capsys.readouterr().out.split() == [
+        "-H", f"X-Mlops-Timestamp:{expected[TIMESTAMP_HEADER]}", "-H", f"X-Mlops-Signature:{expected[SIGNATURE_HEADER]}"]
