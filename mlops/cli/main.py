@@ -145,6 +145,9 @@ def status(
 ) -> None:
     """What is champion, its metrics and when it was trained."""
     name = _model_name(config, model)
+    from mlops.cli.common import use_running_stack
+
+    use_running_stack()  # the registry of a stack running from this state folder, if one runs
     settings = _prepare()
     from mlops.core.errors import MLOpsError
     from mlops.registry import versions as registry
@@ -214,9 +217,10 @@ def serve(
 
 
 def _register_more() -> None:
-    """Monitoring and local-stack commands live in their own modules (light at import)."""
+    """Monitoring, scoring and local-stack commands live in their own modules (light at import)."""
     from mlops.cli import backtest as cli_backtest
     from mlops.cli import monitor as cli_monitor
+    from mlops.cli import score as cli_score
     from mlops.cli import stack as cli_stack
 
     app.command("monitor")(cli_monitor.monitor_command)
@@ -228,6 +232,7 @@ def _register_more() -> None:
     app.command("logs")(cli_stack.logs_command)
     app.command("deploy-env")(cli_stack.deploy_env_command)
     app.command("backtest")(cli_backtest.backtest_command)
+    app.command("score")(cli_score.score_command)
 
 
 _register_more()

@@ -277,7 +277,8 @@ def promote(name: str, version: str, by: str, reason: str, force: bool = False) 
 
     A version whose gate failed is refused unless `force` (then the override, with `reason`, is recorded on
     the version and the move is marked forced). When the champion itself is a gate-failed version nobody
-    allowed (moved there outside mlops), `previous` goes to the last champion that may serve instead."""
+    allowed (moved there outside mlops), `previous` goes to the last champion that may serve instead (or
+    stays where it is when there is none)."""
     mv = _version(name, version)
     reconcile_aliases(name, by)
     refusal = serving_refusal(str(version), dict(mv.tags))
@@ -294,10 +295,11 @@ def promote(name: str, version: str, by: str, reason: str, force: bool = False) 
         # the alias already names it (set outside mlops): the override makes the server take it
         return record_alias_move(name, CHAMPION, str(version), str(version), by, reason, **extra)
     if current:
-        prev = str(current.version)
-        if _refused(name, prev):
-            prev = _last_servable_champion(name, str(version)) or prev
-        move_alias(name, PREVIOUS, prev, by, f"replaced as champion by version {version}")
+        prev: str | None = str(current.version)
+        if _refused(name, str(prev)):  # never make a version nobody allowed the one a rollback returns to
+            prev = _last_servable_champion(name, str(version))
+        if prev is not None:
+            move_alias(name, PREVIOUS, prev, by, f"replaced as champion by version {version}")
     entry = move_alias(name, CHAMPION, str(version), by, reason, **extra)
     client().set_model_version_tag(name, str(version), "promoted_at", entry["at"])
     return entry
