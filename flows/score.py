@@ -1,4 +1,4 @@
-"""Batch scoring flow: champion -> validate (quarantine) -> score -> predictions + run record + prediction log."""
+"""Batch scoring flow: champion -> validate (quarantine or flag) -> score -> predictions + run record + prediction log."""
 
 from __future__ import annotations
 
@@ -18,21 +18,24 @@ from tasks.scoring import publish_scoring_report, require_champion, score_input
 
 
 @flow(name="score", log_prints=False)
-def score(config_path: str, input_path: str, output_dir: str | None = None) -> Any:
+def score(config_path: str, input_path: str, output_dir: str | None = None, predictions_path: str | None = None,
+          flag_violations: bool = False) -> Any:
     """Score a CSV/Parquet file or folder with the config's champion.
 
-    Rows that break the data contract are quarantined, not scored. Writes `predictions.parquet`,
-    `quarantined.csv` and `run.json` to `output_dir` (default `$MLOPS_HOME/scores/<flow run id>`) and
-    every scored row to the prediction log.
+    Rows that break the data contract are quarantined, not scored; with `flag_violations` every row is
+    scored, in input order, and the bad ones say why in `contract_violation`. Writes `predictions.parquet`
+    (or `predictions_path`, .csv or .parquet), `quarantined.csv` and `run.json` to `output_dir` (default
+    `$MLOPS_HOME/scores/<flow run id>`) and every scored row to the prediction log.
     """
     try:
-        return run_scoring(config_path, input_path, output_dir)
+        return run_scoring(config_path, input_path, output_dir, predictions_path, flag_violations)
     except MLOpsError as exc:
         get_run_logger().error("%s", exc)
         return Failed(message=str(exc), data=exc)
 
 
-def run_scoring(config_path: str, input_path: str, output_dir: str | None) -> dict[str, Any]:
+def run_scoring(config_path: str, input_path: str, output_dir: str | None, predictions_path: str | None = None,
+                flag_violations: bool = False) -> dict[str, Any]:
     cfg = load_config(config_path)
     settings = configure_environment()
     mlflow.set_tracking_uri(settings.tracking_uri)
@@ -40,7 +43,8 @@ def run_scoring(config_path: str, input_path: str, output_dir: str | None) -> di
     out = Path(output_dir) if output_dir else settings.state_dir / "scores" / run_id
 
     bundle = require_champion(load_champion(cfg.registry.model_name), cfg.registry.model_name)
-    run = score_input(bundle, cfg, input_path, out, settings.prediction_log_dir, run_id)
+    run = score_input(bundle, cfg, input_path, out, settings.prediction_log_dir, run_id, predictions_path,
+                      flag_violations)
     publish_scoring_report(run)
     return run.as_dict()
 

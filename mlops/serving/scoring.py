@@ -7,6 +7,10 @@ they broke) and not scored, the rest are scored by the version's Pipeline. Predi
 one Parquet file, the quarantine into one CSV, every scored row into the prediction log, and a run
 record (JSON) is written next to them. Memory is one chunk at a time, whatever the input size.
 
+With `flag_violations` (what `mlops score` does), no row is set aside: every row is scored, in input
+order, and the rows that break the contract carry the expectations they broke in the
+`contract_violation` column (empty for the others); the output is one CSV or Parquet file.
+
 Null fractions are a property of the whole input, not of a chunk, so they are measured over the
 whole input and reported in the run record (with a warning when above the contract's) rather than
 judged chunk by chunk.
@@ -26,9 +30,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mlops.core.contract import DataContract
-from mlops.core.errors import DataError
+from mlops.core.config import PipelineConfig
+from mlops.core.contract import DataContract, coerce_to_contract
+from mlops.core.errors import DataError, RegistryError
 from mlops.core.validation import QUARANTINE_REASON_COLUMN, validate_batch
+from mlops.registry.versions import CHAMPION, ModelBundle
 
 log = logging.getLogger("mlops.serving.scoring")
 
@@ -36,6 +42,24 @@ ROW_COLUMN = "row"
 PREDICTIONS_FILE = "predictions.parquet"
 QUARANTINE_FILE = "quarantined.csv"
 RUN_RECORD_FILE = "run.json"
+VIOLATION_COLUMN = "contract_violation"
+OUTPUT_FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
+
+
+def output_format(path: str | Path) -> str:
+    """`csv` or `parquet`, by the file's extension; anything else is one sentence."""
+    fmt = OUTPUT_FORMATS.get(Path(path).suffix.lower())
+    if fmt is None:
+        raise DataError(f"{path}: the output must end in .csv or .parquet (the extension picks the format)")
+    return fmt
+
+
+def require_champion(bundle: ModelBundle | None, model_name: str) -> ModelBundle:
+    """The champion scoring uses; no champion is one sentence."""
+    if bundle is None:
+        raise RegistryError(f"model '{model_name}' has no version with alias '{CHAMPION}' (train one first: "
+                            "`mlops train --config <config>`)")
+    return bundle
 
 
 def input_files(path: str | Path) -> list[Path]:
@@ -86,39 +110,95 @@ def scoring_contract(contract: DataContract) -> DataContract:
 class ChunkResult:
     predictions: pd.DataFrame
     quarantined: pd.DataFrame
-    good: pd.DataFrame
+    good: pd.DataFrame  # the scored rows as the model saw them (coerced), for the prediction log
     good_rows: np.ndarray
     outputs: dict[str, Any]
 
 
-def score_chunk(model: Any, contract: DataContract, chunk: pd.DataFrame, offset: int, version: str) -> ChunkResult:
-    """Validate one chunk, quarantine the bad rows, score the good ones."""
+def model_outputs(model: Any, X: pd.DataFrame, task: str) -> dict[str, Any]:
+    """Predictions (and class probabilities for a classifier) as the prediction log names them."""
     from mlops.serving.predictlog import output_columns
 
+    pred = np.asarray(model.predict(X))
+    proba = classes = None
+    if task == "classification" and hasattr(model, "predict_proba"):
+        proba = np.asarray(model.predict_proba(X))
+        classes = list(getattr(model, "classes_", range(proba.shape[1])))
+    return output_columns(pred, proba, classes)
+
+
+def _model_columns(model: Any, contract: DataContract, frame: pd.DataFrame) -> list[str]:
+    return list(getattr(model, "feature_names_in_", [c for c in contract.input_columns if c in frame.columns]))
+
+
+def score_chunk(model: Any, contract: DataContract, chunk: pd.DataFrame, offset: int, version: str,
+                flag_violations: bool = False) -> ChunkResult:
+    """Validate one chunk; quarantine the bad rows and score the good ones, or (`flag_violations`) score
+    every row and say in `contract_violation` what each bad row broke."""
     chunk = chunk.reset_index(drop=True)
-    outcome = validate_batch(chunk, scoring_contract(contract), need_target=False)
+    checking = scoring_contract(contract)
+    outcome = validate_batch(chunk, checking, need_target=False)
     bad = outcome.quarantined.index.to_numpy()
+    if flag_violations:
+        return _flag_chunk(model, contract, checking, chunk, outcome.quarantined, offset, version)
     good_rows = np.setdiff1d(np.arange(len(chunk)), bad) + offset
     quarantined = outcome.quarantined.copy()
     quarantined.insert(0, ROW_COLUMN, bad + offset)
     good = outcome.good
-    columns = list(getattr(model, "feature_names_in_", [c for c in contract.input_columns if c in good.columns]))
     preds: dict[str, Any] = {ROW_COLUMN: good_rows.astype(np.int64)}
     if contract.id_column and contract.id_column in good.columns:
         preds[contract.id_column] = good[contract.id_column].to_numpy()
     outputs: dict[str, Any] = {}
     if len(good):
-        X = good[columns]
-        pred = np.asarray(model.predict(X))
-        proba = None
-        classes = None
-        if contract.task == "classification" and hasattr(model, "predict_proba"):
-            proba = np.asarray(model.predict_proba(X))
-            classes = list(getattr(model, "classes_", range(proba.shape[1])))
-        outputs = output_columns(pred, proba, classes)
+        outputs = model_outputs(model, good[_model_columns(model, contract, good)], contract.task)
         preds.update(outputs)
     preds["model_version"] = np.full(len(good), version, dtype=object)
     return ChunkResult(pd.DataFrame(preds), quarantined, good, good_rows, outputs)
+
+
+def _flag_chunk(model: Any, contract: DataContract, checking: DataContract, chunk: pd.DataFrame,
+                quarantined: pd.DataFrame, offset: int, version: str) -> ChunkResult:
+    """Every row of the chunk scored in order; the rows that broke the contract flagged with why.
+
+    A bad row is scored as the model would see it (a value that cannot be read is missing, an unknown
+    category is ignored by the encoder); a row the model still cannot score keeps an empty prediction,
+    and its flag says so."""
+    frame = coerce_to_contract(chunk, checking, need_target=False).frame
+    X = frame[_model_columns(model, contract, frame)]
+    reasons = pd.Series(pd.NA, index=frame.index, dtype="string")
+    reasons.loc[quarantined.index] = quarantined[QUARANTINE_REASON_COLUMN].astype("string")
+    scored = np.ones(len(frame), dtype=bool)
+    try:
+        outputs = model_outputs(model, X, contract.task)
+    except (ValueError, TypeError):  # a flagged row the model refuses: score row by row, keep the rest
+        parts: list[dict[str, Any] | None] = []
+        for i in range(len(X)):
+            try:
+                parts.append(model_outputs(model, X.iloc[[i]], contract.task))
+            except (ValueError, TypeError) as exc:
+                parts.append(None)
+                scored[i] = False
+                why = f"not scored ({type(exc).__name__}: {str(exc).splitlines()[0][:150]})"
+                reasons.iloc[i] = why if pd.isna(reasons.iloc[i]) else f"{reasons.iloc[i]}; {why}"
+        outputs = _stack_outputs(parts)
+    preds: dict[str, Any] = {ROW_COLUMN: np.arange(len(frame), dtype=np.int64) + offset}
+    for key in (contract.id_column, contract.timestamp_column):
+        if key and key in frame.columns and key not in preds:
+            preds[key] = frame[key].to_numpy()
+    preds.update(outputs)
+    preds["model_version"] = np.full(len(frame), version, dtype=object)
+    preds[VIOLATION_COLUMN] = reasons.to_numpy(dtype=object, na_value=None)
+    rows = np.flatnonzero(scored)
+    logged = {k: np.asarray(v)[rows] for k, v in outputs.items()}
+    return ChunkResult(pd.DataFrame(preds), quarantined, frame.iloc[rows].reset_index(drop=True), rows + offset,
+                       logged)
+
+
+def _stack_outputs(parts: list[dict[str, Any] | None]) -> dict[str, Any]:
+    """Row-by-row outputs joined into columns; a row without outputs gets NaN."""
+    names = next((list(p) for p in parts if p is not None), ["prediction"])
+    return {name: pd.Series([p[name][0] if p is not None else None for p in parts], dtype=object).infer_objects()
+            .to_numpy() for name in names}
 
 
 def release_memory() -> None:
@@ -155,6 +235,8 @@ class ScoringRun:
     rows_read: int = 0
     rows_scored: int = 0
     rows_quarantined: int = 0
+    rows_flagged: int = 0
+    bad_rows: str = "quarantined"  # or "flagged": scored, with column contract_violation
     quarantine_reasons: dict[str, int] = field(default_factory=dict)
     null_fractions: dict[str, float] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
@@ -171,6 +253,54 @@ class ScoringRun:
         return out
 
 
+class PredictionSink:
+    """Predictions appended chunk by chunk to one CSV or Parquet file, written under a temporary name and
+    moved into place when complete (a failed run leaves no half-written file behind)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path, self.fmt = path, output_format(path)
+        self.partial = path.with_name(f".{path.name}.partial")
+        self.partial.unlink(missing_ok=True)
+        self._writer: Any = None
+        self._schema: Any = None
+        self.rows = 0
+
+    def write(self, frame: pd.DataFrame) -> None:
+        if self.fmt == "csv":
+            frame.to_csv(self.partial, mode="a", index=False, header=self.rows == 0)
+        else:
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+
+            table = pa.Table.from_pandas(frame, preserve_index=False)
+            if self._writer is None:
+                fields = [f.with_type(pa.string() if f.name == VIOLATION_COLUMN else pa.float64())
+                          if pa.types.is_null(f.type) else f for f in table.schema]
+                self._schema = pa.schema(fields)
+                self._writer = pq.ParquetWriter(self.partial, self._schema)
+            self._writer.write_table(table.cast(self._schema))
+        self.rows += len(frame)
+
+    def close(self, empty: pd.DataFrame) -> None:
+        """Finish the file (`empty` when nothing was written) and move it into place."""
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+        if self.rows == 0:
+            self.partial.unlink(missing_ok=True)
+            if self.fmt == "csv":
+                empty.to_csv(self.partial, index=False)
+            else:
+                empty.to_parquet(self.partial, index=False)
+        self.partial.replace(self.path)
+
+    def abort(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+        self.partial.unlink(missing_ok=True)
+
+
 def score_file(
     model: Any,
     contract: DataContract,
@@ -183,25 +313,29 @@ def score_file(
     chunk_rows: int = 100_000,
     log_writer: Any = None,
     max_quarantine_fraction: float | None = None,
+    predictions_path: str | Path | None = None,
+    flag_violations: bool = False,
 ) -> ScoringRun:
-    """Score a file or folder chunk by chunk; write predictions, quarantine and the run record."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+    """Score a file or folder chunk by chunk; write predictions, quarantine and the run record to `output_dir`.
 
+    `predictions_path` (.csv or .parquet) puts the predictions elsewhere; `flag_violations` scores every row
+    and flags the bad ones instead of quarantining them (see the module docstring)."""
     from mlops.serving.predictlog import LogRecord
 
     out = Path(output_dir)
+    pred_path = Path(predictions_path) if predictions_path is not None else out / PREDICTIONS_FILE
+    output_format(pred_path)
+    files = [str(f) for f in input_files(input_path)]
     out.mkdir(parents=True, exist_ok=True)
+    pred_path.parent.mkdir(parents=True, exist_ok=True)
     started = time.time()
     run = ScoringRun(run_id, model_name, str(model_version), model_run_id, str(input_path), str(out),
-                     files=[str(f) for f in input_files(input_path)], chunk_rows=chunk_rows,
+                     files=files, chunk_rows=chunk_rows, bad_rows="flagged" if flag_violations else "quarantined",
                      started_at=pd.Timestamp(started, unit="s", tz="UTC").isoformat())
-    pred_path = out / PREDICTIONS_FILE
     quarantine_path = out / QUARANTINE_FILE
     for stale in (pred_path, quarantine_path):
         stale.unlink(missing_ok=True)
-    writer: Any = None
-    schema: Any = None
+    sink = PredictionSink(pred_path)
     nulls: Counter[str] = Counter()
     reasons: Counter[str] = Counter()
     offset = 0
@@ -210,40 +344,38 @@ def score_file(
             for c in contract.input_columns:
                 if c in chunk.columns:
                     nulls[c] += int(chunk[c].isna().sum())
-            res = score_chunk(model, contract, chunk, offset, str(model_version))
+            res = score_chunk(model, contract, chunk, offset, str(model_version), flag_violations)
             run.chunks += 1
             run.rows_read += len(chunk)
-            run.rows_scored += len(res.predictions)
-            run.rows_quarantined += len(res.quarantined)
-            if len(res.quarantined):
-                for text in res.quarantined[QUARANTINE_REASON_COLUMN]:
-                    for reason in str(text).split("; "):
-                        reasons[reason] += 1
+            run.rows_scored += len(res.good_rows)
+            for text in res.quarantined[QUARANTINE_REASON_COLUMN] if len(res.quarantined) else []:
+                for reason in str(text).split("; "):
+                    reasons[reason] += 1
+            if flag_violations:
+                run.rows_flagged += len(res.quarantined)
+            elif len(res.quarantined):
+                run.rows_quarantined += len(res.quarantined)
                 res.quarantined.to_csv(quarantine_path, mode="a", index=False, header=not quarantine_path.exists())
             if len(res.predictions):
-                table = pa.Table.from_pandas(res.predictions, preserve_index=False)
-                if writer is None:
-                    schema = table.schema
-                    writer = pq.ParquetWriter(pred_path, schema)
-                writer.write_table(table.cast(schema))
-                if log_writer is not None:
-                    inputs = {c: res.good[c] for c in contract.input_columns if c in res.good.columns}
-                    record = LogRecord(run_id, time.time(), model_name, str(model_version), inputs, res.outputs,
-                                       len(res.good), source="batch", rows=res.good_rows)
-                    run.prediction_log_files += len(log_writer.write([record]))
+                sink.write(res.predictions)
+            if log_writer is not None and len(res.good_rows):
+                inputs = {c: res.good[c] for c in contract.input_columns if c in res.good.columns}
+                record = LogRecord(run_id, time.time(), model_name, str(model_version), inputs, res.outputs,
+                                   len(res.good), source="batch", rows=res.good_rows)
+                run.prediction_log_files += len(log_writer.write([record]))
             offset += len(chunk)
-            log.info("chunk %d: %d rows, %d scored, %d quarantined", run.chunks, len(chunk), len(res.predictions),
-                     len(res.quarantined))
+            log.info("chunk %d: %d rows, %d scored, %d %s", run.chunks, len(chunk), len(res.good_rows),
+                     len(res.quarantined), run.bad_rows)
             del res, chunk
             release_memory()
-    finally:
-        if writer is not None:
-            writer.close()
+    except BaseException:
+        sink.abort()
+        raise
     if run.rows_read == 0:
+        sink.abort()
         raise DataError(f"{input_path}: no rows to score")
-    if writer is None:  # everything quarantined: still leave a (empty) predictions file
-        pd.DataFrame({ROW_COLUMN: pd.Series(dtype="int64"), "prediction": pd.Series(dtype="float64")}).to_parquet(
-            pred_path, index=False)
+    # everything quarantined: still leave an (empty) predictions file
+    sink.close(pd.DataFrame({ROW_COLUMN: pd.Series(dtype="int64"), "prediction": pd.Series(dtype="float64")}))
     run.predictions_path = str(pred_path)
     run.quarantine_path = str(quarantine_path) if quarantine_path.exists() else None
     run.quarantine_reasons = dict(reasons.most_common(50))
@@ -254,9 +386,12 @@ def score_file(
         limit = specs[c].max_null_fraction if c in specs else 1.0
         if frac > limit:
             run.warnings.append(f"column '{c}' is {frac:.1%} null, above the contract's {limit:.1%}")
-    if max_quarantine_fraction is not None and run.rows_quarantined > max_quarantine_fraction * run.rows_read:
-        run.warnings.append(f"{run.rows_quarantined} of {run.rows_read} rows broke the data contract, above the "
-                            f"allowed {max_quarantine_fraction:.1%}; see {run.quarantine_path}")
+    bad = run.rows_flagged if flag_violations else run.rows_quarantined
+    if max_quarantine_fraction is not None and bad > max_quarantine_fraction * run.rows_read:
+        where = (f"flagged in column '{VIOLATION_COLUMN}' of {run.predictions_path}" if flag_violations
+                 else f"see {run.quarantine_path}")
+        run.warnings.append(f"{bad} of {run.rows_read} rows broke the data contract, above the "
+                            f"allowed {max_quarantine_fraction:.1%}; {where}")
     finished = time.time()
     run.finished_at = pd.Timestamp(finished, unit="s", tz="UTC").isoformat()
     run.seconds = round(finished - started, 3)
@@ -265,3 +400,25 @@ def score_file(
         log.warning("%s", w)
     return run
 
+
+def score_with_champion(bundle: ModelBundle, cfg: PipelineConfig, input_path: str | Path, output_dir: str | Path,
+                        run_id: str, log_dir: Path | None = None, predictions_path: str | Path | None = None,
+                        flag_violations: bool = False) -> ScoringRun:
+    """`score_file` with the config's chunk size, quarantine limit and prediction-log settings: what the
+    `score` flow and `mlops score` both run. The input must lie inside the data roots (mlops.core.data_roots),
+    checked before anything is opened."""
+    from mlops.core.data_roots import data_roots
+    from mlops.core.settings import get_settings
+    from mlops.serving.predictlog import PredictionLogWriter, Redactor, hash_key_from_env
+
+    roots = data_roots(cfg, get_settings())
+    input_path = roots.confine_file(Path(input_path))
+    for f in input_files(input_path):
+        roots.confine_file(f)  # a link inside a folder may point out of it
+    writer = None
+    if log_dir is not None and cfg.serving.log_predictions:
+        redactor = Redactor(frozenset(cfg.serving.sensitive_columns), cfg.serving.sensitive_mode, hash_key_from_env())
+        writer = PredictionLogWriter(log_dir, redactor)
+    return score_file(bundle.model, bundle.contract, bundle.name, bundle.version, bundle.run_id, input_path,
+                      output_dir, run_id, cfg.serving.batch_chunk_rows, writer, cfg.validation.max_quarantine_fraction,
+                      predictions_path, flag_violations)
