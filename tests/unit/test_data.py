@@ -208,7 +208,7 @@ SECRET_LINE = "root:x:0:0:TOKEN-5f3a:/root:/bin/bash"
     ((SECRET_LINE + "\ndaemon:x:1:1:TOKEN-77b1:/usr/sbin:/usr/sbin/nologin\n").encode(), {}),
     ((b"id,TOKEN-5f3a,TOKEN-77b1\n1,2,3\n4,5,6\n"), {}),
     ((b"TOKEN-5f3a,churned\n1,TOKEN-77b1\n2,TOKEN-77b1\n"), {}),  # a single class, quoted before
-    ((b"a,churned\n1,0\n2,1\n"), {"columns": {"TOKEN-5f3a": "numeric"}}),
+    ((b"a,TOKEN-77b1,churned\n1,2,0\n2,3,1\n"), {"columns": {"TOKEN-5f3a": "numeric"}}),
 ])
 def test_data_errors_never_quote_the_data(tmp_path: Path, content: bytes, change: dict) -> None:
     cfg = parse_config(small_config(id_column=None, timestamp_column=None, **change))
