@@ -66,3 +66,29 @@ def test_score_flow_fails_with_one_sentence(setup: dict[str, Any]) -> None:
 
     state = score(str(setup["config"]), str(setup["work"] / "nowhere.csv"), None, return_state=True)
     assert state.is_failed() and "not found" in state.message
+
+
+def test_score_flow_can_flag_instead_of_quarantine(setup: dict[str, Any]) -> None:
+    from flows.score import score
+
+    df = churn_frame(700, seed=33).drop(columns=["churned"])
+    df.loc[[3, 650], "age"] = 150.0
+    src = setup["work"] / "to_flag.parquet"
+    df.to_parquet(src, index=False)
+    out = setup["work"] / "flagged.csv"
+    result = score(str(setup["config"]), str(src), str(setup["work"] / "flag-record"), str(out), flag_violations=True)
+
+    preds = pd.read_csv(out)
+    assert preds["row"].tolist() == list(range(700)) and preds["customer_id"].tolist() == df["customer_id"].tolist()
+    flagged = set(preds.loc[preds["contract_violation"].notna(), "row"])
+    assert {3, 650} <= flagged and result["rows_flagged"] == len(flagged) and result["rows_quarantined"] == 0
+    assert preds["prediction_proba"].notna().all() and result["predictions_path"] == str(out)
+
+
+def test_score_flow_refuses_input_outside_the_data_roots(setup: dict[str, Any], tmp_path: Path) -> None:
+    from flows.score import score
+
+    elsewhere = tmp_path / "elsewhere.csv"
+    churn_frame(50, seed=34).drop(columns=["churned"]).to_csv(elsewhere, index=False)
+    state = score(str(setup["config"]), str(elsewhere), None, return_state=True)
+    assert state.is_failed() and "refused" in state.message and "data root" in state.message
