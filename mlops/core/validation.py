@@ -21,7 +21,7 @@ from mlops.core.config import PipelineConfig
 from mlops.core.contract import DataContract, checking_contract, coerce_to_contract, evolve_contract
 from mlops.core.data import MalformedRow
 from mlops.core.errors import DataError
-from mlops.core.profile import DataProfile
+from mlops.core.profile import DataProfile, profile_frame
 
 QUARANTINE_REASON_COLUMN = "_quarantine_reasons"
 
@@ -248,8 +248,12 @@ def validate_training_batch(df: pd.DataFrame, previous: DataContract | None, cfg
     the config's rules, quarantine what breaks structure or a user rule (written under `quarantine_dir`
     when given), stop above `max_quarantine_fraction`, and evolve the contract from the rows kept.
 
-    Values outside the previous contract's observed ranges or categories are kept and counted.
+    Values outside the previous contract's observed ranges or categories are kept and counted. Without
+    `profile`, the batch is profiled here (once, so the check and the new contract see the same roles).
     """
+    if profile is None:
+        profile = profile_frame(df, cfg.target, cfg.task, cfg.validation.max_categories, cfg.id_column,
+                                cfg.timestamp_column, cfg.columns)
     checking = checking_contract(previous, df, cfg, profile)
     outcome = add_malformed(validate_batch(df, checking, outside_observed="keep"), malformed)
     path = write_quarantine(outcome, quarantine_dir) if quarantine_dir is not None else None
