@@ -9,11 +9,14 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from mlops.cli.common import fail as _fail
+
+if TYPE_CHECKING:
+    from mlops.stack.processes import ProcessRecord, StackState
 
 StateOpt = Annotated[Path | None, typer.Option("--state-dir", help="state folder (default: $MLOPS_HOME or .mlops)")]
 
@@ -101,11 +104,10 @@ def up_command(
         stack.down(opts.state_dir, _say)
 
 
-def _recorded(state_dir: Path, started: object) -> dict[str, object]:
+def _recorded(state_dir: Path, started: StackState) -> dict[str, ProcessRecord]:
     """The processes the pid file records now (`mlops restart` replaces one), else those `up` started."""
-    from mlops.stack.processes import StackState, read_state
+    from mlops.stack.processes import read_state
 
-    assert isinstance(started, StackState)
     now = read_state(state_dir)
     return dict((now or started).processes)
 

@@ -229,6 +229,8 @@ def load_webhook_secrets(opts: StackOptions) -> dict[str, str]:
     path = opts.state_dir / SECRETS_FILE
     stored: dict[str, str] = {}
     if path.exists():
+        if path.stat().st_mode & 0o077:
+            path.chmod(0o600)
         for line in path.read_text().splitlines():
             key, sep, value = line.partition("=")
             if sep and not line.startswith("#"):

@@ -1,7 +1,9 @@
 """The real stack on loopback (`mlops up` in a temporary state folder, free ports, a small config):
 a signed webhook trains a champion through the worker and the model server serves it; refused
 webhooks start nothing; every alert arrives once; a worker killed mid-run leaves the champion alone
-and the next run works.
+and the next run works. Operations: the prediction log hashes with the stack's own key, `up` and
+`mlops restart` return once the champion is served, CLI commands use the stack's Prefect API, and
+MLflow runs without its job workers.
 
 One stack serves the whole e2e session (tests/e2e/test_ui_browser.py uses it too): starting it is
 most of the cost.
@@ -12,6 +14,8 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -20,8 +24,9 @@ import httpx
 import pytest
 
 from mlops.stack import supervisor as stack
-from mlops.stack.processes import process_alive
-from tests.conftest import write_config
+from mlops.stack.options import HASH_KEY_FILE
+from mlops.stack.processes import live_process, process_alive, read_state
+from tests.conftest import REPO, write_config
 from tests.support.stack import (
     SETTLE,
     TERMINAL,
@@ -214,3 +219,120 @@ def test_stack_status_reports_every_component_healthy(live: Live) -> None:
     assert all(r.running and r.healthy for r in rows.values()), rows
     with pytest.raises(stack.StackError, match="already running"):
         stack.up(live.opts)
+
+
+# ---- operations -------------------------------------------------------------------------------
+
+
+def mlops(live: Live, *args: str, timeout: float = 240) -> tuple[subprocess.CompletedProcess[str], set[str]]:
+    """Run the `mlops` CLI against the live stack's state folder, as a user would (no API URL set), and
+    collect the command lines of every process it started while it ran."""
+    env = {k: v for k, v in os.environ.items() if k not in ("PREFECT_API_URL", "MLFLOW_TRACKING_URI")}
+    env["MLOPS_HOME"] = str(live.opts.state_dir)
+    proc = subprocess.Popen([sys.executable, "-m", "mlops.cli.main", *args], cwd=REPO, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    seen: set[str] = set()
+    me = live_process(proc.pid)
+    deadline = time.monotonic() + timeout
+    while proc.poll() is None and time.monotonic() < deadline:
+        try:
+            seen |= {" ".join(c.cmdline()) for c in me.children(recursive=True)} if me else set()
+        except Exception:  # noqa: BLE001 - a child that ended between listing and reading it
+            pass
+        time.sleep(0.05)
+    out, err = proc.communicate(timeout=max(1.0, deadline - time.monotonic()))
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err), seen
+
+
+def ready(live: Live) -> httpx.Response:
+    return httpx.get(f"{live.opts.url('model-server')}/ready", timeout=5)
+
+
+def test_up_said_there_was_no_champion_and_mlflow_runs_without_job_workers(live: Live) -> None:
+    assert live.up is not None and live.up.serving == stack.Serving(None)  # a fresh state folder
+    mlflow = read_state(live.opts.state_dir).processes["mlflow"]
+    proc = live_process(mlflow.pid, mlflow.create_time)
+    assert proc is not None
+    family = [" ".join(p.cmdline()) for p in [proc, *proc.children(recursive=True)]]
+    assert not [c for c in family if "huey" in c or "jobs._job_runner" in c], family
+
+
+def test_the_model_server_hashes_sensitive_columns_with_the_stacks_private_key(live: Live) -> None:
+    ensure_trained(live)
+    key_file = live.opts.state_dir / HASH_KEY_FILE
+    assert key_file.stat().st_mode & 0o777 == 0o600
+    key = key_file.read_text().strip()
+    import pandas as pd
+
+    from mlops.serving.predictlog import hash_value, read_prediction_log
+
+    assert wait_for(lambda: ready(live).status_code == 200, timeout=60), ready(live).text
+    row = json.loads(pd.read_csv(live.data).drop(columns=["churned"]).head(1).to_json(orient="records"))[0]
+    pred = httpx.post(f"{live.opts.url('model-server')}/predict", json=row, timeout=10)
+    assert pred.status_code == 200, pred.text
+    rid = pred.json()["request_id"]
+
+    def logged() -> list[object]:
+        df = read_prediction_log(live.opts.state_dir / "predictions")
+        return df.loc[df["request_id"] == rid, "customer_id"].tolist() if len(df) else []
+
+    mine = wait_for(logged, timeout=30)
+    assert mine, "the prediction was not logged"
+    assert mine == [hash_value(row["customer_id"], key.encode())] and mine[0] != row["customer_id"]
+    for path in [*live.opts.logs_dir.glob("*.log"), live.opts.state_dir / "stack.json"]:
+        assert key not in path.read_text(errors="replace"), f"the hash key shows in {path}"
+
+
+def test_mlops_restart_model_server_returns_once_it_serves_the_champion_again(live: Live) -> None:
+    ensure_trained(live)
+    before = read_state(live.opts.state_dir).processes["model-server"]
+    res, _ = mlops(live, "restart", "model-server")
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "Restarted the model server" in res.stdout and f"serves the champion, {live.model} v" in res.stdout
+    after = read_state(live.opts.state_dir).processes["model-server"]
+    assert after.pid != before.pid and after.alive() and not before.alive()
+    answer = ready(live)  # at once: `restart` returned only after this said so
+    assert answer.status_code == 200 and answer.json()["model_version"] == champion(live), answer.text
+    import pandas as pd
+
+    row = json.loads(pd.read_csv(live.data).drop(columns=["churned"]).head(1).to_json(orient="records"))[0]
+    assert httpx.post(f"{live.opts.url('model-server')}/predict", json=row, timeout=10).status_code == 200
+
+
+def test_cli_commands_use_the_running_stacks_prefect_api(live: Live) -> None:
+    ensure_trained(live)
+    current = champion(live)
+    cfg = str(live.work / "config.yaml")
+    res, _ = mlops(live, "status", "--config", cfg)
+    assert res.returncode == 0 and f"champion  v{current}" in res.stdout, res.stdout + res.stderr
+
+    since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 1))
+    t0 = time.monotonic()
+    res, children = mlops(live, "promote", "--version", str(current), "--config", cfg, "--reason", "e2e: same one")
+    seconds = time.monotonic() - t0
+    assert not [c for c in children if "mlops.cli.local_api" in c], children  # no second Prefect API
+    assert f"using the stack running from {live.opts.state_dir}" in res.stderr
+    assert "database is locked" not in res.stdout + res.stderr
+    assert res.returncode in (0, 1), res.stdout + res.stderr  # promoting the champion again is refused
+    flow = api(live, "POST", "/flows/filter", json={"flows": {"name": {"any_": ["promote"]}}})
+    assert flow, "the promote flow is not known to the stack's Prefect API"
+    found = api(live, "POST", "/flow_runs/filter", json={
+        "flows": {"id": {"any_": [flow[0]["id"]]}}, "flow_runs": {"start_time": {"after_": since}}})
+    assert len(found) == 1 and found[0]["state"]["type"] in TERMINAL, found
+    assert seconds < 90, f"the command took {seconds:.0f} s"
+    assert champion(live) == current
+
+
+def test_up_returns_only_once_the_model_server_serves_the_existing_champion(live: Live) -> None:
+    ensure_trained(live)
+    current = champion(live)
+    stack.down(live.opts.state_dir, grace=10)
+    said: list[str] = []
+    result = stack.up(live.opts, said.append)
+    answer = ready(live)  # at once: no waiting here
+    assert answer.status_code == 200 and answer.json()["model_version"] == current, (answer.text, said)
+    assert result.serving == stack.Serving(current) and "champion" in result.timings
+    assert "waiting for the model server to load the champion ..." in said
+    rows = {r.name: r for r in stack.status(live.opts.state_dir)}
+    assert rows["model-server"].healthy and rows["model-server"].detail == f"serving {live.model} v{current}"
+    live.up = result

@@ -70,6 +70,7 @@ class Live:
     model: str = "churn-small"
     trained_run: dict[str, Any] | None = None
     started: float = field(default_factory=time.monotonic)
+    up: stack.UpResult | None = None  # what `up` returned (the champion it waited for, timings)
 
     @property
     def api(self) -> str:
@@ -88,7 +89,7 @@ def live_stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPath
     from tests.support.webhooks import free_port
 
     work = tmp_path_factory.mktemp("stack-e2e")
-    cfg = write_config(work)
+    cfg = write_config(work, serving={"sensitive_columns": ["customer_id"]})  # hashed, as configs/default.yaml
     data = work / "incoming" / "churn-2026-06-01.csv"
     data.parent.mkdir()
     generate_churn(rows=3000, seed=11, corrupt=0.004).to_csv(data, index=False)
@@ -109,11 +110,11 @@ def live_stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPath
 
     request.session.addfinalizer(stop)
     try:
-        stack.up(opts)
+        result = stack.up(opts)
     except stack.StackError as exc:
         pytest.fail(f"the stack did not start: {exc}")
     secret = stack.load_webhook_secrets(opts)["MLOPS_WEBHOOK_DATA_VENDOR_SECRET"]
-    _LIVE = Live(opts, work, data, secret, receiver)
+    _LIVE = Live(opts, work, data, secret, receiver, up=result)
     return _LIVE
 
 
