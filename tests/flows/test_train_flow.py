@@ -199,9 +199,11 @@ def test_worse_challenger_is_rejected_and_champion_stays(trained) -> None:
 
 def test_manual_promote_and_rollback_are_recorded(trained) -> None:
     versions = _versions()
-    target = versions[-1]
-    entry = promote(config_path=str(trained["config"]), version=int(target), reason="test promotion")
-    assert entry.to_version == target and entry.from_version == "1"
+    target = versions[-1]  # rejected by its gate (the test above): promoting it needs force and a reason
+    refused = promote(config_path=str(trained["config"]), version=int(target), return_state=True)
+    assert refused.is_failed() and "failed its promotion gate" in refused.message and "--force" in refused.message
+    entry = promote(config_path=str(trained["config"]), version=int(target), reason="test promotion", force=True)
+    assert entry.to_version == target and entry.from_version == "1" and entry.forced
     assert str(registry.get_version_by_alias(NAME, registry.PREVIOUS).version) == "1"
     back = rollback(config_path=str(trained["config"]), reason="test rollback")
     assert back.to_version == "1" and back.from_version == target
