@@ -202,6 +202,9 @@ def status_command(state_dir: StateOpt = None) -> None:
             word, color = "ok", typer.colors.GREEN
         typer.echo(f"  {r.name:15s} " + typer.style(f"{word:10s}", fg=color)
                    + f" pid {r.pid or '-':<8} {r.url or ''} {r.detail}".rstrip())
+    rss, count = sum(r.rss_bytes for r in rows), sum(r.processes for r in rows)
+    if count:
+        typer.echo(f"  memory          {rss / 2**30:.2f} GiB resident in {count} processes (RSS, with what each started)")
     if bad:
         raise typer.Exit(1)
 

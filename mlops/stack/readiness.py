@@ -17,7 +17,7 @@ from typing import Any
 
 from mlops.core.startup import WaitAborted, WaitTimeout, wait_until
 from mlops.stack.options import StackError, prefect_auth_header
-from mlops.stack.processes import read_state
+from mlops.stack.processes import ProcessRecord, live_process, read_state
 
 HEALTH_PATHS = {"prefect": "/api/health", "mlflow": "/health", "model-server": "/health",
                 "webhook-bridge": "/health"}
@@ -162,6 +162,29 @@ class ComponentStatus:
     url: str | None
     detail: str = ""
     condition: str = ""  # a word for the model server beyond ok/unhealthy: "degraded", "loading"
+    rss_bytes: int = 0  # resident memory of the process and everything it started
+    processes: int = 0
+
+
+def resident(rec: ProcessRecord) -> tuple[int, int]:
+    """(bytes resident, process count) of a recorded process and its descendants (psutil RSS; 0 when gone)."""
+    import psutil
+
+    root = live_process(rec.pid, rec.create_time)
+    if root is None:
+        return 0, 0
+    total = count = 0
+    try:
+        family = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        family = [root]
+    for proc in family:
+        try:
+            total += proc.memory_info().rss
+            count += 1
+        except psutil.Error:
+            pass
+    return total, count
 
 
 def model_server_status(url: str, mlflow_url: str | None, model: str | None) -> tuple[bool, str, str]:
@@ -224,5 +247,5 @@ def status(state_dir: Path) -> list[ComponentStatus]:
                     detail = f"pool {state.work_pool}"
             except (httpx.HTTPError, ValueError, AttributeError) as exc:
                 healthy, detail = False, type(exc).__name__
-        out.append(ComponentStatus(name, rec.pid, running, healthy, rec.url, detail, condition))
+        out.append(ComponentStatus(name, rec.pid, running, healthy, rec.url, detail, condition, *resident(rec)))
     return out

@@ -314,6 +314,7 @@ def test_stack_status_shows_a_degraded_model_server(tmp_path: Path) -> None:
     assert row.healthy and row.condition == "degraded"
     assert "degraded: registry unreachable" in row.detail and "serving churn v2" in row.detail
     assert "degraded" in out
+    assert row.rss_bytes > 0 and row.processes == 1 and "GiB resident in 2 processes" in out  # the stack's memory
 
 
 def test_stack_status_tells_loading_the_champion_from_having_none(tmp_path: Path) -> None:
