@@ -41,16 +41,21 @@ from tasks.monitoring import (
 from tasks.registry import load_champion
 from tasks.reporting import mlflow_run_url
 
+NO_REPORT = {"error": "not asked for (html_report off; `mlops monitor --report` builds it)", "html_path": None}
+
 
 @flow(name="monitor", log_prints=False)
 def monitor(config_path: str = "configs/default.yaml", current_path: str | None = None,
-            labels_path: str | None = None, at: datetime | None = None) -> MonitorResult:
+            labels_path: str | None = None, at: datetime | None = None,
+            html_report: bool = True) -> MonitorResult:
     """Check the champion against new data and ask for a retrain when the policy says so.
 
     Current data is the prediction-log window since the last check (each log file is checked by
     exactly one run), or `current_path` (a CSV/Parquet file or folder). `labels_path` (CSV/Parquet
     with `request_id` [+ `request_row`] or the id column, and the target) gives live quality.
     `at` sets the clock every guard reads (None: the wall clock; a replay passes data time).
+    `html_report`: also render Evidently's HTML report (the verdict never depends on it; off, the run
+    skips Evidently's import and rendering, a few seconds).
     """
     cfg, settings = load_config(config_path), configure_environment()
     mlflow.set_tracking_uri(settings.tracking_uri)
@@ -77,7 +82,8 @@ def monitor(config_path: str = "configs/default.yaml", current_path: str | None 
             result.window.rescored_with_champion = inputs.rescored
             if inputs.reference is not None:
                 drift = detect_drift(inputs, cfg.monitoring)
-                report = build_drift_report(inputs, drift, cfg.monitoring, run.report_path(bundle.version, window))
+                report = (build_drift_report(inputs, drift, cfg.monitoring, run.report_path(bundle.version, window))
+                          if html_report else dict(NO_REPORT))
                 result.drift, result.report_path = DriftSummary.of(drift, report), report.get("html_path")
             live = assess_live_quality(inputs.current, labels_path, bundle, cfg, footprint.slice_metrics, run.policy)
             result.add_live_quality(live)

@@ -1,8 +1,9 @@
 """Deployment stage: prove a registered version serves what the flow saw, before any alias moves.
 
-The checks run in a fresh process (`FreshProcess`) that the flow starts before its search, so the
-serving stack's imports cost nothing on the critical path; the process is handed the version once it
-is registered, and the latency is timed when the flow computes nothing beside it.
+The checks run in a fresh process (`FreshProcess`) that the flow starts before its search (or takes from
+its caller, who started it earlier still), so the serving stack's imports cost nothing on the critical
+path; the process is handed the version once it is registered, and the latency is timed when the flow
+computes nothing beside it.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import numpy as np
 import pandas as pd
 from prefect import get_run_logger
 
-from mlops.serving.infra_validation import DEFAULT_PERCENTILE, FreshProcess, InfraValidation
+from mlops.serving.infra_validation import DEFAULT_PERCENTILE, FreshProcess, InfraValidation, take_fresh_process
 from mlops.serving.infra_validation import start_infra_validation as start_validation
 from mlops.training.gate import Check
 from tasks.common import stage_task
@@ -23,9 +24,10 @@ from tasks.common import stage_task
 
 @contextlib.contextmanager
 def infra_validation_process(enabled: bool) -> Iterator[FreshProcess | None]:
-    """The fresh process infra validation will run in, started now (None when infra validation is off);
-    ended on leaving the block if the run stops before using it."""
-    process = FreshProcess() if enabled else None
+    """The fresh process infra validation will run in (None when infra validation is off): one the caller
+    started ahead (`prestart_fresh_process`), else started now; ended on leaving the block if the run stops
+    before using it."""
+    process = take_fresh_process() if enabled else None
     try:
         yield process
     finally:

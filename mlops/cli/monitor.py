@@ -7,8 +7,10 @@ Runnable on its own too: `python -m mlops.cli.monitor demo-drift --config config
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -20,6 +22,7 @@ from mlops.cli.common import prepare_flow_process
 from mlops.cli.common import run_flow as _run_flow
 
 if TYPE_CHECKING:
+    from mlops.core.config import PipelineConfig
     from mlops.monitoring.result import MonitorResult
 
 ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="pipeline config (YAML)")]
@@ -33,7 +36,7 @@ def _fmt(v: Any) -> str:
     return "n/a" if v is None or (isinstance(v, float) and not math.isfinite(v)) else f"{v:.4f}"
 
 
-def print_monitor_result(r: MonitorResult) -> None:
+def print_monitor_result(r: MonitorResult, report_asked: bool = True) -> None:
     """A few lines a person reads: window, quality, drift, live quality, decision, training."""
     echo = typer.echo
     echo("")
@@ -69,6 +72,8 @@ def print_monitor_result(r: MonitorResult) -> None:
             echo(f"           prediction `{p.column}` {'drifted' if p.drifted else 'stable'} ({_fmt(p.score)})")
     if r.report_path:
         echo(f"Report     {r.report_path}")
+    elif d and not report_asked:
+        echo("Report     not built (`--report` renders Evidently's HTML report; the verdict above is the same)")
     lq = r.live_quality
     if lq:
         if lq.status == "ok":
@@ -94,21 +99,45 @@ def monitor_command(
     data: Annotated[str | None, typer.Option(help="CSV/Parquet file or folder to check instead of the prediction log")] = None,
     labels: Annotated[str | None, typer.Option(help="labels (CSV/Parquet) with request_id or the id column, and the target")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="print the result as JSON")] = False,
+    report: Annotated[bool, typer.Option("--report/--no-report", help="also render Evidently's HTML drift report "
+                                         "(a few seconds; the verdict is the same without it)")] = False,
 ) -> None:
-    """Check the champion against new data: data quality, drift (Evidently report), live quality, retrain policy."""
-    _check_config(config)
+    """Check the champion against new data: data quality, drift, live quality, retrain policy (and the retrain)."""
+    cfg = _check_config(config)
     prepare_flow_process("flows.monitor")
     from flows.monitor import monitor
 
-    result = _run_flow(monitor, config_path=str(config), current_path=data, labels_path=labels)
+    with live_cycle(cfg):
+        result = _run_flow(monitor, config_path=str(config), current_path=data, labels_path=labels,
+                           html_report=report)
     if json_out:
         typer.echo(json.dumps(result.to_dict(), indent=2, default=str))
     else:
-        print_monitor_result(result)
+        print_monitor_result(result, report)
     if result.status == "no_champion":
         raise typer.Exit(4)
     if result.status == "quality_failed":
         raise typer.Exit(3)  # as a DataError would: the data, not the monitor, is at fault
+
+
+@contextlib.contextmanager
+def live_cycle(cfg: PipelineConfig) -> Iterator[None]:
+    """What makes a monitor run that may retrain in this process cheaper, without changing any result.
+
+    - Infra validation's fresh process starts now (`prestart_fresh_process`), so its imports overlap the
+      monitor's checks rather than the retrain's search; unused, it ends at exit.
+    - OpenMP and BLAS keep one thread in this process's main thread, as in the backtest and as the search's
+      trials already have in their worker processes: the refit's OpenMP threads would only spin against
+      the workers and the fresh process (HistGradientBoosting fits the same model either way).
+    """
+    from threadpoolctl import threadpool_limits
+
+    if cfg.monitoring.policy.run_training_locally and cfg.gate.infra_validation:
+        from mlops.serving.infra_validation import prestart_fresh_process
+
+        prestart_fresh_process()
+    with threadpool_limits(limits=1):
+        yield
 
 
 # ---------------------------------------------------------------------------------------------

@@ -25,6 +25,7 @@ can wait for the caller: `start_infra_validation` runs the checks at once and ti
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import os
 import shutil
@@ -70,6 +71,10 @@ class FreshProcess:
             preexec_fn=_lower_priority,
         )
         self._job_sent = False
+
+    def alive(self) -> bool:
+        """Started, not yet given a job, and still running."""
+        return self.proc is not None and not self._job_sent and self.proc.poll() is None
 
     def start(self, argv: list[str]) -> None:
         """Hand the process its job; it runs while the caller goes on."""
@@ -129,6 +134,38 @@ class FreshProcess:
         output, self._output = self._output, None
         if output is not None:
             output.close()
+
+
+_spare: FreshProcess | None = None
+
+
+def prestart_fresh_process() -> FreshProcess:
+    """Start the fresh process now for a training flow this process may run later (the CLI's monitor
+    starts it before its checks, so the imports overlap them instead of the retrain's search); idempotent.
+    An unused one ends at exit."""
+    global _spare
+    if _spare is None or not _spare.alive():
+        _spare = FreshProcess()
+        atexit.register(_close_spare)
+    return _spare
+
+
+def take_fresh_process() -> FreshProcess:
+    """The process `prestart_fresh_process` started (each is handed out once), else a new one."""
+    global _spare
+    spare, _spare = _spare, None
+    if spare is not None and spare.alive():
+        return spare
+    if spare is not None:
+        spare.close()
+    return FreshProcess()
+
+
+def _close_spare() -> None:
+    global _spare
+    spare, _spare = _spare, None
+    if spare is not None:
+        spare.close()
 
 
 class InfraValidation:

@@ -406,3 +406,23 @@ def test_the_result_is_typed_and_drift_is_computed_once(store, home: Path, tmp_p
                         "monitor_flow_run_id", "config_path"}
     assert out["drift"]["drift_share"] == r.drift.drift_share and out["decision"]["verdict"] == "retrain"
     assert out["events"]["retrain_event_id"] == r.events.retrain_event_id and out["training_file"]["path"]
+
+
+def test_without_the_html_report_the_verdict_is_the_same(store, home: Path, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    drifted = generate_churn(1500, seed=121, drift=0.8, start=LATER)
+    path = _write(tmp_path, drifted, "window.parquet")
+    with_report = monitor(config_path=str(store["config"]), current_path=path)
+    other = tmp_path / "other-state"
+    monkeypatch.setenv("MLOPS_HOME", str(other))  # the same first look at this window, from a new state folder
+    without = monitor(config_path=str(store["config"]), current_path=path, html_report=False)
+
+    assert with_report.report_path and Path(with_report.report_path).is_file()
+    assert without.report_path is None and not list(other.glob("reports/**/*.html"))
+    assert without.drift.scores == with_report.drift.scores and without.drift.drift_share == with_report.drift.drift_share
+    assert without.drift.evidently_agreement is None and "not asked for" in without.drift.report_error
+    assert without.drift.dataset_drift and without.decision.verdict == with_report.decision.verdict
+    assert without.decision.reasons == with_report.decision.reasons
+    assert without.live_quality.reason == with_report.live_quality.reason
+    keys = _artifact_keys(without.monitor_flow_run_id)
+    assert f"{NAME}-drift-summary" in keys and f"{NAME}-monitor-decision" in keys
