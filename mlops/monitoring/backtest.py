@@ -28,13 +28,12 @@ import numpy as np
 import pandas as pd
 
 from mlops.core.config import METRIC_DIRECTION, FileSource, PipelineConfig
-from mlops.core.contract import DataContract, infer_contract, merge_expectations
+from mlops.core.contract import DataContract
 from mlops.core.data import check_frame, read_table_collecting, split_frame
 from mlops.core.errors import ConfigError, DataError
 from mlops.core.features import build_preprocessor
-from mlops.core.profile import profile_frame
 from mlops.core.rowkeys import NEW_ROW_COLUMN, new_row_mask, pop_new_rows
-from mlops.core.validation import enforce_quarantine_limit, validate_batch
+from mlops.core.validation import validate_training_batch
 from mlops.monitoring.drift import compute_drift
 from mlops.monitoring.live_quality import holdout_slice_metrics, labelled_rows, live_quality
 from mlops.monitoring.policy import (
@@ -202,21 +201,14 @@ def train_candidate(frame: pd.DataFrame, cfg: PipelineConfig, champion: Champion
                     at: pd.Timestamp, gate: bool = True) -> Candidate:
     """Validate, split, tune, evaluate and (with `gate`) judge, as the training flow does, in process.
 
-    `frame` may carry the new-row marker of a retraining file. With a champion its contract is checked
-    against (plus the config's expectations); without one the contract is inferred from this data.
+    `frame` may carry the new-row marker of a retraining file. The rows are checked for structure and the
+    user's rules, and the contract evolves from the kept rows (from the champion's, when there is one).
     """
     started = time.perf_counter()
     df, new_rows = pop_new_rows(frame)
     df = check_frame(df, cfg)
-    if champion is None:
-        profile = profile_frame(df, cfg.target, cfg.task, cfg.validation.max_categories, cfg.id_column,
-                                cfg.timestamp_column, cfg.columns)
-        contract = infer_contract(df, cfg.target, cfg.task, cfg.validation, cfg.id_column, cfg.timestamp_column,
-                                  cfg.columns, profile)
-    else:
-        contract = merge_expectations(champion.contract, cfg.validation.expectations)
-    outcome = validate_batch(df, contract)
-    enforce_quarantine_limit(outcome, cfg.validation.max_quarantine_fraction, None)
+    batch = validate_training_batch(df, champion.contract if champion else None, cfg)
+    outcome, contract = batch.outcome, batch.contract
     good = outcome.good
     mask = None if new_rows is None else new_row_mask(good, new_rows, cfg.id_column)
     split = split_frame(good, cfg.target, cfg.task, cfg.split, cfg.timestamp_column, mask)

@@ -46,6 +46,7 @@ outside it are rejected (serving) or quarantined (batch scoring, training).
 {data_summary.get('rows_quarantined', 0)} quarantined. Split: {cfg.split.test_size:.0%} holdout
 ({'time-ordered on ' + cfg.timestamp_column if cfg.timestamp_column else 'seeded random, seed ' + str(cfg.split.seed)}).
 {_refit_line(cfg)}
+{_contract_line(contract)}
 
 | feature | kind | range / categories | max nulls |
 | --- | --- | --- | --- |
@@ -77,3 +78,7 @@ def _refit_line(cfg: PipelineConfig) -> str:
     return ("**Refit**: after the gate, the chosen configuration was fitted again on train + holdout, so the "
             "registered model has learned from the newest rows; the holdout metrics and the gate judged the "
             "model fitted without them (`split.refit`).")
+
+
+def _contract_line(contract: DataContract) -> str:
+    return f"**Data contract**: {contract.changes.summary()}." if contract.changes is not None else ""
