@@ -255,6 +255,11 @@ class RegistryConfig(_Strict):
 class RetrainPolicyConfig(_Strict):
     drift_share_threshold: float = Field(0.3, gt=0.0, le=1.0)
     consecutive_windows: int = Field(2, ge=1)
+    drift_trigger: Literal["without_labels", "always"] = Field(
+        "without_labels", description="when input drift alone asks for a retrain: 'without_labels' only in windows "
+        "whose labels could not judge the champion (labels say directly whether quality dropped; seasonal inputs "
+        "drift every window while the model still holds), 'always' in every window"
+    )
     cooldown_minutes: float = Field(60.0, ge=0.0)
     min_rows: int = Field(500, ge=1)
     quality_tolerance: float = Field(0.05, ge=0.0)

@@ -243,7 +243,11 @@ def decide(
         relation = ">=" if drifted else "<"
         notes.append(f"drift share {window.drift_share:.3f} {relation} {cfg.drift_share_threshold:.3f}: "
                      f"{new.consecutive_drifted} of {cfg.consecutive_windows} consecutive drifted window(s)")
-        if new.consecutive_drifted >= cfg.consecutive_windows:
+        judged = window.live_metric is not None and window.live_metric == window.live_metric
+        if new.consecutive_drifted >= cfg.consecutive_windows and judged and cfg.drift_trigger == "without_labels":
+            notes.append("drift is not a trigger here: the window's labels judged the champion directly "
+                         "(drift_trigger: without_labels)")
+        elif new.consecutive_drifted >= cfg.consecutive_windows:
             triggers.append(f"drift share >= {cfg.drift_share_threshold:.3f} for {new.consecutive_drifted} "
                             f"consecutive window(s) (needs {cfg.consecutive_windows})")
     if window.quality_degraded:

@@ -28,8 +28,9 @@ from tests.conftest import small_config
 
 NAME = "churn-small"
 LATER = CHURN_START + pd.Timedelta(days=181)
+# drift_trigger always: these windows carry labels, and the tests are about the drift path
 POLICY = {"consecutive_windows": 1, "cooldown_minutes": 0, "min_rows": 100, "run_training_locally": False,
-          "dedupe_seconds": 120}
+          "dedupe_seconds": 120, "drift_trigger": "always"}
 POLICY_SHARE = 0.3  # RetrainPolicyConfig.drift_share_threshold default
 
 

@@ -46,7 +46,8 @@ def backtest_config(**policy: Any) -> dict[str, Any]:
         "search": {"n_trials": 2, "cv_folds": 2, "seed": 1, "n_jobs": 1},
         "gate": {"bootstrap_samples": 200, "noninferiority_margin": 0.01},
         "registry": {"model_name": "churn-backtest", "reference_rows": 500},
-        "monitoring": {"sample_size": 2000, "policy": {"consecutive_windows": 1, "min_rows": 300, "drift_share_threshold": 0.45, **policy}},
+        "monitoring": {"sample_size": 2000, "policy": {"consecutive_windows": 1, "min_rows": 300, "drift_share_threshold": 0.45,
+                                                              "drift_trigger": "always", **policy}},
     }
 
 

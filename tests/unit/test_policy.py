@@ -47,6 +47,34 @@ def run(windows: list[WindowSummary], cfg: RetrainPolicyConfig = CFG, state: Pol
     return decisions, state
 
 
+# --- drift with and without labels ------------------------------------------------------------
+
+
+def labelled(share: float, live: float, degraded: bool = False) -> WindowSummary:
+    """A drifted window whose labels judged the champion (its live metric), degraded or not."""
+    return WindowSummary(rows=1000, drift_share=share, dataset_drift=share >= 0.5, model_version="1", live_metric=live,
+                         quality_degraded=degraded, quality_reason="rmse worse" if degraded else "")
+
+
+def test_drift_alone_does_not_retrain_a_window_whose_labels_judged_the_champion():
+    (d1, d2), state = run([labelled(0.7, 50.0), labelled(0.7, 51.0)])
+    assert not d2.retrain and d2.verdict == "hold" and d2.drifted and state.consecutive_drifted == 2
+    assert any("labels judged the champion" in r for r in d2.reasons)
+
+
+def test_labels_that_say_quality_dropped_retrain_and_drift_without_labels_still_does():
+    (_, d2), _ = run([labelled(0.7, 50.0), labelled(0.7, 80.0, degraded=True)])
+    assert d2.retrain and any("live quality degraded" in t for t in d2.triggers)
+    (_, d2), _ = run([drifted(), drifted()])  # no labels: drift is the only signal
+    assert d2.retrain
+
+
+def test_drift_trigger_always_retrains_on_drift_even_with_labels():
+    always = CFG.model_copy(update={"drift_trigger": "always"})
+    (_, d2), _ = run([labelled(0.7, 50.0), labelled(0.7, 51.0)], always)
+    assert d2.retrain and any("drift share" in t for t in d2.triggers)
+
+
 # --- consecutive windows ---------------------------------------------------------------------
 
 
