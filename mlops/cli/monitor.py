@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -104,7 +105,8 @@ def monitor_command(
 ) -> None:
     """Check the champion against new data: data quality, drift, live quality, retrain policy (and the retrain)."""
     cfg = _check_config(config)
-    prepare_flow_process("flows.monitor")
+    os.environ.setdefault("OMP_NUM_THREADS", "1")  # before OpenMP loads: see live_cycle
+    prepare_flow_process("flows.monitor", "great_expectations")  # GX: the window's check, imported meanwhile
     from flows.monitor import monitor
 
     with live_cycle(cfg):
@@ -122,21 +124,27 @@ def monitor_command(
 
 @contextlib.contextmanager
 def live_cycle(cfg: PipelineConfig) -> Iterator[None]:
-    """What makes a monitor run that may retrain in this process cheaper, without changing any result.
+    """What makes a monitor run that may retrain in this process cheaper, without changing any result
+    (docs/benchmarks.md, the monitor-cycle section, has the figures).
 
     - Infra validation's fresh process starts now (`prestart_fresh_process`), so its imports overlap the
       monitor's checks rather than the retrain's search; unused, it ends at exit.
-    - OpenMP and BLAS keep one thread in this process's main thread, as in the backtest and as the search's
-      trials already have in their worker processes: the refit's OpenMP threads would only spin against
-      the workers and the fresh process (HistGradientBoosting fits the same model either way).
+    - The retrain's search runs its trials on threads of this process (joblib's threading backend)
+      instead of new worker processes: each worker would start Python and import scikit-learn and
+      pandas first, which on a busy 2-core machine cost more than the search itself. The fits and their
+      seeds are the same, so is the chosen model. A search on a Dask cluster (search.backend) is unchanged.
+    - OpenMP and BLAS get one thread per search thread (OMP_NUM_THREADS, set by the command before
+      anything loads OpenMP, unless already set; threadpoolctl for BLAS), as the worker processes had:
+      more would only spin against each other and the fresh process.
     """
+    import joblib
     from threadpoolctl import threadpool_limits
 
     if cfg.monitoring.policy.run_training_locally and cfg.gate.infra_validation:
         from mlops.serving.infra_validation import prestart_fresh_process
 
         prestart_fresh_process()
-    with threadpool_limits(limits=1):
+    with threadpool_limits(limits=1), joblib.parallel_config(backend="threading"):
         yield
 
 
