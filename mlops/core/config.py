@@ -262,7 +262,11 @@ class RetrainPolicyConfig(_Strict):
     )
     cooldown_minutes: float = Field(60.0, ge=0.0)
     min_rows: int = Field(500, ge=1)
-    quality_tolerance: float = Field(0.05, ge=0.0)
+    quality_tolerance: float | None = Field(
+        None, ge=0.0, description="live-quality drop that calls for a retrain: metric points for bounded scores "
+        "(roc_auc, f1, accuracy, r2; default 0.05), a share of the baseline for errors (rmse, mae, log_loss; "
+        "default 0.2, as errors move with the data's scale from window to window)"
+    )
     live_baseline_windows: int = Field(
         3, ge=0, description="a champion's first this many labelled windows form its live-quality baseline "
         "(until then, and with 0, its holdout metric)"

@@ -2,8 +2,14 @@
 when `gate.slices` are configured (a window of one region is compared with that region's holdout
 metric, not the overall one), and the holdout slice metrics a version stores at training for that.
 
+What a window is judged against, first that applies: the champion's live baseline (its first labelled
+windows, `policy.live_baseline_windows`), or while it forms one, the live baseline of the champion before
+it; else the holdout slice by slice; else the overall holdout metric. Live against live is the
+comparison that holds on seasonal data: a holdout is one period, windows are others.
+
 Tolerance (`monitoring.policy.quality_tolerance`): in the metric's own points for scores bounded by 1
-(roc_auc, f1, accuracy, r2), a share of the holdout value for errors (rmse, mae, log_loss).
+(roc_auc, f1, accuracy, r2; default 0.05), a share of the baseline for errors (rmse, mae, log_loss;
+default 0.2).
 """
 
 from __future__ import annotations
@@ -11,13 +17,16 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from mlops.core.config import METRIC_DIRECTION, PipelineConfig
 from mlops.core.errors import DataError
+
+if TYPE_CHECKING:
+    from mlops.monitoring.policy import LiveBaseline
 
 SLICE_METRICS_ARTIFACT = "evaluation/slice_metrics.json"
 # metrics bounded in [0, 1] (r2 at most 1): tolerance is absolute; errors are compared relatively
@@ -103,6 +112,16 @@ def labelled_rows(window: pd.DataFrame, labels: pd.DataFrame | None, target: str
     joined = join_labels(left, labels[keep], by=by)
     joined = joined.loc[joined[target].notna()].reset_index(drop=True)
     return joined, by
+
+
+DEFAULT_TOLERANCE = {"absolute": 0.05, "relative": 0.2}
+
+
+def quality_tolerance(metric: str, configured: float | None) -> float:
+    """The configured tolerance, else the default for the metric's kind (points for scores, a share for errors)."""
+    if configured is not None:
+        return configured
+    return DEFAULT_TOLERANCE["absolute" if metric in ABSOLUTE_TOLERANCE_METRICS else "relative"]
 
 
 def tolerance_units(metric: str, tolerance: float) -> str:
@@ -202,7 +221,7 @@ def slice_gaps(metric: str, comparisons: list[dict[str, Any]]) -> dict[str, dict
 def live_quality(labelled: pd.DataFrame, joined_by: str | None, model: Any, cfg: PipelineConfig,
                  baseline_tags: dict[str, str], input_columns: list[str],
                  holdout_slices: dict[str, Any] | None = None,
-                 live_baseline: tuple[float, int] | None = None) -> LiveQuality:
+                 live_baseline: LiveBaseline | None = None) -> LiveQuality:
     """The champion's metrics on labelled window rows, compared with its holdout metrics (version tags).
 
     With `gate.slices` and the version's holdout slice metrics, each slice value with enough rows is
@@ -215,7 +234,7 @@ def live_quality(labelled: pd.DataFrame, joined_by: str | None, model: Any, cfg:
     from mlops.training.evaluation import holdout_metrics, predict
 
     metric = cfg.primary_metric
-    tol = cfg.monitoring.policy.quality_tolerance
+    tol = quality_tolerance(metric, cfg.monitoring.policy.quality_tolerance)
     units = tolerance_units(metric, tol)
     baseline = {k.removeprefix("metric."): float(v) for k, v in baseline_tags.items() if k.startswith("metric.")}
     if joined_by is None:
@@ -236,36 +255,30 @@ def live_quality(labelled: pd.DataFrame, joined_by: str | None, model: Any, cfg:
                            reason=f"the labels cannot be scored ({str(exc).splitlines()[0][:200]})",
                            tolerance_units=units)
     out = LiveQuality("ok", n, joined_by, metric, metrics, baseline, tol, labelled=labelled, tolerance_units=units)
-    note = ""
+    note, slice_text, comparisons = "", "", []
     if cfg.gate.slices:
         usable = holdout_slices is not None and holdout_slices.get("metric") == metric
         comparisons = compare_slices(labelled, y, predictions, cfg, holdout_slices, tol) if usable else []
         if comparisons:
-            out.compared_with, out.slices = "slices", comparisons
-            out.slice_gaps = slice_gaps(metric, comparisons)
-            out.degraded = any(g["gap"] > tol for g in out.slice_gaps.values())
-            unit = "" if metric in ABSOLUTE_TOLERANCE_METRICS else "%"
-            parts = []
-            for column, g in out.slice_gaps.items():
-                size = f"{abs(g['gap']):.4f}" if not unit else f"{abs(g['gap']):.1%}"
-                where = (f"{column}={next(c['value'] for c in comparisons if c['column'] == column)}"
-                         if g["values"] == 1 else f"{g['values']} values of {column}, weighted by their rows here")
-                parts.append(f"{metric} {'worse' if g['gap'] > 0 else 'better'} than the holdout on the same slice "
-                             f"({where}) by {size}: {'more than' if g['gap'] > tol else 'within'} the tolerance {units}")
-            overall = (f"; overall {metric} {metrics.get(metric, float('nan')):.4f} vs holdout "
-                       f"{baseline[metric]:.4f}, not used (this window's mix of slices is not the holdout's)"
-                       if metric in baseline else "")
-            out.reason = "; ".join(parts) + overall
-            return out
-        note = (" (compared overall: no slice value had enough labelled rows here and a holdout metric)" if usable
-                else " (compared overall: this version stores no holdout slice metrics)")
-    if live_baseline is not None:
-        value, n_windows = live_baseline
+            out.slices, out.slice_gaps = comparisons, slice_gaps(metric, comparisons)
+            slice_text = _slice_text(metric, comparisons, out.slice_gaps, tol, units)
+        else:
+            note = (" (compared overall: no slice value had enough labelled rows here and a holdout metric)" if usable
+                    else " (compared overall: this version stores no holdout slice metrics)")
+    if live_baseline is not None:  # live against live: seasons and slice mixes are in both
         out.compared_with = "live_baseline"
-        out.degraded, out.reason = degradation(
-            metric, metrics.get(metric, float("nan")), value, tol,
-            against=f"live baseline (the champion's first {n_windows} labelled windows)")
-        out.reason += note
+        out.degraded, out.reason = degradation(metric, metrics.get(metric, float("nan")), live_baseline.value, tol,
+                                               against=live_baseline.label)
+        if slice_text:
+            out.reason += f"; by slice against the holdout (reported, not deciding): {slice_text}"
+        return out
+    if comparisons:
+        out.compared_with = "slices"
+        out.degraded = any(g["gap"] > tol for g in out.slice_gaps.values())
+        overall = (f"; overall {metric} {metrics.get(metric, float('nan')):.4f} vs holdout "
+                   f"{baseline[metric]:.4f}, not used (this window's mix of slices is not the holdout's)"
+                   if metric in baseline else "")
+        out.reason = slice_text + overall
         return out
     if metric not in baseline:
         out.reason = f"the champion has no holdout '{metric}' to compare with"
@@ -273,3 +286,16 @@ def live_quality(labelled: pd.DataFrame, joined_by: str | None, model: Any, cfg:
     out.degraded, out.reason = degradation(metric, metrics.get(metric, float("nan")), baseline[metric], tol)
     out.reason += note
     return out
+
+
+def _slice_text(metric: str, comparisons: list[dict[str, Any]], gaps: dict[str, dict[str, Any]], tol: float,
+                units: str) -> str:
+    unit = "" if metric in ABSOLUTE_TOLERANCE_METRICS else "%"
+    parts = []
+    for column, g in gaps.items():
+        size = f"{abs(g['gap']):.4f}" if not unit else f"{abs(g['gap']):.1%}"
+        where = (f"{column}={next(c['value'] for c in comparisons if c['column'] == column)}"
+                 if g["values"] == 1 else f"{g['values']} values of {column}, weighted by their rows here")
+        parts.append(f"{metric} {'worse' if g['gap'] > 0 else 'better'} than the holdout on the same slice "
+                     f"({where}) by {size}: {'more than' if g['gap'] > tol else 'within'} the tolerance {units}")
+    return "; ".join(parts)

@@ -182,13 +182,31 @@ def _clear_expired_lock(state: PolicyState, now: datetime, notes: list[str]) -> 
 KEPT_BASELINES = 20  # versions whose live baselines the state keeps
 
 
-def live_baseline(state: PolicyState, version: str | None, windows: int) -> tuple[float, int] | None:
-    """A version's live-quality baseline (the mean of its first `windows` labelled windows' metric, and
-    how many) once it has them all; None until then (live quality falls back to the holdout metric)."""
-    values = state.live_baselines.get(str(version), []) if version is not None else []
-    if windows <= 0 or len(values) < windows:
+@dataclass(frozen=True)
+class LiveBaseline:
+    """The live level a champion's window is judged against: a mean of first labelled windows, and whose."""
+
+    value: float
+    windows: int
+    label: str  # how the reason names it
+
+
+def live_baseline(state: PolicyState, version: str | None, windows: int) -> LiveBaseline | None:
+    """A version's live-quality baseline (the mean of its first `windows` labelled windows' metric) once it has
+    them all; until then the baseline of the last champion that formed one (a new champion should do no worse
+    live than the one it replaced); None when no version has one (live quality falls back to the holdout)."""
+    if windows <= 0 or version is None:
         return None
-    return sum(values[:windows]) / windows, windows
+    own = state.live_baselines.get(str(version), [])
+    if len(own) >= windows:
+        return LiveBaseline(sum(own[:windows]) / windows, windows,
+                            f"live baseline (the champion's first {windows} labelled window(s))")
+    for other, values in reversed(state.live_baselines.items()):
+        if other != str(version) and len(values) >= windows:
+            return LiveBaseline(sum(values[:windows]) / windows, windows,
+                                f"live baseline of v{other}, the champion before (its first {windows} labelled "
+                                f"window(s); v{version} is forming its own)")
+    return None
 
 
 def with_live_metric(summary: WindowSummary, version: str | None, live: Any) -> WindowSummary:

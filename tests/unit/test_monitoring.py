@@ -588,6 +588,38 @@ def test_live_quality_compares_a_one_slice_window_with_that_slice_of_the_holdout
     assert plain.compared_with == "overall" and plain.degraded and plain.slices == []
 
 
+def test_a_live_baseline_decides_before_the_holdout_slices_which_are_still_reported() -> None:
+    from mlops.monitoring.policy import LiveBaseline
+    from mlops.training.evaluation import predict
+
+    cfg = parse_config(small_config(monitoring={"min_labelled_rows": 50},
+                                    gate={"slices": [{"column": "risk_band", "min_rows": 30}]}))
+    holdout = _banded(3000, seed=11)
+    stored = lq.holdout_slice_metrics(holdout, predict(BandModel(), holdout.drop(columns=["churned"]),
+                                                       "classification"), cfg)
+    tags = {"metric.roc_auc": str(stored["overall"])}
+    window = _banded(4000, seed=12)
+    columns = [c for c in window.columns if c != "churned"]
+    level = lq.live_quality(window, "customer_id", BandModel(), cfg, tags, columns, stored).metrics["roc_auc"]
+    broken = BandModel(use_calls=False)
+    by_slices = lq.live_quality(window, "customer_id", broken, cfg, tags, columns, stored)
+    assert by_slices.compared_with == "slices" and by_slices.degraded  # worse than the holdout within each band
+    # against its own live level (here: the level this broken model already had live), the window is fine
+    own = lq.live_quality(window, "customer_id", broken, cfg, tags, columns, stored,
+                          LiveBaseline(by_slices.metrics["roc_auc"], 1, "live baseline (test)"))
+    assert own.compared_with == "live_baseline" and not own.degraded
+    assert "reported, not deciding" in own.reason and own.slices
+    dropped = lq.live_quality(window, "customer_id", broken, cfg, tags, columns, stored,
+                              LiveBaseline(level, 1, "live baseline (test)"))
+    assert dropped.compared_with == "live_baseline" and dropped.degraded == (level - dropped.metrics["roc_auc"] > 0.05)
+
+
+def test_the_default_tolerance_is_points_for_scores_and_a_share_for_errors() -> None:
+    assert lq.quality_tolerance("roc_auc", None) == 0.05 and lq.quality_tolerance("r2", None) == 0.05
+    assert lq.quality_tolerance("rmse", None) == 0.2 and lq.quality_tolerance("mae", None) == 0.2
+    assert lq.quality_tolerance("rmse", 0.1) == 0.1  # a configured tolerance wins
+
+
 def test_degradation_states_the_tolerance_units() -> None:
     assert "0.05 roc_auc points (absolute)" in lq.degradation("roc_auc", 0.7, 0.8, 0.05)[1]
     assert "5% of the holdout value (relative)" in lq.degradation("rmse", 11.0, 10.0, 0.05)[1]

@@ -391,3 +391,17 @@ def test_live_quality_compares_with_the_champions_first_labelled_windows_not_its
     assert verdicts == [(True, "overall"), (True, "overall"), (False, "live_baseline"), (False, "live_baseline")]
     assert state.live_baselines == {"1": [0.8, 0.8]}
     assert PolicyState.from_json(state.to_json()).live_baselines == {"1": [0.8, 0.8]}
+
+
+def test_a_new_champion_is_judged_against_the_live_level_of_the_one_it_replaced_until_it_has_its_own():
+    from mlops.monitoring.policy import live_baseline
+
+    state = PolicyState(live_baselines={"1": [60.0, 64.0]})
+    own = live_baseline(state, "1", 2)
+    assert own is not None and own.value == 62.0 and "the champion's first 2" in own.label
+    handed = live_baseline(state, "2", 2)  # v2 was just promoted: v1's live level is the bar
+    assert handed is not None and handed.value == 62.0 and "of v1, the champion before" in handed.label
+    state.live_baselines["2"] = [50.0, 52.0]
+    assert live_baseline(state, "2", 2).value == 51.0  # its own, once formed
+    assert live_baseline(state, "3", 2).label.startswith("live baseline of v2")  # the latest formed one
+    assert live_baseline(PolicyState(), "1", 2) is None and live_baseline(state, "2", 0) is None
