@@ -318,12 +318,20 @@ def _record(state: PolicyState, decision: Decision, window: WindowSummary, cfg: 
 
 def start_training(
     state: PolicyState, now: datetime, dedupe_window: timedelta, lock_minutes: float = 240.0,
-    run_id: str | None = None,
+    run_id: str | None = None, is_alive: Callable[[str], bool | None] | None = None,
 ) -> tuple[bool, PolicyState]:
-    """Claim the single training slot: refused while a run is running or within the dedupe window."""
+    """Claim the single training slot: refused while a run is running or within the dedupe window.
+
+    `is_alive(run_id)` (False: the run holding the slot has ended, e.g. a crashed or cancelled worker whose
+    run never released it; None: unknown) frees a slot no training holds any more, so no request is folded
+    into a training that does not exist.
+    """
     now = _utc(now)
     new = copy.deepcopy(state)
     _clear_expired_lock(new, now, [])
+    lock = new.in_flight
+    if lock is not None and lock.started and lock.run_id and is_alive is not None and is_alive(lock.run_id) is False:
+        new = finish_training(new, now, succeeded=False, trained=False)
     if new.in_flight is not None and new.in_flight.started:
         return False, new
     if new.last_training_start_at is not None and now - new.last_training_start_at < dedupe_window:
@@ -338,12 +346,14 @@ def start_training(
 def finish_training(state: PolicyState, now: datetime, succeeded: bool, trained: bool = True) -> PolicyState:
     """Release the training slot; a successful run restarts the cooldown from its finish.
 
-    A run that trained nothing (`trained` False: no labelled rows, no champion) leaves no start
-    behind, so requests in the next `dedupe_seconds` are not folded into a training that never was.
+    A run that trained nothing (`trained` False: no labelled rows, no champion) or failed leaves no start
+    behind, so requests in the next `dedupe_seconds` are not folded into a training that never was or that
+    produced nothing.
     """
     new = copy.deepcopy(state)
     lock = new.in_flight
-    if not trained and lock is not None and lock.started and lock.started_at == new.last_training_start_at:
+    gone = not trained or not succeeded
+    if gone and lock is not None and lock.started and lock.started_at == new.last_training_start_at:
         new.last_training_start_at = lock.previous_start_at
     new.in_flight = None
     if succeeded:
@@ -386,7 +396,7 @@ def decide_and_record(store: PolicyStore, window: WindowSummary, cfg: RetrainPol
 
 def should_start_training(
     store: PolicyStore, now: datetime, dedupe_window: timedelta | float, lock_minutes: float = 240.0,
-    run_id: str | None = None,
+    run_id: str | None = None, is_alive: Callable[[str], bool | None] | None = None,
 ) -> bool:
     """True for exactly one caller per training: the event-storm guard at the start of training.
 
@@ -394,7 +404,7 @@ def should_start_training(
     """
     window = dedupe_window if isinstance(dedupe_window, timedelta) else timedelta(seconds=float(dedupe_window))
     with store.transaction() as tx:
-        ok, tx.data = start_training(tx.data, now, window, lock_minutes, run_id)
+        ok, tx.data = start_training(tx.data, now, window, lock_minutes, run_id, is_alive)
     return ok
 
 

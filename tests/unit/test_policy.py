@@ -308,6 +308,22 @@ def test_a_training_that_trains_nothing_frees_the_slot_and_leaves_no_start(tmp_p
     assert not should_start_training(store, T0 + timedelta(seconds=30), 300)
 
 
+def test_a_failed_training_or_one_whose_run_died_is_not_a_training_to_fold_into(tmp_path: Path):
+    store = PolicyStore(tmp_path / "policy.json")
+    assert should_start_training(store, T0, 300, run_id="run-a")
+    record_training_finished(store, T0 + timedelta(seconds=30), succeeded=False)  # trained, but failed
+    assert should_start_training(store, T0 + timedelta(seconds=31), 300, run_id="run-b")  # not folded into a failure
+    # run-b's worker is killed: it never reports back, and its lock would hold for training_lock_minutes
+    alive = {"run-b": False}
+    assert not should_start_training(store, T0 + timedelta(minutes=10), 300, run_id="run-c")  # unknown: still held
+    assert not should_start_training(store, T0 + timedelta(minutes=10), 300, run_id="run-c",
+                                     is_alive=lambda _r: None)  # the API could not say
+    assert should_start_training(store, T0 + timedelta(minutes=10), 300, run_id="run-c", is_alive=alive.get)
+    assert store.load().in_flight.run_id == "run-c"
+    assert not should_start_training(store, T0 + timedelta(minutes=11), 300, run_id="run-d",
+                                     is_alive=lambda _r: True)  # a live run keeps its slot
+
+
 def test_one_clock_for_every_guard_wall_or_data_time():
     data_time = datetime(2023, 6, 30, 23, 0)
     assert clock_at(data_time)() == data_time.replace(tzinfo=UTC) == clock_at(data_time)()
