@@ -231,6 +231,9 @@ class GateConfig(_Strict):
     noninferiority_margin: float = Field(0.0, ge=0.0)
     bootstrap_samples: int = Field(1000, ge=100, le=100_000)
     confidence: float = Field(0.95, gt=0.5, lt=1.0)
+    replace_failing_champion: bool = Field(
+        True, description="waive a threshold the challenger misses when the champion misses it by more on the same "
+        "holdout and the challenger is significantly better (else the worse model keeps serving)")
     slices: list[SliceConfig] = Field(default_factory=list)
     slice_tolerance: float = Field(
         0.05, ge=0.0,

@@ -76,6 +76,10 @@ def judge(
         b = paired_bootstrap(metric, y, pred, champ_pred, cfg.gate.bootstrap_samples,
                              cfg.gate.confidence, cfg.search.seed)
         checks += gate.check_champion(b, cfg.gate)
+        if cfg.gate.replace_failing_champion and cfg.gate.thresholds:
+            theirs = holdout_metrics(cfg.task, y, champ_pred)
+            gate.waive_for_failing_champion(checks, challenger.metrics, theirs, cfg.gate.thresholds, b,
+                                            champion_version)
     elif champion_model is None:
         checks.append(gate.Check("champion comparison", True,
                                  "no champion yet: thresholds, slices (against trivial baselines) and leakage decide"))

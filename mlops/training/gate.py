@@ -3,7 +3,9 @@
 A challenger passes only when (a) every absolute threshold holds, (b) against the champion on the
 same holdout a paired bootstrap shows it is not significantly worse and beats it by the configured
 minimum, (c) no configured slice regresses beyond tolerance against the champion on the same slice,
-and (d) the leakage check finds no target in disguise (mlops.training.leakage). With no champion: (a), (d),
+and (d) the leakage check finds no target in disguise (mlops.training.leakage). A threshold in (a) is
+waived only when the champion misses it by more on the same holdout and the challenger is
+significantly better (`gate.replace_failing_champion`). With no champion: (a), (d),
 and (c) asks whether the model is any use on each slice (better than a trivial within-slice
 baseline); a slice is never judged against the overall metric, which a predictive slice column
 lowers within every slice for champion and challenger alike.
@@ -73,6 +75,25 @@ def check_thresholds(metrics: dict[str, float], thresholds: dict[str, float]) ->
         op = ">=" if METRIC_DIRECTION[m] else "<="
         out.append(Check(f"threshold {m}", ok, f"{fmt(v)} {'meets' if ok else 'misses'} {op} {bound:g}"))
     return out
+
+
+def waive_for_failing_champion(checks: list[Check], challenger: dict[str, float], champion: dict[str, float],
+                               thresholds: dict[str, float], b: BootstrapResult, champion_version: str | None) -> None:
+    """A threshold the challenger misses is waived when the champion misses it by more on the same holdout and
+    the challenger is significantly better (the bootstrap's lower bound above 0): keeping the champion would
+    serve the worse of two models below the floor (a regime change the champion never saw, say)."""
+    if not (math.isfinite(b.ci_low) and b.ci_low > 0):
+        return
+    for i, c in enumerate(checks):
+        m = c.name.removeprefix("threshold ")
+        if c.passed or not c.name.startswith("threshold ") or m not in thresholds:
+            continue
+        mine, theirs = challenger.get(m, float("nan")), champion.get(m, float("nan"))
+        if not (math.isfinite(mine) and math.isfinite(theirs)) or not _better_or_equal(m, mine, theirs) or mine == theirs:
+            continue
+        checks[i] = Check(c.name, True, f"{c.detail}, waived: champion v{champion_version} has {fmt(theirs)} on this "
+                                        "holdout and the challenger is significantly better "
+                                        "(gate.replace_failing_champion)")
 
 
 def check_champion(b: BootstrapResult, cfg: GateConfig) -> list[Check]:

@@ -333,3 +333,23 @@ def test_positive_label_resolution(labels: list, configured: object, expected: o
 
     got = positive_label(labels, configured)
     assert got == expected and type(got) is type(expected)
+
+
+def test_a_missed_threshold_is_waived_only_against_a_champion_that_misses_it_by_more_and_loses_significantly():
+    from mlops.training.evaluation import BootstrapResult
+    from mlops.training.gate import check_thresholds, decide, waive_for_failing_champion
+
+    thresholds = {"r2": 0.5, "rmse": 200.0}
+    mine = {"r2": 0.48, "rmse": 150.0}
+    better = BootstrapResult("rmse", 150.0, 240.0, 90.0, 60.0, 120.0, 0.0, 1000)
+    checks = check_thresholds(mine, thresholds)
+    waive_for_failing_champion(checks, mine, {"r2": 0.05, "rmse": 240.0}, thresholds, better, "9")
+    assert decide(checks).passed  # after a regime change: the champion is far below the floor too
+    assert "waived: champion v9 has 0.0500" in next(c.detail for c in checks if c.name == "threshold r2")
+
+    for champion, b in [({"r2": 0.6, "rmse": 140.0}, better),  # the champion meets the floor: the floor holds
+                        ({"r2": 0.05, "rmse": 240.0},  # not significantly better: the floor holds
+                         BootstrapResult("rmse", 150.0, 240.0, 90.0, -5.0, 120.0, 0.1, 1000))]:
+        checks = check_thresholds(mine, thresholds)
+        waive_for_failing_champion(checks, mine, champion, thresholds, b, "9")
+        assert not decide(checks).passed and "waived" not in " ".join(c.detail for c in checks)
