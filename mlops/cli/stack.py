@@ -41,6 +41,13 @@ def up_command(
     config: Annotated[Path | None, typer.Option("--config", "-c", help="pipeline config the deployments use "
                                                 "(default: $MLOPS_CONFIG or configs/default.yaml)")] = None,
     state_dir: StateOpt = None,
+    profile: Annotated[str | None, typer.Option(help="local (SQLite files, one worker) or production (PostgreSQL, "
+                                                "artifacts served by MLflow, two workers) ($MLOPS_STACK_PROFILE)")]
+    = None,
+    pg_port: Annotated[int | None, typer.Option(help="the production profile's PostgreSQL port ($MLOPS_PG_PORT, "
+                                                "5433)")] = None,
+    workers: Annotated[int | None, typer.Option(help="process workers on the pool ($MLOPS_WORKERS; 1 local, "
+                                                "2 production)")] = None,
     host: Annotated[str | None, typer.Option(help="interface to bind (default: $MLOPS_HOST or 127.0.0.1)")] = None,
     prefect_port: Annotated[int | None, typer.Option(help="Prefect server port ($MLOPS_PREFECT_PORT, 4200)")] = None,
     mlflow_port: Annotated[int | None, typer.Option(help="MLflow server port ($MLOPS_MLFLOW_PORT, 5000)")] = None,
@@ -72,6 +79,7 @@ def up_command(
             serve_port=serve_port, webhook_port=webhook_port, prefect_file=prefect_file,
             webhooks_config=webhooks_config, alert_url=alert_url, mlflow_basic_auth=mlflow_basic_auth or None,
             mlflow_jobs=mlflow_jobs or None, schedules=False if no_schedules else None, components=tuple(only) if only else None, timeout=timeout,
+            profile=profile, pg_port=pg_port, workers=workers,
         )
         result = stack.up(opts, _say)
     except stack.StackError as exc:
@@ -81,12 +89,17 @@ def up_command(
         _fail("interrupted; the processes started so far were stopped", 130)
         return
     typer.echo("")
-    typer.secho(f"The stack is up ({result.total_seconds:.1f} s).", fg=typer.colors.GREEN)
+    typer.secho(f"The stack is up ({result.total_seconds:.1f} s, profile {opts.profile}).", fg=typer.colors.GREEN)
     if result.serving is not None:
         problem = result.serving.champion is not None and bool(result.serving.problem)
         typer.secho(f"  {result.serving.summary(result.state.model_name or 'the model')}.",
                     fg=typer.colors.YELLOW if problem else None)
     _print_urls(result.state, opts)
+    if "postgres" in result.state.urls:
+        from mlops.stack.postgres import PASSWORD_FILE, ROLE
+
+        typer.echo(f"  PostgreSQL      {result.state.urls['postgres']} (role {ROLE}, password in "
+                   f"{opts.state_dir / PASSWORD_FILE})")
     typer.echo(f"  logs            {opts.logs_dir}/   (mlops logs NAME)")
     typer.echo(f"  pid file        {stack.pid_file(opts.state_dir)}")
     secrets = opts.state_dir / SECRETS_FILE
@@ -146,7 +159,8 @@ def down_command(
 
 
 def restart_command(
-    component: Annotated[str, typer.Argument(help="prefect, mlflow, worker, model-server or webhook-bridge")],
+    component: Annotated[str, typer.Argument(help="prefect, mlflow, worker, model-server or webhook-bridge "
+                                             "(production profile: also postgres, worker-2)")],
     state_dir: StateOpt = None,
     timeout: Annotated[float | None, typer.Option(help="seconds it may take to become healthy (default: as "
                                                   "`mlops up` was given)")] = None,
@@ -211,7 +225,7 @@ def status_command(state_dir: StateOpt = None) -> None:
 
 def logs_command(
     component: Annotated[str, typer.Argument(help="prefect, mlflow, worker, model-server, webhook-bridge, "
-                                             "deploy or automations")],
+                                             "deploy or automations (production: also postgres, worker-2)")],
     state_dir: StateOpt = None,
     lines: Annotated[int, typer.Option("--lines", "-n", help="how many of the last lines")] = 50,
     follow: Annotated[bool, typer.Option("--follow", "-f", help="keep printing new lines")] = False,

@@ -29,7 +29,13 @@ LABELS = {
     "worker": "Prefect worker",
     "model-server": "model server",
     "webhook-bridge": "webhook bridge",
+    # the production profile's extra processes (not choosable with --only: the profile decides them)
+    "postgres": "PostgreSQL server",
+    "worker-2": "Prefect worker 2",
 }
+# `--profile`: local (SQLite files, one worker) or production (PostgreSQL, served artifacts, two workers)
+PROFILES = ("local", "production")
+PG_PORT_DEFAULT = 5433  # one above PostgreSQL's own, so a system server on 5432 is left alone
 # option name, environment variable and default of each port, for messages
 def _port(field: str) -> tuple[str, int]:
     """A port's environment variable and default, from the one settings object."""
@@ -42,13 +48,14 @@ PORT_SETTINGS = {
     "mlflow": ("--mlflow-port", *_port("mlflow_port")),
     "model-server": ("--serve-port", *_port("serve_port")),
     "webhook-bridge": ("--webhook-port", *_port("webhook_port")),
+    "postgres": ("--pg-port", "MLOPS_PG_PORT", PG_PORT_DEFAULT),
 }
 SECRETS_FILE = "webhook_secrets.env"
 HASH_KEY_FILE = "log_hash_key"  # the prediction log's HMAC key (MLOPS_LOG_HASH_KEY), mode 600
 # the options `mlops up` records in the pid file, so `mlops restart` starts a component the same way
 RECORDED_OPTIONS = ("host", "prefect_port", "mlflow_port", "serve_port", "webhook_port", "config_path", "prefect_file",
                     "webhooks_config", "project_dir", "mlflow_basic_auth", "mlflow_jobs", "serve_poll_seconds",
-                    "worker_poll_seconds", "timeout")
+                    "worker_poll_seconds", "timeout", "profile", "pg_port", "workers")
 ENV_PLACEHOLDER = re.compile(r"{{\s*\$([A-Za-z_][A-Za-z0-9_]*)\s*}}")
 PROFILE_NAME = re.compile(r"^[a-z0-9][a-z0-9-]*$")
 
@@ -90,6 +97,9 @@ class StackOptions:
     worker_poll_seconds: float = 2.0
     parallel: bool = True
     timeout: float = 120.0
+    profile: str = "local"
+    pg_port: int = PG_PORT_DEFAULT  # the production profile's own PostgreSQL server
+    workers: int = 0  # process workers on the pool; 0: the profile's (1 local, 2 production)
     environ: Mapping[str, str] = field(default_factory=lambda: dict(os.environ), repr=False, compare=False)
 
     @cached_property
@@ -115,9 +125,12 @@ class StackOptions:
         }
         if s.config_path is not None:
             values["config_path"] = s.config_path
+        values.update(_profile_variables(env))
         given = {k for k, v in overrides.items() if v is not None} | ({"config_path"} if "config_path" in values else set())
         values.update({k: v for k, v in overrides.items() if v is not None})
         opts = cls(**values)
+        if opts.profile not in PROFILES:
+            raise StackError(f"unknown profile {opts.profile!r}; choose {' or '.join(PROFILES)}")
         project = opts.project_dir.resolve()
 
         def place(name: str, p: Path) -> Path:
@@ -141,10 +154,52 @@ class StackOptions:
 
     def port_of(self, component: str) -> int | None:
         return {"prefect": self.prefect_port, "mlflow": self.mlflow_port, "model-server": self.serve_port,
-                "webhook-bridge": self.webhook_port}.get(component)
+                "webhook-bridge": self.webhook_port, "postgres": self.pg_port}.get(component)
+
+    @property
+    def production(self) -> bool:
+        return self.profile == "production"
+
+    @property
+    def external_mlflow(self) -> str | None:
+        """MLOPS_MLFLOW_TRACKING_URL (production profile): an MLflow server the stack uses instead of starting one."""
+        url = self.environ.get("MLOPS_MLFLOW_TRACKING_URL", "").strip()
+        return url.rstrip("/") if self.production and url else None
+
+    @property
+    def worker_names(self) -> tuple[str, ...]:
+        """The records of the stack's workers: `worker`, then `worker-2`, ... (2 on the production profile)."""
+        count = self.workers or (2 if self.production else 1)
+        return ("worker", *(f"worker-{i}" for i in range(2, count + 1)))
+
+    @property
+    def processes(self) -> tuple[str, ...]:
+        """Every process this stack runs, in start order (components expanded by the profile)."""
+        out: list[str] = ["postgres"] if self.needs_postgres else []
+        for name in self.components:
+            if name == "worker":
+                out += self.worker_names
+            elif not (name == "mlflow" and self.external_mlflow):
+                out.append(name)
+        return tuple(out)
+
+    @property
+    def needs_postgres(self) -> bool:
+        """True when the production profile must run its own PostgreSQL (a back end without a URL given)."""
+        if not self.production:
+            return False
+        s = self.settings
+        prefect = "prefect" in self.components and s.prefect_database_url is None
+        mlflow = "mlflow" in self.components and not self.external_mlflow and s.mlflow_backend_store_uri is None
+        return prefect or mlflow
+
+    @property
+    def mlflow_url(self) -> str:
+        """Where every client finds MLflow: the external server, else the stack's own."""
+        return self.external_mlflow or str(self.url("mlflow"))
 
     def url(self, component: str) -> str | None:
-        port = self.port_of(component)
+        port = None if component == "postgres" else self.port_of(component)
         host = f"[{self.client_host}]" if ":" in self.client_host else self.client_host
         return f"http://{host}:{port}" if port else None
 
@@ -170,6 +225,24 @@ class StackOptions:
         return replace(cls.from_env(env, state_dir=state_dir), **known)
 
 
+def _profile_variables(env: Mapping[str, str]) -> dict[str, Any]:
+    """`--profile`, `--pg-port` and `--workers` from MLOPS_STACK_PROFILE, MLOPS_PG_PORT, MLOPS_WORKERS.
+
+    Read here, not in mlops.core.settings, because only the stack uses them; a bad value is one sentence.
+    """
+    out: dict[str, Any] = {}
+    if profile := env.get("MLOPS_STACK_PROFILE", "").strip():
+        out["profile"] = profile
+    for name, key in (("MLOPS_PG_PORT", "pg_port"), ("MLOPS_WORKERS", "workers")):
+        raw = env.get(name, "").strip()
+        if raw:
+            if not raw.isdigit():
+                raise StackError(f"{name}={raw!r} is not a whole number; set it to one such as "
+                                 f"{PG_PORT_DEFAULT if key == 'pg_port' else 2}")
+            out[key] = int(raw)
+    return out
+
+
 # ---- ports ------------------------------------------------------------------------------------
 
 
@@ -190,12 +263,12 @@ def port_taken(host: str, port: int) -> bool:
 def check_ports(opts: StackOptions) -> None:
     """Fail before starting anything when a port the stack needs is taken, naming each one."""
     taken = []
-    for name in opts.components:
+    for name in opts.processes:
         port = opts.port_of(name)
         if port is not None and port_taken(opts.host, port):
             option, env, _ = PORT_SETTINGS[name]
-            taken.append(f"port {port} on {opts.host} ({LABELS[name]}) is already taken by another program; stop "
-                         f"it or choose another port with {option} or {env}")
+            taken.append(f"port {port} on {'127.0.0.1' if name == 'postgres' else opts.host} ({LABELS[name]}) is "
+                         f"already taken by another program; stop it or choose another port with {option} or {env}")
     if taken:
         raise StackError("; ".join(taken))
 
@@ -283,7 +356,7 @@ def base_env(opts: StackOptions) -> dict[str, str]:
         "MLOPS_HOME": str(state),
         "PREFECT_HOME": str(state / "prefect"),
         "PREFECT_API_URL": opts.api_url,
-        "MLFLOW_TRACKING_URI": str(opts.url("mlflow")),
+        "MLFLOW_TRACKING_URI": opts.mlflow_url,
         # new experiments keep their artifacts behind the MLflow server (--serve-artifacts)
         "MLOPS_ARTIFACT_ROOT": s.artifact_root_override or "mlflow-artifacts:/",
         **TELEMETRY_OFF,
@@ -355,7 +428,7 @@ def plan_deployments(opts: StackOptions, monitor_cron: str) -> DeployPlan:
                          "--prefect-file") from None
     except yaml.YAMLError as exc:
         raise StackError(f"the deployments file {src} is not valid YAML ({exc})") from None
-    variables = deploy_variables(opts.config_path, monitor_cron, opts.project_dir, "local", opts.schedules)
+    variables = deploy_variables(opts.config_path, monitor_cron, opts.project_dir, opts.profile, opts.schedules)
     env = {**opts.environ, **variables}
     missing = sorted({m for m in ENV_PLACEHOLDER.findall(json.dumps(raw, default=str)) if not env.get(m)})
     if missing:

@@ -132,6 +132,21 @@ def kill_tree(record: ProcessRecord, sig: int = signal.SIGTERM, grace: float = 1
     return True
 
 
+def stop_postgres(record: ProcessRecord, grace: float = 15.0) -> bool:
+    """Stop a recorded PostgreSQL server by its fast shutdown (SIGINT to the postmaster only: it ends
+    its sessions and writes a checkpoint), then `kill_tree` for anything left. False when it was gone."""
+    root = live_process(record.pid, record.create_time)
+    if root is None:
+        _reap(record.pid)
+        return False
+    with contextlib.suppress(psutil.Error):
+        root.send_signal(signal.SIGINT)
+        root.wait(timeout=grace)
+    _reap(record.pid)
+    kill_tree(record, signal.SIGTERM, grace=5.0)
+    return True
+
+
 # ---- the pid file -----------------------------------------------------------------------------
 
 

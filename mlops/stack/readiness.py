@@ -150,6 +150,39 @@ def wait_serving(serve_url: str, mlflow_url: str, model: str, timeout: float, *,
         raise StackError(str(exc)) from None
 
 
+# ---- a starting process ----------------------------------------------------------------------
+
+
+def tail(path: Path, lines: int = 25) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "<no log>"
+
+
+def wait_healthy(rec: ProcessRecord, probe: Callable[[], bool], what: str, timeout: float,
+                 stop: threading.Event | None = None) -> float:
+    """Seconds until `probe()` passes while the process runs; its exit or the timeout is a StackError.
+
+    Every server and the worker start through it (`wait_until`, the project's one polling loop).
+    """
+    t0 = time.monotonic()
+
+    def last_lines() -> str:
+        return f"last lines of {rec.log}:\n{tail(Path(rec.log))}"
+
+    try:
+        wait_until(probe, timeout, f"the {what} was not healthy", interval=0.25, stop=stop,
+                   ignore=(Exception,),  # not up yet, whatever the reason
+                   gone=lambda: None if rec.alive() else f"the {what} exited while starting; {last_lines()}",
+                   detail=lambda: f"raise the limit with --timeout; {last_lines()}")
+    except WaitAborted as exc:
+        raise StackError(f"stopped waiting for the {what}" if stop is not None and stop.is_set() else str(exc)) from None
+    except WaitTimeout as exc:
+        raise StackError(str(exc)) from None
+    return time.monotonic() - t0
+
+
 # ---- stack-status -----------------------------------------------------------------------------
 
 
@@ -209,6 +242,16 @@ def model_server_status(url: str, mlflow_url: str | None, model: str | None) -> 
     return False, "loading", f"{what} not loaded yet" + (f": {ready.reason}" if ready.reason else "")
 
 
+def postgres_status(state_dir: Path, port: Any) -> tuple[bool | None, str]:
+    """(healthy, detail) of the stack's own PostgreSQL: does it take the `mlops` role's login."""
+    from mlops.stack.postgres import DATABASES, LocalPostgres
+
+    if not isinstance(port, int):
+        return None, ""
+    ok = LocalPostgres(state_dir, port).answers()
+    return ok, f"databases {', '.join(DATABASES)}" if ok else "does not take a login"
+
+
 def status(state_dir: Path) -> list[ComponentStatus]:
     """What the pid file records, whether each process runs, and whether it answers its health check
     (the model server: whether it serves the champion, is degraded, or there is no champion yet)."""
@@ -228,13 +271,15 @@ def status(state_dir: Path) -> list[ComponentStatus]:
         detail = condition = ""
         if running and name == "model-server" and rec.url:
             healthy, condition, detail = model_server_status(rec.url, mlflow_url, state.model_name)
+        elif running and name == "postgres":
+            healthy, detail = postgres_status(state_dir, state.options.get("pg_port"))
         elif running and rec.url:
             try:
                 resp = httpx.get(rec.url + HEALTH_PATHS.get(name, "/"), timeout=2.0)
                 healthy = resp.status_code == 200
             except httpx.HTTPError as exc:
                 healthy, detail = False, type(exc).__name__
-        elif running and name == "worker" and state.work_pool:
+        elif running and name.startswith("worker") and state.work_pool:
             prefect = state.processes.get("prefect")
             try:
                 resp = httpx.post(f"{prefect.url}/api/work_pools/{state.work_pool}/workers/filter",

@@ -8,6 +8,8 @@ died with an earlier worker as Crashed). It returns when every process answers i
 the model server serves the champion, or MLflow says there is none yet (mlops/stack/readiness.py);
 while it waits it says which component it waits for (`parallel=False` starts them one by one
 instead, as a baseline for the benchmark). `restart_component` stops and starts one of them.
+The production profile first starts its own PostgreSQL (mlops/stack/postgres.py) and puts Prefect's
+database and MLflow's store on it (unless URLs are given), and runs two workers on the pool.
 
 Each process runs in its own session, logs to `$MLOPS_HOME/logs/<name>.log`, and is recorded with
 its pid and creation time in `$MLOPS_HOME/stack.json` (mlops/stack/processes.py); `down` stops
@@ -34,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from mlops.core.errors import MLOpsError
-from mlops.core.startup import WaitAborted, WaitTimeout, http_ok, wait_until
+from mlops.core.startup import http_ok
 from mlops.stack.options import (
     COMPONENTS,
     LABELS,
@@ -48,6 +50,7 @@ from mlops.stack.options import (
     prefect_auth_header,
     private_secret,
 )
+from mlops.stack.postgres import DATABASES, LocalPostgres
 from mlops.stack.processes import (
     ProcessRecord,
     StackState,
@@ -57,18 +60,22 @@ from mlops.stack.processes import (
     pid_file,
     read_state,
     stack_lock,
+    stop_postgres,
     write_state,
 )
-from mlops.stack.readiness import HEALTH_PATHS, PROGRESS_SECONDS, Serving, read_ready, wait_serving
+from mlops.stack.readiness import HEALTH_PATHS, PROGRESS_SECONDS, Serving, read_ready, tail, wait_healthy, wait_serving
 from mlops.stack.readiness import ComponentStatus as ComponentStatus  # re-exported: `stack.status(...)`
 from mlops.stack.readiness import status as status
 
 STEP_TITLES = {
+    "postgres": "starting PostgreSQL (production profile)",
+    "databases": f"creating the {' and '.join(DATABASES)} databases",
     "prefect": "starting the Prefect server",
     "mlflow": "starting the MLflow server",
     "deploy": "creating the work pool and deploying the flows",
     "automations": "installing alert and crash-detection automations",
     "worker": "starting the Prefect worker",
+    "worker-2": "starting the second Prefect worker",
     "model-server": "starting the model server",
     "webhook-bridge": "starting the webhook bridge",
     "champion": "waiting for the model server to load the champion",
@@ -95,36 +102,6 @@ def _now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def tail(path: Path, lines: int = 25) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "<no log>"
-
-
-def wait_healthy(rec: ProcessRecord, probe: Callable[[], bool], what: str, timeout: float,
-                 stop: threading.Event | None = None) -> float:
-    """Seconds until `probe()` passes while the process runs; its exit or the timeout is a StackError.
-
-    Every server and the worker start through it (`wait_until`, the project's one polling loop).
-    """
-    t0 = time.monotonic()
-
-    def last_lines() -> str:
-        return f"last lines of {rec.log}:\n{tail(Path(rec.log))}"
-
-    try:
-        wait_until(probe, timeout, f"the {what} was not healthy", interval=0.25, stop=stop,
-                   ignore=(Exception,),  # not up yet, whatever the reason
-                   gone=lambda: None if rec.alive() else f"the {what} exited while starting; {last_lines()}",
-                   detail=lambda: f"raise the limit with --timeout; {last_lines()}")
-    except WaitAborted as exc:
-        raise StackError(f"stopped waiting for the {what}" if stop is not None and stop.is_set() else str(exc)) from None
-    except WaitTimeout as exc:
-        raise StackError(str(exc)) from None
-    return time.monotonic() - t0
-
-
 class Supervisor:
     """Starts the stack's processes, recording each in the pid file as it starts.
 
@@ -138,8 +115,10 @@ class Supervisor:
         self.env = base_env(opts)
         self.state = state or StackState(state_dir=str(opts.state_dir), started_at=_now(), supervisor_pid=os.getpid())
         self.bin = Path(sys.executable).parent
+        # the production profile's own PostgreSQL, when a back end has no URL of its own
+        self.pg = LocalPostgres(opts.state_dir, opts.pg_port, environ=opts.environ) if opts.needs_postgres else None
         self._stop = threading.Event()
-        self._watchers = ThreadPoolExecutor(max_workers=len(COMPONENTS), thread_name_prefix="mlops-health")
+        self._watchers = ThreadPoolExecutor(max_workers=len(LABELS), thread_name_prefix="mlops-health")
 
     def close(self) -> None:
         """Stop watching (after a failure or Ctrl-C: the watcher threads end at their next poll)."""
@@ -147,24 +126,27 @@ class Supervisor:
         self._watchers.shutdown(wait=False, cancel_futures=True)
 
     def launchers(self) -> dict[str, Callable[[], Future[float]]]:
-        return {"prefect": self.launch_prefect, "mlflow": self.launch_mlflow, "worker": self.launch_worker,
-                "model-server": self.launch_model_server, "webhook-bridge": self.launch_bridge}
+        workers = {name: (lambda n=name: self.launch_worker(n)) for name in self.opts.worker_names}
+        return {"postgres": self.launch_postgres, "prefect": self.launch_prefect, "mlflow": self.launch_mlflow,
+                **workers, "model-server": self.launch_model_server, "webhook-bridge": self.launch_bridge}
 
     # -- helpers --
     def log_path(self, name: str) -> Path:
         return self.opts.logs_dir / f"{name}.log"
 
-    def start(self, name: str, cmd: list[str], env: dict[str, str], probe: Callable[[], bool]) -> Future[float]:
-        """Start a long-running process in its own session, record it, and watch it become healthy."""
+    def start(self, name: str, cmd: list[str], env: dict[str, str], probe: Callable[[], bool], *,
+              url: str | None = None, popen: dict[str, Any] | None = None) -> Future[float]:
+        """Start a long-running process in its own session, record it, and watch it become healthy
+        (`popen`: more Popen arguments, such as the user PostgreSQL runs as)."""
         log = self.log_path(name)
         log.parent.mkdir(parents=True, exist_ok=True)
         with open(log, "ab") as out:
             out.write(f"\n=== {_now()} mlops up: {shlex.join(cmd)}\n".encode())
             out.flush()
             proc = subprocess.Popen(cmd, cwd=self.opts.project_dir, env=env, stdin=subprocess.DEVNULL, stdout=out,
-                                    stderr=subprocess.STDOUT, start_new_session=True, close_fds=True)
+                                    stderr=subprocess.STDOUT, start_new_session=True, close_fds=True, **(popen or {}))
         started = live_process(proc.pid)
-        url = self.opts.url(name)
+        url = url or self.opts.url(name)
         rec = ProcessRecord(name=name, pid=proc.pid, create_time=started.create_time() if started else None, cmd=cmd,
                             log=str(log), url=url, started_at=_now())
         self.state.processes[name] = rec
@@ -206,11 +188,30 @@ class Supervisor:
         return resp.json() if resp.content else None
 
     # -- components --
+    def launch_postgres(self) -> Future[float]:
+        """The production profile's PostgreSQL: initialised once in the state folder, then started."""
+        pg = self.pg
+        if pg is None:
+            raise StackError("this stack needs no PostgreSQL of its own (local profile, or database URLs given)")
+        if pg.initialise():
+            self.echo(f"  initialised a PostgreSQL cluster in {pg.data_dir}")
+        env = {k: v for k, v in self.env.items() if not k.startswith(("PG", "MLOPS_", "PREFECT_", "MLFLOW_"))}
+        return self.start("postgres", pg.command(), env, pg.answers, url=f"postgresql://{pg.host}:{pg.port}",
+                          popen=pg.popen_kwargs())
+
+    def create_databases(self) -> None:
+        assert self.pg is not None
+        for name in self.pg.ensure_databases():
+            self.echo(f"  created database {name}")
+
     def launch_prefect(self) -> Future[float]:
         o, env = self.opts, dict(self.env)
         home = o.state_dir / "prefect"
         home.mkdir(parents=True, exist_ok=True)
-        if o.settings.prefect_database_url is None:
+        if o.settings.prefect_database_url is None and self.pg is not None:
+            # by environment, never on the command line: the URL holds the password
+            env["PREFECT_SERVER_DATABASE_CONNECTION_URL"] = self.pg.url("prefect", "+asyncpg")
+        elif o.settings.prefect_database_url is None:
             env["PREFECT_SERVER_DATABASE_CONNECTION_URL"] = f"sqlite+aiosqlite:///{home / 'prefect.db'}"
             for key, value in SQLITE_PREFECT_SETTINGS.items():
                 env.setdefault(key, value)
@@ -226,6 +227,7 @@ class Supervisor:
         # the store URI may hold a database password: MLflow reads it from its own variable, so it is
         # neither on the command line (ps, the log, the pid file) nor logged
         env["MLFLOW_BACKEND_STORE_URI"] = (s.mlflow_backend_store_uri.get_secret_value() if s.mlflow_backend_store_uri
+                                           else self.pg.url("mlflow") if self.pg is not None
                                            else f"sqlite:///{o.state_dir / 'mlflow.db'}")
         # MLflow 3 starts a job runner and a Huey consumer per GenAI job (LLM scorers, prompt optimisation,
         # issue detection) plus one for periodic tasks: 8 processes, ~1.8 GiB resident, nothing this
@@ -323,20 +325,22 @@ class Supervisor:
             fixed.append(str(run.get("name") or run["id"]))
         return fixed
 
-    def launch_worker(self) -> Future[float]:
+    def launch_worker(self, record: str = "worker") -> Future[float]:
+        """One process worker on the pool (`worker`, or `worker-2`... on the production profile)."""
         o, env = self.opts, dict(self.env)
         pool = self.state.work_pool
         if not pool:
             raise StackError("no work pool to start a worker on; run the deploy step first")
-        for name in self.recover_orphaned_runs():
-            self.echo(f"  marked flow run {name} Crashed (its process died with an earlier worker)")
+        if record == "worker" or "worker" not in self.state.processes:  # once per start, not per worker
+            for name in self.recover_orphaned_runs():
+                self.echo(f"  marked flow run {name} Crashed (its process died with an earlier worker)")
         env.setdefault("PREFECT_FLOWS_HEARTBEAT_FREQUENCY", "30")
         # flow runs log at INFO so the Prefect UI shows what each stage did
         env["PREFECT_LOGGING_LEVEL"] = o.settings.flow_log_level
         env.setdefault("PREFECT_WORKER_QUERY_SECONDS", f"{o.worker_poll_seconds:g}")
         env.setdefault("PREFECT_WORKER_PREFETCH_SECONDS", "5")
         env["MLOPS_LOG_HASH_KEY"] = load_log_hash_key(o)  # batch scoring hashes, monitoring joins labels
-        worker_name = f"{pool}-{socket.gethostname()}"
+        worker_name = f"{pool}-{socket.gethostname()}" + record.removeprefix("worker")
         cmd = [str(self.bin / "prefect"), "worker", "start", "--pool", pool, "--type", "process",
                "--name", worker_name]
 
@@ -344,7 +348,7 @@ class Supervisor:
             workers = self.api("POST", f"/work_pools/{pool}/workers/filter", json={"limit": 50}) or []
             return any(w.get("name") == worker_name and w.get("status") == "ONLINE" for w in workers)
 
-        return self.start("worker", cmd, env, online)
+        return self.start(record, cmd, env, online)
 
     def launch_model_server(self) -> Future[float]:
         o = self.opts
@@ -367,11 +371,11 @@ class Supervisor:
         model server or MLflow is not part of this stack)."""
         model = self.state.model_name
         rec = self.state.processes.get("model-server")
-        if not model or rec is None or "mlflow" not in self.state.processes:
+        if not model or rec is None or ("mlflow" not in self.state.processes and not self.opts.external_mlflow):
             return None
         self.echo(f"{STEP_TITLES['champion']} ...")
         return wait_serving(
-            str(self.opts.url("model-server")), str(self.opts.url("mlflow")), model, self.opts.timeout,
+            str(self.opts.url("model-server")), self.opts.mlflow_url, model, self.opts.timeout,
             auth=self.mlflow_auth(), progress=self.echo, stop=self._stop,
             gone=lambda: None if rec.alive() else f"the model server exited while loading the champion; last lines "
                                                   f"of {rec.log}:\n{tail(Path(rec.log))}",
@@ -425,11 +429,13 @@ def up(opts: StackOptions, echo: Echo | None = None) -> UpResult:
         sup = Supervisor(opts, say)
         sup.state.model_name = cfg.registry.model_name
         sup.state.options = opts.record()
+        if opts.external_mlflow:
+            sup.state.urls["mlflow"] = opts.external_mlflow
         write_state(sup.state)
         timings: dict[str, float] = {}
         serving: Serving | None = None
         try:
-            _bring_up(sup, cfg.monitoring.schedule_cron, set(opts.components), opts.parallel, timings, say)
+            _bring_up(sup, cfg.monitoring.schedule_cron, set(opts.processes), opts.parallel, timings, say)
             t0 = time.monotonic()
             if (serving := sup.wait_champion()) is not None:
                 timings["champion"] = time.monotonic() - t0
@@ -470,12 +476,12 @@ def _bring_up(sup: Supervisor, monitor_cron: str, want: set[str], parallel: bool
         del pending[name]
         say(f"  {LABELS[name]} ready in {timings[name]:.1f} s")
 
-    def launch(name: str) -> None:
+    def launch(name: str, wait_now: bool = False) -> None:
         if name in want:
             say(f"{STEP_TITLES[name]} ...")
             started[name] = time.monotonic()
             pending[name] = launchers[name]()
-            if not parallel or name == "worker":
+            if not parallel or wait_now:
                 wait(name)
 
     def timed(name: str, fn: Callable[[], object]) -> None:
@@ -484,13 +490,24 @@ def _bring_up(sup: Supervisor, monitor_cron: str, want: set[str], parallel: bool
         fn()
         timings[name] = time.monotonic() - t0
 
-    for name in ("prefect", "mlflow", "model-server", "webhook-bridge") if parallel else ("prefect", "mlflow"):
-        launch(name)
-    if "worker" in want:
+    servers = ("prefect", "mlflow", "model-server", "webhook-bridge") if parallel else ("prefect", "mlflow")
+    if "postgres" in want:  # the back ends need their databases; the others start meanwhile
+        for name in servers[2:]:
+            launch(name)
+        launch("postgres", wait_now=True)
+        timed("databases", sup.create_databases)
+    for name in servers:
+        if name not in pending and name not in timings:
+            launch(name)
+    workers = sorted(n for n in want if n.startswith("worker"))
+    if workers:
         wait("prefect")
         timed("deploy", lambda: sup.deploy(monitor_cron))
         timed("automations", sup.configure_automations)
-        launch("worker")
+        for name in workers:
+            launch(name)
+        for name in workers:
+            wait(name)
     if not parallel:
         launch("model-server")
         launch("webhook-bridge")
@@ -499,10 +516,11 @@ def _bring_up(sup: Supervisor, monitor_cron: str, want: set[str], parallel: bool
 
 
 def _stop_all(state: StackState, say: Echo, grace: float) -> list[str]:
+    """Stop every recorded process, newest first; PostgreSQL last, by its fast shutdown."""
     stopped = []
-    for name in reversed(list(state.processes)):
+    for name in sorted(reversed(list(state.processes)), key=lambda n: n == "postgres"):
         rec = state.processes[name]
-        if kill_tree(rec, signal.SIGTERM, grace=grace):
+        if stop_postgres(rec, grace) if name == "postgres" else kill_tree(rec, signal.SIGTERM, grace=grace):
             stopped.append(name)
             say(f"stopped {LABELS.get(name, name)} (pid {rec.pid})")
     return stopped
@@ -525,7 +543,7 @@ def down(state_dir: Path, echo: Echo | None = None, grace: float = 15.0) -> list
 
 
 def log_file(state_dir: Path, component: str) -> Path:
-    names = COMPONENTS + ("deploy", "automations")
+    names = (*COMPONENTS, "postgres", "worker-2", "deploy", "automations")
     if component not in names:
         raise StackError(f"no log named {component!r}; choose from {', '.join(names)}")
     return state_dir.expanduser().resolve() / "logs" / f"{component}.log"
@@ -555,8 +573,9 @@ def restart_component(opts: StackOptions, component: str, echo: Echo | None = No
     none, the worker after marking runs whose process died with it as Crashed.
     """
     say = echo or (lambda _m: None)
-    if component not in COMPONENTS:
-        raise StackError(f"unknown component {component!r}; choose from {', '.join(COMPONENTS)}")
+    if component not in COMPONENTS and component not in opts.processes:
+        raise StackError(f"unknown component {component!r}; choose from {', '.join(COMPONENTS)} (production "
+                         "profile: also postgres, worker-2)")
     with stack_lock(opts.state_dir):
         state = read_state(opts.state_dir)
         if state is None:
