@@ -271,8 +271,8 @@ class RetrainPolicyConfig(_Strict):
         "default 0.2, as errors move with the data's scale from window to window)"
     )
     live_baseline_windows: int = Field(
-        3, ge=0, description="a champion's first this many labelled windows form its live-quality baseline "
-        "(until then, and with 0, its holdout metric)"
+        1, ge=0, description="a champion's first this many labelled windows form its live-quality baseline (until "
+        "then the baseline of the champion before it, else its holdout metric; with 0, always the holdout)"
     )
     train_on: Literal["new", "window", "original_plus_new", "recent"] = "original_plus_new"
     recent_rows: int | None = Field(
