@@ -12,8 +12,9 @@ from typing import Any
 
 from prefect import flow, get_run_logger, runtime
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
-from prefect.states import Failed, State
+from prefect.states import Completed, Failed, State
 
+from flows.forms import ConfigPath, OptionalPath, model_of, run_name
 from mlops.core.config import PipelineConfig, load_config
 from mlops.core.data import read_source
 from mlops.core.errors import MLOpsError
@@ -21,24 +22,37 @@ from mlops.core.names import artifact_key
 from mlops.core.settings import configure_environment
 from mlops.monitoring.backtest import BacktestPlan, plan_backtest, read_history, run_backtest
 from mlops.monitoring.backtest_report import backtest_folder, log_backtest_run, table_rows, to_markdown, write_files
+from tasks.reporting import outcome_tags, tag_flow_run
 
 
-@flow(name="backtest", log_prints=False)
-def backtest(config_path: str = "configs/demand.yaml", data_path: str | None = None, initial: str = "3M",
+@flow(name="backtest", log_prints=False, flow_run_name=run_name("backtest"))
+def backtest(config_path: ConfigPath = "configs/demand.yaml", data_path: OptionalPath = None, initial: str = "3M",
              every: str = "1M") -> dict[str, Any] | State:
     """Replay a labelled history in data time: first champion, then monitor, policy, retrain and gate per window.
 
     Args:
-        config_path: the pipeline config (YAML); its timestamp_column orders the history.
-        data_path: a CSV or Parquet file holding the labelled history; empty: the config's own source.
-        initial: the period the first champion trains on, e.g. 3M (months), 8W, 90D.
-        every: the length of each replayed window, e.g. 1M, 2W, 7D, 24H.
+        config_path: The pipeline config (YAML); its timestamp_column orders the history.
+        data_path: A CSV or Parquet file holding the labelled history; leave it empty for the config's own source.
+        initial: The period the first champion trains on, e.g. 3M (months), 8W, 90D.
+        every: The length of each replayed window, e.g. 1M, 2W, 7D, 24H.
     """
     try:
-        return run_backtest_flow(config_path, data_path, initial, every)
+        out = run_backtest_flow(config_path, data_path, initial, every)
     except MLOpsError as exc:
         get_run_logger().error("%s", exc)
+        tag_flow_run(*outcome_tags(model_of(config_path), None, "failed"))
         return Failed(message=str(exc), data=exc)
+    tag_flow_run(*outcome_tags(model_of(config_path), None, "replayed"))
+    return Completed(message=outcome_line(out["summary"]), data=out)
+
+
+def outcome_line(s: dict[str, Any]) -> str:
+    """The final state's message: windows, the policy's mean metric and retrains against never retraining."""
+    def num(x: Any) -> str:
+        return f"{x:.4g}" if isinstance(x, (int, float)) else "n/a"
+
+    return (f"{s['windows']} windows replayed: mean {s['metric']} {num(s['mean_metric'])} with {s['retrains']} "
+            f"retrain(s) (never retraining: {num(s['baselines']['never']['mean_metric'])})")
 
 
 def load_plan(cfg: PipelineConfig, data_path: str | None, initial: str, every: str) -> BacktestPlan:

@@ -8,15 +8,28 @@ the gate and the artifacts are computed; promotion waits for all of them.
 
 from __future__ import annotations
 
+import time
+
 from prefect import flow, get_run_logger, runtime
 from prefect.states import Failed, State
 
-from mlops.core.config import load_config
+from flows.forms import (
+    DEFAULT_CONFIG,
+    ConfigPath,
+    OptionalPath,
+    SearchOverrides,
+    SearchOverridesParam,
+    apply_search_overrides,
+    model_of,
+    reason_suffix,
+    run_name,
+)
+from mlops.core.config import PipelineConfig, load_config
 from mlops.core.errors import MLOpsError
 from mlops.core.settings import configure_environment
 from mlops.registry.tracking import training_lineage
 from mlops.training.result import TrainingResult
-from mlops.training.tuning import pick_best
+from mlops.training.tuning import FamilyResult, pick_best
 from tasks.data import load_data, split_data
 from tasks.deployment import finish_infra_validation, infra_validation_process, start_infra_validation
 from tasks.evaluation import collect_artifacts, evaluate_challenger, gate_challenger
@@ -28,29 +41,63 @@ from tasks.registry import (
     register_challenger,
     start_training_run,
 )
-from tasks.reporting import publish_training_report
-from tasks.tuning import build_features, refit_challenger, tune_candidates
+from tasks.reporting import (
+    mlflow_where,
+    outcome_tags,
+    publish_training_report,
+    publish_versions,
+    tag_flow_run,
+    training_state,
+)
+from tasks.tuning import SearchInputs, build_features, refit_challenger, tune_candidates
 from tasks.validation import validate_training_data
 
 
-@flow(name="train", log_prints=False)
-def train(config_path: str = "configs/default.yaml", source_path: str | None = None,
-          reason: str = "manual") -> TrainingResult | State:
+@flow(name="train", log_prints=False, flow_run_name=run_name("train", suffix=reason_suffix))
+def train(config_path: ConfigPath = DEFAULT_CONFIG, source_path: OptionalPath = None, reason: str = "manual",
+          search: SearchOverridesParam = None) -> TrainingResult | State:
     """Train, tune, evaluate and gate a challenger; register it; make it champion if it passes.
 
-    `source_path` overrides the config's data source with a CSV/Parquet file or folder (e.g. from a
-    `mlops.data.arrived` event); `reason` is recorded with the run.
+    Args:
+        config_path: The pipeline config (YAML): data source, model families, search, gate thresholds.
+        source_path: A CSV/Parquet file or folder (inside the config's data roots) to train on instead of the
+            config's own source. Leave it empty to use the config's source; an empty text is refused.
+        reason: Why this run happens; recorded on the MLflow run and the version, and part of the run's name.
+        search: Search settings for this run only (trials per family, which families, a time budget); what
+            is left empty keeps the config's value.
     """
     try:
-        return run_training(config_path, source_path, reason)
+        result = run_training(config_path, source_path, reason, search)
     except MLOpsError as exc:
         get_run_logger().error("%s", exc)
+        tag_flow_run(*outcome_tags(model_of(config_path), None, "failed"))
         return Failed(message=str(exc), data=exc)
+    tag_flow_run(*outcome_tags(result.model_name, result.version, result.outcome))
+    return training_state(result)
 
 
-def run_training(config_path: str, source_path: str | None, reason: str) -> TrainingResult:
-    """The loop in order; a user's error (bad config, bad data) raises MLOpsError."""
-    cfg = load_config(config_path)
+def tune_within_budget(cfg: PipelineConfig, inputs: SearchInputs, run_id: str,
+                       budget_minutes: float | None) -> list[FamilyResult]:
+    """One search per family in the config's order; with a time budget, no family starts once it is spent."""
+    logger, started, results = get_run_logger(), time.monotonic(), []
+    for spec in cfg.models:
+        spent = (time.monotonic() - started) / 60
+        if results and budget_minutes is not None and spent >= budget_minutes:
+            logger.info("Tuning: %s not searched, the time budget of %g min is spent (%.1f min)", spec.family,
+                        budget_minutes, spent)
+            continue
+        results.append(tune_candidates(spec, inputs, cfg.task, cfg.search, run_id))
+    return results
+
+
+def run_training(config_path: str, source_path: str | None, reason: str,
+                 search: SearchOverrides | None = None) -> TrainingResult:
+    """The loop in order, one log line per stage with its figure; a user's error (bad config, bad data)
+    raises MLOpsError."""
+    logger = get_run_logger()
+    cfg = apply_search_overrides(load_config(config_path), search)
+    if search is not None and not search.is_empty():
+        logger.info("Search overrides for this run: %s", search.describe())
     settings = configure_environment()
     flow_run_id = str(runtime.flow_run.id or "local")
     name, work = cfg.registry.model_name, settings.runs_dir / flow_run_id
@@ -64,9 +111,10 @@ def run_training(config_path: str, source_path: str | None, reason: str) -> Trai
         lineage = training_lineage(loaded.fingerprint, cfg.config_hash(), str(config_path), flow_run_id,
                                    source_path or cfg.source.kind, reason)
         run = start_training_run(cfg, split, inputs.scoring, lineage, settings.tracking_uri, settings.artifact_root)
-        results = [tune_candidates(spec, inputs, cfg.task, cfg.search, run.run_id) for spec in cfg.models]
+        results = tune_within_budget(cfg, inputs, run.run_id, search.time_budget_minutes if search else None)
         best = pick_best(results)
         leaderboard = sorted((r.leaderboard_row() for r in results), key=lambda r: -r["cv_score"])
+        logger.info("Tuning: best family %s, cv score %.4f", best.family, best.best_score)
         evaluating = evaluate_challenger.submit(best.best_estimator, split.test, cfg, work / "evaluation")
         judging = gate_challenger.submit(evaluating, champion, split, cfg, best.best_estimator, checked.contract)
         served = refit_challenger(best.best_estimator, split, cfg)  # the gated model itself unless split.refit
@@ -75,11 +123,17 @@ def run_training(config_path: str, source_path: str | None, reason: str) -> Trai
             name, registering, served, split.test.drop(columns=[cfg.target]), cfg.task,
             cfg.gate.latency_budget_ms, settings.tracking_uri, fresh, cfg.gate.latency_percentile) if fresh else None
         evaluation = evaluating.result()
+        logger.info("Holdout (%d rows): %s", len(split.test),
+                    ", ".join(f"{k}={v:.4f}" for k, v in evaluation.metrics.items()))
         artifacts = collect_artifacts(evaluation, served, split, cfg, checked.contract, leaderboard, checked, work)
         log_evaluation(run, evaluation, best.family, artifacts)
         verdict, version = judging.result(), registering.result()
+        logger.info("Registered %s v%s (%s)", name, version, best.family)
         if infra is not None:
             verdict.add(finish_infra_validation(infra.result()))
+        failed = [c.name for c in verdict.checks if not c.passed]
+        logger.info("Gate: %s", f"PASSED ({len(verdict.checks)} checks)" if verdict.passed
+                    else f"REJECTED, failed: {', '.join(failed)}")
         record_verdict(run, cfg, version, best, evaluation, verdict, checked.contract, checked.outcome.summary())
         promotion = promote_champion(name, version, verdict, by=f"train flow run {flow_run_id}")
     result = TrainingResult(
@@ -90,5 +144,8 @@ def run_training(config_path: str, source_path: str | None, reason: str) -> Trai
         data=checked.outcome.summary(), profile=checked.profile.to_dict(), profile_lines=checked.profile.summary_lines(),
         mlflow_run_id=run.run_id, experiment_id=run.experiment_id, tracking_uri=settings.tracking_uri,
         lineage=run.lineage)
+    logger.info("Champion: %s", result.champion_change())
+    logger.info("MLflow: %s", mlflow_where(result.tracking_uri, result.experiment_id, result.mlflow_run_id))
     publish_training_report(result, verdict.to_markdown(), checked.profile.to_markdown())
+    publish_versions(name)
     return result

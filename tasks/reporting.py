@@ -1,63 +1,221 @@
-"""Reporting: Prefect artifacts (markdown summary, leaderboard table, links) for the UI."""
+"""Reporting: what the Prefect UI shows about a run - its artifacts (summary, tables, links to MLflow), its
+tags and its final state.
+
+Plain functions, not tasks: called from a flow's body, so the artifacts and tags land on the flow run (an
+artifact made inside a task belongs to that task run).
+"""
 
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import quote
 
+from prefect import get_run_logger
 from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
+from prefect.client.orchestration import get_client
+from prefect.context import FlowRunContext
+from prefect.states import Completed, State
 
 from mlops.core.names import artifact_key
+from mlops.registry import versions as registry
 from mlops.registry.versions import AliasMove
 from mlops.training.result import TrainingResult
-from tasks.common import stage_task
+
+TABLE_CELL = 60  # characters a table artifact cell may hold: the UI cuts longer ones off
+VERSIONS_SHOWN = 15
+
+
+# ---- MLflow addresses ------------------------------------------------------------------------------
+
+
+def has_server(tracking_uri: str) -> bool:
+    """Whether MLflow is a tracking server a browser can open (http/https), not a local store."""
+    return tracking_uri.startswith(("http://", "https://"))
 
 
 def mlflow_run_url(tracking_uri: str, experiment_id: str, run_id: str) -> str | None:
     """The run's page in the MLflow UI when the store is a tracking server (None for a local store)."""
-    if tracking_uri.startswith(("http://", "https://")):
+    if has_server(tracking_uri):
         return f"{tracking_uri.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
     return None
 
 
-def _label(version: Any) -> str:
-    return f"v{version}" if version else "none"
+def mlflow_version_url(tracking_uri: str, model_name: str, version: Any) -> str | None:
+    """A registered version's page in the MLflow UI when the store is a tracking server (None otherwise)."""
+    if has_server(tracking_uri):
+        return f"{tracking_uri.rstrip('/')}/#/models/{quote(model_name, safe='')}/versions/{version}"
+    return None
 
 
-@stage_task("publish_training_report")
-def publish_training_report(result: TrainingResult, gate_markdown: str, profile_markdown: str) -> None:
-    """The leaderboard table, the verdict and metrics, the data profile and the MLflow link, as artifacts."""
-    name = result.model_name
-    run_url = mlflow_run_url(result.tracking_uri, result.experiment_id, result.mlflow_run_id)
-    create_table_artifact(result.leaderboard, key=artifact_key(name, "leaderboard"),
-                          description="Candidate leaderboard (CV score per family)")
+def mlflow_ui_command(tracking_uri: str) -> str:
+    """How to open a local MLflow store (SQLite or files) in a browser: the `mlflow ui` command line."""
+    return f"mlflow ui --backend-store-uri {tracking_uri} --host 127.0.0.1 --port 5000"
+
+
+def mlflow_where(tracking_uri: str, experiment_id: str, run_id: str) -> str:
+    """One log-line figure: the run's URL, or how to open the local store."""
+    return mlflow_run_url(tracking_uri, experiment_id, run_id) or f"run {run_id}; open with `{mlflow_ui_command(tracking_uri)}`"
+
+
+def publish_mlflow_links(model_name: str, tracking_uri: str, links: dict[str, tuple[str, str | None]]) -> None:
+    """Link artifacts to MLflow pages (`links`: key -> (link text, URL)); with a local store, one markdown
+    artifact saying how to open it instead (no browser can follow a sqlite:// or file:// address)."""
+    if has_server(tracking_uri):
+        for what, (text, url) in links.items():
+            if url:
+                create_link_artifact(url, link_text=text, key=artifact_key(model_name, what),
+                                     description=f"{text} in the MLflow UI")
+        return
+    lines = "\n".join(f"- {text}" for text, _ in links.values())
+    create_markdown_artifact(
+        f"# Open in MLflow\n\nMLflow runs without a server here (store `{tracking_uri}`), so there is no page to "
+        f"link to. Open it with\n\n```\n{mlflow_ui_command(tracking_uri)}\n```\n\nthen browse to "
+        f"http://127.0.0.1:5000 and find:\n\n{lines}\n",
+        key=artifact_key(model_name, "mlflow-open"), description="How to open this run's MLflow store")
+
+
+# ---- training ----------------------------------------------------------------------------------------
+
+
+def _cell(value: Any) -> Any:
+    text = value if isinstance(value, (int, float)) else str(value)
+    if isinstance(text, str) and len(text) > TABLE_CELL:
+        return text[:TABLE_CELL - 3].rstrip() + "..."
+    return text
+
+
+def leaderboard_table(leaderboard: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The candidate table: short cells only (the best parameters are listed in the summary)."""
+    return [{"family": r["family"], "cv_score": r["cv_score"], "cv_std": r["cv_std"], "trials": r["trials"],
+             "seconds": r["seconds"]} for r in leaderboard]
+
+
+def training_markdown(result: TrainingResult, gate_markdown: str) -> str:
+    """The training summary artifact: outcome, holdout metrics, candidates, verdict, data, MLflow."""
     metrics = "\n".join(f"| {k} | {v:.4f} |" for k, v in result.metrics.items())
-    md = f"""# Training run: {name} v{result.version}
+    params = "\n".join(f"- **{r['family']}**: {r.get('best_params') or 'defaults'}" for r in result.leaderboard)
+    d = result.data
+    data = f"Rows: {d['rows_accepted']:,} accepted, {d['rows_quarantined']:,} quarantined"
+    if result.quarantine_file:
+        data += f" (`{result.quarantine_file}`)"
+    run_url = mlflow_run_url(result.tracking_uri, result.experiment_id, result.mlflow_run_id)
+    mlflow = (f"[MLflow run]({run_url})" if run_url
+              else f"MLflow run `{result.mlflow_run_id}` (open with `{mlflow_ui_command(result.tracking_uri)}`)")
+    return f"""# Training run: {result.model_name} v{result.version}
 
-**Best family**: {result.family}  |  **Champion now**: {_label(result.champion_version)}
-({'promoted' if result.promoted else 'not promoted'})
+**Outcome**: {result.outcome_line()}
+
+**Best family**: {result.family}  |  **Champion**: {result.champion_change()}
 
 | holdout metric | value |
 | --- | --- |
 {metrics}
 
+Best parameters per family:
+
+{params}
+
 {gate_markdown}
-Rows: {result.data['rows_accepted']} accepted, {result.data['rows_quarantined']} quarantined
-{('(' + result.quarantine_file + ')') if result.quarantine_file else ''}.
-MLflow run: {run_url or result.mlflow_run_id}
+{data}.
+
+{mlflow}
 """
-    create_markdown_artifact(md, key=artifact_key(name, "training-summary"),
-                             description="Gate verdict and holdout metrics")
+
+
+def publish_training_report(result: TrainingResult, gate_markdown: str, profile_markdown: str) -> None:
+    """On the flow run: the leaderboard table, the summary, the data profile and the links to MLflow."""
+    name = result.model_name
+    create_table_artifact(leaderboard_table(result.leaderboard), key=artifact_key(name, "leaderboard"),
+                          description="Candidate leaderboard: best CV score per family")
+    create_markdown_artifact(training_markdown(result, gate_markdown), key=artifact_key(name, "training-summary"),
+                             description=f"Training outcome: {result.outcome_line(120)}")
     create_markdown_artifact(profile_markdown, key=artifact_key(name, "data-profile"),
                              description="Each column's role in training and why; columns left out and why")
-    if run_url:
-        create_link_artifact(run_url, link_text="MLflow run", key=artifact_key(name, "mlflow-run"))
+    publish_mlflow_links(name, result.tracking_uri, {
+        "mlflow-run": (f"MLflow run of {name} v{result.version}",
+                       mlflow_run_url(result.tracking_uri, result.experiment_id, result.mlflow_run_id)),
+        "mlflow-version": (f"MLflow model version {name} v{result.version}",
+                           mlflow_version_url(result.tracking_uri, name, result.version)),
+    })
 
 
-@stage_task("publish_alias_move")
-def publish_alias_move(move: AliasMove, model_name: str, what: str) -> None:
+# ---- versions and alias moves -----------------------------------------------------------------------------
+
+
+def versions_table(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One short row per registered version: aliases, family, metrics, gate result and the checks that failed."""
+    rows = []
+    for v in history:
+        gate = {"true": "passed", "false": "REJECTED"}.get(str(v.get("gate_passed")).lower(), "no verdict")
+        if gate == "REJECTED" and v.get("override"):
+            gate += " (override)"
+        failed = ", ".join(f.split(":", 1)[0] for f in v.get("failures") or []) or "-"
+        metrics = ", ".join(f"{k} {val:.4f}" for k, val in sorted((v.get("metrics") or {}).items())[:2]) or "-"
+        rows.append({"version": f"v{v['version']}", "aliases": ", ".join(v.get("aliases") or []) or "-",
+                     "gate": gate, "failed checks": _cell(failed), "family": v.get("family") or "?",
+                     "metrics": _cell(metrics), "trained (UTC)": str(v.get("trained_at", ""))[:16].replace("T", " ")})
+    return rows
+
+
+def publish_versions(model_name: str) -> None:
+    """On the flow run: the registered versions and their gate results (what `promote` can choose from).
+    Never fails the run: the table is a guide, not a result."""
+    try:
+        history = registry.version_history(model_name, limit=VERSIONS_SHOWN)
+    except Exception as exc:  # noqa: BLE001 - a registry without the model (or a busy one) leaves the table out
+        get_run_logger().warning("No versions table: %s", str(exc)[:200])
+        return
+    if history:
+        create_table_artifact(versions_table(history), key=artifact_key(model_name, "versions"),
+                              description=f"Registered versions of {model_name}, newest first, with their gate "
+                                          "results: the versions `promote` can make champion (a REJECTED one needs "
+                                          "force and a reason)")
+
+
+def publish_alias_move(move: AliasMove, model_name: str, what: str, tracking_uri: str = "") -> None:
     """A markdown artifact for a move of `champion` made by hand (`what`: Promotion or Rollback)."""
+    came = f"from {_v(move.from_version)} " if move.from_version else ""
+    forced = "\n\n**Forced** over a failed gate; the override is recorded on the version." if move.forced else ""
     create_markdown_artifact(
-        f"# {what}: {model_name}\n\n`champion` moved from v{move.from_version} to v{move.to_version} "
-        f"at {move.at} by {move.by}.\n\nReason: {move.reason}\n",
-        key=artifact_key(model_name, what),
-    )
+        f"# {what}: {model_name}\n\n`champion` moved {came}to {_v(move.to_version)} at {move.at} by {move.by}."
+        f"\n\nReason: {move.reason}{forced}\n",
+        key=artifact_key(model_name, what), description=f"{what}: champion now {_v(move.to_version)}")
+    if tracking_uri and move.to_version:
+        publish_mlflow_links(model_name, tracking_uri, {"mlflow-version": (
+            f"MLflow model version {model_name} {_v(move.to_version)}",
+            mlflow_version_url(tracking_uri, model_name, move.to_version))})
+
+
+def _v(version: Any) -> str:
+    return f"v{version}" if version not in (None, "", "None") else "none"
+
+
+# ---- the run itself: tags and final state ------------------------------------------------------------------
+
+
+def tag_flow_run(*tags: str) -> None:
+    """Add tags to the current flow run (kept with the ones it has); a failure to tag only warns."""
+    ctx = FlowRunContext.get()
+    if ctx is None or ctx.flow_run is None:
+        return
+    merged = list(dict.fromkeys([*(ctx.flow_run.tags or []), *tags]))
+    try:
+        with get_client(sync_client=True) as client:
+            client.update_flow_run(ctx.flow_run.id, tags=merged)
+        ctx.flow_run.tags = merged
+    except Exception as exc:  # noqa: BLE001 - tags help find a run; they never fail it
+        get_run_logger().warning("Could not tag the run: %s", str(exc)[:200])
+
+
+def outcome_tags(model_name: str, version: Any, outcome: str) -> list[str]:
+    """`model:<name>`, `version:v<N>` (when there is one) and `outcome:<what happened>`."""
+    tags = [f"model:{model_name}", f"outcome:{outcome}"]
+    if version not in (None, "", "None"):
+        tags.insert(1, f"version:v{version}")
+    return tags
+
+
+def training_state(result: TrainingResult) -> State:
+    """The training run's final state: Completed, named `Promoted` / `Rejected` / `Passed`, its message the
+    outcome (a rejection says which checks failed and why)."""
+    return Completed(name=result.outcome.capitalize(), message=result.outcome_line(), data=result)

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
+from prefect import get_run_logger
 
 from mlops.core.config import ModelSpec, PipelineConfig, SearchConfig
 from mlops.core.contract import DataContract
@@ -43,6 +44,9 @@ def tune_candidates(spec: ModelSpec, inputs: SearchInputs, task_kind: str, searc
                     parent_run_id: str | None = None) -> FamilyResult:
     """Search one family's space; log its best trial and CV scores as a nested MLflow run."""
     result = tune_family(spec, inputs.preprocessor, inputs.X, inputs.y, task_kind, inputs.scoring, search)
+    row = result.leaderboard_row()
+    get_run_logger().info("%s: best cv score %.4f (+/- %.4f) of %d trials in %.1f s; %s", spec.family, row["cv_score"],
+                          row["cv_std"], row["trials"], row["seconds"], row["best_params"] or "default parameters")
     if parent_run_id:
         log_family_run(parent_run_id, result, search)
     return result

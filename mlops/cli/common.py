@@ -116,6 +116,26 @@ class _ExitProgressFilter:
         return not str(record.msg).startswith("Still processing items")
 
 
+class _TaskDoneFilter:
+    """Keeps each task's "Finished in state Completed()" line off the console (the run's logs in the UI keep
+    them); a task that failed or retried still shows."""
+
+    def filter(self, record: Any) -> bool:
+        return not (record.name == "prefect.task_runs" and str(record.msg).startswith("Finished in state Completed"))
+
+
+def quiet_console() -> None:
+    """Leave the per-task "Finished in state Completed()" lines out of Prefect's console output only."""
+    import logging
+
+    from prefect.logging.handlers import PrefectConsoleHandler
+
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, PrefectConsoleHandler) and not any(isinstance(f, _TaskDoneFilter)
+                                                                   for f in handler.filters):
+            handler.addFilter(_TaskDoneFilter())
+
+
 def run_flow(fn: Any, **params: Any) -> Any:
     """Run a flow in-process; a failed run becomes one line on stderr and a non-zero exit."""
     import logging
@@ -125,6 +145,7 @@ def run_flow(fn: Any, **params: Any) -> Any:
 
     for name in ("prefect.flow_runs", "prefect.task_runs"):
         logging.getLogger(name).setLevel(logging.INFO)
+    quiet_console()
     # A progress note while the last logs and events go out at exit ("Still processing items")
     # would follow a one-line error as if it were another; their other warnings stay.
     for name in ("EventsWorker", "APILogWorker"):

@@ -167,7 +167,8 @@ def status(
             typer.echo(f"  {alias:9s} (none)")
             continue
         metrics = ", ".join(f"{k}={val:.4f}" for k, val in sorted(v["metrics"].items()))
-        typer.echo(f"  {alias:9s} v{v['version']}  trained {v['trained_at']}  promoted {v['promoted_at']}")
+        promoted = f"  promoted {v['promoted_at']}" if v.get("promoted_at") else ""
+        typer.echo(f"  {alias:9s} v{v['version']}  trained {v['trained_at']}{promoted}")
         typer.echo(f"            {metrics}")
         if v.get("refused"):
             typer.echo(f"            NOT SERVED: {v['refused']}")
@@ -219,6 +220,7 @@ def serve(
 def _register_more() -> None:
     """Monitoring, scoring and local-stack commands live in their own modules (light at import)."""
     from mlops.cli import backtest as cli_backtest
+    from mlops.cli import migrate as cli_migrate
     from mlops.cli import monitor as cli_monitor
     from mlops.cli import score as cli_score
     from mlops.cli import stack as cli_stack
@@ -233,6 +235,7 @@ def _register_more() -> None:
     app.command("deploy-env")(cli_stack.deploy_env_command)
     app.command("backtest")(cli_backtest.backtest_command)
     app.command("score")(cli_score.score_command)
+    app.command("migrate")(cli_migrate.migrate_command)
 
 
 _register_more()

@@ -1,0 +1,166 @@
+"""What the Prefect run forms show: typed flow parameters with choices, and the run names.
+
+Prefect builds each flow's parameter schema when the flow is decorated (and again at `prefect deploy`);
+the descriptions come from the flows' docstring `Args:` sections and the pydantic fields here.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, GetJsonSchemaHandler
+from pydantic_core import CoreSchema
+
+from mlops.core.config import Family, PipelineConfig
+from mlops.core.errors import ConfigError
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+CONFIGS_DIR = PROJECT_DIR / "configs"
+DEFAULT_CONFIG = "configs/default.yaml"
+# a pipeline config has a top-level `models:` list (configs/webhooks.yaml, the webhook mappings, has none)
+_PIPELINE_KEY = re.compile(rb"^models:", re.MULTILINE)
+_RUN_NAME_PART = 40  # characters of a reason kept in a run name
+
+
+def config_choices() -> list[str]:
+    """The pipeline configs a run form offers: configs/*.yaml of this project (relative, as the worker runs
+    from the project folder), plus the config the deployment runs with (`$MLOPS_CONFIG` at `prefect deploy`).
+
+    Cheap: one folder listing and a look at each file's bytes, no YAML parsing."""
+    found = []
+    for path in sorted(CONFIGS_DIR.glob("*.yaml")):
+        try:
+            if _PIPELINE_KEY.search(path.read_bytes()):
+                found.append(f"configs/{path.name}")
+        except OSError:
+            continue
+    deployed = os.environ.get("MLOPS_CONFIG", "").strip()
+    if deployed and deployed not in found:
+        found.append(deployed)
+    return found
+
+
+class _ConfigChoices:
+    """Adds the list of configs as the choices (`enum`) of a text parameter's JSON schema; the parameter
+    stays text in Python, so a run started from code or the CLI may name any config file."""
+
+    def __get_pydantic_json_schema__(self, core: CoreSchema, handler: GetJsonSchemaHandler) -> dict[str, Any]:
+        schema = handler(core)
+        schema["enum"] = config_choices()
+        return schema
+
+
+class _FormWithoutNull:
+    """Shows an optional parameter as its plain type in the run form (no type switch between a value and
+    None); left empty, the form leaves it out and the flow's default (None) applies."""
+
+    def __get_pydantic_json_schema__(self, core: CoreSchema, handler: GetJsonSchemaHandler) -> dict[str, Any]:
+        inner = core["schema"] if core.get("type") == "nullable" else core  # type: ignore[typeddict-item]
+        return dict(handler(inner))
+
+
+ConfigPath = Annotated[str, _ConfigChoices()]
+"""A pipeline config (YAML): a choice of the project's configs in the run form, any path from code."""
+
+OptionalPath = Annotated[str | None, _FormWithoutNull()]
+"""A file or folder path that may be left out; the form shows a plain text box."""
+
+
+class SearchOverrides(BaseModel):
+    """Search settings for this run only, applied over the config's `search` and `models`; what is left
+    empty keeps the config's value."""
+
+    model_config = ConfigDict(extra="forbid", title="Search overrides")
+
+    n_trials: Annotated[int | None, _FormWithoutNull()] = Field(
+        None, ge=1, le=10_000, description="Trials per model family (the config's search.n_trials otherwise).")
+    families: Annotated[list[Family] | None, _FormWithoutNull()] = Field(
+        None, description="Search only these of the config's model families (all of them otherwise).")
+    time_budget_minutes: Annotated[float | None, _FormWithoutNull()] = Field(
+        None, gt=0, description="Start no further family's search after this many minutes (a search that has "
+                                "started finishes; the first family always runs). No budget otherwise.")
+
+    def is_empty(self) -> bool:
+        return self.n_trials is None and not self.families and self.time_budget_minutes is None
+
+    def describe(self) -> str:
+        """One line for the log, e.g. `n_trials=3, families=ridge`."""
+        parts = [f"n_trials={self.n_trials}"] if self.n_trials is not None else []
+        if self.families:
+            parts.append("families=" + "+".join(self.families))
+        if self.time_budget_minutes is not None:
+            parts.append(f"time budget {self.time_budget_minutes:g} min")
+        return ", ".join(parts) or "none"
+
+
+SearchOverridesParam = Annotated[SearchOverrides | None, _FormWithoutNull()]
+
+
+def apply_search_overrides(cfg: PipelineConfig, overrides: SearchOverrides | None) -> PipelineConfig:
+    """`cfg` with the run's search overrides; a family the config does not list is a one-sentence ConfigError."""
+    if overrides is None or overrides.is_empty():
+        return cfg
+    update: dict[str, Any] = {}
+    if overrides.n_trials is not None:
+        update["search"] = cfg.search.model_copy(update={"n_trials": overrides.n_trials})
+    if overrides.families:
+        listed = [spec.family for spec in cfg.models]
+        unknown = [f for f in overrides.families if f not in listed]
+        if unknown:
+            raise ConfigError(f"search.families: {', '.join(unknown)} is not among the config's model families "
+                              f"({', '.join(listed)}); choose from those or add it to the config's models")
+        update["models"] = [spec for spec in cfg.models if spec.family in overrides.families]
+    return cfg.model_copy(update=update) if update else cfg
+
+
+# ---- run names ---------------------------------------------------------------------------------------
+
+
+def name_part(text: object, limit: int = _RUN_NAME_PART) -> str:
+    """A run-name part from free text: paths shortened to their file name, lowercase words joined by dashes."""
+    words = [w.rsplit("/", 1)[-1] if "/" in w else w for w in str(text).split()]
+    out = re.sub(r"[^a-z0-9.]+", "-", " ".join(words).lower()).strip("-.")
+    return out[:limit].rstrip("-.") or "run"
+
+
+def model_of(config_path: object) -> str:
+    """The registered model a config names (registry.model_name), read without validating the whole config;
+    the file's stem when it cannot be read (the run itself then fails with the config's error)."""
+    try:
+        raw = yaml.safe_load(Path(str(config_path)).read_text())
+        return name_part(raw["registry"]["model_name"])
+    except Exception:  # noqa: BLE001 - a name is never worth failing a run for
+        return name_part(Path(str(config_path)).stem)
+
+
+def run_name(kind: str, *, suffix: Callable[[dict[str, Any]], str | None] | None = None) -> Callable[[], str]:
+    """A `flow_run_name` callable: `<kind>-<model>` plus `-<suffix(parameters)>` when that gives text, e.g.
+    `train-churn-classifier-cli` or `promote-churn-classifier-v3`."""
+
+    def name() -> str:
+        from prefect.runtime import flow_run
+
+        params = dict(flow_run.parameters or {})
+        parts = [kind, model_of(params.get("config_path") or DEFAULT_CONFIG)]
+        extra = suffix(params) if suffix else None
+        if extra:
+            parts.append(extra)
+        return "-".join(parts)
+
+    name.__name__ = f"{kind}_run_name"
+    return name
+
+
+def reason_suffix(params: dict[str, Any]) -> str:
+    """`-<reason>` of a run name (train, retrain)."""
+    return name_part(params.get("reason") or "manual")
+
+
+def version_suffix(params: dict[str, Any]) -> str | None:
+    """`-v<version>` of a promotion's run name."""
+    return f"v{params['version']}" if params.get("version") is not None else None

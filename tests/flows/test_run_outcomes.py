@@ -1,0 +1,175 @@
+"""What the Prefect UI shows about a run: its name, final state, tags and artifacts (on the flow run, not a
+task), the run forms' parameter schema, and the search overrides a form can set."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import mlflow
+import pytest
+import yaml
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+from flows.backtest import backtest
+from flows.promote import promote, rollback
+from flows.train import train
+from mlops.cli.common import _TaskDoneFilter
+from tests.conftest import small_config, write_config
+
+NAME = "churn-small"
+
+
+def _run(state: Any) -> Any:
+    with get_client(sync_client=True) as client:
+        return client.read_flow_run(state.state_details.flow_run_id)
+
+
+def _artifacts(flow_run_id: Any) -> dict[str, Any]:
+    with get_client(sync_client=True) as client:
+        found = client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id])))
+    return {a.key: a for a in found}
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory):
+    """A first training (promoted), a weak one (rejected), a refused and a forced promotion of the rejected
+    version, and a rollback."""
+    tmp = tmp_path_factory.mktemp("outcomes")
+    state = tmp / "state"
+    with pytest.MonkeyPatch.context() as mp:
+        uri = f"sqlite:///{state / 'mlflow.db'}"
+        mp.setenv("MLOPS_HOME", str(state))
+        mp.setenv("MLFLOW_TRACKING_URI", uri)
+        mp.setenv("MLOPS_ARTIFACT_ROOT", (state / "mlartifacts").as_uri())
+        mlflow.set_tracking_uri(uri)
+        cfg = write_config(tmp)
+        first = train(config_path=str(cfg), reason="first data: /data/in/churn-2026-06.csv", return_state=True)
+        weak = tmp / "weak.yaml"
+        weak.write_text(yaml.safe_dump(small_config(models=[{"family": "logistic_regression",
+                                                             "params": {"C": 0.00001}}])))
+        rejected = train(config_path=str(weak), return_state=True)
+        refused = promote(config_path=str(cfg), version=2, return_state=True)  # gate failed, no force
+        forced = promote(config_path=str(cfg), version=2, reason="outcome test", force=True, return_state=True)
+        back = rollback(config_path=str(cfg), reason="back again", return_state=True)
+        yield {"tmp": tmp, "config": cfg, "first": first, "rejected": rejected, "refused": refused, "forced": forced,
+               "back": back}
+    mlflow.set_tracking_uri(None)
+
+
+def test_a_promoted_training_says_so_in_its_name_state_and_tags(runs) -> None:
+    st = runs["first"]
+    assert st.is_completed() and st.name == "Promoted"
+    assert st.message == "promoted v1 (first champion)"
+    run = _run(st)
+    assert run.name == "train-churn-small-first-data-churn-2026-06.csv"
+    assert {"model:churn-small", "version:v1", "outcome:promoted"} <= set(run.tags)
+    assert st.result().version == "1"
+
+
+def test_a_rejected_training_is_completed_named_rejected_with_the_failing_checks(runs) -> None:
+    st = runs["rejected"]
+    s = st.result()
+    assert st.is_completed() and st.name == "Rejected" and not s.promoted
+    assert st.message.startswith("REJECTED v2: ") and s.failing_checks
+    assert all(check in st.message for check in s.failing_checks)  # why, in the check names
+    assert "champion unchanged: v1" in st.message and "\n" not in st.message and len(st.message) <= 300
+    run = _run(st)
+    assert run.name == "train-churn-small-manual"
+    assert {"model:churn-small", "version:v2", "outcome:rejected"} <= set(run.tags)
+
+
+def test_training_artifacts_belong_to_the_flow_run(runs) -> None:
+    st = runs["rejected"]
+    found = _artifacts(st.state_details.flow_run_id)
+    keys = {"churn-small-training-summary", "churn-small-leaderboard", "churn-small-data-profile",
+            "churn-small-versions", "churn-small-mlflow-open"}
+    assert keys <= set(found), sorted(found)
+    assert all(found[k].task_run_id is None for k in keys)  # made in the flow's body
+    summary = found["churn-small-training-summary"].data
+    assert "**Outcome**: REJECTED v2" in summary
+    assert not [line for line in summary.splitlines() if line.strip() == "."]  # no stray line without quarantine
+    # MLflow runs on SQLite here: no link a browser could follow, so the artifact says how to open it
+    assert "mlflow ui --backend-store-uri sqlite:///" in found["churn-small-mlflow-open"].data
+    assert found["churn-small-leaderboard"].type == "table"
+    assert "best_params" not in str(found["churn-small-leaderboard"].data)  # long cells stay in the summary
+
+
+def test_the_versions_table_shows_each_version_with_its_gate_result(runs) -> None:
+    table = _artifacts(runs["rejected"].state_details.flow_run_id)["churn-small-versions"].data
+    failed = runs["rejected"].result().failing_checks
+    assert '"version": "v2"' in table and "REJECTED" in table and failed[0] in table
+    assert '"version": "v1"' in table and "champion" in table
+
+
+def test_promote_and_rollback_runs_are_named_and_say_what_moved(runs) -> None:
+    forced, back = runs["forced"], runs["back"]
+    assert forced.is_completed() and forced.name == "Promoted"
+    assert forced.message == "promoted v2 (was v1, forced over a failed gate)"
+    run = _run(forced)
+    assert run.name == "promote-churn-small-v2"
+    assert {"model:churn-small", "version:v2", "outcome:promoted"} <= set(run.tags)
+    assert "churn-small-versions" in _artifacts(run.id)
+    assert back.is_completed() and back.name == "Rolled back" and back.message == "rolled back to v1 (was v2)"
+    assert _run(back).name == "rollback-churn-small"
+    assert "outcome:rolled-back" in _run(back).tags
+
+
+def test_a_refused_promotion_is_failed_tagged_and_still_shows_the_versions(runs) -> None:
+    st = runs["refused"]
+    assert st.is_failed() and "failed its promotion gate" in st.message
+    run = _run(st)
+    assert "outcome:refused" in run.tags and run.name == "promote-churn-small-v2"
+    assert "churn-small-versions" in _artifacts(run.id)
+
+
+def test_search_overrides_apply_for_one_run(runs) -> None:
+    st = train(config_path=str(runs["config"]), reason="overrides",
+               search={"n_trials": 1, "families": ["logistic_regression"]}, return_state=True)
+    s = st.result()
+    assert [(r["family"], r["trials"]) for r in s.leaderboard] == [("logistic_regression", 1)]
+    bad = train(config_path=str(runs["config"]), search={"families": ["ridge"]}, return_state=True)
+    assert bad.is_failed() and "ridge is not among the config's model families" in bad.message
+    assert "outcome:failed" in _run(bad).tags
+
+
+def test_a_spent_time_budget_starts_no_further_family(runs) -> None:
+    st = train(config_path=str(runs["config"]), search={"n_trials": 1, "time_budget_minutes": 1e-6},
+               return_state=True)
+    assert [r["family"] for r in st.result().leaderboard] == ["logistic_regression"]  # the first always runs
+
+
+def test_every_form_parameter_has_a_description_and_no_null_switch() -> None:
+    for fl in (train, promote, rollback, backtest):
+        props = fl.parameters.model_dump_for_openapi()["properties"]
+        for name, prop in props.items():
+            assert prop.get("description"), (fl.name, name)
+            assert "anyOf" not in prop, (fl.name, name)  # no str/None toggle in the form
+    props = train.parameters.model_dump_for_openapi()["properties"]
+    assert "configs/default.yaml" in props["config_path"]["enum"]
+    assert "configs/webhooks.yaml" not in props["config_path"]["enum"]  # webhook mappings are not pipelines
+    assert props["source_path"]["type"] == "string"
+    search = props["search"]
+    assert search["type"] == "object" and set(search["properties"]) == {"n_trials", "families", "time_budget_minutes"}
+    assert all(p.get("description") and "anyOf" not in p for p in search["properties"].values())
+
+
+def test_the_deployed_config_is_among_the_choices(monkeypatch: pytest.MonkeyPatch) -> None:
+    from flows.forms import config_choices
+
+    monkeypatch.setenv("MLOPS_CONFIG", "/etc/mlops/churn.yaml")
+    assert config_choices()[-1] == "/etc/mlops/churn.yaml"
+
+
+def test_the_cli_console_leaves_out_finished_task_lines_only() -> None:
+    f = _TaskDoneFilter()
+
+    def rec(name: str, msg: str) -> logging.LogRecord:
+        return logging.LogRecord(name, logging.INFO, __file__, 1, msg, None, None)
+
+    assert not f.filter(rec("prefect.task_runs", "Finished in state Completed()"))
+    assert f.filter(rec("prefect.task_runs", "Finished in state Failed('boom')"))
+    assert f.filter(rec("prefect.task_runs", "logistic_regression: best cv score 0.8"))
+    assert f.filter(rec("prefect.flow_runs", "Finished in state Completed()"))
