@@ -6,24 +6,30 @@ from __future__ import annotations
 from typing import Any
 
 import pandas as pd
-from prefect import get_run_logger
+from prefect import get_run_logger, runtime
 
 from mlops.core import events
 from mlops.core.config import PipelineConfig
 from mlops.core.contract import DataContract
 from mlops.core.data import Split
 from mlops.registry import versions as registry
+from mlops.registry.links import mlflow_routes, prefect_flow_run_url
 from mlops.registry.tracking import (
+    CARD_ARTIFACT,
+    PrefectContext,
     TrainingRun,
+    describe_registered_run,
     log_contract,
     log_holdout,
     log_model_version,
+    log_training_data,
+    training_run_name,
     version_tags,
 )
 from mlops.registry.tracking import record_verdict as record_verdict_on_version
 from mlops.registry.tracking import start_training_run as open_training_run
 from mlops.training.assessment import Evaluation
-from mlops.training.card import model_card
+from mlops.training.card import card_summary, model_card
 from mlops.training.gate import GateVerdict
 from mlops.training.tuning import FamilyResult
 from tasks.common import stage_task
@@ -40,12 +46,39 @@ def load_champion(model_name: str, with_reference: bool = False) -> registry.Mod
 @stage_task("start_training_run", io=True)
 def start_training_run(cfg: PipelineConfig, split: Split, scoring: Any, lineage: dict[str, str],
                        tracking_uri: str, artifact_root: str) -> TrainingRun:
-    """The MLflow run of this training: lineage tags and the search parameters."""
+    """The MLflow run of this training (`train-<model>-<reason>`): lineage tags, the search parameters, the
+    Prefect flow run it belongs to (tags and a linked description) and the training data as its dataset input."""
     params = {"task": cfg.task, "primary_metric": cfg.primary_metric, "scoring": scoring,
               "n_trials": cfg.search.n_trials, "cv_folds": cfg.search.cv_folds, "strategy": cfg.search.strategy,
               "seed": cfg.search.seed, "rows_train": len(split.train), "rows_holdout": len(split.test)}
-    return open_training_run(tracking_uri, cfg.registry.experiment or cfg.name, artifact_root,
-                             f"train-{cfg.name}", lineage | {"holdout": split.holdout}, params)
+    model_name = cfg.registry.model_name
+    run = open_training_run(tracking_uri, cfg.registry.experiment or cfg.name, artifact_root,
+                            training_run_name(model_name, lineage.get("reason", "")),
+                            lineage | {"holdout": split.holdout}, params, prefect_context(), model_name)
+    source, is_file = data_source(cfg, lineage.get("data_source"))
+    log_training_data(run.run_id, split.train, f"{cfg.name}-data", lineage.get("data_fingerprint", "unknown"), source,
+                      is_file, {"num_rows": len(split.train) + len(split.test), "rows_train": len(split.train),
+                                "rows_holdout": len(split.test), "holdout": split.holdout})
+    return run
+
+
+def prefect_context() -> PrefectContext:
+    """The flow run this task runs in: full id, name, flow and its page in the Prefect UI (when there is one)."""
+    rid = runtime.flow_run.id
+    return PrefectContext(str(rid) if rid else None, runtime.flow_run.name or None, runtime.flow_run.flow_name or None,
+                          prefect_flow_run_url(str(rid)) if rid else None)
+
+
+def data_source(cfg: PipelineConfig, given: str | None) -> tuple[str, bool]:
+    """What the training data came from, for its dataset input: (a file's path, True) or (a description, False)."""
+    src = cfg.source
+    if given and given not in {"file", "generated", "sklearn"}:
+        return given, True
+    if src.kind == "file":
+        return src.path, True
+    if src.kind == "generated":
+        return f"generated {src.dataset} (rows {src.rows}, seed {src.seed}, drift {src.drift})", False
+    return f"{src.kind} {getattr(src, 'name', '')}".strip(), False
 
 
 @stage_task("register_challenger", io=True)
@@ -68,11 +101,16 @@ def log_evaluation(run: TrainingRun, evaluation: Evaluation, family: str, artifa
 @stage_task("record_verdict", io=True)
 def record_verdict(run: TrainingRun, cfg: PipelineConfig, version: str, best: FamilyResult, evaluation: Evaluation,
                    verdict: GateVerdict, contract: DataContract, data_summary: dict[str, Any]) -> None:
-    """Attach the final gate verdict, lineage tags and the model card to the version and its run."""
+    """Attach the final gate verdict, lineage tags and the model card to the version and its run; the version's
+    description is a one-line summary linking the card, the run is named and described after the version."""
     card = model_card(cfg, version, best.family, best.best_params, evaluation.metrics, verdict, contract,
                       run.lineage, data_summary)
     tags = version_tags(verdict.passed, verdict.reasons, evaluation.metrics, run.lineage, cfg.task, best.family)
-    record_verdict_on_version(run.run_id, cfg.registry.model_name, version, verdict.to_json(), tags, card)
+    card_link = mlflow_routes(run.run_id, run.experiment_id, artifact=CARD_ARTIFACT)["artifact"]
+    summary = card_summary(cfg, best.family, evaluation.metrics, verdict, contract, card_link)
+    record_verdict_on_version(run.run_id, cfg.registry.model_name, version, verdict.to_json(), tags, card, summary)
+    gate = "gate passed" if verdict.passed else "gate REJECTED: " + "; ".join(verdict.failures)[:300]
+    describe_registered_run(run, cfg.registry.model_name, version, gate)
 
 
 @stage_task("promote_champion", io=True)
@@ -92,13 +130,17 @@ def promote_champion(model_name: str, version: str, verdict: GateVerdict, by: st
 
 
 @stage_task("move_champion", io=True)
-def move_champion(model_name: str, version: int | None, by: str, reason: str) -> registry.AliasMove:
-    """Move `champion` by hand: to `version`, or back to the version holding `previous` (version None);
-    recorded like every alias move and announced as an event."""
+def move_champion(model_name: str, version: int | None, by: str, reason: str,
+                  force: bool = False) -> registry.AliasMove:
+    """Move `champion` by hand: to `version`, or back to the version holding `previous` (version None).
+
+    A gate-failed target is refused unless `force` (the override, with `reason`, is recorded on the version
+    and the move marked forced). Recorded like every alias move and announced as an event (`forced` in its
+    payload when forced)."""
     if version is None:
-        entry = registry.rollback(model_name, by, reason)
+        entry = registry.rollback(model_name, by, reason, force=force)
         events.emit(events.MODEL_ROLLED_BACK, model_name, entry, entry["to_version"])
     else:
-        entry = registry.promote(model_name, str(version), by, reason)
+        entry = registry.promote(model_name, str(version), by, reason, force=force)
         events.emit(events.MODEL_PROMOTED, model_name, entry, entry["to_version"])
     return registry.AliasMove.of(entry)

@@ -13,6 +13,7 @@ import pandas as pd
 
 from mlops.core.config import SearchConfig
 from mlops.core.contract import DataContract
+from mlops.registry.links import mlflow_routes
 from mlops.registry.trusted_types import trusted_types
 from mlops.registry.versions import client, code_version, ensure_experiment
 from mlops.training.tuning import FamilyResult
@@ -25,6 +26,35 @@ CONTRACT_DIFF_ARTIFACT = "contract/contract_diff.json"
 CONTRACT_DIFF_TAG = "contract.diff"  # the diff's one-line summary, on the model version
 
 
+CARD_ARTIFACT = "card/model_card.md"
+DESCRIPTION_TAG = "mlflow.note.content"  # what MLflow's UI shows as a run's description (markdown)
+DATASET_CONTEXT = "training"
+
+
+@dataclass(frozen=True)
+class PrefectContext:
+    """The Prefect flow run a training runs in: its full id, name, flow and page (None without a UI)."""
+
+    flow_run_id: str | None
+    flow_run_name: str | None = None
+    flow_name: str | None = None
+    url: str | None = None
+
+    def tags(self) -> dict[str, str]:
+        """The run tags: the full id, name and page of the flow run, and the flow as the run's source."""
+        out = {"mlflow.source.name": f"prefect flow: {self.flow_name or 'train'}", "mlflow.source.type": "JOB"}
+        for key, value in (("prefect.flow_run_id", self.flow_run_id), ("prefect.flow_run_name", self.flow_run_name),
+                           ("prefect.flow_run_url", self.url)):
+            if value:
+                out[key] = value
+        return out
+
+    def markdown(self) -> str:
+        """The flow run as a markdown link (its name and full id), or its id when there is no UI to link to."""
+        label = f"{self.flow_run_name} ({self.flow_run_id})" if self.flow_run_name else str(self.flow_run_id)
+        return f"[{label}]({self.url})" if self.url else f"`{label}`"
+
+
 @dataclass(frozen=True)
 class TrainingRun:
     """The MLflow run a training flow writes to, where its store is, and the lineage tagged on it."""
@@ -33,6 +63,38 @@ class TrainingRun:
     experiment_id: str
     tracking_uri: str
     lineage: dict[str, str] = field(default_factory=dict)
+    prefect: PrefectContext | None = None
+
+
+def reason_slug(reason: str, limit: int = 32) -> str:
+    """A run's reason as a name part: the words before the first `:` or `;`, lowercase, dashed
+    (`drift monitor: drift share 0.6` -> `drift-monitor`); `manual` when empty."""
+    head = reason.split(":", 1)[0].split(";", 1)[0]
+    text = "".join(ch if ch.isalnum() else "-" for ch in head.lower())
+    return "-".join(part for part in text.split("-") if part)[:limit].strip("-") or "manual"
+
+
+def training_run_name(model_name: str, reason: str, version: str | None = None) -> str:
+    """`train-<model>-<reason>` while training, `train-<model>-v<N>-<reason>` once the version is registered."""
+    return f"train-{model_name}-" + (f"v{version}-" if version else "") + reason_slug(reason)
+
+
+def training_description(model_name: str, reason: str, prefect: PrefectContext | None, version: str | None = None,
+                         experiment_id: str | None = None, run_id: str | None = None,
+                         gate: str | None = None) -> str:
+    """The run's description (markdown): what it trained and why, the Prefect flow run (a link with a
+    UI), and once registered the version (a link to its page), the gate and the model card."""
+    lines = [f"Training of **{model_name}** (reason: {reason[:300] or 'manual'})."]
+    if prefect is not None and prefect.flow_run_id:
+        lines.append(f"Prefect flow run: {prefect.markdown()}")
+    if version:
+        routes = mlflow_routes(run_id, experiment_id, model_name, version, CARD_ARTIFACT)
+        registered = f"Registered as [version {version}]({routes['model_version']})"
+        if gate:
+            registered += f"; {gate}"
+        lines.append(registered + (f"; model card: [{CARD_ARTIFACT}]({routes['artifact']})." if "artifact" in routes
+                                   else "."))
+    return "\n\n".join(lines)
 
 
 def training_lineage(fingerprint: str, config_hash: str, config_path: str, flow_run_id: str, data_source: str,
@@ -44,17 +106,53 @@ def training_lineage(fingerprint: str, config_hash: str, config_path: str, flow_
 
 
 def start_training_run(tracking_uri: str, experiment: str, artifact_root: str, run_name: str,
-                       lineage: dict[str, str], params: dict[str, Any]) -> TrainingRun:
-    """Open the experiment (created once, artifacts under `artifact_root`) and a run in it tagged with
-    the lineage and the search parameters; later writes go to the run by id."""
+                       lineage: dict[str, str], params: dict[str, Any],
+                       prefect: PrefectContext | None = None, model_name: str | None = None) -> TrainingRun:
+    """Open the experiment (created once, artifacts under `artifact_root`, the classic ML kind) and a run in
+    it tagged with the lineage, the search parameters and the Prefect flow run (source, full id, page,
+    and a description linking it); later writes go to the run by id."""
     import mlflow
 
     mlflow.set_tracking_uri(tracking_uri)
     experiment_id = ensure_experiment(experiment, artifact_root)
-    with mlflow.start_run(run_name=run_name) as run:
-        mlflow.set_tags({f"lineage.{k}": v for k, v in lineage.items()} | {"mlops.stage": "training"})
+    tags = {f"lineage.{k}": v for k, v in lineage.items()} | {"mlops.stage": "training"}
+    if prefect is not None:
+        tags |= prefect.tags()
+    tags[DESCRIPTION_TAG] = training_description(model_name or experiment, lineage.get("reason", ""), prefect)
+    with mlflow.start_run(run_name=run_name, tags={k: v[:TAG_LIMIT] for k, v in tags.items()}) as run:
         mlflow.log_params(params)
-    return TrainingRun(run.info.run_id, experiment_id, tracking_uri, dict(lineage))
+    return TrainingRun(run.info.run_id, experiment_id, tracking_uri, dict(lineage), prefect)
+
+
+def log_training_data(run_id: str, frame: pd.DataFrame, name: str, digest: str, source: str, is_file: bool,
+                      profile: dict[str, Any] | None = None, context: str = DATASET_CONTEXT) -> None:
+    """The training data as the run's dataset input: its name, fingerprint (digest), source (a file's path,
+    else a description such as `generated churn`), schema and row counts; the rows themselves are not
+    logged (the schema is read from the first rows)."""
+    from mlflow.entities import Dataset, DatasetInput, InputTag
+    from mlflow.types.utils import _infer_schema
+
+    try:
+        schema: str | None = json.dumps({"mlflow_colspec": _infer_schema(frame.head(200)).to_dict()})
+    except Exception:  # noqa: BLE001 - a column MLflow cannot type: the input is still recorded, schemaless
+        schema = None
+    counts = {"num_rows": len(frame), "num_elements": int(frame.size)} | (profile or {})
+    dataset = Dataset(name=name[:500], digest=digest[:36], source_type="local" if is_file else "code",
+                      source=json.dumps({"uri": source} if is_file else {"tags": {"mlops.source": source}}),
+                      schema=schema, profile=json.dumps(counts, default=str))
+    client().log_inputs(run_id, datasets=[DatasetInput(dataset, tags=[InputTag("mlflow.data.context", context)])])
+
+
+def describe_registered_run(run: TrainingRun, model_name: str, version: str, gate: str) -> str:
+    """Name the run after its version (`train-<model>-v<N>-<reason>`) and describe it with links to the
+    version and its card; returns the new name."""
+    reason = run.lineage.get("reason", "")
+    name = training_run_name(model_name, reason, version)
+    c = client()
+    c.update_run(run.run_id, name=name)
+    c.set_tag(run.run_id, DESCRIPTION_TAG, training_description(
+        model_name, reason, run.prefect, version, run.experiment_id, run.run_id, gate)[:TAG_LIMIT])
+    return name
 
 
 def log_holdout(run_id: str, metrics: dict[str, float], best_family: str, artifacts: list[tuple[str, Path]],
@@ -78,14 +176,16 @@ def version_tags(passed: bool, reasons: list[str], metrics: dict[str, float], li
 
 
 def record_verdict(run_id: str, model_name: str, version: str, verdict_json: str, tags: dict[str, str],
-                   card: str) -> None:
-    """Attach the final gate verdict, the version tags and the model card to the version and its run."""
+                   card: str, summary: str | None = None) -> None:
+    """Attach the final gate verdict, the version tags and the model card to the version and its run: the
+    card as the run's `card/model_card.md`, the version's description the short `summary` (the card when
+    none is given)."""
     c = client()
     for k, v in tags.items():
         c.set_model_version_tag(model_name, version, k, v[:TAG_LIMIT])
-    c.update_model_version(model_name, version, description=card[:DESCRIPTION_LIMIT])
+    c.update_model_version(model_name, version, description=(summary or card)[:DESCRIPTION_LIMIT])
     c.log_text(run_id, verdict_json, "evaluation/gate_verdict.json")
-    c.log_text(run_id, card, "card/model_card.md")
+    c.log_text(run_id, card, CARD_ARTIFACT)
     c.set_tag(run_id, "gate.passed", tags["gate.passed"])
     c.set_tag(run_id, "gate.reasons", tags["gate.reasons"][:TAG_LIMIT])
     c.log_metric(run_id, "gate_passed", float(tags["gate.passed"] == "true"))

@@ -8,9 +8,11 @@ Conventions (every consumer relies on them):
   `evaluation/*.png`, `evaluation/holdout_metrics.json`, `evaluation/gate_verdict.json`;
 - model version tags `gate.passed`, `gate.reasons`, `metric.<name>`, `lineage.*`, `task`, and
   `promotion.override` (JSON: by, reason, at) when someone chose to serve a gate-failed version;
-- each alias move is a registered-model tag `alias_move.<epoch-ms>.<alias>` holding JSON; a move made
-  with `force` over a failed gate carries `"forced": true`, a move found but not made by this module
-  (the alias set through MLflow directly) is recorded when detected, with `"outside": true`.
+- each alias move is a tag `alias_move.<epoch-ms>.<alias>` holding JSON on the version the alias moved to
+  (mlops.registry.history; older stores kept them on the registered model and are migrated on the next
+  move); a move made with `force` over a failed gate carries `"forced": true`, a move found but not made
+  by this module (the alias set through MLflow directly) is recorded when detected, with `"outside": true`;
+- the training experiments carry `mlflow.experimentKind=custom_model_development` (the classic view).
 
 The guard: a version whose gate failed is not promoted, rolled back to or served (mlops.serving.swap)
 unless an override is recorded on it, which only `promote`/`rollback` with `force=True` and a reason do.
@@ -31,13 +33,16 @@ import pandas as pd
 
 from mlops.core.contract import DataContract
 from mlops.core.errors import RegistryError
+from mlops.registry.history import ALIAS_MOVE_PREFIX, migrate_model_level, move_key, read_history, write_move
+from mlops.registry.history import delete_move as _delete_move
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
 
 CHAMPION = "champion"
 PREVIOUS = "previous"
-ALIAS_MOVE_PREFIX = "alias_move."
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+ML_EXPERIMENT_KIND = "custom_model_development"  # MLflow's "Machine learning" kind (not GenAI)
 GATE_PASSED_TAG = "gate.passed"
 GATE_REASONS_TAG = "gate.reasons"
 OVERRIDE_TAG = "promotion.override"
@@ -59,11 +64,29 @@ def ensure_experiment(name: str, artifact_root: str) -> str:
     """Create the experiment with artifacts under the state folder (once) and make it current."""
     import mlflow
 
-    c = client()
-    exp = c.get_experiment_by_name(name)
-    exp_id = exp.experiment_id if exp else c.create_experiment(name, artifact_location=f"{artifact_root.rstrip('/')}/{name}")
+    exp_id = ensure_ml_experiment(name, artifact_root)
     mlflow.set_experiment(experiment_id=exp_id)
     return exp_id
+
+
+def ensure_ml_experiment(name: str, artifact_root: str) -> str:
+    """The experiment's id, created once with artifacts under the state folder and marked a machine-learning
+    experiment (`mlflow.experimentKind`, the tag MLflow's UI reads for its kind) when it is not yet."""
+    from mlflow.exceptions import MlflowException
+
+    c = client()
+    exp = c.get_experiment_by_name(name)
+    if exp is None:
+        try:
+            return c.create_experiment(name, artifact_location=f"{artifact_root.rstrip('/')}/{name}",
+                                       tags={EXPERIMENT_KIND_TAG: ML_EXPERIMENT_KIND})
+        except MlflowException:  # created meanwhile by a concurrent run
+            exp = c.get_experiment_by_name(name)
+            if exp is None:
+                raise
+    if EXPERIMENT_KIND_TAG not in exp.tags:
+        c.set_experiment_tag(exp.experiment_id, EXPERIMENT_KIND_TAG, ML_EXPERIMENT_KIND)
+    return str(exp.experiment_id)
 
 
 def code_version() -> str:
@@ -108,14 +131,26 @@ def _move_entry(alias: str, to_version: str | None, from_version: str | None, by
         "at": pd.Timestamp(now, unit="s", tz="UTC").isoformat(),
         **extra,
     }
-    return f"{ALIAS_MOVE_PREFIX}{int(now * 1000):d}.{alias}", entry
+    return move_key(int(now * 1000), alias), entry
+
+
+def _write_move(name: str, key: str, entry: dict[str, Any]) -> str | None:
+    """Record a move on its version, first moving an older store's model-level moves there too."""
+    c = client()
+    try:
+        legacy = dict(c.get_registered_model(name).tags)
+    except Exception:  # noqa: BLE001 - the write below names the problem
+        legacy = {}
+    if any(k.startswith(ALIAS_MOVE_PREFIX) for k in legacy):
+        migrate_model_level(c, name, legacy)
+    return write_move(c, name, key, entry)
 
 
 def record_alias_move(name: str, alias: str, to_version: str | None, from_version: str | None, by: str,
                       reason: str, **extra: Any) -> dict[str, Any]:
     """Add one entry to the alias history (`extra` keys, e.g. forced or outside, are kept in the JSON)."""
     key, entry = _move_entry(alias, to_version, from_version, by, reason, **extra)
-    client().set_registered_model_tag(name, key, json.dumps(entry))
+    _write_move(name, key, entry)
     return entry
 
 
@@ -129,7 +164,7 @@ def move_alias(name: str, alias: str, version: str | None, by: str, reason: str,
     from_version = str(current.version) if current else None
     to_version = None if version is None else str(version)
     key, entry = _move_entry(alias, to_version, from_version, by, reason, **extra)
-    c.set_registered_model_tag(name, key, json.dumps(entry))
+    held_by = _write_move(name, key, entry)
     try:
         if version is None:
             if current:
@@ -138,7 +173,7 @@ def move_alias(name: str, alias: str, version: str | None, by: str, reason: str,
             c.set_registered_model_alias(name, alias, str(version))
     except Exception:
         try:
-            c.delete_registered_model_tag(name, key)
+            _delete_move(c, name, key, held_by)
         except Exception:  # noqa: BLE001 - the move failed anyway; reconcile will see the difference
             pass
         raise
@@ -146,19 +181,15 @@ def move_alias(name: str, alias: str, version: str | None, by: str, reason: str,
 
 
 def alias_history(name: str) -> list[dict[str, Any]]:
-    """Every recorded alias move, oldest first."""
+    """Every recorded alias move, oldest first (from the version tags, and an older store's model tags)."""
     from mlflow.exceptions import MlflowException
 
+    c = client()
     try:
-        rm = client().get_registered_model(name)
+        rm = c.get_registered_model(name)
     except MlflowException:
         return []
-    return _history_from_tags(rm.tags)
-
-
-def _history_from_tags(tags: Mapping[str, str]) -> list[dict[str, Any]]:
-    moves = [(k, v) for k, v in tags.items() if k.startswith(ALIAS_MOVE_PREFIX)]
-    return [json.loads(v) for _, v in sorted(moves, key=lambda kv: int(kv[0].split(".")[1]))]
+    return read_history(c, name, rm.tags)
 
 
 def gate_failed(tags: Mapping[str, str]) -> bool:
@@ -237,7 +268,7 @@ def reconcile_aliases(name: str, by: str) -> list[dict[str, Any]]:
     except Exception:  # noqa: BLE001 - no model yet: nothing to reconcile
         return []
     actual = {a: str(v) for a, v in (rm.aliases or {}).items()}
-    history = _history_from_tags(rm.tags)
+    history = read_history(c, name, rm.tags)  # read after the aliases: a move's entry precedes its alias
     found = []
     for alias in (CHAMPION, PREVIOUS):
         last = next((h for h in reversed(history) if h["alias"] == alias), None)

@@ -82,3 +82,21 @@ def _refit_line(cfg: PipelineConfig) -> str:
 
 def _contract_line(contract: DataContract) -> str:
     return f"**Data contract**: {contract.changes.summary()}." if contract.changes is not None else ""
+
+
+def card_summary(cfg: PipelineConfig, family: str, metrics: dict[str, float], verdict: GateVerdict,
+                 contract: DataContract, card_link: str | None = None) -> str:
+    """The version's description: one line a registry table can show (verdict first, then the primary metric,
+    the family, refit, the contract change), then where the full card is (a link when `card_link` is given)."""
+    metric = cfg.primary_metric
+    value = metrics.get(metric)
+    if verdict.passed:
+        gate = "Gate passed"
+    else:
+        failures = verdict.failures
+        gate = "Gate REJECTED" + (f" ({failures[0][:120]})" if failures else "")
+    parts = [gate, f"{metric} {value:.4f}" if value is not None else f"{metric} not measured", family,
+             "refit on train + holdout" if cfg.refit else "no refit"]
+    parts.append("contract " + (contract.changes.summary(160) if contract.changes is not None else "as before"))
+    card = f"[card/model_card.md]({card_link})" if card_link else "`card/model_card.md` on the source run"
+    return " · ".join(parts) + f"\n\nModel card: {card}"
