@@ -8,7 +8,6 @@ artifact made inside a task belongs to that task run).
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import quote
 
 from prefect import get_run_logger
 from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
@@ -18,6 +17,7 @@ from prefect.states import Completed, State
 
 from mlops.core.names import artifact_key
 from mlops.registry import versions as registry
+from mlops.registry.links import mlflow_base_url, mlflow_routes
 from mlops.registry.versions import AliasMove
 from mlops.training.result import TrainingResult
 
@@ -30,21 +30,19 @@ VERSIONS_SHOWN = 15
 
 def has_server(tracking_uri: str) -> bool:
     """Whether MLflow is a tracking server a browser can open (http/https), not a local store."""
-    return tracking_uri.startswith(("http://", "https://"))
+    return mlflow_base_url(tracking_uri) is not None
 
 
 def mlflow_run_url(tracking_uri: str, experiment_id: str, run_id: str) -> str | None:
     """The run's page in the MLflow UI when the store is a tracking server (None for a local store)."""
-    if has_server(tracking_uri):
-        return f"{tracking_uri.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
-    return None
+    base = mlflow_base_url(tracking_uri)
+    return f"{base}/{mlflow_routes(run_id=run_id, experiment_id=experiment_id)['run']}" if base else None
 
 
 def mlflow_version_url(tracking_uri: str, model_name: str, version: Any) -> str | None:
     """A registered version's page in the MLflow UI when the store is a tracking server (None otherwise)."""
-    if has_server(tracking_uri):
-        return f"{tracking_uri.rstrip('/')}/#/models/{quote(model_name, safe='')}/versions/{version}"
-    return None
+    base = mlflow_base_url(tracking_uri)
+    return f"{base}/{mlflow_routes(model=model_name, version=version)['model_version']}" if base else None
 
 
 def mlflow_ui_command(tracking_uri: str) -> str:
