@@ -88,8 +88,15 @@ class RegistryMigration:
         self._experiments: dict[str, str] = {}
 
     def run(self, names: list[str] | None = None) -> list[ModelReport]:
+        import mlflow
+
         models = _all(self.src.search_registered_models)
-        return [self.model(rm) for rm in models if names is None or rm.name in names]
+        before = mlflow.get_tracking_uri()
+        mlflow.set_tracking_uri(self.dst.tracking_uri)  # a store opened directly looks logged models up there
+        try:
+            return [self.model(rm) for rm in models if names is None or rm.name in names]
+        finally:
+            mlflow.set_tracking_uri(before)
 
     # -- one registered model --
     def model(self, rm: Any) -> ModelReport:

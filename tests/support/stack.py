@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import threading
 import time
 import uuid
@@ -200,3 +201,91 @@ def ensure_trained(live: Live) -> dict[str, Any]:
     return live.trained_run
 
 
+
+
+# ---- the production profile (tests/e2e/test_production.py, bench/bench_profiles.py) ---------------
+
+ACCESS_LINE = re.compile(r'uvicorn\.access - \S+ - "(\S+) (\S+) HTTP/[\d.]+" (\d{3})')
+
+
+def server_errors(log: Path) -> list[str]:
+    """The requests a Prefect server answered with 5xx, from its access log (PREFECT_SERVER_LOGGING_LEVEL=INFO)."""
+    try:
+        text = log.read_text(errors="replace")
+    except OSError:
+        return []
+    return [f"{m.group(3)} {m.group(1)} {m.group(2)}" for m in ACCESS_LINE.finditer(text) if m.group(3).startswith("5")]
+
+
+def answered(log: Path) -> int:
+    """How many requests the Prefect server's access log records."""
+    try:
+        return len(ACCESS_LINE.findall(log.read_text(errors="replace")))
+    except OSError:
+        return 0
+
+
+def submitted_by(live: Live, run_ids: list[str]) -> dict[str, str]:
+    """Which worker submitted each flow run (Prefect's `prefect.worker.submitted-flow-run` events)."""
+    now = time.time()
+    flt = {"occurred": {"since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now - 3600)),
+                        "until": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now + 3600))},
+           "event": {"name": ["prefect.worker.submitted-flow-run"]}}
+    page = api(live, "POST", "/events/filter", json={"filter": flt, "limit": 200})
+    found: dict[str, str] = {}
+    while True:
+        for event in page["events"]:
+            worker = event["resource"].get("prefect.worker.name") or event["resource"]["prefect.resource.id"]
+            for rel in event.get("related", []):
+                rid = rel["prefect.resource.id"].removeprefix("prefect.flow-run.")
+                if rel.get("prefect.resource.role") == "flow-run" and rid in run_ids:
+                    found[rid] = worker
+        if not page.get("next_page"):
+            return found
+        page = prefect_call("GET", page["next_page"], timeout=15).json()
+
+
+def state_times(live: Live, run_id: str) -> dict[str, float]:
+    """When a flow run first entered each state type (server time, epoch seconds)."""
+    from datetime import datetime
+
+    states = api(live, "GET", "/flow_run_states/", params={"flow_run_id": run_id})
+    out: dict[str, float] = {}
+    for s in sorted(states, key=lambda s: s["timestamp"]):
+        out.setdefault(s["type"], datetime.fromisoformat(s["timestamp"].replace("Z", "+00:00")).timestamp())
+    return out
+
+
+def build_registry(model: str, versions: int, artifact_root: str, deleted: tuple[int, ...] = ()) -> None:
+    """Register `versions` small sklearn versions of `model` in the current MLflow store the way the flows do
+    (a run with params, metrics, a contract and a card; the logged model; gate tags), make the last champion and
+    the one before previous through the registry's alias moves, then delete the versions in `deleted`."""
+    import mlflow
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from mlops.core.data import generate_churn
+    from mlops.registry import versions as registry
+    from mlops.registry.tracking import log_model_version, log_run_artifacts
+
+    frame = generate_churn(400, seed=5)
+    X = frame[["tenure_months", "monthly_charges", "support_calls"]].fillna(0.0)
+    y = frame["churned"]
+    exp = registry.ensure_experiment(model, artifact_root)
+    for i in range(1, versions + 1):
+        pipe = make_pipeline(StandardScaler(), LogisticRegression(C=0.1 * i)).fit(X, y)
+        with mlflow.start_run(experiment_id=exp, run_name=f"train-{model}-v{i}") as run:
+            mlflow.log_params({"C": 0.1 * i, "family": "logistic_regression"})
+            for step in range(3):
+                mlflow.log_metric("cv_score", 0.6 + i / 100 + step / 1000, step=step)
+        log_run_artifacts(run.info.run_id, [], {"contract/contract.json": json.dumps({"version": i}),
+                                                "card/model_card.md": f"# {model} v{i}\n"})
+        version = log_model_version(run.info.run_id, pipe, model, X, pipe.predict(X))
+        registry.client().set_model_version_tag(model, version, "gate.passed", "true")
+        registry.client().set_model_version_tag(model, version, "metric.roc_auc", f"{0.7 + i / 100:.4f}")
+        if i > 1:
+            registry.move_alias(model, "previous", str(i - 1), by="test", reason=f"replaced by v{i}")
+        registry.move_alias(model, "champion", version, by="test", reason=f"v{version} passed the gate")
+    for number in deleted:
+        registry.client().delete_model_version(model, str(number))
