@@ -4,6 +4,7 @@ the logged model, holdout metrics and artifacts, and the verdict recorded on the
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -66,16 +67,18 @@ class TrainingRun:
     prefect: PrefectContext | None = None
 
 
-def reason_slug(reason: str, limit: int = 32) -> str:
-    """A run's reason as a name part: the words before the first `:` or `;`, lowercase, dashed
-    (`drift monitor: drift share 0.6` -> `drift-monitor`); `manual` when empty."""
-    head = reason.split(":", 1)[0].split(";", 1)[0]
-    text = "".join(ch if ch.isalnum() else "-" for ch in head.lower())
-    return "-".join(part for part in text.split("-") if part)[:limit].strip("-") or "manual"
+def reason_slug(reason: str, limit: int = 40) -> str:
+    """A run's reason as a name part, by the rule the Prefect run names use (flows.forms.name_part): paths
+    shortened to their file name, lowercase words joined by dashes (`data arrived: /in/b 7.csv` ->
+    `data-arrived-b-7.csv`); `manual` when empty."""
+    words = [w.rsplit("/", 1)[-1] if "/" in w else w for w in str(reason).split()]
+    out = re.sub(r"[^a-z0-9.]+", "-", " ".join(words).lower()).strip("-.")
+    return out[:limit].rstrip("-.") or "manual"
 
 
 def training_run_name(model_name: str, reason: str, version: str | None = None) -> str:
-    """`train-<model>-<reason>` while training, `train-<model>-v<N>-<reason>` once the version is registered."""
+    """`train-<model>-<reason>` while training (the Prefect run's name), `train-<model>-v<N>-<reason>` once the
+    version is registered."""
     return f"train-{model_name}-" + (f"v{version}-" if version else "") + reason_slug(reason)
 
 

@@ -70,9 +70,9 @@ def test_the_prefect_ui_comes_from_its_settings(monkeypatch: pytest.MonkeyPatch)
 
 
 @pytest.mark.parametrize(("reason", "slug"), [
-    ("manual", "manual"), ("", "manual"), ("drift monitor: drift share 0.61 >= 0.3; quality", "drift-monitor"),
-    ("Retrain requested", "retrain-requested"), ("data arrived: /in/batch 7.csv", "data-arrived"),
-    ("a very long reason that goes on and on past the limit", "a-very-long-reason-that-goes-on"),
+    ("manual", "manual"), ("", "manual"), ("drift monitor: drift share 0.61 >= 0.3", "drift-monitor-drift-share-0.61-0.3"),
+    ("Retrain requested", "retrain-requested"), ("first data: /in/churn-2026-06.csv", "first-data-churn-2026-06.csv"),
+    ("a very long reason that goes on and on past the limit", "a-very-long-reason-that-goes-on-and-on-p"),
 ])
 def test_the_reason_as_a_run_name_part(reason: str, slug: str) -> None:
     assert reason_slug(reason) == slug
