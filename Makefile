@@ -40,6 +40,9 @@ monitor: $(STAMP) ## run the monitoring flow once on the prediction log
 up: $(STAMP) ## start the local stack on loopback (Prefect, MLflow, worker, model server, webhook bridge)
 	$(BIN)/mlops up --config $(CONFIG)
 
+up-production: $(STAMP) ## the production profile: own PostgreSQL for Prefect and MLflow, served artifacts, two workers
+	$(BIN)/mlops up --profile production --config $(CONFIG)
+
 down: $(STAMP) ## stop what `make up` started
 	$(BIN)/mlops down
 
@@ -52,4 +55,4 @@ mlflow-ui: $(STAMP) ## open the MLflow UI on the local store (http://127.0.0.1:5
 clean: ## remove local state (.mlops/): models, runs, logs
 	rm -rf .mlops
 
-.PHONY: help setup run test lint status mlflow-ui clean demo-drift monitor up down
+.PHONY: help setup run test lint status mlflow-ui clean demo-drift monitor up up-production down
