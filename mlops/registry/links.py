@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from urllib.parse import quote
 
-# MLflow 3.17's UI opens an experiment in the view its sidebar switch (or this query parameter) names, and
-# starts in the GenAI view; every experiment and run link carries the classic machine-learning view.
+# MLflow 3.17's UI shows every page in the view its sidebar switch (or this query parameter) names, and starts
+# in the GenAI view; every link built here asks for the classic machine-learning view (checked in Chromium:
+# the experiment link lands on its Runs tab, the artifact link shows the file, HTML in a frame).
 ML_VIEW_QUERY = "workflowType=machine_learning"
 
 
@@ -34,9 +35,9 @@ def mlflow_routes(run_id: str | None = None, experiment_id: str | None = None, m
             path = quote(artifact.strip("/"), safe="/")
             out["artifact"] = f"#/experiments/{experiment_id}/runs/{run_id}/artifacts/{path}?{ML_VIEW_QUERY}"
     if model:
-        out["model"] = f"#/models/{quote(model, safe='')}"
+        out["model"] = f"#/models/{quote(model, safe='')}?{ML_VIEW_QUERY}"
         if version is not None and str(version):
-            out["model_version"] = f"#/models/{quote(model, safe='')}/versions/{version}"
+            out["model_version"] = f"#/models/{quote(model, safe='')}/versions/{version}?{ML_VIEW_QUERY}"
     return out
 
 

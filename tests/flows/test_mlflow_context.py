@@ -50,7 +50,7 @@ def test_the_run_is_named_after_its_version_and_reason_and_links_its_prefect_flo
     assert tags["prefect.flow_run_url"].endswith(f"/runs/flow-run/{flow_run_id}")
     assert f"]({tags['prefect.flow_run_url']})" in description  # a markdown link to the flow run's page
     assert tags["prefect.flow_run_url"].startswith("http") and "/api/" not in tags["prefect.flow_run_url"]
-    assert f"[version {res.version}](#/models/{NAME}/versions/{res.version})" in description
+    assert f"[version {res.version}](#/models/{NAME}/versions/{res.version}?workflowType=machine_learning)" in description
     assert "gate passed" in description and "card/model_card.md" in description
 
 

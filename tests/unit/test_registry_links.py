@@ -25,13 +25,13 @@ def test_mlflow_urls_for_a_run_a_version_and_an_artifact() -> None:
     assert urls["artifact"] == (f"{SERVER}/#/experiments/7/runs/abc123/artifacts/report/drift-churn-v3.html"
                                 "?workflowType=machine_learning")
     assert urls["artifact_download"] == f"{SERVER}/get-artifact?path=report%2Fdrift-churn-v3.html&run_uuid=abc123"
-    assert urls["model"] == f"{SERVER}/#/models/churn%20model"
-    assert urls["model_version"] == f"{SERVER}/#/models/churn%20model/versions/3"
+    assert urls["model"] == f"{SERVER}/#/models/churn%20model?workflowType=machine_learning"
+    assert urls["model_version"] == f"{SERVER}/#/models/churn%20model/versions/3?workflowType=machine_learning"
 
 
 def test_mlflow_urls_only_for_what_is_given() -> None:
     assert links.mlflow_urls(model="m", tracking_uri="https://mlflow.example") == {
-        "server": "https://mlflow.example", "model": "https://mlflow.example/#/models/m"}
+        "server": "https://mlflow.example", "model": "https://mlflow.example/#/models/m?workflowType=machine_learning"}
     assert set(links.mlflow_urls(run_id="r", experiment_id="1", tracking_uri=SERVER)) == {"server", "experiment", "run"}
 
 
@@ -95,7 +95,7 @@ def test_a_monitoring_run_and_the_version_it_checked_point_at_each_other(state_d
     run = c.get_run(rid)
     assert run.info.run_name == "monitor-watched-v1-20260101T000000-abcd1234"
     assert run.data.tags["model_name"] == "watched" and run.data.tags["model_version"] == "1"
-    assert "[watched version 1](#/models/watched/versions/1)" in run.data.tags["mlflow.note.content"]
+    assert "[watched version 1](#/models/watched/versions/1?workflowType=machine_learning)" in run.data.tags["mlflow.note.content"]
     assert "11111111-2222-3333-4444-555555555555" in run.data.tags["mlflow.note.content"]
     assert run.data.metrics == {"drift_share": 0.1}
     assert report_artifact(report) in [f.path for f in c.list_artifacts(rid, "report")]
