@@ -15,6 +15,7 @@ import argparse
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 from bench.report import write_section
 
@@ -32,6 +33,7 @@ def main() -> None:
     ap.add_argument("--initial", default="3M")
     ap.add_argument("--every", default="1M")
     ap.add_argument("--no-write", action="store_true", help="print the section instead of writing docs/benchmarks.md")
+    ap.add_argument("--no-variants", action="store_true", help="skip the policy variants (the policy arm only, each)")
     args = ap.parse_args()
 
     load_before = os.getloadavg()[0]
@@ -104,12 +106,76 @@ def main() -> None:
                      f"{_num(b.get('never'))} | {_num(b.get('every_window'))} | {_num(w.drift_share, 2)} | "
                      f"{w.decision} | {'yes' if w.promoted else ('rejected' if w.retrained else '')} | "
                      f"{w.seconds:.1f} | {why.replace('|', '/')} |")
+    if not args.no_variants:
+        lines += _variants(args.config, plan, arms["never"].mean_metric, arms["every_window"].mean_metric, m)
     lines += ["", "Reproduce: `.venv/bin/python -m bench.bench_backtest` (or `mlops backtest --config "
               "configs/demand.yaml` for the same replay with its files, Prefect artifacts and MLflow run)."]
     body = "\n".join(lines)
     print(body)
     if not args.no_write:
         write_section("backtest", body)
+
+
+# Policies the default was chosen against: the same replay, the policy arm only (overrides of monitoring.policy
+# and gate). "before" is the policy configs/demand.yaml shipped with when the backtest first ran.
+VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
+    "default": {},
+    "drift also triggers when labels judged the window (drift_trigger: always)": {"policy": {"drift_trigger": "always"}},
+    "live baseline from a champion's first 3 windows": {"policy": {"live_baseline_windows": 3}},
+    "holdout as the baseline (live_baseline_windows: 0)": {"policy": {"live_baseline_windows": 0}},
+    "gate floors never waived (replace_failing_champion: false)": {"gate": {"replace_failing_champion": False}},
+    "before: drift always, 1 window, tolerance 10% vs holdout/3 windows, no waiver": {
+        "policy": {"drift_trigger": "always", "consecutive_windows": 1, "quality_tolerance": 0.1,
+                   "live_baseline_windows": 3},
+        "gate": {"replace_failing_champion": False}},
+}
+
+
+def _variants(config: str, plan: Any, never: float | None, every: float | None, metric: str) -> list[str]:
+    """The policy arm of each variant on the same plan; recovered share against this run's baselines."""
+    import yaml
+
+    from mlops.core.config import METRIC_DIRECTION, parse_config
+    from mlops.monitoring.backtest import recovered_share, run_backtest
+
+    raw = yaml.safe_load(Path(config).read_text())
+    out = ["", "How the default policy was chosen: the same replay with the policy arm only, one change at a time "
+           "(recovered share against the baselines above).", "",
+           f"| policy | mean {metric} | retrains | promotions | recovered share |", "| --- | --- | --- | --- | --- |"]
+    for name, change in VARIANTS.items():
+        cfg_raw = yaml.safe_load(yaml.safe_dump(raw))
+        cfg_raw["monitoring"]["policy"] = {**(cfg_raw["monitoring"].get("policy") or {}), **change.get("policy", {})}
+        cfg_raw["gate"] = {**cfg_raw["gate"], **change.get("gate", {})}
+        arm = run_backtest(parse_config(cfg_raw, config), plan, baselines=False).arms["policy"]
+        share = recovered_share(arm.mean_metric, never, every, METRIC_DIRECTION[metric])
+        out.append(f"| {name} | {_num(arm.mean_metric)} | {arm.retrains} | {arm.promotions} | "
+                   f"{'n/a' if share is None else f'{share:.1%}'} |")
+        print(out[-1])
+    return out + ["", WHY]
+
+
+WHY = """Why these defaults, and why they should hold on data they were not tuned on (they were chosen among the
+variants above on this generator, so the reasons matter more than the figures):
+
+- **Labels decide when there are labels.** A retrain answers "did the model get worse?", which labels measure
+  directly; input drift is a proxy, and on seasonal data it fires in every window (drift share 0.33-0.83 in all 21
+  here) whether or not the model holds. Drift in labelled windows bought about 3 points of recovered share for 5
+  more retrains. Windows without labels still retrain on drift (`drift_trigger: without_labels`).
+- **A model is compared with itself, live.** The baseline is the champion's first labelled window after training,
+  when it is freshest; a holdout is one period and the windows are others, which made nearly every window look
+  degraded (the holdout baseline recovers 77.5%). A new champion is held to its predecessor's live level until it
+  has its own, so a bad retrain is caught in its first window.
+- **Tolerance by metric kind.** Errors (rmse, mae) move with the data's scale: here 10-20% from month to month with
+  the season, against 40-300% when a retrain was needed; so 20% of the baseline for errors, 5 points for bounded
+  scores (AUC, accuracy, r2).
+- **A floor does not keep a worse model serving.** After the shift the first retrain missed the r2 floor while the
+  champion missed it by far more; waiving the floor only in that case (challenger significantly better on the same
+  holdout) recovers 7 more points.
+
+None of this uses anything particular to the generator: no period, column or value was fitted to it. What it
+assumes is that labels arrive with the windows (else drift decides, as before) and that a needed retrain moves the
+error by more than the month-to-month noise. On data where neither holds, `drift_trigger`, `quality_tolerance` and
+`live_baseline_windows` are the settings to revisit, and `mlops backtest` shows their effect before production."""
 
 
 if __name__ == "__main__":
