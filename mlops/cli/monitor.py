@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="pipeline config (YAML)")]
 DEFAULT_CONFIG = Path("configs/default.yaml")
 DEMO_SHIFT_DAYS = 181  # the drifted batch comes after the ~180 days the built-in data covers
+CHAMPION_LOAD_MODULES = ("skops.io", "mlflow.sklearn")
 
 
 
@@ -106,7 +107,9 @@ def monitor_command(
     """Check the champion against new data: data quality, drift, live quality, retrain policy (and the retrain)."""
     cfg = _check_config(config)
     os.environ.setdefault("OMP_NUM_THREADS", "1")  # before OpenMP loads: see live_cycle
-    prepare_flow_process("flows.monitor", "great_expectations")  # GX: the window's check, imported meanwhile
+    # imported while the private API boots: the window's check (GX) and the champion's load (skops, whose
+    # import walks all of scikit-learn, and MLflow's sklearn flavour), the flow's first steps
+    prepare_flow_process("flows.monitor", "great_expectations", *CHAMPION_LOAD_MODULES)
     from flows.monitor import monitor
 
     with live_cycle(cfg):
