@@ -140,8 +140,11 @@ def retrain(config_path: str = "configs/default.yaml", source_path: str | None =
     policy, clock = cfg.monitoring.policy, clock_at(at)
     run = MonitorRun.start(cfg.registry.model_name, config_path, settings.state_dir, settings.reports_dir,
                            settings.monitor_state_path, runtime.flow_run.id)
-    if not should_start_training(run.policy, clock(), policy.dedupe_seconds, policy.training_lock_minutes, run.run_id):
-        detail = (f"another training of '{run.model_name}' is running or started less than "
+    if not should_start_training(run.policy, clock(), policy.dedupe_seconds, policy.training_lock_minutes, run.run_id,
+                                 is_alive=_flow_run_alive):
+        holder = run.policy.load().in_flight
+        which = f"flow run {holder.run_id}" if holder is not None and holder.run_id else "the training started"
+        detail = (f"another training of '{run.model_name}' ({which}) is running or started less than "
                   f"{policy.dedupe_seconds:g} s ago; this request is folded into it")
         get_run_logger().info("Retrain not started: %s", detail)
         return RetrainOutcome("refused", detail)
@@ -166,6 +169,20 @@ def retrain(config_path: str = "configs/default.yaml", source_path: str | None =
         return outcome
     finally:
         record_training_finished(run.policy, clock(), succeeded, trained)
+
+
+def _flow_run_alive(run_id: str) -> bool | None:
+    """Whether the flow run holding the training slot is still going (None: Prefect cannot say)."""
+    from uuid import UUID
+
+    from prefect.client.orchestration import get_client
+
+    try:
+        with get_client(sync_client=True) as client:
+            state = client.read_flow_run(UUID(run_id)).state
+    except Exception:  # a local run id, or the API away: keep the lock, it expires by itself
+        return None
+    return None if state is None else not state.is_final()
 
 
 if __name__ == "__main__":

@@ -302,6 +302,30 @@ def test_the_retrain_guards_read_the_given_clock_and_a_retrain_without_rows_free
     assert again.status == "skipped"  # not "refused": the empty retrain left no start behind
 
 
+def test_a_training_slot_held_by_a_run_that_has_ended_is_freed_and_a_live_hold_is_named(
+        store, home: Path, tmp_path: Path) -> None:
+    """A worker killed mid-training never releases the slot; the next request asks Prefect about the holder."""
+    from prefect import flow as prefect_flow
+
+    from mlops.monitoring.policy import PolicyStore, should_start_training
+
+    @prefect_flow(name="killed-training")
+    def killed() -> None:
+        return None
+
+    ended = str(killed(return_state=True).state_details.flow_run_id)
+    cfg = _config(tmp_path, name="slot.yaml", model_name="churn-slot")
+    policy = PolicyStore(home / "monitor" / "churn-slot" / "policy.json")
+    unknown = str(uuid.uuid4())  # Prefect cannot say: the lock is kept until it expires
+    assert should_start_training(policy, pd.Timestamp.now(tz="UTC").to_pydatetime(), 0, run_id=unknown)
+    held = retrain(config_path=str(cfg), reason="while a training may still run")
+    assert held.status == "refused" and f"flow run {unknown}" in held.detail
+    policy.path.unlink()
+    assert should_start_training(policy, pd.Timestamp.now(tz="UTC").to_pydatetime(), 0, run_id=ended)
+    freed = retrain(config_path=str(cfg), reason="the holder has ended")
+    assert freed.status == "trained", freed.detail  # not refused: the slot was free (no champion yet: config data)
+
+
 def test_a_rejected_retrain_keeps_its_labelled_rows_for_the_next_one(store, home: Path, tmp_path: Path) -> None:
     from mlops.monitoring.retraining import LabelledStore, training_rows
 
