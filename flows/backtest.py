@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from prefect import flow, get_run_logger, runtime
+from prefect import get_run_logger, runtime
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.states import Completed, Failed, State
 
-from flows.forms import ConfigPath, OptionalPath, model_of, run_name
+from flows.forms import LEFT_OUT, ConfigPath, OptionalPath, form_flow, given, model_of, run_name
 from mlops.core.config import PipelineConfig, load_config
 from mlops.core.data import read_source
 from mlops.core.errors import MLOpsError
@@ -25,8 +25,8 @@ from mlops.monitoring.backtest_report import backtest_folder, log_backtest_run, 
 from tasks.reporting import outcome_tags, tag_flow_run
 
 
-@flow(name="backtest", log_prints=False, flow_run_name=run_name("backtest"))
-def backtest(config_path: ConfigPath = "configs/demand.yaml", data_path: OptionalPath = None, initial: str = "3M",
+@form_flow(name="backtest", log_prints=False, flow_run_name=run_name("backtest"))
+def backtest(config_path: ConfigPath = "configs/demand.yaml", data_path: OptionalPath = LEFT_OUT, initial: str = "3M",
              every: str = "1M") -> dict[str, Any] | State:
     """Replay a labelled history in data time: first champion, then monitor, policy, retrain and gate per window.
 
@@ -37,7 +37,7 @@ def backtest(config_path: ConfigPath = "configs/demand.yaml", data_path: Optiona
         every: The length of each replayed window, e.g. 1M, 2W, 7D, 24H.
     """
     try:
-        out = run_backtest_flow(config_path, data_path, initial, every)
+        out = run_backtest_flow(config_path, given(data_path), initial, every)
     except MLOpsError as exc:
         get_run_logger().error("%s", exc)
         tag_flow_run(*outcome_tags(model_of(config_path), None, "failed"))

@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, GetJsonSchemaHandler
+from prefect import Flow
+from pydantic import MISSING, BaseModel, ConfigDict, Field, GetJsonSchemaHandler
 from pydantic_core import CoreSchema
 
 from mlops.core.config import Family, PipelineConfig
@@ -56,33 +57,64 @@ class _ConfigChoices:
 
 
 class _FormWithoutNull:
-    """Shows an optional parameter as its plain type in the run form (no type switch between a value and
-    None); left empty, the form leaves it out and the flow's default (None) applies."""
+    """Shows an optional parameter as its plain type in the run form: no type switch between a value and
+    None, and no `null` default the form would fill in and then reject. Used with `LEFT_OUT` as the default
+    (pydantic's MISSING sentinel, which a JSON schema leaves out); left empty, the form sends nothing."""
 
     def __get_pydantic_json_schema__(self, core: CoreSchema, handler: GetJsonSchemaHandler) -> dict[str, Any]:
-        inner = core["schema"] if core.get("type") == "nullable" else core  # type: ignore[typeddict-item]
-        return dict(handler(inner))
+        while core.get("type") in ("missing-sentinel", "nullable"):
+            core = core["schema"]  # type: ignore[typeddict-item]
+        return dict(handler(core))
+
+
+def _no_null_defaults(schema: dict[str, Any]) -> None:
+    """A model's JSON schema without `"default": null` on its fields (the form would fill in null and reject it)."""
+    for prop in schema.get("properties", {}).values():
+        if "default" in prop and prop["default"] is None:
+            del prop["default"]
+
+
+LEFT_OUT: Any = MISSING
+"""The default of a parameter a run may leave out: the run form shows an empty field (see `given`)."""
+
+
+def given(value: Any) -> Any:
+    """A parameter's value, None when the run left it out (`LEFT_OUT`)."""
+    return None if value is MISSING else value
+
+
+class _FormFlow(Flow):  # type: ignore[type-arg]
+    """A flow whose run record leaves out the parameters a call did not give (`LEFT_OUT`), as a run started
+    from the form does, instead of showing the sentinel's attributes."""
+
+    def serialize_parameters(self, parameters: dict[str, Any]) -> dict[str, Any]:
+        return super().serialize_parameters({k: v for k, v in parameters.items() if v is not MISSING})
+
+
+def form_flow(**options: Any) -> Callable[[Callable[..., Any]], Flow]:  # type: ignore[type-arg]
+    """`@flow(**options)` for flows with `LEFT_OUT` parameters (see `_FormFlow`)."""
+    return lambda fn: _FormFlow(fn, **options)
 
 
 ConfigPath = Annotated[str, _ConfigChoices()]
 """A pipeline config (YAML): a choice of the project's configs in the run form, any path from code."""
 
-OptionalPath = Annotated[str | None, _FormWithoutNull()]
-"""A file or folder path that may be left out; the form shows a plain text box."""
+OptionalPath = Annotated[str | None | MISSING, _FormWithoutNull()]
+"""A file or folder path that may be left out (None or `LEFT_OUT`); the form shows a plain text box."""
 
 
 class SearchOverrides(BaseModel):
     """Search settings for this run only, applied over the config's `search` and `models`; what is left
     empty keeps the config's value."""
 
-    model_config = ConfigDict(extra="forbid", title="Search overrides")
+    model_config = ConfigDict(extra="forbid", title="Search overrides", json_schema_extra=_no_null_defaults)
 
     n_trials: Annotated[int | None, _FormWithoutNull()] = Field(
-        None, ge=1, le=10_000, description="Trials per model family (the config's search.n_trials otherwise).")
+        None, ge=1, le=10_000, title="Trials per family", description="Trials per model family (the config's search.n_trials otherwise).")
     families: Annotated[list[Family] | None, _FormWithoutNull()] = Field(
-        None, description="Search only these of the config's model families (all of them otherwise).")
+        None, title="Families", description="Search only these of the config's model families (all of them otherwise).")
     time_budget_minutes: Annotated[float | None, _FormWithoutNull()] = Field(
-        None, gt=0, description="Start no further family's search after this many minutes (a search that has "
+        None, gt=0, title="Time budget (minutes)", description="Start no further family's search after this many minutes (a search that has "
                                 "started finishes; the first family always runs). No budget otherwise.")
 
     def is_empty(self) -> bool:
@@ -98,11 +130,12 @@ class SearchOverrides(BaseModel):
         return ", ".join(parts) or "none"
 
 
-SearchOverridesParam = Annotated[SearchOverrides | None, _FormWithoutNull()]
+SearchOverridesParam = Annotated[SearchOverrides | None | MISSING, _FormWithoutNull()]
 
 
 def apply_search_overrides(cfg: PipelineConfig, overrides: SearchOverrides | None) -> PipelineConfig:
     """`cfg` with the run's search overrides; a family the config does not list is a one-sentence ConfigError."""
+    overrides = given(overrides)
     if overrides is None or overrides.is_empty():
         return cfg
     update: dict[str, Any] = {}

@@ -10,16 +10,19 @@ from __future__ import annotations
 
 import time
 
-from prefect import flow, get_run_logger, runtime
+from prefect import get_run_logger, runtime
 from prefect.states import Failed, State
 
 from flows.forms import (
     DEFAULT_CONFIG,
+    LEFT_OUT,
     ConfigPath,
     OptionalPath,
     SearchOverrides,
     SearchOverridesParam,
     apply_search_overrides,
+    form_flow,
+    given,
     model_of,
     reason_suffix,
     run_name,
@@ -53,9 +56,9 @@ from tasks.tuning import SearchInputs, build_features, refit_challenger, tune_ca
 from tasks.validation import validate_training_data
 
 
-@flow(name="train", log_prints=False, flow_run_name=run_name("train", suffix=reason_suffix))
-def train(config_path: ConfigPath = DEFAULT_CONFIG, source_path: OptionalPath = None, reason: str = "manual",
-          search: SearchOverridesParam = None) -> TrainingResult | State:
+@form_flow(name="train", log_prints=False, flow_run_name=run_name("train", suffix=reason_suffix))
+def train(config_path: ConfigPath = DEFAULT_CONFIG, source_path: OptionalPath = LEFT_OUT, reason: str = "manual",
+          search: SearchOverridesParam = LEFT_OUT) -> TrainingResult | State:
     """Train, tune, evaluate and gate a challenger; register it; make it champion if it passes.
 
     Args:
@@ -67,7 +70,7 @@ def train(config_path: ConfigPath = DEFAULT_CONFIG, source_path: OptionalPath = 
             is left empty keeps the config's value.
     """
     try:
-        result = run_training(config_path, source_path, reason, search)
+        result = run_training(config_path, given(source_path), reason, given(search))
     except MLOpsError as exc:
         get_run_logger().error("%s", exc)
         tag_flow_run(*outcome_tags(model_of(config_path), None, "failed"))

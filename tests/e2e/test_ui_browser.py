@@ -1,6 +1,8 @@
 """The Prefect UI as a person sees it: headless Chromium (Debian package `chromium`, driven over the
 DevTools protocol) opens the UI of the running stack, finds the completed training run, opens its
-markdown artifact and sees it rendered. A screenshot is saved next to the test's state folder."""
+markdown artifact and sees it rendered; a gate-rejected run says REJECTED on its page; the train
+deployment's run form shows what each parameter means. Screenshots are saved next to the test's state
+folder."""
 
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.support.stack import Live, ensure_trained
+from tests.support.stack import TERMINAL, Live, api, ensure_trained, logs, run_deployment, wait_for, wait_state
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(420)]
 
@@ -135,7 +137,7 @@ def test_prefect_ui_shows_the_training_run_and_its_markdown_report(live: Live, b
     browser.wait_text(run["name"], timeout=60)
     browser.click_text(run["name"])
     page = browser.wait_text("Artifacts")
-    assert "Completed" in page and "train" in page
+    assert "Promoted" in page and "train" in page  # the final state names the outcome (a Completed type)
 
     # its Artifacts tab lists the markdown summary; opening it renders the markdown
     browser.click_text("Artifacts")
@@ -149,3 +151,71 @@ def test_prefect_ui_shows_the_training_run_and_its_markdown_report(live: Live, b
     shot = browser.screenshot(shots / "prefect-ui-training-summary.png")
     assert shot.stat().st_size > 10_000
     print(f"screenshot: {shot}")
+
+
+def _rejected_run(live: Live) -> dict[str, Any]:
+    """A training run the gate rejects: labels shuffled, so no model beats the roc_auc threshold."""
+    from mlops.core.data import generate_churn
+
+    ensure_trained(live)  # a champion to keep
+    frame = generate_churn(rows=1500, seed=5)
+    frame["churned"] = frame["churned"].sample(frac=1.0, random_state=0).to_numpy()
+    path = live.data.parent / "churn-shuffled-labels.csv"
+    frame.to_csv(path, index=False)
+    run_id = run_deployment(live, "train", {"source_path": str(path), "reason": "e2e: labels shuffled"})
+    assert wait_state(live, run_id, TERMINAL, timeout=300) == "COMPLETED", logs(live)
+    run = api(live, "GET", f"/flow_runs/{run_id}")
+    assert run["state"]["name"] == "Rejected" and run["state"]["message"].startswith("REJECTED"), run["state"]
+    return dict(run)
+
+
+def test_a_rejected_run_says_rejected_on_its_page(live: Live, browser: Browser) -> None:
+    run = _rejected_run(live)
+    ui = live.opts.url("prefect")
+    assert run["name"] == f"train-{live.model}-e2e-labels-shuffled"
+    assert {f"model:{live.model}", "outcome:rejected"} <= set(run["tags"]), run["tags"]
+    assert any(t.startswith("version:v") for t in run["tags"]), run["tags"]
+    # the MLflow links point at the MLflow server's pages (Prefect stores a link artifact as markdown)
+    found = api(live, "POST", "/artifacts/filter", json={"artifacts": {"flow_run_id": {"any_": [run["id"]]}}})
+    data = {a["key"]: str(a["data"]) for a in found}
+    mlflow = live.opts.url("mlflow")
+    assert f"]({mlflow}/#/experiments/" in data[f"{live.model}-mlflow-run"], data
+    assert f"]({mlflow}/#/models/{live.model}/versions/" in data[f"{live.model}-mlflow-version"], data
+    assert "REJECTED" in data[f"{live.model}-versions"]
+
+    browser.goto(f"{ui}/runs/flow-run/{run['id']}")
+    page = browser.wait_text("Rejected", timeout=60)  # the state badge
+    assert run["name"] in page and "outcome:rejected" in page
+    browser.click_text("Details")
+    page = browser.wait_text("REJECTED", timeout=30)  # the state message says why
+    assert "State Message" in page
+    (live.work / "screenshots").mkdir(exist_ok=True)
+    shot = browser.screenshot(live.work / "screenshots" / "prefect-ui-rejected-run.png")
+    assert shot.stat().st_size > 10_000
+
+
+def test_the_train_run_form_shows_what_each_parameter_means(live: Live, browser: Browser) -> None:
+    dep = api(live, "GET", "/deployments/name/train/train")
+    ui = live.opts.url("prefect")
+    browser.goto(f"{ui}/deployments/deployment/{dep['id']}/run")
+    for text in ("The pipeline config (YAML)", "Why this run happens", "to use the config's source",
+                 "Search settings for this run only", "Trials per model family", "configs/default.yaml"):
+        browser.wait_text(text, timeout=60)
+    (live.work / "screenshots").mkdir(exist_ok=True)
+    shot = browser.screenshot(live.work / "screenshots" / "prefect-ui-train-form.png")
+    assert shot.stat().st_size > 10_000
+
+    # submitted as shown (nothing typed in), the form starts a run: no "None is not of type" complaint, and
+    # the parameters left empty are left out (the flow's defaults apply)
+    before = {r["id"] for r in api(live, "POST", "/flow_runs/filter",
+                                   json={"deployments": {"id": {"any_": [dep["id"]]}}, "limit": 200})}
+    browser.click_text("Submit")
+    new = wait_for(lambda: [r for r in api(live, "POST", "/flow_runs/filter",
+                                           json={"deployments": {"id": {"any_": [dep["id"]]}}, "limit": 200})
+                            if r["id"] not in before], timeout=30)
+    assert new, f"the form started no run; it says:\n{browser.text()[-1500:]}"
+    assert "not of type" not in browser.text()
+    params = new[0]["parameters"]
+    assert "source_path" not in params and "search" not in params, params
+    api(live, "POST", f"/flow_runs/{new[0]['id']}/set_state", json={"state": {"type": "CANCELLING"}, "force": True})
+    wait_state(live, new[0]["id"], TERMINAL, timeout=120)  # frees the deployment's slot for the next test

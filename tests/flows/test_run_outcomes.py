@@ -67,6 +67,7 @@ def test_a_promoted_training_says_so_in_its_name_state_and_tags(runs) -> None:
     assert run.name == "train-churn-small-first-data-churn-2026-06.csv"
     assert {"model:churn-small", "version:v1", "outcome:promoted"} <= set(run.tags)
     assert st.result().version == "1"
+    assert "source_path" not in run.parameters and "search" not in run.parameters  # left out, as by the form
 
 
 def test_a_rejected_training_is_completed_named_rejected_with_the_failing_checks(runs) -> None:
@@ -147,13 +148,14 @@ def test_every_form_parameter_has_a_description_and_no_null_switch() -> None:
         for name, prop in props.items():
             assert prop.get("description"), (fl.name, name)
             assert "anyOf" not in prop, (fl.name, name)  # no str/None toggle in the form
+            assert prop.get("default", "") is not None, (fl.name, name)  # no null the form would fill in and reject
     props = train.parameters.model_dump_for_openapi()["properties"]
     assert "configs/default.yaml" in props["config_path"]["enum"]
     assert "configs/webhooks.yaml" not in props["config_path"]["enum"]  # webhook mappings are not pipelines
     assert props["source_path"]["type"] == "string"
     search = props["search"]
     assert search["type"] == "object" and set(search["properties"]) == {"n_trials", "families", "time_budget_minutes"}
-    assert all(p.get("description") and "anyOf" not in p for p in search["properties"].values())
+    assert all(p.get("description") and "anyOf" not in p and "default" not in p for p in search["properties"].values())
 
 
 def test_the_deployed_config_is_among_the_choices(monkeypatch: pytest.MonkeyPatch) -> None:
