@@ -10,18 +10,24 @@ from __future__ import annotations
 import json
 import sys
 from dataclasses import replace
-from datetime import datetime
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
 
 import mlflow
 from prefect import flow, get_run_logger, runtime
+from prefect.states import Completed, State
 
+from flows.forms import name_part, reason_suffix, run_name
 from flows.train import train
 from mlops.core.config import load_config
 from mlops.core.settings import configure_environment
 from mlops.monitoring.policy import clock_at, record_training_finished, should_start_training
 from mlops.monitoring.result import DriftSummary, MonitorResult, RetrainOutcome, WindowInfo, mlflow_record
 from mlops.monitoring.run import MonitorRun
-from tasks.drift import build_drift_report, detect_drift, prepare_drift_inputs, publish_drift
+from mlops.registry.links import mlflow_urls
+from mlops.registry.monitoring import report_artifact
+from tasks.drift import build_drift_report, detect_drift, prepare_drift_inputs, publish_drift, report_title
 from tasks.monitoring import (
     announce_decision,
     apply_retrain_policy,
@@ -39,15 +45,37 @@ from tasks.monitoring import (
     release_window,
 )
 from tasks.registry import load_champion
-from tasks.reporting import mlflow_run_url
+from tasks.reporting import outcome_tags, tag_flow_run
 
 NO_REPORT = {"error": "not asked for (html_report off; `mlops monitor --report` builds it)", "html_path": None}
 
 
-@flow(name="monitor", log_prints=False)
+def window_suffix(params: dict[str, Any]) -> str:
+    """`-<window>` of a monitor run's name: the file checked (`current_path`), else the window's time (`at`, or
+    when the run was due) to the minute, e.g. `monitor-churn-classifier-20260315T1200`."""
+    current = params.get("current_path")
+    if current:
+        return name_part(Path(str(current)).name)
+    at = params.get("at")
+    when: datetime | None = None
+    if isinstance(at, datetime):
+        when = at
+    elif at:
+        try:
+            when = datetime.fromisoformat(str(at))
+        except ValueError:
+            when = None
+    if when is None:
+        when = runtime.flow_run.scheduled_start_time or datetime.now(UTC)
+    if when.tzinfo is not None:
+        when = when.astimezone(UTC)
+    return when.strftime("%Y%m%dT%H%M")
+
+
+@flow(name="monitor", log_prints=False, flow_run_name=run_name("monitor", suffix=window_suffix))
 def monitor(config_path: str = "configs/default.yaml", current_path: str | None = None,
             labels_path: str | None = None, at: datetime | None = None,
-            html_report: bool = True) -> MonitorResult:
+            html_report: bool = True) -> MonitorResult | State:
     """Check the champion against new data and ask for a retrain when the policy says so.
 
     Current data is the prediction-log window since the last check (each log file is checked by
@@ -65,7 +93,7 @@ def monitor(config_path: str = "configs/default.yaml", current_path: str | None 
     run = replace(run, now=clock())
     bundle = load_champion(run.model_name, with_reference=True)
     if bundle is None:
-        return _no_champion(run)
+        return _final_state(_no_champion(run))
     window = load_window(run, current_path, settings.prediction_log_dir, cfg.monitoring)
     result = MonitorResult("checked" if window.rows else "empty", bundle.name, bundle.version,
                            window=WindowInfo.of(window), monitor_flow_run_id=run.run_id, config_path=run.config_path)
@@ -82,7 +110,8 @@ def monitor(config_path: str = "configs/default.yaml", current_path: str | None 
             result.window.rescored_with_champion = inputs.rescored
             if inputs.reference is not None:
                 drift = detect_drift(inputs, cfg.monitoring)
-                report = (build_drift_report(inputs, drift, cfg.monitoring, run.report_path(bundle.version, window))
+                report = (build_drift_report(inputs, drift, cfg.monitoring, run.report_path(bundle.version, window),
+                                             title=report_title(bundle.name, bundle.version, run.window_id(window)))
                           if html_report else dict(NO_REPORT))
                 result.drift, result.report_path = DriftSummary.of(drift, report), report.get("html_path")
             live = assess_live_quality(inputs.current, labels_path, bundle, cfg, footprint.slice_metrics, run.policy)
@@ -97,9 +126,15 @@ def monitor(config_path: str = "configs/default.yaml", current_path: str | None 
             record = mlflow_record(result, drift)
             result.mlflow_run_id, experiment_id = record_monitoring_run(cfg, settings.artifact_root, bundle, record)
             if drift is not None:
-                publish_drift(bundle.name, bundle.version, drift, report,
-                              mlflow_run_url(settings.tracking_uri, experiment_id, result.mlflow_run_id))
+                html = report.get("html_path")
+                urls = mlflow_urls(run_id=result.mlflow_run_id, experiment_id=experiment_id, model=bundle.name,
+                                   version=bundle.version, artifact=report_artifact(html) if html else None,
+                                   tracking_uri=settings.tracking_uri)
+                publish_drift(bundle.name, bundle.version, drift, report, urls,
+                              cfg.monitoring.policy.drift_share_threshold, tracking_uri=settings.tracking_uri,
+                              run_id=result.mlflow_run_id)
         result.conclude()
+        publish_decision(result)
         result.events = announce_decision(result)
     except BaseException:
         release_window(run, window)
@@ -111,7 +146,14 @@ def monitor(config_path: str = "configs/default.yaml", current_path: str | None 
             result.training = retrain(config_path=config_path, source_path=result.training_file.path,
                                       reason=result.retrain_reason(), at=at)
             publish_decision(result)
-    return result
+    return _final_state(result)
+
+
+def _final_state(result: MonitorResult) -> State:
+    """Completed, named and described by what the check found (`checked v1: drift 0.42, hold`), the run tagged
+    with the model, version and outcome."""
+    tag_flow_run(*outcome_tags(result.model_name, result.model_version, result.outcome()))
+    return Completed(name=result.state_name(), message=result.state_message(), data=result)
 
 
 def _no_champion(run: MonitorRun) -> MonitorResult:
@@ -122,7 +164,7 @@ def _no_champion(run: MonitorRun) -> MonitorResult:
                          config_path=run.config_path)
 
 
-@flow(name="retrain", log_prints=False)
+@flow(name="retrain", log_prints=False, flow_run_name=run_name("retrain", suffix=reason_suffix))
 def retrain(config_path: str = "configs/default.yaml", source_path: str | None = None,
             reason: str = "retrain requested", at: datetime | None = None) -> RetrainOutcome:
     """Train a challenger on new data, at most once per request burst.

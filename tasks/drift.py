@@ -1,5 +1,6 @@
 """Drift stage: the window ready for comparison, the fast sampled verdict, the Evidently HTML report on the
-same sample (reusing the verdict: drift is computed once per run), and their Prefect artifacts."""
+same sample (reusing the verdict: drift is computed once per run), and their Prefect artifacts (made in the
+flow's body, so they belong to the flow run)."""
 
 from __future__ import annotations
 
@@ -14,10 +15,12 @@ from mlops.core.config import MonitoringConfig
 from mlops.core.errors import DataError
 from mlops.core.names import artifact_key
 from mlops.monitoring.drift import DriftResult, compute_drift
-from mlops.monitoring.report import evidently_report
+from mlops.monitoring.report import drift_report_subtitle, evidently_report
 from mlops.monitoring.windows import DriftInputs, drift_inputs
+from mlops.registry.monitoring import report_artifact
 from mlops.registry.versions import ModelBundle
 from tasks.common import stage_task
+from tasks.reporting import mlflow_ui_command
 
 
 @stage_task("prepare_drift_inputs")
@@ -43,13 +46,14 @@ def detect_drift(inputs: DriftInputs, cfg: MonitoringConfig) -> DriftResult:
 
 @stage_task("build_drift_report")
 def build_drift_report(inputs: DriftInputs, drift: DriftResult, cfg: MonitoringConfig,
-                       html_path: Path) -> dict[str, Any]:
-    """Evidently's report on the same sample and methods as `drift` (not computed again); a report that
-    cannot be built is noted, not fatal."""
+                       html_path: Path, title: str | None = None) -> dict[str, Any]:
+    """Evidently's report on the same sample and methods as `drift` (not computed again), headed with `title`
+    and which threshold decides the retrain; a report that cannot be built is noted, not fatal."""
     assert inputs.reference is not None, "the report needs the champion's reference sample"
     try:
         return evidently_report(inputs.reference, inputs.current, inputs.numeric, inputs.categorical, cfg, html_path,
-                                inputs.prediction_column, drift=drift)
+                                inputs.prediction_column, drift=drift, title=title,
+                                subtitle=drift_report_subtitle(cfg) if title else "")
     except DataError as exc:
         get_run_logger().warning("No Evidently report for this window: %s", exc)
         return {"error": str(exc), "html_path": None}
@@ -59,21 +63,75 @@ def build_drift_report(inputs: DriftInputs, drift: DriftResult, cfg: MonitoringC
         return {"error": f"{type(exc).__name__}: {str(exc)[:300]}", "html_path": None}
 
 
-@stage_task("publish_drift", io=True)
-def publish_drift(model_name: str, version: str, drift: DriftResult, report: dict[str, Any],
-                  mlflow_url: str | None) -> None:
-    """A markdown artifact with the drifted columns and scores; links to the HTML report and the MLflow run."""
+def report_title(model_name: str, version: str, window_id: str) -> str:
+    """The Evidently report's heading: which model version and window it checked."""
+    return f"Drift report: {model_name} v{version}, window {window_id}"
+
+
+def drift_markdown(model_name: str, version: str, drift: DriftResult, report: dict[str, Any],
+                   urls: dict[str, str] | None, policy_threshold: float | None = None,
+                   tracking_uri: str | None = None, run_id: str | None = None) -> str:
+    """The drift summary artifact: the verdict and which threshold decides, the drifted columns, and where the
+    HTML report is (its MLflow page, or how to open it without a tracking server)."""
     html = report.get("html_path")
-    where = f"Evidently report: `{html}`" if html else f"Evidently report: not built ({report.get('error')})"
+    if not html:
+        where = f"Evidently report: not built ({report.get('error')})"
+    elif urls and urls.get("artifact"):
+        where = f"Evidently report: [open it in MLflow]({urls['artifact']})"
+    else:
+        where = f"Evidently report: on the MLflow monitoring run under `{report_artifact(html)}` (local copy `{html}`)"
     if html and "agreement" in report:
-        where += f" (Evidently agrees with the fast engine on {report['agreement']:.0%} of columns)"
-    md = f"# Drift: {model_name} v{version}\n\n{drift.to_markdown()}\n{where}\n"
-    if mlflow_url:
-        md += f"\nMLflow monitoring run: {mlflow_url}\n"
-    create_markdown_artifact(md, key=artifact_key(model_name, "drift-summary"), description="Drifted columns with scores")
-    if html:
-        create_link_artifact(Path(html).resolve().as_uri(), link_text=f"Evidently drift report ({model_name} v{version})",
+        where += f"; Evidently agrees with the fast engine on {report['agreement']:.0%} of columns"
+    md = f"# Drift: {model_name} v{version}\n\n{drift.to_markdown(policy_threshold)}\n{where}\n"
+    if urls and urls.get("run"):
+        md += f"\n[MLflow monitoring run]({urls['run']})\n"
+    elif run_id:
+        md += (f"\nMLflow monitoring run `{run_id}`; MLflow runs without a server here, open it with "
+               f"`{mlflow_ui_command(_uri(tracking_uri))}`\n")
+    return md
+
+
+def report_fallback_markdown(model_name: str, version: str, html_path: str, tracking_uri: str | None,
+                             run_id: str | None) -> str:
+    """Where the Evidently report is when MLflow runs without a server (no page a browser could open)."""
+    uri = _uri(tracking_uri)
+    run = f" `{run_id}`" if run_id else ""
+    return (f"# Evidently drift report: {model_name} v{version}\n\nThe report is stored on the MLflow monitoring "
+            f"run{run} under `{report_artifact(html_path)}`. MLflow runs without a server here (store `{uri}`), so "
+            f"there is no page to link to. Open the MLflow UI with\n\n```\n{mlflow_ui_command(uri)}\n```\n\n"
+            f"then browse to http://127.0.0.1:5000, open the run and its `{report_artifact(html_path)}` artifact.\n\n"
+            f"Local copy (on the machine that ran the monitor): `{html_path}`\n")
+
+
+def _uri(tracking_uri: str | None) -> str:
+    if tracking_uri:
+        return tracking_uri
+    import mlflow
+
+    return str(mlflow.get_tracking_uri())
+
+
+def publish_drift(model_name: str, version: str, drift: DriftResult, report: dict[str, Any],
+                  urls: dict[str, str] | None, policy_threshold: float | None = None, *,
+                  tracking_uri: str | None = None, run_id: str | None = None) -> None:
+    """On the flow run (call it from the flow's body): the drift summary, a link to the Evidently report's page
+    on the MLflow monitoring run (`urls` from `mlflow_urls`; without a server, a note on how to open it) and a
+    link to the monitoring run."""
+    html = report.get("html_path")
+    create_markdown_artifact(drift_markdown(model_name, version, drift, report, urls, policy_threshold,
+                                            tracking_uri, run_id),
+                             key=artifact_key(model_name, "drift-summary"),
+                             description=f"Drift share {drift.drift_share:.2f}: drifted columns with scores, and "
+                                         "which threshold decides the retrain")
+    if html and urls and urls.get("artifact"):
+        create_link_artifact(urls["artifact"], link_text=f"Evidently drift report ({model_name} v{version})",
                              key=artifact_key(model_name, "drift-report"),
-                             description="The HTML report saved under the state folder")
-    if mlflow_url:
-        create_link_artifact(mlflow_url, link_text="MLflow monitoring run", key=artifact_key(model_name, "monitoring-run"))
+                             description="The HTML report on the MLflow monitoring run, shown in MLflow's UI")
+    elif html:
+        create_markdown_artifact(report_fallback_markdown(model_name, version, html, tracking_uri, run_id),
+                                 key=artifact_key(model_name, "drift-report"),
+                                 description="Where the Evidently report is and how to open MLflow without a server")
+    if urls and urls.get("run"):
+        create_link_artifact(urls["run"], link_text=f"MLflow monitoring run ({model_name} v{version})",
+                             key=artifact_key(model_name, "monitoring-run"),
+                             description="The monitoring run in the MLflow UI: metrics, decision, report")

@@ -1,5 +1,6 @@
 """Monitoring stage: the window, data quality, rows seen in training, live quality, the retrain policy,
-the record (MLflow, Prefect artifacts, events) and the retraining file. Thin tasks over mlops.monitoring."""
+the record (MLflow, events; the decision artifact, made in the flow's body so it belongs to the flow run) and
+the retraining file. Thin tasks over mlops.monitoring."""
 
 from __future__ import annotations
 
@@ -40,6 +41,7 @@ from mlops.monitoring.result import (
 )
 from mlops.monitoring.run import MonitorRun
 from mlops.registry import versions as registry
+from mlops.registry.monitoring import log_monitoring_run
 from tasks.common import stage_task
 
 
@@ -185,26 +187,21 @@ def record_monitoring_run(cfg: PipelineConfig, artifact_root: str, bundle: regis
                           record: MonitoringRecord) -> tuple[str, str]:
     """The MLflow monitoring run, tagged with model name and version; the version points back at it.
     Returns (run id, experiment id)."""
-    return mon.log_to_mlflow(cfg.registry.experiment or cfg.name, artifact_root, bundle.name, bundle.version,
-                             record.tags, record.metrics, record.files, record.texts)
+    return log_monitoring_run(cfg.registry.experiment or cfg.name, artifact_root, bundle.name, bundle.version,
+                              record.tags, record.metrics, record.files, record.texts)
 
 
-def _decision_artifact(result: MonitorResult) -> None:
-    create_markdown_artifact(result.markdown(), key=artifact_key(result.model_name, "monitor-decision"),
-                             description="Retrain policy decision with its reasons")
-
-
-@stage_task("publish_decision", io=True)
 def publish_decision(result: MonitorResult) -> None:
-    """The decision as a markdown artifact again, with what became of the retrain started here."""
-    _decision_artifact(result)
+    """On the flow run (call it from the flow's body): the decision as a markdown artifact; called again after a
+    retrain started here, with what became of it."""
+    create_markdown_artifact(result.markdown(), key=artifact_key(result.model_name, "monitor-decision"),
+                             description=f"Retrain policy decision: {result.state_message(120)}")
 
 
 @stage_task("announce_decision", io=True)
 def announce_decision(result: MonitorResult) -> EventIds:
-    """The decision artifact, then `mlops.monitor.decision` always, `mlops.drift.detected` on dataset drift
-    (what the drift alert listens for) and `mlops.retrain.requested` on a yes."""
-    _decision_artifact(result)
+    """`mlops.monitor.decision` always, `mlops.drift.detected` on dataset drift (what the drift alert listens
+    for) and `mlops.retrain.requested` on a yes."""
     name, version, payload = result.model_name, result.model_version, result.event_payload()
     ids = EventIds(decision_event_id=events.emit(events.MONITOR_DECISION, name, payload, version))
     if payload["dataset_drift"]:

@@ -131,12 +131,20 @@ class DriftResult:
         out["skipped_columns"] = self.skipped_columns
         return out
 
-    def to_markdown(self) -> str:
-        """A summary and a table of drifted columns, for a Prefect markdown artifact."""
-        verdict = "**Dataset drift detected**" if self.dataset_drift else "No dataset drift"
-        lines = [
-            f"{verdict}: {len(self.drifted_columns)} of {self.evaluated_columns} columns drifted "
-            f"(share {self.drift_share:.2f}, threshold {self.drift_share_threshold:.2f}).",
+    def to_markdown(self, policy_threshold: float | None = None) -> str:
+        """A summary and a table of drifted columns, for a Prefect markdown artifact. With the retrain policy's
+        `policy_threshold` (drift_share_threshold) it says which threshold decides: the policy's, not Evidently's."""
+        lines = [f"{len(self.drifted_columns)} of {self.evaluated_columns} columns drifted: drift share "
+                 f"**{self.drift_share:.2f}**", ""]
+        if policy_threshold is not None:
+            side = "at or above" if self.drift_share >= policy_threshold else "below"
+            lines += [f"**Decides the retrain**: the retrain policy's `drift_share_threshold` {policy_threshold:g} "
+                      f"(this share is {side} it; when labels judged the champion, live quality decides and drift "
+                      "is a note: see the decision)", ""]
+        verdict = "dataset drift" if self.dataset_drift else "no dataset drift"
+        lines += [f"Informational: Evidently's dataset-drift verdict at `monitoring.drift_share` "
+                  f"{self.drift_share_threshold:g} says {verdict}; it does not start a retrain."]
+        lines += [
             "",
             f"Sample: {self.reference_sampled_rows:,} of {self.reference_rows:,} reference rows, "
             f"{self.current_sampled_rows:,} of {self.current_rows:,} current rows (seed {self.seed}).",

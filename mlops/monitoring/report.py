@@ -6,6 +6,8 @@ named baseline of bench/bench_drift.py. Evidently is imported only when a report
 
 from __future__ import annotations
 
+import html as html_lib
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,7 +20,30 @@ from mlops.monitoring.drift import DriftResult, Kind, compute_drift, sample_fram
 if TYPE_CHECKING:
     from evidently.core.report import Snapshot
 
+_HEAD = re.compile(r"<head(\s[^>]*)?>", re.IGNORECASE)
+_BODY = re.compile(r"<body(\s[^>]*)?>", re.IGNORECASE)
+_BANNER_STYLE = ("font-family:system-ui,-apple-system,'Segoe UI',Roboto,sans-serif;padding:12px 24px;"
+                 "background:#f4f6f8;border-bottom:1px solid #d0d7de;color:#1f2328")
 
+
+def titled_html(html: str, title: str, subtitle: str = "") -> str:
+    """Evidently's standalone HTML with a `<title>` and a small header banner naming what was checked (Evidently
+    0.7 writes neither); the text is escaped. A page without <head> and <body> gets both in front."""
+    t, sub = html_lib.escape(title), html_lib.escape(subtitle)
+    banner = (f'<header id="mlops-report-title" style="{_BANNER_STYLE}"><h1 style="font-size:20px;margin:0">{t}</h1>'
+              + (f'<p style="font-size:13px;margin:6px 0 0">{sub}</p>' if sub else "") + "</header>")
+    head, body = _HEAD.search(html), _BODY.search(html)
+    if head is None or body is None:  # not Evidently's page shape: title and banner in front
+        return f"<title>{t}</title>\n{banner}\n{html}"
+    return (f"{html[:head.end()]}\n<title>{t}</title>{html[head.end():body.end()]}\n{banner}"
+            f"{html[body.end():]}")
+
+
+def drift_report_subtitle(cfg: MonitoringConfig) -> str:
+    """What the report's verdict means for a retrain: the policy's threshold decides, Evidently's is informational."""
+    return (f"The retrain is decided by the retrain policy's drift_share_threshold "
+            f"{cfg.policy.drift_share_threshold:g} (and, when labels judged the window, by live quality); "
+            f"Evidently's dataset-drift verdict below, at monitoring.drift_share {cfg.drift_share:g}, is informational.")
 
 
 def _evidently_verdicts(snapshot: Snapshot) -> dict[str, dict[str, Any]]:
@@ -85,9 +110,12 @@ def evidently_report(
     html_path: Path,
     prediction_column: str | None = None,
     drift: DriftResult | None = None,
+    title: str | None = None,
+    subtitle: str = "",
 ) -> dict[str, Any]:
     """Evidently's DataDriftPreset on the same sample and with the same per-column methods as
-    `compute_drift`; saves the HTML report and returns Evidently's verdicts.
+    `compute_drift`; saves the HTML report (titled with `title` and `subtitle` when a title is given, see
+    `titled_html`) and returns Evidently's verdicts.
 
     Columns empty on one side are left out (Evidently refuses them) and listed under `skipped`.
     `agreement` is the share of columns where Evidently's verdict equals the fast engine's. Pass the
@@ -121,7 +149,10 @@ def evidently_report(
     )
     html_path = Path(html_path)
     html_path.parent.mkdir(parents=True, exist_ok=True)
-    snapshot.save_html(str(html_path))
+    if title:
+        html_path.write_text(titled_html(snapshot.get_html_str(as_iframe=False), title, subtitle), encoding="utf-8")
+    else:
+        snapshot.save_html(str(html_path))
 
     verdicts = _evidently_verdicts(snapshot)
     feature_verdicts = {c: verdicts[c] for c in [*report_num, *report_cat] if c in verdicts}

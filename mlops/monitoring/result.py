@@ -220,6 +220,35 @@ class MonitorResult:
             self.message = ("retrain requested: " + "; ".join(self.decision.triggers) if self.decision.retrain
                             else "no retrain: " + self.decision.reasons[-1])
 
+    def state_name(self) -> str:
+        """The name of the run's final (Completed) state: what the check found, readable in the runs list."""
+        if self.status == "checked":
+            return "Retrain requested" if self.retrain else "Checked"
+        return {"no_champion": "No champion", "empty": "Empty window", "quality_failed": "Quality failed"}[self.status]
+
+    def state_message(self, limit: int = 300) -> str:
+        """One line for the run's final state: the verdict, e.g. `checked v1: drift 0.42, hold`."""
+        if self.status == "quality_failed" and self.quality is not None:
+            text = f"quality failed: {self.quality.reason}"
+        elif self.status != "checked":
+            text = self.message or self.status.replace("_", " ")
+        else:
+            drift = "drift not measured" if self.drift is None else f"drift {self.drift.drift_share:.2f}"
+            text = f"checked v{self.model_version}: {drift}, " + ("retrain requested" if self.retrain else "hold")
+            live = self.live_quality
+            if live is not None and live.degraded:
+                text += "; live quality degraded"
+            if self.training is not None and self.training.status != "requested":
+                text += f"; training {self.training.status}: {self.training.detail}"
+        text = " ".join(text.split())
+        return text if len(text) <= limit else text[:limit - 3].rstrip() + "..."
+
+    def outcome(self) -> str:
+        """The `outcome:` tag: retrain, hold, quality-failed, empty or no-champion."""
+        if self.status == "checked":
+            return "retrain" if self.retrain else "hold"
+        return self.status.replace("_", "-")
+
     def retrain_reason(self) -> str:
         triggers = self.decision.triggers if self.decision is not None else []
         return ("drift monitor: " + "; ".join(triggers))[:500]

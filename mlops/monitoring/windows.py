@@ -1,6 +1,6 @@
 """Monitoring, the pure part: which prediction-log rows form the next window, the data-quality check
-before any drift verdict, and the record of each check. Live quality once labels arrive lives in
-mlops.monitoring.live_quality, the file a retrain trains on in mlops.monitoring.retraining, rows seen in training in
+before any drift verdict, and the state of each check. Live quality once labels arrive lives in
+mlops.monitoring.live_quality, the MLflow record of a check in mlops.registry.monitoring, the file a retrain trains on in mlops.monitoring.retraining, rows seen in training in
 mlops.core.rowkeys.
 
 Windows: the prediction log is immutable Parquet files that appear atomically (mlops.serving.predictlog).
@@ -17,8 +17,6 @@ tasks/drift.py) are thin shells over these functions.
 from __future__ import annotations
 
 import json
-import math
-import time
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -496,48 +494,6 @@ def check_quality(frame: pd.DataFrame, contract: DataContract, max_quarantine_fr
 
 # ---------------------------------------------------------------------------------------------
 # the record
-
-
-def log_to_mlflow(experiment: str, artifact_root: str, model_name: str, version: str, tags: dict[str, str],
-                  metrics: dict[str, float], files: dict[str, Path], texts: dict[str, str]) -> tuple[str, str]:
-    """One MLflow run per monitor check in `<experiment>-monitoring`, and tags on the model version
-    pointing at it. Returns (run id, experiment id)."""
-    from mlflow import MlflowClient
-    from mlflow.entities import Metric
-    from mlflow.exceptions import MlflowException
-
-    c = MlflowClient()
-    name = f"{experiment}-monitoring"
-    exp = c.get_experiment_by_name(name)
-    if exp is None:
-        try:
-            exp_id = c.create_experiment(name, artifact_location=f"{artifact_root.rstrip('/')}/{name}")
-        except MlflowException:  # created meanwhile by a concurrent run
-            exp = c.get_experiment_by_name(name)
-            if exp is None:
-                raise
-            exp_id = exp.experiment_id
-    else:
-        exp_id = exp.experiment_id
-    all_tags = {"mlops.stage": "monitoring", "model_name": model_name, "model_version": str(version), **tags}
-    run = c.create_run(exp_id, run_name=f"monitor-{model_name}-v{version}",
-                       tags={k: str(v)[:4900] for k, v in all_tags.items()})
-    rid = run.info.run_id
-    now = int(time.time() * 1000)
-    finite = [Metric(k, float(v), now, 0) for k, v in metrics.items() if v is not None and math.isfinite(float(v))]
-    for i in range(0, len(finite), 900):
-        c.log_batch(rid, metrics=finite[i:i + 900])
-    for folder, path in files.items():
-        c.log_artifact(rid, str(path), folder)
-    for rel, text in texts.items():
-        c.log_text(rid, text, rel)
-    c.set_terminated(rid)
-    for k, v in {"monitoring.last_run_id": rid, "monitoring.last_experiment_id": exp_id,
-                 "monitoring.last_checked_at": utc_now().isoformat(),
-                 "monitoring.last_verdict": tags.get("monitor.verdict", ""),
-                 "monitoring.last_drift_share": tags.get("monitor.drift_share", "")}.items():
-        c.set_model_version_tag(model_name, str(version), k, str(v))
-    return rid, exp_id
 
 
 def write_derived_config(config_path: str | Path, overrides: dict[str, Any], out: Path) -> Path:

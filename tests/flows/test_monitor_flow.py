@@ -451,3 +451,58 @@ def test_without_the_html_report_the_verdict_is_the_same(store, home: Path, tmp_
     assert without.live_quality.reason == with_report.live_quality.reason
     keys = _artifact_keys(without.monitor_flow_run_id)
     assert f"{NAME}-drift-summary" in keys and f"{NAME}-monitor-decision" in keys
+
+
+def test_a_monitor_run_tells_its_verdict_in_name_state_tags_and_flow_run_artifacts(store, home: Path,
+                                                                                    tmp_path: Path) -> None:
+    """In the Prefect UI: `monitor-<model>-<window>`, a state saying the verdict, model/version/outcome tags, and
+    the drift artifacts on the flow run; MLflow runs on SQLite here, so the report artifact says how to open it."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    drifted = generate_churn(1500, seed=131, drift=0.8, start=LATER)
+    st = monitor(config_path=str(store["config"]), current_path=_write(tmp_path, drifted, "Drifted Window.parquet"),
+                 return_state=True)
+    r = st.result()
+    assert st.is_completed() and st.name == "Retrain requested" and r.retrain
+    assert st.message == f"checked v{r.model_version}: drift {r.drift.drift_share:.2f}, retrain requested"
+    with get_client(sync_client=True) as client:
+        run = client.read_flow_run(st.state_details.flow_run_id)
+        arts = {a.key: a for a in client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run.id])))}
+    assert run.name == f"monitor-{NAME}-drifted-window.parquet"
+    assert {f"model:{NAME}", f"version:v{r.model_version}", "outcome:retrain"} <= set(run.tags)
+
+    keys = {f"{NAME}-drift-summary", f"{NAME}-drift-report", f"{NAME}-monitor-decision"}
+    assert keys <= set(arts) and all(arts[k].task_run_id is None for k in keys)  # on the flow run
+    report = Path(r.report_path)
+    note = arts[f"{NAME}-drift-report"].data
+    assert arts[f"{NAME}-drift-report"].type == "markdown" and "file://" not in note
+    assert f"report/{report.name}" in note and f"mlflow ui --backend-store-uri {store['uri']}" in note
+    assert r.mlflow_run_id in note and str(report) in note
+    summary = arts[f"{NAME}-drift-summary"].data
+    assert f"`drift_share_threshold` {POLICY_SHARE:g} (this share is at or above it" in summary
+    assert "Informational: Evidently's dataset-drift verdict at `monitoring.drift_share` 0.5" in summary
+
+    window_id = report.stem.split(f"-v{r.model_version}-", 1)[1]
+    html = report.read_text(encoding="utf-8")
+    assert f"<title>Drift report: {NAME} v{r.model_version}, window {window_id}</title>" in html
+    assert html.lstrip().lower().startswith("<!doctype html")
+    logged = mlflow.MlflowClient().download_artifacts(r.mlflow_run_id, f"report/{report.name}", str(tmp_path))
+    assert "<title>Drift report:" in Path(logged).read_text(encoding="utf-8")  # the page MLflow shows
+
+
+
+def test_a_retrain_run_is_named_after_its_model_and_reason(store, home: Path, tmp_path: Path) -> None:
+    from prefect.client.orchestration import get_client
+
+    from mlops.monitoring.policy import PolicyStore, should_start_training
+
+    cfg = _config(tmp_path, name="named.yaml", model_name="churn-named")
+    policy = PolicyStore(home / "monitor" / "churn-named" / "policy.json")
+    assert should_start_training(policy, pd.Timestamp.now(tz="UTC").to_pydatetime(), 0, run_id=str(uuid.uuid4()))
+    held = retrain(config_path=str(cfg), reason="drift monitor: share 0.42 >= 0.3", return_state=True)
+    assert held.result().status == "refused"  # the slot is held: nothing trains
+    with get_client(sync_client=True) as client:
+        assert client.read_flow_run(held.state_details.flow_run_id).name == \
+            "retrain-churn-named-drift-monitor-share-0.42-0.3"

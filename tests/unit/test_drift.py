@@ -223,3 +223,55 @@ def test_the_report_reuses_a_verdict_it_is_given(reference, tmp_path: Path, monk
     monkeypatch.setattr(drift_report, "compute_drift", refuse)
     ev = evidently_report(reference, cur, NUM, CAT, CFG, tmp_path / "r.html", drift=ours)
     assert ev["drifted_columns"] == ours.drifted_columns and ev["agreement"] == 1.0
+
+
+@pytest.mark.parametrize("shift, side", [(0.5, "at or above"), (0.0, "below")])
+def test_the_summary_says_the_policy_threshold_decides_and_evidentlys_verdict_informs(reference, shift, side):
+    cur = frame(4_000, seed=2, shift=shift, plan_p=(0.2, 0.3, 0.5) if shift else (0.6, 0.3, 0.1))
+    res = compute_drift(reference, cur, NUM, CAT, CFG)  # drift share 0.4 (age, plan) or 0.0
+    md = res.to_markdown(0.3)
+    lines = md.splitlines()
+    assert lines[0] == f"{len(res.drifted_columns)} of 5 columns drifted: drift share **{res.drift_share:.2f}**"
+    assert (f"**Decides the retrain**: the retrain policy's `drift_share_threshold` 0.3 (this share is {side} it; "
+            "when labels judged the champion, live quality decides and drift is a note: see the decision)") in lines
+    assert ("Informational: Evidently's dataset-drift verdict at `monitoring.drift_share` 0.5 says no dataset drift; "
+            "it does not start a retrain.") in lines
+    assert "threshold 0.50" not in md  # the two thresholds no longer stand side by side unexplained
+
+
+def test_without_the_policy_threshold_the_summary_still_says_evidentlys_verdict_is_informational(reference):
+    cur = frame(4_000, seed=2, shift=1.0, plan_p=(0.2, 0.3, 0.5)).assign(income=lambda d: d["income"] * 3)
+    res = compute_drift(reference, cur, NUM, CAT, CFG)
+    assert res.dataset_drift
+    md = res.to_markdown()
+    assert "Decides the retrain" not in md
+    assert "`monitoring.drift_share` 0.5 says dataset drift; it does not start a retrain." in md
+
+
+def test_titled_html_names_the_report_in_title_and_banner_escaped():
+    from mlops.monitoring.report import titled_html
+
+    page = "\n<!DOCTYPE html>\n<html><head><meta charset='UTF-8'></head>\n<body>\n<div id='root'></div></body></html>"
+    out = titled_html(page, "Drift report: a<b> v1, window w1", 'policy "decides" & more')
+    assert out.lstrip().startswith("<!DOCTYPE html>")
+    head, body = out.split("</head>")
+    assert "<title>Drift report: a&lt;b&gt; v1, window w1</title>" in head and "<header" not in head
+    assert body.index("mlops-report-title") < body.index("<div id='root'>")
+    assert "Drift report: a&lt;b&gt; v1" in body and "policy &quot;decides&quot; &amp; more" in body
+    assert "<b>" not in out
+
+
+def test_the_evidently_report_is_titled_when_a_title_is_given(reference, tmp_path: Path):
+    from mlops.monitoring.report import drift_report_subtitle
+
+    cur = frame(1_000, seed=2, shift=0.5)
+    ours = compute_drift(reference, cur, NUM, CAT, CFG)
+    sub = drift_report_subtitle(CFG)
+    assert "drift_share_threshold 0.3" in sub and "monitoring.drift_share 0.5, is informational" in sub
+    html = tmp_path / "titled.html"
+    evidently_report(reference, cur, NUM, CAT, CFG, html, drift=ours, title="Drift report: m v2, window w9",
+                     subtitle=sub)
+    page = html.read_text(encoding="utf-8")
+    assert page.lstrip().lower().startswith("<!doctype html")
+    assert "<title>Drift report: m v2, window w9</title>" in page.split("</head>", 1)[0]
+    assert "live quality" in page.split("<body", 1)[1] and "age" in page
