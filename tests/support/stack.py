@@ -231,7 +231,7 @@ def submitted_by(live: Live, run_ids: list[str]) -> dict[str, str]:
     flt = {"occurred": {"since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now - 3600)),
                         "until": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now + 3600))},
            "event": {"name": ["prefect.worker.submitted-flow-run"]}}
-    page = api(live, "POST", "/events/filter", json={"filter": flt, "limit": 200})
+    page = api(live, "POST", "/events/filter", json={"filter": flt, "limit": 50})
     found: dict[str, str] = {}
     while True:
         for event in page["events"]:
