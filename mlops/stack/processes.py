@@ -20,7 +20,7 @@ from typing import Any
 import psutil
 
 from mlops.core.state import LockedJsonFile
-from mlops.stack.options import StackError
+from mlops.stack.options import COMPONENTS, StackError
 
 PID_FILE = "stack.json"
 # Two readings of one process's creation time agree within this: on Linux psutil derives it from the
@@ -222,3 +222,19 @@ def stack_lock(state_dir: Path) -> Iterator[None]:
             raise StackError(f"another `mlops up` or `mlops down` is working on {state_dir}; wait for it "
                              "to finish") from None
         yield
+
+
+def log_file(state_dir: Path, component: str) -> Path:
+    names = (*COMPONENTS, "postgres", "worker-2", "deploy", "automations")
+    if component not in names:
+        raise StackError(f"no log named {component!r}; choose from {', '.join(names)}")
+    return state_dir.expanduser().resolve() / "logs" / f"{component}.log"
+
+
+def kill_component(state_dir: Path, component: str, sig: int = signal.SIGKILL) -> bool:
+    """Kill one recorded component and what it started (for failure drills: a worker dying mid-run)."""
+    state = read_state(state_dir.expanduser().resolve())
+    rec = state.processes.get(component) if state else None
+    if rec is None:
+        raise StackError(f"the stack in {state_dir} has no {component}")
+    return kill_tree(rec, sig, grace=5.0)

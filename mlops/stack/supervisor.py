@@ -63,6 +63,8 @@ from mlops.stack.processes import (
     stop_postgres,
     write_state,
 )
+from mlops.stack.processes import kill_component as kill_component  # re-exported: `stack.kill_component(...)`
+from mlops.stack.processes import log_file as log_file  # re-exported: `stack.log_file(...)`
 from mlops.stack.readiness import HEALTH_PATHS, PROGRESS_SECONDS, Serving, read_ready, tail, wait_healthy, wait_serving
 from mlops.stack.readiness import ComponentStatus as ComponentStatus  # re-exported: `stack.status(...)`
 from mlops.stack.readiness import status as status
@@ -540,22 +542,6 @@ def down(state_dir: Path, echo: Echo | None = None, grace: float = 15.0) -> list
             say("nothing was running; removed the stale pid file")
         pid_file(state_dir).unlink(missing_ok=True)
         return stopped
-
-
-def log_file(state_dir: Path, component: str) -> Path:
-    names = (*COMPONENTS, "postgres", "worker-2", "deploy", "automations")
-    if component not in names:
-        raise StackError(f"no log named {component!r}; choose from {', '.join(names)}")
-    return state_dir.expanduser().resolve() / "logs" / f"{component}.log"
-
-
-def kill_component(state_dir: Path, component: str, sig: int = signal.SIGKILL) -> bool:
-    """Kill one recorded component and what it started (for failure drills: a worker dying mid-run)."""
-    state = read_state(state_dir.expanduser().resolve())
-    rec = state.processes.get(component) if state else None
-    if rec is None:
-        raise StackError(f"the stack in {state_dir} has no {component}")
-    return kill_tree(rec, sig, grace=5.0)
 
 
 @dataclass
