@@ -238,7 +238,7 @@ def section(args: argparse.Namespace, cycles: dict[str, list[Cycle]], commits: d
         cells = [f"{statistics.median(p[n] for p in ph[k]):.1f}" if ph[k] else "n/a" for k in ("before", "after")]
         lines.append(f"| {n} | {cells[0]} | {cells[1]} |")
     lines += ["", f"Load average {load[0]:.1f} at the start, {load[1]:.1f} at the end (other work may share the "
-              "machine; a busier machine widens the gap, see below).", "", *WHAT_CHANGED]
+              "machine; see the note below).", "", *WHAT_CHANGED]
     return "\n".join(lines)
 
 
