@@ -149,6 +149,6 @@ def run_training(config_path: str, source_path: str | None, reason: str,
         lineage=run.lineage)
     logger.info("Champion: %s", result.champion_change())
     logger.info("MLflow: %s", mlflow_where(result.tracking_uri, result.experiment_id, result.mlflow_run_id))
-    publish_training_report(result, verdict.to_markdown(), checked.profile.to_markdown())
+    publish_training_report(result, checked.profile.to_markdown())
     publish_versions(name)
     return result

@@ -88,7 +88,19 @@ def leaderboard_table(leaderboard: list[dict[str, Any]]) -> list[dict[str, Any]]
              "seconds": r["seconds"]} for r in leaderboard]
 
 
-def training_markdown(result: TrainingResult, gate_markdown: str) -> str:
+def gate_markdown(result: TrainingResult) -> str:
+    """The gate verdict as a list (a table would cut its long details off): each check, pass or FAIL, and why."""
+    head = "**PASSED**" if result.gate_passed else "**REJECTED**"
+    lines = []
+    for reason in result.gate_reasons:
+        verdict, _, rest = reason.partition(" ")
+        name, _, detail = rest.partition(": ")
+        mark = "pass" if verdict == "PASS" else "**FAIL**"
+        lines.append(f"- {mark} **{name}**: {detail}")
+    return f"Gate verdict: {head}\n\n" + "\n".join(lines) + "\n"
+
+
+def training_markdown(result: TrainingResult) -> str:
     """The training summary artifact: outcome, holdout metrics, candidates, verdict, data, MLflow."""
     metrics = "\n".join(f"| {k} | {v:.4f} |" for k, v in result.metrics.items())
     params = "\n".join(f"- **{r['family']}**: {r.get('best_params') or 'defaults'}" for r in result.leaderboard)
@@ -113,19 +125,19 @@ Best parameters per family:
 
 {params}
 
-{gate_markdown}
+{gate_markdown(result)}
 {data}.
 
 {mlflow}
 """
 
 
-def publish_training_report(result: TrainingResult, gate_markdown: str, profile_markdown: str) -> None:
+def publish_training_report(result: TrainingResult, profile_markdown: str) -> None:
     """On the flow run: the leaderboard table, the summary, the data profile and the links to MLflow."""
     name = result.model_name
     create_table_artifact(leaderboard_table(result.leaderboard), key=artifact_key(name, "leaderboard"),
                           description="Candidate leaderboard: best CV score per family")
-    create_markdown_artifact(training_markdown(result, gate_markdown), key=artifact_key(name, "training-summary"),
+    create_markdown_artifact(training_markdown(result), key=artifact_key(name, "training-summary"),
                              description=f"Training outcome: {result.outcome_line(120)}")
     create_markdown_artifact(profile_markdown, key=artifact_key(name, "data-profile"),
                              description="Each column's role in training and why; columns left out and why")

@@ -90,7 +90,8 @@ def test_training_artifacts_belong_to_the_flow_run(runs) -> None:
     assert keys <= set(found), sorted(found)
     assert all(found[k].task_run_id is None for k in keys)  # made in the flow's body
     summary = found["churn-small-training-summary"].data
-    assert "**Outcome**: REJECTED v2" in summary
+    assert "**Outcome**: REJECTED v2" in summary and "Gate verdict: **REJECTED**" in summary
+    assert "- **FAIL** **" in summary  # the verdict as a list: no table cell cut off
     assert not [line for line in summary.splitlines() if line.strip() == "."]  # no stray line without quarantine
     # MLflow runs on SQLite here: no link a browser could follow, so the artifact says how to open it
     assert "mlflow ui --backend-store-uri sqlite:///" in found["churn-small-mlflow-open"].data
