@@ -219,3 +219,37 @@ def test_the_train_run_form_shows_what_each_parameter_means(live: Live, browser:
     assert "source_path" not in params and "search" not in params, params
     api(live, "POST", f"/flow_runs/{new[0]['id']}/set_state", json={"state": {"type": "CANCELLING"}, "force": True})
     wait_state(live, new[0]["id"], TERMINAL, timeout=120)  # frees the deployment's slot for the next test
+
+
+def test_the_drift_report_link_opens_the_report_in_mlflow(live: Live, browser: Browser) -> None:
+    """The monitor run's `drift-report` link artifact is the report's page on the MLflow server (not a file://
+    path the browser blocks), and that page shows the Evidently report for the model."""
+    import re
+
+    ensure_trained(live)
+    run_id = run_deployment(live, "monitor", {"current_path": str(live.data)})
+    assert wait_state(live, run_id, TERMINAL, timeout=300) == "COMPLETED", logs(live)
+    found = api(live, "POST", "/artifacts/filter", json={"artifacts": {"flow_run_id": {"any_": [run_id]}}})
+    data = {a["key"]: str(a["data"]) for a in found}
+    link = re.search(r"\]\((http[^)]+)\)", data.get(f"{live.model}-drift-report", ""))
+    assert link, data
+    url = link.group(1)
+    assert url.startswith(live.opts.url("mlflow") + "/#/"), url
+    browser.goto(url)
+    # MLflow shows an HTML artifact in an iframe (inline or from a blob URL): read what it shows
+    script = """(async () => { const parts = [document.body ? document.body.innerText : ''];
+        for (const f of document.querySelectorAll('iframe')) {
+            parts.push(f.getAttribute('srcdoc') || '');
+            try { parts.push(f.contentDocument.documentElement.innerText) } catch (e) {}
+            const src = f.getAttribute('src') || '';
+            if (src.startsWith('blob:') || src.startsWith('http')) {
+                try { parts.push(await (await fetch(src)).text()) } catch (e) { parts.push('fetch failed: ' + e) }
+            }
+        }
+        return parts.join('\\n'); })()"""
+    frames = "[...document.querySelectorAll('iframe')].map(f => [f.src.slice(0, 80), f.sandbox + '', (f.srcdoc || '').length])"
+    want = f"Drift report: {live.model} v"
+    shown = wait_for(lambda: want in str(browser.js(script) or ""), timeout=90)
+    assert shown, f"{want!r} never appeared at {url}; iframes {browser.js(frames)}; the page ends:\n{browser.text()[-1500:]}"
+    (live.work / "screenshots").mkdir(exist_ok=True)
+    browser.screenshot(live.work / "screenshots" / "mlflow-drift-report.png")
