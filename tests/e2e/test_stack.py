@@ -113,8 +113,9 @@ def test_every_alert_arrives_exactly_once(live: Live) -> None:
         now = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime())
         api(live, "POST", "/events", json=[{"id": ids[name], "occurred": now, "event": name, "resource": resource,
                                             "payload": payload}])
-    # a genuinely failing flow run: training with a config that is not there
-    failing = run_deployment(live, "train", {"config_path": str(live.work / "missing.yaml"), "reason": "e2e failure"})
+    # a genuinely failing flow run: training on a data file that is not there (inside a data root)
+    missing = live.opts.state_dir / "inbox" / "missing.csv"
+    failing = run_deployment(live, "train", {"source_path": str(missing), "reason": "e2e failure"})
     assert wait_state(live, failing, TERMINAL, timeout=120) == "FAILED", logs(live)
     failed = wait_for(lambda: events(live, "prefect.flow-run.Failed", f"prefect.flow-run.{failing}"), timeout=20)
     assert len(failed) == 1
