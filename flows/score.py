@@ -10,6 +10,7 @@ import mlflow
 from prefect import flow, get_run_logger, runtime
 from prefect.states import Failed
 
+from flows.forms import name_part, run_name
 from mlops.core.config import load_config
 from mlops.core.errors import MLOpsError
 from mlops.core.settings import configure_environment
@@ -17,7 +18,12 @@ from tasks.registry import load_champion
 from tasks.scoring import publish_scoring_report, require_champion, score_input
 
 
-@flow(name="score", log_prints=False)
+def _input_suffix(params: dict[str, Any]) -> str:
+    """`-<input file>` of a scoring run's name."""
+    return name_part(Path(str(params.get("input_path") or "batch")).stem)
+
+
+@flow(name="score", log_prints=False, flow_run_name=run_name("score", suffix=_input_suffix))
 def score(config_path: str, input_path: str, output_dir: str | None = None, predictions_path: str | None = None,
           flag_violations: bool = False) -> Any:
     """Score a CSV/Parquet file or folder with the config's champion.

@@ -65,6 +65,10 @@ def test_score_flow_fails_with_one_sentence(setup: dict[str, Any]) -> None:
     from flows.score import score
 
     state = score(str(setup["config"]), str(setup["work"] / "nowhere.csv"), None, return_state=True)
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:  # the run is named from what it scored
+        assert client.read_flow_run(state.state_details.flow_run_id).name.endswith("-nowhere")
     assert state.is_failed() and "not found" in state.message
 
 
