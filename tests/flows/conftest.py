@@ -10,3 +10,4 @@ def prefect_harness():
 
     with prefect_test_harness(server_startup_timeout=120):
         yield
+

@@ -16,6 +16,7 @@ from flows.train import train
 from mlops.registry import versions as registry
 from mlops.registry.history import ALIAS_MOVE_PREFIX
 from tests.conftest import write_config
+from tests.support.state import state_folder
 
 NAME = "churn-small"
 
@@ -25,17 +26,11 @@ def trained(tmp_path_factory: pytest.TempPathFactory):
     """One training run in a fresh store (version 1, champion)."""
     tmp = tmp_path_factory.mktemp("context")
     state = tmp / "state"
-    with pytest.MonkeyPatch.context() as mp:
-        uri = f"sqlite:///{state / 'mlflow.db'}"
-        mp.setenv("MLOPS_HOME", str(state))
-        mp.setenv("MLFLOW_TRACKING_URI", uri)
-        mp.setenv("MLOPS_ARTIFACT_ROOT", (state / "mlartifacts").as_uri())
-        mlflow.set_tracking_uri(uri)
+    with state_folder(state):
         cfg = write_config(tmp)
         done = train(config_path=str(cfg), return_state=True)
         assert done.is_completed(), done.message
         yield {"config": cfg, "result": done.result(), "state": state}
-    mlflow.set_tracking_uri(None)
 
 
 def test_the_run_is_named_after_its_version_and_reason_and_links_its_prefect_flow_run(trained) -> None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import mlflow
 import pytest
 import yaml
 from prefect.client.orchestration import get_client
@@ -17,6 +16,7 @@ from flows.promote import promote, rollback
 from flows.train import train
 from mlops.cli.common import _TaskDoneFilter
 from tests.conftest import small_config, write_config
+from tests.support.state import state_folder
 
 NAME = "churn-small"
 
@@ -39,12 +39,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory):
     version, and a rollback."""
     tmp = tmp_path_factory.mktemp("outcomes")
     state = tmp / "state"
-    with pytest.MonkeyPatch.context() as mp:
-        uri = f"sqlite:///{state / 'mlflow.db'}"
-        mp.setenv("MLOPS_HOME", str(state))
-        mp.setenv("MLFLOW_TRACKING_URI", uri)
-        mp.setenv("MLOPS_ARTIFACT_ROOT", (state / "mlartifacts").as_uri())
-        mlflow.set_tracking_uri(uri)
+    with state_folder(state):
         cfg = write_config(tmp)
         first = train(config_path=str(cfg), reason="first data: /data/in/churn-2026-06.csv", return_state=True)
         weak = tmp / "weak.yaml"
@@ -56,7 +51,6 @@ def runs(tmp_path_factory: pytest.TempPathFactory):
         back = rollback(config_path=str(cfg), reason="back again", return_state=True)
         yield {"tmp": tmp, "config": cfg, "first": first, "rejected": rejected, "refused": refused, "forced": forced,
                "back": back}
-    mlflow.set_tracking_uri(None)
 
 
 def test_a_promoted_training_says_so_in_its_name_state_and_tags(runs) -> None:

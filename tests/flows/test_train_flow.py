@@ -18,6 +18,7 @@ from mlops.core.validation import QUARANTINE_REASON_COLUMN
 from mlops.registry import versions as registry
 from mlops.training.result import TrainingResult
 from tests.conftest import small_config, write_config
+from tests.support.state import state_folder
 
 NAME = "churn-small"
 
@@ -27,17 +28,11 @@ def trained(tmp_path_factory: pytest.TempPathFactory):
     """A state folder with one training run done (version 1 = champion)."""
     tmp = tmp_path_factory.mktemp("train")
     state = tmp / "state"
-    with pytest.MonkeyPatch.context() as mp:
-        uri = f"sqlite:///{state / 'mlflow.db'}"
-        mp.setenv("MLOPS_HOME", str(state))
-        mp.setenv("MLFLOW_TRACKING_URI", uri)
-        mp.setenv("MLOPS_ARTIFACT_ROOT", (state / "mlartifacts").as_uri())
-        mlflow.set_tracking_uri(uri)
+    with state_folder(state):
         cfg = write_config(tmp)
         state_obj = train(config_path=str(cfg), return_state=True)
         assert state_obj.is_completed(), state_obj.message
         yield {"tmp": tmp, "state": state, "config": cfg, "summary": state_obj.result()}
-    mlflow.set_tracking_uri(None)
 
 
 def _versions() -> list[str]:
