@@ -44,7 +44,8 @@ def test_mlflow_urls_are_none_without_a_server(uri: str) -> None:
 def test_mlflow_urls_look_up_the_run_experiment(state_dir: Path) -> None:
     import mlflow
 
-    with mlflow.start_run() as run:
+    experiment = mlflow.create_experiment("links")  # not the active experiment an earlier test left behind
+    with mlflow.start_run(experiment_id=experiment) as run:
         pass
     routes = links.mlflow_urls(run_id=run.info.run_id, tracking_uri=SERVER)
     assert routes is not None
