@@ -71,33 +71,37 @@ def prefect_auth_headers(api_key: str | None = None, auth_string: str | None = N
     return {}
 
 
-class PrefectApiSink:
-    """Acknowledged emission through the Prefect server's `POST /events` route."""
+class PrefectHttp:
+    """A lazily built async client for the Prefect API (built on first use, inside the server's event loop)."""
 
-    def __init__(
-        self,
-        api_url: str,
-        *,
-        headers: dict[str, str] | None = None,
-        timeout: float = 10.0,
-        transport: httpx.AsyncBaseTransport | None = None,
-    ) -> None:
-        self.url = api_url.rstrip("/") + "/events"
+    def __init__(self, api_url: str, *, headers: dict[str, str] | None = None, timeout: float = 10.0,
+                 transport: httpx.AsyncBaseTransport | None = None) -> None:
+        self.api = api_url.rstrip("/")
         self._headers = {"Content-Type": "application/json", **(headers or {})}
         self._timeout = timeout
         self._transport = transport
         self._client: httpx.AsyncClient | None = None
 
     def _http(self) -> httpx.AsyncClient:
-        # Built on first use, inside the server's event loop.
         if self._client is None:
             self._client = httpx.AsyncClient(
-                timeout=self._timeout,
-                headers=self._headers,
-                transport=self._transport,
+                timeout=self._timeout, headers=self._headers, transport=self._transport,
                 limits=httpx.Limits(max_connections=4, max_keepalive_connections=4),
             )
         return self._client
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+
+class PrefectApiSink(PrefectHttp):
+    """Acknowledged emission through the Prefect server's `POST /events` route."""
+
+    @property
+    def url(self) -> str:
+        return self.api + "/events"
 
     async def send(self, events: list[dict[str, Any]]) -> None:
         try:
@@ -111,11 +115,6 @@ class PrefectApiSink:
         if resp.status_code in (400, 422):
             raise EventRejected(f"Prefect refused the event: {_detail(resp)}")
         raise EmitError(f"the Prefect API answered {resp.status_code}")
-
-    async def aclose(self) -> None:
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
 
 
 def _detail(resp: httpx.Response) -> str:

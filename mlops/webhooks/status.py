@@ -16,6 +16,7 @@ from typing import Any, Protocol
 import httpx
 import orjson
 
+from mlops.webhooks.sinks import PrefectHttp
 from mlops.webhooks.store import Delivery
 
 ACTION_EVENTS = ["prefect.automation.action.executed", "prefect.automation.action.failed"]
@@ -38,21 +39,8 @@ class RunLookup(Protocol):
     async def aclose(self) -> None: ...
 
 
-class PrefectRuns:
+class PrefectRuns(PrefectHttp):
     """Reads automation events and flow runs from the Prefect API (the same URL and auth as the sink)."""
-
-    def __init__(self, api_url: str, *, headers: dict[str, str] | None = None, timeout: float = 10.0,
-                 transport: httpx.AsyncBaseTransport | None = None) -> None:
-        self.api = api_url.rstrip("/")
-        self._headers = {"Content-Type": "application/json", **(headers or {})}
-        self._timeout = timeout
-        self._transport = transport
-        self._client: httpx.AsyncClient | None = None
-
-    def _http(self) -> httpx.AsyncClient:
-        if self._client is None:
-            self._client = httpx.AsyncClient(timeout=self._timeout, headers=self._headers, transport=self._transport)
-        return self._client
 
     async def _post(self, path: str, body: dict[str, Any]) -> Any:
         resp = await self._http().post(self.api + path, content=orjson.dumps(body))
@@ -75,11 +63,6 @@ class PrefectRuns:
         except (httpx.HTTPError, KeyError, ValueError) as exc:
             return EventOutcome(error=f"could not ask Prefect what became of the event ({type(exc).__name__})")
         return EventOutcome([_run(r) for r in runs], failures)
-
-    async def aclose(self) -> None:
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
 
 
 def _run(raw: dict[str, Any]) -> dict[str, Any]:
