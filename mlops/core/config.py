@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -205,6 +206,23 @@ class SearchConfig(_Strict):
     dask_address: str | None = None
 
 
+class ScoringConfig(_Strict):
+    """Where batch scoring runs: in the flow's process, chunk by chunk, or on a Dask cluster's workers."""
+
+    backend: Literal["local", "dask"] = "local"
+    dask_address: str | None = Field(
+        None, description="the Dask scheduler (tcp://host:8786); default $MLOPS_DASK_ADDRESS, which "
+        "`mlops up --profile production --dask` sets for the flows it runs")
+
+    @field_validator("dask_address")
+    @classmethod
+    def _scheduler_url(cls, v: str | None) -> str | None:
+        if v is not None and not re.match(r"^(tcp|tls|ucx)://[^\s/]+:\d+$", v.strip()):
+            raise ValueError(f"'{v}' is not a Dask scheduler address; write it as tcp://host:port, such as "
+                             "tcp://127.0.0.1:8786")
+        return v.strip() if v is not None else v
+
+
 class SliceConfig(_Strict):
     column: str
     min_rows: int = Field(30, ge=1)
@@ -371,6 +389,7 @@ class PipelineConfig(_Strict):
     registry: RegistryConfig
     monitoring: MonitoringConfig = Field(default_factory=MonitoringConfig)
     serving: ServingConfig = Field(default_factory=ServingConfig)
+    scoring: ScoringConfig = Field(default_factory=ScoringConfig)
     data_roots: list[str] = Field(default_factory=list, description=(
         "folders that data files named at run time (events, deployments, --data) must resolve into, relative to "
         "the config file; default: the config file's folder (see mlops.core.data.data_roots)"))
@@ -421,8 +440,9 @@ class PipelineConfig(_Strict):
 
     def config_hash(self) -> str:
         """A stable hash of the validated config, recorded as lineage."""
-        # where data may come from and how large it may be do not change what is trained: left out
-        where = {"data_roots": True, "source": {"max_bytes"}}
+        # where data may come from, how large it may be and where batch scoring runs do not change what is
+        # trained: left out
+        where = {"data_roots": True, "source": {"max_bytes"}, "scoring": True}
         blob = json.dumps(self.model_dump(mode="json", exclude=where), sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 

@@ -57,6 +57,13 @@ class Settings(BaseSettings):
     mlflow_tracking_username: str | None = Field(None, alias="MLFLOW_TRACKING_USERNAME")
     mlflow_tracking_password: SecretStr | None = Field(None, alias="MLFLOW_TRACKING_PASSWORD")
     mlflow_flask_secret_key: SecretStr | None = Field(None, alias="MLFLOW_FLASK_SERVER_SECRET_KEY")
+    # `mlops up --dask`: a Dask scheduler and this many workers beside the stack (0: none)
+    dask_workers: int = Field(0, ge=0, le=64, alias="MLOPS_DASK_WORKERS")
+    dask_port: int = Field(8786, alias="MLOPS_DASK_PORT")
+    dask_memory_limit: str = Field("2GiB", alias="MLOPS_DASK_MEMORY_LIMIT")
+
+    # -- a Dask cluster the flows use (set by `mlops up --dask`, or by the user for their own cluster) --
+    dask_address: str | None = Field(None, alias="MLOPS_DASK_ADDRESS")
 
     # -- the model server --
     serving_token: SecretStr | None = Field(None, alias="MLOPS_SERVING_TOKEN")
@@ -79,7 +86,7 @@ class Settings(BaseSettings):
     def _truthy(cls, value: Any) -> bool:
         return value if isinstance(value, bool) else str(value).strip().lower() in TRUE_WORDS
 
-    @field_validator("prefect_port", "mlflow_port", "serve_port", "webhook_port", mode="before")
+    @field_validator("prefect_port", "mlflow_port", "serve_port", "webhook_port", "dask_port", mode="before")
     @classmethod
     def _port(cls, value: Any) -> Any:
         if isinstance(value, str) and not value.strip().isdigit():

@@ -22,7 +22,7 @@ import json
 import logging
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -194,6 +194,34 @@ def _flag_chunk(model: Any, contract: DataContract, checking: DataContract, chun
                        logged)
 
 
+@dataclass
+class ScoredChunk:
+    """One scored piece of the input, in input order: its row count, its null counts per input column, what
+    `score_chunk` made of it (rows numbered from the start of the input), and the Dask worker that scored it."""
+
+    rows: int
+    nulls: dict[str, int]
+    result: ChunkResult
+    worker: str | None = None
+
+
+def null_counts(chunk: pd.DataFrame, contract: DataContract) -> dict[str, int]:
+    """Missing values per input column of a chunk, as read (before coercion)."""
+    return {c: int(chunk[c].isna().sum()) for c in contract.input_columns if c in chunk.columns}
+
+
+def local_chunks(model: Any, contract: DataContract, input_path: str | Path, chunk_rows: int, version: str,
+                 flag_violations: bool = False) -> Iterator[ScoredChunk]:
+    """The input scored in this process, one chunk at a time (the local backend of `score_file`)."""
+    offset = 0
+    for _, chunk in iter_chunks(input_path, chunk_rows):
+        res = score_chunk(model, contract, chunk, offset, version, flag_violations)
+        yield ScoredChunk(len(chunk), null_counts(chunk, contract), res)
+        offset += len(chunk)
+        del res, chunk
+        release_memory()
+
+
 def _stack_outputs(parts: list[dict[str, Any] | None]) -> dict[str, Any]:
     """Row-by-row outputs joined into columns; a row without outputs gets NaN."""
     names = next((list(p) for p in parts if p is not None), ["prediction"])
@@ -246,6 +274,8 @@ class ScoringRun:
     started_at: str = ""
     finished_at: str = ""
     seconds: float = 0.0
+    backend: str = "local"  # or "dask": chunks scored on a Dask cluster's workers (mlops.serving.dask_scoring)
+    chunks_by_worker: dict[str, int] = field(default_factory=dict)  # dask: chunks each worker scored
 
     def as_dict(self) -> dict[str, Any]:
         out = dict(self.__dict__)
@@ -315,11 +345,14 @@ def score_file(
     max_quarantine_fraction: float | None = None,
     predictions_path: str | Path | None = None,
     flag_violations: bool = False,
+    chunks: Iterable[ScoredChunk] | None = None,
+    backend: str = "local",
 ) -> ScoringRun:
     """Score a file or folder chunk by chunk; write predictions, quarantine and the run record to `output_dir`.
 
     `predictions_path` (.csv or .parquet) puts the predictions elsewhere; `flag_violations` scores every row
-    and flags the bad ones instead of quarantining them (see the module docstring)."""
+    and flags the bad ones instead of quarantining them (see the module docstring). `chunks` are the scored
+    chunks in input order when something else scores them (`backend`: a Dask cluster); default: this process."""
     from mlops.serving.predictlog import LogRecord
 
     out = Path(output_dir)
@@ -331,22 +364,24 @@ def score_file(
     started = time.time()
     run = ScoringRun(run_id, model_name, str(model_version), model_run_id, str(input_path), str(out),
                      files=files, chunk_rows=chunk_rows, bad_rows="flagged" if flag_violations else "quarantined",
-                     started_at=pd.Timestamp(started, unit="s", tz="UTC").isoformat())
+                     started_at=pd.Timestamp(started, unit="s", tz="UTC").isoformat(), backend=backend)
     quarantine_path = out / QUARANTINE_FILE
     for stale in (pred_path, quarantine_path):
         stale.unlink(missing_ok=True)
     sink = PredictionSink(pred_path)
     nulls: Counter[str] = Counter()
     reasons: Counter[str] = Counter()
-    offset = 0
+    by_worker: Counter[str] = Counter()
+    if chunks is None:
+        chunks = local_chunks(model, contract, input_path, chunk_rows, str(model_version), flag_violations)
     try:
-        for _, chunk in iter_chunks(input_path, chunk_rows):
-            for c in contract.input_columns:
-                if c in chunk.columns:
-                    nulls[c] += int(chunk[c].isna().sum())
-            res = score_chunk(model, contract, chunk, offset, str(model_version), flag_violations)
+        for scored in chunks:
+            nulls.update(scored.nulls)
+            res = scored.result
+            if scored.worker is not None:
+                by_worker[scored.worker] += 1
             run.chunks += 1
-            run.rows_read += len(chunk)
+            run.rows_read += scored.rows
             run.rows_scored += len(res.good_rows)
             for text in res.quarantined[QUARANTINE_REASON_COLUMN] if len(res.quarantined) else []:
                 for reason in str(text).split("; "):
@@ -363,11 +398,9 @@ def score_file(
                 record = LogRecord(run_id, time.time(), model_name, str(model_version), inputs, res.outputs,
                                    len(res.good), source="batch", rows=res.good_rows)
                 run.prediction_log_files += len(log_writer.write([record]))
-            offset += len(chunk)
-            log.info("chunk %d: %d rows, %d scored, %d %s", run.chunks, len(chunk), len(res.good_rows),
+            log.info("chunk %d: %d rows, %d scored, %d %s", run.chunks, scored.rows, len(res.good_rows),
                      len(res.quarantined), run.bad_rows)
-            del res, chunk
-            release_memory()
+            del res, scored
     except BaseException:
         sink.abort()
         raise
@@ -379,6 +412,7 @@ def score_file(
     run.predictions_path = str(pred_path)
     run.quarantine_path = str(quarantine_path) if quarantine_path.exists() else None
     run.quarantine_reasons = dict(reasons.most_common(50))
+    run.chunks_by_worker = dict(sorted(by_worker.items()))
     specs = contract.by_name
     for c, k in sorted(nulls.items()):
         frac = k / run.rows_read
@@ -405,8 +439,8 @@ def score_with_champion(bundle: ModelBundle, cfg: PipelineConfig, input_path: st
                         run_id: str, log_dir: Path | None = None, predictions_path: str | Path | None = None,
                         flag_violations: bool = False) -> ScoringRun:
     """`score_file` with the config's chunk size, quarantine limit and prediction-log settings: what the
-    `score` flow and `mlops score` both run. The input must lie inside the data roots (mlops.core.data_roots),
-    checked before anything is opened."""
+    `score` flow and `mlops score` both run, here or (`scoring.backend: dask`) on a Dask cluster. The input
+    must lie inside the data roots (mlops.core.data_roots), checked before anything is opened."""
     from mlops.core.data_roots import data_roots
     from mlops.core.settings import get_settings
     from mlops.serving.predictlog import PredictionLogWriter, Redactor, hash_key_from_env
@@ -419,6 +453,11 @@ def score_with_champion(bundle: ModelBundle, cfg: PipelineConfig, input_path: st
     if log_dir is not None and cfg.serving.log_predictions:
         redactor = Redactor(frozenset(cfg.serving.sensitive_columns), cfg.serving.sensitive_mode, hash_key_from_env())
         writer = PredictionLogWriter(log_dir, redactor)
-    return score_file(bundle.model, bundle.contract, bundle.name, bundle.version, bundle.run_id, input_path,
-                      output_dir, run_id, cfg.serving.batch_chunk_rows, writer, cfg.validation.max_quarantine_fraction,
-                      predictions_path, flag_violations)
+    args = (bundle.model, bundle.contract, bundle.name, bundle.version, bundle.run_id, input_path, output_dir, run_id,
+            cfg.serving.batch_chunk_rows, writer, cfg.validation.max_quarantine_fraction, predictions_path,
+            flag_violations)
+    if cfg.scoring.backend == "dask":  # the same run, its chunks scored on a Dask cluster's workers
+        from mlops.serving.dask_scoring import scheduler_address, score_file_on_dask
+
+        return score_file_on_dask(scheduler_address(cfg.scoring.dask_address, get_settings()), *args)
+    return score_file(*args)
