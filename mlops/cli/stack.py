@@ -48,6 +48,10 @@ def up_command(
                                                 "5433)")] = None,
     workers: Annotated[int | None, typer.Option(help="process workers on the pool ($MLOPS_WORKERS; 1 local, "
                                                 "2 production)")] = None,
+    dask: Annotated[bool, typer.Option("--dask", help="also start a Dask scheduler and workers on loopback for "
+                                       "tuning and batch scoring; flows get its address as MLOPS_DASK_ADDRESS")] = False,
+    dask_workers: Annotated[int | None, typer.Option(help="Dask workers (implies --dask; $MLOPS_DASK_WORKERS, 2; each "
+                                                     "1 thread, $MLOPS_DASK_MEMORY_LIMIT 2GiB)")] = None,
     host: Annotated[str | None, typer.Option(help="interface to bind (default: $MLOPS_HOST or 127.0.0.1)")] = None,
     prefect_port: Annotated[int | None, typer.Option(help="Prefect server port ($MLOPS_PREFECT_PORT, 4200)")] = None,
     mlflow_port: Annotated[int | None, typer.Option(help="MLflow server port ($MLOPS_MLFLOW_PORT, 5000)")] = None,
@@ -73,9 +77,14 @@ def up_command(
     from mlops.stack import supervisor as stack
     from mlops.stack.options import SECRETS_FILE
 
+    environ = dict(os.environ)
+    if dask_workers is not None:  # the stack reads it through its settings (mlops.core.settings: dask_workers)
+        environ["MLOPS_DASK_WORKERS"] = str(dask_workers)
+    elif dask and not environ.get("MLOPS_DASK_WORKERS", "").strip():
+        environ["MLOPS_DASK_WORKERS"] = "2"
     try:
         opts = stack.StackOptions.from_env(
-            state_dir=state_dir, config_path=config, host=host, prefect_port=prefect_port, mlflow_port=mlflow_port,
+            environ, state_dir=state_dir, config_path=config, host=host, prefect_port=prefect_port, mlflow_port=mlflow_port,
             serve_port=serve_port, webhook_port=webhook_port, prefect_file=prefect_file,
             webhooks_config=webhooks_config, alert_url=alert_url, mlflow_basic_auth=mlflow_basic_auth or None,
             mlflow_jobs=mlflow_jobs or None, schedules=False if no_schedules else None, components=tuple(only) if only else None, timeout=timeout,
@@ -95,6 +104,8 @@ def up_command(
         typer.secho(f"  {result.serving.summary(result.state.model_name or 'the model')}.",
                     fg=typer.colors.YELLOW if problem else None)
     _print_urls(result.state, opts)
+    if "dask" in result.state.urls:
+        typer.echo(f"  Dask scheduler  {result.state.urls['dask']} (MLOPS_DASK_ADDRESS for the flows)")
     if "postgres" in result.state.urls:
         from mlops.stack.postgres import PASSWORD_FILE, ROLE
 

@@ -1,4 +1,5 @@
-"""Batch scoring on a Dask cluster: the same run as `score_file`, its chunks scored on the workers.
+"""Batch scoring on a Dask cluster: the same run as local scoring (`mlops.serving.scoring.score_file`, given
+these chunks by `score_with_champion` with `scoring.backend: dask`), its chunks scored on the workers.
 
 The model and the data contract go to every worker once (`scatter(..., broadcast=True)`). The input is cut
 into partitions the client describes but never reads: for Parquet, consecutive row groups of at most
@@ -17,6 +18,7 @@ limit), the client at most the in-flight results. CSV partitions are cut at line
 
 from __future__ import annotations
 
+import contextlib
 import io
 import uuid
 from collections import deque
@@ -31,16 +33,14 @@ import pandas as pd
 from mlops.core.contract import DataContract
 from mlops.core.errors import ConfigError, DataError
 from mlops.core.settings import Settings
-from mlops.serving.scoring import (
+from mlops.serving.chunks import (
     ROW_COLUMN,
     ChunkResult,
     ScoredChunk,
-    ScoringRun,
     input_files,
     null_counts,
     release_memory,
     score_chunk,
-    score_file,
 )
 
 CONNECT_SECONDS = 10.0
@@ -268,12 +268,11 @@ def _lost(client: Any, exc: BaseException) -> DataError:
                      f"{text}); check the cluster and run again")
 
 
-def score_file_on_dask(address: str, model: Any, contract: DataContract, model_name: str, model_version: str,
-                       model_run_id: str, input_path: str | Path, output_dir: str | Path, run_id: str,
-                       chunk_rows: int = 100_000, log_writer: Any = None, max_quarantine_fraction: float | None = None,
-                       predictions_path: str | Path | None = None, flag_violations: bool = False) -> ScoringRun:
-    """`score_file` with its chunks scored on the Dask cluster at `address`; an unreachable scheduler or a
-    lost connection is one sentence."""
+@contextlib.contextmanager
+def cluster_chunks(address: str, model: Any, contract: DataContract, input_path: str | Path, chunk_rows: int,
+                   version: str, flag_violations: bool = False, keep_inputs: bool = True) -> Iterator[Iterator[ScoredChunk]]:
+    """The input's scored chunks from the Dask cluster at `address`, for `score_file(..., chunks=...)`, while
+    connected; an unreachable scheduler is one sentence."""
     from distributed import Client
 
     parts = plan_partitions(input_path, chunk_rows)
@@ -284,8 +283,4 @@ def score_file_on_dask(address: str, model: Any, contract: DataContract, model_n
                           "(`mlops up --profile production --dask`) or correct scoring.dask_address / "
                           "MLOPS_DASK_ADDRESS") from None
     with client:
-        chunks = dask_chunks(client, model, contract, parts, chunk_rows, str(model_version), flag_violations,
-                             keep_inputs=log_writer is not None)
-        return score_file(model, contract, model_name, model_version, model_run_id, input_path, output_dir, run_id,
-                          chunk_rows, log_writer, max_quarantine_fraction, predictions_path, flag_violations,
-                          chunks=chunks, backend="dask")
+        yield dask_chunks(client, model, contract, parts, chunk_rows, version, flag_violations, keep_inputs)

@@ -5,7 +5,9 @@ chunk is checked against the version's data contract with the same Great Expecta
 training flow uses (mlops.core.validation), rows that break it are quarantined (with the expectations
 they broke) and not scored, the rest are scored by the version's Pipeline. Predictions stream into
 one Parquet file, the quarantine into one CSV, every scored row into the prediction log, and a run
-record (JSON) is written next to them. Memory is one chunk at a time, whatever the input size.
+record (JSON) is written next to them. Memory is one chunk at a time, whatever the input size. One
+chunk's check and scoring is mlops.serving.chunks; with `scoring.backend: dask` the chunks are scored on a
+Dask cluster's workers instead (mlops.serving.dask_scoring) and this module writes the same run from them.
 
 With `flag_violations` (what `mlops score` does), no row is set aside: every row is scored, in input
 order, and the rows that break the contract carry the expectations they broke in the
@@ -23,26 +25,32 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from mlops.core.config import PipelineConfig
-from mlops.core.contract import DataContract, coerce_to_contract
+from mlops.core.contract import DataContract
 from mlops.core.errors import DataError, RegistryError
-from mlops.core.validation import QUARANTINE_REASON_COLUMN, validate_batch
+from mlops.core.validation import QUARANTINE_REASON_COLUMN
 from mlops.registry.versions import CHAMPION, ModelBundle
+
+# one chunk's check and scoring lives in mlops.serving.chunks (shared with the Dask backend); re-exported here
+from mlops.serving.chunks import ROW_COLUMN as ROW_COLUMN
+from mlops.serving.chunks import VIOLATION_COLUMN as VIOLATION_COLUMN
+from mlops.serving.chunks import ChunkResult as ChunkResult
+from mlops.serving.chunks import ScoredChunk as ScoredChunk
+from mlops.serving.chunks import input_files as input_files
+from mlops.serving.chunks import null_counts, release_memory, score_chunk
+from mlops.serving.chunks import scoring_contract as scoring_contract
 
 log = logging.getLogger("mlops.serving.scoring")
 
-ROW_COLUMN = "row"
 PREDICTIONS_FILE = "predictions.parquet"
 QUARANTINE_FILE = "quarantined.csv"
 RUN_RECORD_FILE = "run.json"
-VIOLATION_COLUMN = "contract_violation"
 OUTPUT_FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
 
 
@@ -60,19 +68,6 @@ def require_champion(bundle: ModelBundle | None, model_name: str) -> ModelBundle
         raise RegistryError(f"model '{model_name}' has no version with alias '{CHAMPION}' (train one first: "
                             "`mlops train --config <config>`)")
     return bundle
-
-
-def input_files(path: str | Path) -> list[Path]:
-    """The files to score: the file itself, or every .parquet/.csv in the folder (sorted)."""
-    p = Path(path)
-    if not p.exists():
-        raise DataError(f"{p}: input not found")
-    if p.is_dir():
-        files = sorted(f for f in [*p.glob("*.parquet"), *p.glob("*.pq"), *p.glob("*.csv")] if not f.name.startswith("."))
-        if not files:
-            raise DataError(f"{p}: folder holds no .csv or .parquet files")
-        return files
-    return [p]
 
 
 def iter_chunks(path: str | Path, chunk_rows: int) -> Iterator[tuple[Path, pd.DataFrame]]:
@@ -99,117 +94,6 @@ def iter_chunks(path: str | Path, chunk_rows: int) -> Iterator[tuple[Path, pd.Da
                 raise DataError(f"{f}: cannot parse CSV ({str(exc).splitlines()[0][:200]})") from None
 
 
-def scoring_contract(contract: DataContract) -> DataContract:
-    """The contract without its target, with null fractions left to the whole-input check."""
-    base = contract.without_target()
-    return replace(base, columns=[replace(c, max_null_fraction=1.0) for c in base.columns],
-                   expectations=[e for e in base.expectations if e.get("type") != "unique"])
-
-
-@dataclass
-class ChunkResult:
-    predictions: pd.DataFrame
-    quarantined: pd.DataFrame
-    good: pd.DataFrame  # the scored rows as the model saw them (coerced), for the prediction log
-    good_rows: np.ndarray
-    outputs: dict[str, Any]
-
-
-def model_outputs(model: Any, X: pd.DataFrame, task: str) -> dict[str, Any]:
-    """Predictions (and class probabilities for a classifier) as the prediction log names them."""
-    from mlops.serving.predictlog import output_columns
-
-    pred = np.asarray(model.predict(X))
-    proba = classes = None
-    if task == "classification" and hasattr(model, "predict_proba"):
-        proba = np.asarray(model.predict_proba(X))
-        classes = list(getattr(model, "classes_", range(proba.shape[1])))
-    return output_columns(pred, proba, classes)
-
-
-def _model_columns(model: Any, contract: DataContract, frame: pd.DataFrame) -> list[str]:
-    return list(getattr(model, "feature_names_in_", [c for c in contract.input_columns if c in frame.columns]))
-
-
-def score_chunk(model: Any, contract: DataContract, chunk: pd.DataFrame, offset: int, version: str,
-                flag_violations: bool = False) -> ChunkResult:
-    """Validate one chunk; quarantine the bad rows and score the good ones, or (`flag_violations`) score
-    every row and say in `contract_violation` what each bad row broke."""
-    chunk = chunk.reset_index(drop=True)
-    checking = scoring_contract(contract)
-    outcome = validate_batch(chunk, checking, need_target=False)
-    bad = outcome.quarantined.index.to_numpy()
-    if flag_violations:
-        return _flag_chunk(model, contract, checking, chunk, outcome.quarantined, offset, version)
-    good_rows = np.setdiff1d(np.arange(len(chunk)), bad) + offset
-    quarantined = outcome.quarantined.copy()
-    quarantined.insert(0, ROW_COLUMN, bad + offset)
-    good = outcome.good
-    preds: dict[str, Any] = {ROW_COLUMN: good_rows.astype(np.int64)}
-    if contract.id_column and contract.id_column in good.columns:
-        preds[contract.id_column] = good[contract.id_column].to_numpy()
-    outputs: dict[str, Any] = {}
-    if len(good):
-        outputs = model_outputs(model, good[_model_columns(model, contract, good)], contract.task)
-        preds.update(outputs)
-    preds["model_version"] = np.full(len(good), version, dtype=object)
-    return ChunkResult(pd.DataFrame(preds), quarantined, good, good_rows, outputs)
-
-
-def _flag_chunk(model: Any, contract: DataContract, checking: DataContract, chunk: pd.DataFrame,
-                quarantined: pd.DataFrame, offset: int, version: str) -> ChunkResult:
-    """Every row of the chunk scored in order; the rows that broke the contract flagged with why.
-
-    A bad row is scored as the model would see it (a value that cannot be read is missing, an unknown
-    category is ignored by the encoder); a row the model still cannot score keeps an empty prediction,
-    and its flag says so."""
-    frame = coerce_to_contract(chunk, checking, need_target=False).frame
-    X = frame[_model_columns(model, contract, frame)]
-    reasons = pd.Series(pd.NA, index=frame.index, dtype="string")
-    reasons.loc[quarantined.index] = quarantined[QUARANTINE_REASON_COLUMN].astype("string")
-    scored = np.ones(len(frame), dtype=bool)
-    try:
-        outputs = model_outputs(model, X, contract.task)
-    except (ValueError, TypeError):  # a flagged row the model refuses: score row by row, keep the rest
-        parts: list[dict[str, Any] | None] = []
-        for i in range(len(X)):
-            try:
-                parts.append(model_outputs(model, X.iloc[[i]], contract.task))
-            except (ValueError, TypeError) as exc:
-                parts.append(None)
-                scored[i] = False
-                why = f"not scored ({type(exc).__name__}: {str(exc).splitlines()[0][:150]})"
-                reasons.iloc[i] = why if pd.isna(reasons.iloc[i]) else f"{reasons.iloc[i]}; {why}"
-        outputs = _stack_outputs(parts)
-    preds: dict[str, Any] = {ROW_COLUMN: np.arange(len(frame), dtype=np.int64) + offset}
-    for key in (contract.id_column, contract.timestamp_column):
-        if key and key in frame.columns and key not in preds:
-            preds[key] = frame[key].to_numpy()
-    preds.update(outputs)
-    preds["model_version"] = np.full(len(frame), version, dtype=object)
-    preds[VIOLATION_COLUMN] = reasons.to_numpy(dtype=object, na_value=None)
-    rows = np.flatnonzero(scored)
-    logged = {k: np.asarray(v)[rows] for k, v in outputs.items()}
-    return ChunkResult(pd.DataFrame(preds), quarantined, frame.iloc[rows].reset_index(drop=True), rows + offset,
-                       logged)
-
-
-@dataclass
-class ScoredChunk:
-    """One scored piece of the input, in input order: its row count, its null counts per input column, what
-    `score_chunk` made of it (rows numbered from the start of the input), and the Dask worker that scored it."""
-
-    rows: int
-    nulls: dict[str, int]
-    result: ChunkResult
-    worker: str | None = None
-
-
-def null_counts(chunk: pd.DataFrame, contract: DataContract) -> dict[str, int]:
-    """Missing values per input column of a chunk, as read (before coercion)."""
-    return {c: int(chunk[c].isna().sum()) for c in contract.input_columns if c in chunk.columns}
-
-
 def local_chunks(model: Any, contract: DataContract, input_path: str | Path, chunk_rows: int, version: str,
                  flag_violations: bool = False) -> Iterator[ScoredChunk]:
     """The input scored in this process, one chunk at a time (the local backend of `score_file`)."""
@@ -220,31 +104,6 @@ def local_chunks(model: Any, contract: DataContract, input_path: str | Path, chu
         offset += len(chunk)
         del res, chunk
         release_memory()
-
-
-def _stack_outputs(parts: list[dict[str, Any] | None]) -> dict[str, Any]:
-    """Row-by-row outputs joined into columns; a row without outputs gets NaN."""
-    names = next((list(p) for p in parts if p is not None), ["prediction"])
-    return {name: pd.Series([p[name][0] if p is not None else None for p in parts], dtype=object).infer_objects()
-            .to_numpy() for name in names}
-
-
-def release_memory() -> None:
-    """Free what a chunk left behind before the next one.
-
-    Each Great Expectations validation leaves cyclic garbage (its ephemeral context) that only a full
-    collection frees, and glibc keeps freed pages; without this the process grows ~13 MB per
-    100,000-row chunk. With it, memory stays flat however many chunks there are.
-    """
-    import gc
-
-    gc.collect()
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc: the collection alone still bounds it
-        pass
 
 
 @dataclass
@@ -457,7 +316,10 @@ def score_with_champion(bundle: ModelBundle, cfg: PipelineConfig, input_path: st
             cfg.serving.batch_chunk_rows, writer, cfg.validation.max_quarantine_fraction, predictions_path,
             flag_violations)
     if cfg.scoring.backend == "dask":  # the same run, its chunks scored on a Dask cluster's workers
-        from mlops.serving.dask_scoring import scheduler_address, score_file_on_dask
+        from mlops.serving.dask_scoring import cluster_chunks, scheduler_address
 
-        return score_file_on_dask(scheduler_address(cfg.scoring.dask_address, get_settings()), *args)
+        address = scheduler_address(cfg.scoring.dask_address, get_settings())
+        with cluster_chunks(address, bundle.model, bundle.contract, input_path, cfg.serving.batch_chunk_rows,
+                            str(bundle.version), flag_violations, keep_inputs=writer is not None) as chunks:
+            return score_file(*args, chunks=chunks, backend="dask")
     return score_file(*args)

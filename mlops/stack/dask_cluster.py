@@ -21,14 +21,16 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 from mlops.core.startup import WaitAborted, WaitTimeout, wait_until
-from mlops.stack.options import StackError
+from mlops.stack.options import StackError, StackOptions, port_taken
+from mlops.stack.processes import ProcessRecord, live_process
 from mlops.stack.readiness import tail
 
 DEFAULT_WORKERS = 2
@@ -196,6 +198,29 @@ class DaskCluster:
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         self.stop()
+
+
+def launch_for_stack(opts: StackOptions, env: Mapping[str, str],
+                     echo: Callable[[str], None]) -> tuple[DaskCluster, dict[str, ProcessRecord]]:
+    """`mlops up --dask`: the cluster launched on the stack's host and port (MLOPS_DASK_PORT, checked free first),
+    logging to the stack's logs, with a pid-file record per process."""
+    s = opts.settings
+    if port_taken(opts.host, s.dask_port):
+        raise StackError(f"port {s.dask_port} on {opts.host} (Dask scheduler) is already taken by another program; "
+                         "stop it or choose another port with MLOPS_DASK_PORT")
+    cluster = DaskCluster(s.dask_workers, port=s.dask_port, host=opts.host, memory_limit=s.dask_memory_limit,
+                          logs_dir=opts.logs_dir, env=env, cwd=opts.project_dir)
+    echo(f"starting a Dask scheduler and {s.dask_workers} worker(s) at {cluster.address} ...")
+    records = {}
+    for p in cluster.launch():
+        started = live_process(p.proc.pid)
+        records[p.name] = ProcessRecord(name=p.name, pid=p.proc.pid, cmd=p.cmd, log=str(p.log), started_at=_now(),
+                                        create_time=started.create_time() if started else None)
+    return cluster, records
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @contextlib.contextmanager

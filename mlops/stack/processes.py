@@ -225,8 +225,8 @@ def stack_lock(state_dir: Path) -> Iterator[None]:
 
 
 def log_file(state_dir: Path, component: str) -> Path:
-    names = (*COMPONENTS, "postgres", "worker-2", "deploy", "automations")
-    if component not in names:
+    names = (*COMPONENTS, "postgres", "worker-2", "deploy", "automations", "dask-scheduler", "dask-worker-1")
+    if component not in names and not component.removeprefix("dask-worker-").isdigit():
         raise StackError(f"no log named {component!r}; choose from {', '.join(names)}")
     return state_dir.expanduser().resolve() / "logs" / f"{component}.log"
 

@@ -383,6 +383,17 @@ class Supervisor:
                                                   f"of {rec.log}:\n{tail(Path(rec.log))}",
             detail=lambda: f"its /ready says: {read_ready(str(self.opts.url('model-server'))).reason or 'nothing'}")
 
+    def launch_dask(self) -> Future[float]:
+        """`--dask`: a Dask scheduler and workers (mlops/stack/dask_cluster.py), recorded like every process; what
+        starts after it (the workers, their flow runs) finds it as MLOPS_DASK_ADDRESS."""
+        from mlops.stack.dask_cluster import launch_for_stack
+
+        cluster, records = launch_for_stack(self.opts, self.env, self.echo)
+        self.state.processes.update(records)
+        self.env["MLOPS_DASK_ADDRESS"] = self.state.urls["dask"] = cluster.address
+        write_state(self.state)
+        return self._watchers.submit(cluster.wait_ready, self.opts.timeout, self._stop)
+
     def launch_bridge(self) -> Future[float]:
         o = self.opts
         env = {**self.env, **load_webhook_secrets(o)}
@@ -437,7 +448,10 @@ def up(opts: StackOptions, echo: Echo | None = None) -> UpResult:
         timings: dict[str, float] = {}
         serving: Serving | None = None
         try:
+            dask = sup.launch_dask() if opts.settings.dask_workers else None
             _bring_up(sup, cfg.monitoring.schedule_cron, set(opts.processes), opts.parallel, timings, say)
+            if dask is not None:
+                timings["dask"] = dask.result()
             t0 = time.monotonic()
             if (serving := sup.wait_champion()) is not None:
                 timings["champion"] = time.monotonic() - t0
