@@ -158,3 +158,31 @@ def test_the_stack_starts_and_stops_a_dask_cluster(tmp_path: Path) -> None:
     stopped = stack.down(opts.state_dir)
     assert set(stopped) == set(state.processes)
     assert all(live_process(r.pid, r.create_time) is None for r in state.processes.values())
+
+
+def test_scoring_config_and_address_errors_are_one_sentence() -> None:
+    from mlops.core.errors import ConfigError
+    from mlops.core.settings import get_settings
+    from mlops.serving.dask_scoring import scheduler_address
+
+    with pytest.raises(ConfigError, match=r"field 'scoring.dask_address': .*write it as tcp://host:port"):
+        from mlops.core.config import parse_config
+
+        parse_config({**small_config(), "scoring": {"backend": "dask", "dask_address": "localhost"}})
+    with pytest.raises(ConfigError, match="set scoring.dask_address in the config or MLOPS_DASK_ADDRESS"):
+        scheduler_address(None, get_settings({}))
+    assert scheduler_address(None, get_settings({"MLOPS_DASK_ADDRESS": "tcp://h:1"})) == "tcp://h:1"
+    assert scheduler_address("tcp://a:2", get_settings({"MLOPS_DASK_ADDRESS": "tcp://h:1"})) == "tcp://a:2"
+
+
+def test_csv_partitions_cover_every_line_once(tmp_path: Path) -> None:
+    """Byte ranges cut anywhere still give each line to exactly one partition, header included in each."""
+    from mlops.serving.dask_scoring import Partition, read_partition
+
+    src = tmp_path / "x.csv"
+    pd.DataFrame({"a": range(1000), "b": [f"v{i}" * (i % 7) for i in range(1000)]}).to_csv(src, index=False)
+    size = src.stat().st_size
+    for block in (1, 7, 64, 1000, size):
+        parts = [Partition(str(src), start=s, end=min(s + block, size)) for s in range(0, size, block)]
+        frames = [f for p in parts for f in read_partition(p, 300)]
+        assert pd.concat(frames)["a"].tolist() == list(range(1000)), block
