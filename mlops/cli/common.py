@@ -88,10 +88,10 @@ def prepare_flow_process(*modules: str) -> Any:
     Prefect, imports `modules` and opens the MLflow store while the server boots on the other core,
     then waits for it. The cyclic GC is off during the imports and the imported heap is frozen after
     them: collections would otherwise walk hundreds of thousands of module objects, again and again,
-    for nothing (about a second per run). What only registration and the plots need (skops, MLflow's
-    sklearn flavour, matplotlib) is imported where it is used: importing it on a thread while the flow
-    ran cost more than it saved (it competed for the GIL with the flow's own start; measured in
-    docs/benchmarks.md).
+    for nothing (about a second per run). Callers name what their flow needs later too (the training
+    flow's registration and plots): imported here it overlaps the server's boot, while imported where
+    it is used it would run on the flow's critical path with the collector on (and on a thread it
+    competes for the GIL with the flow's own start; measured in docs/benchmarks.md).
     """
     from mlops.cli.local_api import start_local_api, wait_local_api
     from mlops.core.settings import configure_environment

@@ -21,8 +21,11 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help="MLOps for ta
 
 ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="pipeline config (YAML)")]
 DEFAULT_CONFIG = Path("configs/default.yaml")
-# imported while the local Prefect server starts: the training flow and what it needs before its search
-TRAINING_MODULES = ("great_expectations", "sklearn.ensemble", "flows.train")
+# imported while the local Prefect server starts: the training flow, what it needs before its search, and what
+# registration (skops, MLflow's sklearn flavour) and the plots (matplotlib) need after it; imported later they
+# would sit on the critical path between the search and the promotion, with the garbage collector on
+TRAINING_MODULES = ("great_expectations", "sklearn.ensemble", "flows.train", "skops.io", "mlflow.sklearn",
+                    "matplotlib.pyplot")
 
 
 def _prepare() -> Any:

@@ -467,6 +467,8 @@ def _import_serving_stack() -> None:
     with frozen_imports():
         import httpx  # noqa: F401
         import mlflow.sklearn  # noqa: F401
+        import mlflow.store.model_registry.sqlalchemy_store  # noqa: F401 - the stores behind a database URI
+        import mlflow.store.tracking.sqlalchemy_store  # noqa: F401 - (the local default; half a second of imports)
         import orjson  # noqa: F401
         import skops.io  # noqa: F401
 
