@@ -65,10 +65,30 @@ def test_search_runs_on_a_real_dask_cluster(data) -> None:
     assert all(n > 0 for n in ran.values())
 
 
-def test_dask_backend_needs_an_address(data) -> None:
+def test_dask_backend_needs_an_address(data, monkeypatch) -> None:
+    from mlops.core.errors import ConfigError
+
+    monkeypatch.delenv("MLOPS_DASK_ADDRESS", raising=False)
     X, y, pre = data
-    with pytest.raises(ValueError, match="dask_address"):
+    with pytest.raises(ConfigError, match="dask_address or MLOPS_DASK_ADDRESS"):
         tune_family(SPEC, pre, X, y, "classification", "roc_auc", SearchConfig(backend="dask"))
+
+
+def test_dask_backend_takes_the_stack_address_and_names_a_dead_scheduler(data, monkeypatch) -> None:
+    """Without search.dask_address the stack's MLOPS_DASK_ADDRESS is used; nobody there is one sentence."""
+    import socket
+
+    from mlops.core.errors import ConfigError
+
+    with socket.socket() as s:  # a loopback port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("MLOPS_DASK_ADDRESS", f"tcp://127.0.0.1:{port}")
+    monkeypatch.setattr("mlops.training.tuning.DASK_CONNECT_SECONDS", 2.0)
+    X, y, pre = data
+    cfg = SearchConfig(backend="dask")
+    with pytest.raises(ConfigError, match=f"scheduler at tcp://127.0.0.1:{port} did not answer"):
+        tune_family(SPEC, pre, X, y, "classification", "roc_auc", cfg)
 
 
 # ---- the scorer and the positive class -------------------------------------------------------------
