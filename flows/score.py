@@ -12,6 +12,7 @@ from prefect.states import Failed
 
 from flows.forms import name_part, run_name
 from mlops.core.config import load_config
+from mlops.core.data_roots import confine_output
 from mlops.core.errors import MLOpsError
 from mlops.core.settings import configure_environment
 from tasks.registry import load_champion
@@ -31,7 +32,9 @@ def score(config_path: str, input_path: str, output_dir: str | None = None, pred
     Rows that break the data contract are quarantined, not scored; with `flag_violations` every row is
     scored, in input order, and the bad ones say why in `contract_violation`. Writes `predictions.parquet`
     (or `predictions_path`, .csv or .parquet), `quarantined.csv` and `run.json` to `output_dir` (default
-    `$MLOPS_HOME/scores/<flow run id>`) and every scored row to the prediction log.
+    `$MLOPS_HOME/scores/<flow run id>`) and every scored row to the prediction log. Outputs named here must
+    lie inside `$MLOPS_HOME/scores` or a data root outside the state folder, and `predictions_path` must be a
+    new file.
     """
     try:
         return run_scoring(config_path, input_path, output_dir, predictions_path, flag_violations)
@@ -46,7 +49,10 @@ def run_scoring(config_path: str, input_path: str, output_dir: str | None, predi
     settings = configure_environment()
     mlflow.set_tracking_uri(settings.tracking_uri)
     run_id = str(runtime.flow_run.id or "local")
-    out = Path(output_dir) if output_dir else settings.state_dir / "scores" / run_id
+    # a run started by an event, a deployment or the UI writes only where runs may write (confine_output)
+    out = confine_output(output_dir, cfg, settings) if output_dir else settings.state_dir / "scores" / run_id
+    if predictions_path:
+        predictions_path = str(confine_output(predictions_path, cfg, settings, new_file=True))
 
     bundle = require_champion(load_champion(cfg.registry.model_name), cfg.registry.model_name)
     run = score_input(bundle, cfg, input_path, out, settings.prediction_log_dir, run_id, predictions_path,

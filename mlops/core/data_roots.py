@@ -95,6 +95,24 @@ def data_roots(cfg: PipelineConfig, settings: Settings) -> DataRoots:
     return DataRoots.of(roots, settings.state_dir)
 
 
+def confine_output(path: str | Path, cfg: PipelineConfig, settings: Settings, *, new_file: bool = False) -> Path:
+    """Where a run started by an event, a deployment or the UI may write: inside the state folder's
+    `scores` folder or a data root outside the state folder (never the stores, the inbox or the monitor's
+    retraining files, which later runs read as data). With `new_file`, an existing file is not overwritten.
+    """
+    resolved = _resolve(path)
+    state = _resolve(settings.state_dir)
+    allowed = [state / "scores"] + [r for r in data_roots(cfg, settings).roots if not r.is_relative_to(state)]
+    inside_state = resolved.is_relative_to(state) and not resolved.is_relative_to(state / "scores")
+    if inside_state or not any(resolved.is_relative_to(r) for r in allowed):
+        raise DataPathRefused(
+            f"{path}: refused: a run's output must resolve, symlinks followed, inside {state / 'scores'} or a data "
+            f"root outside the state folder ({', '.join(str(r) for r in allowed[1:]) or 'none'})")
+    if new_file and resolved.exists():
+        raise DataPathRefused(f"{path}: refused: the file exists and a run does not overwrite it; name a new file")
+    return resolved
+
+
 def check_size(path: Path, files: list[Path], max_bytes: int | None) -> None:
     """Refuse a file (or a folder's files, together) over `max_bytes`, before reading any of it."""
     if max_bytes is None:

@@ -96,3 +96,30 @@ def test_score_flow_refuses_input_outside_the_data_roots(setup: dict[str, Any], 
     churn_frame(50, seed=34).drop(columns=["churned"]).to_csv(elsewhere, index=False)
     state = score(str(setup["config"]), str(elsewhere), None, return_state=True)
     assert state.is_failed() and "refused" in state.message and "data root" in state.message
+
+
+def test_score_flow_writes_only_where_runs_may_write(setup: dict[str, Any], tmp_path: Path) -> None:
+    """Outputs named by a deployment, an event or the UI stay inside the scores folder or a data root outside the
+    state folder, and an existing file is never overwritten; nothing is written before the refusal."""
+    from flows.score import score
+
+    src = setup["work"] / "to_confine.csv"
+    churn_frame(60, seed=35).drop(columns=["churned"]).to_csv(src, index=False)
+    state_dir = Path(setup["state"])
+    retraining = state_dir / "monitor" / "churn-score-flow" / "training"  # a data root, but later runs train on it
+    kept = setup["work"] / "keep.csv"
+    kept.write_text("precious\n")
+    for output_dir, predictions_path, says in [
+        (str(tmp_path / "out"), None, "a run's output must resolve"),
+        (str(retraining), None, "a run's output must resolve"),
+        (str(state_dir / "scores" / ".." / "secrets"), None, "a run's output must resolve"),
+        (None, str(tmp_path / "p.csv"), "a run's output must resolve"),
+        (None, str(kept), "the file exists"),
+    ]:
+        state = score(str(setup["config"]), str(src), output_dir, predictions_path, return_state=True)
+        assert state.is_failed() and "refused" in str(state.message) and says in str(state.message), (output_dir, predictions_path)
+    assert not (tmp_path / "out").exists() and not (tmp_path / "p.csv").exists() and not retraining.exists()
+    assert kept.read_text() == "precious\n"
+
+    result = score(str(setup["config"]), str(src), str(state_dir / "scores" / "mine"), str(setup["work"] / "p.csv"))
+    assert result["rows_read"] == 60 and (setup["work"] / "p.csv").exists()
