@@ -104,8 +104,8 @@ def run_training(config_path: str, source_path: str | None, reason: str,
     settings = configure_environment()
     flow_run_id = str(runtime.flow_run.id or "local")
     name, work = cfg.registry.model_name, settings.runs_dir / flow_run_id
+    loaded, new_rows = load_data(cfg, source_path)  # a refused or unreadable source ends the run here
     with infra_validation_process(cfg.gate.infra_validation) as fresh:  # imports the serving stack meanwhile
-        loaded, new_rows = load_data(cfg, source_path)
         champion = load_champion(name)
         checked = validate_training_data(loaded, cfg, champion.contract if champion else None,
                                          settings.quarantine_dir / flow_run_id)

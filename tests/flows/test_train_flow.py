@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterator
 from dataclasses import fields
 from pathlib import Path
 
@@ -168,14 +170,26 @@ def test_truncated_last_row_is_quarantined_and_training_goes_on(trained) -> None
     "missing_file", "empty_file", "header_only", "missing_target", "single_class", "all_null_column",
     "wrong_delimiter", "non_utf8", "mostly_truncated_rows", "numeric_full_of_text",
 ])
-def test_bad_data_fails_cleanly_and_changes_nothing(trained, case: str) -> None:
+def test_bad_data_fails_cleanly_and_changes_nothing(trained, case: str, monkeypatch) -> None:
+    import flows.train
+
     path, message = _bad_files(trained["tmp"])[case]
     before = _versions()
+    started = []  # a source that cannot be read ends the run before infra validation's process starts
+
+    @contextlib.contextmanager
+    def no_process(enabled: bool) -> Iterator[None]:
+        started.append(enabled)
+        yield None
+
+    monkeypatch.setattr(flows.train, "infra_validation_process", no_process)
     st = train(config_path=str(trained["config"]), source_path=str(path), return_state=True)
     assert st.is_failed()
     assert message in st.message and "\n" not in st.message and "Traceback" not in st.message
     assert _versions() == before
     assert str(registry.get_version_by_alias(NAME, registry.CHAMPION).version) == "1"
+    if case in {"missing_file", "empty_file", "wrong_delimiter", "non_utf8"}:
+        assert started == []
 
 
 def test_worse_challenger_is_rejected_and_champion_stays(trained) -> None:
