@@ -95,6 +95,7 @@ SQLITE_PREFECT_SETTINGS = {
     "PREFECT_SERVER_SERVICES_EVENT_PERSISTER_BATCH_SIZE": "5000",
     "PREFECT_SERVER_SERVICES_EVENT_PERSISTER_FLUSH_INTERVAL": "10",
 }
+QUEUED_RUN_RETRY_SECONDS = "3"  # PREFECT_SERVER_DEPLOYMENTS_CONCURRENCY_SLOT_WAIT_SECONDS, both profiles
 
 
 # ---- starting processes -----------------------------------------------------------------------
@@ -219,6 +220,9 @@ class Supervisor:
                 env.setdefault(key, value)
         env.setdefault("PREFECT_SERVER_UI_SHOW_PROMOTIONAL_CONTENT", "false")
         env.setdefault("PREFECT_UI_API_URL", o.api_url)
+        # a run queued behind a deployment's concurrency limit (files arriving together, ENQUEUE) asks for the
+        # slot again after this long; Prefect's 30 s default left the next file idle for up to 30 s
+        env.setdefault("PREFECT_SERVER_DEPLOYMENTS_CONCURRENCY_SLOT_WAIT_SECONDS", QUEUED_RUN_RETRY_SECONDS)
         cmd = [str(self.bin / "prefect"), "server", "start", "--host", o.host, "--port", str(o.prefect_port)]
         return self.start("prefect", cmd, env, self.health("prefect"))
 

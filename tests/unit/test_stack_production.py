@@ -64,6 +64,8 @@ def test_prefect_and_mlflow_get_their_databases_by_environment_and_the_deploymen
     assert prefect_env["PREFECT_SERVER_DATABASE_CONNECTION_URL"] == \
         f"postgresql+asyncpg://mlops:{password}@127.0.0.1:6111/prefect"
     assert "PREFECT_SERVER_SERVICES_EVENT_PERSISTER_FLUSH_INTERVAL" not in prefect_env  # a SQLite-only workaround
+    # a run queued behind the training's concurrency slot asks again after 3 s, not Prefect's 30 s
+    assert prefect_env["PREFECT_SERVER_DEPLOYMENTS_CONCURRENCY_SLOT_WAIT_SECONDS"] == "3"
     mlflow_cmd, mlflow_env = started["mlflow"]
     assert mlflow_env["MLFLOW_BACKEND_STORE_URI"] == f"postgresql://mlops:{password}@127.0.0.1:6111/mlflow"
     assert "--serve-artifacts" in mlflow_cmd and mlflow_cmd[mlflow_cmd.index("--default-artifact-root") + 1] == \
@@ -90,6 +92,7 @@ def test_external_back_ends_by_url_replace_the_local_ones(tmp_path: Path, monkey
     sup.launch_mlflow()
     sup.close()
     assert started["prefect"][1]["PREFECT_SERVER_DATABASE_CONNECTION_URL"].endswith("@db.internal:5432/prefect")
+    assert started["prefect"][1]["PREFECT_SERVER_DEPLOYMENTS_CONCURRENCY_SLOT_WAIT_SECONDS"] == "3"
     assert started["mlflow"][1]["MLFLOW_BACKEND_STORE_URI"].endswith("@db.internal:5432/mlflow")
     assert not (o.state_dir / PASSWORD_FILE).exists()
 
