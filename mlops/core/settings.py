@@ -57,6 +57,8 @@ class Settings(BaseSettings):
     mlflow_tracking_username: str | None = Field(None, alias="MLFLOW_TRACKING_USERNAME")
     mlflow_tracking_password: SecretStr | None = Field(None, alias="MLFLOW_TRACKING_PASSWORD")
     mlflow_flask_secret_key: SecretStr | None = Field(None, alias="MLFLOW_FLASK_SERVER_SECRET_KEY")
+    # each Prefect worker of the stack takes at most this many flow runs at once (None: no limit, Prefect's default)
+    worker_limit: int | None = Field(None, ge=1, alias="MLOPS_WORKER_LIMIT")
     # `mlops up --dask`: a Dask scheduler and this many workers beside the stack (0: none)
     dask_workers: int = Field(0, ge=0, le=64, alias="MLOPS_DASK_WORKERS")
     dask_port: int = Field(8786, alias="MLOPS_DASK_PORT")

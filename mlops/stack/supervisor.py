@@ -349,6 +349,8 @@ class Supervisor:
         worker_name = f"{pool}-{socket.gethostname()}" + record.removeprefix("worker")
         cmd = [str(self.bin / "prefect"), "worker", "start", "--pool", pool, "--type", "process",
                "--name", worker_name]
+        if o.settings.worker_limit is not None:  # runs beyond it stay Scheduled for another worker, or for later
+            cmd += ["--limit", str(o.settings.worker_limit)]
 
         def online() -> bool:
             workers = self.api("POST", f"/work_pools/{pool}/workers/filter", json={"limit": 50}) or []

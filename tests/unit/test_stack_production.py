@@ -174,3 +174,19 @@ def test_a_state_folder_the_server_user_cannot_reach_is_one_sentence(tmp_path: P
 def test_stop_postgres_on_a_gone_process_says_so() -> None:
     rec = ProcessRecord(name="postgres", pid=2**22 - 3, create_time=1.0, cmd=[], log="/dev/null")
     assert stop_postgres(rec, grace=0.1) is False
+
+
+def test_a_worker_limit_is_passed_to_every_worker_and_none_by_default(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    for environ, expected in (({}, None), ({"MLOPS_WORKER_LIMIT": "5"}, "5")):
+        sup = stack.Supervisor(opts(tmp_path, environ, profile="production"))
+        sup.state.work_pool = "mlops-production"
+        started = captured(sup, monkeypatch)
+        sup.launch_worker("worker")
+        sup.launch_worker("worker-2")
+        sup.close()
+        for name in ("worker", "worker-2"):
+            cmd = started[name][0]
+            assert (cmd[cmd.index("--limit") + 1] if "--limit" in cmd else None) == expected, cmd
+    with pytest.raises(Exception, match="MLOPS_WORKER_LIMIT"):
+        opts(tmp_path, {"MLOPS_WORKER_LIMIT": "0"}).settings
