@@ -188,5 +188,5 @@ def test_a_worker_limit_is_passed_to_every_worker_and_none_by_default(tmp_path: 
         for name in ("worker", "worker-2"):
             cmd = started[name][0]
             assert (cmd[cmd.index("--limit") + 1] if "--limit" in cmd else None) == expected, cmd
-    with pytest.raises(Exception, match="MLOPS_WORKER_LIMIT"):
-        opts(tmp_path, {"MLOPS_WORKER_LIMIT": "0"}).settings
+    with pytest.raises(stack_options.StackError, match="MLOPS_WORKER_LIMIT='0' is not valid"):
+        opts(tmp_path, {"MLOPS_WORKER_LIMIT": "0"})
