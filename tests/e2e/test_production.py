@@ -33,8 +33,9 @@ import pandas as pd
 import pytest
 
 from mlops.stack import supervisor as stack
-from mlops.stack.postgres import LocalPostgres, find_bin_dir
+from mlops.stack.postgres import LocalPostgres
 from tests.conftest import REPO, write_config
+from tests.support.postgres import require_postgresql
 from tests.support.stack import (
     TERMINAL,
     AlertReceiver,
@@ -72,12 +73,7 @@ def worker_names(submitted: dict[str, str]) -> set[str]:
 @pytest.fixture(scope="module")
 def prod(request: pytest.FixtureRequest) -> Iterator[Live]:
     """The production profile in a folder its PostgreSQL user may enter (pytest's temporary root is private)."""
-    try:
-        find_bin_dir(os.environ)
-    except stack.StackError as exc:
-        if os.environ.get("CI"):
-            pytest.fail(f"CI must have PostgreSQL (.ci/run installs it): {exc}")
-        pytest.skip(str(exc))
+    require_postgresql()
     from mlops.core.data import generate_churn
 
     work = Path(tempfile.mkdtemp(prefix="mlops-prod-e2e-"))

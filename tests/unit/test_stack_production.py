@@ -18,6 +18,7 @@ from mlops.stack import supervisor as stack
 from mlops.stack.postgres import PASSWORD_FILE, SYSTEM_USER, LocalPostgres, find_bin_dir
 from mlops.stack.processes import ProcessRecord, live_process, stop_postgres
 from tests.support.loopback import free_port
+from tests.support.postgres import require_postgresql
 
 
 def opts(tmp_path: Path, environ: dict[str, str] | None = None, **kw: Any) -> stack_options.StackOptions:
@@ -110,16 +111,6 @@ def test_missing_postgresql_is_one_sentence_naming_the_package(tmp_path: Path) -
         find_bin_dir({"MLOPS_PG_BIN": str(tmp_path)})
 
 
-def _need_postgresql() -> None:
-    """Skip on a developer machine without Debian's postgresql package; under CI (.ci/run installs it) fail."""
-    try:
-        find_bin_dir(os.environ)
-    except stack_options.StackError as exc:
-        if os.environ.get("CI"):
-            pytest.fail(f"CI must have PostgreSQL (.ci/run installs it): {exc}")
-        pytest.skip(f"PostgreSQL is not installed here ({exc}); `apt-get install postgresql` or run .ci/run")
-
-
 @pytest.fixture
 def open_folder() -> Iterator[Path]:
     """A folder the server's system user may enter (pytest's own temporary root is private to root)."""
@@ -131,7 +122,7 @@ def open_folder() -> Iterator[Path]:
 
 def test_the_cluster_is_made_once_served_on_loopback_with_its_databases_and_stopped_cleanly(
         open_folder: Path) -> None:
-    _need_postgresql()
+    require_postgresql()
     o = opts(open_folder, profile="production", pg_port=free_port(), timeout=60.0)
     sup = stack.Supervisor(o)
     assert sup.pg is not None
@@ -162,7 +153,7 @@ def test_the_cluster_is_made_once_served_on_loopback_with_its_databases_and_stop
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="only root runs PostgreSQL as another user")
 def test_a_state_folder_the_server_user_cannot_reach_is_one_sentence(tmp_path: Path) -> None:
-    _need_postgresql()
+    require_postgresql()
     private = tmp_path / "private"
     private.mkdir(mode=0o700)
     os.chmod(private, 0o700)
