@@ -1,13 +1,14 @@
 """One chunk of a batch, checked and scored: what local scoring (mlops.serving.scoring) and scoring on a Dask
 cluster's workers (mlops.serving.dask_scoring) share, so both give the same rows the same outcome.
 
-`score_chunk` validates a chunk against the version's data contract with the training flow's Great
+Reading a file in chunks (Parquet batches, CSV parse errors as one sentence) is shared too. `score_chunk` validates a chunk against the version's data contract with the training flow's Great
 Expectations suite and quarantines the rows that break it (or, `flag_violations`, scores every row and says
 what each bad row broke); `release_memory` frees what a chunk left behind before the next.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,8 @@ from mlops.core.validation import QUARANTINE_REASON_COLUMN, validate_batch
 
 ROW_COLUMN = "row"
 VIOLATION_COLUMN = "contract_violation"
+PARQUET_SUFFIXES = {".parquet", ".pq"}
+
 
 def input_files(path: str | Path) -> list[Path]:
     """The files to score: the file itself, or every .parquet/.csv in the folder (sorted)."""
@@ -33,6 +36,44 @@ def input_files(path: str | Path) -> list[Path]:
             raise DataError(f"{p}: folder holds no .csv or .parquet files")
         return files
     return [p]
+
+
+def is_parquet(path: str | Path) -> bool:
+    return Path(path).suffix.lower() in PARQUET_SUFFIXES
+
+
+def check_not_empty(path: Path) -> Path:
+    if path.stat().st_size == 0:
+        raise DataError(f"{path}: file is empty")
+    return path
+
+
+def parquet_file(path: str | Path) -> Any:
+    """The file opened for streaming (no pre-buffering, which keeps every row group read so far)."""
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.ParquetFile(path, pre_buffer=False)
+    except Exception as exc:  # noqa: BLE001 - pyarrow raises many types for a broken file
+        raise unreadable_parquet(path, exc) from None
+
+
+def parquet_batches(path: str | Path, chunk_rows: int, row_groups: list[int] | None = None) -> Iterator[pd.DataFrame]:
+    """The file's rows (or those of `row_groups`) in frames of at most `chunk_rows`; unreadable is one sentence."""
+    pf = parquet_file(path)
+    try:
+        for batch in pf.iter_batches(batch_size=chunk_rows, row_groups=row_groups):
+            yield batch.to_pandas()
+    except Exception as exc:  # noqa: BLE001 - pyarrow raises many types for a broken file
+        raise unreadable_parquet(path, exc) from None
+
+
+def unreadable_parquet(path: str | Path, exc: BaseException) -> DataError:
+    return DataError(f"{path}: not a readable Parquet file ({type(exc).__name__}: {str(exc)[:200]})")
+
+
+def unparsable_csv(path: str | Path, exc: BaseException) -> DataError:
+    return DataError(f"{path}: cannot parse CSV ({str(exc).splitlines()[0][:200]})")
 
 
 def scoring_contract(contract: DataContract) -> DataContract:

@@ -37,10 +37,15 @@ from mlops.serving.chunks import (
     ROW_COLUMN,
     ChunkResult,
     ScoredChunk,
+    check_not_empty,
     input_files,
+    is_parquet,
     null_counts,
+    parquet_batches,
+    parquet_file,
     release_memory,
     score_chunk,
+    unparsable_csv,
 )
 
 CONNECT_SECONDS = 10.0
@@ -68,7 +73,7 @@ class Partition:
 
     @property
     def parquet(self) -> bool:
-        return Path(self.path).suffix.lower() in {".parquet", ".pq"}
+        return is_parquet(self.path)
 
     def describe(self) -> str:
         where = f"row groups {self.row_groups[0]}-{self.row_groups[-1]}" if self.row_groups else \
@@ -80,9 +85,7 @@ def plan_partitions(input_path: str | Path, chunk_rows: int) -> list[Partition]:
     """The partitions of a file or folder, in input order; read from metadata (Parquet) or a sample (CSV)."""
     parts: list[Partition] = []
     for f in input_files(input_path):
-        if f.stat().st_size == 0:
-            raise DataError(f"{f}: file is empty")
-        if f.suffix.lower() in {".parquet", ".pq"}:
+        if is_parquet(check_not_empty(f)):
             parts += _parquet_partitions(f, chunk_rows)
         else:
             parts += _csv_partitions(f, chunk_rows)
@@ -90,12 +93,7 @@ def plan_partitions(input_path: str | Path, chunk_rows: int) -> list[Partition]:
 
 
 def _parquet_partitions(f: Path, chunk_rows: int) -> list[Partition]:
-    import pyarrow.parquet as pq
-
-    try:
-        meta = pq.ParquetFile(f).metadata
-    except Exception as exc:  # noqa: BLE001 - pyarrow raises many types for a broken file
-        raise DataError(f"{f}: not a readable Parquet file ({type(exc).__name__}: {str(exc)[:200]})") from None
+    meta = parquet_file(f).metadata
     parts, group, rows = [], [], 0
     for i in range(meta.num_row_groups):  # consecutive groups up to chunk_rows rows (a larger group alone)
         n = meta.row_group(i).num_rows
@@ -140,15 +138,7 @@ def _csv_block(part: Partition) -> bytes:
 def read_partition(part: Partition, chunk_rows: int) -> Iterator[pd.DataFrame]:
     """The partition's rows in chunks of at most `chunk_rows` (what a worker reads); unreadable is one sentence."""
     if part.parquet:
-        import pyarrow.parquet as pq
-
-        try:
-            pf = pq.ParquetFile(part.path, pre_buffer=False)
-            for batch in pf.iter_batches(batch_size=chunk_rows, row_groups=list(part.row_groups)):
-                yield batch.to_pandas()
-        except Exception as exc:  # noqa: BLE001 - pyarrow raises many types for a broken file
-            raise DataError(f"{part.path}: not a readable Parquet file ({type(exc).__name__}: "
-                            f"{str(exc)[:200]})") from None
+        yield from parquet_batches(part.path, chunk_rows, list(part.row_groups))
         return
     try:
         block = _csv_block(part)
@@ -158,7 +148,7 @@ def read_partition(part: Partition, chunk_rows: int) -> Iterator[pd.DataFrame]:
     try:
         frame = pd.read_csv(io.BytesIO(block), encoding="utf-8-sig")
     except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
-        raise DataError(f"{part.path}: cannot parse CSV ({str(exc).splitlines()[0][:200]})") from None
+        raise unparsable_csv(part.path, exc) from None
     for start in range(0, len(frame), chunk_rows):
         yield frame.iloc[start:start + chunk_rows]
 

@@ -42,8 +42,16 @@ from mlops.serving.chunks import ROW_COLUMN as ROW_COLUMN
 from mlops.serving.chunks import VIOLATION_COLUMN as VIOLATION_COLUMN
 from mlops.serving.chunks import ChunkResult as ChunkResult
 from mlops.serving.chunks import ScoredChunk as ScoredChunk
+from mlops.serving.chunks import (
+    check_not_empty,
+    is_parquet,
+    null_counts,
+    parquet_batches,
+    release_memory,
+    score_chunk,
+    unparsable_csv,
+)
 from mlops.serving.chunks import input_files as input_files
-from mlops.serving.chunks import null_counts, release_memory, score_chunk
 from mlops.serving.chunks import scoring_contract as scoring_contract
 
 log = logging.getLogger("mlops.serving.scoring")
@@ -73,25 +81,16 @@ def require_champion(bundle: ModelBundle | None, model_name: str) -> ModelBundle
 def iter_chunks(path: str | Path, chunk_rows: int) -> Iterator[tuple[Path, pd.DataFrame]]:
     """(file, chunk) pairs of at most `chunk_rows` rows, in file order."""
     for f in input_files(path):
-        if f.stat().st_size == 0:
-            raise DataError(f"{f}: file is empty")
-        if f.suffix.lower() in {".parquet", ".pq"}:
-            import pyarrow.parquet as pq
-
-            try:
-                pf = pq.ParquetFile(f, pre_buffer=False)  # pre-buffering keeps every row group read so far
-                for batch in pf.iter_batches(batch_size=chunk_rows):
-                    yield f, batch.to_pandas()
-            except DataError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - pyarrow raises many types for a broken file
-                raise DataError(f"{f}: not a readable Parquet file ({type(exc).__name__}: {str(exc)[:200]})") from None
+        check_not_empty(f)
+        if is_parquet(f):
+            for frame in parquet_batches(f, chunk_rows):
+                yield f, frame
         else:
             try:
                 for chunk in pd.read_csv(f, chunksize=chunk_rows, encoding="utf-8-sig"):
                     yield f, chunk
             except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
-                raise DataError(f"{f}: cannot parse CSV ({str(exc).splitlines()[0][:200]})") from None
+                raise unparsable_csv(f, exc) from None
 
 
 def local_chunks(model: Any, contract: DataContract, input_path: str | Path, chunk_rows: int, version: str,
