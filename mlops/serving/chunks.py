@@ -1,9 +1,10 @@
 """One chunk of a batch, checked and scored: what local scoring (mlops.serving.scoring) and scoring on a Dask
 cluster's workers (mlops.serving.dask_scoring) share, so both give the same rows the same outcome.
 
-Reading a file in chunks (Parquet batches, CSV parse errors as one sentence) is shared too. `score_chunk` validates a chunk against the version's data contract with the training flow's Great
+`score_chunk` validates a chunk against the version's data contract with the training flow's Great
 Expectations suite and quarantines the rows that break it (or, `flag_violations`, scores every row and says
-what each bad row broke); `release_memory` frees what a chunk left behind before the next.
+what each bad row broke); `release_memory` frees what a chunk left behind before the next. Reading Parquet
+in batches and the one-sentence errors for an unreadable file are shared too.
 """
 
 from __future__ import annotations
