@@ -31,8 +31,7 @@ import numpy as np
 import pandas as pd
 
 from mlops.core.contract import DataContract
-from mlops.core.errors import ConfigError, DataError
-from mlops.core.settings import Settings
+from mlops.core.errors import DataError
 from mlops.serving.chunks import (
     ROW_COLUMN,
     ChunkResult,
@@ -48,18 +47,8 @@ from mlops.serving.chunks import (
     unparsable_csv,
 )
 
-CONNECT_SECONDS = 10.0
 IN_FLIGHT_PER_THREAD = 2  # partitions queued per worker thread: enough to keep it busy, few enough to bound memory
 CSV_SAMPLE_BYTES = 1 << 20
-
-
-def scheduler_address(configured: str | None, settings: Settings) -> str:
-    """`scoring.dask_address`, else MLOPS_DASK_ADDRESS; neither is one sentence."""
-    address = configured or settings.dask_address
-    if not address:
-        raise ConfigError("scoring.backend is dask but no scheduler is given: set scoring.dask_address in the config "
-                          "or MLOPS_DASK_ADDRESS (`mlops up --profile production --dask` sets it for its flows)")
-    return address
 
 
 @dataclass(frozen=True)
@@ -263,14 +252,9 @@ def cluster_chunks(address: str, model: Any, contract: DataContract, input_path:
                    version: str, flag_violations: bool = False, keep_inputs: bool = True) -> Iterator[Iterator[ScoredChunk]]:
     """The input's scored chunks from the Dask cluster at `address`, for `score_file(..., chunks=...)`, while
     connected; an unreachable scheduler is one sentence."""
-    from distributed import Client
+    from mlops.core.dask import connect
 
     parts = plan_partitions(input_path, chunk_rows)
-    try:
-        client = Client(address, timeout=CONNECT_SECONDS, set_as_default=False)
-    except (OSError, TimeoutError) as exc:
-        raise ConfigError(f"no Dask scheduler answers at {address} ({str(exc).splitlines()[0][:160]}); start one "
-                          "(`mlops up --profile production --dask`) or correct scoring.dask_address / "
-                          "MLOPS_DASK_ADDRESS") from None
+    client = connect(address, "scoring")
     with client:
         yield dask_chunks(client, model, contract, parts, chunk_rows, version, flag_violations, keep_inputs)

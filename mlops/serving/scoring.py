@@ -315,9 +315,10 @@ def score_with_champion(bundle: ModelBundle, cfg: PipelineConfig, input_path: st
             cfg.serving.batch_chunk_rows, writer, cfg.validation.max_quarantine_fraction, predictions_path,
             flag_violations)
     if cfg.scoring.backend == "dask":  # the same run, its chunks scored on a Dask cluster's workers
-        from mlops.serving.dask_scoring import cluster_chunks, scheduler_address
+        from mlops.core.dask import scheduler_address
+        from mlops.serving.dask_scoring import cluster_chunks
 
-        address = scheduler_address(cfg.scoring.dask_address, get_settings())
+        address = scheduler_address(cfg.scoring.dask_address, get_settings(), "scoring")
         with cluster_chunks(address, bundle.model, bundle.contract, input_path, cfg.serving.batch_chunk_rows,
                             str(bundle.version), flag_violations, keep_inputs=writer is not None) as chunks:
             return score_file(*args, chunks=chunks, backend="dask")

@@ -133,31 +133,18 @@ def _short(v: Any) -> str:
     return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
-DASK_CONNECT_SECONDS = 30.0  # how long the search waits for a Dask scheduler to answer
-
-
 @contextlib.contextmanager
 def _backend(cfg: SearchConfig) -> Iterator[None]:
     if cfg.backend != "dask":
         yield
         return
     import joblib
-    from distributed import Client
 
-    from mlops.core.errors import ConfigError
+    from mlops.core.dask import connect, scheduler_address
     from mlops.core.settings import get_settings
 
-    address = cfg.dask_address or get_settings().dask_address
-    if not address:
-        raise ConfigError("search.backend 'dask' needs search.dask_address or MLOPS_DASK_ADDRESS (e.g. "
-                          "tcp://127.0.0.1:8786; `mlops up --profile production --dask` sets it for its flows)")
-    try:
-        client = Client(address, timeout=DASK_CONNECT_SECONDS)
-    except (OSError, TimeoutError) as exc:
-        raise ConfigError(f"search.backend is dask but its scheduler at {address} did not answer ({type(exc).__name__}); "
-                          "start one (`mlops up --profile production --dask`) or correct search.dask_address / "
-                          "MLOPS_DASK_ADDRESS") from None
-    with client, joblib.parallel_backend("dask", client=client):
+    with connect(scheduler_address(cfg.dask_address, get_settings(), "search"), "search") as client, \
+            joblib.parallel_backend("dask", client=client):
         yield
 
 

@@ -119,9 +119,9 @@ def test_an_unreachable_scheduler_is_one_sentence(trained: dict[str, Any], monke
 
     from flows.score import score
     from mlops.cli.score import score_command
-    from mlops.serving import dask_scoring
+    from mlops.core import dask
 
-    monkeypatch.setattr(dask_scoring, "CONNECT_SECONDS", 1.0)
+    monkeypatch.setattr(dask, "CONNECT_SECONDS", 1.0)
     tmp = trained["tmp"]
     generate_churn(200, seed=47).drop(columns=["churned"]).to_csv(tmp / "few.csv", index=False)
     nowhere = f"tcp://127.0.0.1:{free_port()}"
@@ -161,18 +161,18 @@ def test_the_stack_starts_and_stops_a_dask_cluster(tmp_path: Path) -> None:
 
 
 def test_scoring_config_and_address_errors_are_one_sentence() -> None:
+    from mlops.core.dask import scheduler_address
     from mlops.core.errors import ConfigError
     from mlops.core.settings import get_settings
-    from mlops.serving.dask_scoring import scheduler_address
 
     with pytest.raises(ConfigError, match=r"field 'scoring.dask_address': .*write it as tcp://host:port"):
         from mlops.core.config import parse_config
 
         parse_config({**small_config(), "scoring": {"backend": "dask", "dask_address": "localhost"}})
     with pytest.raises(ConfigError, match="set scoring.dask_address in the config or MLOPS_DASK_ADDRESS"):
-        scheduler_address(None, get_settings({}))
-    assert scheduler_address(None, get_settings({"MLOPS_DASK_ADDRESS": "tcp://h:1"})) == "tcp://h:1"
-    assert scheduler_address("tcp://a:2", get_settings({"MLOPS_DASK_ADDRESS": "tcp://h:1"})) == "tcp://a:2"
+        scheduler_address(None, get_settings({}), "scoring")
+    assert scheduler_address(None, get_settings({"MLOPS_DASK_ADDRESS": "tcp://h:1"}), "scoring") == "tcp://h:1"
+    assert scheduler_address("tcp://a:2", get_settings({"MLOPS_DASK_ADDRESS": "tcp://h:1"}), "scoring") == "tcp://a:2"
 
 
 def test_csv_partitions_cover_every_line_once(tmp_path: Path) -> None:

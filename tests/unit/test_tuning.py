@@ -70,7 +70,7 @@ def test_dask_backend_needs_an_address(data, monkeypatch) -> None:
 
     monkeypatch.delenv("MLOPS_DASK_ADDRESS", raising=False)
     X, y, pre = data
-    with pytest.raises(ConfigError, match="dask_address or MLOPS_DASK_ADDRESS"):
+    with pytest.raises(ConfigError, match="set search.dask_address in the config or MLOPS_DASK_ADDRESS"):
         tune_family(SPEC, pre, X, y, "classification", "roc_auc", SearchConfig(backend="dask"))
 
 
@@ -84,10 +84,10 @@ def test_dask_backend_takes_the_stack_address_and_names_a_dead_scheduler(data, m
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     monkeypatch.setenv("MLOPS_DASK_ADDRESS", f"tcp://127.0.0.1:{port}")
-    monkeypatch.setattr("mlops.training.tuning.DASK_CONNECT_SECONDS", 2.0)
+    monkeypatch.setattr("mlops.core.dask.CONNECT_SECONDS", 2.0)
     X, y, pre = data
     cfg = SearchConfig(backend="dask")
-    with pytest.raises(ConfigError, match=f"scheduler at tcp://127.0.0.1:{port} did not answer"):
+    with pytest.raises(ConfigError, match=f"no Dask scheduler answers at tcp://127.0.0.1:{port} .*search.dask_address"):
         tune_family(SPEC, pre, X, y, "classification", "roc_auc", cfg)
 
 
