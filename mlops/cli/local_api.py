@@ -17,13 +17,12 @@ import atexit
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import urllib.error
 import urllib.request
 
-from mlops.core.startup import WaitTimeout, frozen_imports, wait_until
+from mlops.core.startup import WaitTimeout, free_port, frozen_imports, wait_until
 
 STARTUP_TIMEOUT = 120.0
 
@@ -32,7 +31,7 @@ class LocalAPI:
     """One uvicorn child serving Prefect's API on a free loopback port."""
 
     def __init__(self) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/api"
         self.proc: subprocess.Popen[bytes] | None = None
         self._ready = False
@@ -131,12 +130,6 @@ def serve(port: int) -> None:
 
         app = create_app()
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="error", lifespan="on")
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _die_with_parent() -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -119,3 +120,10 @@ def http_ok(url: str, timeout: float = 2.0, accept: frozenset[int] = frozenset({
         return httpx.get(url, timeout=timeout, headers=headers).status_code in accept
     except httpx.HTTPError:
         return False
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port on `host` that nothing listened on a moment ago (the OS picks it)."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])

@@ -15,7 +15,6 @@ import contextlib
 import os
 import shlex
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -23,14 +22,13 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from mlops.core.startup import WaitAborted, WaitTimeout, wait_until
+from mlops.core.startup import WaitAborted, WaitTimeout, free_port, wait_until
 from mlops.stack.options import StackError, StackOptions, port_taken
-from mlops.stack.processes import ProcessRecord, live_process
+from mlops.stack.processes import ProcessRecord, live_process, timestamp
 from mlops.stack.readiness import tail
 
 DEFAULT_WORKERS = 2
@@ -42,13 +40,6 @@ SCHEDULER = "dask-scheduler"
 def worker_name(i: int) -> str:
     """The record and Dask name of the i-th worker (1-based): `dask-worker-1`, ..."""
     return f"dask-worker-{i}"
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A port nothing listens on now (the OS picks it)."""
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
 
 
 def dask_command() -> list[str]:
@@ -214,13 +205,9 @@ def launch_for_stack(opts: StackOptions, env: Mapping[str, str],
     records = {}
     for p in cluster.launch():
         started = live_process(p.proc.pid)
-        records[p.name] = ProcessRecord(name=p.name, pid=p.proc.pid, cmd=p.cmd, log=str(p.log), started_at=_now(),
+        records[p.name] = ProcessRecord(name=p.name, pid=p.proc.pid, cmd=p.cmd, log=str(p.log), started_at=timestamp(),
                                         create_time=started.create_time() if started else None)
     return cluster, records
-
-
-def _now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @contextlib.contextmanager

@@ -14,6 +14,7 @@ import signal
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,11 @@ PID_FILE = "stack.json"
 # Two readings of one process's creation time agree within this: on Linux psutil derives it from the
 # boot time, which follows whole-second clock adjustments. A reused pid starts later than that.
 SAME_START_SECONDS = 2.0
+
+
+def timestamp() -> str:
+    """Now, in UTC, as the pid file and the logs write it (2026-01-31T12:00:00Z)."""
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def live_process(pid: int, create_time: float | None = None) -> psutil.Process | None:

@@ -31,7 +31,6 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +60,7 @@ from mlops.stack.processes import (
     read_state,
     stack_lock,
     stop_postgres,
+    timestamp,
     write_state,
 )
 from mlops.stack.processes import kill_component as kill_component  # re-exported: `stack.kill_component(...)`
@@ -101,10 +101,6 @@ QUEUED_RUN_RETRY_SECONDS = "3"  # PREFECT_SERVER_DEPLOYMENTS_CONCURRENCY_SLOT_WA
 # ---- starting processes -----------------------------------------------------------------------
 
 
-def _now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 class Supervisor:
     """Starts the stack's processes, recording each in the pid file as it starts.
 
@@ -116,7 +112,7 @@ class Supervisor:
         self.opts = opts
         self.echo = echo or (lambda _m: None)
         self.env = base_env(opts)
-        self.state = state or StackState(state_dir=str(opts.state_dir), started_at=_now(), supervisor_pid=os.getpid())
+        self.state = state or StackState(state_dir=str(opts.state_dir), started_at=timestamp(), supervisor_pid=os.getpid())
         self.bin = Path(sys.executable).parent
         # the production profile's own PostgreSQL, when a back end has no URL of its own
         self.pg = LocalPostgres(opts.state_dir, opts.pg_port, environ=opts.environ) if opts.needs_postgres else None
@@ -144,14 +140,14 @@ class Supervisor:
         log = self.log_path(name)
         log.parent.mkdir(parents=True, exist_ok=True)
         with open(log, "ab") as out:
-            out.write(f"\n=== {_now()} mlops up: {shlex.join(cmd)}\n".encode())
+            out.write(f"\n=== {timestamp()} mlops up: {shlex.join(cmd)}\n".encode())
             out.flush()
             proc = subprocess.Popen(cmd, cwd=self.opts.project_dir, env=env, stdin=subprocess.DEVNULL, stdout=out,
                                     stderr=subprocess.STDOUT, start_new_session=True, close_fds=True, **(popen or {}))
         started = live_process(proc.pid)
         url = url or self.opts.url(name)
         rec = ProcessRecord(name=name, pid=proc.pid, create_time=started.create_time() if started else None, cmd=cmd,
-                            log=str(log), url=url, started_at=_now())
+                            log=str(log), url=url, started_at=timestamp())
         self.state.processes[name] = rec
         if url:
             self.state.urls[name] = url
@@ -169,7 +165,7 @@ class Supervisor:
             raise StackError(f"`{shlex.join(cmd[:4])} ...` did not finish within {timeout:.0f} s; see "
                              f"{log}") from None
         with open(log, "a") as fh:
-            fh.write(f"\n=== {_now()} mlops up: {shlex.join(cmd)} (exit {res.returncode})\n{res.stdout}{res.stderr}")
+            fh.write(f"\n=== {timestamp()} mlops up: {shlex.join(cmd)} (exit {res.returncode})\n{res.stdout}{res.stderr}")
         if res.returncode != 0:
             raise StackError(f"`{' '.join(cmd[1:4])}` failed (exit {res.returncode}); last lines of {log}:\n"
                              + "\n".join((res.stdout + res.stderr).strip().splitlines()[-15:]))

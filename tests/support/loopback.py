@@ -6,7 +6,6 @@ The waiting itself is the production loop, `mlops.core.startup.wait_until`.
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import time
 from collections.abc import Callable
@@ -16,16 +15,10 @@ from typing import Any
 import httpx
 
 from mlops.core.startup import WaitAborted, WaitTimeout, http_ok, poll, wait_until
+from mlops.core.startup import free_port as free_port  # the loopback port every test uses
 
 # Prefect's client retries these (a SQLite-backed server answers 503 while another write holds its lock)
 RETRY_STATUSES = frozenset({429, 502, 503})
-
-
-def free_port() -> int:
-    """A loopback port that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def tail(log: Path | None, lines: int = 30) -> str:
