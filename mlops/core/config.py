@@ -47,13 +47,17 @@ class _Strict(BaseModel):
 
 
 DEMAND_FREQS = {"15min": 15, "30min": 30, "h": 60}  # the demand generator's time steps, in minutes
-DEMAND_ONLY = ("start", "freq", "trend", "shift", "shift_at", "noise", "missing")
+DEMAND_ONLY = ("start", "freq", "trend", "shift", "shift_at", "noise", "missing", "response_drift", "reshape",
+               "unlabelled", "regime")
 CHURN_ONLY = ("drift",)
 
 
 class GeneratedSource(_Strict):
     """The built-in deterministic demo data: customer churn (mlops.core.data.generate_churn), or a city's
-    hourly electricity demand with seasons, a trend and a shift (mlops.core.generate.generate_demand)."""
+    hourly electricity demand with seasons, a trend and a shift (mlops.core.generate.generate_demand).
+
+    A demand `regime` presets the knobs for one kind of history (see regime_knobs); knobs written next to it win.
+    """
 
     kind: Literal["generated"] = "generated"
     dataset: Literal["churn", "demand"] = "churn"
@@ -70,6 +74,29 @@ class GeneratedSource(_Strict):
     shift_at: date | None = Field(None, description="demand: when the shift starts (default: halfway through)")
     noise: float = Field(0.04, ge=0.0, le=0.5, description="demand: spread of what the features cannot explain")
     missing: float = Field(0.01, ge=0.0, le=0.5, description="demand: share of missing sensor readings")
+    response_drift: float = Field(
+        0.0, ge=0.0, le=1.0, description="demand: a year's growth of the heating and cooling loads, as a share, "
+        "and how far the hour profile moves a year towards rooftop solar and electric cars")
+    reshape: float = Field(
+        0.0, ge=0.0, le=1.0,
+        description="demand: from shift_at on, how far the hour profile jumps towards rooftop solar and electric cars")
+    unlabelled: float = Field(
+        0.0, ge=0.0, le=0.5, description="demand: share of rows whose target has not arrived (blank, inputs present)")
+    regime: Literal["growth", "stationary", "abrupt"] | None = Field(
+        None, description="demand: preset knobs for a history where recent data wins (growth), all of it wins "
+        "(stationary), or one date changes how inputs drive demand (abrupt); knobs set here win")
+
+    @staticmethod
+    def regime_knobs(regime: str) -> dict[str, Any]:
+        """The knobs a demand regime presets, each with 5% blank targets. Checked month by month with gradient
+        boosting on hour, day and month plus the inputs: a model of the last 3 months predicts the next month
+        far better than one of all history under growth, clearly worse under stationary, and far better for a
+        few months after the abrupt change (halfway, unless shift_at says otherwise)."""
+        return {
+            "growth": {"trend": 0.5, "shift": 0.0, "response_drift": 0.3, "noise": 0.04, "unlabelled": 0.05},
+            "stationary": {"trend": 0.0, "shift": 0.0, "noise": 0.03, "unlabelled": 0.05},
+            "abrupt": {"trend": 0.0, "shift": 0.1, "reshape": 0.8, "noise": 0.03, "unlabelled": 0.05},
+        }[regime]
 
     @model_validator(mode="before")
     @classmethod
@@ -90,6 +117,14 @@ class GeneratedSource(_Strict):
             if not self.start < self.shift_at <= end.date():
                 raise ValueError(f"shift_at {self.shift_at} must fall after start {self.start} and by the last row "
                                  f"({end.date()}, {self.rows:,} steps of {self.freq})")
+        return self
+
+    @model_validator(mode="after")
+    def _regime_presets(self) -> GeneratedSource:
+        if self.regime is not None and self.dataset == "demand":
+            preset = self.regime_knobs(self.regime)
+            # frozen, so filled in place; model_fields_set keeps saying what the config itself wrote
+            self.__dict__.update({k: v for k, v in preset.items() if k not in self.model_fields_set})
         return self
 
 

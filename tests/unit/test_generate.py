@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import hashlib
+from datetime import date
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from mlops.core.config import load_config, parse_config
+from mlops.core.config import GeneratedSource, load_config, parse_config
 from mlops.core.data import load_source
 from mlops.core.errors import ConfigError
-from mlops.core.generate import generate_demand
+from mlops.core.generate import demand_from_source, generate_demand, regime_source
 from tests.conftest import REPO
 
 COLUMNS = ["timestamp", "temperature", "humidity", "wind_speed", "weather", "tariff", "holiday", "demand"]
@@ -148,3 +150,98 @@ def test_bad_generated_source_is_one_sentence(src: dict[str, Any], words: str) -
         parse_config(_source(**src), origin="demand.yaml")
     msg = str(err.value)
     assert words in msg and msg.startswith("demand.yaml: field 'source") and "\n" not in msg
+
+
+# the generator's output before the regime knobs existed (sha256 of the CSV), for the defaults and demand.yaml
+DEFAULT_CSV_SHA256 = "d7ea639e74fd42680ed72bb4bec5be02f9e4e3f090b68ab4baab39940544337b"
+DEMAND_YAML_CSV_SHA256 = "92e02ef9e98ef8e12b81b503b20e8ede83c3a7b03eacd53920b1f631782d95bc"
+
+
+def _sha256(df: pd.DataFrame) -> str:
+    return hashlib.sha256(df.to_csv(index=False).encode()).hexdigest()
+
+
+def test_the_regime_knobs_at_their_defaults_leave_every_table_as_it_was() -> None:
+    assert _sha256(generate_demand()) == DEFAULT_CSV_SHA256
+    assert _sha256(demand_from_source(load_config(REPO / "configs" / "demand.yaml").source)) == DEMAND_YAML_CSV_SHA256
+
+
+def test_unlabelled_rows_keep_their_inputs_and_lose_only_the_target() -> None:
+    labelled = generate_demand(20_000, seed=1)
+    df = generate_demand(20_000, seed=1, unlabelled=0.05)
+    pd.testing.assert_frame_equal(df.drop(columns="demand"), labelled.drop(columns="demand"))  # same inputs, gaps
+    blank = df["demand"].isna() & labelled["demand"].notna()
+    assert 0.045 < blank.mean() < 0.055
+    assert df["demand"][~blank].equals(labelled["demand"][~blank])
+    clean = generate_demand(20_000, seed=1, missing=0.0, unlabelled=0.05)
+    assert 0.045 < clean["demand"].isna().mean() < 0.055
+    assert not clean.drop(columns="demand").isna().any().any()  # every input present, blank target or not
+
+
+def test_same_seed_same_regime_table_other_seed_other_table() -> None:
+    knobs = {"response_drift": 0.3, "reshape": 0.5, "unlabelled": 0.05}
+    pd.testing.assert_frame_equal(generate_demand(3000, seed=4, **knobs), generate_demand(3000, seed=4, **knobs))
+    a, b = (demand_from_source(regime_source("abrupt", rows=3000, seed=4)) for _ in range(2))
+    pd.testing.assert_frame_equal(a, b)
+    assert not a["demand"].equals(demand_from_source(regime_source("abrupt", rows=3000, seed=5))["demand"])
+
+
+def test_a_regime_presets_only_the_knobs_the_config_leaves_out() -> None:
+    src = regime_source("growth", rows=2000, noise=0.1)
+    assert (src.trend, src.shift, src.response_drift, src.unlabelled) == (0.5, 0.0, 0.3, 0.05)
+    assert src.noise == 0.1 and "trend" not in src.model_fields_set  # the config's own value wins
+    assert GeneratedSource.model_validate(src.model_dump(exclude_unset=True)) == src
+    cfg = parse_config(_source(dataset="demand", rows=2000, regime="abrupt", reshape=0.5))
+    assert (cfg.source.shift, cfg.source.reshape, cfg.source.noise) == (0.1, 0.5, 0.03)
+    df = load_source(cfg)
+    assert 0.03 < df["demand"].isna().mean() < 0.08 and not df["timestamp"].isna().any()
+    plain = GeneratedSource(dataset="demand")
+    assert plain.regime is None and (plain.trend, plain.unlabelled, plain.reshape) == (0.05, 0.0, 0.0)
+    with pytest.raises(ConfigError, match="'regime' applies to dataset demand only"):
+        parse_config(_source(regime="growth"), origin="demand.yaml")
+
+
+def _month_rmse(df: pd.DataFrame, month: int, since: list[int]) -> list[float]:
+    """RMSE on `month` (1 = January 2023) of a model trained on the months from each of `since` up to it."""
+    from sklearn.ensemble import HistGradientBoostingRegressor
+    from threadpoolctl import threadpool_limits
+
+    df = df.dropna(subset=["demand"])
+    m = (df["timestamp"].dt.year - 2023) * 12 + df["timestamp"].dt.month
+    test = df[m == month]
+    out = []
+    with threadpool_limits(1):
+        for first in since:
+            train = df[(m >= first) & (m < month)]
+            model = HistGradientBoostingRegressor(max_iter=60, random_state=0).fit(_features(train), train["demand"])
+            out.append(float(np.sqrt(np.mean((model.predict(_features(test)) - test["demand"]) ** 2))))
+    return out
+
+
+def test_growth_regime_the_last_three_months_beat_all_history() -> None:
+    df = demand_from_source(regime_source("growth", rows=24 * 396, seed=3))  # to early February 2024
+    everything, recent = _month_rmse(df, 13, [1, 10])  # January 2024: its level is higher than any seen
+    assert recent < 0.6 * everything, (recent, everything)
+
+
+def test_stationary_regime_all_history_beats_the_last_three_months() -> None:
+    df = demand_from_source(regime_source("stationary", rows=24 * 547, seed=3))  # to the end of June 2024
+    year = df["timestamp"].dt.year
+    assert abs(df.loc[year == 2024, "demand"].mean() / df.loc[(year == 2023) & (df["timestamp"].dt.month <= 6),
+                                                              "demand"].mean() - 1) < 0.03  # no trend
+    scores = np.array([_month_rmse(df, k, [1, k - 3]) for k in (16, 17, 18)])  # spring: last year saw it
+    everything, recent = scores.mean(axis=0)
+    assert everything < 0.8 * recent, scores
+
+
+def test_abrupt_regime_the_last_three_months_win_after_the_change() -> None:
+    at = date(2024, 1, 1)
+    df = demand_from_source(regime_source("abrupt", rows=24 * 456, seed=3, shift_at=at))  # to the end of March
+    after = df["timestamp"] >= pd.Timestamp(at)
+    hour = df["timestamp"].dt.hour
+    midday_to_evening = [df.loc[part & (hour == 12), "demand"].mean() / df.loc[part & (hour == 19), "demand"].mean()
+                         for part in (~after, after)]
+    assert midday_to_evening[1] < 0.8 * midday_to_evening[0]  # the day's shape changed, not only its level
+    for k in (14, 15):  # February and March 2024
+        everything, recent = _month_rmse(df, k, [1, k - 3])
+        assert recent < 0.5 * everything, (k, recent, everything)
