@@ -127,7 +127,7 @@ def assess_live_quality(frame: pd.DataFrame, labels_path: str | None, bundle: re
             logger.warning("Labels not used: %s", exc)
             return lq.LiveQuality("labels_unusable", reason=str(exc), primary_metric=cfg.primary_metric)
     try:
-        labelled, by = lq.labelled_rows(frame, labels, cfg.target, bundle.contract.id_column)
+        labelled, by = lq.labelled_rows(frame, labels, cfg.target, bundle.contract.id_column, cfg.na_values)
     except DataError as exc:
         logger.warning("Labels not used: %s", exc)
         return lq.LiveQuality("labels_unusable", reason=str(exc), primary_metric=cfg.primary_metric)

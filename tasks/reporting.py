@@ -16,6 +16,7 @@ from prefect.context import FlowRunContext
 from prefect.states import Completed, State
 
 from mlops.core.names import artifact_key
+from mlops.core.validation import rows_line
 from mlops.registry import versions as registry
 from mlops.registry.links import mlflow_base_url, mlflow_routes
 from mlops.registry.versions import AliasMove
@@ -104,8 +105,7 @@ def training_markdown(result: TrainingResult) -> str:
     """The training summary artifact: outcome, holdout metrics, candidates, verdict, data, MLflow."""
     metrics = "\n".join(f"| {k} | {v:.4f} |" for k, v in result.metrics.items())
     params = "\n".join(f"- **{r['family']}**: {r.get('best_params') or 'defaults'}" for r in result.leaderboard)
-    d = result.data
-    data = f"Rows: {d['rows_accepted']:,} accepted, {d['rows_quarantined']:,} quarantined"
+    data = f"Rows: {rows_line(result.data)}"
     if result.quarantine_file:
         data += f" (`{result.quarantine_file}`)"
     run_url = mlflow_run_url(result.tracking_uri, result.experiment_id, result.mlflow_run_id)

@@ -31,7 +31,8 @@ class CheckedData(NamedTuple):
 def validate_training_data(loaded: LoadedData, cfg: PipelineConfig, contract: DataContract | None,
                            quarantine_dir: Path) -> CheckedData:
     """Check the batch; quarantine rows that break structure or the user's rules, and malformed rows; stop on
-    structural failures or too many bad rows; infer this version's contract from the rows kept.
+    structural failures or too many bad rows; infer this version's contract from the rows kept. Rows without
+    a label are left out first and counted (`outcome.unlabelled`), not quarantined.
 
     `contract` is the champion's (None before the first training): its columns and null budgets hold,
     but a value outside its observed range or categories is kept (the data moved, as it does between
@@ -42,6 +43,9 @@ def validate_training_data(loaded: LoadedData, cfg: PipelineConfig, contract: Da
     profile = loaded.profile
     batch = validate_training_batch(loaded.frame, contract, cfg, profile, loaded.malformed, quarantine_dir)
     outcome = batch.outcome
+    if outcome.unlabelled:
+        logger.info("Left out %d row(s) without a label (blank target '%s'): not checked, not quarantined",
+                    outcome.unlabelled, cfg.target)
     logger.info("Validated %d rows: %d accepted, %d quarantined", outcome.checked, len(outcome.good),
                 len(outcome.quarantined))
     if outcome.outside_observed:

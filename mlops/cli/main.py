@@ -61,9 +61,10 @@ def _print_summary(s: TrainingResult) -> None:
     else:
         now = f"version {s.champion_version}" if s.champion_version else "no champion yet"
         typer.echo(f"Champion   unchanged: {now}")
-    d = s.data
+    from mlops.core.validation import rows_line
+
     q = f" -> {s.quarantine_file}" if s.quarantine_file else ""
-    typer.echo(f"Data       {d['rows_accepted']} rows accepted, {d['rows_quarantined']} quarantined{q}")
+    typer.echo(f"Data       {rows_line(s.data)}{q}")
     for line in s.profile_lines:
         typer.echo(line)
     uri = s.tracking_uri

@@ -224,7 +224,8 @@ def run_demo(config: Path, rows: int, drift: float, seed: int, train_on: str | N
     d = r2.drift
     echo(f"   drift share {_fmt(d.drift_share if d else None)}, drifted: "
          f"{', '.join(d.drifted_columns if d else []) or 'none'}")
-    echo(f"   report: {r2.report_path}")
+    if r2.report_path:
+        echo(f"   report: {r2.report_path}")
     echo(f"   decision: {r2.decision.verdict if r2.decision else 'none'}: {r2.message}")
     t = r2.training
     echo(f"   training: {t.status if t else 'not started'}: {t.detail if t else ''}")

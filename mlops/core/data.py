@@ -7,6 +7,7 @@ import hashlib
 import io
 import math
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -416,18 +417,62 @@ def check_frame(df: pd.DataFrame, cfg: PipelineConfig, need_target: bool = True)
     declared_drop = [c for c, t in cfg.columns.items() if t == "drop" and c not in special]
     df = df.drop(columns=[c for c in [*cfg.drop_columns, *declared_drop] if c in df.columns])
     if need_target:
-        y = df[cfg.target]
-        if y.isna().all():
-            raise DataError(f"target column '{cfg.target}' is entirely empty")
-        if cfg.task == "classification" and y.dropna().nunique() < 2:
+        blank = unlabelled_rows(df[cfg.target], cfg.na_values)
+        if blank.all():
+            raise no_labels_error(cfg.target, len(df))
+        y = df[cfg.target].loc[~blank]  # rows without a label are left out by training, not judged here
+        if cfg.task == "classification" and y.nunique() < 2:
             raise DataError(
                 f"target column '{cfg.target}' has a single class; classification needs at least two"
             )
         if cfg.task == "regression" and not pd.api.types.is_numeric_dtype(y):
             coerced = pd.to_numeric(y, errors="coerce")
-            if coerced.notna().sum() < 0.95 * y.notna().sum():
+            if coerced.notna().sum() < 0.95 * len(y):
                 raise DataError(f"target column '{cfg.target}' is not numeric; a regression target must be")
     return df
+
+
+def unlabelled_rows(y: pd.Series, na_values: Iterable[str] = ()) -> np.ndarray:
+    """Which rows of a target column have no label: a missing value, an empty or whitespace-only string, or
+    one of the missing-value markers `na_values` (the config's, e.g. "?").
+
+    A value that is present but wrong (text in a numeric target, a value a rule forbids) is a label, and
+    validation judges it; only a blank is "no label".
+    """
+    blank = y.isna().to_numpy(dtype=bool, copy=True)
+    if pd.api.types.is_object_dtype(y) or pd.api.types.is_string_dtype(y) or isinstance(y.dtype, pd.CategoricalDtype):
+        text = y.astype(object).where(y.notna(), "").map(str).str.strip()
+        markers = {str(v).strip() for v in na_values}
+        blank |= ((text == "") | text.isin(markers)).to_numpy(dtype=bool)
+    return blank
+
+
+def no_labels_error(target: str, rows: int) -> DataError:
+    """The one sentence for data where no row has a label."""
+    return DataError(f"no row has a label: target column '{target}' is blank (empty or a missing-value marker) in "
+                     f"all {rows:,} rows, so there is nothing to train on; add the labels, or set `target` to the "
+                     "column that holds them")
+
+
+def drop_unlabelled(df: pd.DataFrame, cfg: PipelineConfig) -> tuple[pd.DataFrame, int]:
+    """The rows that have a label (index reset) and how many had none; no row with a label is a DataError.
+
+    Training leaves unlabelled rows out before validation: they are not broken data, so they are neither
+    quarantined nor counted against validation.max_quarantine_fraction. A text target that is all numbers
+    once its blanks are gone becomes numeric, as apply_na_values makes it when it reads the markers.
+    """
+    blank = unlabelled_rows(df[cfg.target], cfg.na_values)
+    if blank.all():
+        raise no_labels_error(cfg.target, len(df))
+    if not blank.any():
+        return df, 0
+    kept = df.loc[~blank].reset_index(drop=True)
+    y = kept[cfg.target]
+    if pd.api.types.is_object_dtype(y) or pd.api.types.is_string_dtype(y):
+        numbers = pd.to_numeric(y.astype(object), errors="coerce")
+        if numbers.notna().all():
+            kept[cfg.target] = numbers
+    return kept, int(blank.sum())
 
 
 def fingerprint(df: pd.DataFrame) -> str:

@@ -19,7 +19,7 @@ import pandas as pd
 
 from mlops.core.config import PipelineConfig
 from mlops.core.contract import DataContract, checking_contract, coerce_to_contract, evolve_contract
-from mlops.core.data import MalformedRow
+from mlops.core.data import MalformedRow, drop_unlabelled
 from mlops.core.errors import DataError
 from mlops.core.profile import DataProfile, profile_frame
 
@@ -36,6 +36,8 @@ class ValidationOutcome:
     # kept rows with a value outside the contract's observed range or categories, per column (keep mode)
     outside_observed: dict[str, int] = field(default_factory=dict)
     rows_outside_observed: int = 0
+    # rows left out before validation because their target is blank: not checked, not broken data
+    unlabelled: int = 0
 
     @property
     def quarantine_fraction(self) -> float:
@@ -51,7 +53,19 @@ class ValidationOutcome:
             "batch_failures": self.batch_failures,
             "rows_outside_observed": self.rows_outside_observed,
             "outside_observed": dict(self.outside_observed),
+            "rows_unlabelled": self.unlabelled,
         }
+
+
+def rows_line(summary: dict[str, Any]) -> str:
+    """A data outcome summary (`ValidationOutcome.summary()`, as a training result carries it) in a few words.
+
+    Summaries recorded before rows without a label were counted have no `rows_unlabelled`: none is said."""
+    text = f"{summary['rows_accepted']:,} rows accepted, {summary['rows_quarantined']:,} quarantined"
+    unlabelled = int(summary.get("rows_unlabelled") or 0)
+    if unlabelled:
+        text += f", {unlabelled:,} row{'' if unlabelled == 1 else 's'} without a label left out"
+    return text
 
 
 def _describe(cfg: Any) -> str:
@@ -224,11 +238,24 @@ def write_quarantine(outcome: ValidationOutcome, folder: Path, name: str = "quar
 
 
 def enforce_quarantine_limit(outcome: ValidationOutcome, limit: float, where: Path | None) -> None:
+    """Stop when more rows broke the contract than `limit` allows: one sentence with the reasons met most
+    often and, when the rows were written (`where`), the quarantine file."""
     if outcome.quarantine_fraction > limit:
+        see = f"; see {where}" if where is not None else ""
         raise DataError(
             f"{len(outcome.quarantined)} of {outcome.checked} rows ({outcome.quarantine_fraction:.1%}) broke the data "
-            f"contract, above the allowed {limit:.1%}; see {where}"
+            f"contract, above the allowed {limit:.1%}{_top_reasons(outcome.quarantined)}{see}"
         )
+
+
+def _top_reasons(quarantined: pd.DataFrame, n: int = 3) -> str:
+    """`: most often <reason> (count), ...` from the quarantined rows' reasons; empty when there are none."""
+    if quarantined.empty or QUARANTINE_REASON_COLUMN not in quarantined.columns:
+        return ""
+    reasons = quarantined[QUARANTINE_REASON_COLUMN].astype(str).str.split("; ").explode()
+    # a reason may quote the value it met ("...: 'abc'"); counted by the expectation, the data is not quoted
+    counts = reasons.str.split(": ", n=1).str[0].value_counts()
+    return ": most often " + ", ".join(f"{r} ({k})" for r, k in counts.head(n).items())
 
 
 @dataclass
@@ -248,14 +275,21 @@ def validate_training_batch(df: pd.DataFrame, previous: DataContract | None, cfg
     the config's rules, quarantine what breaks structure or a user rule (written under `quarantine_dir`
     when given), stop above `max_quarantine_fraction`, and evolve the contract from the rows kept.
 
+    Rows without a label (a blank target: missing, empty or one of the config's `na_values`) are left out
+    first and counted (`outcome.unlabelled`): they are not broken, so they are not quarantined and do not
+    weigh on `max_quarantine_fraction`; a batch where no row has a label is a DataError. A target that is
+    present but wrong (text in a numeric target, a value a rule forbids) is quarantined like any bad value.
+
     Values outside the previous contract's observed ranges or categories are kept and counted. Without
     `profile`, the batch is profiled here (once, so the check and the new contract see the same roles).
     """
+    df, unlabelled = drop_unlabelled(df, cfg)
     if profile is None:
         profile = profile_frame(df, cfg.target, cfg.task, cfg.validation.max_categories, cfg.id_column,
                                 cfg.timestamp_column, cfg.columns)
     checking = checking_contract(previous, df, cfg, profile)
-    outcome = add_malformed(validate_batch(df, checking, outside_observed="keep"), malformed)
+    checked = replace(validate_batch(df, checking, outside_observed="keep"), unlabelled=unlabelled)
+    outcome = add_malformed(checked, malformed)
     path = write_quarantine(outcome, quarantine_dir) if quarantine_dir is not None else None
     enforce_quarantine_limit(outcome, cfg.validation.max_quarantine_fraction, path)
     contract, _ = evolve_contract(previous, outcome.good, cfg, profile)

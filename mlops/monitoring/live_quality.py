@@ -15,6 +15,7 @@ default 0.2).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from mlops.core.config import METRIC_DIRECTION, PipelineConfig
+from mlops.core.data import unlabelled_rows
 from mlops.core.errors import DataError
 
 if TYPE_CHECKING:
@@ -95,13 +97,16 @@ def label_key(window: pd.DataFrame, labels: pd.DataFrame, id_column: str | None)
 
 
 def labelled_rows(window: pd.DataFrame, labels: pd.DataFrame | None, target: str,
-                  id_column: str | None) -> tuple[pd.DataFrame, str | None]:
-    """The window's rows that have a label: joined from a labels table, or carried in the window itself."""
+                  id_column: str | None, na_values: Sequence[str] = ()) -> tuple[pd.DataFrame, str | None]:
+    """The window's rows that have a label: joined from a labels table, or carried in the window itself.
+
+    A blank target (missing, empty, or one of `na_values`, the config's missing-value markers) is no label:
+    the row is left out, as training leaves it out (mlops.core.data.unlabelled_rows)."""
     from mlops.serving.predictlog import join_labels
 
     if labels is None:
         if target in window.columns:
-            rows = window.loc[window[target].notna()].reset_index(drop=True)
+            rows = window.loc[~unlabelled_rows(window[target], na_values)].reset_index(drop=True)
             return rows, "target column in the window"
         return window.iloc[0:0], None
     if target not in labels.columns:
@@ -110,7 +115,7 @@ def labelled_rows(window: pd.DataFrame, labels: pd.DataFrame | None, target: str
     keep = [c for c in (by, "request_row", target) if c in labels.columns]
     left = window.drop(columns=[target]) if target in window.columns else window
     joined = join_labels(left, labels[keep], by=by)
-    joined = joined.loc[joined[target].notna()].reset_index(drop=True)
+    joined = joined.loc[~unlabelled_rows(joined[target], na_values)].reset_index(drop=True)
     return joined, by
 
 

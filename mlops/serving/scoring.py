@@ -280,10 +280,10 @@ def score_file(
             run.warnings.append(f"column '{c}' is {frac:.1%} null, above the contract's {limit:.1%}")
     bad = run.rows_flagged if flag_violations else run.rows_quarantined
     if max_quarantine_fraction is not None and bad > max_quarantine_fraction * run.rows_read:
-        where = (f"flagged in column '{VIOLATION_COLUMN}' of {run.predictions_path}" if flag_violations
-                 else f"see {run.quarantine_path}")
+        where = (f"; flagged in column '{VIOLATION_COLUMN}' of {run.predictions_path}" if flag_violations
+                 else f"; see {run.quarantine_path}" if run.quarantine_path else "")
         run.warnings.append(f"{bad} of {run.rows_read} rows broke the data contract, above the "
-                            f"allowed {max_quarantine_fraction:.1%}; {where}")
+                            f"allowed {max_quarantine_fraction:.1%}{where}")
     finished = time.time()
     run.finished_at = pd.Timestamp(finished, unit="s", tz="UTC").isoformat()
     run.seconds = round(finished - started, 3)

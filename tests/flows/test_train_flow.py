@@ -129,6 +129,7 @@ def _bad_files(folder: Path) -> dict[str, tuple[Path, str]]:
         "missing_target": (good.drop(columns=["churned"]), "target column"),
         "single_class": (good.assign(churned=0), "single class"),
         "all_null_column": (good.assign(monthly_charges=None), "entirely empty"),
+        "no_labels": (good.assign(churned=None), "no row has a label"),
         "wrong_delimiter": (good.to_csv(index=False, sep=";").encode(), "delimited"),
         "non_utf8": (csv_text.encode().replace(b"north", b"n\xf6rth", 1), "not UTF-8"),
         "mostly_truncated_rows": (_truncate_lines(csv_text, every=10), "fields, the header has"),
@@ -166,8 +167,29 @@ def test_truncated_last_row_is_quarantined_and_training_goes_on(trained) -> None
     assert any(line.startswith("Malformed") for line in s.profile_lines)
 
 
+def test_rows_without_a_label_are_left_out_counted_and_not_quarantined(trained) -> None:
+    """5% blank targets (empty, '?', 'NA') with a 1% quarantine limit: trained on the labelled rows."""
+    from tasks.reporting import training_markdown
+
+    df = generate_churn(400, seed=12).astype({"churned": object})
+    blank = list(range(0, 400, 20))  # 20 rows: 5%
+    for i, spelling in zip(blank, ["", "?", "NA"] * 7, strict=False):
+        df.loc[i, "churned"] = spelling
+    path = trained["tmp"] / "unlabelled.csv"
+    df.to_csv(path, index=False)
+    cfg = trained["tmp"] / "strict.yaml"
+    cfg.write_text(yaml.safe_dump(small_config(validation={"max_quarantine_fraction": 0.01},
+                                               registry={"model_name": "churn-unlabelled", "reference_rows": 200})))
+    st = train(config_path=str(cfg), source_path=str(path), return_state=True)
+    assert st.is_completed(), st.message
+    s = st.result()
+    assert s.data["rows_unlabelled"] == 20 and s.data["rows_checked"] == 380 and s.data["rows_quarantined"] == 0
+    assert s.quarantine_file is None
+    assert "20 rows without a label left out" in training_markdown(s)
+
+
 @pytest.mark.parametrize("case", [
-    "missing_file", "empty_file", "header_only", "missing_target", "single_class", "all_null_column",
+    "missing_file", "empty_file", "header_only", "missing_target", "single_class", "all_null_column", "no_labels",
     "wrong_delimiter", "non_utf8", "mostly_truncated_rows", "numeric_full_of_text",
 ])
 def test_bad_data_fails_cleanly_and_changes_nothing(trained, case: str, monkeypatch) -> None:

@@ -96,7 +96,7 @@ def test_check_frame_target_problems() -> None:
         check_frame(df.drop(columns=["churned"]), cfg)
     with pytest.raises(DataError, match="single class"):
         check_frame(df.assign(churned=1), cfg)
-    with pytest.raises(DataError, match="entirely empty"):
+    with pytest.raises(DataError, match="no row has a label"):
         check_frame(df.assign(churned=np.nan), cfg)
 
 
