@@ -20,7 +20,8 @@ from mlops.core.data import read_source
 from mlops.core.errors import MLOpsError
 from mlops.core.names import artifact_key
 from mlops.core.settings import configure_environment
-from mlops.monitoring.backtest import BacktestPlan, plan_backtest, read_history, run_backtest
+from mlops.monitoring.backtest import run_backtest
+from mlops.monitoring.backtest_plan import BacktestPlan, plan_backtest, read_history
 from mlops.monitoring.backtest_report import backtest_folder, log_backtest_run, table_rows, to_markdown, write_files
 from tasks.reporting import outcome_tags, tag_flow_run
 

@@ -52,7 +52,7 @@ from tasks.reporting import (
     tag_flow_run,
     training_state,
 )
-from tasks.tuning import SearchInputs, build_features, refit_challenger, tune_candidates
+from tasks.tuning import SearchInputs, build_features, choose_training_window, refit_challenger, tune_candidates
 from tasks.validation import validate_training_data
 
 
@@ -118,9 +118,11 @@ def run_training(config_path: str, source_path: str | None, reason: str,
         best = pick_best(results)
         leaderboard = sorted((r.leaderboard_row() for r in results), key=lambda r: -r["cv_score"])
         logger.info("Tuning: best family %s, cv score %.4f", best.family, best.best_score)
-        evaluating = evaluate_challenger.submit(best.best_estimator, split.test, cfg, work / "evaluation")
-        judging = gate_challenger.submit(evaluating, champion, split, cfg, best.best_estimator, checked.contract)
-        served = refit_challenger(best.best_estimator, split, cfg)  # the gated model itself unless split.refit
+        windowed = choose_training_window(best.best_estimator, split.train, cfg)
+        run.lineage["training_window"] = windowed.choice.chosen
+        evaluating = evaluate_challenger.submit(windowed.model, split.test, cfg, work / "evaluation")
+        judging = gate_challenger.submit(evaluating, champion, split, cfg, windowed.model, checked.contract)
+        served = refit_challenger(windowed, split, cfg)  # the gated model itself unless split.refit
         registering = register_challenger.submit(run.run_id, served, name, inputs.X.head(50), checked.contract)
         infra = start_infra_validation.submit(
             name, registering, served, split.test.drop(columns=[cfg.target]), cfg.task,
@@ -128,7 +130,8 @@ def run_training(config_path: str, source_path: str | None, reason: str,
         evaluation = evaluating.result()
         logger.info("Holdout (%d rows): %s", len(split.test),
                     ", ".join(f"{k}={v:.4f}" for k, v in evaluation.metrics.items()))
-        artifacts = collect_artifacts(evaluation, served, split, cfg, checked.contract, leaderboard, checked, work)
+        artifacts = collect_artifacts(evaluation, served, split, cfg, checked.contract, leaderboard, checked, work,
+                                      windowed.choice)
         log_evaluation(run, evaluation, best.family, artifacts)
         verdict, version = judging.result(), registering.result()
         logger.info("Registered %s v%s (%s)", name, version, best.family)

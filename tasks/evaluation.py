@@ -15,9 +15,10 @@ from mlops.core.data import Split
 from mlops.core.rowkeys import save_training_hashes
 from mlops.monitoring.live_quality import holdout_slice_metrics
 from mlops.registry.tracking import dumps
-from mlops.registry.versions import ModelBundle
+from mlops.registry.versions import ModelBundle, training_row_hashes
 from mlops.training.assessment import Evaluation, evaluate, judge, reference_sample
 from mlops.training.gate import GateVerdict
+from mlops.training.window import WindowChoice
 from tasks.common import stage_task
 from tasks.validation import CheckedData
 
@@ -39,18 +40,20 @@ def evaluate_challenger(model: Any, test: pd.DataFrame, cfg: PipelineConfig, plo
 @stage_task("gate_challenger")
 def gate_challenger(evaluation: Evaluation, champion: ModelBundle | None, split: Split, cfg: PipelineConfig,
                     model: Any, contract: DataContract) -> GateVerdict:
-    """The gate verdict against the champion (if any) on the same holdout; the training rows and the
-    contract let the leakage check name the columns to look at."""
+    """The gate verdict against the champion (if any) on the holdout rows it never trained on; the training
+    rows and the contract let the leakage check name the columns to look at."""
+    seen = training_row_hashes(champion.run_id) if champion else None
     return judge(evaluation, champion.model if champion else None, champion.version if champion else None,
-                 split.test, cfg, model=model, train=split.train, contract=contract)
+                 split.test, cfg, model=model, train=split.train, contract=contract, champion_rows=seen)
 
 
 @stage_task("collect_artifacts")
 def collect_artifacts(evaluation: Evaluation, model: Any, split: Split, cfg: PipelineConfig, contract: DataContract,
-                      leaderboard: list[dict[str, Any]], checked: CheckedData, work: Path) -> RunArtifacts:
+                      leaderboard: list[dict[str, Any]], checked: CheckedData, work: Path,
+                      window: WindowChoice | None = None) -> RunArtifacts:
     """Plots, the reference sample for drift (rows with the served `model`'s predictions), the hashes of the rows
     it trained on (with the holdout when refitted), quarantined rows, and the metric, leaderboard, slice,
-    validation and profile summaries."""
+    validation and profile summaries, and how the training window was chosen."""
     work.mkdir(parents=True, exist_ok=True)
     ref_path = work / "reference.parquet"
     trained_on = pd.concat([split.train, split.test], ignore_index=True) if cfg.refit else split.train
@@ -68,4 +71,7 @@ def collect_artifacts(evaluation: Evaluation, model: Any, split: Split, cfg: Pip
         "data/profile.json": dumps(checked.profile.to_dict()),
         "data/profile.md": checked.profile.to_markdown(),
     }
+    if window is not None:
+        texts["evaluation/training_window.json"] = dumps(window.to_dict())
+        texts["evaluation/training_window.md"] = window.to_markdown()
     return RunArtifacts(files, texts)

@@ -106,6 +106,7 @@ def training_markdown(result: TrainingResult) -> str:
     metrics = "\n".join(f"| {k} | {v:.4f} |" for k, v in result.metrics.items())
     params = "\n".join(f"- **{r['family']}**: {r.get('best_params') or 'defaults'}" for r in result.leaderboard)
     data = f"Rows: {rows_line(result.data)}"
+    window = result.lineage.get("training_window", "all history")
     if result.quarantine_file:
         data += f" (`{result.quarantine_file}`)"
     run_url = mlflow_run_url(result.tracking_uri, result.experiment_id, result.mlflow_run_id)
@@ -115,7 +116,7 @@ def training_markdown(result: TrainingResult) -> str:
 
 **Outcome**: {result.outcome_line()}
 
-**Best family**: {result.family}  |  **Champion**: {result.champion_change()}
+**Best family**: {result.family}  |  **Champion**: {result.champion_change()}  |  **Training window**: {window}
 
 | holdout metric | value |
 | --- | --- |

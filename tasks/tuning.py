@@ -14,7 +14,8 @@ from mlops.core.contract import DataContract
 from mlops.core.data import Split
 from mlops.core.features import build_preprocessor
 from mlops.registry.tracking import log_family_run
-from mlops.training.tuning import FamilyResult, refit_on_all, scorer_for, tune_family
+from mlops.training.tuning import FamilyResult, scorer_for, tune_family
+from mlops.training.window import Windowed, refit_in_window, train_in_window
 from tasks.common import stage_task
 
 
@@ -52,7 +53,17 @@ def tune_candidates(spec: ModelSpec, inputs: SearchInputs, task_kind: str, searc
     return result
 
 
+@stage_task("choose_training_window")
+def choose_training_window(model: Any, train: pd.DataFrame, cfg: PipelineConfig) -> Windowed:
+    """With `train_on: auto` and a timestamp: all history or its last periods, whichever predicts the newest
+    training rows best (mlops.training.window); the challenger is the tuned configuration fitted on it."""
+    windowed = train_in_window(model, train, cfg)
+    get_run_logger().info("Training window: %s", windowed.choice.summary())
+    return windowed
+
+
 @stage_task("refit_challenger")
-def refit_challenger(model: Any, split: Split, cfg: PipelineConfig) -> Any:
-    """The model to register: with `split.refit` on, the gated configuration fitted again on train + holdout."""
-    return refit_on_all(model, split.train, split.test, cfg.target) if cfg.refit else model
+def refit_challenger(windowed: Windowed, split: Split, cfg: PipelineConfig) -> Any:
+    """The model to register: with `split.refit` on, the gated configuration fitted again on train + holdout
+    (inside the chosen window's length)."""
+    return refit_in_window(windowed, split.train, split.test, cfg) if cfg.refit else windowed.model

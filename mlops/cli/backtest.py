@@ -23,6 +23,8 @@ def _num(v: Any) -> str:
 
 def print_result(out: dict[str, Any]) -> None:
     """The per-window table and the summary, for a person."""
+    from mlops.monitoring.backtest_report import arm_label
+
     s = out["summary"]
     echo = typer.echo
     echo("")
@@ -36,13 +38,14 @@ def print_result(out: dict[str, Any]) -> None:
              f"{'n/a' if w['drift_share'] is None else format(w['drift_share'], '.2f'):>5}  {what}")
     echo("")
     share = s["recovered_share"]
-    echo(f"{'policy':21s} mean {s['metric']} {_num(s['mean_metric'])}, {s['retrains']} retrain(s), "
-         f"{s['promotions']} promotion(s)")
+    echo(f"{'policy':40s} mean {s['metric']} {_num(s['mean_metric'])}, {s['retrains']} retrain(s), "
+         f"{s['promotions']} promotion(s), {s['fits']} fits in {s['training_seconds']:.1f} s")
     for name, b in s["baselines"].items():
-        same = f" (same as {b['same_as']})" if b.get("same_as") else ""
-        echo(f"{name:21s} mean {s['metric']} {_num(b['mean_metric'])}, {b['retrains']} retrain(s){same}")
-    echo(f"Recovered  {'n/a (retraining every window gained nothing)' if share is None else f'{share:.1%}'} of "
-         "every-window retraining's gain over never retraining")
+        mark = " <- best fixed" if name == s["best_fixed"] else ""
+        echo(f"{arm_label(name)[:40]:40s} mean {s['metric']} {_num(b['mean_metric'])}, {b['retrains']} retrain(s), "
+             f"{b['fits']} fits in {b['training_seconds']:.1f} s{mark}")
+    echo(f"Recovered  {'n/a (retraining gained nothing)' if share is None else f'{share:.1%}'} of the best fixed "
+         f"schedule's gain over never retraining ({arm_label(s['best_fixed']) if s['best_fixed'] else 'n/a'})")
     echo(f"Files      {out['files']['report']} (plot {out['files']['plot']})")
     echo(f"Time       {s['seconds']:.1f} s")
 
@@ -60,7 +63,7 @@ def backtest_command(
 
     cfg = check_config(config)
     try:
-        from mlops.monitoring.backtest import plan_backtest, read_history
+        from mlops.monitoring.backtest_plan import plan_backtest, read_history
 
         if data:
             history, notes = read_history(data, cfg)

@@ -52,6 +52,9 @@ def _print_summary(s: TrainingResult) -> None:
                    f"(+/- {row['cv_std']:.4f}, {row['trials']} trials){mark}")
     if s.lineage.get("holdout"):
         typer.echo(f"Split      {s.lineage['holdout']}")
+    if s.lineage.get("training_window"):
+        typer.echo(f"Window     trained on {s.lineage['training_window']} (train_on: auto; the choice is in the run's "
+                   "evaluation/training_window.md)")
     typer.echo(f"Gate       {ok}")
     for r in s.gate_reasons:
         typer.echo(f"           - {r}")

@@ -277,13 +277,13 @@ def demo_drift_command(
     rows: Annotated[int, typer.Option(min=200, help="drifted rows served and labelled")] = 10_000,
     drift: Annotated[float, typer.Option(min=0.0, max=1.0, help="how far the served data drifts (0..1)")] = 0.8,
     seed: Annotated[int, typer.Option(help="seed of the served batches (the training data uses the config's)")] = 101,
-    train_on: Annotated[str | None, typer.Option(help="override policy.train_on: new, window or original_plus_new")] = None,
+    train_on: Annotated[str | None, typer.Option(help="override policy.train_on: auto, new, window or original_plus_new")] = None,
 ) -> None:
     """Show the drift loop on the built-in data: drifted traffic -> monitor -> retrain -> a better champion."""
     from mlops.core.errors import MLOpsError
 
-    if train_on is not None and train_on not in {"new", "window", "original_plus_new"}:
-        _fail("--train-on must be one of: new, window, original_plus_new")
+    if train_on is not None and train_on not in {"auto", "new", "window", "original_plus_new"}:
+        _fail("--train-on must be one of: auto, new, window, original_plus_new")
     try:
         prepare_flow_process("flows.monitor", "flows.train")
         out = run_demo(config, rows, drift, seed, train_on)

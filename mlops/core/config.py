@@ -284,6 +284,9 @@ class GateConfig(_Strict):
     noninferiority_margin: float = Field(0.0, ge=0.0)
     bootstrap_samples: int = Field(1000, ge=100, le=100_000)
     confidence: float = Field(0.95, gt=0.5, lt=1.0)
+    min_comparison_rows: int = Field(
+        50, ge=10, description="holdout rows the champion never trained on that a comparison with it needs; with "
+        "fewer, the champion stays (no evidence the challenger is better on data neither has seen)")
     replace_failing_champion: bool = Field(
         True, description="waive a threshold the challenger misses when the champion misses it by more on the same "
         "holdout and the challenger is significantly better (else the worse model keeps serving)")
@@ -327,7 +330,20 @@ class RetrainPolicyConfig(_Strict):
         1, ge=0, description="a champion's first this many labelled windows form its live-quality baseline (until "
         "then the baseline of the champion before it, else its holdout metric; with 0, always the holdout)"
     )
-    train_on: Literal["new", "window", "original_plus_new", "recent"] = "original_plus_new"
+    train_on: Literal["auto", "new", "window", "original_plus_new", "recent"] = Field(
+        "auto", description="what a retrain trains on: 'auto' (all known history; with a timestamp_column the "
+        "training window, all history or only its last periods, is chosen by evidence on the newest rows; "
+        "mlops.training.window), or a fixed choice"
+    )
+    window_period: str | None = Field(
+        None, description="train_on auto: the period candidate windows are counted in (e.g. 1M, 2W, 7D); "
+        "default: the monitoring cadence (schedule_cron), widened until the newest period holds enough rows"
+    )
+    retrain_cost: float | None = Field(
+        None, ge=0.0, description="the gain per window, in the primary metric's units, a retrain must promise "
+        "before a labelled window asks for one (a fresh model fitted without the window is scored on it beside "
+        "the champion); default: 2% of the champion's error for rmse, mae and log_loss, 0.005 for bounded scores"
+    )
     recent_rows: int | None = Field(
         None, ge=100, description="train_on: recent keeps at most this many of the newest rows"
     )
@@ -349,6 +365,14 @@ class RetrainPolicyConfig(_Strict):
         recent = self.recent_rows is not None or self.recent_days is not None
         if self.train_on == "recent" and not recent:
             raise ValueError("train_on 'recent' needs a window: set recent_rows (e.g. 50000) or recent_days (e.g. 90)")
+        if self.window_period is not None:
+            from mlops.core.errors import ConfigError
+            from mlops.core.periods import parse_period
+
+            try:
+                parse_period(self.window_period, "window_period")
+            except ConfigError as exc:
+                raise ValueError(str(exc)) from None
         if self.train_on != "recent" and recent:
             raise ValueError(f"recent_rows and recent_days apply only to train_on 'recent' (not '{self.train_on}'); "
                              "set train_on: recent or remove them")

@@ -16,26 +16,27 @@ contract, validation, split, features, tuning, evaluation, gate). Reporting is i
 from __future__ import annotations
 
 import math
-import re
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from mlops.core.config import METRIC_DIRECTION, FileSource, PipelineConfig
+from mlops.core.config import METRIC_DIRECTION, PipelineConfig
 from mlops.core.contract import DataContract
-from mlops.core.data import check_frame, read_table_collecting, split_frame
-from mlops.core.errors import ConfigError, DataError
+from mlops.core.data import check_frame, split_frame
+from mlops.core.errors import DataError
 from mlops.core.features import build_preprocessor
-from mlops.core.rowkeys import NEW_ROW_COLUMN, new_row_mask, pop_new_rows
+from mlops.core.periods import parse_period
+from mlops.core.rowkeys import NEW_ROW_COLUMN, RowHashSet, hash_columns, new_row_mask, pop_new_rows
 from mlops.core.validation import validate_training_batch
+from mlops.monitoring.backtest_plan import BacktestPlan, WindowSlice
 from mlops.monitoring.drift import compute_drift
 from mlops.monitoring.live_quality import holdout_slice_metrics, labelled_rows, live_quality
+from mlops.monitoring.payoff import fresh_gain, retrain_cost
 from mlops.monitoring.policy import (
     PolicyState,
     decide,
@@ -47,120 +48,22 @@ from mlops.monitoring.policy import (
 from mlops.monitoring.result import DriftSummary, MonitorResult, WindowInfo
 from mlops.monitoring.retraining import build_training_frame, training_rows
 from mlops.monitoring.windows import check_quality, drift_inputs
+from mlops.monitoring.yardstick import (
+    Family,
+    Schedule,
+    better,
+    every_window,
+    optimal_schedule,
+    recovered_share,
+    score_matrix,
+)
 from mlops.training.assessment import evaluate, judge, reference_sample
 from mlops.training.evaluation import Predictions, metric_value, predict
-from mlops.training.tuning import pick_best, refit_on_all, scorer_for, tune_family
+from mlops.training.tuning import pick_best, scorer_for, tune_family
+from mlops.training.window import WindowChoice, Windowed, all_history, refit_in_window, train_in_window
 
 Log = Callable[[str], None]
-PERIOD = re.compile(r"^\s*(\d+)\s*(min|[hHdDwWmMyY])\s*$")
-UNITS = {"min": "minutes", "h": "hours", "d": "days", "w": "weeks", "m": "months", "y": "years"}
-MIN_INITIAL_ROWS = 50  # labelled rows the first champion needs: a holdout, and CV folds with some rows each
 ARMS = ("policy", "never", "every_window", "every_window_train_on")
-
-
-def parse_period(text: str, what: str) -> pd.DateOffset:
-    """`3M`, `1M`, `2W`, `14D`, `12H`, `30min`, `1Y` as a calendar offset; anything else is one sentence."""
-    m = PERIOD.match(str(text))
-    if not m or int(m.group(1)) < 1:
-        raise ConfigError(f"{what} '{text}' is not a period; write a positive number and a unit, e.g. 3M (months), "
-                          "2W, 14D, 12H or 30min")
-    n, unit = int(m.group(1)), m.group(2)
-    return pd.DateOffset(**{UNITS[unit if unit == "min" else unit.lower()]: n})
-
-
-# ---------------------------------------------------------------------------------------------
-# the plan: the history ordered by time, the initial period and the windows
-
-
-@dataclass
-class WindowSlice:
-    """One replay window: [start, end) in data time and its rows."""
-
-    index: int
-    start: pd.Timestamp
-    end: pd.Timestamp
-    frame: pd.DataFrame
-
-    @property
-    def label(self) -> str:
-        return f"{self.start:%Y-%m-%d %H:%M} to {self.end:%Y-%m-%d %H:%M}"
-
-
-@dataclass
-class BacktestPlan:
-    """The history cut into the initial period and the windows, checked before any training."""
-
-    initial: pd.DataFrame
-    windows: list[WindowSlice]
-    timestamp_column: str
-    initial_period: str
-    every: str
-    rows: int
-    notes: list[str] = field(default_factory=list)
-
-
-def read_history(path: str | Path, cfg: PipelineConfig) -> tuple[pd.DataFrame, list[str]]:
-    """The history file with the config's missing-value markers; malformed CSV rows are left out (noted)."""
-    delimiter = cfg.source.delimiter if isinstance(cfg.source, FileSource) else ","
-    table = read_table_collecting(path, "auto", delimiter, cfg.na_values)
-    notes = [f"{len(table.malformed)} malformed row(s) left out ({table.malformed[0].detail})"] if table.malformed else []
-    return table.frame, notes
-
-
-def plan_backtest(cfg: PipelineConfig, history: pd.DataFrame, initial: str = "3M", every: str = "1M",
-                  notes: list[str] | None = None) -> BacktestPlan:
-    """Order the history by the config's timestamp column and cut it; every bad input is one DataError sentence."""
-    ts = cfg.timestamp_column
-    if not ts:
-        raise ConfigError("the config has no timestamp_column; a backtest orders the history by it, so name the "
-                          "column that holds each row's time")
-    if ts not in history.columns:
-        raise DataError(f"the history has no timestamp column '{ts}' (the config's timestamp_column), so it cannot "
-                        f"be replayed in time order (columns: {[str(c) for c in history.columns][:12]})")
-    first, step = parse_period(initial, "--initial"), parse_period(every, "--every")
-    notes = list(notes or [])
-    times = _as_times(history[ts])
-    bad = int(times.isna().sum())
-    if bad > 0.05 * len(history):
-        raise DataError(f"{bad} of {len(history)} values of timestamp column '{ts}' are not times; fix the column "
-                        "or name another timestamp_column")
-    if bad:
-        notes.append(f"{bad} row(s) without a readable '{ts}' left out")
-    frame = history.assign(**{ts: times}).loc[times.notna()].sort_values(ts, kind="stable").reset_index(drop=True)
-    frame = check_frame(frame, cfg)
-    t0, last = frame[ts].iloc[0], frame[ts].iloc[-1]
-    cut = t0.normalize() + first  # windows start at midnight: 3M from 2023-01-01 05:00 ends on 2023-04-01
-    initial_rows = frame.loc[frame[ts] < cut]
-    labelled = int(initial_rows[cfg.target].notna().sum())
-    if labelled < MIN_INITIAL_ROWS:
-        raise DataError(f"the initial period ({initial} from {t0:%Y-%m-%d}) holds {labelled} labelled row(s), too few "
-                        f"to train the first champion (at least {MIN_INITIAL_ROWS}); give a longer --initial")
-    if cut > last:
-        raise DataError(f"the history ends ({last:%Y-%m-%d %H:%M}) within the initial period ({initial} from "
-                        f"{t0:%Y-%m-%d}), so no window is left to replay; give a shorter --initial or more history")
-    windows: list[WindowSlice] = []
-    start = cut
-    while start <= last:
-        end = start + step
-        part = frame.loc[(frame[ts] >= start) & (frame[ts] < end)].reset_index(drop=True)
-        w = WindowSlice(len(windows) + 1, start, end, part)
-        if not len(part):
-            raise DataError(f"window {w.index} ({w.label}) has no rows; the history has a gap there, so use a "
-                            "longer --every or fill the gap")
-        if part[cfg.target].notna().sum() == 0:
-            raise DataError(f"window {w.index} ({w.label}) has no labels (target '{cfg.target}' is empty in all "
-                            f"{len(part)} rows); a backtest needs each window's labels, so add them or end the "
-                            "history before it")
-        windows.append(w)
-        start = end
-    return BacktestPlan(initial_rows.reset_index(drop=True), windows, ts, initial, every, len(frame), notes)
-
-
-def _as_times(s: pd.Series) -> pd.Series:
-    """One datetime dtype whatever the source format (text from CSV, datetimes from Parquet)."""
-    if pd.api.types.is_datetime64_any_dtype(s):
-        return s
-    return pd.to_datetime(s, errors="coerce", format="mixed")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -178,31 +81,49 @@ class Champion:
     reference: pd.DataFrame
     metrics: dict[str, float]
     slices: dict[str, Any]
-    trained_on: pd.DataFrame  # the frame it was trained from (the `original` of original_plus_new)
+    trained_on: pd.DataFrame  # the frame it was trained from (the `original` of original_plus_new; all history)
     trained_at: pd.Timestamp
+    rows: RowHashSet | None = None  # the rows the served model was fitted on (the gate compares on others)
+    window: WindowChoice | None = None
 
     @property
     def tags(self) -> dict[str, str]:
         """The version tags live quality reads (`metric.<name>`), formatted as registration writes them."""
         return {f"metric.{k}": f"{v:.6g}" for k, v in self.metrics.items() if math.isfinite(v)}
 
+    @property
+    def window_periods(self) -> int | None:
+        return None if self.window is None else self.window.periods
+
 
 @dataclass
 class Candidate:
-    """A trained challenger and the gate's verdict on it."""
+    """A trained challenger and the gate's verdict on it; `fits` counts every model fitted for it and `seconds`
+    the time training it took (the gate's own checks left out, so gated and ungated retrains compare)."""
 
     champion: Champion
     passed: bool
     reasons: list[str]
     seconds: float
+    fits: int = 0
+    tuned: Any = None  # the tuned configuration fitted on all training rows (the fixed-window baselines refit it)
+
+
+def search_fits(cfg: PipelineConfig, trials: int) -> int:
+    """Models a search fits: every trial on every fold, and the refit of the best on all rows."""
+    return trials * cfg.search.cv_folds + 1
 
 
 def train_candidate(frame: pd.DataFrame, cfg: PipelineConfig, champion: Champion | None, version: int,
-                    at: pd.Timestamp, gate: bool = True) -> Candidate:
-    """Validate, split, tune, evaluate and (with `gate`) judge, as the training flow does, in process.
+                    at: pd.Timestamp, gate: bool = True, period: str | None = None,
+                    choose: bool = True) -> Candidate:
+    """Validate, split, tune, choose the training window, evaluate and (with `gate`) judge, as the training
+    flow does, in process.
 
     `frame` may carry the new-row marker of a retraining file. The rows are checked for structure and the
     user's rules, and the contract evolves from the kept rows (from the champion's, when there is one).
+    `period` is the window length candidate training windows are counted in (`train_on: auto`); with
+    `choose` False the challenger trains on every row (the all-history baseline).
     """
     started = time.perf_counter()
     df, new_rows = pop_new_rows(frame)
@@ -217,21 +138,32 @@ def train_candidate(frame: pd.DataFrame, cfg: PipelineConfig, champion: Champion
     scoring = scorer_for(cfg.task, cfg.primary_metric, binary, cfg.search.scoring, labels=y,
                          positive_class=cfg.positive_class)
     preprocessor = build_preprocessor(contract, cfg.features)
-    best = pick_best([tune_family(spec, preprocessor, X, y, cfg.task, scoring, cfg.search) for spec in cfg.models])
-    model = best.best_estimator
+    results = [tune_family(spec, preprocessor, X, y, cfg.task, scoring, cfg.search) for spec in cfg.models]
+    best = pick_best(results)
+    fits = sum(search_fits(cfg, r.n_trials) for r in results)
+    windowed = (train_in_window(best.best_estimator, split.train, cfg, period) if choose
+                else Windowed(best.best_estimator, all_history("the all-history baseline", cfg.primary_metric)))
+    fits += windowed.choice.fits + (0 if windowed.choice.is_all else 1)
+    model = windowed.model
     evaluation = evaluate(model, split.test, cfg, None)
     passed, reasons = True, ["promoted without a gate (baseline)"]
+    judging = time.perf_counter()
     if gate:
         verdict = judge(evaluation, champion.model if champion else None, str(champion.version) if champion else None,
-                        split.test, cfg, model=model, train=split.train, contract=contract)
+                        split.test, cfg, model=model, train=split.train, contract=contract,
+                        champion_rows=champion.rows if champion else None)
         passed, reasons = verdict.passed, verdict.reasons
-    served, trained_on = model, split.train
+    judged = time.perf_counter() - judging
+    served, fitted_on = model, split.train
     if cfg.refit:  # as the training flow registers it: the gated configuration refitted on train + holdout
-        served = refit_on_all(model, split.train, split.test, cfg.target)
-        trained_on = pd.concat([split.train, split.test], ignore_index=True)
-    made = Champion(version, served, best.family, contract, reference_sample(trained_on, served, cfg),
-                    evaluation.metrics, holdout_slice_metrics(split.test, evaluation.predictions, cfg), df, at)
-    return Candidate(made, passed, reasons, time.perf_counter() - started)
+        served = refit_in_window(windowed, split.train, split.test, cfg)
+        fits += 1
+        fitted_on = pd.concat([split.train, split.test], ignore_index=True)
+    fitted_on = windowed.choice.rows(fitted_on, cfg.timestamp_column, windowed.period)
+    made = Champion(version, served, best.family, contract, reference_sample(fitted_on, served, cfg),
+                    evaluation.metrics, holdout_slice_metrics(split.test, evaluation.predictions, cfg), df, at,
+                    RowHashSet.of(fitted_on, hash_columns(contract, cfg.serving.sensitive_columns)), windowed.choice)
+    return Candidate(made, passed, reasons, time.perf_counter() - started - judged, fits, best.best_estimator)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -307,6 +239,7 @@ class WindowRecord:
     seconds: float
     retrain_detail: str = ""
     baselines: dict[str, float | None] = field(default_factory=dict)
+    training_window: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -314,15 +247,16 @@ class WindowRecord:
 
 @dataclass
 class ArmSummary:
-    """One way of running the loop over the windows: its metric per window, mean, retrains and promotions."""
+    """One way of running the loop over the windows: its metric per window, mean, retrains and their cost."""
 
     name: str
     metrics: list[float | None] = field(default_factory=list)
     retrains: int = 0
     promotions: int = 0
     failures: int = 0
-    seconds: float = 0.0
-    same_as: str | None = None
+    fits: int = 0
+    training_seconds: float = 0.0
+    retrain_windows: list[int] = field(default_factory=list)
 
     @property
     def mean_metric(self) -> float | None:
@@ -330,16 +264,19 @@ class ArmSummary:
         return float(np.mean(values)) if values else None
 
     def to_dict(self) -> dict[str, Any]:
-        out = {"mean_metric": self.mean_metric, "retrains": self.retrains, "promotions": self.promotions,
-               "failures": self.failures, "seconds": round(self.seconds, 3), "metrics": self.metrics}
-        if self.same_as:
-            out["same_as"] = self.same_as
-        return out
+        return {"mean_metric": self.mean_metric, "retrains": self.retrains, "promotions": self.promotions,
+                "failures": self.failures, "fits": self.fits, "training_seconds": round(self.training_seconds, 3),
+                "retrain_windows": self.retrain_windows, "metrics": self.metrics}
 
 
 @dataclass
 class BacktestResult:
-    """The per-window table, one summary per arm, the kept predictions and the plan it replayed."""
+    """The per-window table, one summary per arm, the kept predictions and the plan it replayed.
+
+    Arms: `policy`; `never`; `every_window` (all history, tuned at every window); `every_window_last_<k>`
+    (the same tuned configuration on the last k windows); `hindsight` (the keep/retrain schedule that was
+    best in hindsight for `retrain_cost`). The recovered share is measured against the best fixed schedule.
+    """
 
     metric: str
     windows: list[WindowRecord]
@@ -352,26 +289,48 @@ class BacktestResult:
     first_champion_seconds: float
     seconds: float
     notes: list[str] = field(default_factory=list)
+    retrain_cost: float | None = None
+    hindsight_family: str | None = None
 
     @property
     def higher_is_better(self) -> bool:
         return METRIC_DIRECTION[self.metric]
 
     @property
+    def fixed_arms(self) -> list[str]:
+        return [n for n in self.arms if n.startswith("every_window")]
+
+    @property
+    def best_fixed(self) -> str | None:
+        """The fixed schedule (retrain every window on one training window) with the best mean metric."""
+        best: str | None = None
+        for name in self.fixed_arms:
+            if best is None or better(self.metric, self.arms[name].mean_metric, self.arms[best].mean_metric):
+                best = name
+        return best
+
+    @property
     def recovered_share(self) -> float | None:
+        best = self.best_fixed
+        if best is None or "never" not in self.arms:
+            return None
         return recovered_share(self.arms["policy"].mean_metric, self.arms["never"].mean_metric,
-                               self.arms["every_window"].mean_metric, self.higher_is_better)
+                               self.arms[best].mean_metric, self.higher_is_better)
 
     def summary(self) -> dict[str, Any]:
         policy = self.arms["policy"]
-        train_on = self.arms["every_window_train_on"]
+        best = self.best_fixed
+        regret = None
+        if best is not None and policy.mean_metric is not None and self.arms[best].mean_metric is not None:
+            sign = 1.0 if self.higher_is_better else -1.0
+            regret = sign * (self.arms[best].mean_metric - policy.mean_metric)
         return {
             "metric": self.metric, "higher_is_better": self.higher_is_better, "windows": len(self.windows),
             "mean_metric": policy.mean_metric, "retrains": policy.retrains, "promotions": policy.promotions,
-            "recovered_share": self.recovered_share,
-            "recovered_share_vs_train_on": recovered_share(policy.mean_metric, self.arms["never"].mean_metric,
-                                                           train_on.mean_metric, self.higher_is_better),
-            "baselines": {name: self.arms[name].to_dict() for name in ARMS[1:]},
+            "fits": policy.fits, "training_seconds": round(policy.training_seconds, 3),
+            "recovered_share": self.recovered_share, "best_fixed": best, "regret": regret,
+            "retrain_cost": self.retrain_cost, "hindsight_family": self.hindsight_family,
+            "baselines": {name: arm.to_dict() for name, arm in self.arms.items() if name != "policy"},
             "policy": policy.to_dict(), "train_on": self.train_on, "initial": self.initial, "every": self.every,
             "initial_rows": self.initial_rows, "first_champion_seconds": round(self.first_champion_seconds, 3),
             "seconds": round(self.seconds, 3), "notes": self.notes,
@@ -381,35 +340,13 @@ class BacktestResult:
         return {"windows": [w.to_dict() for w in self.windows], "summary": self.summary()}
 
 
-def recovered_share(policy: float | None, never: float | None, every: float | None,
-                    higher_is_better: bool) -> float | None:
-    """The share of every-window retraining's gain over never retraining that the policy gets (None: no gain)."""
-    if policy is None or never is None or every is None:
-        return None
-    sign = 1.0 if higher_is_better else -1.0
-    gain = sign * (every - never)
-    if gain <= 0:
-        return None
-    return float(sign * (policy - never) / gain)
-
-
-@dataclass
-class _Arm:
-    """One arm's moving parts while replaying."""
-
-    summary: ArmSummary
-    champion: Champion
-    pending: list[pd.DataFrame] = field(default_factory=list)  # labelled rows since its last promotion
-    next_version: int = 2
-
-
-def _finite(v: float) -> float | None:
+def _finite(v: float | None) -> float | None:
     return float(v) if v is not None and math.isfinite(v) else None
 
 
 def run_backtest(cfg: PipelineConfig, plan: BacktestPlan, log: Log | None = None,
                  baselines: bool = True) -> BacktestResult:
-    """Replay the plan: the policy arm and (with `baselines`) never / every-window retraining side by side.
+    """Replay the plan: the policy and (with `baselines`) never, every-window and hindsight schedules side by side.
 
     OpenMP and BLAS are held to one thread in this process: the search's trials run in parallel worker processes,
     and the refit's OpenMP threads spin against them (and any other busy process) for nothing; measured
@@ -421,12 +358,18 @@ def run_backtest(cfg: PipelineConfig, plan: BacktestPlan, log: Log | None = None
         return _replay(cfg, plan, log or (lambda _m: None), baselines)
 
 
+def _labelled(frames: list[pd.DataFrame], target: str) -> pd.DataFrame:
+    parts = [f.loc[f[target].notna()] for f in frames if len(f)]
+    return pd.concat(parts, ignore_index=True, sort=False) if parts else pd.DataFrame()
+
+
 def _replay(cfg: PipelineConfig, plan: BacktestPlan, say: Log, baselines: bool) -> BacktestResult:
     t_start = time.perf_counter()
     policy_cfg = cfg.monitoring.policy
     ts = plan.timestamp_column
+    period = parse_period(plan.every, "--every")
     try:
-        first = train_candidate(plan.initial, cfg, None, 1, plan.windows[0].start)
+        first = train_candidate(plan.initial, cfg, None, 1, plan.windows[0].start, period=plan.every)
     except DataError as exc:
         raise DataError(f"the first champion could not be trained on the initial period ({plan.initial_period}, "
                         f"{len(plan.initial)} rows): {exc}") from None
@@ -434,12 +377,11 @@ def _replay(cfg: PipelineConfig, plan: BacktestPlan, say: Log, baselines: bool) 
         say(f"the first champion misses the gate ({'; '.join(r for r in first.reasons if r.startswith('FAIL'))[:300]})"
             "; it is replayed as champion anyway, as a backtest needs one")
     say(f"first champion v1 ({first.champion.family}) on {len(plan.initial):,} rows in {first.seconds:.1f} s: "
-        f"holdout {cfg.primary_metric} {first.champion.metrics.get(cfg.primary_metric, float('nan')):.4f}")
-    same = policy_cfg.train_on == "original_plus_new"
-    arms = {name: _Arm(ArmSummary(name), first.champion) for name in ARMS}
-    if same:
-        arms["every_window_train_on"].summary.same_as = "every_window"
-    active = ["policy", "never", "every_window"] + ([] if same else ["every_window_train_on"]) if baselines else ["policy"]
+        f"holdout {cfg.primary_metric} {first.champion.metrics.get(cfg.primary_metric, float('nan')):.4f}; "
+        f"training window {first.champion.window.chosen if first.champion.window else 'all history'}")
+    arm = ArmSummary("policy")
+    champion, pending, next_version = first.champion, [], 2
+    yard = Yardstick(cfg, first, plan) if baselines else None
     history = [plan.initial]
     state = PolicyState()
     records: list[WindowRecord] = []
@@ -447,29 +389,29 @@ def _replay(cfg: PipelineConfig, plan: BacktestPlan, say: Log, baselines: bool) 
     for w in plan.windows:
         now = w.end.to_pydatetime()
         last_window = w.index == len(plan.windows)
-        preds = pd.DataFrame({ts: w.frame[ts], "window": w.index, cfg.target: w.frame[cfg.target]})
-        metrics: dict[str, float | None] = {}
-        for name in active:
-            arm = arms[name]
-            t0 = time.perf_counter()
-            y_pred, value = score_window(arm.champion, w.frame, cfg)
-            preds[f"prediction_{name}"] = y_pred
-            preds[f"version_{name}"] = arm.champion.version
-            metrics[name] = _finite(value)
-            arm.summary.metrics.append(metrics[name])
-            arm.summary.seconds += time.perf_counter() - t0
-        history.append(w.frame)
-        # the policy arm: monitor, decide on the data clock, retrain as train_on says, gate
         t0 = time.perf_counter()
-        arm = arms["policy"]
-        champion = arm.champion
+        y_pred, value = score_window(champion, w.frame, cfg)
+        metric = _finite(value)
+        arm.metrics.append(metric)
+        kept.append(pd.DataFrame({ts: w.frame[ts], "window": w.index, cfg.target: w.frame[cfg.target],
+                                  "prediction_policy": y_pred, "version_policy": champion.version}))
         seen = monitor_window(champion, w, cfg, live_baseline(state, str(champion.version),
                                                                policy_cfg.live_baseline_windows))
-        arm.pending.append(seen.labelled)
+        pending.append(seen.labelled)
         summary = with_live_metric(seen.result.window_summary(), str(champion.version), seen.result.live_quality)
+        payoff = None
+        if not last_window:  # a retrain after the last window would have nothing left to serve
+            before = _labelled(history, cfg.target)
+            before = champion.window.rows(before, ts, period) if champion.window else before
+            payoff = fresh_gain(champion.model, before, w.frame, cfg)
+        if payoff is not None:
+            arm.fits += 1
+            arm.training_seconds += payoff.seconds
+            summary.retrain_pays, summary.payoff_reason = payoff.pays, payoff.sentence(cfg.primary_metric)
         decision, state = decide(state, summary, policy_cfg, now)
         retrained = promoted = False
         detail = ""
+        history.append(w.frame)
         if decision.retrain and last_window:
             detail = "the last window: nothing left to score a retrain on, so none is trained"
         elif decision.retrain:
@@ -478,41 +420,44 @@ def _replay(cfg: PipelineConfig, plan: BacktestPlan, say: Log, baselines: bool) 
             if not ok:
                 detail = f"training not started: another started less than {policy_cfg.dedupe_seconds:g} s before"
             else:
-                new = _concat(arm.pending)
-                frame, what = build_training_frame(policy_cfg.train_on, champion.trained_on, new, seen.labelled,
-                                                   champion.contract, policy_cfg.max_training_rows,
+                frame, what = build_training_frame(policy_cfg.train_on, champion.trained_on, _concat(pending),
+                                                   seen.labelled, champion.contract, policy_cfg.max_training_rows,
                                                    policy_cfg.recent_rows, policy_cfg.recent_days)
-                cand, detail = _retrain(frame, what, cfg, champion, arm, w, gate=True)
+                cand, detail = _retrain(frame, what, cfg, champion, next_version, w, arm, plan.every)
                 retrained = cand is not None
                 state = finish_training(state, now, succeeded=retrained, trained=bool(len(frame)))
+                if cand is not None:
+                    next_version += 1
+                    arm.retrain_windows.append(w.index)
                 if cand is not None and cand.passed:
                     promoted = True
-                    arm.champion, arm.pending = cand.champion, []
-                    arm.summary.promotions += 1
-        arm.summary.seconds += time.perf_counter() - t0
-        seconds = time.perf_counter() - t0
+                    champion, pending = cand.champion, []
+                    arm.promotions += 1
         drift = seen.result.drift
         records.append(WindowRecord(
             w.index, f"{w.start:%Y-%m-%d %H:%M}", f"{w.end:%Y-%m-%d %H:%M}", len(w.frame),
-            int(w.frame[cfg.target].notna().sum()), champion.version, metrics["policy"],
+            int(w.frame[cfg.target].notna().sum()), int(kept[-1]["version_policy"].iloc[0]), metric,
             None if drift is None else round(drift.drift_share, 4), decision.verdict, decision.reasons, retrained,
-            promoted, round(seconds, 3), detail, {k: v for k, v in metrics.items() if k != "policy"}))
-        say(f"window {w.index}/{len(plan.windows)} {w.label}: {len(w.frame)} rows, v{champion.version} "
-            f"{cfg.primary_metric} {metrics['policy'] if metrics['policy'] is not None else float('nan'):.4f}, "
+            promoted, round(time.perf_counter() - t0, 3), detail,
+            training_window=champion.window.chosen if champion.window else ""))
+        say(f"window {w.index}/{len(plan.windows)} {w.label}: {len(w.frame)} rows, v{records[-1].champion_version} "
+            f"{cfg.primary_metric} {metric if metric is not None else float('nan'):.4f}, "
             f"drift share {'n/a' if drift is None else f'{drift.drift_share:.2f}'}, {decision.verdict}"
-            + (f", retrained v{arm.next_version - 1} {'promoted' if promoted else 'rejected'}" if retrained else "")
+            + (f", retrained v{next_version - 1} {'promoted' if promoted else 'rejected'}" if retrained else "")
             + (f" ({detail})" if detail and not retrained else ""))
-        # the baselines retrain after every window (but the last) and promote what they train
-        if not last_window and baselines:
-            for name in active[2:]:
-                _baseline_retrain(arms[name], name, history, w, cfg)
-        kept.append(preds)
-    if same and baselines:
-        arms["every_window_train_on"].summary = _copy_summary(arms["every_window"].summary, "every_window_train_on")
+        if yard is not None and not last_window:
+            yard.retrain_after(w, history)
+    arms = {"policy": arm}
+    hindsight = None
+    if yard is not None:
+        arms |= yard.arms()
+        hindsight = yard.hindsight_family
+        for r in records:
+            r.baselines = {name: a.metrics[r.window - 1] for name, a in arms.items() if name != "policy"}
     predictions = pd.concat(kept, ignore_index=True) if kept else pd.DataFrame()
-    return BacktestResult(cfg.primary_metric, records, {n: a.summary for n, a in arms.items()}, predictions,
-                          policy_cfg.train_on, plan.initial_period, plan.every, len(plan.initial), first.seconds,
-                          time.perf_counter() - t_start, plan.notes)
+    return BacktestResult(cfg.primary_metric, records, arms, predictions, policy_cfg.train_on, plan.initial_period,
+                          plan.every, len(plan.initial), first.seconds, time.perf_counter() - t_start, plan.notes,
+                          yard.cost if yard is not None else None, hindsight)
 
 
 def _concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
@@ -520,44 +465,100 @@ def _concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True, sort=False) if frames else pd.DataFrame()
 
 
-def _retrain(frame: pd.DataFrame, what: str, cfg: PipelineConfig, champion: Champion, arm: _Arm, w: WindowSlice,
-             gate: bool) -> tuple[Candidate | None, str]:
-    """Train one challenger; a retrain the data cannot support is a failed retrain with its reason, not a stop."""
+def _retrain(frame: pd.DataFrame, what: str, cfg: PipelineConfig, champion: Champion, version: int, w: WindowSlice,
+             arm: ArmSummary, period: str) -> tuple[Candidate | None, str]:
+    """Train one gated challenger; a retrain the data cannot support is a failed retrain with its reason, not a stop."""
     if not len(frame):
         return None, f"no labelled rows to train on ({what})"
     try:
-        cand = train_candidate(frame, cfg, champion, arm.next_version, w.end, gate=gate)
+        cand = train_candidate(frame, cfg, champion, version, w.end, gate=True, period=period)
     except DataError as exc:
-        arm.summary.failures += 1
+        arm.failures += 1
         return None, f"retrain failed: {exc}"
-    arm.next_version += 1
-    arm.summary.retrains += 1
-    verdict = ("promoted without a gate (baseline)" if not gate else "passed the gate" if cand.passed
+    arm.retrains += 1
+    arm.fits += cand.fits
+    arm.training_seconds += cand.seconds
+    verdict = ("passed the gate" if cand.passed
                else "rejected by the gate: " + "; ".join(r for r in cand.reasons if r.startswith("FAIL")))
-    return cand, f"v{cand.champion.version} {verdict}; trained on {what}"
+    window = cand.champion.window.chosen if cand.champion.window else "all history"
+    return cand, f"v{cand.champion.version} {verdict}; trained on {what}; window {window}"
 
 
-def _baseline_retrain(arm: _Arm, name: str, history: list[pd.DataFrame], w: WindowSlice, cfg: PipelineConfig) -> None:
-    t0 = time.perf_counter()
-    champion = arm.champion
-    window_rows = training_rows(w.frame.loc[w.frame[cfg.target].notna()], champion.contract)
-    policy = cfg.monitoring.policy
-    if name == "every_window":
-        everything = _concat([training_rows(f.loc[f[cfg.target].notna()], champion.contract) for f in history])
-        n_new = len(window_rows)
+class Yardstick:
+    """The baselines of one replay: retrain after every window on all history (tuned) and on the last k windows
+    (that tuning's configuration refitted on them); after the replay, each family's models are scored on every
+    later window, giving the fixed schedules, never retraining and the hindsight-optimal schedule."""
+
+    def __init__(self, cfg: PipelineConfig, first: Candidate, plan: BacktestPlan) -> None:
+        self.cfg, self.plan = cfg, plan
+        self.period = parse_period(plan.every, "--every")
+        n = len(plan.windows)
+        ks = [k for k in (1, 2, 4, 8, 16) if k < n]
+        self.families = [Family("every_window", None, [first.champion.model])]
+        self.families += [Family(f"every_window_last_{k}", k, [first.champion.model]) for k in ks]
+        self.fits = {f.name: 0 for f in self.families}
+        self.seconds = {f.name: 0.0 for f in self.families}
+        self.champion = first.champion
+        self.cost: float | None = None
+        self.hindsight_family: str | None = None
+
+    def retrain_after(self, w: WindowSlice, history: list[pd.DataFrame]) -> None:
+        """Every family's model for the next window: all history tuned, then each short window refitted."""
+        from sklearn.base import clone
+
+        cfg = self.cfg
+        t0 = time.perf_counter()
+        everything = _concat([training_rows(f.loc[f[cfg.target].notna()], self.champion.contract) for f in history])
+        n_new = int(w.frame[cfg.target].notna().sum())
         frame = everything.assign(**{NEW_ROW_COLUMN: np.arange(len(everything)) >= len(everything) - n_new})
-        what = f"all {len(everything):,} labelled rows so far"
-    else:
-        arm.pending.append(window_rows)
-        frame, what = build_training_frame(policy.train_on, champion.trained_on, _concat(arm.pending), window_rows,
-                                           champion.contract, policy.max_training_rows, policy.recent_rows,
-                                           policy.recent_days)
-    cand, _ = _retrain(frame, what, cfg, champion, arm, w, gate=False)
-    if cand is not None:
-        arm.champion, arm.pending = cand.champion, []
-        arm.summary.promotions += 1
-    arm.summary.seconds += time.perf_counter() - t0
+        try:
+            cand = train_candidate(frame, cfg, self.champion, 0, w.end, gate=False, choose=False)
+        except DataError:
+            for f in self.families:  # a window the baselines cannot train on keeps their models
+                f.models.append(f.models[-1])
+            return
+        self.champion = cand.champion
+        self.families[0].models.append(cand.champion.model)
+        self.fits["every_window"] += cand.fits
+        self.seconds["every_window"] += time.perf_counter() - t0
+        rows = cand.champion.trained_on
+        times = pd.to_datetime(rows[cfg.timestamp_column])
+        for f in self.families[1:]:
+            t1 = time.perf_counter()
+            part = rows.loc[(times > times.max() - (f.periods or 0) * self.period).to_numpy()]
+            part = part.loc[part[cfg.target].notna()]
+            try:
+                f.models.append(clone(cand.tuned).fit(part.drop(columns=[cfg.target]), part[cfg.target]))
+                self.fits[f.name] += 1
+            except ValueError:
+                f.models.append(f.models[-1])
+            self.seconds[f.name] += time.perf_counter() - t1
 
-
-def _copy_summary(s: ArmSummary, name: str) -> ArmSummary:
-    return ArmSummary(name, list(s.metrics), s.retrains, s.promotions, s.failures, 0.0, s.same_as or "every_window")
+    def arms(self) -> dict[str, ArmSummary]:
+        """Never, every fixed schedule and the hindsight-optimal schedule, scored on every window."""
+        windows = [w.frame for w in self.plan.windows]
+        higher = METRIC_DIRECTION[self.cfg.primary_metric]
+        out: dict[str, ArmSummary] = {}
+        for f in self.families:
+            f.loss = score_matrix(f, windows, self.cfg)
+        base = self.families[0].loss
+        assert base is not None
+        out["never"] = ArmSummary("never", [_finite(v) for v in base[0]])
+        for f in self.families:
+            assert f.loss is not None
+            n = len(windows) - 1
+            out[f.name] = ArmSummary(f.name, every_window(f.loss), n, n, 0, self.fits[f.name], self.seconds[f.name],
+                                     list(range(2, len(windows) + 1)))
+        reference = out["every_window"].mean_metric
+        self.cost = retrain_cost(self.cfg, reference if reference is not None else float("nan"))
+        best: Schedule | None = None
+        for f in self.families:
+            assert f.loss is not None
+            sched = optimal_schedule(f.name, f.loss, self.cost, higher)
+            if best is None or sched.objective < best.objective:
+                best = sched
+        if best is not None:
+            self.hindsight_family = best.name
+            out["hindsight"] = ArmSummary("hindsight", best.metrics, best.retrains, best.retrains,
+                                          retrain_windows=best.retrain_windows)
+        return out

@@ -10,10 +10,16 @@ from pathlib import Path
 from typing import Any
 
 from mlops.core.names import slug
-from mlops.monitoring.backtest import ARMS, BacktestResult
+from mlops.monitoring.backtest import BacktestResult
 
-ARM_LABELS = {"policy": "policy", "never": "never retrain", "every_window": "retrain every window (all history)",
-              "every_window_train_on": "retrain every window (train_on)"}
+
+def arm_label(name: str) -> str:
+    """How the report names an arm."""
+    if name.startswith("every_window_last_"):
+        k = name.removeprefix("every_window_last_")
+        return f"retrain every window on the last {k} window(s)"
+    return {"policy": "policy", "never": "never retrain", "every_window": "retrain every window (all history)",
+            "hindsight": "hindsight-optimal keep/retrain schedule"}.get(name, name)
 TABLE_COLUMNS = ["window", "start", "end", "rows", "champion_version", "metric", "drift_share", "decision",
                  "retrained", "promoted", "seconds", "reasons"]
 
@@ -54,17 +60,24 @@ def to_markdown(result: BacktestResult, files: dict[str, str] | None = None) -> 
     m = result.metric
     better = "higher" if result.higher_is_better else "lower"
     share = s["recovered_share"]
+    best = s["best_fixed"]
     lines = [f"# Backtest: {len(result.windows)} windows of {result.every} after an initial {result.initial} "
              f"({result.initial_rows:,} rows)", "",
              f"Metric `{m}` on each window's labelled rows ({better} is better); policy `train_on: {result.train_on}`.",
-             "", "| run | mean " + m + " | retrains | promotions | failed retrains |", "| --- | --- | --- | --- | --- |"]
-    for name in ARMS:
-        a = result.arms[name]
-        same = f" (same as {ARM_LABELS[a.same_as]})" if a.same_as else ""
-        lines.append(f"| {ARM_LABELS[name]}{same} | {_num(a.mean_metric)} | {a.retrains} | {a.promotions} | "
-                     f"{a.failures} |")
-    lines += ["", "Recovered share (the policy's share of every-window retraining's gain over never retraining): "
-              + ("n/a (retraining every window gained nothing)" if share is None else f"**{share:.1%}**") + "."]
+             "", "| run | mean " + m + " | retrains | fits | training s | failed retrains |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    for name, a in result.arms.items():
+        mark = " (best fixed)" if name == best else ""
+        lines.append(f"| {arm_label(name)}{mark} | {_num(a.mean_metric)} | {a.retrains} | {a.fits} | "
+                     f"{a.training_seconds:.1f} | {a.failures} |")
+    cost = s["retrain_cost"]
+    lines += ["", f"Recovered share (the policy's share of the best fixed schedule's gain over never retraining; best "
+              f"fixed: {arm_label(best) if best else 'n/a'}): "
+              + ("n/a (retraining gained nothing)" if share is None else f"**{share:.1%}**")
+              + (f", regret {_num(s['regret'])} {m}" if s["regret"] is not None else "") + "."]
+    if cost is not None:
+        lines += [f"Hindsight-optimal schedule for a retrain cost of {_num(cost)} {m}: built from "
+                  f"{arm_label(s['hindsight_family'] or '')} models."]
     lines += ["", "| window | start | rows | champion | " + m + " | never | every window | drift share | decision "
               "| retrained | promoted | s | reasons |", "| --- " * 13 + "|"]
     for w in result.windows:
@@ -88,27 +101,28 @@ def plot_metric(result: BacktestResult, path: Path) -> Path:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import pandas as pd
 
-    x = [w.window for w in result.windows]
+    x = [pd.Timestamp(w.start) for w in result.windows]
     fig, ax = plt.subplots(figsize=(9, 4.5))
-    styles = {"never": ("tab:gray", "--"), "every_window": ("tab:green", ":"),
-              "every_window_train_on": ("tab:olive", "-."), "policy": ("tab:blue", "-")}
-    for name in ("never", "every_window", "every_window_train_on", "policy"):
+    best = result.best_fixed
+    styles = {"never": ("tab:gray", "--"), "every_window": ("tab:green", ":"), "hindsight": ("tab:orange", "-."),
+              "policy": ("tab:blue", "-")}
+    if best and best != "every_window":
+        styles[best] = ("tab:olive", ":")
+    for name in [n for n in styles if n in result.arms]:
         arm = result.arms[name]
-        if arm.same_as or len(arm.metrics) != len(x):
+        if len(arm.metrics) != len(x):
             continue
         color, dash = styles[name]
         ys = [math.nan if v is None else v for v in arm.metrics]
-        ax.plot(x, ys, dash, color=color, marker="o", markersize=3, label=f"{ARM_LABELS[name]} "
+        ax.plot(x, ys, dash, color=color, marker="o", markersize=3, label=f"{arm_label(name)} "
                 f"(mean {_num(arm.mean_metric, 3)})")
-    promoted = [w.window for w in result.windows if w.promoted]
-    if promoted:
-        for i, wx in enumerate(promoted):
-            ax.axvline(wx + 0.5, color="tab:blue", alpha=0.25, label="policy promoted a retrain" if i == 0 else None)
-    from matplotlib.ticker import MaxNLocator
-
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_xlabel("window")
+    promoted = [pd.Timestamp(w.end) for w in result.windows if w.promoted]
+    for i, wx in enumerate(promoted):
+        ax.axvline(wx, color="tab:blue", alpha=0.25, label="policy promoted a retrain" if i == 0 else None)
+    fig.autofmt_xdate()
+    ax.set_xlabel("window start")
     ax.set_ylabel(result.metric)
     ax.set_title(f"Backtest: {result.metric} per window ({'higher' if result.higher_is_better else 'lower'} is better)")
     ax.legend(fontsize=8)
@@ -140,7 +154,8 @@ def mlflow_metrics(result: BacktestResult) -> dict[str, float]:
     """Summary figures for the MLflow run (None and non-finite values left out)."""
     s = result.summary()
     raw: dict[str, Any] = {"mean_metric": s["mean_metric"], "retrains": s["retrains"], "promotions": s["promotions"],
-                           "recovered_share": s["recovered_share"], "windows": s["windows"], "seconds": s["seconds"]}
+                           "recovered_share": s["recovered_share"], "regret": s["regret"], "fits": s["fits"],
+                           "training_seconds": s["training_seconds"], "windows": s["windows"], "seconds": s["seconds"]}
     for name, b in s["baselines"].items():
         raw |= {f"{name}_mean_metric": b["mean_metric"], f"{name}_retrains": b["retrains"]}
     return {k: float(v) for k, v in raw.items() if v is not None and math.isfinite(float(v))}
@@ -149,8 +164,7 @@ def mlflow_metrics(result: BacktestResult) -> dict[str, float]:
 def mlflow_window_metrics(result: BacktestResult) -> dict[str, list[float]]:
     """Per-window series (step = window number) for MLflow's charts."""
     out: dict[str, list[float]] = {}
-    for name in ARMS:
-        arm = result.arms[name]
+    for name, arm in result.arms.items():
         out[f"window_metric_{name}"] = [math.nan if v is None else float(v) for v in arm.metrics]
     out["window_drift_share"] = [math.nan if w.drift_share is None else float(w.drift_share) for w in result.windows]
     return out

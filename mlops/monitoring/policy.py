@@ -5,8 +5,12 @@ config, and returns a decision with its reasons plus the new state. The rules:
 
 - An empty window gives no decision; a data-quality failure (missing column, type change) gives
   no drift verdict and no retrain. Neither extends nor breaks a streak of drifted windows.
-- A window drifts when its drift share >= `drift_share_threshold`; `consecutive_windows` drifted
-  windows in a row, or degraded live quality, call for a retrain.
+- A labelled window where a fresh model (fitted without it) beats the champion by more than
+  `retrain_cost`, significantly, calls for a retrain: it pays (mlops.monitoring.payoff). Where that
+  comparison was made it decides alone: a champion that decayed while a fresh model does no better is
+  kept (a retrain would not help), and drift is then only noted.
+- Otherwise a window drifts when its drift share >= `drift_share_threshold`; `consecutive_windows`
+  drifted windows in a row, or degraded live quality, call for a retrain.
 - A retrain is blocked while a training run is in flight (a lock that expires after
   `training_lock_minutes`), within `cooldown_minutes` of the last retrain, and while fewer than
   `min_rows` new rows have been monitored since the last retrain (rows accumulate over windows).
@@ -77,6 +81,8 @@ class WindowSummary:
     quality_failed: bool = False
     model_version: str | None = None  # the champion that scored the window
     live_metric: float | None = None  # its primary metric on the window's labelled rows
+    retrain_pays: bool | None = None  # a fresh model beat the champion here by more than retrain_cost (payoff)
+    payoff_reason: str = ""
 
 
 @dataclass
@@ -247,7 +253,7 @@ def decide(
         decision = Decision(False, [*notes, f"data-quality failure ({why}): no drift verdict, no retrain"],
                             "no_decision", now, consecutive_drifted=new.consecutive_drifted, new_rows=new.new_rows)
         return decision, _record(new, decision, window, cfg)
-    if window.drift_share is None and not window.quality_degraded:
+    if window.drift_share is None and not window.quality_degraded and window.retrain_pays is None:
         decision = Decision(False, [*notes, "the window has no drift share, so no decision"], "no_decision", now,
                             consecutive_drifted=new.consecutive_drifted, new_rows=new.new_rows)
         return decision, _record(new, decision, window, cfg)
@@ -262,13 +268,23 @@ def decide(
         notes.append(f"drift share {window.drift_share:.3f} {relation} {cfg.drift_share_threshold:.3f}: "
                      f"{new.consecutive_drifted} of {cfg.consecutive_windows} consecutive drifted window(s)")
         judged = window.live_metric is not None and window.live_metric == window.live_metric
-        if new.consecutive_drifted >= cfg.consecutive_windows and judged and cfg.drift_trigger == "without_labels":
+        if new.consecutive_drifted >= cfg.consecutive_windows and window.retrain_pays is not None:
+            notes.append("drift is not a trigger here: a fresh model scored on the window's labels tells directly "
+                         "whether a retrain pays")
+        elif new.consecutive_drifted >= cfg.consecutive_windows and judged and cfg.drift_trigger == "without_labels":
             notes.append("drift is not a trigger here: the window's labels judged the champion directly "
                          "(drift_trigger: without_labels)")
         elif new.consecutive_drifted >= cfg.consecutive_windows:
             triggers.append(f"drift share >= {cfg.drift_share_threshold:.3f} for {new.consecutive_drifted} "
                             f"consecutive window(s) (needs {cfg.consecutive_windows})")
-    if window.quality_degraded:
+    if window.retrain_pays:
+        triggers.append(window.payoff_reason)
+    elif window.retrain_pays is False:
+        notes.append(window.payoff_reason)
+        if window.quality_degraded:
+            notes.append(f"live quality degraded ({window.quality_reason or 'no reason given'}), but a retrain would "
+                         "not fix it: a fresh model does no better")
+    elif window.quality_degraded:
         triggers.append(f"live quality degraded ({window.quality_reason or 'no reason given'})")
 
     blocks: list[str] = []

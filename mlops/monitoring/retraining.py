@@ -101,7 +101,8 @@ def build_training_frame(train_on: str, original: pd.DataFrame | None, new: pd.D
     """The rows a retrain trains on, and a sentence saying which.
 
     `new`: the labelled rows monitored since the last retrain; `window`: the labelled rows of the
-    window that asked; `original_plus_new`: the champion's training data plus `new`. Repeated rows
+    window that asked; `original_plus_new`: the champion's training data plus `new` (`auto` too: all known
+    history, of which training then chooses its window, mlops.training.window). Repeated rows
     keep their latest copy: the same id, or without an id column the same inputs and target (a
     re-sent row). `recent`: as `original_plus_new`, then only the newest `recent_rows` rows and/or
     the rows of the last `recent_days` days (by the timestamp column) before the newest one, a
@@ -115,7 +116,7 @@ def build_training_frame(train_on: str, original: pd.DataFrame | None, new: pd.D
         parts, what = [window], f"the {len(window)} labelled rows of this window"
     elif train_on == "new":
         parts, what = [new], f"the {len(new)} labelled rows monitored since the last retrain"
-    elif train_on in {"original_plus_new", "recent"}:
+    elif train_on in {"auto", "original_plus_new", "recent"}:
         if original is None or not len(original):
             parts, what = [new], f"the {len(new)} new labelled rows (the original training data could not be loaded)"
         else:

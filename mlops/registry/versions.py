@@ -33,6 +33,7 @@ import pandas as pd
 
 from mlops.core.contract import DataContract
 from mlops.core.errors import RegistryError
+from mlops.core.rowkeys import HASHES_ARTIFACT, RowHashSet
 from mlops.registry.history import ALIAS_MOVE_PREFIX, migrate_model_level, move_key, read_history, write_move
 from mlops.registry.history import delete_move as _delete_move
 
@@ -435,6 +436,17 @@ def _download(run_id: str, path: str) -> Path | None:
     try:
         return Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=path))
     except (MlflowException, OSError):
+        return None
+
+
+def training_row_hashes(run_id: str) -> RowHashSet | None:
+    """The hashes of the rows a version trained on (None for versions that keep none, or an unreadable file)."""
+    path = _download(run_id, HASHES_ARTIFACT)
+    if path is None:
+        return None
+    try:
+        return RowHashSet.load(path)
+    except (OSError, ValueError, KeyError):
         return None
 
 

@@ -26,6 +26,11 @@ class Predictions:
     classes: list[Any] | None
     positive: Any = None
 
+    def subset(self, mask: np.ndarray) -> Predictions:
+        """The predictions for the rows `mask` selects."""
+        return Predictions(self.y_pred[mask], None if self.proba is None else self.proba[mask], self.classes,
+                           self.positive)
+
     @property
     def positive_index(self) -> int:
         """Column of `proba` holding the positive class (binary classification)."""

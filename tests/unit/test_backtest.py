@@ -14,14 +14,11 @@ from typer.testing import CliRunner
 from mlops.core.config import parse_config
 from mlops.core.data import generate_churn
 from mlops.core.errors import ConfigError, DataError
-from mlops.monitoring.backtest import (
-    BacktestResult,
-    parse_period,
-    plan_backtest,
-    recovered_share,
-    run_backtest,
-)
+from mlops.core.periods import parse_period
+from mlops.monitoring.backtest import BacktestResult, run_backtest
+from mlops.monitoring.backtest_plan import plan_backtest
 from mlops.monitoring.backtest_report import table_rows, to_markdown, write_files
+from mlops.monitoring.yardstick import recovered_share
 
 SHIFT_AT = pd.Timestamp("2025-05-01")
 
@@ -47,7 +44,7 @@ def backtest_config(**policy: Any) -> dict[str, Any]:
         "gate": {"bootstrap_samples": 200, "noninferiority_margin": 0.01},
         "registry": {"model_name": "churn-backtest", "reference_rows": 500},
         "monitoring": {"sample_size": 2000, "policy": {"consecutive_windows": 1, "min_rows": 300, "drift_share_threshold": 0.45,
-                                                              "drift_trigger": "always", **policy}},
+                                                              "drift_trigger": "always", "retrain_cost": 0.02, **policy}},
     }
 
 
@@ -109,8 +106,12 @@ def test_summary_and_recovered_share(replay: BacktestResult) -> None:
     assert s["baselines"]["every_window"]["mean_metric"] > s["baselines"]["never"]["mean_metric"]
     assert s["mean_metric"] > s["baselines"]["never"]["mean_metric"]
     assert 0.0 < s["recovered_share"] <= 1.0
-    # train_on is original_plus_new: the train_on baseline is the all-history one
-    assert s["baselines"]["every_window_train_on"]["same_as"] == "every_window"
+    # the yardstick: fixed schedules on shorter windows, the best of them named, the hindsight schedule
+    assert {"every_window_last_1", "every_window_last_2", "hindsight"} <= set(s["baselines"])
+    assert s["best_fixed"] in {n for n in s["baselines"] if n.startswith("every_window")}
+    best = s["baselines"][s["best_fixed"]]["mean_metric"]
+    assert all(b["mean_metric"] <= best for n, b in s["baselines"].items() if n.startswith("every_window"))
+    assert s["fits"] > 0 and s["training_seconds"] > 0
     row = out["windows"][0]
     assert set(row) >= {"window", "rows", "champion_version", "metric", "drift_share", "decision", "reasons",
                         "retrained", "promoted", "seconds"}

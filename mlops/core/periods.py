@@ -1,0 +1,44 @@
+"""Periods of data time: `3M`, `2W`, `14D`, `12H`, `30min` as calendar offsets, and the monitoring cadence.
+
+The backtest cuts a history into windows of a period; `train_on: auto` counts candidate training windows
+in periods (the monitoring cadence: how often labelled windows arrive).
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+
+import pandas as pd
+
+from mlops.core.errors import ConfigError
+
+PERIOD = re.compile(r"^\s*(\d+)\s*(min|[hHdDwWmMyY])\s*$")
+UNITS = {"min": "minutes", "h": "hours", "d": "days", "w": "weeks", "m": "months", "y": "years"}
+
+
+def parse_period(text: str, what: str) -> pd.DateOffset:
+    """`3M`, `1M`, `2W`, `14D`, `12H`, `30min`, `1Y` as a calendar offset; anything else is one sentence."""
+    m = PERIOD.match(str(text))
+    if not m or int(m.group(1)) < 1:
+        raise ConfigError(f"{what} '{text}' is not a period; write a positive number and a unit, e.g. 3M (months), "
+                          "2W, 14D, 12H or 30min")
+    n, unit = int(m.group(1)), m.group(2)
+    return pd.DateOffset(**{UNITS[unit if unit == "min" else unit.lower()]: n})
+
+
+def cron_period(expr: str) -> str:
+    """The cadence of a cron schedule as a period text: monthly runs give `1M`, weekly `1W`, hourly `1H`."""
+    from cronsim import CronSim
+
+    it = CronSim(expr, datetime(2025, 1, 1))
+    first = next(it)
+    gap = pd.Timedelta(next(it) - first)
+    days = gap / pd.Timedelta(days=1)
+    if days >= 27:
+        return f"{max(1, round(days / 30.44))}M"
+    if days >= 7:
+        return f"{max(1, round(days / 7))}W"
+    if days >= 1:
+        return f"{round(days)}D"
+    return f"{max(1, round(gap / pd.Timedelta(hours=1)))}H"

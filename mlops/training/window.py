@@ -1,0 +1,216 @@
+"""The training window, chosen by evidence: all history, or only the last k periods of it.
+
+On growing data old rows teach a level that is gone (the last few months win); on stationary data
+every row helps (all history wins). No fixed choice is right for both, so `train_on: auto` lets the
+data decide: the newest period of the training rows is held back, each candidate window ending before
+it is fitted with the tuned configuration, and the one with the best primary metric on those held-back
+rows (none of the candidates trained on them) is the window the challenger trains on, counted back
+from the newest row. Ties go to the longer window.
+
+Candidates: all history, and the last 1, 2, 4, 8 ... periods while shorter than the history (at most
+`MAX_SHORT_WINDOWS` of them); the period is the monitoring cadence (the backtest's window length). The
+short windows hold few rows, so the choice costs about one more fit of all history. Pure: no Prefect,
+no MLflow; the training flow (tasks/tuning.py) and the backtest both call `choose_window`.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import pandas as pd
+
+from mlops.core.config import METRIC_DIRECTION, PipelineConfig
+from mlops.core.periods import cron_period, parse_period
+from mlops.training.evaluation import metric_value, predict
+
+MAX_SHORT_WINDOWS = 4
+MIN_WINDOW_ROWS = 100  # a candidate with fewer rows is too small to fit soundly
+MIN_CHECK_ROWS = 30  # held-back rows the candidates are compared on
+ALL_HISTORY = "all history"
+
+
+@dataclass
+class WindowCandidate:
+    """One candidate window: its name, how many periods (None: all history), rows, and its held-back score."""
+
+    name: str
+    periods: int | None
+    rows: int
+    score: float | None = None
+    note: str = ""
+
+
+@dataclass
+class WindowChoice:
+    """The chosen window (`periods` None: all history) with every candidate's score and what choosing cost."""
+
+    chosen: str
+    periods: int | None
+    period: str
+    metric: str
+    check_rows: int
+    candidates: list[WindowCandidate] = field(default_factory=list)
+    fits: int = 0
+    seconds: float = 0.0
+    reason: str = ""
+
+    @property
+    def is_all(self) -> bool:
+        return self.periods is None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def summary(self) -> str:
+        """One line: the window, and each candidate's score on the held-back rows."""
+        scores = ", ".join(f"{c.name} {c.score:.4g}" if c.score is not None else f"{c.name} ({c.note})"
+                           for c in self.candidates)
+        return f"{self.chosen}: {self.reason}" + (f" ({self.metric} on {self.check_rows:,} held-back rows: {scores})"
+                                                   if self.candidates else "")
+
+    def to_markdown(self) -> str:
+        rows = "\n".join(f"| {c.name}{' (chosen)' if c.name == self.chosen else ''} | {c.rows:,} | "
+                         f"{'' if c.score is None else f'{c.score:.4f}'} | {c.note} |" for c in self.candidates)
+        return (f"Training window: **{self.chosen}** ({self.reason})\n\n| candidate | rows | {self.metric} on "
+                f"{self.check_rows:,} held-back rows | note |\n| --- | --- | --- | --- |\n{rows}\n")
+
+    def rows(self, frame: pd.DataFrame, timestamp_column: str | None, period: pd.DateOffset | None) -> pd.DataFrame:
+        """The rows of `frame` inside the chosen window, counted back from its newest row (all: no window)."""
+        if self.periods is None or not len(frame) or not timestamp_column or period is None:
+            return frame
+        times = pd.to_datetime(frame[timestamp_column])
+        start = times.max() - self.periods * period
+        return frame.loc[(times > start).to_numpy()].reset_index(drop=True)
+
+
+def all_history(reason: str, metric: str, period: str = "") -> WindowChoice:
+    """The choice when there is nothing to choose: every training row."""
+    return WindowChoice(ALL_HISTORY, None, period, metric, 0, reason=reason)
+
+
+def window_period(cfg: PipelineConfig, given: str | None = None) -> tuple[pd.DateOffset, str]:
+    """The period candidate windows are counted in: `given` (the backtest's window), the policy's
+    `window_period`, else the monitoring cadence (`schedule_cron`)."""
+    text = given or cfg.monitoring.policy.window_period or cron_period(cfg.monitoring.schedule_cron)
+    return parse_period(text, "window_period"), text
+
+
+def chooses_window(cfg: PipelineConfig) -> bool:
+    """Whether training chooses its window: `train_on: auto` with a timestamp column."""
+    return cfg.monitoring.policy.train_on == "auto" and bool(cfg.timestamp_column)
+
+
+@dataclass
+class Windowed:
+    """The challenger fitted on its chosen window, and the choice (with the period, to refit the same way)."""
+
+    model: Any
+    choice: WindowChoice
+    period: pd.DateOffset | None = None
+
+
+def train_in_window(model: Any, train: pd.DataFrame, cfg: PipelineConfig, period_text: str | None = None) -> Windowed:
+    """With `train_on: auto`, choose the window (`choose_window`) and fit the tuned `model`'s configuration on it;
+    otherwise (or when all history wins) `model` as tuned on every training row."""
+    if not chooses_window(cfg):
+        why = "train_on is not auto" if cfg.timestamp_column else "no timestamp column, so no time window to choose"
+        return Windowed(model, all_history(why, cfg.primary_metric))
+    period, text = window_period(cfg, period_text)
+    period, text = _widened(pd.to_datetime(train[cfg.timestamp_column]), period, text)
+    choice = choose_window(model, train, cfg, period, text)
+    if choice.is_all:
+        return Windowed(model, choice, period)
+    return Windowed(fit_in_window(model, train, cfg.target, choice, cfg.timestamp_column, period), choice, period)
+
+
+def _widened(times: pd.Series, period: pd.DateOffset, text: str) -> tuple[pd.DateOffset, str]:
+    """The period doubled until its newest stretch holds `MIN_CHECK_ROWS` rows (an hourly cadence on sparse
+    rows, say), while four of it still fit in the history."""
+    newest, oldest = times.max(), times.min()
+    mult = 1
+    while (int((times > newest - mult * period).sum()) < MIN_CHECK_ROWS
+           and newest - 4 * (2 * mult) * period > oldest):
+        mult *= 2
+    if mult == 1:
+        return period, text
+    return pd.DateOffset(**{k: v * mult for k, v in period.kwds.items()}), f"{mult} x {text}"
+
+
+def choose_window(model: Any, train: pd.DataFrame, cfg: PipelineConfig, period: pd.DateOffset,
+                  period_text: str) -> WindowChoice:
+    """Fit `model`'s configuration on each candidate window before the newest period, keep the best on it."""
+    from sklearn.base import clone
+
+    started = time.perf_counter()
+    ts, metric = cfg.timestamp_column, cfg.primary_metric
+    if not ts or ts not in train.columns:
+        return all_history("no timestamp column, so no time window to choose", metric, period_text)
+    times = pd.to_datetime(train[ts])
+    newest, oldest = times.max(), times.min()
+    check_start = newest - period
+    check = train.loc[(times > check_start).to_numpy()]
+    before = train.loc[(times <= check_start).to_numpy()]
+    before_times = times.loc[times <= check_start]
+    if len(check) < MIN_CHECK_ROWS or len(before) < MIN_WINDOW_ROWS:
+        return all_history(f"too little history to compare windows ({len(before):,} rows before the newest "
+                           f"{period_text} and {len(check):,} in it; needs {MIN_WINDOW_ROWS} and {MIN_CHECK_ROWS})",
+                           metric, period_text)
+    candidates = [WindowCandidate(ALL_HISTORY, None, len(before))]
+    k = 1
+    while len(candidates) <= MAX_SHORT_WINDOWS and check_start - k * period > oldest:
+        rows = int((before_times > check_start - k * period).sum())
+        name = f"last {k} x {period_text}"
+        note = "" if rows >= MIN_WINDOW_ROWS else f"too small to fit: {rows} rows < {MIN_WINDOW_ROWS}"
+        candidates.append(WindowCandidate(name, k, rows, note=note))
+        k *= 2
+    if len(candidates) == 1:
+        return all_history(f"the history spans less than two {period_text} periods before the newest one",
+                           metric, period_text)
+    y_check = check[cfg.target].to_numpy()
+    X_check = check.drop(columns=[cfg.target])
+    fits = 0
+    for c in candidates:
+        if c.note:
+            continue
+        part = before if c.periods is None else before.loc[(before_times > check_start - c.periods * period).to_numpy()]
+        try:
+            fitted = clone(model).fit(part.drop(columns=[cfg.target]), part[cfg.target])
+            fits += 1
+            c.score = metric_value(metric, y_check, predict(fitted, X_check, cfg.task, cfg.positive_class))
+        except ValueError as exc:  # one class only in a short window, say: that window cannot be judged
+            c.note = f"could not be fitted or scored: {str(exc).splitlines()[0][:120]}"
+    scored = [c for c in candidates if c.score is not None and math.isfinite(c.score)]
+    if not scored:
+        return WindowChoice(ALL_HISTORY, None, period_text, metric, len(check), candidates, fits,
+                            time.perf_counter() - started, "no candidate could be scored")
+    sign = -1.0 if METRIC_DIRECTION[metric] else 1.0  # lower is better after the sign
+    best = min(scored, key=lambda c: (sign * c.score, -(c.rows)))  # ties: the longer window
+    base = candidates[0].score
+    if best.periods is None:
+        reason = "all history scored best on the newest rows"
+    elif base is None or not math.isfinite(base):
+        reason = f"best of the windows that could be scored on the newest {period_text}"
+    else:
+        gain = sign * (base - best.score)
+        reason = f"beats all history by {gain:.4g} {metric} on the newest {period_text}"
+    return WindowChoice(best.name, best.periods, period_text, metric, len(check), candidates, fits,
+                        time.perf_counter() - started, reason)
+
+
+def refit_in_window(windowed: Windowed, train: pd.DataFrame, test: pd.DataFrame, cfg: PipelineConfig) -> Any:
+    """The gated configuration fitted again on train + holdout, inside the same window length."""
+    rows = pd.concat([train, test], ignore_index=True)
+    return fit_in_window(windowed.model, rows, cfg.target, windowed.choice, cfg.timestamp_column, windowed.period)
+
+
+def fit_in_window(model: Any, frame: pd.DataFrame, target: str, choice: WindowChoice, timestamp_column: str | None,
+                  period: pd.DateOffset | None) -> Any:
+    """A fresh copy of `model`'s configuration fitted on the chosen window of `frame` (all of it: as given)."""
+    from sklearn.base import clone
+
+    part = choice.rows(frame, timestamp_column, period)
+    return clone(model).fit(part.drop(columns=[target]), part[target])
+
