@@ -340,9 +340,10 @@ class RetrainPolicyConfig(_Strict):
         "default: the monitoring cadence (schedule_cron), widened until the newest period holds enough rows"
     )
     retrain_cost: float | None = Field(
-        None, ge=0.0, description="the gain per window, in the primary metric's units, a retrain must promise "
-        "before a labelled window asks for one (a fresh model fitted without the window is scored on it beside "
-        "the champion); default: 2% of the champion's error for rmse, mae and log_loss, 0.005 for bounded scores"
+        None, ge=0.0, description="what a retrain costs, in the primary metric's units: a retrain is asked for once "
+        "keeping the champion has cost more (on each labelled window a fresh model fitted without the window's "
+        "newer half is scored on it beside the champion; its gains add up since the last retrain); default: 20% "
+        "of the champion's error for rmse, mae and log_loss, 0.02 for bounded scores"
     )
     recent_rows: int | None = Field(
         None, ge=100, description="train_on: recent keeps at most this many of the newest rows"

@@ -407,7 +407,8 @@ def _replay(cfg: PipelineConfig, plan: BacktestPlan, say: Log, baselines: bool) 
         if payoff is not None:
             arm.fits += 1
             arm.training_seconds += payoff.seconds
-            summary.retrain_pays, summary.payoff_reason = payoff.pays, payoff.sentence(cfg.primary_metric)
+            summary.payoff_gain, summary.payoff_ci_low = payoff.gain, payoff.ci_low
+            summary.payoff_cost, summary.payoff_reason = payoff.cost, payoff.sentence(cfg.primary_metric)
         decision, state = decide(state, summary, policy_cfg, now)
         retrained = promoted = False
         detail = ""

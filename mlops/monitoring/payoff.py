@@ -22,8 +22,8 @@ from mlops.core.config import METRIC_DIRECTION, PipelineConfig
 from mlops.training.evaluation import metric_value, paired_bootstrap, predict
 
 MIN_FRESH_ROWS = 100  # a fresh model needs this many labelled rows of history
-RELATIVE_COST = 0.02  # default retrain cost for errors: 2% of the champion's error on the window
-BOUNDED_COST = 0.005  # default retrain cost for bounded scores (roc_auc, accuracy, f1, r2), in points
+RELATIVE_COST = 0.2  # default retrain cost for errors: 20% of the champion's error on the window
+BOUNDED_COST = 0.02  # default retrain cost for bounded scores (roc_auc, accuracy, f1, r2), in points
 
 
 @dataclass
@@ -40,17 +40,10 @@ class FreshGain:
     history_rows: int
     seconds: float
 
-    @property
-    def pays(self) -> bool:
-        """The gain beats the cost and is not noise (its lower bound is above zero)."""
-        return self.gain > self.cost and self.ci_low > 0
-
     def sentence(self, metric: str) -> str:
-        verb = "pays" if self.pays else "does not pay"
-        return (f"a retrain {verb}: a model fitted on {self.history_rows:,} labelled rows up to this window's "
+        return (f"a fresh model fitted on {self.history_rows:,} labelled rows up to this window's "
                 f"newest {self.rows:,} scores {metric} {self.fresh:.4g} on those rows against the champion's "
-                f"{self.champion:.4g} (gain {self.gain:+.4g}, lower bound {self.ci_low:+.4g}; retrain_cost "
-                f"{self.cost:.4g})")
+                f"{self.champion:.4g} (gain {self.gain:+.4g}, lower bound {self.ci_low:+.4g})")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

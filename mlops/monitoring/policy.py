@@ -5,9 +5,11 @@ config, and returns a decision with its reasons plus the new state. The rules:
 
 - An empty window gives no decision; a data-quality failure (missing column, type change) gives
   no drift verdict and no retrain. Neither extends nor breaks a streak of drifted windows.
-- A labelled window where a fresh model (fitted without it) beats the champion by more than
-  `retrain_cost`, significantly, calls for a retrain: it pays (mlops.monitoring.payoff). Where that
-  comparison was made it decides alone: a champion that decayed while a fresh model does no better is
+- On a labelled window a fresh model (fitted without the window's newer half) is scored beside the
+  champion (mlops.monitoring.payoff); its gains add up, never below zero, into the champion's
+  staleness since the last retrain (a CUSUM). A retrain pays when the staleness exceeds
+  `retrain_cost` and this window's gain is significant: a steady small gain retrains every few
+  windows, a sudden large one at once. Where that comparison was made it decides alone: a champion that decayed while a fresh model does no better is
   kept (a retrain would not help), and drift is then only noted.
 - Otherwise a window drifts when its drift share >= `drift_share_threshold`; `consecutive_windows`
   drifted windows in a row, or degraded live quality, call for a retrain.
@@ -81,7 +83,9 @@ class WindowSummary:
     quality_failed: bool = False
     model_version: str | None = None  # the champion that scored the window
     live_metric: float | None = None  # its primary metric on the window's labelled rows
-    retrain_pays: bool | None = None  # a fresh model beat the champion here by more than retrain_cost (payoff)
+    payoff_gain: float | None = None  # how much better a fresh model did on the window (mlops.monitoring.payoff)
+    payoff_ci_low: float | None = None  # its lower confidence bound
+    payoff_cost: float | None = None  # the retrain cost it is weighed against
     payoff_reason: str = ""
 
 
@@ -119,6 +123,7 @@ class PolicyState:
 
     consecutive_drifted: int = 0
     new_rows: int = 0
+    staleness: float = 0.0  # what keeping the champion has cost since the last retrain (summed fresh-model gains)
     last_retrain_at: datetime | None = None
     last_training_start_at: datetime | None = None
     in_flight: TrainingLock | None = None
@@ -129,6 +134,7 @@ class PolicyState:
         return {
             "consecutive_drifted": self.consecutive_drifted,
             "new_rows": self.new_rows,
+            "staleness": self.staleness,
             "last_retrain_at": _iso(self.last_retrain_at),
             "last_training_start_at": _iso(self.last_training_start_at),
             "in_flight": None if self.in_flight is None else self.in_flight.to_dict(),
@@ -145,6 +151,7 @@ class PolicyState:
         return cls(
             consecutive_drifted=int(raw.get("consecutive_drifted", 0)),
             new_rows=int(raw.get("new_rows", 0)),
+            staleness=float(raw.get("staleness", 0.0)),
             last_retrain_at=_parse(raw.get("last_retrain_at")),
             last_training_start_at=_parse(raw.get("last_training_start_at")),
             in_flight=None if lock is None else TrainingLock.from_dict(lock),
@@ -234,6 +241,18 @@ def _note_live_metric(state: PolicyState, window: WindowSummary, windows: int) -
         del state.live_baselines[old]
 
 
+def _weigh_payoff(state: PolicyState, window: WindowSummary) -> str:
+    """Add the window's fresh-model gain to the champion's staleness (a CUSUM: never below zero); a retrain pays
+    when the staleness exceeds the retrain cost and this window's gain is not noise. Returns the trigger or ''."""
+    if window.payoff_gain is None or window.payoff_cost is None:
+        return ""
+    state.staleness = max(0.0, state.staleness + window.payoff_gain)
+    if state.staleness > window.payoff_cost and (window.payoff_ci_low or 0.0) > 0:
+        return (f"{window.payoff_reason}; the champion's staleness {state.staleness:.4g} (fresh models' gains summed "
+                f"since the last retrain) exceeds retrain_cost {window.payoff_cost:.4g}: a retrain pays")
+    return ""
+
+
 def decide(
     state: PolicyState, window: WindowSummary, cfg: RetrainPolicyConfig, now: datetime
 ) -> tuple[Decision, PolicyState]:
@@ -253,7 +272,7 @@ def decide(
         decision = Decision(False, [*notes, f"data-quality failure ({why}): no drift verdict, no retrain"],
                             "no_decision", now, consecutive_drifted=new.consecutive_drifted, new_rows=new.new_rows)
         return decision, _record(new, decision, window, cfg)
-    if window.drift_share is None and not window.quality_degraded and window.retrain_pays is None:
+    if window.drift_share is None and not window.quality_degraded and window.payoff_gain is None:
         decision = Decision(False, [*notes, "the window has no drift share, so no decision"], "no_decision", now,
                             consecutive_drifted=new.consecutive_drifted, new_rows=new.new_rows)
         return decision, _record(new, decision, window, cfg)
@@ -268,7 +287,7 @@ def decide(
         notes.append(f"drift share {window.drift_share:.3f} {relation} {cfg.drift_share_threshold:.3f}: "
                      f"{new.consecutive_drifted} of {cfg.consecutive_windows} consecutive drifted window(s)")
         judged = window.live_metric is not None and window.live_metric == window.live_metric
-        if new.consecutive_drifted >= cfg.consecutive_windows and window.retrain_pays is not None:
+        if new.consecutive_drifted >= cfg.consecutive_windows and window.payoff_gain is not None:
             notes.append("drift is not a trigger here: a fresh model scored on the window's labels tells directly "
                          "whether a retrain pays")
         elif new.consecutive_drifted >= cfg.consecutive_windows and judged and cfg.drift_trigger == "without_labels":
@@ -277,10 +296,13 @@ def decide(
         elif new.consecutive_drifted >= cfg.consecutive_windows:
             triggers.append(f"drift share >= {cfg.drift_share_threshold:.3f} for {new.consecutive_drifted} "
                             f"consecutive window(s) (needs {cfg.consecutive_windows})")
-    if window.retrain_pays:
-        triggers.append(window.payoff_reason)
-    elif window.retrain_pays is False:
-        notes.append(window.payoff_reason)
+    pays = _weigh_payoff(new, window)
+    if pays:
+        triggers.append(pays)
+    elif window.payoff_gain is not None:
+        notes.append(f"{window.payoff_reason}; kept: the champion's staleness {new.staleness:.4g} (fresh models' gains "
+                     f"summed since the last retrain) does not exceed retrain_cost {window.payoff_cost or 0:.4g}"
+                     + ("" if (window.payoff_ci_low or 0) > 0 else ", and this window's gain is within noise"))
         if window.quality_degraded:
             notes.append(f"live quality degraded ({window.quality_reason or 'no reason given'}), but a retrain would "
                          "not fix it: a fresh model does no better")
@@ -312,6 +334,7 @@ def decide(
         new.last_retrain_at = now
         new.consecutive_drifted = 0
         new.new_rows = 0
+        new.staleness = 0.0
         new.in_flight = TrainingLock(now, now + timedelta(minutes=cfg.training_lock_minutes))
     return decision, _record(new, decision, window, cfg)
 
@@ -376,6 +399,7 @@ def finish_training(state: PolicyState, now: datetime, succeeded: bool, trained:
         new.last_retrain_at = _utc(now)
         new.consecutive_drifted = 0
         new.new_rows = 0
+        new.staleness = 0.0
     return new
 
 

@@ -5,7 +5,8 @@ every row helps (all history wins). No fixed choice is right for both, so `train
 data decide: the newest period of the training rows is held back, each candidate window ending before
 it is fitted with the tuned configuration, and the one with the best primary metric on those held-back
 rows (none of the candidates trained on them) is the window the challenger trains on, counted back
-from the newest row. Ties go to the longer window.
+from the newest row. A shorter window must beat all history clearly (a paired bootstrap's 90% lower
+bound above zero), so noise on a few hundred rows does not throw history away.
 
 Candidates: all history, and the last 1, 2, 4, 8 ... periods while shorter than the history (at most
 `MAX_SHORT_WINDOWS` of them); the period is the monitoring cadence (the backtest's window length). The
@@ -24,7 +25,7 @@ import pandas as pd
 
 from mlops.core.config import METRIC_DIRECTION, PipelineConfig
 from mlops.core.periods import cron_period, parse_period
-from mlops.training.evaluation import metric_value, predict
+from mlops.training.evaluation import Predictions, metric_value, paired_bootstrap, predict
 
 MAX_SHORT_WINDOWS = 4
 MIN_WINDOW_ROWS = 100  # a candidate with fewer rows is too small to fit soundly
@@ -172,6 +173,7 @@ def choose_window(model: Any, train: pd.DataFrame, cfg: PipelineConfig, period: 
     y_check = check[cfg.target].to_numpy()
     X_check = check.drop(columns=[cfg.target])
     fits = 0
+    preds: dict[str, Predictions] = {}
     for c in candidates:
         if c.note:
             continue
@@ -179,7 +181,8 @@ def choose_window(model: Any, train: pd.DataFrame, cfg: PipelineConfig, period: 
         try:
             fitted = clone(model).fit(part.drop(columns=[cfg.target]), part[cfg.target])
             fits += 1
-            c.score = metric_value(metric, y_check, predict(fitted, X_check, cfg.task, cfg.positive_class))
+            preds[c.name] = predict(fitted, X_check, cfg.task, cfg.positive_class)
+            c.score = metric_value(metric, y_check, preds[c.name])
         except ValueError as exc:  # one class only in a short window, say: that window cannot be judged
             c.note = f"could not be fitted or scored: {str(exc).splitlines()[0][:120]}"
     scored = [c for c in candidates if c.score is not None and math.isfinite(c.score)]
@@ -187,15 +190,22 @@ def choose_window(model: Any, train: pd.DataFrame, cfg: PipelineConfig, period: 
         return WindowChoice(ALL_HISTORY, None, period_text, metric, len(check), candidates, fits,
                             time.perf_counter() - started, "no candidate could be scored")
     sign = -1.0 if METRIC_DIRECTION[metric] else 1.0  # lower is better after the sign
-    best = min(scored, key=lambda c: (sign * c.score, -(c.rows)))  # ties: the longer window
-    base = candidates[0].score
-    if best.periods is None:
-        reason = "all history scored best on the newest rows"
-    elif base is None or not math.isfinite(base):
+    base = candidates[0]
+    if base.score is None or not math.isfinite(base.score):
+        best = min(scored, key=lambda c: (sign * c.score, -c.rows))
         reason = f"best of the windows that could be scored on the newest {period_text}"
     else:
-        gain = sign * (base - best.score)
-        reason = f"beats all history by {gain:.4g} {metric} on the newest {period_text}"
+        best, reason = base, "no shorter window is clearly better on the newest rows"
+        for c in sorted(scored, key=lambda c: (sign * c.score, -c.rows)):
+            if c is base or sign * c.score >= sign * base.score:
+                break
+            b = paired_bootstrap(metric, y_check, preds[c.name], preds[base.name], 200, 0.9, cfg.search.seed)
+            c.note = f"vs all history {b.delta:+.4g}, 90% lower bound {b.ci_low:+.4g}"
+            if b.ci_low > 0:
+                best = c
+                reason = f"beats all history by {b.delta:.4g} {metric} on the newest {period_text} (90% lower bound " \
+                         f"{b.ci_low:+.4g})"
+                break
     return WindowChoice(best.name, best.periods, period_text, metric, len(check), candidates, fits,
                         time.perf_counter() - started, reason)
 

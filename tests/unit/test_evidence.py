@@ -1,0 +1,162 @@
+"""The loop's judgment on evidence: the training window chosen on the newest rows, the hindsight-optimal
+keep/retrain schedule, the champion compared only on rows it never trained on, and retraining once staying
+costs more than a retrain (the staleness sum)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.ensemble import HistGradientBoostingRegressor
+from sklearn.linear_model import LinearRegression
+
+from mlops.core.config import RetrainPolicyConfig, parse_config
+from mlops.core.rowkeys import RowHashSet
+from mlops.monitoring.policy import PolicyState, WindowSummary, decide
+from mlops.monitoring.yardstick import every_window, optimal_schedule, recovered_share
+from mlops.training.assessment import evaluate, judge
+from mlops.training.window import ALL_HISTORY, train_in_window
+
+NOW = datetime(2025, 1, 1, tzinfo=UTC)
+
+
+def _series(kind: str, days: int = 360, seed: int = 0) -> pd.DataFrame:
+    """Daily-cycle data, 4 rows a day: `growth` moves the level 100% a year, `stationary` holds it."""
+    rng = np.random.default_rng(seed)
+    ts = pd.date_range("2024-01-01", periods=days * 4, freq="6h")
+    x = rng.normal(size=len(ts))
+    years = np.arange(len(ts)) / (365 * 4)
+    level = 100 * (1 + (1.0 if kind == "growth" else 0.0) * years)
+    y = level + 10 * x + rng.normal(0, 8 if kind == "stationary" else 2, len(ts))
+    return pd.DataFrame({"ts": ts, "x": x, "y": y})
+
+
+def _cfg(**policy: object):
+    return parse_config({"name": "t", "task": "regression", "source": {"kind": "file", "path": "x.csv"},
+                         "target": "y", "timestamp_column": "ts", "gate": {"primary_metric": "rmse"},
+                         "registry": {"model_name": "t"}, "models": [{"family": "linear_regression"}],
+                         "monitoring": {"policy": {"window_period": "1M", **policy}}})
+
+
+def _features(df: pd.DataFrame) -> pd.DataFrame:
+    return df.drop(columns=["ts"])
+
+
+class _DropTs:
+    """A model that ignores the timestamp column, as a feature pipeline would turn it into parts."""
+
+    def __init__(self, model: object) -> None:
+        self.model = model
+
+    def get_params(self, deep: bool = True) -> dict:
+        return {"model": self.model}
+
+    def set_params(self, **p: object) -> _DropTs:
+        self.model = p["model"]
+        return self
+
+    def fit(self, X: pd.DataFrame, y: pd.Series) -> _DropTs:
+        from sklearn.base import clone
+
+        self.fitted_ = clone(self.model).fit(_features(X), y)
+        return self
+
+    def predict(self, X: pd.DataFrame) -> np.ndarray:
+        return self.fitted_.predict(_features(X))
+
+
+def test_growth_chooses_a_recent_window_and_stationary_all_history() -> None:
+    model = _DropTs(LinearRegression())
+    grown = train_in_window(model, _series("growth"), _cfg())
+    assert grown.choice.chosen != ALL_HISTORY and grown.choice.periods is not None
+    assert len(grown.choice.candidates) >= 4 and grown.choice.fits == len(grown.choice.candidates)
+    still = train_in_window(model, _series("stationary"), _cfg())
+    assert still.choice.chosen == ALL_HISTORY, still.choice.summary()
+    assert "held-back rows" in still.choice.summary() and "| all history (chosen) |" in still.choice.to_markdown()
+
+
+def test_a_fixed_train_on_or_no_timestamp_trains_on_every_row() -> None:
+    model = _DropTs(LinearRegression())
+    fixed = train_in_window(model, _series("growth"), _cfg(train_on="original_plus_new"))
+    assert fixed.choice.chosen == ALL_HISTORY and fixed.model is model and "not auto" in fixed.choice.reason
+
+
+def test_a_candidate_window_too_small_to_fit_is_one_sentence() -> None:
+    df = _series("growth").iloc[::2].reset_index(drop=True)  # about 60 rows a month
+    chosen = train_in_window(_DropTs(LinearRegression()), df, _cfg()).choice
+    small = [c for c in chosen.candidates if c.periods == 1]
+    assert small[0].note.startswith("too small to fit: ") and small[0].score is None
+    assert chosen.chosen != small[0].name and chosen.fits == len(chosen.candidates) - 1
+
+
+def test_optimal_schedule_retrains_only_where_it_pays() -> None:
+    # model j trained after window j-1 serves from window j; model 2 is far better from window 2 on
+    loss = np.array([[10, 10, 30, 30, 30],
+                     [np.nan, 10, 30, 30, 30],
+                     [np.nan, np.nan, 10, 10, 10],
+                     [np.nan, np.nan, np.nan, 9.5, 9.5],
+                     [np.nan, np.nan, np.nan, np.nan, 9.5]])
+    s = optimal_schedule("f", loss, cost=5.0, higher_is_better=False)
+    assert s.retrain_windows == [3] and s.metrics == [10, 10, 10, 10, 10]
+    free = optimal_schedule("f", loss, cost=0.0, higher_is_better=False)
+    assert free.retrains >= 2 and free.mean_metric < s.mean_metric
+    assert every_window(loss) == [10, 10, 10, 9.5, 9.5]
+    assert recovered_share(12.0, 30.0, 10.0, False) == pytest.approx(0.9)
+
+
+def _regression_cfg():
+    return parse_config({"name": "t", "task": "regression", "source": {"kind": "file", "path": "x.csv"}, "target": "y",
+                         "gate": {"primary_metric": "rmse", "min_comparison_rows": 50, "bootstrap_samples": 200},
+                         "registry": {"model_name": "t"}, "models": [{"family": "linear_regression"}]})
+
+
+def test_the_champion_is_compared_only_on_rows_it_never_trained_on() -> None:
+    rng = np.random.default_rng(1)
+    df = pd.DataFrame({"x": rng.normal(size=600)})
+    df["y"] = 3 * df["x"] + rng.normal(0, 1, 600)
+    cfg = _regression_cfg()
+    test = df.iloc[400:].reset_index(drop=True)
+    overfit = HistGradientBoostingRegressor(max_leaf_nodes=200, min_samples_leaf=1, max_iter=300).fit(df[["x"]], df["y"])
+    challenger = LinearRegression().fit(df.iloc[:400][["x"]], df.iloc[:400]["y"])
+    ev = evaluate(challenger, test, cfg, None)
+    seen = RowHashSet.of(df, ["x"])  # the champion trained on every row, the holdout too
+    verdict = judge(ev, overfit, "1", test, cfg, champion_rows=seen)
+    rows = next(c for c in verdict.checks if c.name == "comparison rows")
+    assert not rows.passed and "only 0 of 200 holdout rows are new to champion v1" in rows.detail
+    assert not verdict.passed
+    part = RowHashSet.of(df.iloc[:500], ["x"])  # the newest 100 holdout rows are new to it
+    fair = judge(ev, overfit, "1", test, cfg, champion_rows=part)
+    rows = next(c for c in fair.checks if c.name == "comparison rows")
+    assert rows.passed and rows.detail.startswith("100 of 200 holdout rows")
+    assert any(c.name == "not worse than champion" for c in fair.checks)
+
+
+def _payoff(gain: float, low: float, cost: float = 10.0) -> WindowSummary:
+    return WindowSummary(rows=1000, drift_share=0.0, model_version="1", live_metric=50.0, payoff_gain=gain,
+                         payoff_ci_low=low, payoff_cost=cost, payoff_reason=f"fresh model gain {gain}")
+
+
+def test_small_steady_gains_add_up_to_a_retrain_and_noise_does_not() -> None:
+    cfg = RetrainPolicyConfig(min_rows=1, cooldown_minutes=0)
+    state = PolicyState()
+    verdicts = []
+    for i in range(3):
+        d, state = decide(state, _payoff(4.0, 1.0), cfg, NOW.replace(day=i + 1))
+        verdicts.append(d.retrain)
+    assert verdicts == [False, False, True] and state.staleness == 0.0
+    d, state = decide(PolicyState(), _payoff(30.0, 20.0), cfg, NOW)
+    assert d.retrain and "exceeds retrain_cost 10" in " ".join(d.reasons)
+    d, state = decide(PolicyState(staleness=20.0), _payoff(1.0, -3.0), cfg, NOW)
+    assert not d.retrain and "within noise" in " ".join(d.reasons)  # over the cost, but this window's gain is noise
+    d, _ = decide(PolicyState(staleness=8.0), _payoff(-20.0, -25.0), cfg, NOW)
+    assert not d.retrain
+
+
+def test_a_decayed_champion_is_kept_when_a_fresh_model_does_no_better() -> None:
+    cfg = RetrainPolicyConfig(min_rows=1, cooldown_minutes=0)
+    w = _payoff(-1.0, -4.0)
+    w.quality_degraded, w.quality_reason = True, "rmse 80 > 60"
+    d, _ = decide(PolicyState(), w, cfg, NOW)
+    assert not d.retrain and "a retrain would not fix it" in " ".join(d.reasons)
