@@ -44,7 +44,7 @@ def backtest_config(**policy: Any) -> dict[str, Any]:
         "gate": {"bootstrap_samples": 200, "noninferiority_margin": 0.01},
         "registry": {"model_name": "churn-backtest", "reference_rows": 500},
         "monitoring": {"sample_size": 2000, "policy": {"consecutive_windows": 1, "min_rows": 300, "drift_share_threshold": 0.45,
-                                                              "drift_trigger": "always", "retrain_cost": 0.02, **policy}},
+                                                              "drift_trigger": "always", "retrain_cost": 0.05, **policy}},
     }
 
 
