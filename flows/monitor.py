@@ -1,4 +1,5 @@
-"""Monitoring flow: window -> data quality -> drift -> live quality -> retrain policy -> record -> (retrain).
+"""Monitoring flow: window -> data quality -> drift -> live quality -> fresh model -> retrain policy -> record
+-> (retrain).
 
 Also the `retrain` flow: what a `mlops.retrain.requested` event starts (a deployment trigger, or the
 monitor itself when `monitoring.policy.run_training_locally` is on), guarded so that a storm of
@@ -43,6 +44,7 @@ from tasks.monitoring import (
     publish_decision,
     record_monitoring_run,
     release_window,
+    weigh_fresh_model,
 )
 from tasks.registry import load_champion
 from tasks.reporting import outcome_tags, tag_flow_run
@@ -116,6 +118,7 @@ def monitor(config_path: str = "configs/default.yaml", current_path: str | None 
                 result.drift, result.report_path = DriftSummary.of(drift, report), report.get("html_path")
             live = assess_live_quality(inputs.current, labels_path, bundle, cfg, footprint.slice_metrics, run.policy)
             result.add_live_quality(live)
+            result.payoff = weigh_fresh_model(cfg, bundle, live, run.labelled)
             keep_labelled_rows(live, bundle.contract, run.labelled, run.window_id(window))
         result.decision = apply_retrain_policy(run.policy, result.window_summary(), cfg, run.now, bundle.version,
                                                result.live_quality)

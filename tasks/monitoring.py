@@ -20,7 +20,7 @@ from mlops.core.contract import DataContract
 from mlops.core.errors import DataError
 from mlops.core.names import artifact_key
 from mlops.monitoring import live_quality as lq
-from mlops.monitoring import retraining
+from mlops.monitoring import payoff, retraining
 from mlops.monitoring import windows as mon
 from mlops.monitoring.policy import (
     Decision,
@@ -159,6 +159,28 @@ def apply_retrain_policy(store: PolicyStore, summary: WindowSummary, cfg: Pipeli
     return decision
 
 
+@stage_task("weigh_fresh_model")
+def weigh_fresh_model(cfg: PipelineConfig, bundle: registry.ModelBundle, live: lq.LiveQuality | None,
+                      labelled_store: retraining.LabelledStore) -> dict[str, Any] | None:
+    """Would a retrain pay? When the window's labels judged the champion, a fresh model (its configuration,
+    fitted on the labelled history inside its training window) is scored beside it (mlops.monitoring.payoff).
+    Call it before this window's labelled rows are kept, so the history holds only earlier windows."""
+    if live is None or live.status != "ok" or live.labelled is None or not len(live.labelled):
+        return None
+    window = retraining.training_rows(live.labelled, bundle.contract)
+    original = retraining.load_original(cfg, bundle.tags.get("lineage.data_source"))
+    history, _ = retraining.build_training_frame("original_plus_new", original, labelled_store.load(), window,
+                                                 bundle.contract, cfg.monitoring.policy.max_training_rows)
+    history = payoff.history_in_window(history.drop(columns=[rowkeys.NEW_ROW_COLUMN], errors="ignore"),
+                                       registry.training_window(bundle.run_id), cfg.timestamp_column)
+    gain = payoff.fresh_gain(bundle.model, history, window, cfg)
+    if gain is None:
+        return None
+    record = gain.record(cfg.primary_metric)
+    get_run_logger().info("Fresh model: %s", record["sentence"])
+    return record
+
+
 @stage_task("prepare_training_file")
 def prepare_training_file(cfg: PipelineConfig, bundle: registry.ModelBundle, labelled_store: retraining.LabelledStore,
                           window_id: str | None, folder: Path, stamp: str) -> TrainingFile:
@@ -173,7 +195,7 @@ def prepare_training_file(cfg: PipelineConfig, bundle: registry.ModelBundle, lab
                             f"no labelled rows to train on (train_on={policy.train_on}); send labels with the "
                             "window (labels file joined by request id or the id column)")
     original = (retraining.load_original(cfg, bundle.tags.get("lineage.data_source"))
-                if policy.train_on in {"original_plus_new", "recent"} else None)
+                if policy.train_on in {"auto", "original_plus_new", "recent"} else None)
     frame, what = retraining.build_training_frame(policy.train_on, original, new, window, bundle.contract,
                                                   policy.max_training_rows, policy.recent_rows, policy.recent_days)
     path = retraining.write_training_file(frame, folder, stamp)

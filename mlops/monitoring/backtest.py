@@ -398,7 +398,6 @@ def _replay(cfg: PipelineConfig, plan: BacktestPlan, say: Log, baselines: bool) 
         seen = monitor_window(champion, w, cfg, live_baseline(state, str(champion.version),
                                                                policy_cfg.live_baseline_windows))
         pending.append(seen.labelled)
-        summary = with_live_metric(seen.result.window_summary(), str(champion.version), seen.result.live_quality)
         payoff = None
         if not last_window:  # a retrain after the last window would have nothing left to serve
             before = _labelled(history, cfg.target)
@@ -407,8 +406,8 @@ def _replay(cfg: PipelineConfig, plan: BacktestPlan, say: Log, baselines: bool) 
         if payoff is not None:
             arm.fits += 1
             arm.training_seconds += payoff.seconds
-            summary.payoff_gain, summary.payoff_ci_low = payoff.gain, payoff.ci_low
-            summary.payoff_cost, summary.payoff_reason = payoff.cost, payoff.sentence(cfg.primary_metric)
+            seen.result.payoff = payoff.record(cfg.primary_metric)
+        summary = with_live_metric(seen.result.window_summary(), str(champion.version), seen.result.live_quality)
         decision, state = decide(state, summary, policy_cfg, now)
         retrained = promoted = False
         detail = ""

@@ -45,8 +45,9 @@ class FreshGain:
                 f"newest {self.rows:,} scores {metric} {self.fresh:.4g} on those rows against the champion's "
                 f"{self.champion:.4g} (gain {self.gain:+.4g}, lower bound {self.ci_low:+.4g})")
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+    def record(self, metric: str) -> dict[str, Any]:
+        """The figures and the sentence, as the monitor result keeps them and the policy reads them."""
+        return asdict(self) | {"metric": metric, "sentence": self.sentence(metric)}
 
 
 def retrain_cost(cfg: PipelineConfig, champion_metric: float) -> float:
@@ -96,3 +97,16 @@ def fresh_gain(champion: Any, history: pd.DataFrame, window: pd.DataFrame, cfg: 
     return FreshGain(float(m_champ), float(m_fresh), float(gain), float(b.ci_low), retrain_cost(cfg, m_champ),
                      int(len(window)), int(len(history)), time.perf_counter() - started)
 
+
+
+def history_in_window(history: pd.DataFrame, window: dict[str, Any] | None, timestamp_column: str | None) -> pd.DataFrame:
+    """The labelled history cut to the champion's training window (its `WindowChoice` record: `periods` and
+    `period`); all of it when the champion trained on all history or the record is missing."""
+    from mlops.core.periods import parse_period
+
+    periods, period = (window or {}).get("periods"), (window or {}).get("period")
+    if not periods or not period or not timestamp_column or timestamp_column not in history.columns or not len(history):
+        return history
+    times = pd.to_datetime(history[timestamp_column])
+    start = times.max() - int(periods) * parse_period(str(period), "window_period")
+    return history.loc[(times > start).to_numpy()]

@@ -287,7 +287,8 @@ def decide(
         notes.append(f"drift share {window.drift_share:.3f} {relation} {cfg.drift_share_threshold:.3f}: "
                      f"{new.consecutive_drifted} of {cfg.consecutive_windows} consecutive drifted window(s)")
         judged = window.live_metric is not None and window.live_metric == window.live_metric
-        if new.consecutive_drifted >= cfg.consecutive_windows and window.payoff_gain is not None:
+        drift_decides = cfg.drift_trigger == "always"
+        if new.consecutive_drifted >= cfg.consecutive_windows and window.payoff_gain is not None and not drift_decides:
             notes.append("drift is not a trigger here: a fresh model scored on the window's labels tells directly "
                          "whether a retrain pays")
         elif new.consecutive_drifted >= cfg.consecutive_windows and judged and cfg.drift_trigger == "without_labels":

@@ -167,6 +167,7 @@ class MonitorResult:
     report_path: str | None = None
     seen_in_training: SeenInTraining | None = None
     live_quality: LiveQuality | None = None
+    payoff: dict[str, Any] | None = None  # a fresh model beside the champion on the window (mlops.monitoring.payoff)
     decision: Decision | None = None
     training_file: TrainingFile | None = None
     training: RetrainOutcome | None = None
@@ -205,9 +206,12 @@ class MonitorResult:
             return WindowSummary(rows=rows, quality_failed=True, quality_reason=self.quality.reason[:500])
         live = self.live_quality
         degraded = bool(live is not None and live.degraded)
+        pay = self.payoff or {}
         return WindowSummary(rows=rows, drift_share=None if self.drift is None else self.drift.drift_share,
                              dataset_drift=bool(self.drift and self.drift.dataset_drift), quality_degraded=degraded,
-                             quality_reason=live.reason if live is not None and degraded else "")
+                             quality_reason=live.reason if live is not None and degraded else "",
+                             payoff_gain=pay.get("gain"), payoff_ci_low=pay.get("ci_low"), payoff_cost=pay.get("cost"),
+                             payoff_reason=pay.get("sentence", ""))
 
     def conclude(self) -> None:
         """The one-line message for the status the run ended in."""

@@ -450,6 +450,17 @@ def training_row_hashes(run_id: str) -> RowHashSet | None:
         return None
 
 
+def training_window(run_id: str) -> dict[str, Any] | None:
+    """How a version's training window was chosen (`evaluation/training_window.json`), None when not recorded."""
+    path = _download(run_id, "evaluation/training_window.json")
+    if path is None:
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
 def load_contract(run_id: str) -> DataContract:
     p = _download(run_id, "contract/contract.json")
     if p is None:

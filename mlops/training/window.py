@@ -24,7 +24,7 @@ from typing import Any
 import pandas as pd
 
 from mlops.core.config import METRIC_DIRECTION, PipelineConfig
-from mlops.core.periods import cron_period, parse_period
+from mlops.core.periods import PERIOD, cron_period, parse_period
 from mlops.training.evaluation import Predictions, metric_value, paired_bootstrap, predict
 
 MAX_SHORT_WINDOWS = 4
@@ -137,7 +137,9 @@ def _widened(times: pd.Series, period: pd.DateOffset, text: str) -> tuple[pd.Dat
         mult *= 2
     if mult == 1:
         return period, text
-    return pd.DateOffset(**{k: v * mult for k, v in period.kwds.items()}), f"{mult} x {text}"
+    m = PERIOD.match(text)
+    wider = f"{int(m.group(1)) * mult}{m.group(2)}" if m else text
+    return pd.DateOffset(**{k: v * mult for k, v in period.kwds.items()}), wider
 
 
 def choose_window(model: Any, train: pd.DataFrame, cfg: PipelineConfig, period: pd.DateOffset,

@@ -160,7 +160,8 @@ def test_drifted_log_window_triggers_with_report_event_and_training_file(store, 
 
     tf = r.training_file
     train_frame = pd.read_parquet(tf.path)
-    assert tf.train_on == "original_plus_new" and len(train_frame) == tf.rows > 3000
+    # train_on auto (the default) writes all known history, the champion's rows plus the new ones; training chooses the window
+    assert tf.train_on == "auto" and len(train_frame) == tf.rows > 3000
     assert train_frame["customer_id"].is_unique and "churned" in train_frame.columns
     labelled = r.live_quality.labelled_rows
     assert int(train_frame[rowkeys.NEW_ROW_COLUMN].sum()) == tf.new_rows == labelled  # only these may be held out
