@@ -14,7 +14,7 @@ from typing import Annotated, Any
 
 import yaml
 from prefect import Flow
-from pydantic import MISSING, BaseModel, ConfigDict, Field, GetJsonSchemaHandler
+from pydantic import MISSING, BaseModel, ConfigDict, Field, GetJsonSchemaHandler, ValidationError
 from pydantic_core import CoreSchema
 
 from mlops.core.config import Family, PipelineConfig
@@ -110,23 +110,23 @@ class SearchOverrides(BaseModel):
     model_config = ConfigDict(extra="forbid", title="Search overrides", json_schema_extra=_no_null_defaults)
 
     n_trials: Annotated[int | None, _FormWithoutNull()] = Field(
-        None, ge=1, le=10_000, title="Trials per family", description="Trials per model family (the config's search.n_trials otherwise).")
+        None, ge=1, le=10_000, title="Trials per family", description="Trials per model family on average (the config's search.n_trials otherwise).")
     families: Annotated[list[Family] | None, _FormWithoutNull()] = Field(
         None, title="Families", description="Search only these of the config's model families (all of them otherwise).")
-    time_budget_minutes: Annotated[float | None, _FormWithoutNull()] = Field(
-        None, gt=0, title="Time budget (minutes)", description="Start no further family's search after this many minutes (a search that has "
-                                "started finishes; the first family always runs). No budget otherwise.")
+    time_budget: Annotated[float | None, _FormWithoutNull()] = Field(
+        None, gt=0, title="Time budget (seconds)", description="Seconds for the whole search, shared across the families "
+                                "where it pays (the config's search.time_budget otherwise).")
 
     def is_empty(self) -> bool:
-        return self.n_trials is None and not self.families and self.time_budget_minutes is None
+        return self.n_trials is None and not self.families and self.time_budget is None
 
     def describe(self) -> str:
         """One line for the log, e.g. `n_trials=3, families=ridge`."""
         parts = [f"n_trials={self.n_trials}"] if self.n_trials is not None else []
         if self.families:
             parts.append("families=" + "+".join(self.families))
-        if self.time_budget_minutes is not None:
-            parts.append(f"time budget {self.time_budget_minutes:g} min")
+        if self.time_budget is not None:
+            parts.append(f"time budget {self.time_budget:g} s")
         return ", ".join(parts) or "none"
 
 
@@ -139,8 +139,15 @@ def apply_search_overrides(cfg: PipelineConfig, overrides: SearchOverrides | Non
     if overrides is None or overrides.is_empty():
         return cfg
     update: dict[str, Any] = {}
-    if overrides.n_trials is not None:
-        update["search"] = cfg.search.model_copy(update={"n_trials": overrides.n_trials})
+    search = {k: v for k, v in (("n_trials", overrides.n_trials), ("time_budget", overrides.time_budget))
+              if v is not None}
+    if search:
+        try:  # validated as the config's own search section is (time_budget with halving is refused)
+            update["search"] = type(cfg.search).model_validate(cfg.search.model_dump() | search)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            where = ".".join(str(p) for p in err["loc"]) or "search"
+            raise ConfigError(f"{where}: {err['msg'].removeprefix('Value error, ')}") from None
     if overrides.families:
         listed = [spec.family for spec in cfg.models]
         unknown = [f for f in overrides.families if f not in listed]

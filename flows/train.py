@@ -8,8 +8,6 @@ the gate and the artifacts are computed; promotion waits for all of them.
 
 from __future__ import annotations
 
-import time
-
 from prefect import get_run_logger, runtime
 from prefect.states import Failed, State
 
@@ -27,12 +25,12 @@ from flows.forms import (
     reason_suffix,
     run_name,
 )
-from mlops.core.config import PipelineConfig, load_config
+from mlops.core.config import load_config
 from mlops.core.errors import MLOpsError
 from mlops.core.settings import configure_environment
 from mlops.registry.tracking import training_lineage
 from mlops.training.result import TrainingResult
-from mlops.training.tuning import FamilyResult, pick_best
+from mlops.training.tuning import pick_best
 from tasks.data import load_data, split_data
 from tasks.deployment import finish_infra_validation, infra_validation_process, start_infra_validation
 from tasks.evaluation import collect_artifacts, evaluate_challenger, gate_challenger
@@ -52,7 +50,7 @@ from tasks.reporting import (
     tag_flow_run,
     training_state,
 )
-from tasks.tuning import SearchInputs, build_features, choose_training_window, refit_challenger, tune_candidates
+from tasks.tuning import build_features, choose_training_window, refit_challenger, tune_all_families
 from tasks.validation import validate_training_data
 
 
@@ -66,8 +64,8 @@ def train(config_path: ConfigPath = DEFAULT_CONFIG, source_path: OptionalPath = 
         source_path: A CSV/Parquet file or folder (inside the config's data roots) to train on instead of the
             config's own source. Leave it empty to use the config's source; an empty text is refused.
         reason: Why this run happens; recorded on the MLflow run and the version, and part of the run's name.
-        search: Search settings for this run only (trials per family, which families, a time budget); what
-            is left empty keeps the config's value.
+        search: Search settings for this run only (trials per family, which families, a time budget in
+            seconds); what is left empty keeps the config's value.
     """
     try:
         result = run_training(config_path, given(source_path), reason, given(search))
@@ -77,20 +75,6 @@ def train(config_path: ConfigPath = DEFAULT_CONFIG, source_path: OptionalPath = 
         return Failed(message=str(exc), data=exc)
     tag_flow_run(*outcome_tags(result.model_name, result.version, result.outcome))
     return training_state(result)
-
-
-def tune_within_budget(cfg: PipelineConfig, inputs: SearchInputs, run_id: str,
-                       budget_minutes: float | None) -> list[FamilyResult]:
-    """One search per family in the config's order; with a time budget, no family starts once it is spent."""
-    logger, started, results = get_run_logger(), time.monotonic(), []
-    for spec in cfg.models:
-        spent = (time.monotonic() - started) / 60
-        if results and budget_minutes is not None and spent >= budget_minutes:
-            logger.info("Tuning: %s not searched, the time budget of %g min is spent (%.1f min)", spec.family,
-                        budget_minutes, spent)
-            continue
-        results.append(tune_candidates(spec, inputs, cfg.task, cfg.search, run_id))
-    return results
 
 
 def run_training(config_path: str, source_path: str | None, reason: str,
@@ -114,7 +98,7 @@ def run_training(config_path: str, source_path: str | None, reason: str,
         lineage = training_lineage(loaded.fingerprint, cfg.config_hash(), str(config_path), flow_run_id,
                                    source_path or cfg.source.kind, reason)
         run = start_training_run(cfg, split, inputs.scoring, lineage, settings.tracking_uri, settings.artifact_root)
-        results = tune_within_budget(cfg, inputs, run.run_id, search.time_budget_minutes if search else None)
+        results = tune_all_families(cfg, inputs, run.run_id)  # the time budget and trials shared where it pays
         best = pick_best(results)
         leaderboard = sorted((r.leaderboard_row() for r in results), key=lambda r: -r["cv_score"])
         logger.info("Tuning: best family %s, cv score %.4f", best.family, best.best_score)

@@ -86,7 +86,8 @@ def _cell(value: Any) -> Any:
 def leaderboard_table(leaderboard: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The candidate table: short cells only (the best parameters are listed in the summary)."""
     return [{"family": r["family"], "cv_score": r["cv_score"], "cv_std": r["cv_std"], "trials": r["trials"],
-             "seconds": r["seconds"]} for r in leaderboard]
+             "pruned": r.get("pruned", 0), "space": r.get("space", "config space"), "seconds": r["seconds"]}
+            for r in leaderboard]
 
 
 def gate_markdown(result: TrainingResult) -> str:
@@ -104,7 +105,8 @@ def gate_markdown(result: TrainingResult) -> str:
 def training_markdown(result: TrainingResult) -> str:
     """The training summary artifact: outcome, holdout metrics, candidates, verdict, data, MLflow."""
     metrics = "\n".join(f"| {k} | {v:.4f} |" for k, v in result.metrics.items())
-    params = "\n".join(f"- **{r['family']}**: {r.get('best_params') or 'defaults'}" for r in result.leaderboard)
+    params = "\n".join(f"- **{r['family']}** ({r['trials']} trials, {r.get('space', 'config space')}): "
+                       f"{r.get('best_params') or 'defaults'}" for r in result.leaderboard)
     data = f"Rows: {rows_line(result.data)}"
     window = result.lineage.get("training_window", "all history")
     if result.quarantine_file:

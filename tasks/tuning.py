@@ -13,8 +13,8 @@ from mlops.core.config import ModelSpec, PipelineConfig, SearchConfig
 from mlops.core.contract import DataContract
 from mlops.core.data import Split
 from mlops.core.features import build_preprocessor
-from mlops.registry.tracking import log_family_run
-from mlops.training.tuning import FamilyResult, scorer_for, tune_family
+from mlops.registry.tracking import log_family_run, log_search_winner
+from mlops.training.tuning import FamilyResult, pick_best, scorer_for, tune_families, tune_family
 from mlops.training.window import Windowed, refit_in_window, train_in_window
 from tasks.common import stage_task
 
@@ -42,15 +42,31 @@ def build_features(train: pd.DataFrame, contract: DataContract, cfg: PipelineCon
 
 @stage_task("tune_family", task_run_name="tune-{spec.family}")
 def tune_candidates(spec: ModelSpec, inputs: SearchInputs, task_kind: str, search: SearchConfig,
-                    parent_run_id: str | None = None) -> FamilyResult:
-    """Search one family's space; log its best trial and CV scores as a nested MLflow run."""
-    result = tune_family(spec, inputs.preprocessor, inputs.X, inputs.y, task_kind, inputs.scoring, search)
-    row = result.leaderboard_row()
-    get_run_logger().info("%s: best cv score %.4f (+/- %.4f) of %d trials in %.1f s; %s", spec.family, row["cv_score"],
-                          row["cv_std"], row["trials"], row["seconds"], row["best_params"] or "default parameters")
-    if parent_run_id:
-        log_family_run(parent_run_id, result, search)
+                    **share: Any) -> FamilyResult:
+    """Search one family's space for its share of the budget (`share`: tune_family's budget, max_trials,
+    resume, folds, refit, grace; see mlops.training.tuning.tune_families, which decides the shares)."""
+    result = tune_family(spec, inputs.preprocessor, inputs.X, inputs.y, task_kind, inputs.scoring, search, **share)
+    get_run_logger().info("%s; %s; %s", result.describe(), result.threads,
+                          result.leaderboard_row()["best_params"] or "default parameters")
     return result
+
+
+@stage_task("tune_families")
+def tune_all_families(cfg: PipelineConfig, inputs: SearchInputs, parent_run_id: str | None = None) -> list[FamilyResult]:
+    """Every family's search, the time budget and trial pool shared where it pays (each share a `tune-<family>`
+    task); each family logged as a nested MLflow run, the winner's hyperparameters on the parent run."""
+    logger = get_run_logger()
+
+    def tune(spec: ModelSpec, *args: Any, **share: Any) -> FamilyResult:
+        return tune_candidates(spec, inputs, cfg.task, cfg.search, **share)
+
+    results = tune_families(cfg.models, inputs.preprocessor, inputs.X, inputs.y, cfg.task, inputs.scoring, cfg.search,
+                            tune=tune, log=logger.info)
+    if parent_run_id:
+        for result in results:
+            log_family_run(parent_run_id, result, cfg.search)
+        log_search_winner(parent_run_id, pick_best(results), results, cfg.search)
+    return results
 
 
 @stage_task("choose_training_window")

@@ -49,7 +49,7 @@ def _print_summary(s: TrainingResult) -> None:
         head = "Candidates" if i == 0 else ""
         mark = "  <- best" if row.get("family") == s.family else ""
         typer.echo(f"{head:10s} {row['family']:24s} cv score {row['cv_score']:.4f} "
-                   f"(+/- {row['cv_std']:.4f}, {row['trials']} trials){mark}")
+                   f"(+/- {row['cv_std']:.4f}, {row['trials']} trials, {row.get('space', 'config space')}){mark}")
     if s.lineage.get("holdout"):
         typer.echo(f"Split      {s.lineage['holdout']}")
     if s.lineage.get("training_window"):

@@ -158,7 +158,8 @@ class SplitConfig(_Strict):
     stratify: bool = True
     refit: bool | None = Field(
         None, description="after the gate, fit the chosen configuration again on train + holdout and register that "
-        "model (default: on with a timestamp_column, where the holdout is the newest data; off otherwise)"
+        "model, so the model that ships has learned from every labelled row (default: on; false registers the "
+        "model the gate judged)"
     )
 
 
@@ -202,12 +203,13 @@ class FeatureConfig(_Strict):
 
 
 class Param(_Strict):
-    """One hyperparameter's search space."""
+    """One hyperparameter's search space (mlops.training.tuning documents the default spaces)."""
 
     type: Literal["int", "uniform", "loguniform", "choice"]
     low: float | None = None
     high: float | None = None
     values: list[Any] | None = None
+    log: bool = Field(False, description="int: sample on a log scale (for counts spanning decades, such as leaves)")
 
     @model_validator(mode="after")
     def _bounds(self) -> Param:
@@ -218,27 +220,117 @@ class Param(_Strict):
             if self.low is None or self.high is None:
                 raise ValueError(f"'{self.type}' needs low and high")
             if self.low >= self.high:
-                raise ValueError("low must be below high")
+                raise ValueError(f"low ({self.low:g}) must be below high ({self.high:g})")
             if self.type == "loguniform" and self.low <= 0:
                 raise ValueError("'loguniform' needs low > 0")
+            if self.type == "int" and self.log and self.low < 1:
+                raise ValueError("a log-scale 'int' needs low >= 1")
+        if self.log and self.type != "int":
+            raise ValueError("log applies to 'int' only ('loguniform' is the log scale for real numbers)")
         return self
+
+    def candidates(self) -> list[Any]:
+        """Values to check against the estimator's own rules: the choices, or the two bounds."""
+        if self.type == "choice":
+            return list(self.values or [])
+        assert self.low is not None and self.high is not None
+        return [int(self.low), int(self.high)] if self.type == "int" else [self.low, self.high]
+
+
+# the scikit-learn estimators of each family (mlops.training.tuning.make_estimator builds them)
+FAMILY_ESTIMATORS: dict[str, tuple[str, ...]] = {
+    "logistic_regression": ("sklearn.linear_model.LogisticRegression",),
+    "linear_regression": ("sklearn.linear_model.LinearRegression",),
+    "ridge": ("sklearn.linear_model.Ridge",),
+    "random_forest": ("sklearn.ensemble.RandomForestClassifier", "sklearn.ensemble.RandomForestRegressor"),
+    "hist_gradient_boosting": ("sklearn.ensemble.HistGradientBoostingClassifier",
+                               "sklearn.ensemble.HistGradientBoostingRegressor"),
+}
+
+
+def check_family_parameter(family: str, name: str, values: list[Any]) -> None:
+    """ValueError (one sentence) when `name` is not a hyperparameter of the family's estimators
+    (their get_params()) or a value breaks the estimator's own rules (type, range)."""
+    import importlib
+
+    from sklearn.utils._param_validation import InvalidParameterError, validate_parameter_constraints
+
+    classes = []
+    for path in FAMILY_ESTIMATORS[family]:
+        module, _, cls = path.rpartition(".")
+        classes.append(getattr(importlib.import_module(module), cls))
+    known = set().union(*(c().get_params() for c in classes))
+    if name not in known:
+        raise ValueError(f"'{name}' is not a hyperparameter of {family} (known: {', '.join(sorted(known))})")
+    for cls in classes:
+        if name not in cls().get_params():
+            continue
+        for value in values:
+            try:
+                validate_parameter_constraints(cls._parameter_constraints, {name: value}, cls.__name__)
+            except InvalidParameterError as exc:
+                raise ValueError(f"{name}: {str(exc).rstrip('.')}") from None
 
 
 class ModelSpec(_Strict):
     family: Family
     params: dict[str, Any] = Field(default_factory=dict, description="fixed parameters")
-    search_space: dict[str, Param] = Field(default_factory=dict)
+    search_space: dict[str, Param] | None = Field(
+        None, description="left out: the family's default space (mlops.training.tuning); {}: no search, one "
+        "configuration; a mapping: exactly this space, replacing the default")
+
+    @field_validator("params")
+    @classmethod
+    def _known_params(cls, v: dict[str, Any], info: Any) -> dict[str, Any]:
+        family = info.data.get("family")
+        for name, value in v.items():
+            if family is not None:
+                check_family_parameter(family, name, [value])
+        return v
+
+    @field_validator("search_space")
+    @classmethod
+    def _known_space(cls, v: dict[str, Param] | None, info: Any) -> dict[str, Param] | None:
+        family = info.data.get("family")
+        for name, param in (v or {}).items():
+            if family is not None:
+                check_family_parameter(family, name, param.candidates())
+        both = sorted(set(v or {}) & set(info.data.get("params") or {}))
+        if both:
+            raise ValueError(f"'{both[0]}' is both fixed (params) and searched (search_space); keep one")
+        return v
 
 
 class SearchConfig(_Strict):
-    strategy: Literal["random", "halving"] = "random"
-    n_trials: int = Field(8, ge=1, le=10_000)
+    strategy: Literal["tpe", "random", "halving"] = Field(
+        "tpe", description="tpe: Optuna's model-based sampler, random: Optuna's random sampler (both prune trials "
+        "that fall behind on the first folds); halving: scikit-learn's successive halving over n_trials candidates")
+    n_trials: int | None = Field(
+        None, ge=1, le=10_000, description="trials per family on average (the pool of n_trials x families goes "
+        "where it pays); default 8 without a time_budget, no cap with one")
+    time_budget: float | None = Field(
+        None, gt=0, description="seconds for the whole search; it stops when they are spent (with n_trials too: "
+        "whichever comes first)")
     cv_folds: int = Field(3, ge=2, le=20)
     scoring: str | None = Field(None, description="sklearn scorer; default from the primary metric")
-    n_jobs: int = Field(-1, description="-1 uses every core")
+    n_jobs: int = Field(-1, description="trials at once; -1: one per core (trials x threads per trial <= cores)")
     seed: int = 42
     backend: Literal["local", "dask"] = "local"
     dask_address: str | None = None
+
+    @model_validator(mode="after")
+    def _budget_fits_strategy(self) -> SearchConfig:
+        if self.strategy == "halving" and self.time_budget is not None:
+            raise ValueError("time_budget needs strategy tpe or random (halving fits its n_trials candidates "
+                             "whatever the time)")
+        return self
+
+    @property
+    def trials(self) -> int | None:
+        """Trials per family on average: n_trials, 8 by default, no cap when only a time budget is set."""
+        if self.n_trials is not None:
+            return self.n_trials
+        return None if self.time_budget is not None else 8
 
 
 class ScoringConfig(_Strict):
@@ -495,8 +587,9 @@ class PipelineConfig(_Strict):
 
     @property
     def refit(self) -> bool:
-        """Whether the registered model is refitted on train + holdout (the newest rows, with a timestamp)."""
-        return self.split.refit if self.split.refit is not None else self.timestamp_column is not None
+        """Whether the registered model is refitted on train + holdout (all labelled rows; with a timestamp, the
+        holdout is the newest of them). On unless split.refit is false."""
+        return self.split.refit is not False
 
     def config_hash(self) -> str:
         """A stable hash of the validated config, recorded as lineage."""
@@ -549,7 +642,7 @@ def parse_config(raw: dict[str, Any], origin: str = "<config>") -> PipelineConfi
         errors = sorted(exc.errors(), key=lambda e: {"extra_forbidden": 0, "missing": 2}.get(e["type"], 1))
         err = errors[0]
         field = _field_path(tuple(err["loc"])) or "(top level)"
-        msg = err["msg"]
+        msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             msg = "unknown key (check the spelling)"
         elif err["type"] == "missing":

@@ -206,7 +206,9 @@ def log_family_run(parent_run_id: str, result: FamilyResult, search: SearchConfi
     rid = run.info.run_id
     params = [Param(f"best.{k}", str(v)[:500]) for k, v in result.best_params.items()]
     params += [Param("family", result.family), Param("scoring", result.scoring), Param("strategy", search.strategy),
-               Param("n_trials", str(result.n_trials)), Param("cv_folds", str(search.cv_folds)),
+               Param("n_trials", str(result.n_trials)), Param("pruned", str(result.pruned)),
+               Param("space", result.space), Param("cv_folds", str(search.cv_folds)),
+               Param("time_budget", str(search.time_budget)), Param("threads", result.threads or "-"),
                Param("seed", str(search.seed)), Param("backend", search.backend)]
     import time
 
@@ -217,6 +219,25 @@ def log_family_run(parent_run_id: str, result: FamilyResult, search: SearchConfi
     c.log_dict(rid, {"trials": result.trials}, "trials.json")
     c.set_terminated(rid)
     return rid
+
+
+def log_search_winner(parent_run_id: str, best: FamilyResult, results: Sequence[FamilyResult],
+                      search: SearchConfig) -> None:
+    """The winning family's hyperparameters on the training run itself (`best.<name>`), with the family, its
+    cv score, the space it searched and the trials every family fitted."""
+    import time
+
+    from mlflow import MlflowClient
+    from mlflow.entities import Metric, Param
+
+    now = int(time.time() * 1000)
+    params = [Param(f"best.{k}", str(v)[:500]) for k, v in best.best_params.items()]
+    params += [Param("best_family", best.family), Param("best_space", best.space),
+               Param("time_budget", str(search.time_budget))]
+    metrics = [Metric("cv_best_score", best.best_score, now, 0),
+               Metric("trials_total", float(sum(r.n_trials for r in results)), now, 0),
+               Metric("tune_seconds", float(sum(r.seconds for r in results)), now, 0)]
+    MlflowClient().log_batch(parent_run_id, metrics=metrics, params=params)
 
 
 def log_model_version(run_id: str, model: Any, model_name: str, X_example: pd.DataFrame, predictions: Any,
