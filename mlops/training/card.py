@@ -74,8 +74,8 @@ with this version's reference sample and asks for retraining when they drift.
 
 def _refit_line(cfg: PipelineConfig) -> str:
     if not cfg.refit:
-        return ("The registered model is the one the gate judged (fitted on the training rows only; `split.refit: "
-                "false`), so the holdout's rows are not in it.")
+        return ("The registered model is the one the gate judged (fitted on the training rows only; `split.refit` "
+                "off), so the holdout's rows are not in it.")
     newest = ("the holdout is the newest rows, so the registered model has learned from them too"
               if cfg.timestamp_column else "the holdout is a seeded random share, now learned from as well")
     return ("**Refit**: after the gate, the chosen configuration was fitted again on train + holdout, every "

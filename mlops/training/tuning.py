@@ -768,9 +768,10 @@ def tune_families(specs: list[ModelSpec], preprocessor: Any, X: pd.DataFrame, y:
         results[r.family] = tune(spec, preprocessor, X, y, task, scoring, cfg, budget=more_time,
                                  max_trials=more_trials, resume=r, folds=folds,
                                  grace=0.0 if last or more_time is None else more_time / 4)
+    searched_on = {r.family for r in contenders}
     for s in specs:  # families out of reach (and those with nothing to search): their best refitted as is
         r = results[s.family]
-        if r not in contenders:
+        if s.family not in searched_on:
             results[s.family] = tune(s, preprocessor, X, y, task, scoring, cfg, budget=None, max_trials=0,
                                      resume=r, folds=folds)
     return [results[s.family] for s in specs]

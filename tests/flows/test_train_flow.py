@@ -68,6 +68,12 @@ def test_the_flow_returns_a_typed_training_result(trained) -> None:
     assert s.lineage["prefect_flow_run_id"] and s.lineage["holdout"] and s.lineage["reason"] == "manual"
     run = mlflow.MlflowClient().get_run(s.mlflow_run_id)
     assert run.info.experiment_id == s.experiment_id and run.data.tags["best_family"] == s.family
+    best = next(r for r in s.leaderboard if r["family"] == s.family)
+    # the parent run carries the winner's hyperparameters, not only its nested run
+    assert run.data.params["best_family"] == s.family and run.data.params["best_space"] == "config"
+    assert {k.removeprefix("best.") for k in run.data.params if k.startswith("best.")} == {
+        part.split("=")[0] for part in best["best_params"].split(", ")}
+    assert run.data.metrics["trials_total"] == sum(r["trials"] for r in s.leaderboard)
     assert s.tracking_uri.startswith("sqlite:") and s.data["rows_accepted"] > 0 and s.profile_lines
     doc = s.to_dict()
     assert list(doc) == [f.name for f in fields(TrainingResult)] and doc["version"] == "1"

@@ -245,6 +245,9 @@ def test_the_trial_pool_goes_to_the_families_in_reach() -> None:
     assert trials["logistic_regression"] == 3  # the warm-up only: clearly behind
     assert trials["hist_gradient_boosting"] + trials["random_forest"] == 30 - 3 and sum(trials.values()) == 30
     assert min(trials["hist_gradient_boosting"], trials["random_forest"]) > 10
+    # each family's search is continued once at most, and the one behind only refitted (no trials)
+    assert calls == [("logistic_regression", 3), ("random_forest", 3), ("hist_gradient_boosting", 3),
+                     ("random_forest", 10), ("hist_gradient_boosting", 11), ("logistic_regression", 0)]
 
 
 @pytest.mark.parametrize("task", ["classification", "regression"])
