@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 import typer
 
-from mlops.cli.common import check_config, fail, prepare_flow_process, run_flow
+from mlops.cli.common import check_config, fail, prepare_flow_process, run_flow, stdout_to_stderr
 
 ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="pipeline config (YAML); its timestamp_column orders "
                                                                  "the history")]
@@ -77,7 +77,8 @@ def backtest_command(
     prepare_flow_process("flows.backtest")
     from flows.backtest import backtest as backtest_flow
 
-    out = run_flow(backtest_flow, config_path=str(config), data_path=data, initial=initial, every=every)
+    with stdout_to_stderr(json_out):
+        out = run_flow(backtest_flow, config_path=str(config), data_path=data, initial=initial, every=every)
     if json_out:
         typer.echo(json.dumps({"windows": out["windows"], "summary": out["summary"], "files": out["files"],
                                "mlflow_run_id": out["mlflow_run_id"]}, indent=2, default=str))

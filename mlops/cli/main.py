@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from mlops.cli.common import check_config, prepare_flow_process, version_label
+from mlops.cli.common import check_config, prepare_flow_process, stdout_to_stderr, version_label
 from mlops.cli.common import fail as _fail
 from mlops.cli.common import run_flow as _run_flow
 
@@ -88,7 +88,8 @@ def train(
     prepare_flow_process(*TRAINING_MODULES)
     from flows.train import train as train_flow
 
-    result: TrainingResult = _run_flow(train_flow, config_path=str(config), source_path=data, reason="cli")
+    with stdout_to_stderr(json_out):
+        result: TrainingResult = _run_flow(train_flow, config_path=str(config), source_path=data, reason="cli")
     if json_out:
         typer.echo(json.dumps(result.to_dict(), default=str, indent=2))
     else:

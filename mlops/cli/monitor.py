@@ -19,7 +19,7 @@ import typer
 
 from mlops.cli.common import check_config as _check_config
 from mlops.cli.common import fail as _fail
-from mlops.cli.common import prepare_flow_process
+from mlops.cli.common import prepare_flow_process, stdout_to_stderr
 from mlops.cli.common import run_flow as _run_flow
 
 if TYPE_CHECKING:
@@ -112,7 +112,7 @@ def monitor_command(
     prepare_flow_process("flows.monitor", "great_expectations", *CHAMPION_LOAD_MODULES)
     from flows.monitor import monitor
 
-    with live_cycle(cfg):
+    with live_cycle(cfg), stdout_to_stderr(json_out):
         result = _run_flow(monitor, config_path=str(config), current_path=data, labels_path=labels,
                            html_report=report)
     if json_out:

@@ -225,6 +225,9 @@ QUIET_ENV = {
     "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
     "PREFECT_LOGGING_LEVEL": "WARNING",
     "MLFLOW_LOGGING_LEVEL": "WARNING",
+    # MLflow prints "View run / View experiment" links on stdout when a run ends on a tracking server
+    # (they open its GenAI view); the summary prints the classic run link, and `--json` stdout stays JSON
+    "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",
 }
 
 
