@@ -1,6 +1,6 @@
 """Baseline for bench_training: the same computations as the training flow on the same data (load,
-filter the impossible rows, split, same search spaces, trials and folds, refit, holdout metrics, and the
-refit on train + holdout when `split.refit` is on),
+filter the impossible rows, split, same search spaces, trials and folds, refit, the training window's choice,
+holdout metrics, and the refit on train + holdout when `split.refit` is on),
 with no Prefect, no MLflow and no Great Expectations."""
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ def main(config_path: str) -> None:
     from mlops.core.contract import infer_contract
     from mlops.core.data import load_source, split_frame
     from mlops.core.features import build_preprocessor
-    from mlops.training.tuning import pick_best, refit_on_all, scorer_for, tune_family
+    from mlops.training.tuning import pick_best, scorer_for, tune_family
+    from mlops.training.window import refit_in_window, train_in_window
 
     cfg = load_config(config_path)
     df = load_source(cfg)
@@ -35,14 +36,15 @@ def main(config_path: str) -> None:
     print("phase: search starts", flush=True)
     best = pick_best([tune_family(s, pre, X, y, cfg.task, scoring, cfg.search) for s in cfg.models])
     print("phase: search done", flush=True)
+    windowed = train_in_window(best.best_estimator, split.train, cfg)  # train_on auto: the window by evidence
     Xt, yt = split.test.drop(columns=[cfg.target]), split.test[cfg.target]
-    proba = best.best_estimator.predict_proba(Xt)[:, 1]
-    pred = best.best_estimator.predict(Xt)
+    proba = windowed.model.predict_proba(Xt)[:, 1]
+    pred = windowed.model.predict(Xt)
     print(f"family={best.family} roc_auc={roc_auc_score(yt, proba):.4f} f1={f1_score(yt, pred):.4f} "
           f"accuracy={accuracy_score(yt, pred):.4f} log_loss={log_loss(yt, proba):.4f} "
           f"seconds={time.perf_counter() - t0:.1f}")
     if cfg.refit:
-        refit_on_all(best.best_estimator, split.train, split.test, cfg.target)
+        refit_in_window(windowed, split.train, split.test, cfg)
         print(f"refit on train + holdout; seconds={time.perf_counter() - t0:.1f}")
 
 
