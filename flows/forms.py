@@ -19,13 +19,13 @@ from pydantic_core import CoreSchema
 
 from mlops.core.config import Family, PipelineConfig
 from mlops.core.errors import ConfigError
+from mlops.core.names import run_name_part
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 CONFIGS_DIR = PROJECT_DIR / "configs"
 DEFAULT_CONFIG = "configs/default.yaml"
 # a pipeline config has a top-level `models:` list (configs/webhooks.yaml, the webhook mappings, has none)
 _PIPELINE_KEY = re.compile(rb"^models:", re.MULTILINE)
-_RUN_NAME_PART = 40  # characters of a reason kept in a run name
 
 
 def config_choices() -> list[str]:
@@ -161,11 +161,10 @@ def apply_search_overrides(cfg: PipelineConfig, overrides: SearchOverrides | Non
 # ---- run names ---------------------------------------------------------------------------------------
 
 
-def name_part(text: object, limit: int = _RUN_NAME_PART) -> str:
-    """A run-name part from free text: paths shortened to their file name, lowercase words joined by dashes."""
-    words = [w.rsplit("/", 1)[-1] if "/" in w else w for w in str(text).split()]
-    out = re.sub(r"[^a-z0-9.]+", "-", " ".join(words).lower()).strip("-.")
-    return out[:limit].rstrip("-.") or "run"
+def name_part(text: object) -> str:
+    """A run-name part from free text: paths shortened to their file name, lowercase words joined by dashes,
+    long text cut without losing what tells runs apart (mlops.core.names.run_name_part)."""
+    return run_name_part(text)
 
 
 def model_of(config_path: object) -> str:

@@ -4,7 +4,6 @@ the logged model, holdout metrics and artifacts, and the verdict recorded on the
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,6 +13,7 @@ import pandas as pd
 
 from mlops.core.config import SearchConfig
 from mlops.core.contract import DataContract
+from mlops.core.names import run_name_part
 from mlops.registry.links import mlflow_routes
 from mlops.registry.trusted_types import trusted_types
 from mlops.registry.versions import client, code_version, ensure_experiment
@@ -67,13 +67,11 @@ class TrainingRun:
     prefect: PrefectContext | None = None
 
 
-def reason_slug(reason: str, limit: int = 40) -> str:
-    """A run's reason as a name part, by the rule the Prefect run names use (flows.forms.name_part): paths
-    shortened to their file name, lowercase words joined by dashes (`data arrived: /in/b 7.csv` ->
-    `data-arrived-b-7.csv`); `manual` when empty."""
-    words = [w.rsplit("/", 1)[-1] if "/" in w else w for w in str(reason).split()]
-    out = re.sub(r"[^a-z0-9.]+", "-", " ".join(words).lower()).strip("-.")
-    return out[:limit].rstrip("-.") or "manual"
+def reason_slug(reason: str) -> str:
+    """A run's reason as a name part, by the rule the Prefect run names use (mlops.core.names.run_name_part):
+    paths shortened to their file name, lowercase words joined by dashes (`data arrived: /in/b 7.csv` ->
+    `data-arrived-b-7.csv`), file names kept whole; `manual` when empty."""
+    return run_name_part(reason, empty="manual")
 
 
 def training_run_name(model_name: str, reason: str, version: str | None = None) -> str:

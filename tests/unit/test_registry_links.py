@@ -73,12 +73,32 @@ def test_the_prefect_ui_comes_from_its_settings(monkeypatch: pytest.MonkeyPatch)
 @pytest.mark.parametrize(("reason", "slug"), [
     ("manual", "manual"), ("", "manual"), ("drift monitor: drift share 0.61 >= 0.3", "drift-monitor-drift-share-0.61-0.3"),
     ("Retrain requested", "retrain-requested"), ("first data: /in/churn-2026-06.csv", "first-data-churn-2026-06.csv"),
-    ("a very long reason that goes on and on past the limit", "a-very-long-reason-that-goes-on-and-on-p"),
+    ("a very long reason that goes on and on past the limit", "a-very-long-reason-that-goes-on-and-on-8e46fd"),
+    ("new file landed from the data vendor: /srv/inbox/churn-2026-06.csv",
+     "new-file-landed-from-the-data-vendor-churn-2026-06.csv"),
 ])
 def test_the_reason_as_a_run_name_part(reason: str, slug: str) -> None:
     assert reason_slug(reason) == slug
     assert training_run_name("churn", reason) == f"train-churn-{slug}"
     assert training_run_name("churn", reason, "4") == f"train-churn-v4-{slug}"
+
+
+def test_runs_started_by_the_data_vendor_webhook_have_distinguishable_names() -> None:
+    """Issue 21: the documented data-vendor reason (configs/webhooks.yaml) for three files gave three runs of the
+    same name, cut at 40 characters; the file name is kept whole, in the Prefect and the MLflow run name alike."""
+    from flows.forms import name_part
+
+    files = ["churn-2026-06-01.csv", "churn-2026-06-02.csv", "churn_2026_06_03_corrected.parquet"]
+    reasons = [f"new file landed from the data vendor: /srv/mlops/inbox/vendor/{f}" for f in files]
+    prefect_names = [name_part(r) for r in reasons]
+    mlflow_names = [training_run_name("churn-classifier", r, "7") for r in reasons]
+    assert len(set(prefect_names)) == len(set(mlflow_names)) == 3
+    for file, prefect_name, mlflow_name in zip(files, prefect_names, mlflow_names, strict=True):
+        assert prefect_name.endswith(file.lower().replace("_", "-"))
+        assert mlflow_name == f"train-churn-classifier-v7-{prefect_name}"
+    # long reasons without a file that differ only at their end still differ, cut at a word boundary
+    a, b = (reason_slug(f"upstream schema fix deployed for the nightly export of table {t}") for t in ("orders", "users"))
+    assert a != b and a.startswith("upstream-schema-fix-deployed-for-the-") and "-nightl-" not in a
 
 
 def test_a_monitoring_run_and_the_version_it_checked_point_at_each_other(state_dir: Path, tmp_path: Path) -> None:
