@@ -15,7 +15,7 @@ name, so running this twice gives each alert once.
 | challenger rejected by the gate | `mlops.gate.rejected` | the training flow |
 | model promoted | `mlops.model.promoted` | the training flow (gate passed) and the promote flow |
 | model rolled back | `mlops.model.rolled_back` | the rollback flow |
-| flow run failed or crashed | `prefect.flow-run.Failed`, `prefect.flow-run.Crashed` | Prefect |
+| flow run failed or crashed | any `prefect.flow-run.*` whose state type is FAILED or CRASHED | Prefect |
 
 `--crash-detection` also installs an automation that marks a flow run Crashed when its heartbeats
 stop (a worker or machine died mid-run), as Prefect documents for self-hosted servers; flow runs send
@@ -42,11 +42,20 @@ CRASH_DETECTION = "mlops: mark unresponsive flow runs Crashed"
 CRASH_AFTER_SECONDS = 600
 
 
+# Prefect names a flow run's state-change event after the state's *name* (`prefect.flow-run.Promoted`), so a
+# run that ends in a named state (Promoted, Rejected, Checked ...) never emits `prefect.flow-run.Completed`;
+# the state's *type* is on the event's resource as `prefect.state-type`. Automations about how runs end match
+# every flow-run event and key on that type, so named states count as what they are.
+FLOW_RUN_EVENTS = "prefect.flow-run.*"
+STATE_TYPE = "prefect.state-type"
+FAILED_TYPES = ["FAILED", "CRASHED"]
+
+
 @dataclass(frozen=True)
 class Alert:
     name: str
     expect: tuple[str, ...]
-    match: dict[str, str]
+    match: dict[str, str | list[str]]
     subject: str
     body: str
 
@@ -90,8 +99,8 @@ ALERTS: tuple[Alert, ...] = (
     ),
     Alert(
         "flow run failed",
-        ("prefect.flow-run.Failed", "prefect.flow-run.Crashed"),
-        {"prefect.resource.id": "prefect.flow-run.*"},
+        (FLOW_RUN_EVENTS,),
+        {"prefect.resource.id": "prefect.flow-run.*", STATE_TYPE: FAILED_TYPES},  # a named failed state too
         "[mlops] flow run {{ event.resource.name }} {{ event.resource['prefect.state-name'] }}",
         "Flow run {{ event.resource.name }} ended {{ event.resource['prefect.state-name'] }}: "
         "{{ event.resource['prefect.state-message'] }}" + _ID,
@@ -105,7 +114,8 @@ def _automation(alert: Alert, block_id: UUID) -> Any:
 
     return AutomationCore(
         name=PREFIX + alert.name,
-        description=f"Notify through block {BLOCK_NAME!r} on {', '.join(alert.expect)}.",
+        description=f"Notify through block {BLOCK_NAME!r} on {', '.join(alert.expect)}"
+                    + (f" with state type {' or '.join(alert.match[STATE_TYPE])}." if STATE_TYPE in alert.match else "."),
         enabled=True,
         trigger=EventTrigger(expect=set(alert.expect), match=alert.match, posture=Posture.Reactive, threshold=1,
                              within=timedelta(0)),
@@ -125,8 +135,9 @@ def crash_detection_automation() -> Any:
         enabled=True,
         trigger=EventTrigger(
             after={"prefect.flow-run.heartbeat"},
-            expect={"prefect.flow-run.heartbeat", "prefect.flow-run.Completed", "prefect.flow-run.Failed",
-                    "prefect.flow-run.Cancelled", "prefect.flow-run.Crashed"},
+            # any later event of the run: a heartbeat, or a state change whatever the state's name (a run that
+            # ends Promoted or Rejected emits `prefect.flow-run.Promoted`, never `...Completed`)
+            expect={FLOW_RUN_EVENTS},
             match={"prefect.resource.id": ["prefect.flow-run.*"]},
             for_each={"prefect.resource.id"},
             posture=Posture.Proactive,

@@ -528,7 +528,7 @@ def test_trigger_templates_give_typed_parameters() -> None:
 
 def test_each_alert_kind_has_one_automation_on_the_flows_event_names() -> None:
     expected = {events.DRIFT_DETECTED, events.GATE_REJECTED, events.MODEL_PROMOTED, events.MODEL_ROLLED_BACK,
-                "prefect.flow-run.Failed", "prefect.flow-run.Crashed"}
+                "prefect.flow-run.*"}  # keyed on the state type (tests/unit/test_automations.py)
     assert {e for a in alerts.ALERTS for e in a.expect} == expected
     from uuid import uuid4
 
