@@ -71,7 +71,24 @@ class JSONResponse(Response):
     media_type = "application/json"
 
     def render(self, content: Any) -> bytes:
-        return orjson.dumps(content, option=NUMPY)
+        try:
+            return orjson.dumps(content, option=NUMPY)
+        except orjson.JSONEncodeError as exc:
+            if "surrogate" not in str(exc):
+                raise
+            # text that is not valid Unicode (a lone surrogate a client sent) is shown escaped, never a 500
+            return orjson.dumps(_valid_text(content), option=NUMPY)
+
+
+def _valid_text(value: Any) -> Any:
+    """`value` with every string made valid UTF-8 (a lone surrogate becomes its `\\udXXX` escape)."""
+    if isinstance(value, str):
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    if isinstance(value, dict):
+        return {_valid_text(k): _valid_text(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_valid_text(v) for v in value]
+    return value
 
 
 def _jsonable(a: Any) -> Any:
@@ -138,8 +155,9 @@ class ModelServer:
         self.metrics.publish(self._gauges(), self._log_counters())
 
     def _error(self, route: str, t0: float, exc: RequestError, headers: dict[str, str] | None = None) -> Response:
+        response = JSONResponse(exc.body(), status_code=exc.status, headers=headers)  # rendered before it is counted
         self.metrics.observe(route, exc.status, time.perf_counter() - t0)
-        return JSONResponse(exc.body(), status_code=exc.status, headers=headers)
+        return response
 
     def _check_auth(self, request: Request, expected: bytes | None) -> None:
         if expected is None:

@@ -400,6 +400,36 @@ def test_metrics(client: TestClient, churn: dict[str, Any]) -> None:
     assert _metric(text, "mlops_prediction_log_dropped_rows_total") == 0
 
 
+def test_a_lone_surrogate_is_a_clean_4xx_counted_as_sent(client: TestClient, churn: dict[str, Any]) -> None:
+    """Issue 21: a lone UTF-16 surrogate escape in a field name gave a 500 and a dropped connection (the 422
+    message repeated the key, which cannot be encoded) while /metrics counted a 422. The answer is now the
+    422, whole, with the text shown escaped; what /metrics counts is what was sent."""
+    rec = churn["records"][0]
+    lone, pair = "\ud800", "\ud83d\ude00"  # json.dumps writes them as \\u escapes, as a client would send them
+    bodies = [
+        ("/predict", json.dumps({lone: 1, **rec})),  # a field name
+        ("/predict", json.dumps([{**rec, "x" + "\udfff": 1}])),
+        ("/predict", json.dumps({**rec, "region": lone})),  # a category
+        ("/predict", '{"age": NaN, "\\udc00": 1}'),  # NaN first: orjson refuses that before the surrogate
+        ("/invocations", json.dumps({"dataframe_records": [{lone: 1, **rec}]})),
+        ("/invocations", json.dumps({"dataframe_split": {"columns": [lone], "data": [[1]]}})),
+    ]
+    for path, text in bodies:
+        r = client.post(path, content=text.encode(), headers=JSON)
+        assert r.status_code == 422, (text, r.status_code, r.text)
+        error = r.json()["error"]  # a whole answer, valid UTF-8
+        assert error.encode("utf-8") and ("\\ud" in error or "\\udc00" in error or "'age'" in error), error
+    unknown = client.post("/predict", content=json.dumps({lone: 1, **rec}).encode(), headers=JSON).json()
+    assert unknown["field"] == "\\ud800" and "unknown field '\\ud800'" in unknown["error"]
+    ok = client.post("/predict", content=json.dumps({**rec, "customer_id": pair}).encode(), headers=JSON)
+    assert ok.status_code == 200, ok.text  # a surrogate *pair* is text (an emoji)
+    text = client.get("/metrics").text
+    assert _metric(text, 'mlops_request_errors_total{route="/predict",code="422"}') == 5
+    assert _metric(text, 'mlops_request_errors_total{route="/invocations",code="422"}') == 2
+    assert _metric(text, 'mlops_requests_total{route="/predict",code="200"}') == 1
+    assert 'code="500"' not in text
+
+
 def test_a_full_log_queue_drops_and_counts_but_serves(churn: dict[str, Any], tmp_path: Path) -> None:
     serving = ServingConfig(poll_seconds=0.1, log_queue_rows=3, log_flush_seconds=60, log_flush_rows=10**6)
     app = create_app("churn", serving=serving, log_dir=tmp_path / "log", environ={},
