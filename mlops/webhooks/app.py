@@ -16,6 +16,7 @@ for long) answers 503 with Retry-After, so senders hold their deliveries until i
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import re
 import time
@@ -73,6 +74,25 @@ class JSONResponse(Response):
 
     def render(self, content: Any) -> bytes:
         return orjson.dumps(content)
+
+
+def repeated_key(body: bytes) -> str | None:
+    """The first key a JSON object of `body` (already valid JSON) holds twice, None when there is none."""
+    found: list[str] = []
+
+    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
+        seen: set[str] = set()
+        for key, _ in items:
+            if key in seen and not found:
+                found.append(key)
+            seen.add(key)
+        return {}  # the values are not needed, only the check
+
+    try:
+        json.loads(body, object_pairs_hook=pairs)
+    except RecursionError:  # nested deeper than this parser goes: the payload schema judges the body
+        return None
+    return found[0] if found else None
 
 
 def _error(status: int, message: str, headers: Mapping[str, str] | None = None) -> JSONResponse:
@@ -164,6 +184,10 @@ class Bridge:
             payload = orjson.loads(body)
         except orjson.JSONDecodeError as exc:
             return self._reject(400, f"body is not valid JSON: {exc.msg} at char {exc.pos}", name)
+        repeated = repeated_key(bytes(body))
+        if repeated is not None:  # JSON parsers disagree on which copy wins: what the sender meant is unclear
+            return self._reject(400, f"body repeats the key '{repeated[:64]}' in one object; send each key once",
+                                name)
 
         if source.schema is not None:
             try:

@@ -52,6 +52,9 @@ def _describe(error: ValidationError) -> str:
         return f"{field} must not be empty" if wanted == 1 else f"{field} must have at least {wanted} characters"
     if rule == "maxLength":
         return f"{field} must have at most {wanted} characters"
+    what = error.schema.get("description") if isinstance(error.schema, dict) else None
+    if rule in {"pattern", "not"} and what:  # the schema says in words what the rule asks
+        return f"{field} must be {what}"
     if rule == "pattern":
         return f"{field} must match the pattern {wanted}"
     if rule == "additionalProperties":

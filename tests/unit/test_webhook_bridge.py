@@ -314,6 +314,27 @@ async def test_malformed_json_is_400(app: Any, sink: RecordingSink) -> None:
 
 
 @pytest.mark.anyio
+async def test_duplicate_keys_in_the_body_are_400(app: Any, sink: RecordingSink) -> None:
+    """Issue 21: `{"path": "a", "path": "b"}` was accepted, the last copy winning; parsers disagree on that."""
+    twice = b'{"dataset": "churn", "path": "/in/a.csv", "path": "/in/b.csv"}'
+    assert_refused(await post(app, raw=twice), 400, app, "repeats the key 'path'")
+    nested = b'{"dataset": "churn", "path": "/in/a.csv", "meta": {"by": "x", "by": "y"}}'
+    assert_refused(await post(app, raw=nested), 400, app, "repeats the key 'by'")
+    same_key_apart = b'{"dataset": "churn", "path": "/in/a.csv", "a": {"k": 1}, "b": {"k": 2}}'
+    assert (await post(app, raw=same_key_apart)).status_code == 202  # one key in two objects is fine
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("path", ["/in/a\x00.csv", "/in/a.csv\n", "/in/\ta.csv", "  "])
+async def test_a_control_character_in_a_path_is_refused_by_the_rule(app: Any, sink: RecordingSink,
+                                                                     path: str) -> None:
+    """Issue 21: a NUL byte in `path` passed the payload schema and crashed the training run."""
+    for source, secret in (("data-vendor", SECRET), ("labels", "labels-" + SECRET)):
+        resp = await post(app, source, {"dataset": "churn", "path": path}, secret=secret)
+        assert_refused(resp, 422, app, "payload field 'path' must be a path that is not blank and holds no control")
+
+
+@pytest.mark.anyio
 async def test_missing_delivery_id_is_400(app: Any, sink: RecordingSink) -> None:
     assert_refused(await post(app, drop=("X-Mlops-Delivery",)), 400, app, "X-Mlops-Delivery")
     assert_refused(await post(app, headers={"X-Mlops-Delivery": "has space"}), 400, app, "X-Mlops-Delivery")
