@@ -428,8 +428,15 @@ def coerce_to_contract(df: pd.DataFrame, contract: DataContract, need_target: bo
             if not np.isfinite(cast.dropna().astype(float)).all():
                 bad = bad | ~np.isfinite(cast.astype(float).fillna(0.0))
                 cast = cast.where(np.isfinite(cast.astype(float).fillna(0.0)))
-            out[spec.name] = cast.astype(float)
             _record(failures, bad, f"expect_column_values_to_be_of_type({spec.name}, numeric)", s)
+            if spec.kind == "integer" and spec.role != "target":
+                # 3.5 in a column of whole numbers breaks the contract as "x" does; the value becomes null
+                values = cast.astype(float)
+                fraction = values.notna() & np.isfinite(values.fillna(0.0)) & (np.mod(values.fillna(0.0), 1) != 0)
+                if fraction.any():
+                    cast = cast.where(~fraction)
+                    _record(failures, fraction, f"expect_column_values_to_be_of_type({spec.name}, integer)", s)
+            out[spec.name] = cast.astype(float)
         elif spec.kind == "datetime":
             cast = as_dates(s)
             bad = cast.isna() & s.notna()

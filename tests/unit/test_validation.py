@@ -47,6 +47,23 @@ def test_clean_batch_passes(frame: pd.DataFrame, contract: DataContract) -> None
     assert len(out.good) == len(frame) and out.quarantined.empty
 
 
+def test_a_fraction_in_an_integer_column_breaks_the_contract(frame: pd.DataFrame, contract: DataContract) -> None:
+    """Issue 21: `3.5` was accepted for an integer column; it is quarantined as a wrong type, whole floats
+    (`2.0`, as CSV readers give them back) and numbers as text (`"4"`) stay valid."""
+    from mlops.core.contract import coerce_to_contract
+
+    bad = frame.copy()
+    bad["k"] = bad["k"].astype(object)
+    bad.loc[2, "k"], bad.loc[4, "k"], bad.loc[6, "k"], bad.loc[8, "k"] = 3.5, 2.0, "4", "1.25"
+    coerced = coerce_to_contract(bad, contract)
+    assert sorted(coerced.row_failures) == [2, 8]
+    assert coerced.row_failures[2] == ["expect_column_values_to_be_of_type(k, integer): '3.5'"]
+    assert np.isnan(coerced.frame.loc[2, "k"]) and coerced.frame.loc[4, "k"] == 2.0 and coerced.frame.loc[6, "k"] == 4.0
+    out = validate_batch(bad, contract)
+    assert len(out.good) == len(frame) - 2 and sorted(out.quarantined.index) == [2, 8]
+    assert out.quarantined[QUARANTINE_REASON_COLUMN].str.contains("of_type(k, integer)", regex=False).all()
+
+
 def test_bad_rows_are_quarantined_with_the_expectation_they_broke(frame: pd.DataFrame, contract: DataContract,
                                                                   tmp_path: Path) -> None:
     bad = frame.copy()
