@@ -647,6 +647,10 @@ def parse_config(raw: dict[str, Any], origin: str = "<config>") -> PipelineConfi
             msg = "unknown key (check the spelling)"
         elif err["type"] == "missing":
             msg = "required setting is missing"
+        elif isinstance(err.get("input"), bool) and err["type"] in {"string_type", "literal_error", "enum"}:
+            # YAML 1.1 reads no/yes/on/off/true/false (any case) as booleans: `[No, year]` holds False
+            msg += (f"; YAML read a boolean ({str(err['input']).lower()}) here: quote the name, e.g. \"No\", "
+                    "to mean the text")
         more = f" (and {len(exc.errors()) - 1} more problem(s))" if len(exc.errors()) > 1 else ""
         raise ConfigError(f"{origin}: field '{field}': {msg}{more}") from None
 

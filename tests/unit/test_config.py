@@ -30,6 +30,19 @@ def test_typo_in_key_names_file_and_field(tmp_path: Path) -> None:
     assert str(p) in str(err.value) and "'serach'" in str(err.value) and "unknown key" in str(err.value)
 
 
+def test_a_name_yaml_reads_as_a_boolean_is_explained(tmp_path: Path) -> None:
+    """Issue 21: `drop_columns: [No, year]` (a column named No) got only 'Input should be a valid string'."""
+    text = yaml.safe_dump(small_config()) + "drop_columns: [No, year]\n"
+    p = tmp_path / "c.yaml"
+    p.write_text(text)
+    with pytest.raises(ConfigError) as err:
+        load_config(p)
+    message = str(err.value)
+    assert "field 'drop_columns.0'" in message and "YAML read a boolean (false)" in message and "quote" in message
+    p.write_text(text.replace("[No, year]", '["No", year]'))
+    assert load_config(p).drop_columns == ["No", "year"]
+
+
 def test_nested_typo_is_named(tmp_path: Path) -> None:
     raw = small_config(search={"n_trails": 3})
     with pytest.raises(ConfigError, match=r"search\.n_trails.*unknown key"):
