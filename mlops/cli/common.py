@@ -20,6 +20,24 @@ def version_label(version: Any) -> str:
     return f"v{version}" if version not in (None, "", "None") else "none"
 
 
+def when(iso: Any) -> str:
+    """A recorded ISO time as people read it, to the second: `2026-06-01 13:45:07 UTC` (the record keeps
+    nanoseconds); anything else as it is."""
+    text = str(iso or "")
+    if len(text) >= 19 and text[10] == "T" and text.endswith(("+00:00", "Z")):
+        return f"{text[:10]} {text[11:19]} UTC"
+    return text or "?"
+
+
+def clip(text: Any, limit: int) -> str:
+    """`text` on one line, at most about `limit` characters, cut at a word boundary with `...`."""
+    line = " ".join(str(text or "").split())
+    if len(line) <= limit:
+        return line
+    head = line[:limit].rsplit(" ", 1)[0] if " " in line[:limit] else line[:limit]
+    return head.rstrip(" ,;:") + " ..."
+
+
 def fail(message: str, code: int = 2) -> NoReturn:
     """Print one line on stderr and exit non-zero."""
     typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from mlops.cli.common import check_config, prepare_flow_process, stdout_to_stderr, version_label
+from mlops.cli.common import check_config, clip, prepare_flow_process, stdout_to_stderr, version_label, when
 from mlops.cli.common import fail as _fail
 from mlops.cli.common import run_flow as _run_flow
 
@@ -175,13 +175,13 @@ def status(
             typer.echo(f"  {alias:9s} (none)")
             continue
         metrics = ", ".join(f"{k}={val:.4f}" for k, val in sorted(v["metrics"].items()))
-        promoted = f"  promoted {v['promoted_at']}" if v.get("promoted_at") else ""
-        typer.echo(f"  {alias:9s} v{v['version']}  trained {v['trained_at']}{promoted}")
+        promoted = f"  promoted {when(v['promoted_at'])}" if v.get("promoted_at") else ""
+        typer.echo(f"  {alias:9s} v{v['version']}  trained {when(v['trained_at'])}{promoted}")
         typer.echo(f"            {metrics}")
         if v.get("refused"):
             typer.echo(f"            NOT SERVED: {v['refused']}")
         elif v.get("override"):
-            typer.echo(f"            gate failed; served by override ({v['override'].get('reason', '')[:80]})")
+            typer.echo(f"            gate failed; served by override ({clip(v['override'].get('reason', ''), 80)})")
     for move in st.get("outside_moves", []):
         typer.echo(f"  note: {move['reason']}")
     if history:
@@ -191,14 +191,14 @@ def status(
             if v.get("override") and gate == "REJECTED":
                 gate += " (override recorded)"
             aliases = f"  [{', '.join(v['aliases'])}]" if v["aliases"] else ""
-            typer.echo(f"  v{v['version']:<4} {v['trained_at'][:19]}  {v['family'] or '?':24s} gate {gate}{aliases}")
+            typer.echo(f"  v{v['version']:<4} {when(v['trained_at'])}  {v['family'] or '?':24s} gate {gate}{aliases}")
             for failure in v["failures"][:3]:
-                typer.echo(f"          - {failure[:150]}")
+                typer.echo(f"          - {clip(failure, 150)}")
         typer.echo("Alias moves:")
         for h in st["history"]:
             mark = "  OUTSIDE MLOPS" if h.get("outside") else "  FORCED over a failed gate" if h.get("forced") else ""
-            typer.echo(f"  {h['at']}  {h['alias']}: {version_label(h['from_version'])} -> "
-                       f"{version_label(h['to_version'])}  by {h['by']}  ({h['reason'][:80]}){mark}")
+            typer.echo(f"  {when(h['at'])}  {h['alias']}: {version_label(h['from_version'])} -> "
+                       f"{version_label(h['to_version'])}  by {h['by']}  ({clip(h['reason'], 100)}){mark}")
 
 
 @app.command()
