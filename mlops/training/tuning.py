@@ -575,7 +575,7 @@ def _run_trials(study: Any, family: str, task: str, distributions: dict[str, Any
         return "trial count"
     deadline = None if budget is None else time.monotonic() + budget
     finished = sum(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
-    first_batch: set[int] = set()  # a new search's first trials (the estimator's defaults first) always finish
+    first_batch: set[int] = set()  # a new search's first trial (the estimator's defaults) always finishes
 
     def spent() -> bool:
         return deadline is not None and not first_batch and time.monotonic() >= deadline
@@ -593,9 +593,9 @@ def _run_trials(study: Any, family: str, task: str, distributions: dict[str, Any
         while True:
             past_deadline = deadline is not None and time.monotonic() >= deadline
             while (len(running) < plan.trials and (max_trials is None or asked < max_trials)
-                   and (not past_deadline or (finished == 0 and asked < plan.trials))):
+                   and (not past_deadline or (finished == 0 and asked == 0))):
                 trial = study.ask(distributions)
-                if finished == 0 and asked < plan.trials:
+                if finished == 0 and asked == 0:
                     first_batch.add(trial.number)
                 asked += 1
                 params = fixed | trial.params
@@ -734,7 +734,8 @@ def tune_families(specs: list[ModelSpec], preprocessor: Any, X: pd.DataFrame, y:
     pays: an equal warm-up, then the rest in equal shares to the families within reach of the leader.
 
     `tune` has tune_family's signature (the flow passes its Prefect task); the folds are prepared once.
-    Halving searches each family with its own n_trials candidates, as scikit-learn runs them.
+    Halving searches each family with its own n_trials candidates, as scikit-learn runs them. Only the
+    winner's `best_estimator` is fitted on all rows (the one the flow goes on with).
     """
     say = log or (lambda _msg: None)
     if cfg.strategy == "halving":
@@ -761,19 +762,16 @@ def tune_families(specs: list[ModelSpec], preprocessor: Any, X: pd.DataFrame, y:
         more_time = None if time_left is None else time_left / share
         spec = next(s for s in specs if s.family == r.family)
         if more_trials == 0 or (more_time is not None and more_time < 0.5):
-            results[r.family] = tune(spec, preprocessor, X, y, task, scoring, cfg, budget=None, max_trials=0,
-                                     resume=r, folds=folds)
-            continue
+                continue
         last = share == 1  # the last share ends the search: fits running then are stopped
         results[r.family] = tune(spec, preprocessor, X, y, task, scoring, cfg, budget=more_time,
-                                 max_trials=more_trials, resume=r, folds=folds,
+                                 max_trials=more_trials, resume=r, folds=folds, refit=False,
                                  grace=0.0 if last or more_time is None else more_time / 4)
-    searched_on = {r.family for r in contenders}
-    for s in specs:  # families out of reach (and those with nothing to search): their best refitted as is
-        r = results[s.family]
-        if s.family not in searched_on:
-            results[s.family] = tune(s, preprocessor, X, y, task, scoring, cfg, budget=None, max_trials=0,
-                                     resume=r, folds=folds)
+    winner = max(results.values(), key=lambda r: r.best_score)
+    t0 = time.perf_counter()
+    with _limits(available_cores()):  # only the winner is fitted on every row; the others' pipelines stay unfitted
+        winner.best_estimator.fit(X, y)
+    winner.seconds += time.perf_counter() - t0
     return [results[s.family] for s in specs]
 
 

@@ -210,9 +210,12 @@ def test_worker_processes_start_one_thread_each_when_trials_fill_the_cores() -> 
 
 
 def _fake(family: str, score: float, trials: int, std: float = 0.01, space: str = "default"):
+    from sklearn.dummy import DummyClassifier
+
     from mlops.training.tuning import FamilyResult
 
-    return FamilyResult(family, None, {}, score, [score - std, score + std], "roc_auc", trials, 1.0, space=space)
+    return FamilyResult(family, DummyClassifier(), {}, score, [score - std, score + std], "roc_auc", trials, 1.0,
+                        space=space)
 
 
 def test_families_within_reach_of_the_leader_keep_searching() -> None:
@@ -245,9 +248,10 @@ def test_the_trial_pool_goes_to_the_families_in_reach() -> None:
     assert trials["logistic_regression"] == 3  # the warm-up only: clearly behind
     assert trials["hist_gradient_boosting"] + trials["random_forest"] == 30 - 3 and sum(trials.values()) == 30
     assert min(trials["hist_gradient_boosting"], trials["random_forest"]) > 10
-    # each family's search is continued once at most, and the one behind only refitted (no trials)
+    # each family's search is continued once at most; the one behind is not searched again
     assert calls == [("logistic_regression", 3), ("random_forest", 3), ("hist_gradient_boosting", 3),
-                     ("random_forest", 10), ("hist_gradient_boosting", 11), ("logistic_regression", 0)]
+                     ("random_forest", 10), ("hist_gradient_boosting", 11)]
+    assert hasattr(next(r for r in out if r.family == "hist_gradient_boosting").best_estimator, "classes_")
 
 
 @pytest.mark.parametrize("task", ["classification", "regression"])
