@@ -64,7 +64,7 @@ async def status(app: Any, delivery: str, source: str = "data-vendor", *, secret
 @pytest.mark.anyio
 @pytest.mark.parametrize(("path", "words"), [
     ("", "payload field 'path' must not be empty"),
-    ("   ", "payload field 'path' must match the pattern"),
+    ("   ", "payload field 'path' must be a path that is not blank"),
     (None, "payload field 'path' must be a string, got null"),
     (123, "payload field 'path' must be a string, got an integer"),
     (["/a.csv"], "payload field 'path' must be a string, got a list"),
