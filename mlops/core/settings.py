@@ -199,7 +199,10 @@ def configure_environment(settings: Settings | None = None) -> Settings:
     Called by entry points (CLI, flow scripts), never at import.
     """
     s = settings or get_settings()
-    s.state_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(s.state_dir)
+    private_dir(s.state_dir / "prefect")
+    if s.mlflow_tracking_uri is None:  # the default SQLite store: created private before MLflow opens it
+        private_file(s.state_dir / "mlflow.db")
     os.environ.setdefault("MLOPS_HOME", str(s.state_dir))
     os.environ.setdefault("MLFLOW_TRACKING_URI", s.tracking_uri)
     os.environ.setdefault("PREFECT_HOME", str(s.state_dir / "prefect"))
@@ -207,6 +210,43 @@ def configure_environment(settings: Settings | None = None) -> Settings:
         os.environ.setdefault(key, value)
     quiet_libraries()
     return s
+
+
+PRIVATE_DIR = 0o700  # the state folder holds stores, logs, keys and the prediction log: its owner's only
+PRIVATE_FILE = 0o600
+
+
+def private_dir(path: Path) -> Path:
+    """Create `path` (and its parents) if missing, and make it readable by its owner only (when it is ours)."""
+    path.mkdir(mode=PRIVATE_DIR, parents=True, exist_ok=True)
+    _tighten(path, PRIVATE_DIR)
+    return path
+
+
+def private_file(path: Path) -> Path:
+    """Create `path` empty if missing (a SQLite database, a log) readable by its owner only; an existing one
+    of ours is made so. SQLite gives its -wal and -shm files the database file's mode."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.close(os.open(path, os.O_CREAT | os.O_WRONLY | os.O_APPEND, PRIVATE_FILE))
+    except OSError:
+        return path  # not ours to create: whoever opens it reports the problem
+    _tighten(path, PRIVATE_FILE)
+    return path
+
+
+def private_opener(path: str, flags: int) -> int:
+    """`open(..., opener=private_opener)`: a file created readable by its owner only."""
+    return os.open(path, flags, PRIVATE_FILE)
+
+
+def _tighten(path: Path, mode: int) -> None:
+    try:
+        st = path.stat()
+        if st.st_uid == os.getuid() and st.st_mode & 0o777 & ~mode:
+            path.chmod(mode)
+    except OSError:
+        pass  # a folder shared on purpose (another owner, a read-only mount) stays as it is
 
 
 # Telemetry off and library chatter down, for every process the project starts (the stack's

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from mlops.core.errors import MLOpsError
+from mlops.core.settings import private_opener
 from mlops.core.startup import http_ok
 from mlops.stack.options import (
     COMPONENTS,
@@ -139,11 +140,13 @@ class Supervisor:
         (`popen`: more Popen arguments, such as the user PostgreSQL runs as)."""
         log = self.log_path(name)
         log.parent.mkdir(parents=True, exist_ok=True)
-        with open(log, "ab") as out:
+        with open(log, "ab", opener=private_opener) as out:
             out.write(f"\n=== {timestamp()} mlops up: {shlex.join(cmd)}\n".encode())
             out.flush()
+            # umask 077: the databases, artifacts and logs the servers create are their owner's only
             proc = subprocess.Popen(cmd, cwd=self.opts.project_dir, env=env, stdin=subprocess.DEVNULL, stdout=out,
-                                    stderr=subprocess.STDOUT, start_new_session=True, close_fds=True, **(popen or {}))
+                                    stderr=subprocess.STDOUT, start_new_session=True, close_fds=True,
+                                    **{"umask": 0o077, **(popen or {})})
         started = live_process(proc.pid)
         url = url or self.opts.url(name)
         rec = ProcessRecord(name=name, pid=proc.pid, create_time=started.create_time() if started else None, cmd=cmd,

@@ -20,6 +20,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from mlops.core.settings import private_file
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS seen (
     key TEXT PRIMARY KEY,
@@ -86,7 +88,7 @@ class DeliveryStore:
     """Seen-delivery keys with expiry, and the outbox. Each call is a short synchronous SQLite transaction."""
 
     def __init__(self, path: Path, *, purge_every: float = 60.0) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        private_file(path)  # delivery ids and queued events: the bridge owner's only
         self.path = path
         self._purge_every = purge_every
         self._next_purge = 0.0

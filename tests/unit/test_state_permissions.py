@@ -1,0 +1,75 @@
+"""The state folder holds stores, logs, keys and the prediction log: it is its owner's only (issue 21: it was
+755 and its databases and logs 644)."""
+
+from __future__ import annotations
+
+import stat
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mlops.core.settings import configure_environment, get_settings, private_dir, private_file
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_the_state_folder_and_its_stores_are_private(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    state = tmp_path / "fresh" / ".mlops"
+    for name in ("MLOPS_HOME", "MLFLOW_TRACKING_URI", "PREFECT_HOME"):  # configure_environment sets them
+        monkeypatch.setenv(name, "placeholder")
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("MLOPS_HOME", str(state))
+    configure_environment(get_settings())
+    assert mode(state) == 0o700 and mode(state / "prefect") == 0o700
+    assert mode(state / "mlflow.db") == 0o600
+
+    import mlflow
+
+    mlflow.set_tracking_uri(f"sqlite:///{state / 'mlflow.db'}")
+    try:
+        mlflow.MlflowClient().search_experiments(max_results=1)  # MLflow builds its store in the file
+    finally:
+        mlflow.set_tracking_uri(None)
+    assert (state / "mlflow.db").stat().st_size > 0 and mode(state / "mlflow.db") == 0o600
+
+
+def test_an_open_state_folder_is_tightened(tmp_path: Path) -> None:
+    folder, db = tmp_path / "open", tmp_path / "open" / "x.db"
+    folder.mkdir(mode=0o755)
+    folder.chmod(0o755)
+    db.write_text("")
+    db.chmod(0o644)
+    private_dir(folder)
+    private_file(db)
+    assert mode(folder) == 0o700 and mode(db) == 0o600
+
+
+def test_the_bridge_store_and_the_stack_logs_are_private(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from mlops.stack import options as stack_options
+    from mlops.stack import supervisor
+    from mlops.webhooks.store import DeliveryStore
+
+    store = DeliveryStore(tmp_path / "bridge" / "deliveries.sqlite3")
+    store.close()
+    assert mode(tmp_path / "bridge" / "deliveries.sqlite3") == 0o600
+
+    seen: dict[str, Any] = {}
+
+    class FakePopen:
+        pid = 0
+
+        def __init__(self, cmd: list[str], **kw: Any) -> None:
+            seen.update(kw)
+
+    monkeypatch.setattr(supervisor.subprocess, "Popen", FakePopen)
+    monkeypatch.setattr(supervisor, "write_state", lambda state: None)
+    sup = supervisor.Supervisor(stack_options.StackOptions.from_env(environ={}, state_dir=tmp_path / "state"))
+    monkeypatch.setattr(sup, "_watchers", type("W", (), {"submit": staticmethod(lambda *a, **k: None),
+                                                         "shutdown": staticmethod(lambda **k: None)})())
+    sup.start("mlflow", ["true"], {}, lambda: True)
+    sup.close()
+    assert seen["umask"] == 0o077  # what the servers create (databases, artifacts) is private
+    assert mode(sup.log_path("mlflow")) == 0o600
