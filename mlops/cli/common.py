@@ -156,16 +156,40 @@ class _TaskDoneFilter:
         return not (record.name == "prefect.task_runs" and str(record.msg).startswith("Finished in state Completed"))
 
 
+class _UserErrorOnceFilter:
+    """A user's error (bad data, a missing file: an MLOpsError) reached the console four times, from the task
+    and the flow, each as a failure and as a final state, and then once more as the command's `error:` line.
+    The console keeps that last one: records the run loggers marked as a user error, and any later record
+    repeating its text, stay in the run's logs (the UI) only."""
+
+    def __init__(self) -> None:
+        self.seen: list[str] = []
+
+    def filter(self, record: Any) -> bool:
+        text = getattr(record, "mlops_user_error", None)
+        if text:
+            if text not in self.seen:
+                self.seen.append(text)
+            return False
+        if self.seen and record.name in {"prefect.task_runs", "prefect.flow_runs"}:
+            message = record.getMessage()
+            return not any(t in message for t in self.seen)
+        return True
+
+
 def quiet_console() -> None:
-    """Leave the per-task "Finished in state Completed()" lines out of Prefect's console output only."""
+    """Leave the per-task "Finished in state Completed()" lines, and the repeats of a user's error that the
+    command prints itself, out of Prefect's console output only."""
     import logging
 
     from prefect.logging.handlers import PrefectConsoleHandler
 
     for handler in logging.getLogger().handlers:
-        if isinstance(handler, PrefectConsoleHandler) and not any(isinstance(f, _TaskDoneFilter)
-                                                                   for f in handler.filters):
-            handler.addFilter(_TaskDoneFilter())
+        if not isinstance(handler, PrefectConsoleHandler):
+            continue
+        for kind in (_TaskDoneFilter, _UserErrorOnceFilter):
+            if not any(isinstance(f, kind) for f in handler.filters):
+                handler.addFilter(kind())
 
 
 def run_flow(fn: Any, **params: Any) -> Any:

@@ -293,4 +293,5 @@ class UserErrorFilter:
         if exc and len(exc) > 1 and isinstance(exc[1], MLOpsError):
             record.exc_info = None  # type: ignore[attr-defined]
             record.exc_text = None  # type: ignore[attr-defined]
+            record.mlops_user_error = str(exc[1])  # type: ignore[attr-defined]  # the CLI's console says it once
         return True

@@ -123,3 +123,15 @@ def test_help_is_fast_and_lists_commands(tmp_path: Path) -> None:
     assert res.returncode == 0
     for cmd in ("train", "promote", "rollback", "status"):
         assert cmd in res.stdout
+
+
+def test_a_missing_data_file_is_said_once(tmp_path: Path) -> None:
+    """Issue 21: the error reached the console four times (task failure, task state, flow failure, flow state)
+    before the command's own `error:` line; the console now holds that line only, the run's logs the rest."""
+    state = tmp_path / "state"
+    missing = state / "inbox" / "nope.csv"
+    res = run(["train", "--config", "configs/default.yaml", "--data", str(missing)], state, timeout=300)
+    assert res.returncode != 0
+    said = (res.stdout + res.stderr).count(f"{missing}: data file not found")
+    assert said == 1, res.stderr[-3000:]
+    assert f"error: {missing}: data file not found" in res.stderr and "Traceback" not in res.stderr
