@@ -53,6 +53,9 @@ class DataRoots:
 
         Nothing is opened or stat'ed before the check, so a refusal says nothing about whether the file exists.
         """
+        if any(ord(ch) < 32 or ord(ch) == 127 for ch in str(path)):
+            raise DataPathRefused(f"{str(path)!r}: refused: a data path may not hold a control character (NUL, "
+                                  "newline, tab); name the file as it is on disk")
         resolved = _resolve(path)
         shown = str(path)
         if os.path.abspath(Path(path).expanduser()) != str(resolved):

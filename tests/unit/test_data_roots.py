@@ -63,6 +63,13 @@ def test_paths_outside_the_roots_are_refused_naming_the_rule(layout, path: str) 
     assert "MLOPS_DATA_ROOTS" in str(err.value) and "root:" not in str(err.value)
 
 
+@pytest.mark.parametrize("tail", ["good\x00.csv", "good.csv\n", "go\tod.csv"])
+def test_a_control_character_in_a_path_is_refused_in_one_sentence(layout, tail: str) -> None:
+    """Issue 21: a NUL byte in a path (a webhook's, a run form's) crashed the run with 'embedded null byte'."""
+    with pytest.raises(DataPathRefused, match="refused: a data path may not hold a control character"):
+        _roots(layout).confine(str(layout["project"] / "data" / tail))
+
+
 def test_a_symlink_out_of_a_root_is_refused_and_one_within_is_followed(layout) -> None:
     secret = layout["outside"] / "secret.csv"
     secret.write_text("user,password\nroot,hunter2\n")
