@@ -58,9 +58,16 @@ from mlops.monitoring.yardstick import (
     score_matrix,
 )
 from mlops.training.assessment import evaluate, judge, reference_sample
-from mlops.training.evaluation import Predictions, metric_value, predict
+from mlops.training.evaluation import metric_value, predict
 from mlops.training.tuning import pick_best, scorer_for, tune_family
-from mlops.training.window import WindowChoice, Windowed, all_history, refit_in_window, train_in_window
+from mlops.training.window import (
+    WindowChoice,
+    Windowed,
+    all_history,
+    last_periods,
+    refit_in_window,
+    train_in_window,
+)
 
 Log = Callable[[str], None]
 ARMS = ("policy", "never", "every_window", "every_window_train_on")
@@ -174,7 +181,7 @@ def score_window(champion: Champion, frame: pd.DataFrame, cfg: PipelineConfig) -
     """The champion's prediction for every row, and its primary metric on the labelled ones."""
     p = predict(champion.model, frame.drop(columns=[cfg.target]), cfg.task, cfg.positive_class)
     known = frame[cfg.target].notna().to_numpy()
-    sub = Predictions(p.y_pred[known], None if p.proba is None else p.proba[known], p.classes, p.positive)
+    sub = p.subset(known)
     y = frame[cfg.target].to_numpy()[known]
     try:
         value = metric_value(cfg.primary_metric, y, sub)
@@ -522,10 +529,9 @@ class Yardstick:
         self.fits["every_window"] += cand.fits
         self.seconds["every_window"] += time.perf_counter() - t0
         rows = cand.champion.trained_on
-        times = pd.to_datetime(rows[cfg.timestamp_column])
         for f in self.families[1:]:
             t1 = time.perf_counter()
-            part = rows.loc[(times > times.max() - (f.periods or 0) * self.period).to_numpy()]
+            part = last_periods(rows, cfg.timestamp_column, f.periods, self.period)
             part = part.loc[part[cfg.target].notna()]
             try:
                 f.models.append(clone(cand.tuned).fit(part.drop(columns=[cfg.target]), part[cfg.target]))

@@ -19,7 +19,9 @@ from typing import Any
 import pandas as pd
 
 from mlops.core.config import METRIC_DIRECTION, PipelineConfig
+from mlops.core.periods import parse_period
 from mlops.training.evaluation import metric_value, paired_bootstrap, predict
+from mlops.training.window import last_periods
 
 MIN_FRESH_ROWS = 100  # a fresh model needs this many labelled rows of history
 RELATIVE_COST = 0.2  # default retrain cost for errors: 20% of the champion's error on the window
@@ -102,11 +104,7 @@ def fresh_gain(champion: Any, history: pd.DataFrame, window: pd.DataFrame, cfg: 
 def history_in_window(history: pd.DataFrame, window: dict[str, Any] | None, timestamp_column: str | None) -> pd.DataFrame:
     """The labelled history cut to the champion's training window (its `WindowChoice` record: `periods` and
     `period`); all of it when the champion trained on all history or the record is missing."""
-    from mlops.core.periods import parse_period
-
     periods, period = (window or {}).get("periods"), (window or {}).get("period")
-    if not periods or not period or not timestamp_column or timestamp_column not in history.columns or not len(history):
+    if not periods or not period or timestamp_column not in history.columns:
         return history
-    times = pd.to_datetime(history[timestamp_column])
-    start = times.max() - int(periods) * parse_period(str(period), "window_period")
-    return history.loc[(times > start).to_numpy()]
+    return last_periods(history, timestamp_column, int(periods), parse_period(str(period), "window_period"))

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from mlops.core.config import METRIC_DIRECTION, PipelineConfig
-from mlops.training.evaluation import Predictions, metric_value, predict
+from mlops.training.evaluation import metric_value, predict
 
 
 @dataclass
@@ -48,7 +48,7 @@ def score_matrix(family: Family, windows: list[pd.DataFrame], cfg: PipelineConfi
             a, b = sizes[w] - start, sizes[w + 1] - start
             if b - a == 0:
                 continue
-            sub = Predictions(p.y_pred[a:b], None if p.proba is None else p.proba[a:b], p.classes, p.positive)
+            sub = p.subset(slice(a, b))
             try:
                 out[j, w] = metric_value(cfg.primary_metric, y[start + a:start + b], sub)
             except ValueError:  # one class only in a window: no roc_auc there

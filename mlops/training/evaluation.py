@@ -26,9 +26,9 @@ class Predictions:
     classes: list[Any] | None
     positive: Any = None
 
-    def subset(self, mask: np.ndarray) -> Predictions:
-        """The predictions for the rows `mask` selects."""
-        return Predictions(self.y_pred[mask], None if self.proba is None else self.proba[mask], self.classes,
+    def subset(self, rows: np.ndarray | slice) -> Predictions:
+        """The predictions for the rows `rows` selects (a mask, indices or a slice)."""
+        return Predictions(self.y_pred[rows], None if self.proba is None else self.proba[rows], self.classes,
                            self.positive)
 
     @property
@@ -134,10 +134,6 @@ def holdout_metrics(task: str, y_true: np.ndarray, p: Predictions, positive_clas
     return {m: metric_value(m, y_true, p) for m in names}
 
 
-def _subset(p: Predictions, idx: np.ndarray) -> Predictions:
-    return Predictions(p.y_pred[idx], None if p.proba is None else p.proba[idx], p.classes, p.positive)
-
-
 @dataclass
 class BootstrapResult:
     metric: str
@@ -167,8 +163,8 @@ def paired_bootstrap(
     for b in range(samples):
         idx = rng.integers(0, n, n)
         deltas[b] = sign * (
-            metric_value(metric, y_true[idx], _subset(challenger, idx))
-            - metric_value(metric, y_true[idx], _subset(champion, idx))
+            metric_value(metric, y_true[idx], challenger.subset(idx))
+            - metric_value(metric, y_true[idx], champion.subset(idx))
         )
     deltas = deltas[np.isfinite(deltas)]
     alpha = 1.0 - confidence
@@ -217,7 +213,7 @@ def slice_metrics(
     """The metric on each value of a column with at least min_rows rows: {value: (metric, rows)}."""
     out: dict[str, tuple[float, int]] = {}
     for v, idx in _slices(frame, column, min_rows):
-        m = metric_value(metric, y_true[idx], _subset(p, idx))
+        m = metric_value(metric, y_true[idx], p.subset(idx))
         if np.isfinite(m):
             out[v] = (m, len(idx))
     return out

@@ -277,7 +277,7 @@ def leaning_columns(model: Any, test: pd.DataFrame, columns: list[str], target: 
                     positive: Any = None, seed: int = 0, max_rows: int = 1000) -> list[tuple[str, float]]:
     """Permutation drop of the metric per column on up to max_rows holdout rows, largest first; one predict
     call on every permuted copy stacked, since a pipeline's per-call overhead dominates at this size."""
-    from mlops.training.evaluation import _subset, metric_value, predict
+    from mlops.training.evaluation import metric_value, predict
 
     rows = test if len(test) <= max_rows else test.sample(max_rows, random_state=seed)
     X, y = rows.drop(columns=[target]).reset_index(drop=True), rows[target].to_numpy()
@@ -289,7 +289,7 @@ def leaning_columns(model: Any, test: pd.DataFrame, columns: list[str], target: 
         copies.append(Xp)
     p = predict(model, pd.concat(copies, ignore_index=True), task, positive)
     n = len(X)
-    scores = [metric_value(metric, y, _subset(p, np.arange(i * n, (i + 1) * n))) for i in range(len(copies))]
+    scores = [metric_value(metric, y, p.subset(np.arange(i * n, (i + 1) * n))) for i in range(len(copies))]
     return sorted(((c, scores[0] - scores[i + 1]) for i, c in enumerate(columns)), key=lambda d: -d[1])
 
 

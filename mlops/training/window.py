@@ -80,11 +80,17 @@ class WindowChoice:
 
     def rows(self, frame: pd.DataFrame, timestamp_column: str | None, period: pd.DateOffset | None) -> pd.DataFrame:
         """The rows of `frame` inside the chosen window, counted back from its newest row (all: no window)."""
-        if self.periods is None or not len(frame) or not timestamp_column or period is None:
-            return frame
-        times = pd.to_datetime(frame[timestamp_column])
-        start = times.max() - self.periods * period
-        return frame.loc[(times > start).to_numpy()].reset_index(drop=True)
+        return last_periods(frame, timestamp_column, self.periods, period)
+
+
+def last_periods(frame: pd.DataFrame, timestamp_column: str | None, periods: int | None,
+                 period: pd.DateOffset | None) -> pd.DataFrame:
+    """The rows of the last `periods` periods counted back from the newest row; all of them without a window
+    (`periods` or `period` None) or a timestamp column."""
+    if periods is None or period is None or not timestamp_column or not len(frame):
+        return frame
+    times = pd.to_datetime(frame[timestamp_column])
+    return frame.loc[(times > times.max() - periods * period).to_numpy()].reset_index(drop=True)
 
 
 def all_history(reason: str, metric: str, period: str = "") -> WindowChoice:
