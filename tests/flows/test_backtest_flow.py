@@ -13,7 +13,7 @@ import yaml
 from prefect.artifacts import Artifact
 
 from flows.backtest import backtest
-from tests.unit.test_backtest import backtest_config, drifted_history
+from tests.support.backtest import backtest_config, drifted_history
 
 
 def _write(tmp_path: Path, history: pd.DataFrame) -> tuple[Path, Path]:

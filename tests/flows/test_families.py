@@ -25,7 +25,7 @@ def ship_family(task: str, family: str) -> dict[str, Any]:
     from mlops.training.tuning import make_estimator
     from tasks.deployment import finish_infra_validation, start_infra_validation
     from tasks.registry import register_challenger
-    from tests.unit.test_families import SMALL, messy_frame
+    from tests.support.families import SMALL, messy_frame
 
     fresh = FreshProcess()  # as the training flow does: started before the model exists
     try:
