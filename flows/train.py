@@ -30,6 +30,7 @@ from mlops.core.errors import MLOpsError
 from mlops.core.settings import configure_environment
 from mlops.registry.tracking import training_lineage
 from mlops.training.result import TrainingResult
+from mlops.training.retune import plan_retune, search_digest
 from mlops.training.tuning import pick_best
 from tasks.data import load_data, split_data
 from tasks.deployment import finish_infra_validation, infra_validation_process, start_infra_validation
@@ -98,7 +99,10 @@ def run_training(config_path: str, source_path: str | None, reason: str,
         lineage = training_lineage(loaded.fingerprint, cfg.config_hash(), str(config_path), flow_run_id,
                                    source_path or cfg.source.kind, reason)
         run = start_training_run(cfg, split, inputs.scoring, lineage, settings.tracking_uri, settings.artifact_root)
-        results = tune_all_families(cfg, inputs, run.run_id)  # the time budget and trials shared where it pays
+        reuse = plan_retune(cfg, *((champion.model, champion.tags, champion.version) if champion else (None,) * 3),
+                            rows=len(split.train), retraining=new_rows is not None)
+        run.lineage |= reuse.lineage(len(split.train), search_digest(cfg))
+        results = tune_all_families(cfg, inputs, run.run_id, reuse)  # budget and trials shared where it pays
         best = pick_best(results)
         leaderboard = sorted((r.leaderboard_row() for r in results), key=lambda r: -r["cv_score"])
         logger.info("Tuning: best family %s, cv score %.4f", best.family, best.best_score)

@@ -14,7 +14,8 @@ from mlops.core.contract import DataContract
 from mlops.core.data import Split
 from mlops.core.features import build_preprocessor
 from mlops.registry.tracking import log_family_run, log_search_winner
-from mlops.training.tuning import FamilyResult, pick_best, scorer_for, tune_families, tune_family
+from mlops.training.retune import Reuse, reused_result
+from mlops.training.tuning import FamilyResult, pick_best, scorer_for, scoring_name, tune_families, tune_family
 from mlops.training.window import Windowed, refit_in_window, train_in_window
 from tasks.common import stage_task
 
@@ -52,10 +53,18 @@ def tune_candidates(spec: ModelSpec, inputs: SearchInputs, task_kind: str, searc
 
 
 @stage_task("tune_families")
-def tune_all_families(cfg: PipelineConfig, inputs: SearchInputs, parent_run_id: str | None = None) -> list[FamilyResult]:
+def tune_all_families(cfg: PipelineConfig, inputs: SearchInputs, parent_run_id: str | None = None,
+                      reuse: Reuse | None = None) -> list[FamilyResult]:
     """Every family's search, the time budget and trial pool shared where it pays (each share a `tune-<family>`
-    task); each family logged as a nested MLflow run, the winner's hyperparameters on the parent run."""
+    task); each family logged as a nested MLflow run, the winner's hyperparameters on the parent run. With
+    `reuse` (a retrain whose data has not outgrown the champion's tuning), the champion's configuration instead."""
     logger = get_run_logger()
+    if reuse is not None and reuse.reuse:
+        logger.info("Search: %s", reuse.reason)
+        result = reused_result(reuse, inputs.preprocessor, inputs.X, inputs.y, cfg, scoring_name(inputs.scoring))
+        if parent_run_id:
+            log_search_winner(parent_run_id, result, [result], cfg.search)
+        return [result]
 
     def tune(spec: ModelSpec, *args: Any, **share: Any) -> FamilyResult:
         return tune_candidates(spec, inputs, cfg.task, cfg.search, **share)

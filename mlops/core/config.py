@@ -313,6 +313,10 @@ class SearchConfig(_Strict):
         "whichever comes first)")
     cv_folds: int = Field(3, ge=2, le=20)
     scoring: str | None = Field(None, description="sklearn scorer; default from the primary metric")
+    retune: Literal["auto", "always"] = Field(
+        "auto", description="auto: a retrain refits the champion's tuned configuration and searches again only when "
+        "the training rows doubled since it was tuned or the search changed (mlops.training.retune); always: every "
+        "training searches")
     n_jobs: int = Field(-1, description="trials at once; -1: one per core (trials x threads per trial <= cores)")
     seed: int = 42
     backend: Literal["local", "dask"] = "local"

@@ -59,7 +59,8 @@ from mlops.monitoring.yardstick import (
 )
 from mlops.training.assessment import evaluate, judge, reference_sample
 from mlops.training.evaluation import metric_value, predict
-from mlops.training.tuning import pick_best, scorer_for, tune_family
+from mlops.training.retune import plan_retune, reused_result, search_digest
+from mlops.training.tuning import pick_best, scorer_for, scoring_name, tune_family
 from mlops.training.window import (
     WindowChoice,
     Windowed,
@@ -92,11 +93,14 @@ class Champion:
     trained_at: pd.Timestamp
     rows: RowHashSet | None = None  # the rows the served model was fitted on (the gate compares on others)
     window: WindowChoice | None = None
+    lineage: dict[str, str] = field(default_factory=dict)  # the configuration's tuning (mlops.training.retune)
 
     @property
     def tags(self) -> dict[str, str]:
-        """The version tags live quality reads (`metric.<name>`), formatted as registration writes them."""
-        return {f"metric.{k}": f"{v:.6g}" for k, v in self.metrics.items() if math.isfinite(v)}
+        """The version tags live quality and the retune rule read (`metric.<name>`, `family`, `lineage.*`),
+        formatted as registration writes them."""
+        return ({f"metric.{k}": f"{v:.6g}" for k, v in self.metrics.items() if math.isfinite(v)}
+                | {"family": self.family} | {f"lineage.{k}": v for k, v in self.lineage.items()})
 
     @property
     def window_periods(self) -> int | None:
@@ -123,14 +127,15 @@ def search_fits(cfg: PipelineConfig, trials: int) -> int:
 
 def train_candidate(frame: pd.DataFrame, cfg: PipelineConfig, champion: Champion | None, version: int,
                     at: pd.Timestamp, gate: bool = True, period: str | None = None,
-                    choose: bool = True) -> Candidate:
+                    choose: bool = True, search: bool = False) -> Candidate:
     """Validate, split, tune, choose the training window, evaluate and (with `gate`) judge, as the training
     flow does, in process.
 
     `frame` may carry the new-row marker of a retraining file. The rows are checked for structure and the
     user's rules, and the contract evolves from the kept rows (from the champion's, when there is one).
     `period` is the window length candidate training windows are counted in (`train_on: auto`); with
-    `choose` False the challenger trains on every row (the all-history baseline).
+    `choose` False the challenger trains on every row (the all-history baseline). A retrain refits the
+    champion's configuration until the data outgrows it (mlops.training.retune); `search` always searches.
     """
     started = time.perf_counter()
     df, new_rows = pop_new_rows(frame)
@@ -145,9 +150,15 @@ def train_candidate(frame: pd.DataFrame, cfg: PipelineConfig, champion: Champion
     scoring = scorer_for(cfg.task, cfg.primary_metric, binary, cfg.search.scoring, labels=y,
                          positive_class=cfg.positive_class)
     preprocessor = build_preprocessor(contract, cfg.features)
-    results = [tune_family(spec, preprocessor, X, y, cfg.task, scoring, cfg.search) for spec in cfg.models]
+    reuse = plan_retune(cfg, *((champion.model, champion.tags, str(champion.version)) if champion else (None,) * 3),
+                        rows=len(split.train), retraining=new_rows is not None and not search)
+    if reuse.reuse:  # a retrain the data has not outgrown: the champion's configuration, one fit
+        results = [reused_result(reuse, preprocessor, X, y, cfg, scoring_name(scoring))]
+        fits = 1
+    else:
+        results = [tune_family(spec, preprocessor, X, y, cfg.task, scoring, cfg.search) for spec in cfg.models]
+        fits = sum(search_fits(cfg, r.n_trials) for r in results)
     best = pick_best(results)
-    fits = sum(search_fits(cfg, r.n_trials) for r in results)
     windowed = (train_in_window(best.best_estimator, split.train, cfg, period) if choose
                 else Windowed(best.best_estimator, all_history("the all-history baseline", cfg.primary_metric)))
     fits += windowed.choice.fits + (0 if windowed.choice.is_all else 1)
@@ -169,7 +180,8 @@ def train_candidate(frame: pd.DataFrame, cfg: PipelineConfig, champion: Champion
     fitted_on = windowed.choice.rows(fitted_on, cfg.timestamp_column, windowed.period)
     made = Champion(version, served, best.family, contract, reference_sample(fitted_on, served, cfg),
                     evaluation.metrics, holdout_slice_metrics(split.test, evaluation.predictions, cfg), df, at,
-                    RowHashSet.of(fitted_on, hash_columns(contract, cfg.serving.sensitive_columns)), windowed.choice)
+                    RowHashSet.of(fitted_on, hash_columns(contract, cfg.serving.sensitive_columns)), windowed.choice,
+                    reuse.lineage(len(split.train), search_digest(cfg)))
     return Candidate(made, passed, reasons, time.perf_counter() - started - judged, fits, best.best_estimator)
 
 
@@ -519,7 +531,7 @@ class Yardstick:
         n_new = int(w.frame[cfg.target].notna().sum())
         frame = everything.assign(**{NEW_ROW_COLUMN: np.arange(len(everything)) >= len(everything) - n_new})
         try:
-            cand = train_candidate(frame, cfg, self.champion, 0, w.end, gate=False, choose=False)
+            cand = train_candidate(frame, cfg, self.champion, 0, w.end, gate=False, choose=False, search=True)
         except DataError:
             for f in self.families:  # a window the baselines cannot train on keeps their models
                 f.models.append(f.models[-1])

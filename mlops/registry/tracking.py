@@ -4,6 +4,7 @@ the logged model, holdout metrics and artifacts, and the verdict recorded on the
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -232,8 +233,8 @@ def log_search_winner(parent_run_id: str, best: FamilyResult, results: Sequence[
     params = [Param(f"best.{k}", str(v)[:500]) for k, v in best.best_params.items()]
     params += [Param("best_family", best.family), Param("best_space", best.space),
                Param("time_budget", str(search.time_budget))]
-    metrics = [Metric("cv_best_score", best.best_score, now, 0),
-               Metric("trials_total", float(sum(r.n_trials for r in results)), now, 0),
+    metrics = [Metric("cv_best_score", best.best_score, now, 0)] if math.isfinite(best.best_score) else []
+    metrics += [Metric("trials_total", float(sum(r.n_trials for r in results)), now, 0),
                Metric("tune_seconds", float(sum(r.seconds for r in results)), now, 0)]
     MlflowClient().log_batch(parent_run_id, metrics=metrics, params=params)
 

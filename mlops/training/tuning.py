@@ -139,7 +139,8 @@ DEFAULT_SPACES: dict[str, dict[str, Param]] = {
 DEFAULT_FIXED: dict[str, dict[str, Any]] = {
     "hist_gradient_boosting": {"early_stopping": True, "n_iter_no_change": 20, "validation_fraction": 0.1},
 }
-SPACE_LABELS = {"default": "default space", "config": "config space", "none": "none"}
+SPACE_LABELS = {"default": "default space", "config": "config space", "none": "none",
+                "reused": "champion's configuration"}
 
 
 def resolve_space(spec: ModelSpec) -> tuple[dict[str, Param], dict[str, Any], str]:
@@ -458,6 +459,8 @@ class FamilyResult:
 
     def describe(self) -> str:
         """One line: best score, trials (pruned), space, time, why it stopped."""
+        if self.space == "reused":
+            return f"{self.family}: no search, {self.stopped}"
         pruned = f", {self.pruned} pruned" if self.pruned else ""
         return (f"{self.family}: best cv score {self.best_score:.4f} (+/- {np.std(self.cv_scores):.4f}) of "
                 f"{self.n_trials} trial(s){pruned} in {self.seconds:.1f} s, {SPACE_LABELS[self.space]}"
