@@ -1,4 +1,4 @@
-# MLOps for tabular data: `make run` trains on the built-in data, `make test` runs the tests.
+# MLOps for tabular data: `make run` trains on the built-in data, `make test` runs the fast tests.
 SHELL := /bin/bash
 PYTHON ?= python3.11
 VENV := .venv
@@ -24,7 +24,18 @@ setup: $(STAMP) ## create .venv and install the pinned package set
 run: $(STAMP) ## train on the built-in data (CONFIG=... for another use case)
 	$(BIN)/mlops train --config $(CONFIG)
 
-test: $(STAMP) ## run the test suite
+# The test tiers (markers registered with their reasons in pyproject.toml; tests/conftest.py checks every test
+# is in exactly one tier). CI runs `make test`, then `make test-slow`.
+FAST_TIER := not e2e and not process and not slow
+SLOW_TIER := e2e or process or slow
+
+test: $(STAMP) ## the fast tier: unit and flow tests that start no stack and no server (a few minutes)
+	$(BIN)/python -m pytest -q -m "$(FAST_TIER)"
+
+test-slow: $(STAMP) ## only what `make test` leaves out: tests marked e2e, process or slow
+	$(BIN)/python -m pytest -q -m "$(SLOW_TIER)"
+
+test-all: $(STAMP) ## every test in one run: the fast tier plus the process, slow and e2e tiers (15+ minutes)
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP) ## ruff, and the import contract (.importlinter: cli > flows > tasks > capabilities > core)
@@ -55,4 +66,4 @@ mlflow-ui: $(STAMP) ## open the MLflow UI on the local store (http://127.0.0.1:5
 clean: ## remove local state (.mlops/): models, runs, logs
 	rm -rf .mlops
 
-.PHONY: help setup run test lint status mlflow-ui clean demo-drift monitor up up-production down
+.PHONY: help setup run test test-slow test-all lint status mlflow-ui clean demo-drift monitor up up-production down

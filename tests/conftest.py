@@ -10,11 +10,21 @@ import pytest
 import yaml
 
 from mlops.core.settings import TELEMETRY_OFF
+from tests.support.tiers import tier_problems
 
 for _name, _value in {**TELEMETRY_OFF, "MLFLOW_LOGGING_LEVEL": "WARNING"}.items():
     os.environ.setdefault(_name, _value)
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Before `-m` deselects anything: every collected test is in exactly one tier (tests/support/tiers.py)."""
+    problems = tier_problems((item.nodeid, {mark.name for mark in item.iter_markers()}) for item in items)
+    if problems:
+        raise pytest.UsageError("tests outside the Makefile's tiers (mark them e2e, process or slow, or "
+                                "leave them unmarked for the fast tier):\n  " + "\n  ".join(problems))
 
 
 @pytest.fixture
