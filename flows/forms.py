@@ -28,9 +28,24 @@ DEFAULT_CONFIG = "configs/default.yaml"
 _PIPELINE_KEY = re.compile(rb"^models:", re.MULTILINE)
 
 
+def deployed_config() -> str:
+    """The config the deployment runs with (`$MLOPS_CONFIG` at `prefect deploy`), else the default one."""
+    return os.environ.get("MLOPS_CONFIG", "").strip() or DEFAULT_CONFIG
+
+
+def _same_file(a: str, b: str) -> bool:
+    """Whether two config paths (relative ones from the project folder, as the worker runs) name one file."""
+    def where(p: str) -> Path:
+        path = Path(p).expanduser()
+        return (path if path.is_absolute() else PROJECT_DIR / path).resolve()
+
+    return where(a) == where(b)
+
+
 def config_choices() -> list[str]:
-    """The pipeline configs a run form offers: configs/*.yaml of this project (relative, as the worker runs
-    from the project folder), plus the config the deployment runs with (`$MLOPS_CONFIG` at `prefect deploy`).
+    """The pipeline configs a run form offers, each once: configs/*.yaml of this project (relative, as the worker
+    runs from the project folder), the config the deployment runs with spelled as it was given (it is the
+    form's default, which must be one of the choices), listed where its file is or last when it lives elsewhere.
 
     Cheap: one folder listing and a look at each file's bytes, no YAML parsing."""
     found = []
@@ -41,9 +56,24 @@ def config_choices() -> list[str]:
         except OSError:
             continue
     deployed = os.environ.get("MLOPS_CONFIG", "").strip()
-    if deployed and deployed not in found:
-        found.append(deployed)
+    if deployed:
+        same = [i for i, f in enumerate(found) if _same_file(f, deployed)]
+        if same:
+            found[same[0]] = deployed
+        else:
+            found.append(deployed)
     return found
+
+
+def config_families(config_path: str) -> list[str] | None:
+    """The model families a config lists (read without validating the whole config), None when it cannot be read."""
+    path = Path(config_path).expanduser()
+    try:
+        raw = yaml.safe_load((path if path.is_absolute() else PROJECT_DIR / path).read_text())
+        families = [str(m["family"]) for m in raw["models"]]
+    except Exception:  # noqa: BLE001 - the form then offers every family; the run checks the choice
+        return None
+    return list(dict.fromkeys(families)) or None
 
 
 class _ConfigChoices:
@@ -65,6 +95,20 @@ class _FormWithoutNull:
         while core.get("type") in ("missing-sentinel", "nullable"):
             core = core["schema"]  # type: ignore[typeddict-item]
         return dict(handler(core))
+
+
+class _FamilyChoices(_FormWithoutNull):
+    """An optional list of families shown as a plain list (`_FormWithoutNull`) whose choices are only the
+    families of the deployment's config (`deployed_config`); every family when that config cannot be read.
+    A family another config lacks is refused by the run in one sentence (`apply_search_overrides`)."""
+
+    def __get_pydantic_json_schema__(self, core: CoreSchema, handler: GetJsonSchemaHandler) -> dict[str, Any]:
+        schema = super().__get_pydantic_json_schema__(core, handler)
+        config = deployed_config()
+        families = config_families(config)
+        if families is not None and isinstance(schema.get("items"), dict):
+            schema["items"] = {**schema["items"], "enum": families}
+        return schema
 
 
 def _no_null_defaults(schema: dict[str, Any]) -> None:
@@ -111,8 +155,9 @@ class SearchOverrides(BaseModel):
 
     n_trials: Annotated[int | None, _FormWithoutNull()] = Field(
         None, ge=1, le=10_000, title="Trials per family", description="Trials per model family on average (the config's search.n_trials otherwise).")
-    families: Annotated[list[Family] | None, _FormWithoutNull()] = Field(
-        None, title="Families", description="Search only these of the config's model families (all of them otherwise).")
+    families: Annotated[list[Family] | None, _FamilyChoices()] = Field(
+        None, title="Families", description="Search only these of the config's model families (all of them "
+                                            "otherwise); the form offers the families of the deployment's config.")
     time_budget: Annotated[float | None, _FormWithoutNull()] = Field(
         None, gt=0, title="Time budget (seconds)", description="Seconds for the whole search, shared across the families "
                                 "where it pays (the config's search.time_budget otherwise).")

@@ -161,6 +161,33 @@ def test_the_deployed_config_is_among_the_choices(monkeypatch: pytest.MonkeyPatc
     assert config_choices()[-1] == "/etc/mlops/churn.yaml"
 
 
+def test_the_form_lists_each_config_once_and_only_the_deployed_configs_families(
+        monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    """`mlops up` deploys with the config's absolute path: the form lists that file once (spelled as deployed, the
+    form's default) and offers only the model families that config has."""
+    from prefect.utilities.callables import parameter_schema
+
+    from flows.forms import PROJECT_DIR
+
+    def form() -> dict[str, Any]:
+        return parameter_schema(train).model_dump_for_openapi()["properties"]
+
+    default = PROJECT_DIR / "configs" / "default.yaml"
+    monkeypatch.setenv("MLOPS_CONFIG", str(default))
+    props = form()
+    choices = props["config_path"]["enum"]
+    files = [(p if p.startswith("/") else str(PROJECT_DIR / p)) for p in choices]
+    assert len(set(files)) == len(files) and str(default) in choices and "configs/default.yaml" not in choices
+    listed = [m["family"] for m in yaml.safe_load(default.read_text())["models"]]
+    assert props["search"]["properties"]["families"]["items"]["enum"] == listed
+    own = write_config(tmp_path)  # a config outside the project: listed last, its own families offered
+    monkeypatch.setenv("MLOPS_CONFIG", str(own))
+    props = form()
+    assert props["config_path"]["enum"][-1] == str(own) and props["config_path"]["enum"].count(str(own)) == 1
+    assert props["search"]["properties"]["families"]["items"]["enum"] == ["logistic_regression",
+                                                                          "hist_gradient_boosting"]
+
+
 def test_the_cli_console_leaves_out_finished_task_lines_only() -> None:
     f = _TaskDoneFilter()
 
