@@ -46,6 +46,7 @@ from starlette.routing import Route
 from mlops.core.config import ServingConfig
 from mlops.core.errors import SettingsError
 from mlops.core.settings import configure_environment, get_settings, quiet_libraries
+from mlops.serving.columns import check_records
 from mlops.serving.metrics import Metrics
 from mlops.serving.model import ServedModel
 from mlops.serving.openapi import openapi_schema
@@ -196,7 +197,7 @@ class ModelServer:
             records = m.validator.records_from_payload(payload)
         else:
             records = m.validator.records_from_mlflow(payload)
-        batch = m.validator.validate(records, self.max_rows)
+        batch = check_records(m.validator, records, self.max_rows)
         return batch, m.score(batch)
 
     async def _score(self, request: Request, route: str) -> Response:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from itertools import repeat
 from typing import Any
 
 import numpy as np
@@ -82,6 +83,10 @@ class CategoryBlock:
     unknown_codes: list[int]
     deltas: list[np.ndarray]
 
+    def __post_init__(self) -> None:
+        self._with_null: list[dict[Any, int]] = [{**lk, None: nc} for lk, nc in zip(self.lookups, self.null_codes,
+                                                                                    strict=True)]
+
     def apply(self, cols: dict[str, list[Any]], n: int, Xt: np.ndarray) -> None:
         acc = np.broadcast_to(self.base, (n, self.base.shape[0])).copy()
         for j, c in enumerate(self.columns):
@@ -89,8 +94,8 @@ class CategoryBlock:
             if n == 1:
                 v = cols[c][0]
                 acc[0] += self.deltas[j][nc if v is None else lk.get(v, uc)]
-            else:
-                codes = np.fromiter((nc if v is None else lk.get(v, uc) for v in cols[c]), dtype=np.intp, count=n)
+            else:  # null is a key of the lookup too (categories are strings), so one C-level map
+                codes = np.fromiter(map(self._with_null[j].get, cols[c], repeat(uc, n)), dtype=np.intp, count=n)
                 acc += self.deltas[j][codes]
         Xt[:, self.out] = acc
 
@@ -103,6 +108,9 @@ class DateBlock:
     fill: np.ndarray | None
 
     def apply(self, cols: dict[str, list[Any]], n: int, Xt: np.ndarray) -> None:
+        if n > 1:
+            self._apply_columns(cols, n, Xt)
+            return
         rows = []
         for i in range(n):
             row: list[float] = []
@@ -112,6 +120,19 @@ class DateBlock:
                     row.append(math.nan if ts is None else float(_date_part(ts, p)))
             rows.append(row)
         x = np.array(rows, dtype=np.float64).reshape(n, sum(len(p) for p in self.parts))
+        if self.fill is not None:
+            x = np.where(np.isnan(x), self.fill, x)
+        Xt[:, self.out] = x
+
+    def _apply_columns(self, cols: dict[str, list[Any]], n: int, Xt: np.ndarray) -> None:
+        """The same parts for many rows at once (pandas' date fields; a null is NaN, as above)."""
+        x = np.empty((n, sum(len(p) for p in self.parts)), dtype=np.float64)
+        k = 0
+        for c, parts in zip(self.columns, self.parts, strict=True):
+            idx = pd.DatetimeIndex(pd.Series(cols[c], dtype="datetime64[ns]"))
+            for p in parts:
+                x[:, k] = np.asarray(getattr(idx, p), dtype=np.float64)
+                k += 1
         if self.fill is not None:
             x = np.where(np.isnan(x), self.fill, x)
         Xt[:, self.out] = x

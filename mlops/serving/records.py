@@ -78,6 +78,7 @@ class Rule:
     hi: float | None = None
     allowed: frozenset[str] | None = None
     patterns: tuple[re.Pattern[str], ...] = field(default_factory=tuple)
+    integer: bool = False  # a column of whole numbers: 3.5 breaks the contract as "x" does
 
 
 def _bound(a: float | None, b: float | None, pick: Any) -> float | None:
@@ -123,7 +124,8 @@ def build_rules(contract: DataContract, enforce_ranges: bool = True) -> list[Rul
             elif e["type"] == "regex" and e.get("pattern"):
                 patterns.append(re.compile(e["pattern"]))
         rules.append(Rule(c.name, kind, required=c.role not in OPTIONAL_ROLES, nullable=nullable, lo=lo, hi=hi,
-                          allowed=allowed, patterns=tuple(patterns)))
+                          allowed=allowed, patterns=tuple(patterns),
+                          integer=kind == NUMERIC and c.kind == "integer"))
     return rules
 
 
@@ -266,9 +268,9 @@ class Validator:
         cols: dict[str, list[Any]] = {name: [] for name in self.names}
         errors: list[dict[str, Any]] = []
         required, known, rules = self.required, self.known, self.rules
-        # (name, fast numeric bounds or None, append, rule): a finite float inside the bounds is the
-        # common case and is taken without a call; everything else goes through _convert
-        plan = [(r.name, (r.lo if r.lo is not None else -_FMAX, r.hi if r.hi is not None else _FMAX)
+        # (name, fast numeric bounds or None, append, rule): a finite float inside the bounds (a whole one
+        # in an integer column) is the common case and is taken without a call; the rest goes through _convert
+        plan = [(r.name, (r.lo if r.lo is not None else -_FMAX, r.hi if r.hi is not None else _FMAX, r.integer)
                  if r.kind == NUMERIC else None, cols[r.name].append, r) for r in rules]
         for i, rec in enumerate(records):
             if type(rec) is not dict:
@@ -285,7 +287,8 @@ class Validator:
             nulls = 0
             for name, bounds, append, rule in plan:
                 v = rec.get(name)
-                if bounds is not None and type(v) is float and bounds[0] <= v <= bounds[1]:
+                if bounds is not None and type(v) is float and bounds[0] <= v <= bounds[1] and (
+                        not bounds[2] or v.is_integer()):
                     append(v)  # NaN and +-inf fail the comparison and take the slow path
                     continue
                 if v is None and rule.required:
@@ -351,6 +354,8 @@ def _convert(rule: Rule, v: Any) -> Any:
                 raise _Bad("the number is too large")
         else:
             raise _Bad(f"expected a number, got {_json_type(v)}")
+        if rule.integer and not v.is_integer():
+            raise _Bad(f"{v!r} is not a whole number; the data contract expects an integer")
         if rule.lo is not None and v < rule.lo:
             raise _Bad(f"{v:g} is below the contract's minimum {rule.lo:g}")
         if rule.hi is not None and v > rule.hi:
