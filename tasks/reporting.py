@@ -19,6 +19,7 @@ from mlops.core.names import artifact_key
 from mlops.core.validation import rows_line
 from mlops.registry import versions as registry
 from mlops.registry.links import mlflow_base_url, mlflow_routes
+from mlops.registry.verdict import gate_label
 from mlops.registry.versions import AliasMove
 from mlops.training.result import TrainingResult
 
@@ -159,9 +160,7 @@ def versions_table(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One short row per registered version: aliases, family, metrics, gate result and the checks that failed."""
     rows = []
     for v in history:
-        gate = {"true": "passed", "false": "REJECTED"}.get(str(v.get("gate_passed")).lower(), "no verdict")
-        if gate == "REJECTED" and v.get("override"):
-            gate += " (override)"
+        gate = gate_label(v)
         failed = ", ".join(f.split(":", 1)[0] for f in v.get("failures") or []) or "-"
         metrics = ", ".join(f"{k} {val:.4f}" for k, val in sorted((v.get("metrics") or {}).items())[:2]) or "-"
         rows.append({"version": f"v{v['version']}", "aliases": ", ".join(v.get("aliases") or []) or "-",

@@ -159,6 +159,7 @@ def status(
     settings = _prepare()
     from mlops.core.errors import MLOpsError
     from mlops.registry import versions as registry
+    from mlops.registry.verdict import gate_label
 
     registry.client(settings.tracking_uri)
     try:
@@ -187,9 +188,7 @@ def status(
     if history:
         typer.echo("Versions (newest first):")
         for v in st["recent_versions"]:
-            gate = {"true": "passed", "false": "REJECTED"}.get(str(v["gate_passed"]), "no verdict")
-            if v.get("override") and gate == "REJECTED":
-                gate += " (override recorded)"
+            gate = gate_label(v)
             aliases = f"  [{', '.join(v['aliases'])}]" if v["aliases"] else ""
             typer.echo(f"  v{v['version']:<4} {when(v['trained_at'])}  {v['family'] or '?':24s} gate {gate}{aliases}")
             for failure in v["failures"][:3]:

@@ -71,6 +71,8 @@ class Settings(BaseSettings):
     serving_token: SecretStr | None = Field(None, alias="MLOPS_SERVING_TOKEN")
     serving_admin_token: SecretStr | None = Field(None, alias="MLOPS_SERVING_ADMIN_TOKEN")
     log_hash_key: SecretStr | None = Field(None, alias="MLOPS_LOG_HASH_KEY")
+    # seals gate verdicts (mlops.registry.verdict); else $MLOPS_HOME/gate_key, made by the first training
+    gate_key: SecretStr | None = Field(None, alias="MLOPS_GATE_KEY")
     # set by `python -m mlops.serving` for its uvicorn workers (not for users)
     serving_model: str | None = Field(None, alias="MLOPS_SERVING_MODEL")
     serving_alias: str = Field("champion", alias="MLOPS_SERVING_ALIAS")

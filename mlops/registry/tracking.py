@@ -17,6 +17,7 @@ from mlops.core.contract import DataContract
 from mlops.core.names import run_name_part
 from mlops.registry.links import mlflow_routes
 from mlops.registry.trusted_types import trusted_types
+from mlops.registry.verdict import seal_tags
 from mlops.registry.versions import client, code_version, ensure_experiment
 from mlops.training.tuning import FamilyResult
 
@@ -179,10 +180,12 @@ def version_tags(passed: bool, reasons: list[str], metrics: dict[str, float], li
 
 def record_verdict(run_id: str, model_name: str, version: str, verdict_json: str, tags: dict[str, str],
                    card: str, summary: str | None = None) -> None:
-    """Attach the final gate verdict, the version tags and the model card to the version and its run: the
-    card as the run's `card/model_card.md`, the version's description the short `summary` (the card when
-    none is given)."""
+    """Attach the final gate verdict (sealed, mlops.registry.verdict), the version tags and the model card to
+    the version and its run: the card as the run's `card/model_card.md`, the version's description the short
+    `summary` (the card when none is given)."""
     c = client()
+    # sealed with the gate key over the verdict and the version's files; the seal is written last
+    tags = tags | seal_tags(model_name, version, run_id, tags["gate.passed"] == "true")
     for k, v in tags.items():
         c.set_model_version_tag(model_name, version, k, v[:TAG_LIMIT])
     c.update_model_version(model_name, version, description=(summary or card)[:DESCRIPTION_LIMIT])

@@ -16,6 +16,8 @@ Conventions (every consumer relies on them):
 
 The guard: a version whose gate failed is not promoted, rolled back to or served (mlops.serving.swap)
 unless an override is recorded on it, which only `promote`/`rollback` with `force=True` and a reason do.
+Verdicts and overrides count only when sealed with the gate key (mlops.registry.verdict): a version whose
+verdict is unsigned, badly signed or missing is refused like a failed one.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from mlops.core.errors import RegistryError
 from mlops.core.rowkeys import HASHES_ARTIFACT, RowHashSet
 from mlops.registry.history import ALIAS_MOVE_PREFIX, migrate_model_level, move_key, read_history, write_move
 from mlops.registry.history import delete_move as _delete_move
+from mlops.registry.verdict import DIGEST_TAG, INVALID, SIGNED, UNSIGNED, check, load_checked, sealed_override
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -221,13 +224,32 @@ def override_record(tags: Mapping[str, str]) -> dict[str, Any] | None:
     return rec if isinstance(rec, dict) and str(rec.get("reason") or "").strip() else None
 
 
-def serving_refusal(version: str, tags: Mapping[str, str]) -> str | None:
-    """Why a version must not be served, promoted or rolled back to (one sentence), or None when it may."""
-    if not gate_failed(tags) or override_record(tags) is not None:
+def serving_refusal(name: str, version: str, tags: Mapping[str, str]) -> str | None:
+    """Why a version must not be served, promoted or rolled back to (one sentence), or None when it may: its
+    gate failed, or its verdict is not sealed with the gate key, and no sealed override is recorded on it."""
+    seal = check(name, str(version), tags)
+    if seal.servable and (seal.state == SIGNED and seal.passed or override_record(tags) is not None):
         return None
+    note = ""
+    if seal.override_state is not None and seal.override_state != SIGNED:
+        said = {UNSIGNED: "not signed", INVALID: "badly signed"}.get(seal.override_state, "unchecked (no gate key)")
+        note = f"; its override record is {said}"
+    problem = seal.problem(str(version))
+    if problem:
+        return problem + note
     failures = gate_failures(tags)
     why = f" ({failures[0][:200]})" if failures else ""
-    return f"version {version} failed its promotion gate{why} and no override is recorded on it"
+    return f"version {version} failed its promotion gate{why} and no override is recorded on it" + note
+
+
+def refusal_of(mv: Any) -> str | None:
+    """`serving_refusal` of a model version as MLflow returns it."""
+    return serving_refusal(str(mv.name), str(mv.version), dict(mv.tags))
+
+
+def served_digest(mv: Any) -> str | None:
+    """The digest of the files a servable version's seal (verdict or override) admits, None when none does."""
+    return check(str(mv.name), str(mv.version), dict(mv.tags)).digest
 
 
 def record_override(name: str, version: str, by: str, reason: str) -> dict[str, Any]:
@@ -235,10 +257,15 @@ def record_override(name: str, version: str, by: str, reason: str) -> dict[str, 
     if not reason.strip():
         raise RegistryError("serving a gate-failed version needs a reason; pass --reason")
     mv = client().get_model_version(name, str(version))
+    tags = dict(mv.tags)
     rec = {"by": by, "reason": reason[:1500], "at": pd.Timestamp.now(tz="UTC").isoformat(),
-           "gate_failures": [f[:300] for f in gate_failures(dict(mv.tags))][:5]}
-    client().set_model_version_tag(name, str(version), OVERRIDE_TAG, json.dumps(rec))
-    return rec
+           "gate_failures": [f[:300] for f in gate_failures(tags)][:5]}
+    # the files the gate judged when its verdict is sealed, else the files the store holds now
+    judged = tags.get(DIGEST_TAG) if check(name, str(version), tags).state == SIGNED else None
+    sealed = sealed_override(name, str(version), mv.run_id or "", rec, judged)
+    for k, v in sealed.items():  # the record, then its seal
+        client().set_model_version_tag(name, str(version), k, v)
+    return json.loads(sealed[OVERRIDE_TAG])
 
 
 def _version(name: str, version: str) -> Any:
@@ -252,7 +279,7 @@ def _refused(name: str, version: str | None) -> bool:
     if version is None:
         return False
     try:
-        return serving_refusal(str(version), dict(client().get_model_version(name, str(version)).tags)) is not None
+        return refusal_of(client().get_model_version(name, str(version))) is not None
     except Exception:  # noqa: BLE001 - a deleted version cannot be served either
         return True
 
@@ -313,13 +340,13 @@ def promote(name: str, version: str, by: str, reason: str, force: bool = False) 
     stays where it is when there is none)."""
     mv = _version(name, version)
     reconcile_aliases(name, by)
-    refusal = serving_refusal(str(version), dict(mv.tags))
+    refusal = refusal_of(mv)
     if refusal and not force:
         raise RegistryError(f"{refusal}; promote it with --force --reason '<why>' to serve it anyway")
     extra: dict[str, Any] = {}
     if refusal or (force and gate_failed(dict(mv.tags))):
         record_override(name, str(version), by, reason)
-        extra = {"forced": True, "gate_failed": True}
+        extra = {"forced": True, "gate_failed": gate_failed(dict(mv.tags))}
     current = get_version_by_alias(name, CHAMPION)
     if current and str(current.version) == str(version):
         if not extra:
@@ -348,14 +375,14 @@ def rollback(name: str, by: str, reason: str = "rollback", force: bool = False) 
         raise RegistryError(f"model '{name}' has no champion to roll back")
     if prev is None:
         raise RegistryError(f"model '{name}' has no previous champion to roll back to")
-    refusal = serving_refusal(str(prev.version), dict(prev.tags))
+    refusal = refusal_of(prev)
     if refusal and not force:
         raise RegistryError(f"cannot roll back: the previous champion, {refusal}; roll back with --force "
                             "--reason '<why>' to serve it anyway")
     extra: dict[str, Any] = {}
     if refusal:
         record_override(name, str(prev.version), by, reason)
-        extra = {"forced": True, "gate_failed": True}
+        extra = {"forced": True, "gate_failed": gate_failed(dict(prev.tags))}
     entry = move_alias(name, CHAMPION, prev.version, by, reason, **extra)
     # the champion before `prev`, if the history knows one (and it is not the version rolled back)
     earlier = None
@@ -468,8 +495,10 @@ def load_contract(run_id: str) -> DataContract:
     return DataContract.from_json(p.read_text())
 
 
-def load_bundle(name: str, alias_or_version: str = CHAMPION, with_reference: bool = True) -> ModelBundle:
-    """Load model, contract and reference sample of a version (by alias or number)."""
+def load_bundle(name: str, alias_or_version: str = CHAMPION, with_reference: bool = True,
+                digest: str | None = None) -> ModelBundle:
+    """Load model, contract and reference sample of a version (by alias or number); with `digest` (the one its
+    sealed verdict names, mlops.registry.verdict) the model and contract are loaded only if their files have it."""
     from mlops.registry.trusted_types import load_sklearn_model
 
     c = client()
@@ -482,8 +511,11 @@ def load_bundle(name: str, alias_or_version: str = CHAMPION, with_reference: boo
         mv = get_version_by_alias(name, str(alias_or_version))
         if mv is None:
             raise RegistryError(f"model '{name}' has no version with alias '{alias_or_version}' (train one first)")
-    model = load_sklearn_model(f"models:/{name}/{mv.version}")
-    contract = load_contract(mv.run_id)
+    if digest is None:
+        model = load_sklearn_model(f"models:/{name}/{mv.version}")
+        contract = load_contract(mv.run_id)
+    else:
+        model, contract = load_checked(name, str(mv.version), mv.run_id, digest)
     reference = None
     if with_reference:
         p = _download(mv.run_id, "reference/reference.parquet")
@@ -514,6 +546,7 @@ def version_history(name: str, limit: int = 20) -> list[dict[str, Any]]:
             "trained_at": pd.Timestamp(mv.creation_timestamp, unit="ms", tz="UTC").isoformat(),
             "family": tags.get("family"),
             "gate_passed": tags.get("gate.passed"),
+            "verdict": check(name, str(mv.version), tags).state,
             "failures": gate_failures(tags),
             "override": override_record(tags),
             "aliases": sorted(aliases.get(str(mv.version), [])),
@@ -550,8 +583,9 @@ def status(name: str) -> dict[str, Any]:
             "promoted_at": mv.tags.get("promoted_at"),
             "metrics": {k.removeprefix("metric."): float(v) for k, v in mv.tags.items() if k.startswith("metric.")},
             "gate_passed": mv.tags.get("gate.passed"),
+            "verdict": check(name, str(mv.version), dict(mv.tags)).state,
             "override": override_record(dict(mv.tags)),
-            "refused": serving_refusal(str(mv.version), dict(mv.tags)),
+            "refused": refusal_of(mv),
         }
     out["versions"] = len(c.search_model_versions(f"name='{name}'"))
     out["history"] = alias_history(name)[-10:]

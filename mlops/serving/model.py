@@ -236,31 +236,37 @@ def resolve_version(name: str, alias: str, tracking_uri: str | None) -> tuple[st
     return str(mv.version), mv.run_id
 
 
-def check_servable(name: str, version: str, tracking_uri: str | None = None) -> dict[str, str]:
-    """The version's tags; raises Refused when its gate failed and nobody recorded an override, LoadError
-    when the registry cannot say."""
+def check_servable(name: str, version: str, tracking_uri: str | None = None) -> str | None:
+    """The digest the version's files must have (its seal's); raises Refused when its gate failed, or its
+    verdict is not sealed with the gate key, and nobody recorded a sealed override, LoadError when the
+    registry cannot say."""
+    from mlops.core.errors import MLOpsError
     from mlops.registry import versions as registry
 
     try:
-        tags = dict(registry.client(tracking_uri).get_model_version(name, str(version)).tags)
+        mv = registry.client(tracking_uri).get_model_version(name, str(version))
     except Exception as exc:  # noqa: BLE001 - unreachable store, deleted version
         raise LoadError(f"cannot read the tags of {name} v{version}: {type(exc).__name__}: "
                         f"{str(exc).splitlines()[0][:200] if str(exc) else ''}") from None
-    refusal = registry.serving_refusal(str(version), tags)
+    try:
+        refusal = registry.refusal_of(mv)  # the verdict's seal is checked too (mlops.registry.verdict)
+    except MLOpsError as exc:  # an unreadable gate key
+        raise LoadError(str(exc)) from None
     if refusal:
         raise Refused(refusal)
-    return tags
+    return registry.served_digest(mv)
 
 
 def load_served_model(name: str, version: str, tracking_uri: str | None = None, enforce_ranges: bool = True,
-                      fast_path: bool = True) -> ServedModel:
-    """Load a registered version (model, contract, reference sample) and make it ready to serve."""
+                      fast_path: bool = True, digest: str | None = None) -> ServedModel:
+    """Load a registered version (model, contract, reference sample) and make it ready to serve; with `digest`,
+    only if its files are the ones its sealed verdict names."""
     from mlops.core.errors import MLOpsError
     from mlops.registry import versions as registry
 
     registry.client(tracking_uri)  # points MLflow at the store
     try:
-        bundle = registry.load_bundle(name, str(version), with_reference=True)
+        bundle = registry.load_bundle(name, str(version), with_reference=True, digest=digest)
     except MLOpsError as exc:
         raise LoadError(str(exc)) from None
     except Exception as exc:  # noqa: BLE001 - MLflow and skops raise many types

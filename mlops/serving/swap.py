@@ -46,8 +46,8 @@ class RegistrySource:
         return resolve_version(self.name, self.alias, self.tracking_uri)[0]
 
     def load(self, version: str) -> ServedModel:
-        check_servable(self.name, version, self.tracking_uri)  # Refused before anything is downloaded
-        return load_served_model(self.name, version, self.tracking_uri, self.enforce_ranges, self.fast_path)
+        digest = check_servable(self.name, version, self.tracking_uri)  # Refused before anything is downloaded
+        return load_served_model(self.name, version, self.tracking_uri, self.enforce_ranges, self.fast_path, digest)
 
     def tags(self, version: str) -> dict[str, str]:
         from mlops.registry import versions as registry

@@ -18,7 +18,7 @@ from mlops.core.startup import WaitTimeout, http_ok, wait_until
 from tests.support.loopback import free_port, wait_started
 
 __all__ = ["churn_frame", "fit_pipeline", "free_port", "isolated_state", "register_model", "server_process",
-           "wait_ready"]
+           "stub_version", "wait_ready"]
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -53,13 +53,15 @@ def fit_pipeline(df: pd.DataFrame, target: str, task: str = "classification", fa
 def register_model(name: str, pipeline: Any, contract: Any, frame: pd.DataFrame, promote: bool = True,
                    reference_rows: int = 300) -> str:
     """Log and register a fitted pipeline with its contract and reference sample (the registry's
-    conventions), optionally promote it to champion; returns the version. Uses the current MLflow store."""
+    conventions) and a sealed passing gate verdict, optionally promote it to champion; returns the version.
+    Uses the current MLflow store."""
     import mlflow
     import numpy as np
 
     from mlops.core.settings import get_settings
     from mlops.registry import versions as registry
     from mlops.registry.tracking import log_model_version, log_run_artifacts
+    from mlops.registry.verdict import seal_verdict
 
     target = contract.target
     registry.ensure_experiment(f"{name}-tests", get_settings().artifact_root)
@@ -79,8 +81,31 @@ def register_model(name: str, pipeline: Any, contract: Any, frame: pd.DataFrame,
         version = log_model_version(run_id, pipeline, name, X.head(50), pipeline.predict(X.head(50)),
                                     optional_columns=contract.optional_inputs)
         log_run_artifacts(run_id, [("reference", ref_path)], {"contract/contract.json": contract.to_json()})
+    seal_verdict(name, version, passed=True)  # as the training flow's gate does, with the state folder's key
     if promote:
         registry.promote(name, version, by="tests", reason="test fixture")
+    return version
+
+
+def stub_version(name: str, folder: Path, passed: bool | None, tags: dict[str, str] | None = None) -> str:
+    """A version whose "model" is a small folder of bytes (for tests of tags, aliases and seals, not serving),
+    its gate verdict sealed as the training flow seals it (`passed` None: no verdict); returns the version."""
+    from mlops.registry import versions as registry
+    from mlops.registry.verdict import seal_verdict
+
+    c = registry.client()
+    try:
+        c.get_registered_model(name)
+    except Exception:  # noqa: BLE001 - not there yet
+        c.create_registered_model(name)
+    n = len(c.search_model_versions(f"name='{name}'")) + 1
+    files = folder / f"{name}-files-{n}"
+    files.mkdir(parents=True)
+    (files / "MLmodel").write_text(f"flavors: {{}}\nrun_id: stub-{n}\n")
+    (files / "model.bin").write_bytes(n.to_bytes(2, "big") * 8)
+    version = str(c.create_model_version(name, source=files.as_uri(), tags=tags or {}).version)
+    if passed is not None:
+        seal_verdict(name, version, passed)
     return version
 
 

@@ -268,6 +268,7 @@ def build_registry(model: str, versions: int, artifact_root: str, deleted: tuple
     from mlops.core.data import generate_churn
     from mlops.registry import versions as registry
     from mlops.registry.tracking import log_model_version, log_run_artifacts
+    from mlops.registry.verdict import seal_verdict
 
     frame = generate_churn(400, seed=5)
     X = frame[["tenure_months", "monthly_charges", "support_calls"]].fillna(0.0)
@@ -282,7 +283,7 @@ def build_registry(model: str, versions: int, artifact_root: str, deleted: tuple
         log_run_artifacts(run.info.run_id, [], {"contract/contract.json": json.dumps({"version": i}),
                                                 "card/model_card.md": f"# {model} v{i}\n"})
         version = log_model_version(run.info.run_id, pipe, model, X, pipe.predict(X))
-        registry.client().set_model_version_tag(model, version, "gate.passed", "true")
+        seal_verdict(model, version, passed=True)
         registry.client().set_model_version_tag(model, version, "metric.roc_auc", f"{0.7 + i / 100:.4f}")
         if i > 1:
             registry.move_alias(model, "previous", str(i - 1), by="test", reason=f"replaced by v{i}")

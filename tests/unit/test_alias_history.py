@@ -12,18 +12,18 @@ import pytest
 from mlops.core.errors import RegistryError
 from mlops.registry import versions as registry
 from mlops.registry.history import ALIAS_MOVE_PREFIX, sorted_history
+from tests.support.model_server import stub_version
 
 NAME = "historied"
-PASSED = {"gate.passed": "true", "gate.reasons": json.dumps(["PASS threshold"])}
+PASSED = {"gate.reasons": json.dumps(["PASS threshold"])}
 
 
 @pytest.fixture
 def model(state_dir: Path) -> None:
-    """Versions 1..3, all passed their gate, no alias yet."""
-    c = registry.client()
-    c.create_registered_model(NAME, tags={"team": "risk"})
+    """Versions 1..3, all passed their gate (sealed), no alias yet."""
+    registry.client().create_registered_model(NAME, tags={"team": "risk"})
     for _ in range(3):
-        c.create_model_version(NAME, source="file:///nowhere", tags=PASSED)
+        stub_version(NAME, state_dir, True, PASSED)
 
 
 def model_tags() -> dict[str, str]:

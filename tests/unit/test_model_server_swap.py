@@ -16,6 +16,7 @@ import pytest
 from mlops.core.config import ServingConfig
 from mlops.core.startup import wait_until
 from mlops.registry import versions as registry
+from mlops.registry.verdict import seal_verdict
 from mlops.serving.app import create_app
 from mlops.serving.records import records_from_frame
 from tests.support.model_server import churn_frame, fit_pipeline, isolated_state, register_model
@@ -103,9 +104,8 @@ def test_a_gate_failed_version_set_outside_mlops_is_refused_until_an_override_is
         assert register_model(GUARDED, pipe, contract, frame, promote=v == "1") == v
     X = frame.drop(columns=["churned"])
     c = registry.client()
-    c.set_model_version_tag(GUARDED, "1", "gate.passed", "true")
-    c.set_model_version_tag(GUARDED, "2", "gate.passed", "false")
     c.set_model_version_tag(GUARDED, "2", "gate.reasons", json.dumps(["FAIL threshold roc_auc 0.70 < 0.99"]))
+    seal_verdict(GUARDED, "2", passed=False)  # rejected by the gate, sealed as the training flow does
     record = records_from_frame(X.head(1))[0]
     body = orjson.dumps(record)
     app = create_app(GUARDED, serving=ServingConfig(poll_seconds=0.2), log_dir=None, environ={})

@@ -12,23 +12,21 @@ import pytest
 from typer.testing import CliRunner
 
 from mlops.core.errors import RegistryError
+from mlops.registry import verdict
 from mlops.registry import versions as registry
+from tests.support.model_server import stub_version
 
 NAME = "guarded"
-FAILED = {"gate.passed": "false", "gate.reasons": json.dumps(["PASS threshold roc_auc", "FAIL threshold roc_auc "
-                                                              "0.71 < 0.99"])}
-PASSED = {"gate.passed": "true", "gate.reasons": json.dumps(["PASS threshold roc_auc 0.71 >= 0.6"])}
+FAILED = {"gate.reasons": json.dumps(["PASS threshold roc_auc", "FAIL threshold roc_auc 0.71 < 0.99"])}
+PASSED = {"gate.reasons": json.dumps(["PASS threshold roc_auc 0.71 >= 0.6"])}
 
 
 @pytest.fixture
 def model(state_dir: Path) -> dict[str, str]:
-    """v1 passed its gate and is champion, v2 failed its gate, v3 passed (versions without artifacts: the
-    guard reads tags and aliases only)."""
-    c = registry.client()
-    c.create_registered_model(NAME)
-    for v, tags in {"1": PASSED, "2": FAILED, "3": PASSED}.items():
-        mv = c.create_model_version(NAME, source=f"file:///nowhere/{v}", tags=tags)
-        assert str(mv.version) == v
+    """v1 passed its gate and is champion, v2 failed its gate, v3 passed, each verdict sealed as the training
+    flow seals it (versions whose files are a small folder: the guard reads tags, aliases and file digests)."""
+    for v, (tags, passed) in {"1": (PASSED, True), "2": (FAILED, False), "3": (PASSED, True)}.items():
+        assert stub_version(NAME, state_dir, passed, tags) == v
     registry.promote(NAME, "1", by="test", reason="first")
     return {"passed": "1", "failed": "2", "next": "3"}
 
@@ -46,15 +44,46 @@ def tags(version: str) -> dict[str, str]:
     return dict(registry.client().get_model_version(NAME, version).tags)
 
 
-def test_serving_refusal_reads_the_verdict_and_the_override() -> None:
-    assert registry.serving_refusal("1", PASSED) is None
-    assert registry.serving_refusal("1", {}) is None  # no verdict is not a failure
-    why = registry.serving_refusal("2", FAILED)
+def sealed(version: str, passed: bool, digest: str = "sha256:" + "ab" * 32) -> dict[str, str]:
+    return (PASSED if passed else FAILED) | verdict.seal_tags(NAME, version, "", passed, digest)
+
+
+def test_serving_refusal_reads_the_verdict_and_the_override(state_dir: Path) -> None:
+    assert registry.serving_refusal(NAME, "1", sealed("1", True)) is None
+    assert "carries no gate verdict" in str(registry.serving_refusal(NAME, "1", {}))
+    why = registry.serving_refusal(NAME, "2", sealed("2", False))
     assert why and "version 2 failed its promotion gate" in why and "0.71 < 0.99" in why
-    override = {registry.OVERRIDE_TAG: json.dumps({"by": "me", "reason": "hotfix", "at": "now"})}
-    assert registry.serving_refusal("2", FAILED | override) is None
+    override = verdict.sealed_override(NAME, "2", "", {"by": "me", "reason": "hotfix", "at": "now"}, "sha256:x")
+    assert registry.serving_refusal(NAME, "2", sealed("2", False) | override) is None
     for bad in ("not json", json.dumps({"by": "me"}), json.dumps({"reason": "  "}), json.dumps(["x"])):
-        assert registry.serving_refusal("2", FAILED | {registry.OVERRIDE_TAG: bad}), bad
+        resealed = {verdict.OVERRIDE_TAG: bad,
+                    verdict.OVERRIDE_SIGNATURE_TAG: verdict.override_signature(verdict.gate_key() or b"", NAME, "2", bad)}
+        assert registry.serving_refusal(NAME, "2", sealed("2", False) | resealed), bad
+
+
+def test_a_verdict_or_override_written_without_the_key_is_refused(state_dir: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """What a writer to MLflow without the gate key can do to tags, and what the guard answers."""
+    failed, passed = sealed("2", False), sealed("1", True)
+    unsigned = {"gate.passed": "true"} | PASSED
+    assert "version 2's gate verdict is not signed" in str(registry.serving_refusal(NAME, "2", unsigned))
+    flipped = failed | {"gate.passed": "true"}
+    assert "signature is invalid" in str(registry.serving_refusal(NAME, "2", flipped))
+    copied = failed | {k: passed[k] for k in ("gate.passed", "gate.digest", "gate.signature")}  # v1's seal on v2
+    assert "signature is invalid" in str(registry.serving_refusal(NAME, "2", copied))
+    other_files = passed | {"gate.digest": "sha256:" + "cd" * 32}
+    assert "signature is invalid" in str(registry.serving_refusal(NAME, "1", other_files))
+    forged = {verdict.OVERRIDE_TAG: json.dumps({"by": "me", "reason": "trust me", "at": "now", "digest": "sha256:x"})}
+    why = str(registry.serving_refusal(NAME, "2", failed | forged))
+    assert "failed its promotion gate" in why and "its override record is not signed" in why
+    forged[verdict.OVERRIDE_SIGNATURE_TAG] = "v1:" + "0" * 64
+    assert "override record is badly signed" in str(registry.serving_refusal(NAME, "2", failed | forged))
+    key = verdict.key_path()
+    assert key.stat().st_mode & 0o777 == 0o600
+    key.rename(key.with_name("elsewhere"))  # a process without the key cannot tell, so it serves nothing
+    assert "has no gate key" in str(registry.serving_refusal(NAME, "1", passed))
+    monkeypatch.setenv(verdict.KEY_ENV, "another stack's key")
+    assert "signature is invalid" in str(registry.serving_refusal(NAME, "1", passed))
 
 
 def test_promote_refuses_a_gate_failed_version_without_force(model: dict[str, str]) -> None:
