@@ -23,6 +23,7 @@ from flows.forms import name_part, reason_suffix, run_name
 from flows.train import train
 from mlops.core.config import load_config
 from mlops.core.settings import configure_environment
+from mlops.core.tabular import read_options
 from mlops.monitoring.policy import clock_at, record_training_finished, should_start_training
 from mlops.monitoring.result import DriftSummary, MonitorResult, RetrainOutcome, WindowInfo, mlflow_record
 from mlops.monitoring.run import MonitorRun
@@ -96,7 +97,7 @@ def monitor(config_path: str = "configs/default.yaml", current_path: str | None 
     bundle = load_champion(run.model_name, with_reference=True)
     if bundle is None:
         return _final_state(_no_champion(run))
-    window = load_window(run, current_path, settings.prediction_log_dir, cfg.monitoring)
+    window = load_window(run, current_path, settings.prediction_log_dir, cfg.monitoring, read_options(cfg))
     result = MonitorResult("checked" if window.rows else "empty", bundle.name, bundle.version,
                            window=WindowInfo.of(window), monitor_flow_run_id=run.run_id, config_path=run.config_path)
     drift = None

@@ -19,6 +19,7 @@ from mlops.core.config import MonitoringConfig, PipelineConfig, RetrainPolicyCon
 from mlops.core.contract import DataContract
 from mlops.core.errors import DataError
 from mlops.core.names import artifact_key
+from mlops.core.tabular import ReadOptions, read_options
 from mlops.monitoring import live_quality as lq
 from mlops.monitoring import payoff, retraining
 from mlops.monitoring import windows as mon
@@ -46,11 +47,13 @@ from tasks.common import stage_task
 
 
 @stage_task("load_window")
-def load_window(run: MonitorRun, current_path: str | None, log_dir: Path, cfg: MonitoringConfig) -> mon.Window:
-    """A file or folder given by hand, or the prediction-log files nobody has checked yet (claimed)."""
+def load_window(run: MonitorRun, current_path: str | None, log_dir: Path, cfg: MonitoringConfig,
+                read: ReadOptions | None = None) -> mon.Window:
+    """A file or folder given by hand (read as training reads its data), or the prediction-log files nobody
+    has checked yet (claimed)."""
     logger = get_run_logger()
     if current_path:
-        window = mon.read_current(current_path)
+        window = mon.read_current(current_path, read)
     else:
         claim = run.windows.claim(run.model_name, log_dir, run.run_id, run.now, cfg.lookback_days, cfg.claim_minutes)
         try:
@@ -122,7 +125,7 @@ def assess_live_quality(frame: pd.DataFrame, labels_path: str | None, bundle: re
     labels = None
     if labels_path:
         try:
-            labels = lq.read_labels(labels_path)
+            labels = lq.read_labels(labels_path, read_options(cfg))
         except DataError as exc:
             logger.warning("Labels not used: %s", exc)
             return lq.LiveQuality("labels_unusable", reason=str(exc), primary_metric=cfg.primary_metric)

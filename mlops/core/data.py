@@ -25,10 +25,12 @@ from mlops.core.config import (
 from mlops.core.data_roots import DataPathRefused, DataRoots, check_size, data_roots
 from mlops.core.errors import DataError
 from mlops.core.generate import demand_from_source
-from mlops.core.profile import DataProfile, is_text_like, profile_frame
+from mlops.core.profile import DataProfile, profile_frame
+from mlops.core.tabular import ReadOptions, apply_na_values, parse_csv
 
 CHURN_START = pd.Timestamp("2025-01-01")
-__all__ = ["DataPathRefused", "DataRoots", "data_roots"]  # re-exported: the readers below enforce them
+# re-exported: the readers below enforce the roots; apply_na_values is the shared reader's (mlops.core.tabular)
+__all__ = ["DataPathRefused", "DataRoots", "apply_na_values", "data_roots"]
 
 
 def generate_churn(
@@ -177,7 +179,8 @@ def read_table(path: str | Path, fmt: str = "auto", delimiter: str = ",",
     """Read a CSV or Parquet file, turning every way it can be broken into one clear DataError.
 
     Strict: a row with the wrong number of fields is an error (read_table_collecting sets such rows
-    aside instead). With `na_values`, those spellings and whitespace-only strings become missing.
+    aside instead). The `na_values` spellings (default: the config's default ones) and whitespace-only
+    strings become missing, as every reader reads them (mlops.core.tabular).
     With `roots`, a path outside them is refused before it is opened; with `max_bytes`, a larger file
     (or folder) is refused before it is read. Messages never quote the data.
     """
@@ -191,13 +194,13 @@ def read_table_collecting(path: str | Path, fmt: str = "auto", delimiter: str = 
                           na_values: list[str] | None = None, *, roots: DataRoots | None = None,
                           max_bytes: int | None = None) -> Table:
     """Read like read_table, but set malformed CSV rows aside (with line numbers) instead of failing."""
-    table = _read_any(Path(path), fmt, delimiter, na_values is not None, roots, max_bytes)
-    if na_values is not None:
-        table.frame, table.markers = apply_na_values(table.frame, na_values)
+    options = ReadOptions(delimiter) if na_values is None else ReadOptions(delimiter, tuple(na_values))
+    table = _read_any(Path(path), fmt, options, roots, max_bytes)
+    table.frame, table.markers = apply_na_values(table.frame, options.na_values)
     return table
 
 
-def _read_any(p: Path, fmt: str, delimiter: str, keep_markers: bool, roots: DataRoots | None = None,
+def _read_any(p: Path, fmt: str, options: ReadOptions, roots: DataRoots | None = None,
               max_bytes: int | None = None) -> Table:
     if roots is not None:
         p = roots.confine_file(p)  # before anything is opened
@@ -210,7 +213,7 @@ def _read_any(p: Path, fmt: str, delimiter: str, keep_markers: bool, roots: Data
         if roots is not None:
             files = [roots.confine_file(f) for f in files]  # a link inside the folder may point out of it
         check_size(p, files, max_bytes)
-        parts = [_read_any(f, "auto", delimiter, keep_markers) for f in files]
+        parts = [_read_any(f, "auto", options) for f in files]
         frame = pd.concat([t.frame for t in parts], ignore_index=True)
         table = Table(frame, [m for t in parts for m in t.malformed])
     else:
@@ -224,16 +227,17 @@ def _read_any(p: Path, fmt: str, delimiter: str, keep_markers: bool, roots: Data
             except Exception as exc:  # pyarrow raises many types for corrupt files
                 raise DataError(f"{p}: not a readable Parquet file ({type(exc).__name__})") from None
         else:
-            table = _read_csv(p, delimiter, keep_markers)
+            table = _read_csv(p, options)
     return table
 
 
-def _read_csv(p: Path, delimiter: str, keep_markers: bool) -> Table:
+def _read_csv(p: Path, options: ReadOptions) -> Table:
     """Parse a CSV file; records with the wrong field count are set aside with their line numbers.
 
-    With `keep_markers`, only empty fields are missing when parsing (pandas' own NA spellings stay
-    text), so apply_na_values can count the markers it reads as missing.
+    Only empty fields are missing when parsing (the shared options: pandas' own NA spellings stay text),
+    so apply_na_values can count the markers it reads as missing.
     """
+    delimiter = options.delimiter
     raw = p.read_bytes()
     try:
         text = raw.decode("utf-8-sig")
@@ -279,9 +283,8 @@ def _read_csv(p: Path, delimiter: str, keep_markers: bool) -> Table:
             raise malformed_error(malformed, ", and no well-formed rows")
         raise DataError(f"{p}: data file has a header but no rows")
     body = "".join(ln for i, ln in enumerate(lines) if i not in skip) if skip else text
-    na = {"keep_default_na": False, "na_values": [""]} if keep_markers else {}
     try:
-        frame = pd.read_csv(io.StringIO(body), sep=delimiter, **na)  # type: ignore[arg-type]
+        frame = parse_csv(body, options)
     except (pd.errors.ParserError, ValueError) as exc:
         raise DataError(f"{p}: cannot parse CSV ({_unquoted(str(exc).splitlines()[0])})") from None
     return Table(frame, malformed)
@@ -290,38 +293,6 @@ def _read_csv(p: Path, delimiter: str, keep_markers: bool) -> Table:
 def _unquoted(message: str) -> str:
     """A parser's message without the quoted text it may carry from the file (errors never quote data)."""
     return re.sub(r"'[^']*'|\"[^\"]*\"", "'...'", message)[:200]
-
-
-def apply_na_values(df: pd.DataFrame, na_values: list[str]) -> tuple[pd.DataFrame, dict[str, dict[str, int]]]:
-    """Turn missing-value markers (and whitespace-only strings) in text columns into missing values.
-
-    Returns the frame and, per column, each spelling read as missing with its count. A text column
-    that is all numbers once its markers are gone becomes numeric, as if the markers had been blanks.
-    """
-    markers = {str(v).strip() for v in na_values}
-    out = df
-    found: dict[str, dict[str, int]] = {}
-    for name in df.columns:
-        s = df[name]
-        if not is_text_like(s):
-            continue
-        present = s.dropna()
-        if present.empty:
-            continue
-        text = present.astype(str)
-        stripped = text.str.strip()
-        hit = (stripped == "") | stripped.isin(markers)
-        if not hit.any():
-            continue
-        if out is df:
-            out = df.copy()
-        found[str(name)] = {str(k): int(n) for k, n in text[hit].value_counts().items()}
-        cleaned = s.mask(s.index.isin(present.index[hit.to_numpy()]))
-        numbers = pd.to_numeric(cleaned.astype(object), errors="coerce")
-        if cleaned.notna().any() and (numbers.notna() == cleaned.notna()).all():
-            cleaned = numbers
-        out[name] = cleaned
-    return out, found
 
 
 def with_source_path(cfg: PipelineConfig, source_path: object) -> PipelineConfig:

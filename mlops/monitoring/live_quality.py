@@ -26,6 +26,7 @@ import pandas as pd
 from mlops.core.config import METRIC_DIRECTION, PipelineConfig
 from mlops.core.data import unlabelled_rows
 from mlops.core.errors import DataError
+from mlops.core.tabular import ReadOptions
 
 if TYPE_CHECKING:
     from mlops.monitoring.policy import LiveBaseline
@@ -80,10 +81,12 @@ class LiveQuality:
         return text
 
 
-def read_labels(path: str | Path) -> pd.DataFrame:
+def read_labels(path: str | Path, read: ReadOptions | None = None) -> pd.DataFrame:
+    """A labels file, read as training reads its data (`read`: the config's ReadOptions)."""
     from mlops.core.data import read_table
 
-    return read_table(path)
+    read = read or ReadOptions()
+    return read_table(path, "auto", read.delimiter, list(read.na_values))
 
 
 def label_key(window: pd.DataFrame, labels: pd.DataFrame, id_column: str | None) -> str:

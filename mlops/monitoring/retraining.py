@@ -174,10 +174,12 @@ def _recent(df: pd.DataFrame, ts: str | None, rows: int | None, days: float | No
 def load_original(cfg: PipelineConfig, data_source_tag: str | None) -> pd.DataFrame | None:
     """The data the champion trained on: the file in its lineage when it still exists, else the config's source."""
     from mlops.core.data import check_frame, load_source, read_table
+    from mlops.core.tabular import read_options
 
     try:
         if data_source_tag and data_source_tag not in {"generated", "sklearn", "file"} and Path(data_source_tag).exists():
-            return check_frame(read_table(data_source_tag), cfg)
+            read = read_options(cfg)
+            return check_frame(read_table(data_source_tag, "auto", read.delimiter, list(read.na_values)), cfg)
         return load_source(cfg)
     except DataError:
         return None

@@ -28,6 +28,7 @@ import pandas as pd
 from mlops.core.contract import DataContract
 from mlops.core.errors import DataError
 from mlops.core.state import LockedJsonFile
+from mlops.core.tabular import ReadOptions
 
 LOG_SOURCE = "prediction_log"
 _WINDOW_HISTORY = 50
@@ -238,12 +239,15 @@ def read_log_files(log_dir: Path, files: list[str], model_name: str | None) -> t
     return out, corrupt, others
 
 
-def read_current(path: str | Path) -> Window:
-    """A file or folder given by hand: a prediction-log folder (date=... partitions) or CSV/Parquet files.
+def read_current(path: str | Path, read: ReadOptions | None = None) -> Window:
+    """A file or folder given by hand: a prediction-log folder (date=... partitions) or CSV/Parquet files,
+    read as training reads them (`read`: the config's ReadOptions; default: the default config's).
 
     Unreadable Parquet files in a folder are skipped and listed, as in the log.
     """
     from mlops.core.data import read_table
+
+    read = read or ReadOptions()
 
     p = Path(path)
     if not p.exists():
@@ -261,13 +265,13 @@ def read_current(path: str | Path) -> Window:
         frames, corrupt = [], []
         for f in files:
             try:
-                frames.append(read_table(f))
+                frames.append(read_table(f, "auto", read.delimiter, list(read.na_values)))
             except DataError:
                 corrupt.append(f.name)
         frame = pd.concat(frames, ignore_index=True, sort=False) if frames else pd.DataFrame()
         return Window(frame, str(p), [f.name for f in files], corrupt)
     try:
-        return Window(read_table(p), str(p), [p.name])
+        return Window(read_table(p, "auto", read.delimiter, list(read.na_values)), str(p), [p.name])
     except DataError:
         if p.suffix.lower() in {".parquet", ".pq"}:
             return Window(pd.DataFrame(), str(p), [p.name], [p.name])

@@ -19,11 +19,10 @@ limit), the client at most the in-flight results. CSV partitions are cut at line
 from __future__ import annotations
 
 import contextlib
-import io
 import uuid
 from collections import deque
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +31,7 @@ import pandas as pd
 
 from mlops.core.contract import DataContract
 from mlops.core.errors import DataError
+from mlops.core.tabular import ReadOptions, normalise, read_csv_block
 from mlops.serving.chunks import (
     ROW_COLUMN,
     ChunkResult,
@@ -59,6 +59,7 @@ class Partition:
     row_groups: tuple[int, ...] = ()
     start: int = 0
     end: int = 0
+    read: ReadOptions = ReadOptions()  # how the worker reads it: as training reads the file (mlops.core.tabular)
 
     @property
     def parquet(self) -> bool:
@@ -70,7 +71,7 @@ class Partition:
         return f"{self.path} ({where})"
 
 
-def plan_partitions(input_path: str | Path, chunk_rows: int) -> list[Partition]:
+def plan_partitions(input_path: str | Path, chunk_rows: int, read: ReadOptions | None = None) -> list[Partition]:
     """The partitions of a file or folder, in input order; read from metadata (Parquet) or a sample (CSV)."""
     parts: list[Partition] = []
     for f in input_files(input_path):
@@ -78,7 +79,7 @@ def plan_partitions(input_path: str | Path, chunk_rows: int) -> list[Partition]:
             parts += _parquet_partitions(f, chunk_rows)
         else:
             parts += _csv_partitions(f, chunk_rows)
-    return parts
+    return [replace(p, read=read) for p in parts] if read is not None else parts
 
 
 def _parquet_partitions(f: Path, chunk_rows: int) -> list[Partition]:
@@ -127,7 +128,8 @@ def _csv_block(part: Partition) -> bytes:
 def read_partition(part: Partition, chunk_rows: int) -> Iterator[pd.DataFrame]:
     """The partition's rows in chunks of at most `chunk_rows` (what a worker reads); unreadable is one sentence."""
     if part.parquet:
-        yield from parquet_batches(part.path, chunk_rows, list(part.row_groups))
+        for frame in parquet_batches(part.path, chunk_rows, list(part.row_groups)):
+            yield normalise(frame, part.read)
         return
     try:
         block = _csv_block(part)
@@ -135,7 +137,7 @@ def read_partition(part: Partition, chunk_rows: int) -> Iterator[pd.DataFrame]:
         raise DataError(f"{part.path}: a Dask worker cannot read it ({exc.strerror}); the workers must see the "
                         "input at the same path (this machine or a shared file system)") from None
     try:
-        frame = pd.read_csv(io.BytesIO(block), encoding="utf-8-sig")
+        frame = read_csv_block(block, part.read)
     except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
         raise unparsable_csv(part.path, exc) from None
     for start in range(0, len(frame), chunk_rows):
@@ -249,12 +251,13 @@ def _lost(client: Any, exc: BaseException) -> DataError:
 
 @contextlib.contextmanager
 def cluster_chunks(address: str, model: Any, contract: DataContract, input_path: str | Path, chunk_rows: int,
-                   version: str, flag_violations: bool = False, keep_inputs: bool = True) -> Iterator[Iterator[ScoredChunk]]:
+                   version: str, flag_violations: bool = False, keep_inputs: bool = True,
+                   read: ReadOptions | None = None) -> Iterator[Iterator[ScoredChunk]]:
     """The input's scored chunks from the Dask cluster at `address`, for `score_file(..., chunks=...)`, while
     connected; an unreachable scheduler is one sentence."""
     from mlops.core.dask import connect
 
-    parts = plan_partitions(input_path, chunk_rows)
+    parts = plan_partitions(input_path, chunk_rows, read)
     client = connect(address, "scoring")
     with client:
         yield dask_chunks(client, model, contract, parts, chunk_rows, version, flag_violations, keep_inputs)

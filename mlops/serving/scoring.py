@@ -34,6 +34,7 @@ import pandas as pd
 from mlops.core.config import PipelineConfig
 from mlops.core.contract import DataContract
 from mlops.core.errors import DataError, RegistryError
+from mlops.core.tabular import ReadOptions, csv_chunks, normalise, read_options
 from mlops.core.validation import QUARANTINE_REASON_COLUMN
 from mlops.registry.versions import CHAMPION, ModelBundle
 
@@ -78,26 +79,29 @@ def require_champion(bundle: ModelBundle | None, model_name: str) -> ModelBundle
     return bundle
 
 
-def iter_chunks(path: str | Path, chunk_rows: int) -> Iterator[tuple[Path, pd.DataFrame]]:
-    """(file, chunk) pairs of at most `chunk_rows` rows, in file order."""
+def iter_chunks(path: str | Path, chunk_rows: int, read: ReadOptions | None = None
+                ) -> Iterator[tuple[Path, pd.DataFrame]]:
+    """(file, chunk) pairs of at most `chunk_rows` rows, in file order, read as training reads them
+    (mlops.core.tabular: the config's delimiter and na_values; default: the default config's)."""
+    read = read or ReadOptions()
     for f in input_files(path):
         check_not_empty(f)
         if is_parquet(f):
             for frame in parquet_batches(f, chunk_rows):
-                yield f, frame
+                yield f, normalise(frame, read)
         else:
             try:
-                for chunk in pd.read_csv(f, chunksize=chunk_rows, encoding="utf-8-sig"):
+                for chunk in csv_chunks(f, read, chunk_rows):
                     yield f, chunk
             except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
                 raise unparsable_csv(f, exc) from None
 
 
 def local_chunks(model: Any, contract: DataContract, input_path: str | Path, chunk_rows: int, version: str,
-                 flag_violations: bool = False) -> Iterator[ScoredChunk]:
+                 flag_violations: bool = False, read: ReadOptions | None = None) -> Iterator[ScoredChunk]:
     """The input scored in this process, one chunk at a time (the local backend of `score_file`)."""
     offset = 0
-    for _, chunk in iter_chunks(input_path, chunk_rows):
+    for _, chunk in iter_chunks(input_path, chunk_rows, read):
         res = score_chunk(model, contract, chunk, offset, version, flag_violations)
         yield ScoredChunk(len(chunk), null_counts(chunk, contract), res)
         offset += len(chunk)
@@ -205,12 +209,14 @@ def score_file(
     flag_violations: bool = False,
     chunks: Iterable[ScoredChunk] | None = None,
     backend: str = "local",
+    read: ReadOptions | None = None,
 ) -> ScoringRun:
     """Score a file or folder chunk by chunk; write predictions, quarantine and the run record to `output_dir`.
 
     `predictions_path` (.csv or .parquet) puts the predictions elsewhere; `flag_violations` scores every row
     and flags the bad ones instead of quarantining them (see the module docstring). `chunks` are the scored
-    chunks in input order when something else scores them (`backend`: a Dask cluster); default: this process."""
+    chunks in input order when something else scores them (`backend`: a Dask cluster); default: this process,
+    reading the input with `read` (the config's ReadOptions; default: the default config's)."""
     from mlops.serving.predictlog import LogRecord
 
     out = Path(output_dir)
@@ -231,7 +237,7 @@ def score_file(
     reasons: Counter[str] = Counter()
     by_worker: Counter[str] = Counter()
     if chunks is None:
-        chunks = local_chunks(model, contract, input_path, chunk_rows, str(model_version), flag_violations)
+        chunks = local_chunks(model, contract, input_path, chunk_rows, str(model_version), flag_violations, read)
     try:
         for scored in chunks:
             nulls.update(scored.nulls)
@@ -320,6 +326,7 @@ def score_with_champion(bundle: ModelBundle, cfg: PipelineConfig, input_path: st
 
         address = scheduler_address(cfg.scoring.dask_address, get_settings(), "scoring")
         with cluster_chunks(address, bundle.model, bundle.contract, input_path, cfg.serving.batch_chunk_rows,
-                            str(bundle.version), flag_violations, keep_inputs=writer is not None) as chunks:
+                            str(bundle.version), flag_violations, keep_inputs=writer is not None,
+                            read=read_options(cfg)) as chunks:
             return score_file(*args, chunks=chunks, backend="dask")
-    return score_file(*args)
+    return score_file(*args, read=read_options(cfg))
