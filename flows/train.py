@@ -36,6 +36,8 @@ from tasks.data import load_data, split_data
 from tasks.deployment import finish_infra_validation, infra_validation_process, start_infra_validation
 from tasks.evaluation import collect_artifacts, evaluate_challenger, gate_challenger
 from tasks.registry import (
+    fail_training_runs,
+    finish_training_run,
     load_champion,
     log_evaluation,
     promote_champion,
@@ -72,8 +74,12 @@ def train(config_path: ConfigPath = DEFAULT_CONFIG, source_path: OptionalPath = 
         result = run_training(config_path, given(source_path), reason, given(search))
     except MLOpsError as exc:
         get_run_logger().error("%s", exc)
+        fail_training_runs(str(runtime.flow_run.id or "local"))
         tag_flow_run(*outcome_tags(model_of(config_path), None, "failed"))
         return Failed(message=str(exc), data=exc)
+    except BaseException:  # a bug or a crash: the MLflow run says FAILED, not FINISHED
+        fail_training_runs(str(runtime.flow_run.id or "local"))
+        raise
     tag_flow_run(*outcome_tags(result.model_name, result.version, result.outcome))
     return training_state(result)
 
@@ -101,7 +107,7 @@ def run_training(config_path: str, source_path: str | None, reason: str,
         run = start_training_run(cfg, split, inputs.scoring, lineage, settings.tracking_uri, settings.artifact_root)
         reuse = plan_retune(cfg, *((champion.model, champion.tags, champion.version) if champion else (None,) * 3),
                             rows=len(split.train), retraining=new_rows is not None)
-        run.lineage |= reuse.lineage(len(split.train), search_digest(cfg))
+        run.lineage.update(reuse.lineage(len(split.train), search_digest(cfg)))
         results = tune_all_families(cfg, inputs, run.run_id, reuse)  # budget and trials shared where it pays
         best = pick_best(results)
         leaderboard = sorted((r.leaderboard_row() for r in results), key=lambda r: -r["cv_score"])
@@ -130,6 +136,7 @@ def run_training(config_path: str, source_path: str | None, reason: str,
                     else f"REJECTED, failed: {', '.join(failed)}")
         record_verdict(run, cfg, version, best, evaluation, verdict, checked.contract, checked.outcome.summary())
         promotion = promote_champion(name, version, verdict, by=f"train flow run {flow_run_id}")
+        finish_training_run(run)
     result = TrainingResult(
         model_name=name, version=version, family=best.family, metrics=evaluation.metrics,
         gate_passed=verdict.passed, gate_reasons=verdict.reasons, promoted=promotion.promoted,

@@ -3,6 +3,7 @@ and moving `champion` (on a gate pass, or by hand). Every MLflow call is in mlop
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import pandas as pd
@@ -19,6 +20,8 @@ from mlops.registry.tracking import (
     PrefectContext,
     TrainingRun,
     describe_registered_run,
+    end_training_run,
+    fail_open_training_runs,
     log_contract,
     log_holdout,
     log_model_version,
@@ -60,6 +63,24 @@ def start_training_run(cfg: PipelineConfig, split: Split, scoring: Any, lineage:
                       is_file, {"num_rows": len(split.train) + len(split.test), "rows_train": len(split.train),
                                 "rows_holdout": len(split.test), "holdout": split.holdout})
     return run
+
+
+@stage_task("finish_training_run", io=True)
+def finish_training_run(run: TrainingRun) -> None:
+    """Close the training's MLflow run as FINISHED (it stays RUNNING while the training runs)."""
+    end_training_run(run.run_id)
+
+
+def fail_training_runs(flow_run_id: str) -> None:
+    """Close as FAILED the MLflow training runs a flow run that stopped on an error left open (called from the
+    flow's error path, not a task: it must not fail again); a store it cannot reach only warns. Before the
+    environment is configured (a config that did not load) no run can have been opened: nothing to ask."""
+    if not os.environ.get("MLFLOW_TRACKING_URI"):
+        return
+    try:
+        fail_open_training_runs(flow_run_id)
+    except Exception as exc:  # noqa: BLE001 - the run's own error is what the user needs to see
+        get_run_logger().warning("Could not mark the MLflow training run failed: %s", str(exc)[:200])
 
 
 def prefect_context() -> PrefectContext:

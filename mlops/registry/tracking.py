@@ -113,8 +113,13 @@ def start_training_run(tracking_uri: str, experiment: str, artifact_root: str, r
                        prefect: PrefectContext | None = None, model_name: str | None = None) -> TrainingRun:
     """Open the experiment (created once, artifacts under `artifact_root`, the classic ML kind) and a run in
     it tagged with the lineage, the search parameters and the Prefect flow run (source, full id, page,
-    and a description linking it); later writes go to the run by id."""
+    and a description linking it); later writes go to the run by id.
+
+    The run stays RUNNING until `end_training_run` says how the training ended (FINISHED, or FAILED when
+    it stopped on an error), so a crashed training never looks finished."""
     import mlflow
+    from mlflow.entities import Param
+    from mlflow.tracking.context.registry import resolve_tags
 
     mlflow.set_tracking_uri(tracking_uri)
     experiment_id = ensure_experiment(experiment, artifact_root)
@@ -122,9 +127,32 @@ def start_training_run(tracking_uri: str, experiment: str, artifact_root: str, r
     if prefect is not None:
         tags |= prefect.tags()
     tags[DESCRIPTION_TAG] = training_description(model_name or experiment, lineage.get("reason", ""), prefect)
-    with mlflow.start_run(run_name=run_name, tags={k: v[:TAG_LIMIT] for k, v in tags.items()}) as run:
-        mlflow.log_params(params)
+    c = client()
+    run = c.create_run(experiment_id, run_name=run_name,
+                       tags=resolve_tags({k: v[:TAG_LIMIT] for k, v in tags.items()}))
+    c.log_batch(run.info.run_id, params=[Param(k, str(v)[:6000]) for k, v in params.items()])
     return TrainingRun(run.info.run_id, experiment_id, tracking_uri, dict(lineage), prefect)
+
+
+def end_training_run(run_id: str, failed: bool = False) -> None:
+    """Close a training run: FINISHED, or FAILED when the training stopped on an error."""
+    client().set_terminated(run_id, status="FAILED" if failed else "FINISHED")
+
+
+def fail_open_training_runs(flow_run_id: str) -> list[str]:
+    """Mark FAILED the training runs a Prefect flow run left open (RUNNING) when it stopped on an error;
+    returns their ids. Found by the flow run's id, which every training run is tagged with."""
+    from mlflow.entities import ViewType
+
+    c = client()
+    experiments = [e.experiment_id for e in c.search_experiments(view_type=ViewType.ACTIVE_ONLY)]
+    if not experiments:
+        return []
+    found = c.search_runs(experiments, filter_string=f"tags.`prefect.flow_run_id` = '{flow_run_id}' and "
+                                                     "tags.`mlops.stage` = 'training' and attributes.status = 'RUNNING'")
+    for run in found:
+        end_training_run(run.info.run_id, failed=True)
+    return [run.info.run_id for run in found]
 
 
 def log_training_data(run_id: str, frame: pd.DataFrame, name: str, digest: str, source: str, is_file: bool,
@@ -136,7 +164,7 @@ def log_training_data(run_id: str, frame: pd.DataFrame, name: str, digest: str, 
     from mlflow.types.utils import _infer_schema
 
     try:
-        schema: str | None = json.dumps({"mlflow_colspec": _infer_schema(frame.head(200)).to_dict()})
+        schema: str | None = json.dumps({"mlflow_colspec": _infer_schema(integers_as_floats(frame.head(200))).to_dict()})
     except Exception:  # noqa: BLE001 - a column MLflow cannot type: the input is still recorded, schemaless
         schema = None
     counts = {"num_rows": len(frame), "num_elements": int(frame.size)} | (profile or {})
@@ -161,12 +189,14 @@ def describe_registered_run(run: TrainingRun, model_name: str, version: str, gat
 def log_holdout(run_id: str, metrics: dict[str, float], best_family: str, artifacts: list[tuple[str, Path]],
                 texts: dict[str, str]) -> None:
     """The holdout metrics (`holdout_<name>`), the winning family, and the run's files and generated texts."""
-    import mlflow
+    import time
+
+    from mlflow.entities import Metric, RunTag
 
     log_run_artifacts(run_id, artifacts, texts)
-    with mlflow.start_run(run_id=run_id):
-        mlflow.log_metrics({f"holdout_{k}": v for k, v in metrics.items()})
-        mlflow.set_tag("best_family", best_family)
+    now = int(time.time() * 1000)
+    client().log_batch(run_id, metrics=[Metric(f"holdout_{k}", v, now, 0) for k, v in metrics.items()],
+                       tags=[RunTag("best_family", best_family)])
 
 
 def version_tags(passed: bool, reasons: list[str], metrics: dict[str, float], lineage: dict[str, str],
@@ -254,27 +284,34 @@ def log_model_version(run_id: str, model: Any, model_name: str, X_example: pd.Da
     import mlflow.sklearn
 
     trusted = trusted_types(model)  # RegistryError before anything is logged if a type is not allowed
-    example = X_example.head(5).copy()
+    example = integers_as_floats(X_example.head(5))
     signature = model_signature(X_example, predictions, optional_columns)
-    with mlflow.start_run(run_id=run_id):
-        info = mlflow.sklearn.log_model(
-            sk_model=model,
-            name="model",
-            signature=signature,
-            input_example=example,
-            serialization_format="skops",
-            skops_trusted_types=trusted,
-            pip_requirements=[],
-        )
+    run = client().get_run(run_id)  # logged by id: the run stays open (RUNNING) until the training ends
+    logged = mlflow.initialize_logged_model(name="model", source_run_id=run_id, experiment_id=run.info.experiment_id,
+                                            params=dict(run.data.params))
+    info = mlflow.sklearn.log_model(
+        sk_model=model,
+        name="model",
+        signature=signature,
+        input_example=example,
+        serialization_format="skops",
+        skops_trusted_types=trusted,
+        pip_requirements=[],
+        run_id=run_id,
+        model_id=logged.model_id,
+    )
     return register_version(model_name, info.model_uri, run_id, info.model_id)
 
 
 def model_signature(X_example: pd.DataFrame, predictions: Any, optional_columns: Sequence[str] = ()) -> Any:
-    """The inferred signature with `optional_columns` marked not required (they must be input columns)."""
+    """The inferred signature with `optional_columns` marked not required (they must be input columns).
+
+    Integer input columns are declared doubles (`integers_as_floats`): a missing value turns an integer column
+    into floats at scoring time, which a `long` column would refuse."""
     from mlflow.models import infer_signature
     from mlflow.types import ColSpec, Schema
 
-    signature = infer_signature(X_example, predictions)
+    signature = infer_signature(integers_as_floats(X_example), predictions)
     optional = set(optional_columns)
     missing = optional - set(signature.inputs.input_names())
     if missing:
@@ -283,6 +320,13 @@ def model_signature(X_example: pd.DataFrame, predictions: Any, optional_columns:
         signature.inputs = Schema([
             ColSpec(c.type, c.name, required=False) if c.name in optional else c for c in signature.inputs.inputs])
     return signature
+
+
+def integers_as_floats(frame: pd.DataFrame) -> pd.DataFrame:
+    """The frame with its integer columns (numpy and nullable) as float64, the type MLflow's schemas should
+    declare for columns that may hold missing values; other columns as they are."""
+    ints = [c for c in frame.columns if pd.api.types.is_integer_dtype(frame[c].dtype)]
+    return frame.astype(dict.fromkeys(ints, "float64")) if ints else frame.copy()
 
 
 def log_contract(run_id: str, model_name: str, version: str, contract: DataContract) -> None:

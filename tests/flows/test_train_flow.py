@@ -249,3 +249,22 @@ def test_manual_promote_and_rollback_are_recorded(trained) -> None:
     assert ("champion", target, "test promotion") in moves and ("champion", "1", "test rollback") in moves
     failed = rollback(config_path=str(trained["config"]), return_state=True)
     assert failed.is_failed() and "no previous champion" in failed.message
+
+
+def test_a_training_that_crashes_leaves_its_mlflow_run_failed(trained, monkeypatch) -> None:
+    """A bug mid-run (after the MLflow run opened) fails the flow and the MLflow run says FAILED; the run of a
+    training that ended stays FINISHED."""
+    import flows.train
+
+    def crash(*_args, **_kwargs):
+        raise RuntimeError("a bug in the training window")
+
+    monkeypatch.setattr(flows.train, "choose_training_window", crash)
+    st = train(config_path=str(trained["config"]), reason="crash test", return_state=True)
+    assert st.is_failed()
+    flow_run_id = str(st.state_details.flow_run_id)
+    c = mlflow.MlflowClient()
+    runs = c.search_runs([trained["summary"].experiment_id],
+                         filter_string=f"tags.`prefect.flow_run_id` = '{flow_run_id}'")
+    assert [r.info.status for r in runs] == ["FAILED"]
+    assert c.get_run(trained["summary"].mlflow_run_id).info.status == "FINISHED"
