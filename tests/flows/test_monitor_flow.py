@@ -391,6 +391,12 @@ def test_a_retrain_holds_out_only_rows_the_champion_never_saw(store, home: Path,
     assert int(found[1].replace(",", "")) == held == math.ceil(0.2 * n_new)  # test_size of the new rows
     assert "never trained on" in run.data.tags["lineage.holdout"]
     assert rowkeys.NEW_ROW_COLUMN not in {c.name for c in registry.load_contract(mv.run_id).columns}
+    # a retrain on under twice the rows its champion's configuration was tuned on refits it, with no search
+    first = registry.client().get_model_version("churn-fair", "1").tags
+    assert first["lineage.configuration"] == "tuned"
+    assert mv.tags["lineage.configuration"] == "reused from v1", mv.tags
+    assert mv.tags["lineage.tuned_rows"] == first["lineage.tuned_rows"]
+    assert [row["trials"] for row in summary.leaderboard] == [0]
 
 
 def test_the_result_is_typed_and_drift_is_computed_once(store, home: Path, tmp_path: Path,
