@@ -6,9 +6,11 @@ The waiting itself is the production loop, `mlops.core.startup.wait_until`.
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -66,3 +68,35 @@ def prefect_call(method: str, url: str, *, retries: int = 5, **kw: Any) -> httpx
         time.sleep(min(2.0, 0.1 * 2**attempt))
     resp.raise_for_status()
     return resp
+
+
+@contextmanager
+def mlflow_server(folder: Path, timeout: float = 120.0) -> Iterator[str]:
+    """An MLflow tracking server on loopback (SQLite store, artifacts served under `folder`), as `mlops up`
+    runs it; yields its URL and stops it (its whole session) on exit."""
+    import os
+    import signal
+    import sys
+
+    port = free_port()
+    log = folder / "mlflow-server.log"
+    env = dict(os.environ, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false",
+               MLFLOW_BACKEND_STORE_URI=f"sqlite:///{folder / 'mlflow-server.db'}")
+    with log.open("wb") as out:
+        proc = subprocess.Popen([str(Path(sys.executable).parent / "mlflow"), "server", "--serve-artifacts",
+                                 "--artifacts-destination", str(folder / "served"), "--default-artifact-root",
+                                 "mlflow-artifacts:/", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+                                env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_http(f"{url}/health", proc, timeout=timeout, log=log)
+        yield url
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)  # the server and its gunicorn/uvicorn workers
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
