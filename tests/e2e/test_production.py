@@ -271,7 +271,8 @@ def test_a_local_sqlite_state_moves_to_production_without_losing_a_version_or_an
               f"mlflow.set_tracking_uri('sqlite:///{old / 'mlflow.db'}'); "
               f"build_registry('{model}', 2, '{(old / 'mlartifacts').as_uri()}')")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "PREFECT_API", "MLOPS_"))}
-    made = subprocess.run([sys.executable, "-c", script], cwd=REPO, env=env, capture_output=True, text=True,
+    made = subprocess.run([sys.executable, "-c", script], cwd=REPO, env={**env, "MLOPS_HOME": str(old)},  # its gate key
+                          capture_output=True, text=True,
                           timeout=180)
     assert made.returncode == 0, made.stderr[-2000:]
 

@@ -18,10 +18,11 @@ MODEL = "churn-migrate"
 
 
 @pytest.fixture
-def stores(tmp_path: Path) -> tuple[str, Path, str, str]:
+def stores(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[str, Path, str, str]:
     old, new = tmp_path / "old", tmp_path / "new"
     old.mkdir()
     new.mkdir()
+    monkeypatch.setenv("MLOPS_HOME", str(old))  # where the gate key that seals the verdicts lives
     src = f"sqlite:///{old / 'mlflow.db'}"
     mlflow.set_tracking_uri(src)
     try:
@@ -64,6 +65,12 @@ def test_every_version_alias_and_history_entry_moves_and_the_champion_predicts_t
     mlflow.set_tracking_uri(dst_uri)
     try:
         new_model = load_sklearn_model(f"models:/{MODEL}@champion")
+        # the sealed verdicts still hold: their seal names neither the run nor where the model lives
+        from mlops.registry import versions as registry
+        from mlops.registry.verdict import version_digest
+
+        assert registry.refusal_of(champ) is None
+        assert version_digest(MODEL, str(champ.version), champ.run_id) == champ.tags["gate.digest"]
     finally:
         mlflow.set_tracking_uri(src_uri)
     try:
