@@ -21,6 +21,7 @@ from mlops.core.config import PipelineConfig
 from mlops.core.contract import DataContract, checking_contract, coerce_to_contract, evolve_contract
 from mlops.core.data import MalformedRow, drop_unlabelled
 from mlops.core.errors import DataError
+from mlops.core.expectations import Engine, run_suite
 from mlops.core.profile import DataProfile, profile_frame
 
 QUARANTINE_REASON_COLUMN = "_quarantine_reasons"
@@ -133,38 +134,22 @@ OutsideObserved = Literal["quarantine", "keep"]
 
 
 def validate_batch(df: pd.DataFrame, contract: DataContract, need_target: bool = True,
-                   outside_observed: OutsideObserved = "quarantine") -> ValidationOutcome:
+                   outside_observed: OutsideObserved = "quarantine", engine: Engine = "columns") -> ValidationOutcome:
     """Run the contract's expectation suite on a batch and split it into good and quarantined rows.
 
     `outside_observed="keep"`: a value outside the observed range or categories does not quarantine
     its row (only structure and the user's rules do); such values are counted per column instead.
+    The suite is evaluated column by column in one pass (mlops.core.expectations, time linear in cells);
+    `engine="gx"` runs it all through Great Expectations instead (same outcome, cost columns x cells).
     """
-    import logging
-
-    import great_expectations as gx
-    from great_expectations.data_context.types.base import ProgressBarsConfig
-
-    for name in ("great_expectations", "great_expectations.data_context.types.base"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-
     coerced = coerce_to_contract(df.reset_index(drop=True), contract, need_target=need_target)
     frame = coerced.frame
     exps, row_level = build_suite(contract, need_target, observed=outside_observed == "quarantine")
-
-    ctx = gx.get_context(mode="ephemeral")
-    ctx.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
-    batch = (
-        ctx.data_sources.add_pandas("mlops")
-        .add_dataframe_asset("batch")
-        .add_batch_definition_whole_dataframe("whole")
-        .get_batch(batch_parameters={"dataframe": frame})
-    )
-    suite = gx.ExpectationSuite(name="data_contract", expectations=exps)
-    result = batch.validate(suite, result_format={"result_format": "COMPLETE"})
+    results = run_suite(frame, exps, engine)
 
     failures = coerced.row_failures
     batch_failures: list[str] = []
-    for pos, r in enumerate(result.results):
+    for pos, r in enumerate(results):
         if r.success:
             continue
         cfg = r.expectation_config
