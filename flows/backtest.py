@@ -28,7 +28,7 @@ from tasks.reporting import outcome_tags, tag_flow_run
 
 @form_flow(name="backtest", log_prints=False, flow_run_name=run_name("backtest"))
 def backtest(config_path: ConfigPath = "configs/demand.yaml", data_path: OptionalPath = LEFT_OUT, initial: str = "3M",
-             every: str = "1M") -> dict[str, Any] | State:
+             every: str = "1M", fast: bool = False) -> dict[str, Any] | State:
     """Replay a labelled history in data time: first champion, then monitor, policy, retrain and gate per window.
 
     Args:
@@ -36,9 +36,11 @@ def backtest(config_path: ConfigPath = "configs/demand.yaml", data_path: Optiona
         data_path: A CSV or Parquet file holding the labelled history; leave it empty for the config's own source.
         initial: The period the first champion trains on, e.g. 3M (months), 8W, 90D.
         every: The length of each replayed window, e.g. 1M, 2W, 7D, 24H.
+        fast: The every-window baseline searches only when its rows doubled and refits between (for long
+            replays); off, it searches at every window.
     """
     try:
-        out = run_backtest_flow(config_path, given(data_path), initial, every)
+        out = run_backtest_flow(config_path, given(data_path), initial, every, fast)
     except MLOpsError as exc:
         get_run_logger().error("%s", exc)
         tag_flow_run(*outcome_tags(model_of(config_path), None, "failed"))
@@ -65,7 +67,8 @@ def load_plan(cfg: PipelineConfig, data_path: str | None, initial: str, every: s
     return plan_backtest(cfg, history, initial, every, notes)
 
 
-def run_backtest_flow(config_path: str, data_path: str | None, initial: str, every: str) -> dict[str, Any]:
+def run_backtest_flow(config_path: str, data_path: str | None, initial: str, every: str,
+                      fast: bool = False) -> dict[str, Any]:
     """Plan, replay, write the files, publish the artifacts and the MLflow run; returns the JSON the CLI prints."""
     logger = get_run_logger()
     cfg = load_config(config_path)
@@ -73,7 +76,7 @@ def run_backtest_flow(config_path: str, data_path: str | None, initial: str, eve
     plan = load_plan(cfg, data_path, initial, every)
     logger.info("Backtest: %d rows, initial %s (%d rows), %d windows of %s", plan.rows, initial, len(plan.initial),
                 len(plan.windows), every)
-    result = run_backtest(cfg, plan, log=lambda m: logger.info("%s", m))
+    result = run_backtest(cfg, plan, log=lambda m: logger.info("%s", m), fast=fast)
     files = write_files(result, backtest_folder(settings.state_dir, cfg.registry.model_name))
     flow_run_id = str(runtime.flow_run.id or "local")
     run_id, _ = log_backtest_run(result, files, cfg.registry.experiment or cfg.name, settings.artifact_root,

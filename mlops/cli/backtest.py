@@ -56,6 +56,8 @@ def backtest_command(
                                                   "config's source)")] = None,
     initial: Annotated[str, typer.Option(help="period the first champion trains on: 3M, 8W, 90D ...")] = "3M",
     every: Annotated[str, typer.Option(help="length of each replayed window: 1M, 2W, 7D, 24H ...")] = "1M",
+    fast: Annotated[bool, typer.Option("--fast", help="the every-window baseline searches only when its rows "
+                                                      "doubled, refitting between (long replays)")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="print {windows, summary} as JSON")] = False,
 ) -> None:
     """Replay history window by window: would the retrain policy have kept the model good, at what cost?"""
@@ -78,7 +80,8 @@ def backtest_command(
     from flows.backtest import backtest as backtest_flow
 
     with stdout_to_stderr(json_out):
-        out = run_flow(backtest_flow, config_path=str(config), data_path=data, initial=initial, every=every)
+        out = run_flow(backtest_flow, config_path=str(config), data_path=data, initial=initial, every=every,
+                       fast=fast)
     if json_out:
         typer.echo(json.dumps({"windows": out["windows"], "summary": out["summary"], "files": out["files"],
                                "mlflow_run_id": out["mlflow_run_id"]}, indent=2, default=str))

@@ -292,8 +292,8 @@ class ArmSummary:
 class BacktestResult:
     """The per-window table, one summary per arm, the kept predictions and the plan it replayed.
 
-    Arms: `policy`; `never`; `every_window` (all history, tuned at every window); `every_window_last_<k>`
-    (the same tuned configuration on the last k windows); `hindsight` (the keep/retrain schedule that was
+    Arms: `policy`; `never`; `every_window` (all history, searched at every window; with `fast`, searched when
+    its rows doubled and refitted between); `every_window_last_<k>` (that configuration on the last k windows); `hindsight` (the keep/retrain schedule that was
     best in hindsight for `retrain_cost`). The recovered share is measured against the best fixed schedule.
     """
 
@@ -310,6 +310,7 @@ class BacktestResult:
     notes: list[str] = field(default_factory=list)
     retrain_cost: float | None = None
     hindsight_family: str | None = None
+    fast: bool = False  # the every-window baseline refitted between searches (see run_backtest)
 
     @property
     def higher_is_better(self) -> bool:
@@ -352,7 +353,7 @@ class BacktestResult:
             "baselines": {name: arm.to_dict() for name, arm in self.arms.items() if name != "policy"},
             "policy": policy.to_dict(), "train_on": self.train_on, "initial": self.initial, "every": self.every,
             "initial_rows": self.initial_rows, "first_champion_seconds": round(self.first_champion_seconds, 3),
-            "seconds": round(self.seconds, 3), "notes": self.notes,
+            "seconds": round(self.seconds, 3), "notes": self.notes, "fast": self.fast,
         }
 
     def to_dict(self) -> dict[str, Any]:
@@ -364,8 +365,13 @@ def _finite(v: float | None) -> float | None:
 
 
 def run_backtest(cfg: PipelineConfig, plan: BacktestPlan, log: Log | None = None,
-                 baselines: bool = True) -> BacktestResult:
+                 baselines: bool = True, fast: bool = False) -> BacktestResult:
     """Replay the plan: the policy and (with `baselines`) never, every-window and hindsight schedules side by side.
+
+    The every-window baseline searches at every window, the cost a retrain had before retrains reused their
+    configuration; with `fast` it follows the retune rule as the policy does (searches when its rows doubled,
+    refits between), so a long replay (years of hourly rows, dozens of windows) takes minutes, not hours. Its
+    training time is then the refitting schedule's, not the searching one's.
 
     OpenMP and BLAS are held to one thread in this process: the search's trials run in parallel worker processes,
     and the refit's OpenMP threads spin against them (and any other busy process) for nothing; measured
@@ -374,7 +380,7 @@ def run_backtest(cfg: PipelineConfig, plan: BacktestPlan, log: Log | None = None
     from threadpoolctl import threadpool_limits
 
     with threadpool_limits(limits=1):
-        return _replay(cfg, plan, log or (lambda _m: None), baselines)
+        return _replay(cfg, plan, log or (lambda _m: None), baselines, fast)
 
 
 def _labelled(frames: list[pd.DataFrame], target: str) -> pd.DataFrame:
@@ -382,7 +388,7 @@ def _labelled(frames: list[pd.DataFrame], target: str) -> pd.DataFrame:
     return pd.concat(parts, ignore_index=True, sort=False) if parts else pd.DataFrame()
 
 
-def _replay(cfg: PipelineConfig, plan: BacktestPlan, say: Log, baselines: bool) -> BacktestResult:
+def _replay(cfg: PipelineConfig, plan: BacktestPlan, say: Log, baselines: bool, fast: bool) -> BacktestResult:
     t_start = time.perf_counter()
     policy_cfg = cfg.monitoring.policy
     ts = plan.timestamp_column
@@ -400,7 +406,7 @@ def _replay(cfg: PipelineConfig, plan: BacktestPlan, say: Log, baselines: bool) 
         f"training window {first.champion.window.chosen if first.champion.window else 'all history'}")
     arm = ArmSummary("policy")
     champion, pending, next_version = first.champion, [], 2
-    yard = Yardstick(cfg, first, plan) if baselines else None
+    yard = Yardstick(cfg, first, plan, search=not fast) if baselines else None
     history = [plan.initial]
     state = PolicyState()
     records: list[WindowRecord] = []
@@ -476,7 +482,7 @@ def _replay(cfg: PipelineConfig, plan: BacktestPlan, say: Log, baselines: bool) 
     predictions = pd.concat(kept, ignore_index=True) if kept else pd.DataFrame()
     return BacktestResult(cfg.primary_metric, records, arms, predictions, policy_cfg.train_on, plan.initial_period,
                           plan.every, len(plan.initial), first.seconds, time.perf_counter() - t_start, plan.notes,
-                          yard.cost if yard is not None else None, hindsight)
+                          yard.cost if yard is not None else None, hindsight, fast)
 
 
 def _concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
@@ -504,12 +510,13 @@ def _retrain(frame: pd.DataFrame, what: str, cfg: PipelineConfig, champion: Cham
 
 
 class Yardstick:
-    """The baselines of one replay: retrain after every window on all history (tuned) and on the last k windows
-    (that tuning's configuration refitted on them); after the replay, each family's models are scored on every
-    later window, giving the fixed schedules, never retraining and the hindsight-optimal schedule."""
+    """The baselines of one replay: retrain after every window on all history (searched each time, or with
+    `search` False under the retune rule) and on the last k windows (that configuration refitted on them); after
+    the replay, each family's models are scored on every later window, giving the fixed schedules, never
+    retraining and the hindsight-optimal schedule."""
 
-    def __init__(self, cfg: PipelineConfig, first: Candidate, plan: BacktestPlan) -> None:
-        self.cfg, self.plan = cfg, plan
+    def __init__(self, cfg: PipelineConfig, first: Candidate, plan: BacktestPlan, search: bool = True) -> None:
+        self.cfg, self.plan, self.search = cfg, plan, search
         self.period = parse_period(plan.every, "--every")
         n = len(plan.windows)
         ks = [k for k in (1, 2, 4, 8, 16) if k < n]
@@ -531,7 +538,8 @@ class Yardstick:
         n_new = int(w.frame[cfg.target].notna().sum())
         frame = everything.assign(**{NEW_ROW_COLUMN: np.arange(len(everything)) >= len(everything) - n_new})
         try:
-            cand = train_candidate(frame, cfg, self.champion, 0, w.end, gate=False, choose=False, search=True)
+            cand = train_candidate(frame, cfg, self.champion, 0, w.end, gate=False, choose=False,
+                                   search=self.search)
         except DataError:
             for f in self.families:  # a window the baselines cannot train on keeps their models
                 f.models.append(f.models[-1])

@@ -63,7 +63,9 @@ def to_markdown(result: BacktestResult, files: dict[str, str] | None = None) -> 
     best = s["best_fixed"]
     lines = [f"# Backtest: {len(result.windows)} windows of {result.every} after an initial {result.initial} "
              f"({result.initial_rows:,} rows)", "",
-             f"Metric `{m}` on each window's labelled rows ({better} is better); policy `train_on: {result.train_on}`.",
+             f"Metric `{m}` on each window's labelled rows ({better} is better); policy `train_on: {result.train_on}`; "
+             + ("fast: the every-window baseline searched when its rows doubled and refitted between."
+                if result.fast else "the every-window baseline searched at every window."),
              "", "| run | mean " + m + " | retrains | fits | training s | failed retrains |",
              "| --- | --- | --- | --- | --- | --- |"]
     for name, a in result.arms.items():

@@ -91,6 +91,21 @@ def test_summary_and_recovered_share(replay: BacktestResult) -> None:
     assert all(w["drift_share"] >= 0.3 for w in drifted[:1])
 
 
+def test_fast_mode_refits_the_every_window_baseline_between_searches(replay: BacktestResult) -> None:
+    """The full replay searches the every-window baseline at every window; `fast` searches it only when its rows
+    doubled and refits between, so it fits far fewer models, and says so in the summary and the report."""
+    cfg = parse_config(backtest_config())
+    fast = run_backtest(cfg, plan_backtest(cfg, drifted_history(), "2M", "1M"), fast=True)
+    full_fits = replay.arms["every_window"].fits
+    fast_fits = fast.arms["every_window"].fits
+    assert fast.summary()["fast"] and not replay.summary()["fast"]
+    assert fast.arms["every_window"].retrains == replay.arms["every_window"].retrains
+    assert fast_fits < full_fits / 2, (fast_fits, full_fits)
+    assert "refitted between" in to_markdown(fast) and "searched at every window" in to_markdown(replay)
+    # the policy's own retrains do not depend on the baselines' mode
+    assert fast.arms["policy"].retrain_windows == replay.arms["policy"].retrain_windows
+
+
 def test_predictions_are_kept_for_every_row(replay: BacktestResult) -> None:
     p = replay.predictions
     assert len(p) == sum(w.rows for w in replay.windows)
