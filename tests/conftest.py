@@ -18,6 +18,13 @@ for _name, _value in {**TELEMETRY_OFF, "MLFLOW_LOGGING_LEVEL": "WARNING"}.items(
 REPO = Path(__file__).resolve().parent.parent
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """A SIGTERM (a CI timeout) ends the run like Ctrl-C, so every fixture's finalizer stops what it started."""
+    from tests.support.sigterm import install
+
+    install()
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Before `-m` deselects anything: every collected test is in exactly one tier (tests/support/tiers.py)."""

@@ -105,18 +105,33 @@ def live_stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPath
         serve_poll_seconds=1.0, worker_poll_seconds=1.0, timeout=150.0,
     )
 
-    def stop() -> None:
-        stack.down(opts.state_dir, grace=10)
-        receiver.close()
-
-    request.session.addfinalizer(stop)
+    request.session.addfinalizer(receiver.close)
     try:
-        result = stack.up(opts)
+        result = start_stack(request, opts)
     except stack.StackError as exc:
         pytest.fail(f"the stack did not start: {exc}")
     secret = stack.load_webhook_secrets(opts)["MLOPS_WEBHOOK_DATA_VENDOR_SECRET"]
     _LIVE = Live(opts, work, data, secret, receiver, up=result)
     return _LIVE
+
+
+def start_stack(request: pytest.FixtureRequest, opts: stack.StackOptions) -> stack.UpResult:
+    """`mlops up` for a test session, stopped by a session finalizer; a SIGTERM to the test run runs that
+    finalizer (tests/support/sigterm.py), and a reaper process stops the stack if the test process dies
+    without running it (SIGKILL)."""
+    from tests.support.reaper import Reaper
+
+    opts.state_dir.mkdir(parents=True, exist_ok=True)
+    reaper = Reaper(opts.state_dir, opts.state_dir.parent / f"reaper-{opts.state_dir.name}.log")
+
+    def stop() -> None:
+        try:
+            stack.down(opts.state_dir, grace=10)
+        finally:
+            reaper.release()
+
+    request.session.addfinalizer(stop)
+    return stack.up(opts)
 
 
 # ---- helpers ----------------------------------------------------------------------------------
