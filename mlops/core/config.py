@@ -184,11 +184,16 @@ class UserExpectation(_Strict):
         return self
 
 
+DEFAULT_MAX_COLUMNS = 2000  # wider data is refused from its header: validation and training time grow with columns
+
+
 class ValidationConfig(_Strict):
     max_quarantine_fraction: float = Field(0.05, ge=0.0, le=1.0)
     range_margin: float = Field(0.25, ge=0.0, description="fraction of the observed span added to each side")
     null_margin: float = Field(0.05, ge=0.0, le=1.0, description="allowed null fraction above the observed one")
     max_categories: int = Field(50, ge=1, description="a text column with more distinct values is not a category")
+    max_columns: int = Field(DEFAULT_MAX_COLUMNS, ge=1, description=(
+        "a data file with more columns is refused from its header, before its rows are read"))
     expectations: list[UserExpectation] = Field(default_factory=list)
 
 

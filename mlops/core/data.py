@@ -26,7 +26,7 @@ from mlops.core.data_roots import DataPathRefused, DataRoots, check_size, data_r
 from mlops.core.errors import DataError
 from mlops.core.generate import demand_from_source
 from mlops.core.profile import DataProfile, profile_frame
-from mlops.core.tabular import ReadOptions, apply_na_values, parse_csv
+from mlops.core.tabular import ReadOptions, apply_na_values, check_width, parse_csv
 
 CHURN_START = pd.Timestamp("2025-01-01")
 # re-exported: the readers below enforce the roots; apply_na_values is the shared reader's (mlops.core.tabular)
@@ -175,16 +175,18 @@ def malformed_error(rows: list[MalformedRow], detail: str = "") -> DataError:
 
 def read_table(path: str | Path, fmt: str = "auto", delimiter: str = ",",
                na_values: list[str] | None = None, *, roots: DataRoots | None = None,
-               max_bytes: int | None = None) -> pd.DataFrame:
+               max_bytes: int | None = None, max_columns: int | None = None) -> pd.DataFrame:
     """Read a CSV or Parquet file, turning every way it can be broken into one clear DataError.
 
     Strict: a row with the wrong number of fields is an error (read_table_collecting sets such rows
     aside instead). The `na_values` spellings (default: the config's default ones) and whitespace-only
     strings become missing, as every reader reads them (mlops.core.tabular).
     With `roots`, a path outside them is refused before it is opened; with `max_bytes`, a larger file
-    (or folder) is refused before it is read. Messages never quote the data.
+    (or folder) is refused before it is read; with `max_columns`, a wider file is refused from its header.
+    Messages never quote the data.
     """
-    table = read_table_collecting(path, fmt, delimiter, na_values, roots=roots, max_bytes=max_bytes)
+    table = read_table_collecting(path, fmt, delimiter, na_values, roots=roots, max_bytes=max_bytes,
+                                  max_columns=max_columns)
     if table.malformed:
         raise malformed_error(table.malformed)
     return table.frame
@@ -192,16 +194,16 @@ def read_table(path: str | Path, fmt: str = "auto", delimiter: str = ",",
 
 def read_table_collecting(path: str | Path, fmt: str = "auto", delimiter: str = ",",
                           na_values: list[str] | None = None, *, roots: DataRoots | None = None,
-                          max_bytes: int | None = None) -> Table:
+                          max_bytes: int | None = None, max_columns: int | None = None) -> Table:
     """Read like read_table, but set malformed CSV rows aside (with line numbers) instead of failing."""
     options = ReadOptions(delimiter) if na_values is None else ReadOptions(delimiter, tuple(na_values))
-    table = _read_any(Path(path), fmt, options, roots, max_bytes)
+    table = _read_any(Path(path), fmt, options, roots, max_bytes, max_columns)
     table.frame, table.markers = apply_na_values(table.frame, options.na_values)
     return table
 
 
 def _read_any(p: Path, fmt: str, options: ReadOptions, roots: DataRoots | None = None,
-              max_bytes: int | None = None) -> Table:
+              max_bytes: int | None = None, max_columns: int | None = None) -> Table:
     if roots is not None:
         p = roots.confine_file(p)  # before anything is opened
     if not p.exists():
@@ -213,13 +215,14 @@ def _read_any(p: Path, fmt: str, options: ReadOptions, roots: DataRoots | None =
         if roots is not None:
             files = [roots.confine_file(f) for f in files]  # a link inside the folder may point out of it
         check_size(p, files, max_bytes)
-        parts = [_read_any(f, "auto", options) for f in files]
+        parts = [_read_any(f, "auto", options, max_columns=max_columns) for f in files]
         frame = pd.concat([t.frame for t in parts], ignore_index=True)
         table = Table(frame, [m for t in parts for m in t.malformed])
     else:
         if p.stat().st_size == 0:
             raise DataError(f"{p}: data file is empty")
         check_size(p, [p], max_bytes)
+        check_width(p, options, max_columns)
         kind = fmt if fmt != "auto" else ("parquet" if p.suffix.lower() in {".parquet", ".pq"} else "csv")
         if kind == "parquet":
             try:
@@ -318,7 +321,8 @@ def read_source(cfg: PipelineConfig, collect_malformed: bool = False, roots: Dat
     src = cfg.source
     if isinstance(src, FileSource):
         reader = read_table_collecting if collect_malformed else read_table
-        got = reader(src.path, src.format, src.delimiter, cfg.na_values, roots=roots, max_bytes=src.max_bytes)
+        got = reader(src.path, src.format, src.delimiter, cfg.na_values, roots=roots, max_bytes=src.max_bytes,
+                     max_columns=cfg.validation.max_columns)
         return got if isinstance(got, Table) else Table(got)
     if isinstance(src, GeneratedSource):
         df = (demand_from_source(src) if src.dataset == "demand"
@@ -327,6 +331,9 @@ def read_source(cfg: PipelineConfig, collect_malformed: bool = False, roots: Dat
         df, _ = load_sklearn_dataset(src.name)
     else:  # pragma: no cover - the config schema rules this out
         raise DataError(f"unknown source kind {src!r}")
+    if len(df.columns) > cfg.validation.max_columns:
+        raise DataError(f"the data has {len(df.columns):,} columns, above validation.max_columns "
+                        f"({cfg.validation.max_columns:,}); raise it or use fewer columns")
     frame, markers = apply_na_values(df, cfg.na_values)
     return Table(frame, [], markers)
 

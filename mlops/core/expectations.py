@@ -4,9 +4,10 @@ Great Expectations' pandas engine filters the whole frame for every expectation 
 three expectations per column costs columns x cells: a 1,000 x 5,000 batch took longer than 25 minutes.
 Here each expectation the contract uses is computed on its own column with the same pandas operation
 Great Expectations applies (its nulls left out as it leaves them out), so the unexpected rows, and so the
-quarantined rows and their reasons, are the same. Anything else (an expectation or a column type this
-module does not cover, a batch-level expectation that fails, so its message is Great Expectations' own)
-is run by Great Expectations itself, on the few columns it names. `engine="gx"` runs the whole suite
+quarantined rows and their reasons, are the same; a null budget exceeded reports the percentage Great
+Expectations reports. Anything else (an expectation or a column type this module does not cover, a failing
+type, existence or row-count check, whose message is then Great Expectations' own) is run by Great
+Expectations itself, on the few columns it names. `engine="gx"` runs the whole suite
 through Great Expectations as before (kept for comparison: tests and bench/bench_validation.py).
 """
 

@@ -18,6 +18,7 @@ from typing import IO, Any
 import pandas as pd
 
 from mlops.core.config import DEFAULT_NA_VALUES, FileSource, PipelineConfig
+from mlops.core.errors import DataError
 from mlops.core.profile import is_text_like
 
 CSV_ENCODING = "utf-8-sig"
@@ -106,5 +107,19 @@ def read_header(path: str | Path, options: ReadOptions) -> list[str]:
     if p.suffix.lower() in {".parquet", ".pq"}:
         import pyarrow.parquet as pq
 
-        return list(pq.read_schema(p).names)
+        return [n for n in pq.read_schema(p).names if not n.startswith("__index_level_")]
     return [str(c) for c in pd.read_csv(p, nrows=0, encoding=CSV_ENCODING, **options.csv_kwargs()).columns]
+
+
+def check_width(path: str | Path, options: ReadOptions, max_columns: int | None) -> None:
+    """Refuse a file with more than `max_columns` columns from its header, before any row is read."""
+    if max_columns is None:
+        return
+    try:
+        width = len(read_header(path, options))
+    except Exception:  # noqa: BLE001 - an unreadable header: the reader says what is wrong with the file
+        return
+    if width > max_columns:
+        raise DataError(f"{path}: {width:,} columns, above validation.max_columns ({max_columns:,}); refused from its "
+                        "header before any row was read: drop unused columns at the source, or raise "
+                        "validation.max_columns (validation and training time grow with the columns)")

@@ -167,3 +167,68 @@ def test_cost_grows_with_cells_not_columns_times_cells() -> None:
 
     small, large = seconds(60), seconds(600)
     assert large < 25 * small, (small, large)
+
+
+def _wide_csv(path: Any, rows: int, cols: int) -> Any:
+    rng = np.random.default_rng(1)
+    df = pd.DataFrame(np.round(rng.normal(size=(rows, cols - 1)), 4), columns=[f"f{i}" for i in range(cols - 1)])
+    df["churned"] = rng.integers(0, 2, rows)
+    df.to_csv(path, index=False)
+    return path
+
+
+def test_a_file_wider_than_max_columns_is_refused_from_its_header(tmp_path: Any, monkeypatch: Any) -> None:
+    """1,000 rows x 5,001 columns (about 32 MB): one sentence, in seconds, and no row is parsed."""
+    import mlops.core.data as data
+    from mlops.core.config import parse_config
+    from tests.conftest import small_config
+
+    path = tmp_path / "wide.csv"
+    rng = np.random.default_rng(2)
+    lines = [",".join(f"{v:.4f}" for v in rng.normal(size=5000)) + f",{i % 2}" for i in range(50)]
+    path.write_text(",".join(f"f{i}" for i in range(5000)) + ",churned\n" + "\n".join(lines * 20) + "\n")
+    assert path.stat().st_size > 30e6
+    raw = small_config(source={"kind": "file", "path": str(path)}, id_column=None, timestamp_column=None)
+    cfg = parse_config(raw)
+    assert cfg.validation.max_columns == 2000
+
+    def parsed(*_: Any, **__: Any) -> None:
+        raise AssertionError("the rows were read")
+
+    monkeypatch.setattr(data, "_read_csv", parsed)
+    start = time.perf_counter()
+    with pytest.raises(DataError) as err:
+        data.load_training_data(cfg)
+    assert time.perf_counter() - start < 10
+    message = str(err.value)
+    assert "5,001 columns, above validation.max_columns (2,000)" in message and "\n" not in message
+    assert message.count(". ") == 0  # one sentence
+
+    monkeypatch.undo()
+    narrow = _wide_csv(tmp_path / "narrow.csv", 50, 12)
+    for cap, refused in [(12, False), (11, True)]:
+        cfg = parse_config(small_config(source={"kind": "file", "path": str(narrow)}, id_column=None,
+                                        timestamp_column=None, validation={"max_columns": cap}))
+        if refused:
+            with pytest.raises(DataError, match="12 columns, above validation.max_columns"):
+                data.read_source(cfg)
+        else:
+            assert len(data.read_source(cfg).frame.columns) == 12
+
+
+def test_a_wide_file_under_the_cap_is_read_and_validated_in_seconds(tmp_path: Any) -> None:
+    """1,000 rows x 1,500 columns: read, profiled and checked (the training flow's data steps) well under 60 s."""
+    from mlops.core.config import parse_config
+    from mlops.core.data import load_training_data
+    from mlops.core.validation import validate_training_batch
+    from tests.conftest import small_config
+
+    path = _wide_csv(tmp_path / "wide.csv", 1000, 1500)
+    cfg = parse_config(small_config(source={"kind": "file", "path": str(path)}, id_column=None,
+                                    timestamp_column=None, validation={}))
+    start = time.perf_counter()
+    loaded = load_training_data(cfg)
+    batch = validate_training_batch(loaded.frame, None, cfg, loaded.profile)
+    seconds = time.perf_counter() - start
+    assert len(batch.outcome.good) == 1000 and len(batch.contract.columns) == 1500
+    assert seconds < 60, seconds
