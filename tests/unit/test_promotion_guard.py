@@ -141,6 +141,31 @@ def test_after_an_outside_move_the_next_promotion_keeps_the_last_servable_champi
     assert champion() == "1"
 
 
+def test_after_an_outside_move_previous_never_falls_back_to_a_force_promoted_version(
+        model: dict[str, str], state_dir: Path) -> None:
+    """v2 was force-promoted over its failed gate, then `champion` was moved outside mlops to a rejected v4: the
+    next promotion's `previous` is the last champion whose gate passed (v1), not the forced v2."""
+    assert stub_version(NAME, state_dir, False, FAILED) == "4"
+    registry.promote(NAME, "2", by="alice", reason="hotfix", force=True)
+    registry.client().set_registered_model_alias(NAME, "champion", "4")  # outside mlops
+    registry.promote(NAME, "3", by="test", reason="a good retrain")
+    assert champion() == "3" and alias("previous") == "1"
+
+
+def test_a_forced_version_put_back_by_an_outside_move_is_not_the_next_previous(
+        model: dict[str, str], state_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Force-promoted v2, then v3 promoted (v2 is previous then: it was the champion); `champion` moved back to
+    v2 outside mlops; promoting v4 makes v3, the last champion whose gate passed, the previous one."""
+    monkeypatch.setattr(registry, "IN_FLIGHT_SECONDS", 0.0)  # the move back is seconds after v3's, not in flight
+    registry.promote(NAME, "2", by="alice", reason="hotfix", force=True)
+    registry.promote(NAME, "3", by="test", reason="fixed")
+    assert alias("previous") == "2"
+    registry.client().set_registered_model_alias(NAME, "champion", "2")  # outside mlops
+    assert stub_version(NAME, state_dir, True, PASSED) == "4"
+    registry.promote(NAME, "4", by="test", reason="newer")
+    assert champion() == "4" and alias("previous") == "3"
+
+
 def test_rollback_refuses_a_gate_failed_previous_without_force(model: dict[str, str]) -> None:
     registry.promote(NAME, "3", by="test", reason="good")
     registry.client().set_registered_model_alias(NAME, "previous", "2")  # outside mlops
