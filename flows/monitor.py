@@ -45,10 +45,11 @@ from tasks.monitoring import (
     publish_decision,
     record_monitoring_run,
     release_window,
+    skip_retrain,
     weigh_fresh_model,
 )
 from tasks.registry import load_champion
-from tasks.reporting import outcome_tags, tag_flow_run
+from tasks.reporting import outcome_tags, retrain_state, tag_flow_run
 
 NO_REPORT = {"error": "not asked for (html_report off; `mlops monitor --report` builds it)", "html_path": None}
 
@@ -126,6 +127,8 @@ def monitor(config_path: str = "configs/default.yaml", current_path: str | None 
         if result.retrain:
             result.training_file = prepare_training_file(cfg, bundle, run.labelled, run.window_id(window),
                                                          run.paths.training, run.stamp)
+            if result.training_file.path is None:  # nothing to train on: no retrain is requested
+                result.training = skip_retrain(result.training_file, run.policy, clock())
         if result.status != "empty":
             record = mlflow_record(result, drift)
             result.mlflow_run_id, experiment_id = record_monitoring_run(cfg, settings.artifact_root, bundle, record)
@@ -144,11 +147,14 @@ def monitor(config_path: str = "configs/default.yaml", current_path: str | None 
         release_window(run, window)
         raise
     commit_window(run, window, result.status, cfg.monitoring.lookback_days)
-    if result.retrain:
-        result.training = hand_off_retrain(result, cfg.monitoring.policy, run.policy, clock())
+    if result.retrain_requested and result.training_file is not None:
+        result.training = hand_off_retrain(cfg.monitoring.policy)
         if result.training is None:  # training runs here: the retrain flow, as the event would start it
-            result.training = retrain(config_path=config_path, source_path=result.training_file.path,
-                                      reason=result.retrain_reason(), at=at)
+            ran = retrain(config_path=config_path, source_path=result.training_file.path,
+                          reason=result.retrain_reason(), at=at, return_state=True)
+            outcome = ran.result(raise_on_failure=False)
+            result.training = (outcome if isinstance(outcome, RetrainOutcome)
+                               else RetrainOutcome("failed", ran.message or "training failed", True))
             publish_decision(result)
     return _final_state(result)
 
@@ -170,7 +176,7 @@ def _no_champion(run: MonitorRun) -> MonitorResult:
 
 @flow(name="retrain", log_prints=False, flow_run_name=run_name("retrain", suffix=reason_suffix))
 def retrain(config_path: str = "configs/default.yaml", source_path: str | None = None,
-            reason: str = "retrain requested", at: datetime | None = None) -> RetrainOutcome:
+            reason: str = "retrain requested", at: datetime | None = None) -> RetrainOutcome | State:
     """Train a challenger on new data, at most once per request burst.
 
     The target of `mlops.retrain.requested` (a deployment trigger passes `source_path` from the
@@ -179,6 +185,10 @@ def retrain(config_path: str = "configs/default.yaml", source_path: str | None =
     within `policy.dedupe_seconds`, makes this call return without training. The labelled rows it used are
     archived only when the new version is promoted; a call that finds nothing
     to train on frees the slot for the next request. `at`: the guards' clock, as for `monitor`.
+
+    Ends in the training's own state (`Promoted`, `Rejected`, ...), in `Skipped` (Completed, with the reason) when
+    there was nothing to train on or another training covers the request, or Failed; tagged and summarised in an
+    artifact either way.
     """
     cfg, settings = load_config(config_path), configure_environment()
     if source_path is not None and source_path.strip() in {"", "None", "null"}:
@@ -193,7 +203,7 @@ def retrain(config_path: str = "configs/default.yaml", source_path: str | None =
         detail = (f"another training of '{run.model_name}' ({which}) is running or started less than "
                   f"{policy.dedupe_seconds:g} s ago; this request is folded into it")
         get_run_logger().info("Retrain not started: %s", detail)
-        return RetrainOutcome("refused", detail)
+        return retrain_state(run.model_name, RetrainOutcome("refused", detail), reason)
     succeeded, trained, used = False, False, []
     try:
         if source_path is None:
@@ -202,17 +212,19 @@ def retrain(config_path: str = "configs/default.yaml", source_path: str | None =
                 file = prepare_training_file(cfg, bundle, run.labelled, None, run.paths.training, run.stamp)
                 if file.path is None:
                     get_run_logger().warning("Retrain not started: %s", file.detail)
-                    return RetrainOutcome("skipped", file.detail)
+                    return retrain_state(run.model_name, RetrainOutcome("skipped", file.detail), reason,
+                                         champion=bundle.version)
                 source_path, used = file.path, file.used
         trained = True
         state = train(config_path=config_path, source_path=source_path, reason=reason, return_state=True)
         succeeded = state.is_completed()
         if not succeeded:
-            return RetrainOutcome("failed", state.message or "training failed", True, source_path)
+            failed = RetrainOutcome("failed", state.message or "training failed", True, source_path)
+            return retrain_state(run.model_name, failed, reason, state)
         outcome = RetrainOutcome.trained(source_path, state.result())
         if outcome.summary and outcome.summary.get("promoted"):  # a rejected model's rows wait for the next retrain
             run.labelled.archive(used or run.labelled_used_by(source_path))
-        return outcome
+        return retrain_state(run.model_name, outcome, reason, state)
     finally:
         record_training_finished(run.policy, clock(), succeeded, trained)
 

@@ -226,31 +226,34 @@ def publish_decision(result: MonitorResult) -> None:
 @stage_task("announce_decision", io=True)
 def announce_decision(result: MonitorResult) -> EventIds:
     """`mlops.monitor.decision` always, `mlops.drift.detected` on dataset drift (what the drift alert listens
-    for) and `mlops.retrain.requested` on a yes."""
+    for) and `mlops.retrain.requested` on a yes that can run (never when there was nothing to train on)."""
     name, version, payload = result.model_name, result.model_version, result.event_payload()
     ids = EventIds(decision_event_id=events.emit(events.MONITOR_DECISION, name, payload, version))
     if payload["dataset_drift"]:
         ids.drift_event_id = events.emit(events.DRIFT_DETECTED, name, payload, version)
-    if result.retrain:
+    if result.retrain_requested:
         ids.retrain_event_id = events.emit(events.RETRAIN_REQUESTED, name, payload, version)
         get_run_logger().info("Emitted %s for %s: %s", events.RETRAIN_REQUESTED, name,
                               "; ".join(result.decision.triggers if result.decision else []))
     return ids
 
 
+@stage_task("skip_retrain")
+def skip_retrain(file: TrainingFile, store: PolicyStore, now: datetime) -> RetrainOutcome:
+    """A yes with nothing to train on (no labelled rows): no retrain is requested, and the policy's training slot
+    the yes took is released for the next window."""
+    record_training_finished(store, now, succeeded=False, trained=False)
+    get_run_logger().warning("Retrain not requested: %s", file.detail)
+    return RetrainOutcome("skipped", file.detail)
+
+
 @stage_task("hand_off_retrain")
-def hand_off_retrain(result: MonitorResult, policy: RetrainPolicyConfig, store: PolicyStore,
-                     now: datetime) -> RetrainOutcome | None:
-    """Who trains after a yes: the training deployment (the event hands it over), nobody (no file to train
-    on; the policy's training slot is released), or None: this flow, here and now."""
+def hand_off_retrain(policy: RetrainPolicyConfig) -> RetrainOutcome | None:
+    """Who trains after a yes that can run: the training deployment (the event hands it over), or None: this
+    flow, here and now."""
     if not policy.run_training_locally:
         return RetrainOutcome("requested", "the mlops.retrain.requested event hands the retrain to the training "
                               "deployment (policy.run_training_locally is off)")
-    if result.training_file is None or result.training_file.path is None:
-        record_training_finished(store, now, succeeded=False, trained=False)
-        detail = result.training_file.detail if result.training_file is not None else "no training file"
-        get_run_logger().warning("Retrain not started: %s", detail)
-        return RetrainOutcome("skipped", detail)
     return None
 
 

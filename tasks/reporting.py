@@ -13,10 +13,11 @@ from prefect import get_run_logger
 from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 from prefect.client.orchestration import get_client
 from prefect.context import FlowRunContext
-from prefect.states import Completed, State
+from prefect.states import Completed, Failed, State
 
 from mlops.core.names import artifact_key
 from mlops.core.validation import rows_line
+from mlops.monitoring.result import RetrainOutcome
 from mlops.registry import versions as registry
 from mlops.registry.links import mlflow_base_url, mlflow_routes
 from mlops.registry.verdict import gate_label
@@ -225,6 +226,44 @@ def outcome_tags(model_name: str, version: Any, outcome: str) -> list[str]:
     if version not in (None, "", "None"):
         tags.insert(1, f"version:v{version}")
     return tags
+
+
+def retrain_state(model_name: str, outcome: RetrainOutcome, reason: str, training: State | None = None,
+                  champion: str | None = None) -> State:
+    """The retrain run's final state, tags and summary artifact, by what became of the request: the training's
+    own state (`Promoted`, `Rejected`, ...) when one ran, `Skipped` (Completed, the reason as its message) when
+    there was nothing to train on or another training already covers it, Failed when the training failed."""
+    if outcome.status == "trained" and training is not None:
+        summary = outcome.summary or {}
+        tags = outcome_tags(model_name, summary.get("version"), str(training.name or "completed").lower())
+        state: State = Completed(name=training.name, message=f"retrained: {training.message}", data=outcome)
+    elif outcome.status in {"skipped", "refused"}:
+        tags = outcome_tags(model_name, champion, outcome.status)
+        state = Completed(name="Skipped", message=_one_line(f"retrain skipped: {outcome.detail}"), data=outcome)
+    else:
+        tags = outcome_tags(model_name, None, "failed")
+        state = Failed(message=_one_line(f"retrain failed: {outcome.detail}"), data=outcome)
+    tag_flow_run(*tags)
+    create_markdown_artifact(retrain_markdown(model_name, outcome, reason, state, champion),
+                             key=artifact_key(model_name, "retrain"), description=str(state.message)[:120])
+    return state
+
+
+def retrain_markdown(model_name: str, outcome: RetrainOutcome, reason: str, state: State,
+                     champion: str | None = None) -> str:
+    """The retrain run's summary: what became of the request and why."""
+    unchanged = f"the champion ({_v(champion)}) is unchanged" if champion else "the champion is unchanged"
+    body = {
+        "skipped": f"Nothing was trained, so {unchanged}: {outcome.detail}.",
+        "refused": f"Nothing was trained by this run: {outcome.detail}.",
+        "trained": f"A challenger was trained on `{outcome.source_path or 'the config source'}`: {outcome.detail}.",
+    }.get(outcome.status, f"The training failed: {outcome.detail}.")
+    return f"# Retrain {state.name}: {model_name}\n\n{body}\n\nRequested because: {reason}\n"
+
+
+def _one_line(text: str, limit: int = 300) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[:limit - 3].rstrip() + "..."
 
 
 def training_state(result: TrainingResult) -> State:

@@ -178,7 +178,18 @@ class MonitorResult:
 
     @property
     def retrain(self) -> bool:
+        """The policy asked for a retrain (whether or not one could run)."""
         return bool(self.decision is not None and self.decision.retrain)
+
+    @property
+    def retrain_skipped(self) -> bool:
+        """The policy asked for a retrain but there was nothing to train on (no labelled rows): none was requested."""
+        return self.retrain and self.training is not None and self.training.status == "skipped"
+
+    @property
+    def retrain_requested(self) -> bool:
+        """A retrain was asked for and can run: what `mlops.retrain.requested` announces."""
+        return self.retrain and not self.retrain_skipped
 
     @property
     def corrupt_files(self) -> list[str]:
@@ -220,6 +231,8 @@ class MonitorResult:
             self.message = "the window holds no rows" + (f" ({corrupt} unreadable file(s) skipped)" if corrupt else "")
         elif self.status == "quality_failed" and self.quality is not None:
             self.message = f"data-quality failure: {self.quality.reason}"
+        elif self.retrain_skipped and self.training is not None:
+            self.message = f"retrain skipped: {self.training.detail}"
         elif self.decision is not None:
             self.message = ("retrain requested: " + "; ".join(self.decision.triggers) if self.decision.retrain
                             else "no retrain: " + self.decision.reasons[-1])
@@ -227,7 +240,7 @@ class MonitorResult:
     def state_name(self) -> str:
         """The name of the run's final (Completed) state: what the check found, readable in the runs list."""
         if self.status == "checked":
-            return "Retrain requested" if self.retrain else "Checked"
+            return "Retrain skipped" if self.retrain_skipped else "Retrain requested" if self.retrain else "Checked"
         return {"no_champion": "No champion", "empty": "Empty window", "quality_failed": "Quality failed"}[self.status]
 
     def state_message(self, limit: int = 300) -> str:
@@ -238,7 +251,8 @@ class MonitorResult:
             text = self.message or self.status.replace("_", " ")
         else:
             drift = "drift not measured" if self.drift is None else f"drift {self.drift.drift_share:.2f}"
-            text = f"checked v{self.model_version}: {drift}, " + ("retrain requested" if self.retrain else "hold")
+            verdict = "retrain skipped" if self.retrain_skipped else "retrain requested" if self.retrain else "hold"
+            text = f"checked v{self.model_version}: {drift}, {verdict}"
             live = self.live_quality
             if live is not None and live.degraded:
                 text += "; live quality degraded"
@@ -248,9 +262,9 @@ class MonitorResult:
         return text if len(text) <= limit else text[:limit - 3].rstrip() + "..."
 
     def outcome(self) -> str:
-        """The `outcome:` tag: retrain, hold, quality-failed, empty or no-champion."""
+        """The `outcome:` tag: retrain, retrain-skipped, hold, quality-failed, empty or no-champion."""
         if self.status == "checked":
-            return "retrain" if self.retrain else "hold"
+            return "retrain-skipped" if self.retrain_skipped else "retrain" if self.retrain else "hold"
         return self.status.replace("_", "-")
 
     def retrain_reason(self) -> str:
@@ -287,7 +301,8 @@ class MonitorResult:
             "model_name": self.model_name,
             "model_version": self.model_version,
             "verdict": None if d is None else d.verdict,
-            "retrain": self.retrain,
+            "retrain": self.retrain_requested,
+            "retrain_skipped": self.training.detail if self.retrain_skipped and self.training is not None else None,
             "reasons": [] if d is None else d.reasons,
             "triggers": [] if d is None else d.triggers,
             "blocks": [] if d is None else d.blocks,
@@ -314,6 +329,8 @@ class MonitorResult:
         window = self.window.to_dict() if self.window is not None else {}
         verdict = d.verdict if d is not None else "no_decision"
         head = {"retrain": "**Retrain requested**", "hold": "No retrain", "no_decision": "No decision"}[verdict]
+        if self.retrain_skipped:
+            head = "**Retrain wanted but skipped** (nothing to train on; no retrain was requested)"
         lines = [f"# Monitor: {self.model_name} v{self.model_version}", "",
                  f"{head} for a window of {window.get('rows', 0):,} rows ({window.get('source')}).", ""]
         lines += [f"- {r}" for r in (d.reasons if d is not None else [])]

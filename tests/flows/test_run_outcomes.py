@@ -121,6 +121,60 @@ def test_a_refused_promotion_is_failed_tagged_and_still_shows_the_versions(runs)
     assert "churn-small-versions" in _artifacts(run.id)
 
 
+def test_a_retrain_with_no_labelled_rows_ends_skipped_with_its_reason_tags_and_artifact(runs) -> None:
+    """What the `ops` webhook starts when no labelled rows exist: its own state, not a plain Completed the operator
+    would read as "retrained"; the bridge's status text for that run says Skipped and why."""
+    import time
+
+    from flows.monitor import retrain
+    from mlops.webhooks.status import EventOutcome, delivery_status
+    from mlops.webhooks.status import _run as status_run
+    from mlops.webhooks.store import Delivery
+
+    before = len(registry_versions())
+    st = retrain(config_path=str(runs["config"]), reason="ops: retrain requested by hand", return_state=True)
+    assert st.is_completed() and st.name == "Skipped" and st.type.value == "COMPLETED"
+    assert st.message.startswith("retrain skipped: no labelled rows to train on") and "\n" not in st.message
+    assert st.result().status == "skipped" and len(registry_versions()) == before
+    run = _run(st)
+    assert {"model:churn-small", "outcome:skipped"} <= set(run.tags)
+    summary = _artifacts(run.id)["churn-small-retrain"]
+    assert summary.task_run_id is None and "Nothing was trained" in summary.data and "no labelled rows" in summary.data
+    doc = delivery_status(Delivery("ops", "d1", "e1", "mlops.retrain.requested", time.time(), time.time()),
+                          EventOutcome([status_run(run.model_dump(mode="json"))]))
+    assert "is Skipped: retrain skipped: no labelled rows" in doc["detail"] and "Completed" not in doc["detail"]
+
+
+def test_a_monitor_yes_without_labelled_rows_requests_no_retrain(runs, tmp_path) -> None:
+    """The policy says retrain (drift) but the window carries no labels and none were kept: no
+    mlops.retrain.requested goes out, and the run says the retrain was skipped and why."""
+    import pandas as pd
+
+    from flows.monitor import monitor
+    from mlops.core.data import CHURN_START, generate_churn
+
+    policy = {"consecutive_windows": 1, "cooldown_minutes": 0, "min_rows": 100, "drift_trigger": "always",
+              "run_training_locally": False}
+    cfg = write_config(tmp_path, "policy.yaml", monitoring={"policy": policy})
+    window = generate_churn(1500, seed=131, drift=0.8, start=CHURN_START + pd.Timedelta(days=181))
+    path = tmp_path / "unlabelled.parquet"
+    window.drop(columns=["churned"]).to_parquet(path, index=False)
+    st = monitor(config_path=str(cfg), current_path=str(path), html_report=False, return_state=True)
+    r = st.result()
+    assert r.retrain and r.training is not None and r.training.status == "skipped"
+    assert "no labelled rows" in r.training.detail
+    assert r.events.decision_event_id and r.events.retrain_event_id is None
+    assert st.is_completed() and st.name == "Retrain skipped" and "retrain skipped" in st.message
+    assert "outcome:retrain-skipped" in _run(st).tags
+    assert r.event_payload()["retrain"] is False
+
+
+def registry_versions() -> list[str]:
+    from mlops.registry import versions as registry
+
+    return [str(mv.version) for mv in registry.client().search_model_versions(f"name='{NAME}'")]
+
+
 def test_search_overrides_apply_for_one_run(runs) -> None:
     st = train(config_path=str(runs["config"]), reason="overrides",
                search={"n_trials": 1, "families": ["logistic_regression"]}, return_state=True)
