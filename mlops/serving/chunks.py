@@ -20,10 +20,12 @@ import pandas as pd
 from mlops.core.contract import DataContract, coerce_to_contract
 from mlops.core.errors import DataError
 from mlops.core.validation import QUARANTINE_REASON_COLUMN, validate_batch
+from mlops.serving.batchcheck import Scorer, check_chunk, model_outputs, scorer_for
 
 ROW_COLUMN = "row"
 VIOLATION_COLUMN = "contract_violation"
 PARQUET_SUFFIXES = {".parquet", ".pq"}
+_GX_USED = False  # a Great Expectations validation ran since the last release_memory
 
 
 def input_files(path: str | Path) -> list[Path]:
@@ -93,18 +95,6 @@ class ChunkResult:
     outputs: dict[str, Any]
 
 
-def model_outputs(model: Any, X: pd.DataFrame, task: str) -> dict[str, Any]:
-    """Predictions (and class probabilities for a classifier) as the prediction log names them."""
-    from mlops.serving.predictlog import output_columns
-
-    pred = np.asarray(model.predict(X))
-    proba = classes = None
-    if task == "classification" and hasattr(model, "predict_proba"):
-        proba = np.asarray(model.predict_proba(X))
-        classes = list(getattr(model, "classes_", range(proba.shape[1])))
-    return output_columns(pred, proba, classes)
-
-
 def _model_columns(model: Any, contract: DataContract, frame: pd.DataFrame) -> list[str]:
     return list(getattr(model, "feature_names_in_", [c for c in contract.input_columns if c in frame.columns]))
 
@@ -112,42 +102,60 @@ def _model_columns(model: Any, contract: DataContract, frame: pd.DataFrame) -> l
 def score_chunk(model: Any, contract: DataContract, chunk: pd.DataFrame, offset: int, version: str,
                 flag_violations: bool = False) -> ChunkResult:
     """Validate one chunk; quarantine the bad rows and score the good ones, or (`flag_violations`) score
-    every row and say in `contract_violation` what each bad row broke."""
+    every row and say in `contract_violation` what each bad row broke.
+
+    The check is column by column (mlops.serving.batchcheck, the same rows and reasons as the Great
+    Expectations suite, which still runs for rules only it can judge); the model is called once per chunk."""
+    global _GX_USED
     chunk = chunk.reset_index(drop=True)
     checking = scoring_contract(contract)
-    outcome = validate_batch(chunk, checking, need_target=False)
-    bad = outcome.quarantined.index.to_numpy()
+    checked = check_chunk(chunk, checking)
+    frame: pd.DataFrame | None
+    if checked is None:
+        _GX_USED = True
+        outcome = validate_batch(chunk, checking, need_target=False)
+        quarantined, good, frame = outcome.quarantined, outcome.good, None
+    else:
+        frame = checked.frame
+        mask = np.zeros(len(frame), dtype=bool)
+        mask[checked.bad] = True
+        quarantined = chunk.loc[mask].copy()
+        quarantined[QUARANTINE_REASON_COLUMN] = checked.reasons
+        good = frame.loc[~mask].reset_index(drop=True) if len(checked.bad) else frame
+    scorer = scorer_for(model, contract)
     if flag_violations:
-        return _flag_chunk(model, contract, checking, chunk, outcome.quarantined, offset, version)
+        return _flag_chunk(scorer, contract, checking, chunk, quarantined, offset, version, frame)
+    bad = quarantined.index.to_numpy()
     good_rows = np.setdiff1d(np.arange(len(chunk)), bad) + offset
-    quarantined = outcome.quarantined.copy()
+    quarantined = quarantined.copy()
     quarantined.insert(0, ROW_COLUMN, bad + offset)
-    good = outcome.good
     preds: dict[str, Any] = {ROW_COLUMN: good_rows.astype(np.int64)}
     if contract.id_column and contract.id_column in good.columns:
         preds[contract.id_column] = good[contract.id_column].to_numpy()
     outputs: dict[str, Any] = {}
     if len(good):
-        outputs = model_outputs(model, good[_model_columns(model, contract, good)], contract.task)
+        outputs = scorer.outputs(good[_model_columns(model, contract, good)])
         preds.update(outputs)
     preds["model_version"] = np.full(len(good), version, dtype=object)
     return ChunkResult(pd.DataFrame(preds), quarantined, good, good_rows, outputs)
 
 
-def _flag_chunk(model: Any, contract: DataContract, checking: DataContract, chunk: pd.DataFrame,
-                quarantined: pd.DataFrame, offset: int, version: str) -> ChunkResult:
+def _flag_chunk(scorer: Scorer, contract: DataContract, checking: DataContract, chunk: pd.DataFrame,
+                quarantined: pd.DataFrame, offset: int, version: str, frame: pd.DataFrame | None) -> ChunkResult:
     """Every row of the chunk scored in order; the rows that broke the contract flagged with why.
 
     A bad row is scored as the model would see it (a value that cannot be read is missing, an unknown
     category is ignored by the encoder); a row the model still cannot score keeps an empty prediction,
     and its flag says so."""
-    frame = coerce_to_contract(chunk, checking, need_target=False).frame
+    model = scorer.model
+    if frame is None:
+        frame = coerce_to_contract(chunk, checking, need_target=False).frame
     X = frame[_model_columns(model, contract, frame)]
-    reasons = pd.Series(pd.NA, index=frame.index, dtype="string")
-    reasons.loc[quarantined.index] = quarantined[QUARANTINE_REASON_COLUMN].astype("string")
+    reasons = np.full(len(frame), None, dtype=object)
+    reasons[quarantined.index.to_numpy()] = quarantined[QUARANTINE_REASON_COLUMN].astype(str).to_numpy(dtype=object)
     scored = np.ones(len(frame), dtype=bool)
     try:
-        outputs = model_outputs(model, X, contract.task)
+        outputs = scorer.outputs(X)
     except (ValueError, TypeError):  # a flagged row the model refuses: score row by row, keep the rest
         parts: list[dict[str, Any] | None] = []
         for i in range(len(X)):
@@ -157,7 +165,7 @@ def _flag_chunk(model: Any, contract: DataContract, checking: DataContract, chun
                 parts.append(None)
                 scored[i] = False
                 why = f"not scored ({type(exc).__name__}: {str(exc).splitlines()[0][:150]})"
-                reasons.iloc[i] = why if pd.isna(reasons.iloc[i]) else f"{reasons.iloc[i]}; {why}"
+                reasons[i] = why if reasons[i] is None else f"{reasons[i]}; {why}"
         outputs = _stack_outputs(parts)
     preds: dict[str, Any] = {ROW_COLUMN: np.arange(len(frame), dtype=np.int64) + offset}
     for key in (contract.id_column, contract.timestamp_column):
@@ -165,7 +173,9 @@ def _flag_chunk(model: Any, contract: DataContract, checking: DataContract, chun
             preds[key] = frame[key].to_numpy()
     preds.update(outputs)
     preds["model_version"] = np.full(len(frame), version, dtype=object)
-    preds[VIOLATION_COLUMN] = reasons.to_numpy(dtype=object, na_value=None)
+    preds[VIOLATION_COLUMN] = reasons
+    if scored.all():
+        return ChunkResult(pd.DataFrame(preds), quarantined, frame, np.arange(len(frame)) + offset, outputs)
     rows = np.flatnonzero(scored)
     logged = {k: np.asarray(v)[rows] for k, v in outputs.items()}
     return ChunkResult(pd.DataFrame(preds), quarantined, frame.iloc[rows].reset_index(drop=True), rows + offset,
@@ -204,7 +214,10 @@ def release_memory() -> None:
     """
     import gc
 
-    gc.collect()
+    global _GX_USED
+    if _GX_USED:  # only Great Expectations leaves cycles behind; a full collection costs tens of ms
+        gc.collect()
+        _GX_USED = False
     try:
         import ctypes
 
