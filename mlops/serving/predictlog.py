@@ -11,8 +11,10 @@ before anything reaches disk; the key comes from the environment variable MLOPS_
 mode `hash` and no key, the columns are dropped instead, with a warning).
 
 The server hands records to a `PredictionLogWriter`: a bounded queue drained by one thread that
-writes a file per flush. A full queue drops the record and counts it; a request is never blocked
-or failed by logging. Bad values are isolated per value: one that cannot be hashed is logged as
+writes a file per flush. Each record is first appended to the process's journal (mlops.serving.journal)
+with one `write` call, so it has reached the operating system before the response is sent and a crash
+of the server loses no accepted row; the journal is replayed when a server starts or the log is read.
+A full queue drops the record and counts it; a request is never blocked or failed by logging. Bad values are isolated per value: one that cannot be hashed is logged as
 `!unhashable`, one that cannot be stored (e.g. a lone UTF-16 surrogate in a string) as `!unstorable`,
 both counted (`LogStats.replaced_values`); the rest of its row and of the batch is written. If a flush
 still fails, its records are written one by one so only the records that fail are lost. Files appear atomically (written under a dot-name, then renamed) and their
@@ -30,7 +32,7 @@ import threading
 import uuid
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -40,6 +42,7 @@ import pandas as pd
 
 from mlops.core.errors import DataError
 from mlops.core.settings import get_settings
+from mlops.serving.journal import JOURNAL_DIR, Segment, concat_values, encode_frame, pack_record, recover
 
 log = logging.getLogger("mlops.serving.predictlog")
 
@@ -165,16 +168,22 @@ class LogStats:
 
 
 class PredictionLogWriter:
-    """Batches log records into Parquet files; `submit` never blocks and never raises."""
+    """Batches log records into Parquet files; `submit` never blocks and never raises.
+
+    Once started, each submitted record is also appended to this process's journal (mlops.serving.journal)
+    before `submit` returns, so a crash of the process loses no accepted row; `start` (and reading the log)
+    replays what a stopped process left in its journal."""
 
     def __init__(self, folder: str | Path, redactor: Redactor | None = None, max_queue_rows: int = 100_000,
-                 flush_rows: int = 20_000, flush_seconds: float = 5.0, keep_file_names: int = 100) -> None:
+                 flush_rows: int = 20_000, flush_seconds: float = 5.0, keep_file_names: int = 100,
+                 journal: bool = True) -> None:
         self.folder = Path(folder)
         self.redactor = redactor or Redactor()
         self.max_queue_rows = max_queue_rows
         self.flush_rows = flush_rows
         self.flush_seconds = flush_seconds
         self.keep_file_names = keep_file_names
+        self.journal = journal
         self.stats = LogStats()
         self._queue: deque[tuple[Any, ...]] = deque()
         self._lock = threading.Lock()
@@ -182,23 +191,27 @@ class PredictionLogWriter:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._write_lock = threading.Lock()
+        self._segment: Segment | None = None
 
     # -- request side -----------------------------------------------------------------------------
 
     def submit(self, record: LogRecord) -> bool:
-        """Queue a record for writing; False (and counted) when the queue is full."""
+        """Queue a record for writing (and append it to the journal); False (and counted) when the queue is full."""
         try:
             if self.stats.queued_rows + record.n > self.max_queue_rows:
                 with self._lock:
                     self.stats.dropped_rows += record.n
                     self.stats.dropped_records += 1
                 return False
-            packed = _pack(record)
+            packed = self._packed(record)
+            frame = encode_frame(packed) if self._segment is not None else None
             with self._lock:
                 if self.stats.queued_rows + record.n > self.max_queue_rows:
                     self.stats.dropped_rows += record.n
                     self.stats.dropped_records += 1
                     return False
+                if frame is not None and self._segment is not None:
+                    self._journal(frame)
                 self._queue.append(packed)
                 self.stats.queued_rows += record.n
                 wake = self.stats.queued_rows >= self.flush_rows
@@ -208,14 +221,57 @@ class PredictionLogWriter:
         except Exception:  # noqa: BLE001 - logging must never fail a request
             return False
 
+    def _journal(self, frame: bytes) -> None:
+        """Append one frame to the open segment (the caller holds the lock); a failure is counted, not raised."""
+        assert self._segment is not None
+        try:
+            self._segment.write(frame)
+        except OSError as exc:
+            self.stats.write_errors += 1
+            self.stats.last_error = f"journal: {type(exc).__name__}: {exc}"[:300]
+
+    def _packed(self, r: LogRecord) -> tuple[Any, ...]:
+        """The record redacted (nothing sensitive reaches the journal or a file) and packed."""
+        if self.redactor.columns:
+            before = self.redactor.replaced
+            r = replace(r, inputs=self.redactor.apply(r.inputs))
+            replaced = self.redactor.replaced - before
+            if replaced:
+                with self._lock:
+                    self.stats.replaced_values += replaced
+        return pack_record(r)
+
     # -- writer side --------------------------------------------------------------------------------
 
     def start(self) -> PredictionLogWriter:
         if self._thread is None:
+            self.recover()
+            if self.journal:
+                try:
+                    self._segment = Segment(self.folder / JOURNAL_DIR, self._header())
+                except OSError as exc:
+                    log.error("prediction log journal cannot be opened under %s (%s); rows wait in memory until "
+                              "written", self.folder, exc)
             self._stop.clear()
             self._thread = threading.Thread(target=self._run, name="prediction-log-writer", daemon=True)
             self._thread.start()
         return self
+
+    def _header(self) -> tuple[Any, ...]:
+        return ("mlops-prediction-journal", 1, self.redactor.hashed, self.redactor.dropped)
+
+    def recover(self) -> int:
+        """Write what stopped processes left in their journals; the rows replayed (never raises)."""
+        try:
+            return recover(self.folder, self._replay)
+        except Exception:  # noqa: BLE001 - the server serves, the segments stay for the next try
+            log.exception("prediction log: replaying the journal under %s failed", self.folder)
+            return 0
+
+    def _replay(self, header: tuple[Any, ...], records: list[tuple[Any, ...]], segment: str) -> int:
+        meta = (list(header[2]), list(header[3])) if len(header) >= 4 else None
+        self._write_packed(records, key=segment, isolate=True, meta=meta, recovering=True)
+        return sum(p[6] for p in records)
 
     def close(self, timeout: float = 10.0) -> None:
         """Stop the thread after writing what is queued."""
@@ -224,7 +280,7 @@ class PredictionLogWriter:
         if self._thread is not None:
             self._thread.join(timeout)
             self._thread = None
-        self.flush()
+        self.flush(final=True)
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -232,27 +288,30 @@ class PredictionLogWriter:
             self._wake.clear()
             self.flush()
 
-    def flush(self) -> list[Path]:
-        """Write everything queued now (from the writer thread, or at shutdown)."""
+    def flush(self, final: bool = False) -> list[Path]:
+        """Write everything queued now (from the writer thread, or at shutdown); its journal segment is
+        deleted once the rows are in files (a new one takes the records that arrive meanwhile)."""
         with self._lock:
             packed = list(self._queue)
             self._queue.clear()
             self.stats.queued_rows = 0
-        if not packed:
-            return []
+            old = self._segment
+            if old is not None and (packed or final):
+                self._segment = None if final else self._new_segment(old)
+        key = old.id if old is not None and old is not self._segment else None
         try:
-            return self._write_packed(packed)
-        except Exception:  # noqa: BLE001 - isolate the records that fail; the server keeps serving
-            if len(packed) == 1:
-                self._lost(packed)
-                return []
-        paths = []
-        for one in packed:  # one record at a time: only the ones that fail are lost
-            try:
-                paths += self._write_packed([one])
-            except Exception:  # noqa: BLE001
-                self._lost([one])
-        return paths
+            return self._write_packed(packed, key=key, isolate=True) if packed else []
+        finally:
+            if key is not None and old is not None:
+                old.discard()
+
+    def _new_segment(self, old: Segment) -> Segment | None:
+        try:
+            return Segment(self.folder / JOURNAL_DIR, self._header())
+        except OSError as exc:
+            self.stats.write_errors += 1
+            self.stats.last_error = f"journal: {type(exc).__name__}: {exc}"[:300]
+            return None
 
     def _lost(self, packed: list[tuple[Any, ...]]) -> None:
         import sys
@@ -268,24 +327,48 @@ class PredictionLogWriter:
 
     def write(self, records: Iterable[LogRecord]) -> list[Path]:
         """Write records synchronously (batch scoring uses this directly): one file per day and column set."""
-        return self._write_packed([_pack(r) for r in records])
+        return self._write_packed([self._packed(r) for r in records])
 
-    def _write_packed(self, packed: list[tuple[Any, ...]]) -> list[Path]:
+    def _write_packed(self, packed: list[tuple[Any, ...]], key: str | None = None, isolate: bool = False,
+                      meta: tuple[list[str], list[str]] | None = None, recovering: bool = False) -> list[Path]:
+        """One file per (day, shape, columns) group, named `...-<key>-<group>` when `key` is given. `isolate`:
+        a group that fails is written record by record, so only the records that fail are lost (counted)."""
         groups: dict[tuple[int, bool, tuple[str, ...], tuple[str, ...]], list[tuple[Any, ...]]] = {}
         for p in packed:
             groups.setdefault((int(p[2] // 86400), p[0], p[8], p[10]), []).append(p)
         paths = []
         with self._write_lock:
-            for (day, single, in_names, out_names), items in groups.items():
+            for g, ((day, single, in_names, out_names), items) in enumerate(groups.items()):
                 date = datetime.fromtimestamp(day * 86400, UTC).strftime("%Y-%m-%d")
-                paths.append(self._write_group(date, single, in_names, out_names, items))
+                name = f"{key}-{g}" if key else None
+                if not isolate:
+                    paths.append(self._write_group(date, single, in_names, out_names, items, name, meta, recovering))
+                    continue
+                try:
+                    paths.append(self._write_group(date, single, in_names, out_names, items, name, meta, recovering))
+                except Exception:  # noqa: BLE001 - isolate the records that fail; the server keeps serving
+                    if len(items) == 1:
+                        self._lost(items)
+                        continue
+                    for r, one in enumerate(items):  # one record at a time: only the ones that fail are lost
+                        try:
+                            paths.append(self._write_group(date, single, in_names, out_names, [one],
+                                                           f"{name}-r{r}" if name else None, meta, recovering))
+                        except Exception:  # noqa: BLE001
+                            self._lost([one])
         return paths
 
     def _write_group(self, day: str, single: bool, in_names: tuple[str, ...], out_names: tuple[str, ...],
-                     items: list[tuple[Any, ...]]) -> Path:
+                     items: list[tuple[Any, ...]], key: str | None = None,
+                     meta_lists: tuple[list[str], list[str]] | None = None, recovering: bool = False) -> Path:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
+        folder = self.folder / f"date={day}"
+        if recovering and key is not None:  # written before the crash: keep that file, do not repeat its rows
+            done = sorted(folder.glob(f"part-*-{key}.parquet"))
+            if done:
+                return done[0]
         count = len(items)
         micros = (np.fromiter((p[2] for p in items), np.float64, count) * 1e6).astype(np.int64)
         if single:  # one row per record: transpose the row tuples in C
@@ -301,7 +384,7 @@ class PredictionLogWriter:
             total = sum(n)
             rows = np.concatenate([p[7] for p in items]) if count > 1 else items[0][7]
             micros = np.repeat(micros, n)
-            ins = [_concat([p[9][j] for p in items]) for j in range(len(in_names))]
+            ins = [concat_values([p[9][j] for p in items]) for j in range(len(in_names))]
             outs = [np.concatenate([np.asarray(p[11][j]) for p in items]) if count > 1 else np.asarray(items[0][11][j])
                     for j in range(len(out_names))]
 
@@ -316,13 +399,9 @@ class PredictionLogWriter:
             "log_source": pa.array(meta(5), pa.string()),
         }
         replaced = 0
-        before = self.redactor.replaced
-        for name, values in zip(in_names, ins, strict=True):
-            kept = self.redactor.column(name, values)
-            if kept is not None:
-                cols[input_column_name(name)], bad = _arrow_array(kept)
-                replaced += bad
-        replaced += self.redactor.replaced - before
+        for name, values in zip(in_names, ins, strict=True):  # already redacted when packed
+            cols[input_column_name(name)], bad = _arrow_array(values)
+            replaced += bad
         for name, values in zip(out_names, outs, strict=True):
             arr = np.asarray(values)
             if arr.dtype == object:
@@ -332,13 +411,12 @@ class PredictionLogWriter:
                 cols[name] = pa.array(arr)
         assert all(len(c) == total for c in cols.values())
         table = pa.table(cols)
-        meta_kv = {HASHED_META: json.dumps(self.redactor.hashed).encode(),
-                   DROPPED_META: json.dumps(self.redactor.dropped).encode()}
+        hashed, dropped = meta_lists if meta_lists is not None else (self.redactor.hashed, self.redactor.dropped)
+        meta_kv = {HASHED_META: json.dumps(hashed).encode(), DROPPED_META: json.dumps(dropped).encode()}
         table = table.replace_schema_metadata({**(table.schema.metadata or {}), **meta_kv})
-        folder = self.folder / f"date={day}"
         folder.mkdir(parents=True, exist_ok=True)
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
-        name = f"part-{stamp}-{os.getpid()}-{uuid.uuid4().hex[:8]}.parquet"
+        name = f"part-{stamp}-{key}.parquet" if key else f"part-{stamp}-{os.getpid()}-{uuid.uuid4().hex[:8]}.parquet"
         tmp = folder / f".{name}.tmp"
         pq.write_table(table, tmp)
         final = folder / name
@@ -350,42 +428,6 @@ class PredictionLogWriter:
             self.stats.files.append(str(final))
             del self.stats.files[:-self.keep_file_names]
         return final
-
-
-def _concat(parts: list[Any]) -> Any:
-    if len(parts) == 1:
-        return parts[0]
-    out: list[Any] = []
-    for part in parts:
-        out.extend(part)
-    return out
-
-
-def _first(values: Any) -> Any:
-    v = values.iloc[0] if hasattr(values, "iloc") else values[0]
-    return v.item() if isinstance(v, np.generic) else v
-
-
-def _pack(r: LogRecord) -> tuple[Any, ...]:
-    """A queued record as a tuple of plain values, tuples and numpy arrays.
-
-    Lists, dicts and dataclass instances stay tracked by the cyclic garbage collector; thousands of
-    them waiting in the queue make every full collection scan them (hundreds of milliseconds with the
-    event loop stopped). Tuples of plain values are untracked after their first young collection.
-    A one-row record keeps its values as one row tuple, so the writer transposes rows in C.
-
-    Layout: (single, request id, logged_at, model name, version, source, n, rows, input names,
-    inputs, output names, outputs).
-    """
-    if r.n == 1 and r.rows is None and r.row_offset == 0:
-        return (True, r.request_id, r.logged_at, r.model_name, r.model_version, r.source, 1, None,
-                tuple(r.inputs), tuple([v[0] if type(v) is list else _first(v) for v in r.inputs.values()]),
-                tuple(r.outputs), tuple(_first(v) for v in r.outputs.values()))
-    rows = (np.asarray(r.rows, dtype=np.int64) if r.rows is not None
-            else np.arange(r.row_offset, r.row_offset + r.n, dtype=np.int64))
-    return (False, r.request_id, r.logged_at, r.model_name, r.model_version, r.source, r.n, rows,
-            tuple(r.inputs), tuple(v if isinstance(v, np.ndarray | pd.Series) else tuple(v) for v in r.inputs.values()),
-            tuple(r.outputs), tuple(np.asarray(v) for v in r.outputs.values()))
 
 
 def input_column_name(name: str) -> str:
@@ -460,6 +502,8 @@ def read_prediction_log(folder: str | Path, since: Any = None, until: Any = None
     """
     import pyarrow.parquet as pq
 
+    if Path(folder).is_dir():  # rows a crashed server left in its journal are written first
+        PredictionLogWriter(folder, journal=False).recover()
     lo, hi = _as_utc(since), _as_utc(until)
     frames, corrupt, hashed = [], [], set()
     for path in list_log_files(folder, lo, hi):
