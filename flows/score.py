@@ -54,7 +54,7 @@ def run_scoring(config_path: str, input_path: str, output_dir: str | None, predi
     if predictions_path:
         predictions_path = str(confine_output(predictions_path, cfg, settings, new_file=True))
 
-    bundle = require_champion(load_champion(cfg.registry.model_name), cfg.registry.model_name)
+    bundle = require_champion(load_champion(cfg.registry.model_name, to_serve=True), cfg.registry.model_name)
     run = score_input(bundle, cfg, input_path, out, settings.prediction_log_dir, run_id, predictions_path,
                       flag_violations)
     publish_scoring_report(run)

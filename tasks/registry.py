@@ -40,10 +40,11 @@ from tasks.evaluation import RunArtifacts
 
 
 @stage_task("load_champion", io=True)
-def load_champion(model_name: str, with_reference: bool = False) -> registry.ModelBundle | None:
+def load_champion(model_name: str, with_reference: bool = False, to_serve: bool = False) -> registry.ModelBundle | None:
     """The champion with its contract (and its training reference sample, for drift), or None before the
-    first promotion; the one champion loader every flow uses."""
-    return registry.load_champion(model_name, with_reference=with_reference)
+    first promotion; the one champion loader every flow uses (`to_serve`: refused unless its sealed gate
+    verdict or override lets it serve, as the model server does)."""
+    return registry.load_champion(model_name, with_reference=with_reference, to_serve=to_serve)
 
 
 @stage_task("start_training_run", io=True)

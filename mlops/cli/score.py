@@ -54,7 +54,8 @@ def score_command(
         use_running_stack()  # the registry (and log hash key) of a stack running from this state folder, if any
         settings = configure_environment()
         mlflow.set_tracking_uri(settings.tracking_uri)
-        bundle = require_champion(registry.load_champion(cfg.registry.model_name), cfg.registry.model_name)
+        bundle = require_champion(registry.load_champion(cfg.registry.model_name, to_serve=True),
+                                  cfg.registry.model_name)
         run_id = f"score-{uuid.uuid4().hex[:12]}"
         run = score_with_champion(bundle, cfg, data, settings.state_dir / "scores" / run_id, run_id,
                                   settings.prediction_log_dir if prediction_log else None, out, flag_violations=True)

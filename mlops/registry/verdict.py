@@ -14,6 +14,8 @@ Tags on the version:
 - `promotion.override.signature`: `v1:<hex>`, the seal of the override record (which holds the digest).
 
 The key: MLOPS_GATE_KEY, else `$MLOPS_HOME/gate_key` (mode 600), made by the first process that seals.
+This module also reads the verdict and override a version carries (`gate_failed`, `override_record`) and
+says why a version may not serve (`serving_refusal`), for the registry, the model server and the CLI.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from mlops.core.errors import RegistryError
 from mlops.core.settings import get_settings, private_dir, private_opener
 
 GATE_PASSED_TAG = "gate.passed"
+GATE_REASONS_TAG = "gate.reasons"
 DIGEST_TAG = "gate.digest"
 SIGNATURE_TAG = "gate.signature"
 OVERRIDE_TAG = "promotion.override"
@@ -312,3 +315,62 @@ def gate_label(entry: Mapping[str, Any]) -> str:
         return gate + (" (override recorded)" if gate == "REJECTED" and entry.get("override") else "")
     return {UNSIGNED: "verdict not signed", INVALID: "verdict signature INVALID",
             NO_KEY: "verdict unchecked (no gate key)"}.get(str(state), "no verdict")
+
+
+# ---- the verdict and override a version carries ------------------------------------------------------
+
+
+def gate_failed(tags: Mapping[str, str]) -> bool:
+    """True when the version's recorded gate verdict is a failure (no verdict is not a failure)."""
+    return str(tags.get(GATE_PASSED_TAG, "")).strip().lower() == "false"
+
+
+def gate_failures(tags: Mapping[str, str]) -> list[str]:
+    """The failed checks of the version's gate verdict, without their FAIL prefix."""
+    try:
+        reasons = json.loads(tags.get(GATE_REASONS_TAG, "[]"))
+    except (TypeError, json.JSONDecodeError):
+        reasons = [tags.get(GATE_REASONS_TAG, "")]
+    if not isinstance(reasons, list):
+        reasons = [reasons]
+    return [str(r).removeprefix("FAIL ") for r in reasons if str(r).startswith("FAIL")]
+
+
+def override_record(tags: Mapping[str, str]) -> dict[str, Any] | None:
+    """The recorded decision to serve a gate-failed version anyway (who, why, when), or None."""
+    raw = tags.get(OVERRIDE_TAG)
+    if not raw:
+        return None
+    try:
+        rec = json.loads(raw)
+    except (TypeError, json.JSONDecodeError):
+        return None
+    return rec if isinstance(rec, dict) and str(rec.get("reason") or "").strip() else None
+
+
+def serving_refusal(name: str, version: str, tags: Mapping[str, str]) -> str | None:
+    """Why a version must not be served, promoted or rolled back to (one sentence), or None when it may: its
+    gate failed, or its verdict is not sealed with the gate key, and no sealed override is recorded on it."""
+    seal = check(name, str(version), tags)
+    if seal.servable and (seal.state == SIGNED and seal.passed or override_record(tags) is not None):
+        return None
+    note = ""
+    if seal.override_state is not None and seal.override_state != SIGNED:
+        said = {UNSIGNED: "not signed", INVALID: "badly signed"}.get(seal.override_state, "unchecked (no gate key)")
+        note = f"; its override record is {said}"
+    problem = seal.problem(str(version))
+    if problem:
+        return problem + note
+    failures = gate_failures(tags)
+    why = f" ({failures[0][:200]})" if failures else ""
+    return f"version {version} failed its promotion gate{why} and no override is recorded on it" + note
+
+
+def refusal_of(mv: Any) -> str | None:
+    """`serving_refusal` of a model version as MLflow returns it."""
+    return serving_refusal(str(mv.name), str(mv.version), dict(mv.tags))
+
+
+def served_digest(mv: Any) -> str | None:
+    """The digest of the files a servable version's seal (verdict or override) admits, None when none does."""
+    return check(str(mv.name), str(mv.version), dict(mv.tags)).digest

@@ -26,7 +26,6 @@ import json
 import os
 import subprocess
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -38,7 +37,22 @@ from mlops.core.errors import RegistryError
 from mlops.core.rowkeys import HASHES_ARTIFACT, RowHashSet
 from mlops.registry.history import ALIAS_MOVE_PREFIX, migrate_model_level, move_key, read_history, write_move
 from mlops.registry.history import delete_move as _delete_move
-from mlops.registry.verdict import DIGEST_TAG, INVALID, SIGNED, UNSIGNED, check, load_checked, sealed_override
+from mlops.registry.verdict import (  # noqa: F401 - the verdict readers are part of this module's interface
+    DIGEST_TAG,
+    GATE_PASSED_TAG,
+    GATE_REASONS_TAG,
+    OVERRIDE_TAG,
+    SIGNED,
+    check,
+    gate_failed,
+    gate_failures,
+    load_checked,
+    override_record,
+    refusal_of,
+    sealed_override,
+    served_digest,
+    serving_refusal,
+)
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -47,9 +61,6 @@ CHAMPION = "champion"
 PREVIOUS = "previous"
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 ML_EXPERIMENT_KIND = "custom_model_development"  # MLflow's "Machine learning" kind (not GenAI)
-GATE_PASSED_TAG = "gate.passed"
-GATE_REASONS_TAG = "gate.reasons"
-OVERRIDE_TAG = "promotion.override"
 OUTSIDE_BY = "outside mlops"
 # a recorded move younger than this whose alias still holds its from_version is in flight
 IN_FLIGHT_SECONDS = 10.0
@@ -196,62 +207,6 @@ def alias_history(name: str) -> list[dict[str, Any]]:
     return read_history(c, name, rm.tags)
 
 
-def gate_failed(tags: Mapping[str, str]) -> bool:
-    """True when the version's recorded gate verdict is a failure (no verdict is not a failure)."""
-    return str(tags.get(GATE_PASSED_TAG, "")).strip().lower() == "false"
-
-
-def gate_failures(tags: Mapping[str, str]) -> list[str]:
-    """The failed checks of the version's gate verdict, without their FAIL prefix."""
-    try:
-        reasons = json.loads(tags.get(GATE_REASONS_TAG, "[]"))
-    except (TypeError, json.JSONDecodeError):
-        reasons = [tags.get(GATE_REASONS_TAG, "")]
-    if not isinstance(reasons, list):
-        reasons = [reasons]
-    return [str(r).removeprefix("FAIL ") for r in reasons if str(r).startswith("FAIL")]
-
-
-def override_record(tags: Mapping[str, str]) -> dict[str, Any] | None:
-    """The recorded decision to serve a gate-failed version anyway (who, why, when), or None."""
-    raw = tags.get(OVERRIDE_TAG)
-    if not raw:
-        return None
-    try:
-        rec = json.loads(raw)
-    except (TypeError, json.JSONDecodeError):
-        return None
-    return rec if isinstance(rec, dict) and str(rec.get("reason") or "").strip() else None
-
-
-def serving_refusal(name: str, version: str, tags: Mapping[str, str]) -> str | None:
-    """Why a version must not be served, promoted or rolled back to (one sentence), or None when it may: its
-    gate failed, or its verdict is not sealed with the gate key, and no sealed override is recorded on it."""
-    seal = check(name, str(version), tags)
-    if seal.servable and (seal.state == SIGNED and seal.passed or override_record(tags) is not None):
-        return None
-    note = ""
-    if seal.override_state is not None and seal.override_state != SIGNED:
-        said = {UNSIGNED: "not signed", INVALID: "badly signed"}.get(seal.override_state, "unchecked (no gate key)")
-        note = f"; its override record is {said}"
-    problem = seal.problem(str(version))
-    if problem:
-        return problem + note
-    failures = gate_failures(tags)
-    why = f" ({failures[0][:200]})" if failures else ""
-    return f"version {version} failed its promotion gate{why} and no override is recorded on it" + note
-
-
-def refusal_of(mv: Any) -> str | None:
-    """`serving_refusal` of a model version as MLflow returns it."""
-    return serving_refusal(str(mv.name), str(mv.version), dict(mv.tags))
-
-
-def served_digest(mv: Any) -> str | None:
-    """The digest of the files a servable version's seal (verdict or override) admits, None when none does."""
-    return check(str(mv.name), str(mv.version), dict(mv.tags)).digest
-
-
 def record_override(name: str, version: str, by: str, reason: str) -> dict[str, Any]:
     """Record on the version that `by` chose to serve it although its gate failed, and why."""
     if not reason.strip():
@@ -318,35 +273,17 @@ def _label(version: str | None) -> str:
     return f"v{version}" if version else "none"
 
 
-def _fit_to_return_to(name: str, version: str) -> bool:
-    """Whether `previous` may be moved to a version without anyone asking: it may be served and its own gate
-    passed (a version served by override was someone's choice for its moment, not a place to fall back to)."""
-    try:
-        mv = client().get_model_version(name, str(version))
-    except Exception:  # noqa: BLE001 - a deleted version is no place to return to
-        return False
-    return refusal_of(mv) is None and not gate_failed(dict(mv.tags))
-
-
 def _last_servable_champion(name: str, exclude: str) -> str | None:
-    """The newest version mlops itself put in `champion` whose gate passed and that may still be served (not
-    `exclude`); moves made outside mlops or forced over a failed gate are passed over."""
+    """The newest version the history put in `champion` that may still be served (not `exclude`)."""
     seen: set[str] = set()
     for move in reversed(alias_history(name)):
         v = move.get("to_version")
-        if (move["alias"] != CHAMPION or not v or v == exclude or v in seen or move.get("outside")
-                or move.get("forced")):
+        if move["alias"] != CHAMPION or not v or v == exclude or v in seen or move.get("outside"):
             continue
         seen.add(v)
-        if _fit_to_return_to(name, v):
+        if not _refused(name, v):
             return v
     return None
-
-
-def _placed_outside(name: str, version: str) -> bool:
-    """Whether `champion` holds `version` because of a move made outside mlops (the last recorded move says so)."""
-    last = next((h for h in reversed(alias_history(name)) if h["alias"] == CHAMPION), None)
-    return bool(last is not None and last.get("outside") and last.get("to_version") == str(version))
 
 
 def promote(name: str, version: str, by: str, reason: str, force: bool = False) -> dict[str, Any]:
@@ -354,8 +291,8 @@ def promote(name: str, version: str, by: str, reason: str, force: bool = False) 
 
     A version whose gate failed is refused unless `force` (then the override, with `reason`, is recorded on
     the version and the move is marked forced). When the champion itself is a gate-failed version nobody
-    allowed, or a gate-failed one an outside move put there, `previous` goes to the last champion mlops made
-    whose gate passed instead (or stays where it is when there is none)."""
+    allowed (moved there outside mlops), `previous` goes to the last champion that may serve instead (or
+    stays where it is when there is none)."""
     mv = _version(name, version)
     reconcile_aliases(name, by)
     refusal = refusal_of(mv)
@@ -373,9 +310,7 @@ def promote(name: str, version: str, by: str, reason: str, force: bool = False) 
         return record_alias_move(name, CHAMPION, str(version), str(version), by, reason, **extra)
     if current:
         prev: str | None = str(current.version)
-        # never make a version nobody allowed the one a rollback returns to, nor a gate-failed one that an outside
-        # move put back in `champion` (its override was for another moment)
-        if _refused(name, prev) or (gate_failed(dict(current.tags)) and _placed_outside(name, prev)):
+        if _refused(name, str(prev)):  # never make a version nobody allowed the one a rollback returns to
             prev = _last_servable_champion(name, str(version))
         if prev is not None:
             move_alias(name, PREVIOUS, prev, by, f"replaced as champion by version {version}")
@@ -543,12 +478,19 @@ def load_bundle(name: str, alias_or_version: str = CHAMPION, with_reference: boo
     return ModelBundle(name, str(mv.version), mv.run_id, model, contract, reference, dict(mv.tags))
 
 
-def load_champion(name: str, with_reference: bool = False) -> ModelBundle | None:
-    """The version holding `champion` with its contract (and reference sample), or None before the first promotion."""
+def load_champion(name: str, with_reference: bool = False, to_serve: bool = False) -> ModelBundle | None:
+    """The version holding `champion` with its contract (and reference sample), or None before the first
+    promotion. `to_serve` (batch scoring): refused as the model server refuses it (`serving_refusal`), and
+    loaded only from files with its seal's digest."""
     mv = get_version_by_alias(name, CHAMPION)
     if mv is None:
         return None
-    return load_bundle(name, str(mv.version), with_reference=with_reference)
+    if not to_serve:
+        return load_bundle(name, str(mv.version), with_reference=with_reference)
+    refusal = refusal_of(mv)
+    if refusal:
+        raise RegistryError(f"the champion is not served: {refusal}")
+    return load_bundle(name, str(mv.version), with_reference=with_reference, digest=served_digest(mv))
 
 
 def version_history(name: str, limit: int = 20) -> list[dict[str, Any]]:

@@ -473,10 +473,12 @@ def _as_utc(t: Any) -> pd.Timestamp | None:
 
 
 def list_log_files(folder: str | Path, since: Any = None, until: Any = None) -> list[Path]:
-    """Log files whose date partition can hold rows in [since, until)."""
+    """Log files whose date partition can hold rows in [since, until); rows a crashed server left in its
+    journal are written to files first (monitoring and readers see them)."""
     root = Path(folder)
     if not root.is_dir():
         return []
+    PredictionLogWriter(root, journal=False).recover()
     lo, hi = _as_utc(since), _as_utc(until)
     files = []
     for part in sorted(root.glob("date=*")):
@@ -502,8 +504,6 @@ def read_prediction_log(folder: str | Path, since: Any = None, until: Any = None
     """
     import pyarrow.parquet as pq
 
-    if Path(folder).is_dir():  # rows a crashed server left in its journal are written first
-        PredictionLogWriter(folder, journal=False).recover()
     lo, hi = _as_utc(since), _as_utc(until)
     frames, corrupt, hashed = [], [], set()
     for path in list_log_files(folder, lo, hi):

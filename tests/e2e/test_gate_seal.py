@@ -125,6 +125,11 @@ def test_a_forged_pass_on_a_rejected_version_is_refused_and_status_says_so(forge
     v2 = next(line for line in out.splitlines() if line.strip().startswith("v2 "))
     assert "gate verdict signature INVALID" in v2 and "passed" not in v2, out
     assert reason.startswith("version 2's gate verdict signature is invalid")
+    from mlops.core.errors import RegistryError
+    from mlops.registry import versions as registry
+
+    with pytest.raises(RegistryError, match="the champion is not served: version 2's gate verdict signature"):
+        registry.load_champion(NAME, to_serve=True)  # batch scoring (`mlops score`, the score flow) refuses it too
 
     # the seal removed as well: a verdict nobody sealed
     c.delete_model_version_tag(NAME, "2", "gate.signature")
@@ -165,6 +170,8 @@ def test_a_version_the_gate_passed_and_sealed_is_served(forge: Forge) -> None:
     wait_until(lambda: model_info(forge).get("version") == "4", 90, "v4 was not served",
                detail=lambda: str(model_info(forge)["watch"]))
     assert predicted_by(forge) == "4"
+    bundle = registry.load_champion(NAME, to_serve=True)
+    assert bundle is not None and bundle.version == "4"
     assert model_info(forge)["self_check"].get("reproduces_training_predictions") is True
     out = status(forge)
     assert "champion  v4" in out and "NOT SERVED" not in out.split("Versions")[0], out
