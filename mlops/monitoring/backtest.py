@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
@@ -34,6 +34,7 @@ from mlops.core.periods import parse_period
 from mlops.core.rowkeys import NEW_ROW_COLUMN, RowHashSet, hash_columns, new_row_mask, pop_new_rows
 from mlops.core.validation import validate_training_batch
 from mlops.monitoring.backtest_plan import BacktestPlan, WindowSlice
+from mlops.monitoring.backtest_result import ArmSummary, BacktestResult, WindowRecord
 from mlops.monitoring.drift import compute_drift
 from mlops.monitoring.live_quality import holdout_slice_metrics, labelled_rows, live_quality
 from mlops.monitoring.payoff import fresh_gain, retrain_cost
@@ -51,10 +52,8 @@ from mlops.monitoring.windows import check_quality, drift_inputs
 from mlops.monitoring.yardstick import (
     Family,
     Schedule,
-    better,
     every_window,
     optimal_schedule,
-    recovered_share,
     score_matrix,
 )
 from mlops.training.assessment import evaluate, judge, reference_sample
@@ -118,6 +117,8 @@ class Candidate:
     seconds: float
     fits: int = 0
     tuned: Any = None  # the tuned configuration fitted on all training rows (the fixed-window baselines refit it)
+    search_seconds: float = 0.0  # of `seconds`: the search, or the reused configuration's one fit
+    window_seconds: float = 0.0  # of `seconds`: choosing the training window
 
 
 def search_fits(cfg: PipelineConfig, trials: int) -> int:
@@ -182,7 +183,8 @@ def train_candidate(frame: pd.DataFrame, cfg: PipelineConfig, champion: Champion
                     evaluation.metrics, holdout_slice_metrics(split.test, evaluation.predictions, cfg), df, at,
                     RowHashSet.of(fitted_on, hash_columns(contract, cfg.serving.sensitive_columns)), windowed.choice,
                     reuse.lineage(len(split.train), search_digest(cfg)))
-    return Candidate(made, passed, reasons, time.perf_counter() - started - judged, fits, best.best_estimator)
+    return Candidate(made, passed, reasons, time.perf_counter() - started - judged, fits, best.best_estimator,
+                     sum(r.seconds for r in results), windowed.choice.seconds)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -238,126 +240,6 @@ def monitor_window(champion: Champion, window: WindowSlice, cfg: PipelineConfig,
 # ---------------------------------------------------------------------------------------------
 # the replay
 
-
-@dataclass
-class WindowRecord:
-    """One row of the per-window table (the policy's view, with each baseline's metric beside it)."""
-
-    window: int
-    start: str
-    end: str
-    rows: int
-    labelled_rows: int
-    champion_version: int
-    metric: float | None
-    drift_share: float | None
-    decision: str
-    reasons: list[str]
-    retrained: bool
-    promoted: bool
-    seconds: float
-    retrain_detail: str = ""
-    baselines: dict[str, float | None] = field(default_factory=dict)
-    training_window: str = ""
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-@dataclass
-class ArmSummary:
-    """One way of running the loop over the windows: its metric per window, mean, retrains and their cost."""
-
-    name: str
-    metrics: list[float | None] = field(default_factory=list)
-    retrains: int = 0
-    promotions: int = 0
-    failures: int = 0
-    fits: int = 0
-    training_seconds: float = 0.0
-    retrain_windows: list[int] = field(default_factory=list)
-
-    @property
-    def mean_metric(self) -> float | None:
-        values = [v for v in self.metrics if v is not None and math.isfinite(v)]
-        return float(np.mean(values)) if values else None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"mean_metric": self.mean_metric, "retrains": self.retrains, "promotions": self.promotions,
-                "failures": self.failures, "fits": self.fits, "training_seconds": round(self.training_seconds, 3),
-                "retrain_windows": self.retrain_windows, "metrics": self.metrics}
-
-
-@dataclass
-class BacktestResult:
-    """The per-window table, one summary per arm, the kept predictions and the plan it replayed.
-
-    Arms: `policy`; `never`; `every_window` (all history, searched at every window; with `fast`, searched when
-    its rows doubled and refitted between); `every_window_last_<k>` (that configuration on the last k windows); `hindsight` (the keep/retrain schedule that was
-    best in hindsight for `retrain_cost`). The recovered share is measured against the best fixed schedule.
-    """
-
-    metric: str
-    windows: list[WindowRecord]
-    arms: dict[str, ArmSummary]
-    predictions: pd.DataFrame
-    train_on: str
-    initial: str
-    every: str
-    initial_rows: int
-    first_champion_seconds: float
-    seconds: float
-    notes: list[str] = field(default_factory=list)
-    retrain_cost: float | None = None
-    hindsight_family: str | None = None
-    fast: bool = False  # the every-window baseline refitted between searches (see run_backtest)
-
-    @property
-    def higher_is_better(self) -> bool:
-        return METRIC_DIRECTION[self.metric]
-
-    @property
-    def fixed_arms(self) -> list[str]:
-        return [n for n in self.arms if n.startswith("every_window")]
-
-    @property
-    def best_fixed(self) -> str | None:
-        """The fixed schedule (retrain every window on one training window) with the best mean metric."""
-        best: str | None = None
-        for name in self.fixed_arms:
-            if best is None or better(self.metric, self.arms[name].mean_metric, self.arms[best].mean_metric):
-                best = name
-        return best
-
-    @property
-    def recovered_share(self) -> float | None:
-        best = self.best_fixed
-        if best is None or "never" not in self.arms:
-            return None
-        return recovered_share(self.arms["policy"].mean_metric, self.arms["never"].mean_metric,
-                               self.arms[best].mean_metric, self.higher_is_better)
-
-    def summary(self) -> dict[str, Any]:
-        policy = self.arms["policy"]
-        best = self.best_fixed
-        regret = None
-        if best is not None and policy.mean_metric is not None and self.arms[best].mean_metric is not None:
-            sign = 1.0 if self.higher_is_better else -1.0
-            regret = sign * (self.arms[best].mean_metric - policy.mean_metric)
-        return {
-            "metric": self.metric, "higher_is_better": self.higher_is_better, "windows": len(self.windows),
-            "mean_metric": policy.mean_metric, "retrains": policy.retrains, "promotions": policy.promotions,
-            "fits": policy.fits, "training_seconds": round(policy.training_seconds, 3),
-            "recovered_share": self.recovered_share, "best_fixed": best, "regret": regret,
-            "retrain_cost": self.retrain_cost, "hindsight_family": self.hindsight_family,
-            "baselines": {name: arm.to_dict() for name, arm in self.arms.items() if name != "policy"},
-            "policy": policy.to_dict(), "train_on": self.train_on, "initial": self.initial, "every": self.every,
-            "initial_rows": self.initial_rows, "first_champion_seconds": round(self.first_champion_seconds, 3),
-            "seconds": round(self.seconds, 3), "notes": self.notes, "fast": self.fast,
-        }
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"windows": [w.to_dict() for w in self.windows], "summary": self.summary()}
 
 
 def _finite(v: float | None) -> float | None:
@@ -431,6 +313,7 @@ def _replay(cfg: PipelineConfig, plan: BacktestPlan, say: Log, baselines: bool, 
         if payoff is not None:
             arm.fits += 1
             arm.training_seconds += payoff.seconds
+            arm.check_seconds += payoff.seconds
             seen.result.payoff = payoff.record(cfg.primary_metric)
         summary = with_live_metric(seen.result.window_summary(), str(champion.version), seen.result.live_quality)
         decision, state = decide(state, summary, policy_cfg, now)
@@ -503,6 +386,9 @@ def _retrain(frame: pd.DataFrame, what: str, cfg: PipelineConfig, champion: Cham
     arm.retrains += 1
     arm.fits += cand.fits
     arm.training_seconds += cand.seconds
+    arm.search_seconds += cand.search_seconds
+    arm.window_seconds += cand.window_seconds
+    arm.searches += cand.champion.lineage.get("configuration") == "tuned"
     verdict = ("passed the gate" if cand.passed
                else "rejected by the gate: " + "; ".join(r for r in cand.reasons if r.startswith("FAIL")))
     window = cand.champion.window.chosen if cand.champion.window else "all history"

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from mlops.core.names import slug
-from mlops.monitoring.backtest import BacktestResult
+from mlops.monitoring.backtest_result import BacktestResult
 
 
 def arm_label(name: str) -> str:

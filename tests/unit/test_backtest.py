@@ -13,9 +13,10 @@ from typer.testing import CliRunner
 from mlops.core.config import parse_config
 from mlops.core.errors import ConfigError, DataError
 from mlops.core.periods import parse_period
-from mlops.monitoring.backtest import BacktestResult, run_backtest
+from mlops.monitoring.backtest import run_backtest
 from mlops.monitoring.backtest_plan import plan_backtest
 from mlops.monitoring.backtest_report import table_rows, to_markdown, write_files
+from mlops.monitoring.backtest_result import BacktestResult
 from mlops.monitoring.yardstick import recovered_share
 from tests.support.backtest import SHIFT_AT, backtest_config, drifted_history
 
