@@ -273,17 +273,35 @@ def _label(version: str | None) -> str:
     return f"v{version}" if version else "none"
 
 
+def _fit_to_return_to(name: str, version: str) -> bool:
+    """Whether `previous` may be moved to a version without anyone asking: it may be served and its own gate
+    passed (a version served by override was someone's choice for its moment, not a place to fall back to)."""
+    try:
+        mv = client().get_model_version(name, str(version))
+    except Exception:  # noqa: BLE001 - a deleted version is no place to return to
+        return False
+    return refusal_of(mv) is None and not gate_failed(dict(mv.tags))
+
+
 def _last_servable_champion(name: str, exclude: str) -> str | None:
-    """The newest version the history put in `champion` that may still be served (not `exclude`)."""
+    """The newest version mlops itself put in `champion` whose gate passed and that may still be served (not
+    `exclude`); moves made outside mlops or forced over a failed gate are passed over."""
     seen: set[str] = set()
     for move in reversed(alias_history(name)):
         v = move.get("to_version")
-        if move["alias"] != CHAMPION or not v or v == exclude or v in seen or move.get("outside"):
+        if (move["alias"] != CHAMPION or not v or v == exclude or v in seen or move.get("outside")
+                or move.get("forced")):
             continue
         seen.add(v)
-        if not _refused(name, v):
+        if _fit_to_return_to(name, v):
             return v
     return None
+
+
+def _placed_outside(name: str, version: str) -> bool:
+    """Whether `champion` holds `version` because of a move made outside mlops (the last recorded move says so)."""
+    last = next((h for h in reversed(alias_history(name)) if h["alias"] == CHAMPION), None)
+    return bool(last is not None and last.get("outside") and last.get("to_version") == str(version))
 
 
 def promote(name: str, version: str, by: str, reason: str, force: bool = False) -> dict[str, Any]:
@@ -291,8 +309,8 @@ def promote(name: str, version: str, by: str, reason: str, force: bool = False) 
 
     A version whose gate failed is refused unless `force` (then the override, with `reason`, is recorded on
     the version and the move is marked forced). When the champion itself is a gate-failed version nobody
-    allowed (moved there outside mlops), `previous` goes to the last champion that may serve instead (or
-    stays where it is when there is none)."""
+    allowed, or a gate-failed one an outside move put there, `previous` goes to the last champion mlops made
+    whose gate passed instead (or stays where it is when there is none)."""
     mv = _version(name, version)
     reconcile_aliases(name, by)
     refusal = refusal_of(mv)
@@ -310,7 +328,9 @@ def promote(name: str, version: str, by: str, reason: str, force: bool = False) 
         return record_alias_move(name, CHAMPION, str(version), str(version), by, reason, **extra)
     if current:
         prev: str | None = str(current.version)
-        if _refused(name, str(prev)):  # never make a version nobody allowed the one a rollback returns to
+        # never make a version nobody allowed the one a rollback returns to, nor a gate-failed one that an outside
+        # move put back in `champion` (its override was for another moment)
+        if _refused(name, prev) or (gate_failed(dict(current.tags)) and _placed_outside(name, prev)):
             prev = _last_servable_champion(name, str(version))
         if prev is not None:
             move_alias(name, PREVIOUS, prev, by, f"replaced as champion by version {version}")
