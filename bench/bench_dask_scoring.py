@@ -10,6 +10,11 @@ prediction log: `local` is `score_file` chunk by chunk in that process; `dask` s
 through `score_with_champion`'s Dask path (each worker reads its own row groups). Both write
 predictions.parquet and quarantined.csv; the bench checks they are identical before reporting.
 
+`--mode flag` (the default) scores as `mlops score` does (every row, bad ones flagged); `--mode quarantine` as
+the score flow does. `--baseline-tree PATH` adds a third side: the local run with the code of another source tree
+(a checkout before a change), whose output must be identical. The local side also times the model alone on
+pre-built feature arrays (the ceiling).
+
 Peak memory: the resident-set high-water mark (`ru_maxrss`) of the scoring process (the client, on the
 Dask side) and of each Dask worker process (asked through `client.run`, before the cluster stops).
 
@@ -34,6 +39,7 @@ from bench.report import write_section
 REPO = Path(__file__).resolve().parent.parent
 GENERATE_ROWS = 250_000
 SECTION = "dask-scoring"
+PREDICTIONS = "predictions.parquet"
 
 
 def _env(state: Path) -> dict[str, str]:
@@ -89,7 +95,37 @@ def generate(path: Path, rows: int, row_group: int, corrupt: float) -> None:
     writer.close()
 
 
-def run_side(side: str, config: Path, data: Path, out: Path, workers: int, memory_limit: str) -> dict[str, Any]:
+def model_ceiling(bundle: Any, data: Path, chunk_rows: int) -> dict[str, float]:
+    """Rows/s of the model alone on pre-built feature arrays (the first chunk, features built once), with
+    scikit-learn's default threads and with one: the physical limit the whole run is measured against."""
+    import pyarrow.parquet as pq
+    from threadpoolctl import threadpool_limits
+
+    from mlops.serving.batchcheck import check_chunk, scorer_for
+    from mlops.serving.chunks import scoring_contract
+
+    frame = next(pq.ParquetFile(data).iter_batches(batch_size=chunk_rows)).to_pandas()
+    checked = check_chunk(frame, scoring_contract(bundle.contract))
+    scorer = scorer_for(bundle.model, bundle.contract)
+    if checked is None or scorer.fast is None:
+        return {}
+    X = checked.frame[list(bundle.model.feature_names_in_)]
+    Xt = scorer.fast.features(scorer._batch(X))
+    est = scorer.fast.estimator
+    out = {}
+    for label, threads in (("default_threads", None), ("one_thread", 1)):
+        with threadpool_limits(threads):
+            est._raw_predict(Xt)
+            t0 = time.perf_counter()
+            for _ in range(3):
+                est._raw_predict(Xt)
+            out[label] = 3 * len(Xt) / (time.perf_counter() - t0)
+    out["trees"] = float(getattr(est, "n_iter_", 0))
+    return out
+
+
+def run_side(side: str, config: Path, data: Path, out: Path, workers: int, memory_limit: str,
+             flag: bool = True) -> dict[str, Any]:
     """One side in this (fresh) process: score the file, return the figures."""
     import resource
 
@@ -103,12 +139,14 @@ def run_side(side: str, config: Path, data: Path, out: Path, workers: int, memor
     bundle = registry.load_champion(cfg.registry.model_name)
     assert bundle is not None, "no champion"
     args = (bundle.model, bundle.contract, bundle.name, bundle.version, bundle.run_id, data, out, f"bench-{side}",
-            cfg.serving.batch_chunk_rows, None, cfg.validation.max_quarantine_fraction)
+            cfg.serving.batch_chunk_rows, None, cfg.validation.max_quarantine_fraction, None, flag)
     figures: dict[str, Any] = {"side": side}
-    if side == "local":
+    if side in ("local", "before"):
         t0 = time.perf_counter()
         run = score_file(*args)
         figures["seconds"] = time.perf_counter() - t0
+        if side == "local":
+            figures["ceiling"] = model_ceiling(bundle, data, cfg.serving.batch_chunk_rows)
     else:
         from mlops.serving.dask_scoring import cluster_chunks
         from mlops.stack.dask_cluster import dask_cluster
@@ -116,7 +154,7 @@ def run_side(side: str, config: Path, data: Path, out: Path, workers: int, memor
         with dask_cluster(workers, memory_limit=memory_limit) as cluster:
             t0 = time.perf_counter()
             with cluster_chunks(cluster.address, bundle.model, bundle.contract, data, cfg.serving.batch_chunk_rows,
-                                str(bundle.version), keep_inputs=False) as chunks:
+                                str(bundle.version), flag, keep_inputs=False) as chunks:
                 run = score_file(*args, chunks=chunks, backend="dask")
             figures["seconds"] = time.perf_counter() - t0
             with cluster.client() as client:
@@ -124,7 +162,8 @@ def run_side(side: str, config: Path, data: Path, out: Path, workers: int, memor
                                                         resource.getrusage(resource.RUSAGE_SELF).ru_maxrss))
             figures["worker_peak_mib"] = {name: kib / 1024 for name, kib in sorted(peaks.values())}
             figures["chunks_by_worker"] = run.chunks_by_worker
-    figures.update(rows=run.rows_read, scored=run.rows_scored, quarantined=run.rows_quarantined, chunks=run.chunks,
+    figures.update(rows=run.rows_read, scored=run.rows_scored, quarantined=run.rows_quarantined + run.rows_flagged,
+                   chunks=run.chunks, load=os.getloadavg()[0],
                    client_peak_mib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                    rows_per_second=run.rows_read / figures["seconds"])
     return figures
@@ -135,7 +174,7 @@ def same_outputs(a: Path, b: Path) -> None:
     import pandas as pd
     import pyarrow.parquet as pq
 
-    fa, fb = pq.ParquetFile(a / "predictions.parquet"), pq.ParquetFile(b / "predictions.parquet")
+    fa, fb = pq.ParquetFile(a / PREDICTIONS), pq.ParquetFile(b / PREDICTIONS)
     if fa.metadata.num_rows != fb.metadata.num_rows:
         sys.exit(f"the sides scored different row counts: {fa.metadata.num_rows} vs {fb.metadata.num_rows}")
     for x, y in zip(fa.iter_batches(batch_size=500_000), fb.iter_batches(batch_size=500_000), strict=True):
@@ -146,21 +185,41 @@ def same_outputs(a: Path, b: Path) -> None:
 
 
 def render(results: list[dict[str, Any]], rows: int, chunk_rows: int, workers: int, memory_limit: str,
-           command: str) -> str:
+           command: str, mode: str) -> str:
     local = next(r for r in results if r["side"] == "local")
     dask = next(r for r in results if r["side"] == "dask")
+    before = next((r for r in results if r["side"] == "before"), None)
     worker_cells = ", ".join(f"{n} {v:,.0f}" for n, v in dask["worker_peak_mib"].items())
     ratio = dask["rows_per_second"] / local["rows_per_second"]
     heaviest = max(dask["worker_peak_mib"].values())
     verdict = "faster" if ratio >= 1.05 else "slower" if ratio <= 0.95 else "about the same speed"
-    table = "\n".join([
-        "| side | seconds | rows/s | peak RSS, scoring process (MiB) | peak RSS per Dask worker (MiB) |",
-        "| --- | ---: | ---: | ---: | --- |",
+    lines = [
+        "| side | seconds | rows/s | peak RSS, scoring process (MiB) | peak RSS per Dask worker (MiB) | load avg |",
+        "| --- | ---: | ---: | ---: | --- | ---: |",
+    ]
+    if before is not None:
+        lines.append(f"| local, the tree before (Great Expectations + Pipeline) | {before['seconds']:.0f} | "
+                     f"{before['rows_per_second']:,.0f} | {before['client_peak_mib']:,.0f} | - | {before['load']:.1f} |")
+    lines += [
         f"| local chunks (1 process) | {local['seconds']:.0f} | {local['rows_per_second']:,.0f} | "
-        f"{local['client_peak_mib']:,.0f} | - |",
+        f"{local['client_peak_mib']:,.0f} | - | {local['load']:.1f} |",
         f"| Dask cluster ({workers} workers x 1 thread) | {dask['seconds']:.0f} | {dask['rows_per_second']:,.0f} | "
-        f"{dask['client_peak_mib']:,.0f} (client) | {worker_cells} |",
-    ])
+        f"{dask['client_peak_mib']:,.0f} (client) | {worker_cells} | {dask['load']:.1f} |",
+    ]
+    ceiling = local.get("ceiling") or {}
+    ceiling_text = (f"Model-only ceiling (the champion's {ceiling.get('trees', 0):.0f} trees on pre-built feature arrays of "
+                    f"one {chunk_rows:,}-row chunk, scikit-learn's tree walk): {ceiling.get('default_threads', 0):,.0f} "
+                    f"rows/s with its default threads ({os.cpu_count()} here), {ceiling.get('one_thread', 0):,.0f} rows/s "
+                    f"on one thread; the local run reaches {local['rows_per_second'] / ceiling['default_threads']:.0%} "
+                    "of the first.") if ceiling.get("default_threads") else ""
+    goal = (f"Goal (>= 500,000 rows/s locally, Dask faster than local on the same cores): "
+            f"{'**met**' if local['rows_per_second'] >= 500_000 else '**not met**'} locally "
+            f"({local['rows_per_second']:,.0f} rows/s); Dask {'**faster**' if ratio > 1 else '**not faster**'} "
+            f"({ratio:.2f}x).")
+    was = (f" The tree before this change scored the same input at {before['rows_per_second']:,.0f} rows/s: "
+           f"**{local['rows_per_second'] / before['rows_per_second']:.1f}x** now, with identical output files "
+           "(checked).") if before is not None else ""
+    table = "\n".join(lines)
     return f"""## Batch scoring: local chunks vs a Dask cluster (`bench/bench_dask_scoring.py`)
 
 ```bash
@@ -168,25 +227,47 @@ def render(results: list[dict[str, Any]], rows: int, chunk_rows: int, workers: i
 ```
 
 {rows:,} generated churn rows in one Parquet file (row groups of {chunk_rows:,}; {local['quarantined']:,} rows break
-the contract and are quarantined), scored by the champion of a model trained on `configs/default.yaml`'s
-data (hist_gradient_boosting), without the prediction log, each side in a fresh process. Local: `score_file`
-reads and scores {chunk_rows:,}-row chunks one after another. Dask: `dask scheduler` + {workers} `dask worker
---nthreads 1 --memory-limit {memory_limit}` on loopback (started before the clock), the model broadcast once,
-each worker reading its own row groups; the client writes the results in input order. Both wrote identical
-predictions and quarantine files (checked). Peak RSS is each process's `ru_maxrss`.
+the contract), scored by the champion of a model trained on `configs/default.yaml`'s data
+(hist_gradient_boosting), mode `{mode}` ({"every row scored, bad rows flagged, as `mlops score` runs" if mode == "flag"
+else "bad rows quarantined, as the score flow runs"}), without the prediction log, each side in a fresh process.
+Local: `score_file` reads and scores {chunk_rows:,}-row chunks one after another (contract check column by column,
+model compiled to numpy and called once per chunk). Dask: `dask scheduler` + {workers} `dask worker --nthreads 1
+--memory-limit {memory_limit}` on loopback (started before the clock), the model broadcast once, each worker reading
+its own row groups; the client writes the results in input order. Every side wrote identical predictions files
+(checked). Peak RSS is each process's `ru_maxrss`. Other work was running on the machine: the load average at the
+end of each side is in the table, so compare the sides rather than the absolute figures.
 
 {table}
 
+{goal}{was}
+
+{ceiling_text}
+
 Reading: the cluster scored {ratio:.2f}x the rows per second of the local loop ({verdict}; {dask['chunks']}
-partitions: {", ".join(f"{n} {c}" for n, c in dask['chunks_by_worker'].items())}). The local loop already
-keeps one core busy; this machine has {os.cpu_count()} cores shared by the client and all {workers} workers, so
-the most the cluster can add here is the second core, less the client's own work (receiving results,
-writing Parquet) on the same cores; on separate hosts each worker adds its own cores. Memory is bounded
-on both sides and does not grow with the input: each worker peaks at {heaviest:,.0f} MiB or less (one
-partition, the model, Great Expectations), far under its {memory_limit} limit, and the Dask client holds
-only the results in flight ({dask['client_peak_mib']:,.0f} MiB, against {local['client_peak_mib']:,.0f} MiB
-for the local process, which also validates and scores).
+partitions: {", ".join(f"{n} {c}" for n, c in dask['chunks_by_worker'].items())}). This machine has {os.cpu_count()}
+cores shared by the client and all {workers} workers; the local process already uses both during the tree walk
+(OpenMP), so the cluster can only add the parallelism of everything else (reading, checking, features, writing).
+Memory is bounded on both sides and does not grow with the input: each worker peaks at {heaviest:,.0f} MiB or
+less, under its {memory_limit} limit, and the client holds only the results in flight.
 """
+
+
+def child(side: str, work: Path, args: argparse.Namespace, baseline: Path | None) -> dict[str, Any]:
+    """Run one side in a fresh process (the `before` side with the baseline tree's code) and read its figures."""
+    env = _env(work / "state")
+    cmd = [sys.executable, "-m", "bench.bench_dask_scoring"]
+    cwd = REPO
+    if side == "before":
+        assert baseline is not None
+        env["PYTHONPATH"] = str(baseline)  # mlops from the tree before; this script's own code
+        cmd, cwd = [sys.executable, str(Path(__file__).resolve())], baseline
+    cmd += ["--side", side, "--work", str(work), "--workers", str(args.workers), "--memory-limit", args.memory_limit,
+            "--mode", args.mode]
+    res = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+    line = next((x for x in res.stdout.splitlines() if x.startswith("RESULT ")), None)
+    if res.returncode != 0 or line is None:
+        sys.exit(f"the {side} side failed:\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}")
+    return json.loads(line.removeprefix("RESULT "))
 
 
 def main() -> None:
@@ -195,14 +276,18 @@ def main() -> None:
     parser.add_argument("--chunk-rows", type=int, default=100_000)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--memory-limit", default="2GiB")
+    parser.add_argument("--mode", choices=["flag", "quarantine"], default="flag",
+                        help="flag: every row scored, bad ones flagged (what `mlops score` runs); quarantine: the score flow")
+    parser.add_argument("--baseline-tree", type=Path, default=None,
+                        help="also score with the code of this source tree (a checkout before a change), side by side")
     parser.add_argument("--work", type=Path, default=None, help="keep the state and data here (default: a temp folder)")
     parser.add_argument("--no-write", action="store_true", help="print, do not write docs/benchmarks.md")
-    parser.add_argument("--side", choices=["local", "dask"], help=argparse.SUPPRESS)  # a child process's side
+    parser.add_argument("--side", choices=["local", "dask", "before"], help=argparse.SUPPRESS)  # a child's side
     args = parser.parse_args()
     if args.side:
         out = args.work / f"out-{args.side}"
         figures = run_side(args.side, args.work / "bench.yaml", args.work / "input.parquet", out, args.workers,
-                           args.memory_limit)
+                           args.memory_limit, args.mode == "flag")
         print("RESULT " + json.dumps(figures), flush=True)
         return
     with tempfile.TemporaryDirectory(prefix="bench-dask-") as tmp:
@@ -211,19 +296,15 @@ def main() -> None:
         if not (work / "input.parquet").exists():
             prepare(work, args.rows, args.chunk_rows)
         results = []
-        for side in ("local", "dask"):
-            cmd = [sys.executable, "-m", "bench.bench_dask_scoring", "--side", side, "--work", str(work),
-                   "--workers", str(args.workers), "--memory-limit", args.memory_limit]
-            res = subprocess.run(cmd, cwd=REPO, env=_env(work / "state"), capture_output=True, text=True)
-            line = next((x for x in res.stdout.splitlines() if x.startswith("RESULT ")), None)
-            if res.returncode != 0 or line is None:
-                sys.exit(f"the {side} side failed:\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}")
-            results.append(json.loads(line.removeprefix("RESULT ")))
+        sides = ["local", "dask"] + (["before"] if args.baseline_tree else [])
+        for side in sides:
+            results.append(child(side, work, args, args.baseline_tree))
             print(json.dumps(results[-1]), flush=True)
-        same_outputs(work / "out-local", work / "out-dask")
+        for side in sides[1:]:
+            same_outputs(work / "out-local", work / f"out-{side}")
         given = " ".join(a for a in sys.argv[1:] if a != "--no-write")
         body = render(results, args.rows, args.chunk_rows, args.workers, args.memory_limit,
-                      f".venv/bin/python -m bench.bench_dask_scoring {given}".rstrip())
+                      f".venv/bin/python -m bench.bench_dask_scoring {given}".rstrip(), args.mode)
         print(body)
         if not args.no_write:
             write_section(SECTION, body)

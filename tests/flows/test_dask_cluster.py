@@ -42,6 +42,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory, cluster: DaskCluster) -> I
                "after": cluster.executed()}
 
 
+@pytest.mark.process
 def test_tuning_runs_on_the_cluster_workers(trained: dict[str, Any]) -> None:
     before, after = trained["before"], trained["after"]
     ran = {name: after[name] - before.get(name, 0) for name in after}
@@ -57,6 +58,7 @@ def _scoring_config(trained: dict[str, Any], name: str, scoring: dict[str, Any])
     return path
 
 
+@pytest.mark.process
 def test_scoring_on_the_cluster_matches_local(trained: dict[str, Any], cluster: DaskCluster) -> None:
     from flows.score import score
     from mlops.serving.predictlog import read_prediction_log
@@ -92,6 +94,7 @@ def test_scoring_on_the_cluster_matches_local(trained: dict[str, Any], cluster: 
         == remote["rows_scored"]
 
 
+@pytest.mark.process
 def test_flagged_csv_scoring_on_the_cluster_matches_local(trained: dict[str, Any], cluster: DaskCluster) -> None:
     from flows.score import score
 
@@ -113,6 +116,7 @@ def test_flagged_csv_scoring_on_the_cluster_matches_local(trained: dict[str, Any
     assert len(remote["chunks_by_worker"]) == 2
 
 
+@pytest.mark.process
 def test_an_unreachable_scheduler_is_one_sentence(trained: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
     import typer
     from typer.testing import CliRunner
@@ -137,6 +141,7 @@ def test_an_unreachable_scheduler_is_one_sentence(trained: dict[str, Any], monke
     assert f"error: no Dask scheduler answers at {nowhere}" in res.output and "Traceback" not in res.output
 
 
+@pytest.mark.process
 def test_the_stack_starts_and_stops_a_dask_cluster(tmp_path: Path) -> None:
     """`mlops up --dask`'s step alone: scheduler + workers recorded in the pid file, the address exported to what
     starts after it, and `down` stops every process."""

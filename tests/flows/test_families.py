@@ -12,6 +12,8 @@ from prefect import flow
 
 from mlops.training.gate import Check
 
+pytestmark = pytest.mark.process
+
 
 @flow(name="ship-family")
 def ship_family(task: str, family: str) -> dict[str, Any]:

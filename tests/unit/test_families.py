@@ -13,6 +13,8 @@ import pytest
 from mlops.core.config import CLASSIFICATION_FAMILIES, REGRESSION_FAMILIES
 from tests.support.families import SMALL, messy_frame
 
+pytestmark = pytest.mark.process
+
 MATRIX = [("classification", f) for f in sorted(CLASSIFICATION_FAMILIES)] + [
     ("regression", f) for f in sorted(REGRESSION_FAMILIES)]
 BUDGET_MS = 5000.0  # correctness is the point here; the latency check has its own tests

@@ -24,6 +24,7 @@ def prefect_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path / "prefect"
 
 
+@pytest.mark.process
 def test_serves_prefect_on_loopback_and_stops(prefect_home: Path) -> None:
     api = local_api.LocalAPI()
     assert api.url.startswith("http://127.0.0.1:")

@@ -85,6 +85,7 @@ def test_batch_predictions_are_identical(fitted: dict[str, Any]) -> None:
             assert np.array_equal(proba, pipe.predict_proba(X.iloc[rows]))
 
 
+@pytest.mark.slow
 def test_single_rows_are_identical(fitted: dict[str, Any]) -> None:
     pipe, X, fast, batch = fitted["pipe"], fitted["X"], fitted["fast"], fitted["batch"]
     n = 60 if fitted["fast"].trees is None else 400

@@ -20,6 +20,8 @@ from mlops.serving.app import create_app
 from mlops.serving.model import build_served_model
 from tests.support.model_server import churn_frame, fit_pipeline
 
+pytestmark = pytest.mark.slow
+
 EXAMPLES = 100  # per operation and mode
 
 

@@ -30,6 +30,7 @@ def registered(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, A
         yield {"pipe": pipe, "version": version, "holdout": holdout, "uri": os.environ["MLFLOW_TRACKING_URI"]}
 
 
+@pytest.mark.process
 def test_passes_when_served_predictions_match_and_latency_fits(registered: dict[str, Any]) -> None:
     pipe, holdout = registered["pipe"], registered["holdout"]
     expected = pipe.predict_proba(holdout.drop(columns=["churned"]))
@@ -39,6 +40,7 @@ def test_passes_when_served_predictions_match_and_latency_fits(registered: dict[
     assert "p95 single-row latency" in detail and "20 warm-up" in detail and "timed right after the checks" in detail
 
 
+@pytest.mark.process
 def test_fails_when_predictions_differ(registered: dict[str, Any]) -> None:
     X = registered["holdout"].drop(columns=["churned"])
     wrong = 1 - registered["pipe"].predict(X)
@@ -46,6 +48,7 @@ def test_fails_when_predictions_differ(registered: dict[str, Any]) -> None:
     assert not passed and "400 of 400 predictions differ" in detail
 
 
+@pytest.mark.process
 def test_fails_over_the_latency_budget(registered: dict[str, Any]) -> None:
     X = registered["holdout"].drop(columns=["churned"])
     passed, detail, p99 = infra_validate(NAME, registered["version"], X, registered["pipe"].predict(X), 0.001,
@@ -54,6 +57,7 @@ def test_fails_over_the_latency_budget(registered: dict[str, Any]) -> None:
     assert "p95" in detail and "two passes" in detail
 
 
+@pytest.mark.process
 def test_percentile_is_configurable(registered: dict[str, Any]) -> None:
     X = registered["holdout"].drop(columns=["churned"])
     passed, detail, _ = infra_validate(NAME, registered["version"], X, registered["pipe"].predict(X), 0.001,
@@ -67,6 +71,7 @@ def _wait_for(path: Any, proc: Any, timeout: float = 120.0) -> None:
                                                              "checks were done")
 
 
+@pytest.mark.process
 def test_two_phase_checks_at_once_and_times_only_when_asked(registered: dict[str, Any]) -> None:
     X = registered["holdout"].drop(columns=["churned"])
     run = start_infra_validation(NAME, registered["version"], X, registered["pipe"].predict_proba(X), 50.0,
@@ -83,6 +88,7 @@ def test_two_phase_checks_at_once_and_times_only_when_asked(registered: dict[str
     assert not run.work.exists()
 
 
+@pytest.mark.process
 def test_two_phase_reports_wrong_predictions_without_timing(registered: dict[str, Any]) -> None:
     X = registered["holdout"].drop(columns=["churned"])
     run = start_infra_validation(NAME, registered["version"], X, 1 - registered["pipe"].predict(X), 50.0,
@@ -124,6 +130,7 @@ def test_latency_consistently_slow_fails_naming_the_percentile() -> None:
     assert "first 80.00 ms" in v.detail and "200 timed single-row requests after 20 warm-up" in v.detail
 
 
+@pytest.mark.process
 def test_bad_arguments_fail_before_starting_a_process(registered: dict[str, Any]) -> None:
     X = registered["holdout"].drop(columns=["churned"])
     passed, detail, p99 = infra_validate(NAME, "1", X, np.zeros(3), 50.0, registered["uri"])

@@ -38,6 +38,7 @@ def _search(cfg: PipelineConfig, data: dict[str, Any], family: str) -> Any:
                        "classification", "roc_auc", search)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family", ["logistic_regression", "random_forest", "hist_gradient_boosting"])
 def test_the_retrain_search_is_the_same_inside_the_live_cycle(cfg: PipelineConfig, data: dict[str, Any],
                                                               family: str) -> None:

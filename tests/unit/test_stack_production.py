@@ -120,6 +120,7 @@ def open_folder() -> Iterator[Path]:
     shutil.rmtree(folder, ignore_errors=True)
 
 
+@pytest.mark.process
 def test_the_cluster_is_made_once_served_on_loopback_with_its_databases_and_stopped_cleanly(
         open_folder: Path) -> None:
     require_postgresql()
@@ -151,6 +152,7 @@ def test_the_cluster_is_made_once_served_on_loopback_with_its_databases_and_stop
     assert "database system is shut down" in Path(rec.log).read_text()
 
 
+@pytest.mark.process
 @pytest.mark.skipif(os.geteuid() != 0, reason="only root runs PostgreSQL as another user")
 def test_a_state_folder_the_server_user_cannot_reach_is_one_sentence(tmp_path: Path) -> None:
     require_postgresql()

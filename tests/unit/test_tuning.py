@@ -57,6 +57,7 @@ def test_a_family_without_a_space_searches_the_default_space(data) -> None:
     assert set(r.best_params) <= set(DEFAULT_SPACES["random_forest"])
 
 
+@pytest.mark.process
 def test_search_runs_on_a_real_dask_cluster(data) -> None:
     from distributed import LocalCluster
 
@@ -169,6 +170,7 @@ def test_search_on_string_labels_with_f1_runs_and_logs_a_readable_scorer() -> No
 # ---- time budget, threads, sharing, bad input ------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_time_budget_stops_the_search_and_counts_what_fitted(data) -> None:
     import time
 
@@ -181,6 +183,7 @@ def test_a_time_budget_stops_the_search_and_counts_what_fitted(data) -> None:
     assert r.n_trials == len(r.trials) and r.pruned == sum(t["state"] == "pruned" for t in r.trials)
 
 
+@pytest.mark.slow
 def test_unpromising_trials_are_pruned_on_the_first_fold(data) -> None:
     X, y, pre = data
     r = tune_family(SPEC, pre, X, y, "classification", "roc_auc", SearchConfig(n_trials=16, cv_folds=3, n_jobs=1))
@@ -254,6 +257,7 @@ def test_the_trial_pool_goes_to_the_families_in_reach() -> None:
     assert hasattr(next(r for r in out if r.family == "hist_gradient_boosting").best_estimator, "classes_")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("task", ["classification", "regression"])
 def test_every_default_space_fits_its_estimators(task) -> None:
     import numpy as np
