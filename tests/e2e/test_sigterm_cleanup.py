@@ -1,8 +1,8 @@
-"""A test run killed by a CI timeout leaves no stack behind. A pytest process whose test started a stack
-through the e2e fixture's code (tests/support/stack.start_stack: MLflow and the model server here, each
-with worker processes of its own) is sent SIGTERM: the run ends like Ctrl-C, the session finalizer runs
-`mlops down`, and every stack process is gone. Sent SIGKILL instead, it cannot clean up; the reaper
-process it left watching does."""
+"""A test run killed by a CI timeout leaves no stack behind. A pytest process (loading tests/conftest.py,
+whose hook turns SIGTERM into Ctrl-C) whose test started a stack through the e2e fixture's code
+(tests/support/stack.start_stack: MLflow and the model server here, each with worker processes of its own)
+is sent SIGTERM: the run ends like Ctrl-C, the session finalizer runs `mlops down`, and every stack process
+is gone. Sent SIGKILL instead, it cannot clean up; the reaper process it left watching does."""
 
 from __future__ import annotations
 
@@ -57,6 +57,11 @@ def stack_processes(state_dir: Path) -> list[psutil.Process]:
     return found
 
 
+def reaper_log(state_dir: Path) -> str:
+    log = state_dir.parent / f"reaper-{state_dir.name}.log"
+    return log.read_text() if log.exists() else ""
+
+
 def running(procs: list[psutil.Process]) -> list[psutil.Process]:
     out = []
     for p in procs:
@@ -80,7 +85,7 @@ def held(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], Path, list[p
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLOPS_", "MLFLOW_", "PREFECT_API"))}
     env["SIGTERM_TEST_WORK"] = str(work)
     with log.open("wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "pytest", str(test), "-q", "-p", "tests.support.sigterm",
+        proc = subprocess.Popen([sys.executable, "-m", "pytest", str(test), "-q", "-p", "tests.conftest",
                                  "-p", "no:cacheprovider", "--rootdir", str(test.parent)], cwd=REPO, env=env,
                                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     procs: list[psutil.Process] = []
@@ -106,6 +111,7 @@ def test_sigterm_to_the_test_run_stops_every_stack_process(
     wait_until(lambda: not running(procs), 60, "stack processes outlived the test run",
                detail=lambda: str([(p.pid, p.name()) for p in running(procs)]))
     assert read_state(state_dir) is None  # `mlops down` ran and removed the pid file
+    assert "ended without stopping" not in reaper_log(state_dir)  # the finalizer stopped it, not the reaper
 
 
 def test_sigkill_to_the_test_run_leaves_the_reaper_to_stop_them(
