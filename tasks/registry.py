@@ -127,10 +127,11 @@ def record_verdict(run: TrainingRun, cfg: PipelineConfig, version: str, best: Fa
     description is a one-line summary linking the card, the run is named and described after the version."""
     card = model_card(cfg, version, best.family, best.best_params, evaluation.metrics, verdict, contract,
                       run.lineage, data_summary)
-    tags = version_tags(verdict.passed, verdict.reasons, evaluation.metrics, run.lineage, cfg.task, best.family)
+    tags = version_tags(verdict.passed, verdict.reasons, evaluation.metrics, run.lineage, best.family)
     card_link = mlflow_routes(run.run_id, run.experiment_id, artifact=CARD_ARTIFACT)["artifact"]
     summary = card_summary(cfg, best.family, evaluation.metrics, verdict, contract, card_link)
-    record_verdict_on_version(run.run_id, cfg.registry.model_name, version, verdict.to_json(), tags, card, summary)
+    record_verdict_on_version(run.run_id, cfg.registry.model_name, version, verdict.to_json(), tags, card, summary,
+                              lineage=run.lineage)
     gate = "gate passed" if verdict.passed else "gate REJECTED: " + "; ".join(verdict.failures)[:300]
     describe_registered_run(run, cfg.registry.model_name, version, gate)
 
@@ -144,7 +145,8 @@ def promote_champion(model_name: str, version: str, verdict: GateVerdict, by: st
         logger.warning("Version %s not promoted: %s", version, "; ".join(reasons)[:500])
         events.emit(events.GATE_REJECTED, model_name, {"version": version, "reasons": reasons, "by": by}, version)
         return registry.Promotion(None, registry.champion_version(model_name))
-    entry = registry.promote(model_name, version, by, "gate passed: " + "; ".join(verdict.reasons))
+    # the move's reason names the verdict; its every check is in the run's evaluation/gate_verdict.json
+    entry = registry.promote(model_name, version, by, f"gate passed ({len(verdict.checks)} checks)")
     was = f"replacing version {entry['from_version']}" if entry["from_version"] else "the first champion"
     logger.info("Version %s is now champion (%s)", version, was)
     events.emit(events.MODEL_PROMOTED, model_name, entry, version)

@@ -17,7 +17,7 @@ from mlops.core.contract import DataContract
 from mlops.core.names import run_name_part
 from mlops.registry.links import mlflow_routes
 from mlops.registry.trusted_types import trusted_types
-from mlops.registry.verdict import seal_tags
+from mlops.registry.verdict import GATE_FAILURES_TAG, seal_tags
 from mlops.registry.versions import client, code_version, ensure_experiment
 from mlops.training.tuning import FamilyResult
 
@@ -30,6 +30,13 @@ CONTRACT_DIFF_TAG = "contract.diff"  # the diff's one-line summary, on the model
 
 
 CARD_ARTIFACT = "card/model_card.md"
+LINEAGE_ARTIFACT = "lineage.json"  # the version's whole lineage, on its run
+# the lineage entries a version also carries as tags, because they are read back from the version: the reason
+# (`status`, the versions table), the data source (a retrain's original data) and what the configuration's
+# tuning saw (mlops.training.retune); the rest (fingerprint, config hash, code version, flow run ...) is in
+# LINEAGE_ARTIFACT and on the run's tags
+VERSION_LINEAGE = ("reason", "data_source", "tuned_rows", "search_digest", "configuration")
+LINEAGE_TAG_CHARS = 300
 DESCRIPTION_TAG = "mlflow.note.content"  # what MLflow's UI shows as a run's description (markdown)
 DATASET_CONTEXT = "training"
 
@@ -200,19 +207,26 @@ def log_holdout(run_id: str, metrics: dict[str, float], best_family: str, artifa
 
 
 def version_tags(passed: bool, reasons: list[str], metrics: dict[str, float], lineage: dict[str, str],
-                 task_kind: str, family: str) -> dict[str, str]:
-    """The model version tags every consumer reads: gate result, metrics, lineage, task and family."""
-    tags = {"gate.passed": str(passed).lower(), "gate.reasons": dumps(reasons), "task": task_kind, "family": family}
+                 family: str) -> dict[str, str]:
+    """The short model version tags their readers need: the gate result (`gate.passed`, and on a rejection the
+    failed checks, one a line, in `gate.failures`: what the guard and `status` say), the family, the holdout
+    metrics, and the lineage entries read back (`VERSION_LINEAGE`). Bulky records stay on the version's run as
+    artifacts: every gate reason (`evaluation/gate_verdict.json`), the whole lineage (`lineage.json`), the card
+    and the contract."""
+    tags = {"gate.passed": str(passed).lower(), "family": family}
+    failures = [" ".join(r.removeprefix("FAIL ").split()) for r in reasons if r.startswith("FAIL")]
+    if failures:
+        tags[GATE_FAILURES_TAG] = "\n".join(failures)
     tags.update({f"metric.{k}": f"{v:.6g}" for k, v in metrics.items()})
-    tags.update({f"lineage.{k}": v for k, v in lineage.items()})
+    tags.update({f"lineage.{k}": str(lineage[k])[:LINEAGE_TAG_CHARS] for k in VERSION_LINEAGE if lineage.get(k)})
     return tags
 
 
 def record_verdict(run_id: str, model_name: str, version: str, verdict_json: str, tags: dict[str, str],
-                   card: str, summary: str | None = None) -> None:
+                   card: str, summary: str | None = None, lineage: dict[str, str] | None = None) -> None:
     """Attach the final gate verdict (sealed, mlops.registry.verdict), the version tags and the model card to
-    the version and its run: the card as the run's `card/model_card.md`, the version's description the short
-    `summary` (the card when none is given)."""
+    the version and its run: the card as the run's `card/model_card.md`, the whole lineage as its `lineage.json`,
+    the version's description the short `summary` (the card when none is given)."""
     c = client()
     # sealed with the gate key over the verdict and the version's files; the seal is written last
     tags = tags | seal_tags(model_name, version, run_id, tags["gate.passed"] == "true")
@@ -221,8 +235,11 @@ def record_verdict(run_id: str, model_name: str, version: str, verdict_json: str
     c.update_model_version(model_name, version, description=(summary or card)[:DESCRIPTION_LIMIT])
     c.log_text(run_id, verdict_json, "evaluation/gate_verdict.json")
     c.log_text(run_id, card, CARD_ARTIFACT)
+    if lineage is not None:
+        c.log_dict(run_id, lineage, LINEAGE_ARTIFACT)
     c.set_tag(run_id, "gate.passed", tags["gate.passed"])
-    c.set_tag(run_id, "gate.reasons", tags["gate.reasons"][:TAG_LIMIT])
+    if GATE_FAILURES_TAG in tags:
+        c.set_tag(run_id, GATE_FAILURES_TAG, tags[GATE_FAILURES_TAG][:TAG_LIMIT])
     c.log_metric(run_id, "gate_passed", float(tags["gate.passed"] == "true"))
 
 

@@ -36,7 +36,7 @@ from mlops.core.errors import RegistryError
 from mlops.core.settings import get_settings, private_dir, private_opener
 
 GATE_PASSED_TAG = "gate.passed"
-GATE_REASONS_TAG = "gate.reasons"
+GATE_FAILURES_TAG = "gate.failures"  # the failed checks, one a line (only on a rejected version)
 DIGEST_TAG = "gate.digest"
 SIGNATURE_TAG = "gate.signature"
 OVERRIDE_TAG = "promotion.override"
@@ -326,14 +326,9 @@ def gate_failed(tags: Mapping[str, str]) -> bool:
 
 
 def gate_failures(tags: Mapping[str, str]) -> list[str]:
-    """The failed checks of the version's gate verdict, without their FAIL prefix."""
-    try:
-        reasons = json.loads(tags.get(GATE_REASONS_TAG, "[]"))
-    except (TypeError, json.JSONDecodeError):
-        reasons = [tags.get(GATE_REASONS_TAG, "")]
-    if not isinstance(reasons, list):
-        reasons = [reasons]
-    return [str(r).removeprefix("FAIL ") for r in reasons if str(r).startswith("FAIL")]
+    """The failed checks of the version's gate verdict (`gate.failures`, one a line); every reason, passed ones
+    too, is in the run's `evaluation/gate_verdict.json`."""
+    return [line.strip() for line in str(tags.get(GATE_FAILURES_TAG, "")).splitlines() if line.strip()]
 
 
 def override_record(tags: Mapping[str, str]) -> dict[str, Any] | None:

@@ -5,8 +5,8 @@ Conventions (every consumer relies on them):
 - registered model `cfg.registry.model_name`; served alias `champion`, the one before it `previous`;
 - the model is logged as `model` (sklearn flavour, skops with explicitly trusted types);
 - run artifacts `contract/contract.json`, `reference/reference.parquet`, `card/model_card.md`,
-  `evaluation/*.png`, `evaluation/holdout_metrics.json`, `evaluation/gate_verdict.json`;
-- model version tags `gate.passed`, `gate.reasons`, `metric.<name>`, `lineage.*`, `task`, and
+  `evaluation/*.png`, `evaluation/holdout_metrics.json`, `evaluation/gate_verdict.json`, `lineage.json`;
+- model version tags `gate.passed`, `gate.failures`, `metric.<name>`, a few `lineage.*`, `family`, and
   `promotion.override` (JSON: by, reason, at) when someone chose to serve a gate-failed version;
 - each alias move is a tag `alias_move.<epoch-ms>.<alias>` holding JSON on the version the alias moved to
   (mlops.registry.history; older stores kept them on the registered model and are migrated on the next
@@ -39,8 +39,8 @@ from mlops.registry.history import ALIAS_MOVE_PREFIX, migrate_model_level, move_
 from mlops.registry.history import delete_move as _delete_move
 from mlops.registry.verdict import (  # noqa: F401 - the verdict readers are part of this module's interface
     DIGEST_TAG,
+    GATE_FAILURES_TAG,
     GATE_PASSED_TAG,
-    GATE_REASONS_TAG,
     OVERRIDE_TAG,
     SIGNED,
     check,

@@ -68,8 +68,7 @@ def forge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Forge]:
             fits[v] = pipe
         from mlops.registry import versions as registry
 
-        registry.client().set_model_version_tag(NAME, "2", "gate.reasons",
-                                                '["FAIL threshold roc_auc 0.55 < 0.65"]')
+        registry.client().set_model_version_tag(NAME, "2", "gate.failures", "threshold roc_auc 0.55 < 0.65")
         seal_verdict(NAME, "2", passed=False)  # what the training flow records for a rejected version
         row = orjson.dumps(records_from_frame(frame.drop(columns=["churned"]).head(1))[0])
         env = {"MLOPS_HOME": str(state), "MLFLOW_TRACKING_URI": url}

@@ -95,7 +95,6 @@ def test_a_gate_failed_version_set_outside_mlops_is_refused_until_an_override_is
         versions: dict[str, Any], caplog: pytest.LogCaptureFixture) -> None:
     """Issue 12: the alias moved straight to a gate-failed version (as MLflow's REST API does) is not
     served; the server keeps the old one and says why in /model, /ready, /metrics and its log."""
-    import json
     import logging
 
     for v, C in (("1", 1.0), ("2", 0.01)):
@@ -104,7 +103,7 @@ def test_a_gate_failed_version_set_outside_mlops_is_refused_until_an_override_is
         assert register_model(GUARDED, pipe, contract, frame, promote=v == "1") == v
     X = frame.drop(columns=["churned"])
     c = registry.client()
-    c.set_model_version_tag(GUARDED, "2", "gate.reasons", json.dumps(["FAIL threshold roc_auc 0.70 < 0.99"]))
+    c.set_model_version_tag(GUARDED, "2", "gate.failures", "threshold roc_auc 0.70 < 0.99")
     seal_verdict(GUARDED, "2", passed=False)  # rejected by the gate, sealed as the training flow does
     record = records_from_frame(X.head(1))[0]
     body = orjson.dumps(record)

@@ -17,8 +17,8 @@ from mlops.registry import versions as registry
 from tests.support.model_server import stub_version
 
 NAME = "guarded"
-FAILED = {"gate.reasons": json.dumps(["PASS threshold roc_auc", "FAIL threshold roc_auc 0.71 < 0.99"])}
-PASSED = {"gate.reasons": json.dumps(["PASS threshold roc_auc 0.71 >= 0.6"])}
+FAILED = {"gate.failures": "threshold roc_auc 0.71 < 0.99"}
+PASSED: dict[str, str] = {}
 
 
 @pytest.fixture
