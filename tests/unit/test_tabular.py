@@ -11,30 +11,14 @@ import pandas as pd
 import pytest
 
 from mlops.core.config import PipelineConfig, parse_config
-from mlops.core.data import generate_churn, load_training_data, read_source
+from mlops.core.data import load_training_data, read_source
 from mlops.core.tabular import ReadOptions, read_header, read_options
 from mlops.core.validation import validate_training_batch
 from mlops.monitoring import live_quality, retraining, windows
 from mlops.serving.dask_scoring import plan_partitions, read_partition
 from mlops.serving.scoring import iter_chunks, score_file
 from tests.conftest import small_config
-
-MARKERS = ["", "NA", "?", " ? ", "   ", "N/A", "null"]
-
-
-def messy_csv(path: Path, rows: int = 1500, seed: int = 5, delimiter: str = ",") -> Path:
-    """Churn rows written as real exports are: blanks, NA spellings, '?' and whitespace in numeric and text
-    columns (never in the target)."""
-    df = generate_churn(rows, seed=seed).astype({"age": object, "total_charges": object, "usage_gb": object,
-                                                  "payment_method": object, "region": object, "plan": object})
-    rng = np.random.default_rng(seed)
-    for col in ["age", "total_charges", "usage_gb", "payment_method", "region", "plan"]:
-        hit = rng.uniform(size=rows) < 0.06
-        df.loc[hit, col] = rng.choice(MARKERS, int(hit.sum()))
-    df.to_csv(path, index=False, sep=delimiter)
-    text = path.read_text()
-    assert "?" in text and ",NA," in text.replace(delimiter, ",") and " ? " in text  # it is messy
-    return path
+from tests.support.tabular import messy_csv
 
 
 def file_config(path: Path, **overrides: Any) -> PipelineConfig:
@@ -119,3 +103,26 @@ def test_header_is_read_without_the_rows(tmp_path: Path, kind: str) -> None:
     path = tmp_path / f"f.{kind}"
     df.to_csv(path, index=False) if kind == "csv" else df.to_parquet(path)
     assert read_header(path, ReadOptions()) == ["a", "b b"]
+
+
+def test_a_model_trained_on_the_messy_file_reproduces_itself_when_served(tmp_path: Path) -> None:
+    """Text columns read from CSV (pandas' str dtype) with missing values reach the pipeline as training fed
+    them, so the server's self-check (300 reference rows, the column checker) reproduces the probabilities."""
+    from sklearn.pipeline import Pipeline
+
+    from mlops.core.features import build_preprocessor
+    from mlops.serving.model import build_served_model
+    from mlops.training.tuning import make_estimator
+
+    cfg = file_config(messy_csv(tmp_path / "c.csv", rows=2500, seed=8))
+    loaded = load_training_data(cfg)
+    batch = validate_training_batch(loaded.frame, None, cfg, loaded.profile)
+    good = batch.outcome.good
+    assert isinstance(good["payment_method"].dtype, pd.StringDtype) and good["payment_method"].isna().any()
+    X, y = good.drop(columns=[cfg.target]), good[cfg.target]
+    pipe = Pipeline([("features", build_preprocessor(batch.contract, cfg.features)),
+                     ("model", make_estimator("hist_gradient_boosting", "classification", {"max_iter": 30}, 0))])
+    pipe.fit(X, y)
+    ref = X.head(300).assign(prediction=pipe.predict(X.head(300)), prediction_proba=pipe.predict_proba(X.head(300))[:, 1])
+    served = build_served_model("m", "1", "r", pipe, batch.contract, ref)  # raises LoadError when it does not
+    assert served.validator is not None

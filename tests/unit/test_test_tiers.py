@@ -63,3 +63,11 @@ def test_the_collection_check_names_a_test_outside_the_tiers() -> None:
     gap = {"FAST_TIER": "not slow and not e2e", "SLOW_TIER": "slow"}
     assert tier_problems([("tests/e2e/test_b.py::test_z", {"e2e"})], gap) == [
         "tests/e2e/test_b.py::test_z: in 0 tiers (none), markers ['e2e']"]
+
+
+def test_flow_and_e2e_tests_take_shared_helpers_from_tests_support() -> None:
+    """A flow test importing a unit test module drags it (and its fixtures' cost) into another tier's run."""
+    offenders = [f"{path.relative_to(REPO)}: {line.strip()}"
+                 for folder in ("flows", "e2e") for path in sorted((REPO / "tests" / folder).glob("*.py"))
+                 for line in path.read_text().splitlines() if re.match(r"\s*(from|import) tests\.unit\b", line)]
+    assert offenders == [], "move the helper to tests/support/: " + "; ".join(offenders)
