@@ -41,6 +41,7 @@ def messy_chunk(seed: int, rows: int = 3000) -> pd.DataFrame:
         "age": [150.0, 10.0, "?", 33.25, None, "45", -np.inf],
         "monthly_charges": [-1.0, 1e6, "abc", None, 600.0, 499.99],
         "support_calls": [2.5, "x", None, 99.0],
+        "total_charges": [1e7, -3.0, "n/a"],
         "region": ["atlantis", None, "", "North", 3],
         "plan": ["gold", None, "basic"],
         "payment_method": ["cash", None],
@@ -48,7 +49,7 @@ def messy_chunk(seed: int, rows: int = 3000) -> pd.DataFrame:
     }
     for col, values in messes.items():
         df[col] = df[col].astype(object)
-        for i in rng.choice(rows, size=rows // 40, replace=False):
+        for i in rng.choice(rows, size=rows // 12, replace=False):  # dense: rows break several rules at once
             df.at[int(i), col] = values[int(rng.integers(len(values)))]
     return df
 
