@@ -53,7 +53,7 @@ from tasks.reporting import (
     tag_flow_run,
     training_state,
 )
-from tasks.tuning import build_features, choose_training_window, refit_challenger, tune_all_families
+from tasks.tuning import build_features, choose_training_window, refit_challenger, tune_families
 from tasks.validation import validate_training_data
 
 
@@ -108,7 +108,7 @@ def run_training(config_path: str, source_path: str | None, reason: str,
         reuse = plan_retune(cfg, *((champion.model, champion.tags, champion.version) if champion else (None,) * 3),
                             rows=len(split.train), retraining=new_rows is not None)
         run.lineage.update(reuse.lineage(len(split.train), search_digest(cfg)))
-        results = tune_all_families(cfg, inputs, run.run_id, reuse)  # budget and trials shared where it pays
+        results = tune_families(cfg, inputs, run.run_id, reuse)  # the budget and trials shared where it pays
         best = pick_best(results)
         leaderboard = sorted((r.leaderboard_row() for r in results), key=lambda r: -r["cv_score"])
         logger.info("Tuning: best family %s, cv score %.4f", best.family, best.best_score)

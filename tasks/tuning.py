@@ -3,7 +3,6 @@ family, each logged as a nested MLflow run."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
@@ -12,69 +11,52 @@ from prefect import get_run_logger
 from mlops.core.config import ModelSpec, PipelineConfig, SearchConfig
 from mlops.core.contract import DataContract
 from mlops.core.data import Split
-from mlops.core.features import build_preprocessor
 from mlops.registry.tracking import log_family_run, log_search_winner
-from mlops.training.retune import Reuse, reused_result
-from mlops.training.tuning import FamilyResult, pick_best, scorer_for, scoring_name, tune_families, tune_family
+from mlops.training import steps, tuning
+from mlops.training.retune import Reuse
+from mlops.training.steps import SearchInputs
+from mlops.training.tuning import FamilyResult
 from mlops.training.window import Windowed, refit_in_window, train_in_window
 from tasks.common import stage_task
-
-
-@dataclass
-class SearchInputs:
-    """What every family's search gets: the training features and labels, the scorer it maximises, and the
-    (unfitted) feature pipeline built from the data contract."""
-
-    X: pd.DataFrame
-    y: pd.Series
-    scoring: Any
-    preprocessor: Any
 
 
 @stage_task("build_features")
 def build_features(train: pd.DataFrame, contract: DataContract, cfg: PipelineConfig) -> SearchInputs:
     """The feature pipeline (inside the logged model, so serving applies what training fitted) and the scorer."""
-    X, y = train.drop(columns=[cfg.target]), train[cfg.target]
-    binary = cfg.task == "classification" and y.nunique() == 2
-    scoring = scorer_for(cfg.task, cfg.primary_metric, binary, cfg.search.scoring, labels=y,
-                         positive_class=cfg.positive_class)
-    return SearchInputs(X, y, scoring, build_preprocessor(contract, cfg.features))
+    return steps.search_inputs(train, contract, cfg)
 
 
 @stage_task("tune_family", task_run_name="tune-{spec.family}")
-def tune_candidates(spec: ModelSpec, inputs: SearchInputs, task_kind: str, search: SearchConfig,
-                    **share: Any) -> FamilyResult:
+def tune_family(spec: ModelSpec, inputs: SearchInputs, task_kind: str, search: SearchConfig,
+                **share: Any) -> FamilyResult:
     """Search one family's space for its share of the budget (`share`: tune_family's budget, max_trials,
     resume, folds, refit, grace; see mlops.training.tuning.tune_families, which decides the shares)."""
-    result = tune_family(spec, inputs.preprocessor, inputs.X, inputs.y, task_kind, inputs.scoring, search, **share)
+    result = tuning.tune_family(spec, inputs.preprocessor, inputs.X, inputs.y, task_kind, inputs.scoring, search,
+                                **share)
     get_run_logger().info("%s; %s; %s", result.describe(), result.threads,
                           result.leaderboard_row()["best_params"] or "default parameters")
     return result
 
 
 @stage_task("tune_families")
-def tune_all_families(cfg: PipelineConfig, inputs: SearchInputs, parent_run_id: str | None = None,
-                      reuse: Reuse | None = None) -> list[FamilyResult]:
-    """Every family's search, the time budget and trial pool shared where it pays (each share a `tune-<family>`
-    task); each family logged as a nested MLflow run, the winner's hyperparameters on the parent run. With
-    `reuse` (a retrain whose data has not outgrown the champion's tuning), the champion's configuration instead."""
+def tune_families(cfg: PipelineConfig, inputs: SearchInputs, parent_run_id: str | None = None,
+                  reuse: Reuse | None = None) -> list[FamilyResult]:
+    """The search step (mlops.training.steps.search): every family's search, the time budget and trial pool
+    shared where it pays, each share a `tune-<family>` task and each family a nested MLflow run; or, for a
+    retrain whose data has not outgrown the champion's tuning (`reuse`), the champion's configuration. The
+    winner's hyperparameters go on the parent run."""
     logger = get_run_logger()
     if reuse is not None and reuse.reuse:
         logger.info("Search: %s", reuse.reason)
-        result = reused_result(reuse, inputs.preprocessor, inputs.X, inputs.y, cfg, scoring_name(inputs.scoring))
-        if parent_run_id:
-            log_search_winner(parent_run_id, result, [result], cfg.search)
-        return [result]
 
     def tune(spec: ModelSpec, *args: Any, **share: Any) -> FamilyResult:
-        return tune_candidates(spec, inputs, cfg.task, cfg.search, **share)
+        return tune_family(spec, inputs, cfg.task, cfg.search, **share)
 
-    results = tune_families(cfg.models, inputs.preprocessor, inputs.X, inputs.y, cfg.task, inputs.scoring, cfg.search,
-                            tune=tune, log=logger.info)
+    results = steps.search(cfg, inputs, reuse, tune=tune, log=logger.info)
     if parent_run_id:
-        for result in results:
+        for result in results if not (reuse and reuse.reuse) else []:
             log_family_run(parent_run_id, result, cfg.search)
-        log_search_winner(parent_run_id, pick_best(results), results, cfg.search)
+        log_search_winner(parent_run_id, tuning.pick_best(results), results, cfg.search)
     return results
 
 

@@ -29,7 +29,6 @@ from mlops.core.config import METRIC_DIRECTION, PipelineConfig
 from mlops.core.contract import DataContract
 from mlops.core.data import check_frame, split_frame
 from mlops.core.errors import DataError
-from mlops.core.features import build_preprocessor
 from mlops.core.periods import parse_period
 from mlops.core.rowkeys import NEW_ROW_COLUMN, RowHashSet, hash_columns, new_row_mask, pop_new_rows
 from mlops.core.validation import validate_training_batch
@@ -56,10 +55,11 @@ from mlops.monitoring.yardstick import (
     optimal_schedule,
     score_matrix,
 )
+from mlops.training import steps
 from mlops.training.assessment import evaluate, judge, reference_sample
 from mlops.training.evaluation import metric_value, predict
-from mlops.training.retune import plan_retune, reused_result, search_digest
-from mlops.training.tuning import pick_best, scorer_for, scoring_name, tune_family
+from mlops.training.retune import plan_retune, search_digest
+from mlops.training.tuning import pick_best
 from mlops.training.window import (
     WindowChoice,
     Windowed,
@@ -121,11 +121,6 @@ class Candidate:
     window_seconds: float = 0.0  # of `seconds`: choosing the training window
 
 
-def search_fits(cfg: PipelineConfig, trials: int) -> int:
-    """Models a search fits: every trial on every fold, and the refit of the best on all rows."""
-    return trials * cfg.search.cv_folds + 1
-
-
 def train_candidate(frame: pd.DataFrame, cfg: PipelineConfig, champion: Champion | None, version: int,
                     at: pd.Timestamp, gate: bool = True, period: str | None = None,
                     choose: bool = True, search: bool = False) -> Candidate:
@@ -146,19 +141,11 @@ def train_candidate(frame: pd.DataFrame, cfg: PipelineConfig, champion: Champion
     good = outcome.good
     mask = None if new_rows is None else new_row_mask(good, new_rows, cfg.id_column)
     split = split_frame(good, cfg.target, cfg.task, cfg.split, cfg.timestamp_column, mask)
-    X, y = split.train.drop(columns=[cfg.target]), split.train[cfg.target]
-    binary = cfg.task == "classification" and y.nunique() == 2
-    scoring = scorer_for(cfg.task, cfg.primary_metric, binary, cfg.search.scoring, labels=y,
-                         positive_class=cfg.positive_class)
-    preprocessor = build_preprocessor(contract, cfg.features)
+    inputs = steps.search_inputs(split.train, contract, cfg)
     reuse = plan_retune(cfg, *((champion.model, champion.tags, str(champion.version)) if champion else (None,) * 3),
                         rows=len(split.train), retraining=new_rows is not None and not search)
-    if reuse.reuse:  # a retrain the data has not outgrown: the champion's configuration, one fit
-        results = [reused_result(reuse, preprocessor, X, y, cfg, scoring_name(scoring))]
-        fits = 1
-    else:
-        results = [tune_family(spec, preprocessor, X, y, cfg.task, scoring, cfg.search) for spec in cfg.models]
-        fits = sum(search_fits(cfg, r.n_trials) for r in results)
+    results = steps.search(cfg, inputs, reuse)  # a retrain the data has not outgrown: the champion's configuration
+    fits = steps.fits_of(results, cfg.search.cv_folds)
     best = pick_best(results)
     windowed = (train_in_window(best.best_estimator, split.train, cfg, period) if choose
                 else Windowed(best.best_estimator, all_history("the all-history baseline", cfg.primary_metric)))

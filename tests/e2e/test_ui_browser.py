@@ -21,7 +21,17 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.support.stack import TERMINAL, Live, api, ensure_trained, logs, run_deployment, wait_for, wait_state
+from tests.support.stack import (
+    TERMINAL,
+    Live,
+    api,
+    ensure_trained,
+    events,
+    logs,
+    run_deployment,
+    wait_for,
+    wait_state,
+)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(420)]
 
@@ -219,6 +229,65 @@ def test_the_train_run_form_shows_what_each_parameter_means(live: Live, browser:
     assert "source_path" not in params and "search" not in params, params
     api(live, "POST", f"/flow_runs/{new[0]['id']}/set_state", json={"state": {"type": "CANCELLING"}, "force": True})
     wait_state(live, new[0]["id"], TERMINAL, timeout=120)  # frees the deployment's slot for the next test
+
+
+def test_a_retrain_with_nothing_to_train_on_shows_skipped_on_its_page(live: Live, browser: Browser) -> None:
+    """A retrain request when the monitor holds no labelled rows trains nothing: its run ends in its own state,
+    Skipped (a Completed type), saying why, not a plain Completed an operator would read as retrained."""
+    from mlops.monitoring.retraining import LabelledStore
+    from mlops.monitoring.run import MonitorPaths
+
+    ensure_trained(live)
+    store = LabelledStore(MonitorPaths.of(live.opts.state_dir, live.opts.state_dir / "reports", live.model).labelled)
+    store.archive([f.name for f in store.files()])  # rows earlier tests' monitor runs kept: used up
+    run_id = run_deployment(live, "retrain", {"reason": "e2e: nothing labelled"})
+    assert wait_state(live, run_id, TERMINAL, timeout=180) == "COMPLETED", logs(live)
+    run = api(live, "GET", f"/flow_runs/{run_id}")
+    assert run["state"]["name"] == "Skipped", run["state"]
+    assert run["state"]["message"].startswith("retrain skipped: "), run["state"]
+    assert {"outcome:skipped", "outcome:refused"} & set(run["tags"]), run["tags"]  # no rows, or a training ran now
+
+    browser.goto(f"{live.opts.url('prefect')}/runs/flow-run/{run_id}")
+    browser.wait_text("Skipped", timeout=60)  # the state badge names the outcome
+    browser.click_text("Details")
+    browser.wait_text("retrain skipped", timeout=30)  # the state message says why
+    (live.work / "screenshots").mkdir(exist_ok=True)
+    shot = browser.screenshot(live.work / "screenshots" / "prefect-ui-skipped-retrain.png")
+    assert shot.stat().st_size > 10_000
+
+
+def test_no_automation_fails_after_a_promoted_run_and_a_completion_automation_fires(live: Live,
+                                                                                    browser: Browser) -> None:
+    """A user's automation on "flow run completed", keyed on the state type as docs/operations.md says, fires for
+    a run that ended Promoted (a named state: its event is prefect.flow-run.Promoted, never ...Completed), and
+    no automation action failed (the crash detector used to, 10 minutes after every named state)."""
+    run = ensure_trained(live)
+    assert run["state"]["name"] == "Promoted", run["state"]
+    automation = api(live, "POST", "/automations/", json={
+        "name": "e2e: a train run completed", "enabled": True,
+        "trigger": {"type": "event", "posture": "Reactive", "threshold": 1, "within": 0,
+                    "expect": ["prefect.flow-run.*"],
+                    "match": {"prefect.resource.id": "prefect.flow-run.*", "prefect.state-type": "COMPLETED"},
+                    "match_related": {"prefect.resource.role": "flow", "prefect.resource.name": "train"}},
+        "actions": [{"type": "do-nothing"}]})
+    try:
+        promoted = run_deployment(live, "train", {"source_path": str(live.data), "reason": "e2e: completion automation"})
+        assert wait_state(live, promoted, TERMINAL, timeout=300) == "COMPLETED", logs(live)
+        state = api(live, "GET", f"/flow_runs/{promoted}")["state"]
+        assert state["name"] in {"Promoted", "Rejected"}, state  # a named Completed state either way
+        mine = f"prefect.automation.{automation['id']}"
+        fired = wait_for(lambda: events(live, "prefect.automation.triggered", mine), timeout=120)
+        assert fired, "the completion automation never fired for a run that ended " + state["name"]
+        assert not events(live, "prefect.automation.action.failed"), events(live, "prefect.automation.action.failed")
+
+        browser.goto(f"{live.opts.url('prefect')}/runs/flow-run/{promoted}")
+        browser.wait_text(state["name"], timeout=60)  # the run's page: its named state, no crash mark later
+        browser.goto(f"{live.opts.url('prefect')}/automations/automation/{automation['id']}")
+        browser.wait_text("e2e: a train run completed", timeout=60)
+        (live.work / "screenshots").mkdir(exist_ok=True)
+        browser.screenshot(live.work / "screenshots" / "prefect-ui-completion-automation.png")
+    finally:
+        api(live, "DELETE", f"/automations/{automation['id']}")
 
 
 def test_the_drift_report_link_opens_the_report_in_mlflow(live: Live, browser: Browser) -> None:
