@@ -8,9 +8,9 @@ Default search spaces (used for a family listed without `search_space`; the one 
 =========================  ======================================================================================
 family                     space (both tasks unless said)
 =========================  ======================================================================================
-hist_gradient_boosting     learning_rate loguniform 0.01-0.3; max_iter int (log) 50-1000 with early stopping
+hist_gradient_boosting     learning_rate loguniform 0.01-0.5; max_iter int (log) 50-1000 with early stopping
                            (fixed: early_stopping true, n_iter_no_change 20, validation_fraction 0.1);
-                           max_leaf_nodes int (log) 7-255; max_depth choice none/4/6/8/12; min_samples_leaf
+                           max_leaf_nodes int (log) 4-255; max_depth choice none/4/6/8/12; min_samples_leaf
                            int (log) 2-200; l2_regularization loguniform 1e-4-10; max_features uniform 0.4-1.0
 random_forest              n_estimators int (log) 50-500; max_depth choice none/8/16/32; min_samples_leaf int
                            (log) 1-50; max_features choice sqrt/0.25/0.5/0.75/1.0
@@ -23,26 +23,31 @@ linear_regression          nothing to tune: one configuration (the summary says 
 A user's `search_space` replaces the default (write a narrower range to narrow it); `search_space: {}`
 means no search, one configuration; a parameter fixed in `params` is left out of the default space. The
 first trial of every search is the estimator's own default where it lies inside the space, so a search
-never starts from a worse place than no search.
+never starts from a worse place than no search; with early stopping on, the second is the same with the
+iterations at the top of their range (early stopping chooses how many).
 
 How trials are shared (`tune_families`): a short equal warm-up (30% of the time budget or of the trial
 pool, n_trials x families), then the rest goes, in equal shares, to the families whose best cross-validated
 score is within reach of the leader's (no further behind than the spread of the leader's fold scores).
 A trial is one configuration fitted on the folds; a pruned trial (behind the median of earlier trials
 after a fold) counts as a trial and is reported apart.
+
+How the time budget holds: no trial starts once its share is spent, nor when the median time of the
+family's finished trials would take it past its share; every fit has a deadline and forests and boosting
+stop themselves there (mlops.training.trials), so the search ends within about one round of a fit after
+`time_budget`. A family's first trial (its defaults) may run on past its share, up to the budget's end;
+the warm-up goes from the cheapest family to the dearest (linear, boosting, forest), so such a trial only
+holds back families dearer than itself (if no family finishes a trial, the cheapest is fitted once
+whatever the time). Cut trials do not count; the summary says how many.
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
-import os
 import tempfile
 import time
-import warnings
-from collections.abc import Callable, Iterator
-from concurrent.futures import FIRST_COMPLETED, Future
-from concurrent.futures import wait as wait_futures
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,61 +55,28 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from scipy import stats
-from sklearn.base import BaseEstimator
 from sklearn.pipeline import Pipeline
 
 from mlops.core.config import ModelSpec, Param, SearchConfig
-
-SCORERS = {
-    ("classification", "roc_auc", True): "roc_auc",
-    ("classification", "roc_auc", False): "roc_auc_ovr",
-    ("classification", "f1", True): "f1",
-    ("classification", "f1", False): "f1_macro",
-    ("classification", "accuracy", True): "accuracy",
-    ("classification", "accuracy", False): "accuracy",
-    ("classification", "log_loss", True): "neg_log_loss",
-    ("classification", "log_loss", False): "neg_log_loss",
-    ("regression", "rmse", True): "neg_root_mean_squared_error",
-    ("regression", "mae", True): "neg_mean_absolute_error",
-    ("regression", "r2", True): "r2",
-}
-
-
-def scorer_for(task: str, metric: str, binary: bool, override: str | None = None, *,
-               labels: Any = None, positive_class: Any = None) -> Any:
-    """The scikit-learn scorer the search maximises: a scorer name, or for binary f1 with a positive class
-    other than 1 a scorer that says which class is positive (sklearn's "f1" scores label 1).
-
-    `labels` (the training target) let it resolve `positive_class` (None: 1 / True for 0/1 or boolean
-    labels, else the larger label); a positive_class that is not a label is a DataError, raised here so a
-    bad config stops before the search starts. `override` (search.scoring) wins over all of this.
-    """
-    if task == "classification" and binary and labels is not None:
-        from mlops.training.evaluation import positive_label
-
-        classes = sorted(pd.unique(pd.Series(labels).dropna()).tolist())
-        positive = positive_label(classes, positive_class) if len(classes) == 2 else None
-    else:
-        positive = None
-    if override:
-        return override
-    name = SCORERS[(task, metric, binary if task == "classification" else True)]
-    if name == "f1" and positive is not None and not (positive == 1 and not isinstance(positive, str)):
-        from sklearn.metrics import f1_score, make_scorer
-
-        return make_scorer(f1_score, pos_label=positive, zero_division=0)
-    return name
-
-
-def scoring_name(scoring: Any) -> str:
-    """A scorer as text for logs and parameters, e.g. `f1(pos_label='no')`."""
-    if isinstance(scoring, str):
-        return scoring
-    func = getattr(getattr(scoring, "_score_func", None), "__name__", None)
-    kwargs = {k: v for k, v in getattr(scoring, "_kwargs", {}).items() if k != "zero_division"}
-    if func:
-        return f"{func.removesuffix('_score')}({', '.join(f'{k}={v!r}' for k, v in kwargs.items())})"
-    return str(scoring)
+from mlops.training.scorers import SCORERS as SCORERS
+from mlops.training.scorers import scorer_for as scorer_for
+from mlops.training.scorers import scoring_name
+from mlops.training.trials import (
+    Dask,
+    Inline,
+    OutOfTime,
+    Processes,
+    ThreadPlan,
+    available_cores,
+    dask_client,
+    fit_threads,
+    joblib_backend,
+    limits,
+    make_estimator,
+    plan_for,
+    start_workers,
+    thread_plan,
+)
 
 
 def _p(type_: str, low: float | None = None, high: float | None = None, values: list[Any] | None = None,
@@ -114,9 +86,9 @@ def _p(type_: str, low: float | None = None, high: float | None = None, values: 
 
 DEFAULT_SPACES: dict[str, dict[str, Param]] = {
     "hist_gradient_boosting": {
-        "learning_rate": _p("loguniform", 0.01, 0.3),
+        "learning_rate": _p("loguniform", 0.01, 0.5),
         "max_iter": _p("int", 50, 1000, log=True),
-        "max_leaf_nodes": _p("int", 7, 255, log=True),
+        "max_leaf_nodes": _p("int", 4, 255, log=True),
         "max_depth": _p("choice", values=[None, 4, 6, 8, 12]),
         "min_samples_leaf": _p("int", 2, 200, log=True),
         "l2_regularization": _p("loguniform", 1e-4, 10.0),
@@ -139,8 +111,7 @@ DEFAULT_SPACES: dict[str, dict[str, Param]] = {
 DEFAULT_FIXED: dict[str, dict[str, Any]] = {
     "hist_gradient_boosting": {"early_stopping": True, "n_iter_no_change": 20, "validation_fraction": 0.1},
 }
-SPACE_LABELS = {"default": "default space", "config": "config space", "none": "none",
-                "reused": "champion's configuration"}
+SPACE_LABELS = {"default": "default space", "config": "config space", "none": "none"}
 
 
 def resolve_space(spec: ModelSpec) -> tuple[dict[str, Param], dict[str, Any], str]:
@@ -151,36 +122,6 @@ def resolve_space(spec: ModelSpec) -> tuple[dict[str, Param], dict[str, Any], st
         fixed = DEFAULT_FIXED.get(spec.family, {}) | dict(spec.params)
         return space, fixed, "default" if space else "none"
     return dict(spec.search_space), dict(spec.params), "config" if spec.search_space else "none"
-
-
-def make_estimator(family: str, task: str, params: dict[str, Any], seed: int) -> BaseEstimator:
-    """A fresh estimator of the family with fixed parameters; n_jobs=1 inside, parallelism is across trials
-    (threads inside one fit are capped by the caller, see `thread_plan`)."""
-    from sklearn.ensemble import (
-        HistGradientBoostingClassifier,
-        HistGradientBoostingRegressor,
-        RandomForestClassifier,
-        RandomForestRegressor,
-    )
-    from sklearn.linear_model import LinearRegression, LogisticRegression, Ridge
-
-    clf = task == "classification"
-    if family == "logistic_regression":
-        base: dict[str, Any] = {"max_iter": 2000, "random_state": seed}
-        if params.get("l1_ratio") and "solver" not in params:
-            base |= {"solver": "saga", "max_iter": 1000}  # lbfgs supports only l1_ratio 0 (pure L2)
-        return LogisticRegression(**(base | params))
-    if family == "linear_regression":
-        return LinearRegression(**params)
-    if family == "ridge":
-        return Ridge(**({"random_state": seed} | params))
-    if family == "random_forest":
-        cls = RandomForestClassifier if clf else RandomForestRegressor
-        return cls(**({"random_state": seed, "n_jobs": 1} | params))
-    if family == "hist_gradient_boosting":
-        cls = HistGradientBoostingClassifier if clf else HistGradientBoostingRegressor
-        return cls(**({"random_state": seed} | params))
-    raise ValueError(f"unknown model family {family!r}")
 
 
 class _LogInt:
@@ -232,35 +173,19 @@ def default_start(family: str, task: str, space: dict[str, Param], fixed: dict[s
     return start
 
 
+def starts(family: str, task: str, space: dict[str, Param], fixed: dict[str, Any]) -> list[dict[str, Any]]:
+    """The first trials: the estimator's defaults, then for boosting with early stopping the same defaults with
+    the iterations at the top of their range, so early stopping chooses how many (a cheap, often better second
+    start; the defaults stay first because they are the cheapest)."""
+    start = default_start(family, task, space, fixed)
+    out = [start] if start else []
+    iters = space.get("max_iter")
+    if fixed.get("early_stopping") is True and iters is not None and iters.high and start.get("max_iter") != iters.high:
+        out.append(start | {"max_iter": int(iters.high)})
+    return out
+
+
 # ---- threads: trials x threads per trial <= cores --------------------------------------------------------
-
-
-def available_cores() -> int:
-    """The cores this process may run on (its CPU affinity where the OS says, else the machine's count)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # macOS, Windows
-        return max(1, os.cpu_count() or 1)
-
-
-@dataclass(frozen=True)
-class ThreadPlan:
-    """How many trials run at once and how many threads each fit may start."""
-
-    trials: int
-    per_trial: int
-
-    def describe(self) -> str:
-        return f"{self.trials} trial(s) at once x {self.per_trial} thread(s)"
-
-
-def thread_plan(n_jobs: int, cores: int | None = None) -> ThreadPlan:
-    """`n_jobs` trials at once (-1: one per core, -2: all cores but one, as joblib counts), never more than the
-    cores; the cores left go to each trial's threads (OpenMP, BLAS), so trials x threads never exceed them."""
-    cores = cores or available_cores()
-    at_once = max(1, cores + 1 + n_jobs) if n_jobs < 0 else max(1, n_jobs)
-    at_once = min(at_once, cores)
-    return ThreadPlan(at_once, max(1, cores // at_once))
 
 
 # ---- fold data, prepared once and shared by every trial and family ------------------------------------
@@ -295,134 +220,15 @@ def splitter(task: str, cv_folds: int, seed: int) -> Any:
 def prepare_folds(preprocessor: Any, X: pd.DataFrame, y: pd.Series, task: str, cfg: SearchConfig) -> Folds:
     """Fit the feature pipeline on each fold's training part and transform both parts."""
     from sklearn.base import clone
-    from threadpoolctl import threadpool_limits
 
     t0 = time.perf_counter()
     parts = []
     y_arr = y.to_numpy()
-    with threadpool_limits(limits=available_cores()):
+    with limits(available_cores()):
         for tr, va in splitter(task, cfg.cv_folds, cfg.seed).split(X, y_arr):
             pre = clone(preprocessor)
             parts.append((pre.fit_transform(X.iloc[tr], y_arr[tr]), y_arr[tr], pre.transform(X.iloc[va]), y_arr[va]))
     return Folds(parts, time.perf_counter() - t0)
-
-
-_LOADED: dict[str, Any] = {}
-
-
-def _fold_data(source: Any) -> tuple[list[tuple[Any, Any, Any, Any]], Any]:
-    if isinstance(source, str):  # a file in a worker process: memory-mapped once per process
-        if source not in _LOADED:
-            import joblib
-
-            _LOADED.clear()
-            _LOADED[source] = joblib.load(source, mmap_mode="r")
-        return _LOADED[source]  # type: ignore[no-any-return]
-    return source  # type: ignore[no-any-return]
-
-
-def fit_fold(source: Any, fold: int, family: str, task: str, params: dict[str, Any], seed: int,
-             threads: int) -> tuple[float, float]:
-    """One trial's fit on one fold, at most `threads` threads: (validation score, seconds). Runs in a worker."""
-    from sklearn.exceptions import ConvergenceWarning
-    from sklearn.metrics import check_scoring
-    from threadpoolctl import threadpool_limits
-
-    parts, scoring = _fold_data(source)
-    X_tr, y_tr, X_va, y_va = parts[fold]
-    t0 = time.perf_counter()
-    with threadpool_limits(limits=threads), warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        model = make_estimator(family, task, params, seed).fit(X_tr, y_tr)
-        score = check_scoring(model, scoring=scoring)(model, X_va, y_va)
-    return float(score), time.perf_counter() - t0
-
-
-class _Inline:
-    """Runs each fit at once in this process (one trial at a time)."""
-
-    def __init__(self, folds: Folds, scorer: Any) -> None:
-        self.source = (folds.parts, scorer)
-
-    def submit(self, *args: Any) -> Future[tuple[float, float]]:
-        fut: Future[tuple[float, float]] = Future()
-        try:
-            fut.set_result(fit_fold(self.source, *args))
-        except BaseException as exc:  # noqa: BLE001 - handed over like a worker's error
-            fut.set_exception(exc)
-        return fut
-
-    def wait(self, futures: list[Any], timeout: float | None, all_: bool) -> set[Any]:
-        return set(futures)
-
-    def stop(self) -> None:
-        pass
-
-
-class _Processes:
-    """Worker processes on this machine (loky, reused between searches), each fit memory-mapping the folds."""
-
-    def __init__(self, folds: Folds, scorer: Any, plan: ThreadPlan, folder: Path) -> None:
-        self.path = str(folds.file(folder, scorer))
-        self.executor = _executor(plan)
-
-    def submit(self, *args: Any) -> Any:
-        return self.executor.submit(fit_fold, self.path, *args)
-
-    def wait(self, futures: list[Any], timeout: float | None, all_: bool) -> set[Any]:
-        done, _ = wait_futures(futures, timeout=timeout, return_when="ALL_COMPLETED" if all_ else FIRST_COMPLETED)
-        return set(done)
-
-    def stop(self) -> None:
-        """Ends fits still running when the budget is spent (the workers are started again when needed)."""
-        _EXECUTORS.pop((self.executor.plan.trials, self.executor.plan.per_trial), None)
-        self.executor.shutdown(wait=True, kill_workers=True)
-
-
-_EXECUTORS: dict[tuple[int, int], Any] = {}  # this module's own worker pools (not joblib's shared one)
-
-
-def _executor(plan: ThreadPlan) -> Any:
-    """A pool of `plan.trials` worker processes whose native thread pools start `plan.per_trial` threads; kept
-    for the next search (workers that sat idle for 5 minutes end by themselves)."""
-    from joblib.externals.loky import ProcessPoolExecutor
-
-    key = (plan.trials, plan.per_trial)
-    pool = _EXECUTORS.get(key)
-    if pool is None or getattr(pool, "_broken", False) or getattr(pool, "_shutdown_thread", False):
-        threads = str(plan.per_trial)
-        env = {"OMP_NUM_THREADS": threads, "OPENBLAS_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
-        pool = ProcessPoolExecutor(max_workers=plan.trials, env=env, timeout=300)
-        pool.plan = plan
-        _EXECUTORS[key] = pool
-    return pool
-
-
-class _Dask:
-    """The Dask cluster's workers: the folds scattered to every worker once, one thread per fit."""
-
-    def __init__(self, client: Any, folds: Folds, scorer: Any) -> None:
-        self.client = client
-        self.data = client.scatter((folds.parts, scorer), broadcast=True)
-        self.submitted: list[Any] = []
-
-    def submit(self, *args: Any) -> Any:
-        fut = self.client.submit(fit_fold, self.data, *args, pure=False)
-        self.submitted.append(fut)
-        return fut
-
-    def wait(self, futures: list[Any], timeout: float | None, all_: bool) -> set[Any]:
-        # polled: distributed.wait needs a default client, and this one is not made the default
-        until = None if timeout is None else time.monotonic() + timeout
-        while True:
-            done = {f for f in futures if f.done()}
-            if (len(done) == len(futures) if all_ else done) or (until is not None and time.monotonic() >= until):
-                return done
-            time.sleep(0.02)
-
-    def stop(self) -> None:
-        """Cancels the fits not started yet (a Dask worker cannot stop a running one)."""
-        self.client.cancel([f for f in self.submitted if not f.done()])
 
 
 # ---- one family's search -------------------------------------------------------------------------------
@@ -444,12 +250,14 @@ class FamilyResult:
     stopped: str = ""  # why the search ended: "trials", "time budget", "nothing to search", "halving"
     threads: str = ""
     study: Any = field(default=None, repr=False, compare=False)  # the Optuna study, to continue the search
+    cut: int = 0  # trials cut at their deadline (not counted in n_trials)
+    partial: bool = False  # no trial finished every fold: the best is scored on the folds one finished
 
     def leaderboard_row(self) -> dict[str, Any]:
         return {
             "family": self.family,
             "cv_score": round(self.best_score, 5),
-            "cv_std": round(float(np.std(self.cv_scores)), 5),
+            "cv_std": round(float(np.std(self.cv_scores)), 5) if self.cv_scores else math.nan,
             "trials": self.n_trials,
             "pruned": self.pruned,
             "space": SPACE_LABELS[self.space],
@@ -459,47 +267,20 @@ class FamilyResult:
 
     def describe(self) -> str:
         """One line: best score, trials (pruned), space, time, why it stopped."""
-        if self.space == "reused":
-            return f"{self.family}: no search, {self.stopped}"
         pruned = f", {self.pruned} pruned" if self.pruned else ""
+        if not self.cv_scores or self.partial:
+            return (f"{self.family}: no trial finished in its share of the time budget ({self.cut} cut at the "
+                    f"deadline{pruned}, {self.seconds:.1f} s)" + (
+                        f"; the best scored {self.best_score:.4f} on the {len(self.cv_scores)} fold(s) it finished"
+                        if self.partial else ""))
         return (f"{self.family}: best cv score {self.best_score:.4f} (+/- {np.std(self.cv_scores):.4f}) of "
                 f"{self.n_trials} trial(s){pruned} in {self.seconds:.1f} s, {SPACE_LABELS[self.space]}"
-                + (f", stopped by the {self.stopped}" if self.stopped in {"time budget", "trial count"} else ""))
+                + (f", stopped by the {self.stopped}" if self.stopped in {"time budget", "trial count"} else "")
+                + (f" ({self.cut} cut at the deadline)" if self.cut else ""))
 
 
 def _short(v: Any) -> str:
     return f"{v:.4g}" if isinstance(v, float) else str(v)
-
-
-@contextlib.contextmanager
-def _dask_client(cfg: SearchConfig) -> Iterator[Any]:
-    if cfg.backend != "dask":
-        yield None
-        return
-    from mlops.core.dask import connect, scheduler_address
-    from mlops.core.settings import get_settings
-
-    with connect(scheduler_address(cfg.dask_address, get_settings(), "search"), "search") as client:
-        yield client
-
-
-@contextlib.contextmanager
-def _backend(cfg: SearchConfig) -> Iterator[None]:
-    """joblib's Dask backend for scikit-learn's own searches (halving)."""
-    if cfg.backend != "dask":
-        yield
-        return
-    import joblib
-
-    with _dask_client(cfg) as client, joblib.parallel_backend("dask", client=client):
-        yield
-
-
-def _plan_for(cfg: SearchConfig, client: Any) -> ThreadPlan:
-    if client is None:
-        return thread_plan(cfg.n_jobs)
-    slots = max(1, sum(client.nthreads().values()))  # each Dask worker already runs one task per thread
-    return ThreadPlan(min(slots, cfg.n_jobs) if cfg.n_jobs > 0 else slots, 1)
 
 
 def _new_study(cfg: SearchConfig, plan: ThreadPlan, space: dict[str, Param]) -> Any:
@@ -530,13 +311,17 @@ def tune_family(
     folds: Folds | None = None,
     refit: bool = True,
     grace: float = 0.0,
+    deadline: float | None = None,
 ) -> FamilyResult:
     """Search one family's space with cross-validation and refit the best on all of X.
 
     `budget` (seconds) and `max_trials` default to the config's time_budget and n_trials; `resume` goes on
     with an earlier result's study (its trials count too); `folds` are prepared by `prepare_folds` (once for
-    every family); `refit` False leaves the final fit on all rows to a later call. Fits still running when
-    the budget is spent are stopped after `grace` more seconds (and do not count).
+    every family); `refit` False leaves the final fit on all rows to a later call. No trial starts once the
+    budget is spent or when its expected time (the median of this family's finished trials) would not fit;
+    fits still running `grace` seconds after the budget stop themselves (and do not count). `deadline`
+    (`time.time()` seconds) is the hard end for every fit, the search's first trial too; without one, that
+    first trial always finishes (a search always has a configuration to offer).
     """
     budget = cfg.time_budget if budget == -1.0 else budget
     max_trials = cfg.trials if max_trials == -1 else max_trials
@@ -546,105 +331,123 @@ def tune_family(
     t0 = time.perf_counter()
     folds = folds or prepare_folds(preprocessor, X, y, task, cfg)
     distributions = {k: optuna_distribution(v) for k, v in space.items()}
-    with _dask_client(cfg) as client:
-        plan = _plan_for(cfg, client)
+    with dask_client(cfg) as client:
+        plan = plan_for(cfg, client)
         study = resume.study if resume is not None and resume.study is not None else _new_study(cfg, plan, space)
         if resume is None and source != "none":
-            start = default_start(spec.family, task, space, fixed)
-            if start:
+            for start in starts(spec.family, task, space, fixed):
                 study.enqueue_trial(start, skip_if_exists=True)
         if source == "none":
             max_trials, budget = (0 if resume is not None else 1), None
         stopped = _run_trials(study, spec.family, task, distributions, fixed, folds, scoring, cfg, plan, client,
-                              budget, max_trials, grace)
+                              budget, max_trials, grace, deadline)
     if max_trials == 0 and resume is not None:
         stopped = resume.stopped
     return _result(spec.family, study, preprocessor, X, y, task, scoring, cfg, fixed, source, plan, stopped,
                    time.perf_counter() - t0 + (resume.seconds if resume else 0.0), refit)
 
 
+STRAGGLER_SLACK = 2.0  # seconds past its deadline before a fit that did not stop itself is stopped from outside
+
+
 def _run_trials(study: Any, family: str, task: str, distributions: dict[str, Any], fixed: dict[str, Any],
                 folds: Folds, scoring: Any, cfg: SearchConfig, plan: ThreadPlan, client: Any,
-                budget: float | None, max_trials: int | None, grace: float = 0.0) -> str:
+                budget: float | None, max_trials: int | None, grace: float = 0.0,
+                deadline: float | None = None) -> str:
     """Ask, fit fold by fold, report, prune, tell, until `max_trials` more trials or `budget` seconds are spent.
 
     Without a budget the order is deterministic (each step waits for every running fit, results are told in
-    the order the trials were asked); with one, a freed slot takes the next fit at once. A family's first
-    finished trial is waited for whatever the budget (a search always has a configuration to offer).
+    the order the trials were asked); with one, a freed slot takes the next fit at once. Each trial records
+    when it started (`started`) and when its fits must end (`stop_at`), both `time.time()` seconds.
     """
     import optuna
 
+    fail = optuna.trial.TrialState.FAIL
     if max_trials == 0:
         return "trial count"
-    deadline = None if budget is None else time.monotonic() + budget
-    finished = sum(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
-    first_batch: set[int] = set()  # a new search's first trial (the estimator's defaults) always finishes
-
-    def spent() -> bool:
-        return deadline is not None and not first_batch and time.monotonic() >= deadline
+    end = None if budget is None else time.time() + budget  # no trial starts after this
+    stop = None if end is None else end + grace  # no fit runs past this
+    if deadline is not None:
+        stop = deadline if stop is None else min(stop, deadline)
+    done_trials = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    durations = [t.user_attrs["seconds"] for t in done_trials if "seconds" in t.user_attrs]
+    first: int | None = None  # a new search's first trial (the estimator's defaults): only `deadline` ends it
+    reason = "trial count"
 
     with contextlib.ExitStack() as stack:
         if client is not None:
-            runner: Any = _Dask(client, folds, scoring)
+            runner: Any = Dask(client, folds.parts, scoring)
         elif plan.trials > 1:
             folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="mlops-folds-")))
-            runner = _Processes(folds, scoring, plan, folder)
+            runner = Processes(folds.file(folder, scoring), plan)
         else:
-            runner = _Inline(folds, scoring)
-            stack.enter_context(_limits(plan.per_trial))
-        asked, running = 0, {}  # future -> (trial, fold, scores so far, parameters)
+            runner = Inline(folds.parts, scoring)
+            stack.enter_context(limits(min(plan.per_trial, fit_threads())))
+        asked, running = 0, {}  # future -> (trial, fold, scores so far, parameters, its stop, seconds so far)
         while True:
-            past_deadline = deadline is not None and time.monotonic() >= deadline
-            while (len(running) < plan.trials and (max_trials is None or asked < max_trials)
-                   and (not past_deadline or (finished == 0 and asked == 0))):
+            while len(running) < plan.trials and (max_trials is None or asked < max_trials):
+                now = time.time()
+                opening = not done_trials and asked == 0
+                fit_stop = deadline if opening else stop
+                expected = float(np.median(durations)) if durations else 0.0
+                if not opening and end is not None and (now >= end or (fit_stop is not None and now + expected > fit_stop)):
+                    reason = "time budget"
+                    break
                 trial = study.ask(distributions)
-                if finished == 0 and asked == 0:
-                    first_batch.add(trial.number)
+                trial.set_user_attr("started", now)
+                trial.set_user_attr("stop_at", fit_stop)
+                first = trial.number if opening else first
                 asked += 1
                 params = fixed | trial.params
-                running[runner.submit(0, family, task, params, cfg.seed, plan.per_trial)] = (trial, 0, [], params)
+                fut = runner.submit(0, family, task, params, cfg.seed, plan.per_trial, fit_stop)
+                running[fut] = (trial, 0, [], params, fit_stop, 0.0)
             if not running:
-                return "time budget" if past_deadline or spent() else "trial count"
-            timeout = None if deadline is None or first_batch else max(0.0, deadline + grace - time.monotonic())
-            done = runner.wait(list(running), timeout, deadline is None)
-            if not done:  # the budget is spent with fits still running: stop them, they do not count
+                return reason
+            stops = [r[4] for r in running.values()]
+            timeout = (None if end is None or None in stops
+                       else max(0.0, max(stops) + STRAGGLER_SLACK - time.time()))
+            done = runner.wait(list(running), timeout, end is None)
+            if not done:  # fits that did not stop at their deadline: stopped from outside, they do not count
                 for trial, *_ in running.values():
-                    study.tell(trial, state=optuna.trial.TrialState.FAIL)
+                    study.tell(trial, state=fail)
                 runner.stop()
                 return "time budget"
             for fut in sorted(done, key=lambda f: running[f][0].number):
-                trial, fold, scores, params = running.pop(fut)
-                if fold == len(folds.parts) - 1 or trial.number not in first_batch:
-                    first_batch.discard(trial.number)
+                trial, fold, scores, params, fit_stop, seconds = running.pop(fut)
                 try:
-                    score, _ = fut.result()
+                    score, took = fut.result()
+                except OutOfTime:
+                    if scores:  # the folds it finished stay on record (see _result)
+                        trial.set_user_attr("folds", scores)
+                    study.tell(trial, state=fail)  # cut at its deadline
+                    reason = "time budget"
+                    continue
                 except Exception:
                     for other, *_ in running.values():
-                        study.tell(other, state=optuna.trial.TrialState.FAIL)
+                        study.tell(other, state=fail)
                     runner.stop()
                     raise
-                scores = [*scores, score]
+                scores, seconds = [*scores, score], seconds + took
                 trial.report(float(np.mean(scores)), fold)
-                if len(scores) == len(folds.parts):
+                left = len(folds.parts) - len(scores)
+                if not left:
                     trial.set_user_attr("folds", scores)
+                    trial.set_user_attr("seconds", seconds)
+                    trial.set_user_attr("ended", time.time())
                     study.tell(trial, float(np.mean(scores)))
-                    finished += 1
-                elif trial.should_prune() and trial.number not in first_batch:
+                    done_trials.append(trial)
+                    durations.append(seconds)
+                elif trial.number != first and trial.should_prune():
                     trial.set_user_attr("folds", scores)
                     study.tell(trial, state=optuna.trial.TrialState.PRUNED)
-                elif spent():
-                    study.tell(trial, state=optuna.trial.TrialState.FAIL)  # no time for its other folds
+                elif (trial.number != first and fit_stop is not None
+                      and time.time() + left * seconds / len(scores) > fit_stop):
+                    trial.set_user_attr("folds", scores)
+                    study.tell(trial, state=fail)  # its other folds would not end in time
+                    reason = "time budget"
                 else:
-                    nxt = runner.submit(fold + 1, family, task, params, cfg.seed, plan.per_trial)
-                    running[nxt] = (trial, fold + 1, scores, params)
-
-
-@contextlib.contextmanager
-def _limits(threads: int) -> Iterator[None]:
-    from threadpoolctl import threadpool_limits
-
-    with threadpool_limits(limits=threads):
-        yield
+                    nxt = runner.submit(fold + 1, family, task, params, cfg.seed, plan.per_trial, fit_stop)
+                    running[nxt] = (trial, fold + 1, scores, params, fit_stop, seconds)
 
 
 def _result(family: str, study: Any, preprocessor: Any, X: pd.DataFrame, y: pd.Series, task: str, scoring: Any,
@@ -655,26 +458,28 @@ def _result(family: str, study: Any, preprocessor: Any, X: pd.DataFrame, y: pd.S
 
     complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
     pruned = [t for t in study.trials if t.state == TrialState.PRUNED]
-    if not complete:
-        raise RuntimeError(f"{family}: no trial finished within the time budget; give search.time_budget more "
-                           "seconds or use fewer rows")
-    best = max(complete, key=lambda t: t.value)
-    params = {k: _jsonable(v) for k, v in best.params.items()}
+    failed = [t for t in study.trials if t.state == TrialState.FAIL]
+    # without a finished trial, the best evidence there is: a trial scored on the folds it finished
+    scored = complete or [t for t in pruned + failed if t.user_attrs.get("folds")]
+    best = max(scored, key=lambda t: float(np.mean(t.user_attrs["folds"]))) if scored else None
+    params = {k: _jsonable(v) for k, v in best.params.items()} if best else {}
     pipe = Pipeline([("features", clone(preprocessor)), ("model", make_estimator(family, task, fixed | params, cfg.seed))])
     t0 = time.perf_counter()
-    if refit:
-        with _limits(available_cores()):
+    if refit and best:
+        with limits(fit_threads()):
             pipe.fit(X, y)
     trials = [{"params": {k: _jsonable(v) for k, v in t.params.items()}, "state": t.state.name.lower(),
                "mean_score": float(np.mean(t.user_attrs.get("folds", [np.nan]))),
                "std_score": float(np.std(t.user_attrs.get("folds", [np.nan]))),
                "folds": t.user_attrs.get("folds", [])}
               for t in complete + pruned]
-    return FamilyResult(
-        family=family, best_estimator=pipe, best_params=params, best_score=float(best.value),
-        cv_scores=list(best.user_attrs["folds"]), scoring=scoring_name(scoring), n_trials=len(complete) + len(pruned),
-        seconds=seconds + time.perf_counter() - t0, trials=trials, space=source, pruned=len(pruned),
-        stopped="nothing to search" if source == "none" else stopped, threads=plan.describe(), study=study)
+    return FamilyResult(  # without a finished trial: best score -inf, never picked, never in reach
+        family=family, best_estimator=pipe, best_params=params,
+        best_score=float(np.mean(best.user_attrs["folds"])) if best else -math.inf,
+        cv_scores=list(best.user_attrs["folds"]) if best else [], scoring=scoring_name(scoring),
+        n_trials=len(complete) + len(pruned), seconds=seconds + time.perf_counter() - t0, trials=trials,
+        space=source, pruned=len(pruned), stopped="nothing to search" if source == "none" else stopped,
+        threads=plan.describe(), study=study, cut=len(failed), partial=bool(best) and not complete)
 
 
 def _halving(spec: ModelSpec, preprocessor: Any, X: pd.DataFrame, y: pd.Series, task: str, scoring: Any,
@@ -692,7 +497,7 @@ def _halving(spec: ModelSpec, preprocessor: Any, X: pd.DataFrame, y: pd.Series, 
         scoring=scoring, cv=splitter(task, cfg.cv_folds, cfg.seed), n_jobs=plan.trials, random_state=cfg.seed,
         refit=True, error_score="raise", factor=2, min_resources="exhaust")
     t0 = time.perf_counter()
-    with _backend(cfg), _limits(plan.per_trial):
+    with joblib_backend(cfg), limits(plan.per_trial):
         search.fit(X, y)
     res = search.cv_results_
     best = int(search.best_index_)
@@ -717,6 +522,8 @@ def _jsonable(v: Any) -> Any:
 # ---- every family: a warm-up, then the rest where it pays --------------------------------------------------
 
 WARMUP_SHARE = 0.3
+# families by the usual cost of one fit, cheapest first (the warm-up's order)
+WARMUP_ORDER = ["linear_regression", "ridge", "logistic_regression", "hist_gradient_boosting", "random_forest"]
 
 
 def in_reach(results: list[FamilyResult]) -> list[FamilyResult]:
@@ -743,36 +550,49 @@ def tune_families(specs: list[ModelSpec], preprocessor: Any, X: pd.DataFrame, y:
     say = log or (lambda _msg: None)
     if cfg.strategy == "halving":
         return [tune(s, preprocessor, X, y, task, scoring, cfg) for s in specs]
-    started = time.monotonic()
+    started = time.time()
+    deadline = None if cfg.time_budget is None else started + cfg.time_budget  # no fit of the search runs past it
+    if cfg.backend == "local":
+        start_workers(thread_plan(cfg.n_jobs))
     folds = prepare_folds(preprocessor, X, y, task, cfg)
     n = len(specs)
     pool = None if cfg.trials is None else cfg.trials * n
     warm_trials = None if pool is None else max(1, math.ceil(pool * WARMUP_SHARE / n))
     warm_budget = None if cfg.time_budget is None else cfg.time_budget * WARMUP_SHARE / n
     grace = 0.0 if warm_budget is None else warm_budget / 2  # a fit running at a phase's end may finish
+
+    # the warm-up goes from the cheapest family to the dearest, so a slow first trial (cut at the deadline) can
+    # only hold back families dearer than itself
+    order = sorted(specs, key=lambda s: WARMUP_ORDER.index(s.family) if s.family in WARMUP_ORDER else 0)
     results = {s.family: tune(s, preprocessor, X, y, task, scoring, cfg, budget=warm_budget, max_trials=warm_trials,
-                              folds=folds, refit=False, grace=grace) for s in specs}
+                              folds=folds, refit=False, grace=grace, deadline=deadline) for s in order}
+    if not any(r.cv_scores for r in results.values()):  # nothing fitted in time: one configuration whatever it takes
+        spec = next((s for s in order if results[s.family].space != "none"), order[0])
+        say(f"Tuning: no trial finished within the time budget; {spec.family}'s first configuration is fitted "
+            "whatever the time")
+        results[spec.family] = tune(spec, preprocessor, X, y, task, scoring, cfg, budget=None, max_trials=1,
+                                    folds=folds, refit=False)
     contenders = in_reach(list(results.values()))
     behind = [r.family for r in results.values() if r not in contenders and r.space != "none"]
     say(f"Tuning: warm-up done ({', '.join(f'{r.family} {r.best_score:.4f}' for r in results.values())}); "
         + (f"the rest goes to {', '.join(r.family for r in contenders)}" if contenders else "nothing left to search")
-        + (f"; {', '.join(behind)} clearly behind, not searched further" if behind else ""))
+        + (f"; {', '.join(behind)} behind or too slow for the budget, not searched further" if behind else ""))
     for i, r in enumerate(contenders):
         share = len(contenders) - i
         trials_left = None if pool is None else max(0, pool - sum(x.n_trials for x in results.values()))
-        time_left = None if cfg.time_budget is None else max(0.0, cfg.time_budget - (time.monotonic() - started))
+        time_left = None if deadline is None else max(0.0, deadline - time.time())
         more_trials = None if trials_left is None else trials_left // share
         more_time = None if time_left is None else time_left / share
         spec = next(s for s in specs if s.family == r.family)
         if more_trials == 0 or (more_time is not None and more_time < 0.5):
-                continue
-        last = share == 1  # the last share ends the search: fits running then are stopped
+            continue
+        last = share == 1  # the last share ends the search: fits running then stop at the deadline
         results[r.family] = tune(spec, preprocessor, X, y, task, scoring, cfg, budget=more_time,
                                  max_trials=more_trials, resume=r, folds=folds, refit=False,
-                                 grace=0.0 if last or more_time is None else more_time / 4)
+                                 grace=0.0 if last or more_time is None else more_time / 4, deadline=deadline)
     winner = max(results.values(), key=lambda r: r.best_score)
     t0 = time.perf_counter()
-    with _limits(available_cores()):  # only the winner is fitted on every row; the others' pipelines stay unfitted
+    with limits(fit_threads()):  # only the winner is fitted on every row; the others' pipelines stay unfitted
         winner.best_estimator.fit(X, y)
     winner.seconds += time.perf_counter() - t0
     return [results[s.family] for s in specs]

@@ -170,17 +170,97 @@ def test_search_on_string_labels_with_f1_runs_and_logs_a_readable_scorer() -> No
 # ---- time budget, threads, sharing, bad input ------------------------------------------------------------
 
 
+def _trials(result):
+    """Every trial a search asked for, cut ones too, as (state, started, stop_at, ended, longest fold seconds)."""
+    return [(t.state.name, t.user_attrs["started"], t.user_attrs["stop_at"], t.user_attrs.get("ended"),
+             t.user_attrs.get("seconds", 0.0)) for t in result.study.trials if t.state.name != "WAITING"]
+
+
 @pytest.mark.slow
 def test_a_time_budget_stops_the_search_and_counts_what_fitted(data) -> None:
     import time
 
     X, y, pre = data
-    t0 = time.perf_counter()
+    t0 = time.time()
     r = tune_family(ModelSpec(family="hist_gradient_boosting"), pre, X, y, "classification", "roc_auc",
                     SearchConfig(time_budget=3, cv_folds=2, n_jobs=1))
-    took = time.perf_counter() - t0
-    assert r.stopped == "time budget" and r.n_trials >= 1 and took < 3 + 20  # the fit running then finishes (inline: no process to stop)
+    assert r.stopped == "time budget" and r.n_trials >= 1
     assert r.n_trials == len(r.trials) and r.pruned == sum(t["state"] == "pruned" for t in r.trials)
+    trials = _trials(r)
+    assert all(started <= t0 + 3 for _, started, *_ in trials)  # none started once the budget was spent
+    # after the first (the defaults, which always finish without a deadline) every fit had to end by the budget:
+    # a counted trial ended at most one fit (its longest) after it, the others were cut and do not count
+    assert trials[0][2] is None and all(stop <= t0 + 3 for _, _, stop, *_ in trials[1:])
+    assert all(ended <= stop + took for state, _, stop, ended, took in trials[1:] if state == "COMPLETE")
+    assert r.cut == sum(state == "FAIL" for state, *_ in trials)
+
+
+@pytest.mark.slow
+def test_a_slow_family_cannot_hold_the_search_past_its_budget(data) -> None:
+    """A forest of 5,000 trees is slow next to a logistic regression: with a budget of 8 s no trial of either
+    starts after the budget, none may run past it, and what would have run over was cut, not counted. (Only if
+    no trial at all finished in time is one configuration fitted whatever the time: a search always ends with
+    a model; that trial has no deadline.)"""
+    import time
+
+    from mlops.training.tuning import tune_families
+
+    X, y, pre = data
+    specs = [ModelSpec(family="logistic_regression"), ModelSpec(family="random_forest", params={"n_estimators": 5000})]
+    deadlines = []
+
+    def tune(*args, **share):
+        deadlines.append(share.get("deadline"))
+        return tune_family(*args, **share)
+
+    t0 = time.time()
+    results = tune_families(specs, pre, X, y, "classification", "roc_auc",
+                            SearchConfig(time_budget=8, cv_folds=2, n_jobs=1), tune=tune)
+    deadline = next(d for d in deadlines if d is not None)
+    assert t0 + 8 <= deadline < time.time() and all(d in {deadline, None} for d in deadlines)  # the search's end
+    trials = {r.family: _trials(r) for r in results}
+    fallback = [t for ts in trials.values() for t in ts if t[2] is None]
+    assert len(fallback) <= 1
+    if fallback:  # only when nothing had finished before it
+        assert not any(state == "COMPLETE" and started < fallback[0][1]
+                       for ts in trials.values() for state, started, stop, *_ in ts if stop is not None)
+    for r in results:
+        timed = [t for t in trials[r.family] if t[2] is not None]
+        assert all(started <= deadline and stop <= deadline for _, started, stop, *_ in timed)
+        assert all(ended <= stop + took for state, _, stop, ended, took in timed if state == "COMPLETE")
+        assert r.n_trials == sum(state in {"COMPLETE", "PRUNED"} for state, *_ in trials[r.family])
+        assert r.cut == sum(state == "FAIL" for state, *_ in trials[r.family])
+    forest = results[1]
+    assert forest.cut >= 1 and not forest.cv_scores  # its default (5,000 full trees a fold) was cut
+    assert "no trial finished" in forest.describe() and forest.best_score == float("-inf")
+    assert results[0].cv_scores  # the logistic regression was searched and is the one fitted
+
+
+def test_forests_and_boosting_stop_themselves_at_a_deadline_and_grow_the_same_model_otherwise(monkeypatch) -> None:
+    import time
+
+    import numpy as np
+    from sklearn.datasets import make_classification
+
+    from mlops.training.trials import OutOfTime, fit_until, make_estimator
+
+    X, y = make_classification(600, 8, random_state=0)
+    for family, params in [("random_forest", {"n_estimators": 37}),
+                           ("hist_gradient_boosting", {"max_iter": 300, "early_stopping": True, "max_features": 0.7})]:
+        whole = make_estimator(family, "classification", params, 3).fit(X, y)
+        grown = fit_until(make_estimator(family, "classification", params, 3), family, X, y, time.time() + 600)
+        assert np.array_equal(whole.predict_proba(X), grown.predict_proba(X))
+        assert grown.get_params()["warm_start"] is False
+    from mlops.training import trials
+
+    forest = make_estimator("random_forest", "classification", {"n_estimators": 400}, 0)
+    # a clock that passes the deadline (5) while the first round grows
+    monkeypatch.setattr(trials.time, "time", lambda: 10.0 if hasattr(forest, "estimators_") else 0.0)
+    with pytest.raises(OutOfTime):
+        fit_until(forest, "random_forest", X, y, 5.0)
+    assert len(forest.estimators_) == 20  # one round (a twentieth of the trees), then it stopped itself
+    with pytest.raises(OutOfTime):  # past the deadline already: not even a round
+        fit_until(make_estimator("random_forest", "classification", {}, 0), "random_forest", X, y, 5.0)
 
 
 @pytest.mark.slow
@@ -205,9 +285,9 @@ def test_trials_times_threads_never_exceed_the_cores(n_jobs, cores, trials, thre
 def test_worker_processes_start_one_thread_each_when_trials_fill_the_cores() -> None:
     from threadpoolctl import threadpool_info
 
-    from mlops.training.tuning import ThreadPlan, _executor
+    from mlops.training.trials import ThreadPlan, executor
 
-    pool = _executor(ThreadPlan(2, 1))
+    pool = executor(ThreadPlan(2, 1))
     infos = pool.submit(threadpool_info).result(timeout=120)
     assert infos and all(i["num_threads"] == 1 for i in infos if i["user_api"] == "openmp")
 
@@ -251,9 +331,10 @@ def test_the_trial_pool_goes_to_the_families_in_reach() -> None:
     assert trials["logistic_regression"] == 3  # the warm-up only: clearly behind
     assert trials["hist_gradient_boosting"] + trials["random_forest"] == 30 - 3 and sum(trials.values()) == 30
     assert min(trials["hist_gradient_boosting"], trials["random_forest"]) > 10
-    # each family's search is continued once at most; the one behind is not searched again
-    assert calls == [("logistic_regression", 3), ("random_forest", 3), ("hist_gradient_boosting", 3),
-                     ("random_forest", 10), ("hist_gradient_boosting", 11)]
+    # the warm-up goes from the cheapest family to the dearest; each family's search is continued once at most;
+    # the one behind is not searched again
+    assert calls == [("logistic_regression", 3), ("hist_gradient_boosting", 3), ("random_forest", 3),
+                     ("hist_gradient_boosting", 10), ("random_forest", 11)]
     assert hasattr(next(r for r in out if r.family == "hist_gradient_boosting").best_estimator, "classes_")
 
 
@@ -278,3 +359,24 @@ def test_every_default_space_fits_its_estimators(task) -> None:
             for value in p.candidates():
                 make_estimator(family, task, fixed | start | {name: value} | ({"n_estimators": 5}
                                if family == "random_forest" else {}), 0).fit(X, y)
+
+
+def test_a_family_whose_trials_were_all_cut_offers_the_folds_it_finished(data, monkeypatch) -> None:
+    """Cut at the deadline on its second fold, a trial's first fold is still evidence: the family is scored on it
+    (said in the summary) rather than dropped for a family that finished but is far worse."""
+    import time
+
+    from mlops.training import trials
+
+    def fit_fold(source, fold, *args):
+        if fold == 0:
+            return 0.9, 0.01
+        raise trials.OutOfTime
+
+    monkeypatch.setattr(trials, "fit_fold", fit_fold)
+    X, y, pre = data
+    r = tune_family(ModelSpec(family="hist_gradient_boosting"), pre, X, y, "classification", "roc_auc",
+                    SearchConfig(time_budget=30, cv_folds=3, n_jobs=1), max_trials=2, deadline=time.time() + 60,
+                    refit=False)
+    assert r.partial and r.best_score == 0.9 and r.cv_scores == [0.9] and r.cut == 2 and r.n_trials == 0
+    assert "0.9000 on the 1 fold(s) it finished" in r.describe()
