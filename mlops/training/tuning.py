@@ -590,6 +590,8 @@ def tune_families(specs: list[ModelSpec], preprocessor: Any, X: pd.DataFrame, y:
         results[r.family] = tune(spec, preprocessor, X, y, task, scoring, cfg, budget=more_time,
                                  max_trials=more_trials, resume=r, folds=folds, refit=False,
                                  grace=0.0 if last or more_time is None else more_time / 4, deadline=deadline)
+    say(f"Tuning: search ended {time.time() - started:.1f} s after it started"
+        + (f" (time budget {cfg.time_budget:g} s)" if cfg.time_budget is not None else ""))
     winner = max(results.values(), key=lambda r: r.best_score)
     t0 = time.perf_counter()
     with limits(fit_threads()):  # only the winner is fitted on every row; the others' pipelines stay unfitted
