@@ -169,6 +169,34 @@ def test_a_monitor_yes_without_labelled_rows_requests_no_retrain(runs, tmp_path)
     assert r.event_payload()["retrain"] is False
 
 
+def test_a_monitor_yes_with_labelled_rows_retrains_here_in_a_run_named_by_its_outcome(runs, tmp_path) -> None:
+    """run_training_locally (the default): the monitor starts the retrain flow itself; that run ends in the
+    training's own state (Promoted, Rejected ...), and the monitor's result says what became of it."""
+    import pandas as pd
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName
+
+    from flows.monitor import monitor
+    from mlops.core.data import CHURN_START, generate_churn
+
+    policy = {"consecutive_windows": 1, "cooldown_minutes": 0, "min_rows": 100, "drift_trigger": "always",
+              "run_training_locally": True, "dedupe_seconds": 0}
+    cfg = write_config(tmp_path, "local.yaml", monitoring={"policy": policy})
+    window = generate_churn(1500, seed=141, drift=0.8, start=CHURN_START + pd.Timedelta(days=181))
+    path = tmp_path / "labelled.parquet"
+    window.to_parquet(path, index=False)
+    r = monitor(config_path=str(cfg), current_path=str(path), html_report=False)
+    assert r.retrain_requested and r.events.retrain_event_id
+    assert r.training is not None and r.training.status == "trained" and r.training.summary, r.training
+    with get_client(sync_client=True) as client:
+        found = client.read_flow_runs(flow_run_filter=FlowRunFilter(
+            name=FlowRunFilterName(like_="retrain-churn-small-drift-monitor")))
+    assert len(found) == 1
+    state = found[0].state
+    expected = "Promoted" if r.training.summary["promoted"] else "Rejected"
+    assert state.type.value == "COMPLETED" and state.name == expected and state.message.startswith("retrained: ")
+    assert f"outcome:{expected.lower()}" in found[0].tags
+
+
 def registry_versions() -> list[str]:
     from mlops.registry import versions as registry
 
