@@ -15,7 +15,9 @@ FLAML is a bench-only extra (`pip install -c constraints.txt -e ".[bench]"`); pr
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -154,10 +156,18 @@ def tool(train: pd.DataFrame, task: str, seed: int, budget: float | None, shippe
               else SearchConfig(time_budget=budget, seed=seed))
     X, y = train.drop(columns=["target"]), train["target"]
     scoring = scorer_for(task, "roc_auc" if task == "classification" else "rmse", True, labels=y)
-    results = tune_families(specs, _preprocessor(train, task), X, y, task, scoring, search)
+    t0 = time.perf_counter()
+    ended: list[float] = []
+
+    def log(msg: str) -> None:
+        if "search ended" in msg:
+            ended.append(time.perf_counter() - t0)
+
+    results = tune_families(specs, _preprocessor(train, task), X, y, task, scoring, search, log=log)
     best = pick_best(results)
-    note = ", ".join(f"{r.family.split('_')[0]} {r.n_trials}" for r in results)
-    return best.best_estimator, f"{best.family.split('_')[0]}; trials {note}"
+    note = ", ".join(f"{r.family.split('_')[0]} {r.n_trials}" + (f" ({r.cut} cut)" if r.cut else "") for r in results)
+    search_s = f"; search {ended[0]:.1f} s" if ended else ""
+    return best.best_estimator, f"{best.family.split('_')[0]}; trials {note}{search_s}"
 
 
 def flaml(train: pd.DataFrame, task: str, seed: int, budget: float) -> tuple[Any, str]:
@@ -236,9 +246,11 @@ def run_dataset(name: str, seeds: list[int], budget: float) -> dict[str, Any]:
     frame = load()
     out: dict[str, Any] = {"rows": len(frame), "task": task, "scores": {a: [] for a in ARMS},
                            "seconds": {a: [] for a in ARMS}, "notes": {a: [] for a in ARMS}}
+    out["load"] = []
     for seed in seeds:
         train, test = split(frame, task, seed)
         for arm, fn in ARMS.items():
+            out["load"].append(os.getloadavg()[0])
             t0 = time.perf_counter()
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
@@ -304,6 +316,14 @@ def report(results: dict[str, dict[str, Any]], seeds: list[int], budget: float, 
         ahead = tool_m >= ship if higher else tool_m <= ship
         verdict.append(f"| {name} | {gap:+.4f} | {noise:.4f} | {'yes' if gap >= -noise else 'NO'} | "
                        f"{'yes' if ahead else 'no'} |")
+    searched = [float(m.group(1)) for r in results.values() for note in r["notes"]["tool"]
+                for m in [re.search(r"search ([0-9.]+) s", note)] if m]
+    loads = [x for r in results.values() for x in r.get("load", [])]
+    budget_line = (f"The tool's search (until it ended, before the winner's fit on all rows): mean "
+                   f"{statistics.fmean(searched):.1f} s, longest {max(searched):.1f} s for T = {budget:g} s "
+                   f"({len(searched)} runs).\n" if searched else "")
+    load_line = (f"Load while it ran (1-minute load average on {os.cpu_count()} cores, sampled before each arm): "
+                 f"{min(loads):.1f}-{max(loads):.1f}, mean {statistics.fmean(loads):.1f}.\n" if loads else "")
     over = (f"\nWhole `mlops train` on the default data (20,000 churn rows, three families, default spaces, "
             f"`search.time_budget: {overhead_budget:g}`): **{overhead:.1f} s** = {overhead / overhead_budget:.2f} x T "
             "(goal under 2 x T).\n"
@@ -326,6 +346,7 @@ roc_auc, lower rmse).
 {chr(10).join(rows)}
 | mean seconds per run (search + final fit) | {secs} |
 
+{budget_line}{load_line}
 Tool against FLAML (positive: the tool is better; noise: the larger half-range of the two over seeds):
 
 | dataset | tool - FLAML | noise | within noise or ahead | tool ahead of shipped spaces |
@@ -344,8 +365,22 @@ def main() -> None:
     ap.add_argument("--overhead-budget", type=float, default=30.0)
     ap.add_argument("--no-overhead", action="store_true")
     ap.add_argument("--no-write", action="store_true")
+    ap.add_argument("--save", help="write the results so far to this JSON file after each dataset")
+    ap.add_argument("--render", help="only render the report from a --save file (with --overhead-seconds)")
+    ap.add_argument("--overhead-seconds", type=float)
     args = ap.parse_args()
-    results = {name: run_dataset(name, args.seeds, args.budget) for name in args.datasets}
+    if args.render:
+        md = report(json.loads(Path(args.render).read_text()), args.seeds, args.budget, args.overhead_seconds,
+                    args.overhead_budget)
+        print(md)
+        if not args.no_write:
+            write_section("tuning", md)
+        return
+    results = {}
+    for name in args.datasets:
+        results[name] = run_dataset(name, args.seeds, args.budget)
+        if args.save:
+            Path(args.save).write_text(json.dumps(results))
     overhead = None if args.no_overhead else whole_run(args.overhead_budget)
     md = report(results, args.seeds, args.budget, overhead, args.overhead_budget)
     print(md)
