@@ -24,6 +24,7 @@ def _write(tmp_path: Path, history: pd.DataFrame) -> tuple[Path, Path]:
     return config, data
 
 
+@pytest.mark.slow
 def test_backtest_flow_records_files_artifacts_and_one_mlflow_run(tmp_path: Path, state_dir: Path) -> None:
     history = drifted_history()
     history = history.loc[history["event_time"] < pd.Timestamp("2025-07-01")]  # 4 windows keep it quick

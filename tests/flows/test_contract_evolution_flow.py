@@ -18,6 +18,8 @@ from mlops.core.generate import generate_demand
 from mlops.registry import versions as registry
 from tests.conftest import REPO
 
+pytestmark = pytest.mark.slow
+
 NAME = "demand-evolution"
 
 

@@ -18,6 +18,8 @@ from mlops.registry.history import ALIAS_MOVE_PREFIX
 from tests.conftest import write_config
 from tests.support.state import state_folder
 
+pytestmark = pytest.mark.slow
+
 NAME = "churn-small"
 
 

@@ -270,6 +270,7 @@ def test_two_monitor_runs_at_once_split_the_log_without_checking_a_row_twice(sto
     assert len(state["checked"]) == 8 and not state["claims"]
 
 
+@pytest.mark.slow
 def test_event_storm_starts_one_training(store, home: Path, tmp_path: Path) -> None:
     cfg = _config(tmp_path, name="storm.yaml", model_name="churn-storm")
     data = _write(tmp_path, generate_churn(2000, seed=81), "storm.parquet")
@@ -303,6 +304,7 @@ def test_the_retrain_guards_read_the_given_clock_and_a_retrain_without_rows_free
     assert again.status == "skipped"  # not "refused": the empty retrain left no start behind
 
 
+@pytest.mark.slow
 def test_a_training_slot_held_by_a_run_that_has_ended_is_freed_and_a_live_hold_is_named(
         store, home: Path, tmp_path: Path) -> None:
     """A worker killed mid-training never releases the slot; the next request asks Prefect about the holder."""
@@ -327,6 +329,7 @@ def test_a_training_slot_held_by_a_run_that_has_ended_is_freed_and_a_live_hold_i
     assert freed.status == "trained", freed.detail  # not refused: the slot was free (no champion yet: config data)
 
 
+@pytest.mark.slow
 def test_a_rejected_retrain_keeps_its_labelled_rows_for_the_next_one(store, home: Path, tmp_path: Path) -> None:
     from mlops.monitoring.retraining import LabelledStore, training_rows
 
@@ -363,6 +366,7 @@ def test_a_window_that_repeats_training_rows_reports_a_share_near_one(store, hom
     assert mine and mine[0].payload["seen_in_training_share"] == pytest.approx(r.seen_in_training_share)
 
 
+@pytest.mark.slow
 def test_a_retrain_holds_out_only_rows_the_champion_never_saw(store, home: Path, tmp_path: Path) -> None:
     """A retraining file from the monitor: the flow strips the marker before validation and holds out
     only the marked rows, saying so in the lineage."""

@@ -203,6 +203,7 @@ def registry_versions() -> list[str]:
     return [str(mv.version) for mv in registry.client().search_model_versions(f"name='{NAME}'")]
 
 
+@pytest.mark.slow
 def test_search_overrides_apply_for_one_run(runs) -> None:
     st = train(config_path=str(runs["config"]), reason="overrides",
                search={"n_trials": 1, "families": ["logistic_regression"]}, return_state=True)
@@ -213,6 +214,7 @@ def test_search_overrides_apply_for_one_run(runs) -> None:
     assert "outcome:failed" in _run(bad).tags
 
 
+@pytest.mark.slow
 def test_a_spent_time_budget_still_fits_each_family_once(runs) -> None:
     st = train(config_path=str(runs["config"]), search={"time_budget": 0.01}, return_state=True)
     board = st.result().leaderboard  # one trial at a time (n_jobs 1): each family's first, then the budget is spent

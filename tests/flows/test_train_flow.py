@@ -96,6 +96,7 @@ def test_version_carries_contract_reference_plots_and_card(trained) -> None:
     assert len(bundle.model.predict_proba(X)) == 20
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("refit", [None, False])
 def test_time_ordered_data_registers_a_model_refitted_on_train_and_holdout(trained, refit: bool | None) -> None:
     """split.refit (default on with a timestamp_column): the registered model also learned from the holdout,
@@ -164,6 +165,7 @@ def _truncate_lines(csv_text: str, every: int) -> bytes:
     return ("\n".join(lines) + "\n").encode()
 
 
+@pytest.mark.slow
 def test_truncated_last_row_is_quarantined_and_training_goes_on(trained) -> None:
     csv_text = generate_churn(400, seed=11).to_csv(index=False)
     path = trained["tmp"] / "truncated.csv"
@@ -177,6 +179,7 @@ def test_truncated_last_row_is_quarantined_and_training_goes_on(trained) -> None
     assert any(line.startswith("Malformed") for line in s.profile_lines)
 
 
+@pytest.mark.slow
 def test_rows_without_a_label_are_left_out_counted_and_not_quarantined(trained) -> None:
     """5% blank targets (empty, '?', 'NA') with a 1% quarantine limit: trained on the labelled rows."""
     from tasks.reporting import training_markdown
@@ -224,6 +227,7 @@ def test_bad_data_fails_cleanly_and_changes_nothing(trained, case: str, monkeypa
         assert started == []
 
 
+@pytest.mark.slow
 def test_worse_challenger_is_rejected_and_champion_stays(trained) -> None:
     weak = small_config(models=[{"family": "logistic_regression", "params": {"C": 0.00001}}])
     cfg = trained["tmp"] / "weak.yaml"
@@ -257,6 +261,7 @@ def test_manual_promote_and_rollback_are_recorded(trained) -> None:
     assert failed.is_failed() and "no previous champion" in failed.message
 
 
+@pytest.mark.slow
 def test_a_training_that_crashes_leaves_its_mlflow_run_failed(trained, monkeypatch) -> None:
     """A bug mid-run (after the MLflow run opened) fails the flow and the MLflow run says FAILED; the run of a
     training that ended stays FINISHED."""
