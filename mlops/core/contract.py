@@ -180,8 +180,8 @@ def _category_strings(s: pd.Series) -> pd.Series:
     """Category values as strings, spelt the way serving spells them (whole floats without '.0')."""
     if pd.api.types.is_float_dtype(s):
         return s.map(lambda v: None if pd.isna(v) else str(int(v)) if float(v).is_integer() else str(v))
-    if isinstance(s.dtype, pd.StringDtype):  # text already: only a missing value changes (to None)
-        return s.astype(object).where(s.notna(), None)
+    if isinstance(s.dtype, pd.StringDtype):  # text already: what the mapping below gives, without the loop
+        return s.astype("str")  # missing stays NaN, as the mapping leaves it (the pipeline imputes NaN, not None)
     return s.astype(object).where(s.notna(), None).map(lambda v: v if v is None else str(v))
 
 
@@ -453,7 +453,7 @@ def coerce_to_contract(df: pd.DataFrame, contract: DataContract, need_target: bo
         elif spec.kind in {"categorical", "text", "boolean"}:
             # integer-valued floats read back from CSV ("1.0") keep the training spelling
             out[spec.name] = _category_strings(s) if spec.kind == "categorical" else (
-                s.astype(object).where(s.notna(), None) if isinstance(s.dtype, pd.StringDtype) else
+                s.astype("str") if isinstance(s.dtype, pd.StringDtype) else
                 s.astype(object).where(s.notna(), None).map(lambda v: v if v is None else str(v)))
     return Coerced(out, failures)
 
