@@ -112,6 +112,7 @@ def _regression_cfg():
                          "registry": {"model_name": "t"}, "models": [{"family": "linear_regression"}]})
 
 
+@pytest.mark.slow
 def test_the_champion_is_compared_only_on_rows_it_never_trained_on() -> None:
     rng = np.random.default_rng(1)
     df = pd.DataFrame({"x": rng.normal(size=600)})

@@ -223,6 +223,7 @@ class _Picky:
         return self.pipe.predict_proba(X)
 
 
+@pytest.mark.slow
 def test_a_row_the_model_cannot_score_keeps_its_place_and_says_why(model: dict[str, Any], tmp_path: Path) -> None:
     df = clean_rows(model, 200, seed=16)
     df.loc[[20, 120, 150], "age"] = 150.0

@@ -14,6 +14,8 @@ from mlops.stack.migration import MIGRATED_FROM, RegistryMigration, local_path, 
 from mlops.stack.options import StackError
 from tests.support.stack import build_registry
 
+pytestmark = pytest.mark.slow
+
 MODEL = "churn-migrate"
 
 
