@@ -7,13 +7,16 @@ import json
 from pathlib import Path
 
 import pandas as pd
+import pytest
 from typer.testing import CliRunner
 
 from flows.train import train
 from mlops.cli.main import app
 from tests.conftest import write_config
 from tests.support.state import state_folder
-from tests.unit.test_tabular import messy_csv
+from tests.support.tabular import messy_csv
+
+pytestmark = pytest.mark.slow  # a whole training flow, then scoring its file
 
 
 def test_scoring_the_file_the_model_trained_on_flags_no_row(tmp_path: Path) -> None:
