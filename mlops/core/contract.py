@@ -28,7 +28,6 @@ from mlops.core.profile import (
     DataProfile,
     as_dates,
     as_numbers,
-    numeric_kind,
     profile_frame,
 )
 
@@ -161,19 +160,6 @@ class DataContract:
     def without_target(self) -> DataContract:
         return replace(self, columns=[c for c in self.columns if c.role != "target"],
                        expectations=[e for e in self.expectations if e.get("column") != self.target])
-
-
-def _kind_of(s: pd.Series, max_categories: int) -> Kind:
-    """The kind of a column as plain inference sees it (kept for callers that have no profile)."""
-    if pd.api.types.is_bool_dtype(s):
-        return "boolean"
-    if pd.api.types.is_datetime64_any_dtype(s):
-        return "datetime"
-    if pd.api.types.is_numeric_dtype(s):
-        return numeric_kind(s)  # type: ignore[return-value]
-    if s.dropna().nunique() <= max_categories:
-        return "categorical"
-    return "text"
 
 
 def _category_strings(s: pd.Series) -> pd.Series:

@@ -2,9 +2,8 @@
 version the alias moved to (the version it left, when the alias was removed), so the registered model's
 own tag list stays fixed however often `champion` moves.
 
-Stores written before this kept the moves as registered-model tags with the same key and JSON; they are
-still read, and moved onto their versions the next time a move is written (`migrate_model_level`). A
-move whose versions were all deleted stays a model-level tag (nowhere else to keep it).
+A move whose versions were all deleted is kept as a registered-model tag with the same key and JSON
+(nowhere else to keep it); readers take both.
 """
 
 from __future__ import annotations
@@ -89,22 +88,3 @@ def delete_move(c: MlflowClient, name: str, key: str, version: str | None) -> No
         c.delete_registered_model_tag(name, key)
     else:
         c.delete_model_version_tag(name, version, key)
-
-
-def migrate_model_level(c: MlflowClient, name: str, model_tags: Mapping[str, str]) -> int:
-    """Move the model-level moves of an older store onto their versions (written before deleted, so a
-    reader never misses one); returns how many moved. A move whose versions are gone stays."""
-    from mlflow.exceptions import MlflowException
-
-    moved = 0
-    for key, entry in entries_from_tags(model_tags).items():
-        value = json.dumps(entry)
-        for version in dict.fromkeys(v for v in (entry.get("to_version"), entry.get("from_version")) if v):
-            try:
-                c.set_model_version_tag(name, str(version), key, value)
-            except MlflowException:
-                continue
-            c.delete_registered_model_tag(name, key)
-            moved += 1
-            break
-    return moved

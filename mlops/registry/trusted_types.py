@@ -19,7 +19,6 @@ from mlops.core.errors import RegistryError
 # Types outside skops' defaults that the project's pipelines are allowed to contain, by exact name.
 ALLOWED_TYPES: frozenset[str] = frozenset({
     "mlops.core.features.DateParts",
-    "mlops.features.DateParts",  # models registered before the move
     "numpy.dtype",
     "sklearn.tree._tree.Tree",
     "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",

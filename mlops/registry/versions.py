@@ -35,8 +35,8 @@ import pandas as pd
 from mlops.core.contract import DataContract
 from mlops.core.errors import RegistryError
 from mlops.core.rowkeys import HASHES_ARTIFACT, RowHashSet
-from mlops.registry.history import ALIAS_MOVE_PREFIX, migrate_model_level, move_key, read_history, write_move
 from mlops.registry.history import delete_move as _delete_move
+from mlops.registry.history import move_key, read_history, write_move
 from mlops.registry.verdict import (  # noqa: F401 - the verdict readers are part of this module's interface
     DIGEST_TAG,
     GATE_FAILURES_TAG,
@@ -150,15 +150,8 @@ def _move_entry(alias: str, to_version: str | None, from_version: str | None, by
 
 
 def _write_move(name: str, key: str, entry: dict[str, Any]) -> str | None:
-    """Record a move on its version, first moving an older store's model-level moves there too."""
-    c = client()
-    try:
-        legacy = dict(c.get_registered_model(name).tags)
-    except Exception:  # noqa: BLE001 - the write below names the problem
-        legacy = {}
-    if any(k.startswith(ALIAS_MOVE_PREFIX) for k in legacy):
-        migrate_model_level(c, name, legacy)
-    return write_move(c, name, key, entry)
+    """Record a move on its version (on the model when its versions are gone)."""
+    return write_move(client(), name, key, entry)
 
 
 def record_alias_move(name: str, alias: str, to_version: str | None, from_version: str | None, by: str,

@@ -1,6 +1,5 @@
 """Where the alias history lives (issue 13): on the versions, not on the registered model, whose tag list
-stays the same however often `champion` moves; an older store's model-level moves are still read and are
-moved onto their versions by the next move."""
+stays the same however often `champion` moves; a move whose versions are gone is kept on the model and read."""
 
 from __future__ import annotations
 
@@ -31,7 +30,7 @@ def model_tags() -> dict[str, str]:
 
 
 def legacy(at_ms: int, alias: str, to: str | None, frm: str | None, reason: str) -> tuple[str, str]:
-    """A move as stores before issue 13 kept it: a registered-model tag."""
+    """A move kept as a registered-model tag (its versions are gone)."""
     return (f"{ALIAS_MOVE_PREFIX}{at_ms}.{alias}",
             json.dumps({"alias": alias, "from_version": frm, "to_version": to, "by": "old mlops", "reason": reason,
                         "at": f"2025-01-01T00:00:0{at_ms % 10}+00:00"}))
@@ -49,26 +48,6 @@ def test_promotions_and_rollbacks_leave_the_model_tags_alone(model: None) -> Non
                      ("champion", "2", "3"), ("champion", "3", "2"), ("previous", "2", "1")]
     v2_moves = [k for k in registry.client().get_model_version(NAME, "2").tags if k.startswith(ALIAS_MOVE_PREFIX)]
     assert len(v2_moves) == 3  # champion and previous moved to it, then champion back to it
-
-
-def test_an_older_store_is_read_and_migrated_by_the_next_move(model: None) -> None:
-    c = registry.client()
-    for key, value in (legacy(1000, "champion", "1", None, "first"), legacy(2000, "previous", "1", None, "kept"),
-                       legacy(3000, "champion", "2", "1", "second")):
-        c.set_registered_model_tag(NAME, key, value)
-    c.set_registered_model_alias(NAME, "champion", "2")
-    c.set_registered_model_alias(NAME, "previous", "1")
-    old = registry.alias_history(NAME)
-    assert [(m["alias"], m["to_version"], m["reason"]) for m in old] == [
-        ("champion", "1", "first"), ("previous", "1", "kept"), ("champion", "2", "second")]
-    assert registry.status(NAME)["history"] == old and registry.status(NAME)["outside_moves"] == []
-    registry.promote(NAME, "3", by="t", reason="third")
-    assert model_tags() == {"team": "risk"}  # the old moves went to their versions
-    history = registry.alias_history(NAME)
-    assert history[:3] == old and [(m["alias"], m["to_version"]) for m in history[3:]] == [
-        ("previous", "2"), ("champion", "3")]
-    v1 = registry.client().get_model_version(NAME, "1").tags
-    assert f"{ALIAS_MOVE_PREFIX}1000.champion" in v1 and f"{ALIAS_MOVE_PREFIX}2000.previous" in v1
 
 
 def test_a_move_whose_versions_are_gone_stays_on_the_model(model: None) -> None:
