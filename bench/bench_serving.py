@@ -223,6 +223,61 @@ def scenario(urls: dict[str, str], path: Path, conns: int, args: argparse.Namesp
     return {k: median(v) for k, v in runs.items()}
 
 
+def one_row_only(args: argparse.Namespace) -> int:
+    """This server and the tree before on one-row requests only: the cost of the journal, side by side."""
+    load = os.getloadavg()
+    with tempfile.TemporaryDirectory(prefix="bench-serving-") as tmp:
+        work = Path(tmp)
+        state = work / "state"
+        state.mkdir()
+        env = {**os.environ, "MLOPS_HOME": str(state), "MLFLOW_TRACKING_URI": f"sqlite:///{state / 'mlflow.db'}",
+               "MLOPS_ARTIFACT_ROOT": (state / "mlartifacts").as_uri(), "PREFECT_HOME": str(state / "prefect"),
+               "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1",
+               "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+        env.pop("PREFECT_API_URL", None)
+        os.environ.update({k: env[k] for k in ("MLOPS_HOME", "MLFLOW_TRACKING_URI", "MLOPS_ARTIFACT_ROOT")})
+        train(work, env)
+        paths = bodies(work)
+        lua = work / "post.lua"
+        base = [sys.executable, "-m", "mlops.serving", "--model", MODEL, "--host", "127.0.0.1", "--workers",
+                str(args.workers), "--log-level", "warning", "--port"]
+        urls = {name: f"http://127.0.0.1:{free_port()}" for name in ("ours", "before")}
+        procs = {"ours": start("ours", [*base, urls["ours"].rsplit(":", 1)[1]], env, work, f"{urls['ours']}/ready"),
+                 "before": start("before", [*base, urls["before"].rsplit(":", 1)[1]],
+                                 {**env, "PYTHONPATH": str(args.baseline_tree)}, work, f"{urls['before']}/ready",
+                                 cwd=args.baseline_tree)}
+        rows = []
+        try:
+            for route, body in (("/invocations", "one"), ("/predict", "predict_one")):
+                for conns in (1, 16):
+                    r = scenario(urls, paths[body], conns, args, lua, route)
+                    change = r["ours"]["rps"] / r["before"]["rps"] - 1
+                    rows.append(f"| `{route}`, {conns} connection{'s' if conns > 1 else ''} | {r['before']['rps']:,.0f} | "
+                                f"{r['ours']['rps']:,.0f} | {change:+.1%} | {r['before']['p50']:.2f} / "
+                                f"{r['ours']['p50']:.2f} |")
+                    print(rows[-1], flush=True)
+        finally:
+            for proc in procs.values():
+                stop(proc)
+    md = f"""## One-row requests: the prediction log's journal, side by side with the tree before
+
+`python -m bench.bench_serving --one-row-only --baseline-tree <tree before> --repeats {args.repeats} --duration \
+{args.duration:g}`: the same server from the tree before the journal and from this tree, {args.workers} workers each,
+the breast cancer model, wrk runs alternating (median of {args.repeats}). Load average {load[0]:.1f} at the start,
+{os.getloadavg()[0]:.1f} at the end (other sessions' work).
+
+| route | before req/s | now req/s | change | p50 ms before / now |
+| --- | ---: | ---: | ---: | --- |
+{chr(10).join(rows)}
+"""
+    print(md)
+    if not args.no_write:
+        from bench.report import write_section
+
+        write_section("serving-one-row", md)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per wrk run")
@@ -230,10 +285,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=2, help="uvicorn workers for both servers")
     parser.add_argument("--baseline-tree", type=Path, default=None,
                         help="also run this server from another source tree (a checkout before a change), side by side")
+    parser.add_argument("--one-row-only", action="store_true",
+                        help="with --baseline-tree: only one-row requests, this server against the tree before")
     parser.add_argument("--no-write", action="store_true", help="print the markdown, leave docs/benchmarks.md alone")
     args = parser.parse_args(argv)
     if not shutil.which("wrk"):
         raise SystemExit("wrk is not installed: apt-get update && apt-get install -y wrk")
+    if args.one_row_only:
+        if not args.baseline_tree:
+            raise SystemExit("--one-row-only compares with the tree before: give --baseline-tree")
+        return one_row_only(args)
 
     started = time.monotonic()
     load_before = os.getloadavg()
