@@ -107,6 +107,13 @@ def limits(threads: int) -> Iterator[None]:
         yield
 
 
+def splitter(task: str, cv_folds: int, seed: int) -> Any:
+    from sklearn.model_selection import KFold, StratifiedKFold
+
+    return (StratifiedKFold(cv_folds, shuffle=True, random_state=seed) if task == "classification"
+            else KFold(cv_folds, shuffle=True, random_state=seed))
+
+
 # ---- one fit that stops at a deadline ----------------------------------------------------------------------
 
 
@@ -119,7 +126,7 @@ GROWN = {"random_forest": "n_estimators", "hist_gradient_boosting": "max_iter"} 
 
 def fit_until(model: Any, family: str, X: Any, y: Any, stop_at: float | None) -> Any:
     """`model.fit(X, y)`, or with a deadline (`time.time()` seconds) for a forest or boosting: grown in rounds
-    (a twentieth of its trees or iterations each, then a quarter of what is grown, so few rounds on long fits)
+    (a tenth of its trees or iterations each, then half of what is grown: few rounds, each re-bins the data)
     and `OutOfTime` raised at the first round's end past the deadline. Warm starts continue the same random
     streams, so the grown model equals one fit's."""
     attr = GROWN.get(family)
@@ -131,7 +138,7 @@ def fit_until(model: Any, family: str, X: Any, y: Any, stop_at: float | None) ->
     grown = 0
     model.set_params(warm_start=True)
     while grown < total:
-        grown = min(total, grown + max(5, math.ceil(total / 20), grown // 4))
+        grown = min(total, grown + max(10, math.ceil(total / 10), grown // 2))
         model.set_params(**{attr: grown}).fit(X, y)
         if attr == "max_iter" and model.n_iter_ < grown:  # early stopping ended it
             break

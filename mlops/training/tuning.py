@@ -37,8 +37,11 @@ family's finished trials would take it past its share; every fit has a deadline 
 stop themselves there (mlops.training.trials), so the search ends within about one round of a fit after
 `time_budget`. A family's first trial (its defaults) may run on past its share, up to the budget's end;
 the warm-up goes from the cheapest family to the dearest (linear, boosting, forest), so such a trial only
-holds back families dearer than itself (if no family finishes a trial, the cheapest is fitted once
-whatever the time). Cut trials do not count; the summary says how many.
+holds back families dearer than itself. A family whose trials were all cut is scored on the folds they
+finished. One exception to the budget: when no tree family (boosting, forest) has a score at its end, so
+that only a linear baseline could be chosen, the cheapest tree family's defaults are fitted whatever the
+time (on a machine too busy for the budget, a better model beats an on-time one). Cut trials do not
+count; the summary says how many.
 """
 
 from __future__ import annotations
@@ -54,7 +57,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 from sklearn.pipeline import Pipeline
 
 from mlops.core.config import ModelSpec, Param, SearchConfig
@@ -70,10 +72,10 @@ from mlops.training.trials import (
     available_cores,
     dask_client,
     fit_threads,
-    joblib_backend,
     limits,
     make_estimator,
     plan_for,
+    splitter,
     start_workers,
     thread_plan,
 )
@@ -122,29 +124,6 @@ def resolve_space(spec: ModelSpec) -> tuple[dict[str, Param], dict[str, Any], st
         fixed = DEFAULT_FIXED.get(spec.family, {}) | dict(spec.params)
         return space, fixed, "default" if space else "none"
     return dict(spec.search_space), dict(spec.params), "config" if spec.search_space else "none"
-
-
-class _LogInt:
-    """An integer drawn on a log scale, for scikit-learn's samplers (halving)."""
-
-    def __init__(self, low: int, high: int) -> None:
-        self.dist = stats.loguniform(low, high + 1)
-        self.high = high
-
-    def rvs(self, random_state: Any = None) -> int:
-        return min(int(self.dist.rvs(random_state=random_state)), self.high)
-
-
-def distribution(p: Param) -> Any:
-    """A Param as a scikit-learn sampler distribution (successive halving)."""
-    if p.type == "choice":
-        return list(p.values or [])
-    assert p.low is not None and p.high is not None
-    if p.type == "int":
-        return _LogInt(int(p.low), int(p.high)) if p.log else stats.randint(int(p.low), int(p.high) + 1)
-    if p.type == "uniform":
-        return stats.uniform(p.low, p.high - p.low)
-    return stats.loguniform(p.low, p.high)
 
 
 def optuna_distribution(p: Param) -> Any:
@@ -208,13 +187,6 @@ class Folds:
             self._file = folder / f"folds-{id(self)}.joblib"
             joblib.dump((self.parts, scorer), self._file)
         return self._file
-
-
-def splitter(task: str, cv_folds: int, seed: int) -> Any:
-    from sklearn.model_selection import KFold, StratifiedKFold
-
-    return (StratifiedKFold(cv_folds, shuffle=True, random_state=seed) if task == "classification"
-            else KFold(cv_folds, shuffle=True, random_state=seed))
 
 
 def prepare_folds(preprocessor: Any, X: pd.DataFrame, y: pd.Series, task: str, cfg: SearchConfig) -> Folds:
@@ -327,7 +299,9 @@ def tune_family(
     max_trials = cfg.trials if max_trials == -1 else max_trials
     space, fixed, source = resolve_space(spec)
     if cfg.strategy == "halving" and source != "none":
-        return _halving(spec, preprocessor, X, y, task, scoring, cfg, space, fixed, source)
+        from mlops.training.halving import halving_search
+
+        return FamilyResult(**halving_search(spec, preprocessor, X, y, task, scoring, cfg, space, fixed, source))
     t0 = time.perf_counter()
     folds = folds or prepare_folds(preprocessor, X, y, task, cfg)
     distributions = {k: optuna_distribution(v) for k, v in space.items()}
@@ -482,37 +456,6 @@ def _result(family: str, study: Any, preprocessor: Any, X: pd.DataFrame, y: pd.S
         threads=plan.describe(), study=study, cut=len(failed), partial=bool(best) and not complete)
 
 
-def _halving(spec: ModelSpec, preprocessor: Any, X: pd.DataFrame, y: pd.Series, task: str, scoring: Any,
-             cfg: SearchConfig, space: dict[str, Param], fixed: dict[str, Any], source: str) -> FamilyResult:
-    """scikit-learn's successive halving over n_trials candidates; trials counts the candidates (configurations),
-    not the rounds."""
-    from sklearn.base import clone
-    from sklearn.experimental import enable_halving_search_cv  # noqa: F401
-    from sklearn.model_selection import HalvingRandomSearchCV
-
-    pipe = Pipeline([("features", clone(preprocessor)), ("model", make_estimator(spec.family, task, fixed, cfg.seed))])
-    plan = thread_plan(cfg.n_jobs)
-    search = HalvingRandomSearchCV(
-        pipe, {f"model__{k}": distribution(v) for k, v in space.items()}, n_candidates=max(cfg.trials or 8, 2),
-        scoring=scoring, cv=splitter(task, cfg.cv_folds, cfg.seed), n_jobs=plan.trials, random_state=cfg.seed,
-        refit=True, error_score="raise", factor=2, min_resources="exhaust")
-    t0 = time.perf_counter()
-    with joblib_backend(cfg), limits(plan.per_trial):
-        search.fit(X, y)
-    res = search.cv_results_
-    best = int(search.best_index_)
-    folds = [float(res[f"split{i}_test_score"][best]) for i in range(cfg.cv_folds) if f"split{i}_test_score" in res]
-    trials = [{"params": {k.removeprefix("model__"): _jsonable(v) for k, v in p.items()}, "round": int(res["iter"][i]),
-               "mean_score": float(res["mean_test_score"][i]), "std_score": float(res["std_test_score"][i])}
-              for i, p in enumerate(res["params"])]
-    return FamilyResult(
-        family=spec.family, best_estimator=search.best_estimator_,
-        best_params={k.removeprefix("model__"): _jsonable(v) for k, v in search.best_params_.items()},
-        best_score=float(search.best_score_), cv_scores=folds, scoring=scoring_name(scoring),
-        n_trials=int(search.n_candidates_[0]), seconds=time.perf_counter() - t0, trials=trials, space=source,
-        stopped="halving", threads=plan.describe())
-
-
 def _jsonable(v: Any) -> Any:
     if isinstance(v, np.generic):
         return v.item()
@@ -522,6 +465,7 @@ def _jsonable(v: Any) -> Any:
 # ---- every family: a warm-up, then the rest where it pays --------------------------------------------------
 
 WARMUP_SHARE = 0.3
+LINEAR = {"linear_regression", "ridge", "logistic_regression"}  # baselines: a search never ends with only these
 # families by the usual cost of one fit, cheapest first (the warm-up's order)
 WARMUP_ORDER = ["linear_regression", "ridge", "logistic_regression", "hist_gradient_boosting", "random_forest"]
 
@@ -566,10 +510,11 @@ def tune_families(specs: list[ModelSpec], preprocessor: Any, X: pd.DataFrame, y:
     order = sorted(specs, key=lambda s: WARMUP_ORDER.index(s.family) if s.family in WARMUP_ORDER else 0)
     results = {s.family: tune(s, preprocessor, X, y, task, scoring, cfg, budget=warm_budget, max_trials=warm_trials,
                               folds=folds, refit=False, grace=grace, deadline=deadline) for s in order}
-    if not any(r.cv_scores for r in results.values()):  # nothing fitted in time: one configuration whatever it takes
-        spec = next((s for s in order if results[s.family].space != "none"), order[0])
-        say(f"Tuning: no trial finished within the time budget; {spec.family}'s first configuration is fitted "
-            "whatever the time")
+    trees = [s for s in order if s.family not in LINEAR]
+    if not any(results[s.family].cv_scores for s in trees or order):  # one configuration whatever it takes
+        spec = next((s for s in trees or order if results[s.family].space != "none"), (trees or order)[0])
+        say(f"Tuning: no {'tree model' if trees else 'trial'} was scored within the time budget; {spec.family}'s "
+            "first configuration is fitted whatever the time")
         results[spec.family] = tune(spec, preprocessor, X, y, task, scoring, cfg, budget=None, max_trials=1,
                                     folds=folds, refit=False)
     contenders = in_reach(list(results.values()))

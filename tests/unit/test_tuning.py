@@ -258,7 +258,7 @@ def test_forests_and_boosting_stop_themselves_at_a_deadline_and_grow_the_same_mo
     monkeypatch.setattr(trials.time, "time", lambda: 10.0 if hasattr(forest, "estimators_") else 0.0)
     with pytest.raises(OutOfTime):
         fit_until(forest, "random_forest", X, y, 5.0)
-    assert len(forest.estimators_) == 20  # one round (a twentieth of the trees), then it stopped itself
+    assert len(forest.estimators_) == 40  # one round (a tenth of the trees), then it stopped itself
     with pytest.raises(OutOfTime):  # past the deadline already: not even a round
         fit_until(make_estimator("random_forest", "classification", {}, 0), "random_forest", X, y, 5.0)
 
@@ -380,3 +380,34 @@ def test_a_family_whose_trials_were_all_cut_offers_the_folds_it_finished(data, m
                     refit=False)
     assert r.partial and r.best_score == 0.9 and r.cv_scores == [0.9] and r.cut == 2 and r.n_trials == 0
     assert "0.9000 on the 1 fold(s) it finished" in r.describe()
+
+
+def test_a_search_never_ends_with_only_a_linear_baseline_scored() -> None:
+    """When the budget ran out before any tree family had a score, the cheapest tree family's defaults are fitted
+    whatever the time (a linear baseline would otherwise win by default); a scored tree family needs no rescue."""
+    from sklearn.preprocessing import StandardScaler
+
+    from mlops.training.tuning import tune_families
+
+    X = pd.DataFrame({"x": range(60)})
+    y = pd.Series([0, 1] * 30)
+
+    def run(scored: set[str]) -> list[tuple[str, object, object]]:
+        calls = []
+
+        def tune(spec, *args, budget=None, max_trials=None, resume=None, **kw):
+            calls.append((spec.family, budget, max_trials))
+            if spec.family in scored or budget is None:
+                return _fake(spec.family, 0.9 if spec.family != "logistic_regression" else 0.6, 1)
+            out = _fake(spec.family, float("-inf"), 0)
+            out.cv_scores = []
+            return out
+
+        specs = [ModelSpec(family=f) for f in ["random_forest", "logistic_regression", "hist_gradient_boosting"]]
+        tune_families(specs, StandardScaler(), X, y, "classification", "roc_auc",
+                      SearchConfig(time_budget=10, cv_folds=2), tune=tune)
+        return calls
+
+    rescued = run({"logistic_regression"})
+    assert ("hist_gradient_boosting", None, 1) in rescued and ("random_forest", None, 1) not in rescued
+    assert all(budget is not None for _, budget, _ in run({"logistic_regression", "random_forest"}))
