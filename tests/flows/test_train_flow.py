@@ -244,6 +244,7 @@ def test_worse_challenger_is_rejected_and_champion_stays(trained) -> None:
     assert failures == [" ".join(r.removeprefix("FAIL ").split()) for r in s.gate_reasons if r.startswith("FAIL")]
 
 
+@pytest.mark.slow
 def test_manual_promote_and_rollback_are_recorded(trained) -> None:
     versions = _versions()
     target = versions[-1]  # rejected by its gate (the test above): promoting it needs force and a reason
