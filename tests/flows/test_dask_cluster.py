@@ -180,6 +180,7 @@ def test_scoring_config_and_address_errors_are_one_sentence() -> None:
     assert scheduler_address("tcp://a:2", get_settings({"MLOPS_DASK_ADDRESS": "tcp://h:1"}), "scoring") == "tcp://a:2"
 
 
+@pytest.mark.slow
 def test_csv_partitions_cover_every_line_once(tmp_path: Path) -> None:
     """Byte ranges cut anywhere still give each line to exactly one partition, header included in each."""
     from mlops.serving.dask_scoring import Partition, read_partition

@@ -169,6 +169,7 @@ def test_a_monitor_yes_without_labelled_rows_requests_no_retrain(runs, tmp_path)
     assert r.event_payload()["retrain"] is False
 
 
+@pytest.mark.slow
 def test_a_monitor_yes_with_labelled_rows_retrains_here_in_a_run_named_by_its_outcome(runs, tmp_path) -> None:
     """run_training_locally (the default): the monitor starts the retrain flow itself; that run ends in the
     training's own state (Promoted, Rejected ...), and the monitor's result says what became of it."""
