@@ -114,7 +114,7 @@ def register_challenger(run_id: str, model: Any, model_name: str, X_example: pd.
     return version
 
 
-@stage_task("log_holdout", io=True)
+@stage_task("log_evaluation", io=True)
 def log_evaluation(run: TrainingRun, evaluation: Evaluation, family: str, artifacts: RunArtifacts) -> None:
     """Holdout metrics, the winning family, plots, reference sample and summaries on the version's run."""
     log_holdout(run.run_id, evaluation.metrics, family, artifacts.files, artifacts.texts)

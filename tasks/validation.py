@@ -27,7 +27,7 @@ class CheckedData(NamedTuple):
     profile: DataProfile
 
 
-@stage_task("validate_batch")
+@stage_task("validate_training_data")
 def validate_training_data(loaded: LoadedData, cfg: PipelineConfig, contract: DataContract | None,
                            quarantine_dir: Path) -> CheckedData:
     """Check the batch; quarantine rows that break structure or the user's rules, and malformed rows; stop on
