@@ -53,6 +53,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory):
                "back": back}
 
 
+@pytest.mark.slow
 def test_a_promoted_training_says_so_in_its_name_state_and_tags(runs) -> None:
     st = runs["first"]
     assert st.is_completed() and st.name == "Promoted"
@@ -64,6 +65,7 @@ def test_a_promoted_training_says_so_in_its_name_state_and_tags(runs) -> None:
     assert "source_path" not in run.parameters and "search" not in run.parameters  # left out, as by the form
 
 
+@pytest.mark.slow
 def test_a_rejected_training_is_completed_named_rejected_with_the_failing_checks(runs) -> None:
     st = runs["rejected"]
     s = st.result()
@@ -76,6 +78,7 @@ def test_a_rejected_training_is_completed_named_rejected_with_the_failing_checks
     assert {"model:churn-small", "version:v2", "outcome:rejected"} <= set(run.tags)
 
 
+@pytest.mark.slow
 def test_training_artifacts_belong_to_the_flow_run(runs) -> None:
     st = runs["rejected"]
     found = _artifacts(st.state_details.flow_run_id)
@@ -93,6 +96,7 @@ def test_training_artifacts_belong_to_the_flow_run(runs) -> None:
     assert "best_params" not in str(found["churn-small-leaderboard"].data)  # long cells stay in the summary
 
 
+@pytest.mark.slow
 def test_the_versions_table_shows_each_version_with_its_gate_result(runs) -> None:
     table = _artifacts(runs["rejected"].state_details.flow_run_id)["churn-small-versions"].data
     failed = runs["rejected"].result().failing_checks
@@ -100,6 +104,7 @@ def test_the_versions_table_shows_each_version_with_its_gate_result(runs) -> Non
     assert '"version": "v1"' in table and "champion" in table
 
 
+@pytest.mark.slow
 def test_promote_and_rollback_runs_are_named_and_say_what_moved(runs) -> None:
     forced, back = runs["forced"], runs["back"]
     assert forced.is_completed() and forced.name == "Promoted"
@@ -113,6 +118,7 @@ def test_promote_and_rollback_runs_are_named_and_say_what_moved(runs) -> None:
     assert "outcome:rolled-back" in _run(back).tags
 
 
+@pytest.mark.slow
 def test_a_refused_promotion_is_failed_tagged_and_still_shows_the_versions(runs) -> None:
     st = runs["refused"]
     assert st.is_failed() and "failed its promotion gate" in st.message
@@ -121,6 +127,7 @@ def test_a_refused_promotion_is_failed_tagged_and_still_shows_the_versions(runs)
     assert "churn-small-versions" in _artifacts(run.id)
 
 
+@pytest.mark.slow
 def test_a_retrain_with_no_labelled_rows_ends_skipped_with_its_reason_tags_and_artifact(runs) -> None:
     """What the `ops` webhook starts when no labelled rows exist: its own state, not a plain Completed the operator
     would read as "retrained"; the bridge's status text for that run says Skipped and why."""
@@ -145,6 +152,7 @@ def test_a_retrain_with_no_labelled_rows_ends_skipped_with_its_reason_tags_and_a
     assert "is Skipped: retrain skipped: no labelled rows" in doc["detail"] and "Completed" not in doc["detail"]
 
 
+@pytest.mark.slow
 def test_a_monitor_yes_without_labelled_rows_requests_no_retrain(runs, tmp_path) -> None:
     """The policy says retrain (drift) but the window carries no labels and none were kept: no
     mlops.retrain.requested goes out, and the run says the retrain was skipped and why."""

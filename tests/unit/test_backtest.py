@@ -46,6 +46,7 @@ def test_timestamps_from_text_keep_one_dtype() -> None:
     assert pd.api.types.is_datetime64_any_dtype(plan.windows[0].frame["event_time"])
 
 
+@pytest.mark.slow
 def test_policy_retrains_after_the_shift_and_recovers(replay: BacktestResult) -> None:
     windows = replay.windows
     assert len(windows) == 6
@@ -62,6 +63,7 @@ def test_policy_retrains_after_the_shift_and_recovers(replay: BacktestResult) ->
     assert late and all(w.metric > w.baselines["never"] for w in late)
 
 
+@pytest.mark.slow
 def test_never_retrain_falls_behind_after_the_shift(replay: BacktestResult) -> None:
     after = [w for w in replay.windows if pd.Timestamp(w.start) >= SHIFT_AT]
     behind = [w.baselines["every_window"] - w.baselines["never"] for w in after]
@@ -70,6 +72,7 @@ def test_never_retrain_falls_behind_after_the_shift(replay: BacktestResult) -> N
     assert {w.champion_version for w in replay.windows} != {1}
 
 
+@pytest.mark.slow
 def test_summary_and_recovered_share(replay: BacktestResult) -> None:
     out = replay.to_dict()
     s = out["summary"]
@@ -92,6 +95,7 @@ def test_summary_and_recovered_share(replay: BacktestResult) -> None:
     assert all(w["drift_share"] >= 0.3 for w in drifted[:1])
 
 
+@pytest.mark.slow
 def test_fast_mode_refits_the_every_window_baseline_between_searches(replay: BacktestResult) -> None:
     """The full replay searches the every-window baseline at every window; `fast` searches it only when its rows
     doubled and refits between, so it fits far fewer models, and says so in the summary and the report."""
@@ -107,6 +111,7 @@ def test_fast_mode_refits_the_every_window_baseline_between_searches(replay: Bac
     assert fast.arms["policy"].retrain_windows == replay.arms["policy"].retrain_windows
 
 
+@pytest.mark.slow
 def test_predictions_are_kept_for_every_row(replay: BacktestResult) -> None:
     p = replay.predictions
     assert len(p) == sum(w.rows for w in replay.windows)
@@ -114,6 +119,7 @@ def test_predictions_are_kept_for_every_row(replay: BacktestResult) -> None:
     assert set(p["window"]) == {w.window for w in replay.windows}
 
 
+@pytest.mark.slow
 def test_files_and_markdown(replay: BacktestResult, tmp_path: Path) -> None:
     files = write_files(replay, tmp_path / "bt")
     for key in ("windows", "result", "predictions", "plot", "report"):

@@ -101,6 +101,7 @@ def _history(days: int, seed: int = 0) -> pd.DataFrame:
     return pd.DataFrame({"ts": ts, "x": x, "z": rng.normal(size=len(ts)), "y": 5 * x + rng.normal(0, 0.5, len(ts))})
 
 
+@pytest.mark.slow
 def test_the_backtest_retrain_refits_until_the_rows_double_and_its_baseline_always_searches():
     cfg = _cfg()
     first = train_candidate(_history(60), cfg, None, 1, pd.Timestamp("2024-03-01"), gate=False)

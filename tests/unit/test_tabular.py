@@ -105,6 +105,7 @@ def test_header_is_read_without_the_rows(tmp_path: Path, kind: str) -> None:
     assert read_header(path, ReadOptions()) == ["a", "b b"]
 
 
+@pytest.mark.slow
 def test_a_model_trained_on_the_messy_file_reproduces_itself_when_served(tmp_path: Path) -> None:
     """Text columns read from CSV (pandas' str dtype) with missing values reach the pipeline as training fed
     them, so the server's self-check (300 reference rows, the column checker) reproduces the probabilities."""
