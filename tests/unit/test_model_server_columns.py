@@ -110,7 +110,7 @@ def test_messy_requests_get_the_same_answer_from_both_checks(served: ServedModel
         assert np.array_equal(a.probabilities, b.probabilities)
         full = served.score_pipeline(new[1])
         assert np.array_equal(full.predictions, b.predictions) and np.array_equal(full.probabilities, b.probabilities)
-    assert kinds["ok"] > 100 and kinds["error"] > 100, kinds  # both sides of the check were exercised
+    assert kinds["ok"] > 60 and kinds["error"] > 60, kinds  # both sides of the check were exercised
 
 
 def test_a_fraction_in_an_integer_column_is_refused_alone_and_in_a_batch(served: ServedModel,
