@@ -12,7 +12,7 @@ from typing import Any
 
 from prefect import get_run_logger, runtime
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
-from prefect.states import Completed, Failed, State
+from prefect.states import Completed, State
 
 from flows.forms import LEFT_OUT, ConfigPath, OptionalPath, form_flow, given, model_of, run_name
 from mlops.core.config import PipelineConfig, load_config
@@ -23,7 +23,7 @@ from mlops.core.settings import configure_environment
 from mlops.monitoring.backtest import run_backtest
 from mlops.monitoring.backtest_plan import BacktestPlan, plan_backtest, read_history
 from mlops.monitoring.backtest_report import backtest_folder, log_backtest_run, table_rows, to_markdown, write_files
-from tasks.reporting import outcome_tags, tag_flow_run
+from tasks.reporting import failed_run, outcome_tags, tag_flow_run
 
 
 @form_flow(name="backtest", log_prints=False, flow_run_name=run_name("backtest"))
@@ -42,9 +42,7 @@ def backtest(config_path: ConfigPath = "configs/demand.yaml", data_path: Optiona
     try:
         out = run_backtest_flow(config_path, given(data_path), initial, every, fast)
     except MLOpsError as exc:
-        get_run_logger().error("%s", exc)
-        tag_flow_run(*outcome_tags(model_of(config_path), None, "failed"))
-        return Failed(message=str(exc), data=exc)
+        return failed_run(exc, model_of(config_path))
     tag_flow_run(*outcome_tags(model_of(config_path), None, "replayed"))
     return Completed(message=outcome_line(out["summary"]), data=out)
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from prefect import flow, get_run_logger, runtime
-from prefect.states import Completed, Failed, State
+from prefect.states import Completed, State
 from pydantic import Field
 
 from flows.forms import ConfigPath, model_of, run_name, version_suffix
@@ -17,7 +17,7 @@ from mlops.core.errors import MLOpsError, RegistryError
 from mlops.core.settings import configure_environment
 from mlops.registry.versions import AliasMove
 from tasks.registry import move_champion as move_champion_guarded
-from tasks.reporting import outcome_tags, publish_alias_move, publish_versions, tag_flow_run
+from tasks.reporting import failed_run, outcome_tags, publish_alias_move, publish_versions, tag_flow_run
 
 DEFAULT_PROMOTE_REASON = "manual promotion"
 DEFAULT_ROLLBACK_REASON = "manual rollback"
@@ -65,11 +65,9 @@ def _move(config_path: str, version: int | None, reason: str, kind: str, what: s
         model_name = load_config(config_path).registry.model_name
         move = move_champion_guarded(model_name, version, f"{kind} flow run {rid}" if rid else kind, reason, force)
     except MLOpsError as exc:
-        get_run_logger().error("%s", exc)
         if model_name:
             publish_versions(model_name)  # what could be chosen instead
-        tag_flow_run(*outcome_tags(model_name or model_of(config_path), version, "refused"))
-        return Failed(message=str(exc))
+        return failed_run(exc, model_name or model_of(config_path), version, "refused")
     publish_alias_move(move, model_name, what, settings.tracking_uri)
     publish_versions(model_name)
     outcome = "rolled back" if version is None else "promoted"

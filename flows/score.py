@@ -7,8 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
-from prefect import flow, get_run_logger, runtime
-from prefect.states import Failed
+from prefect import flow, runtime
 
 from flows.forms import name_part, run_name
 from mlops.core.config import load_config
@@ -16,6 +15,7 @@ from mlops.core.data_roots import confine_output
 from mlops.core.errors import MLOpsError
 from mlops.core.settings import configure_environment
 from tasks.registry import load_champion
+from tasks.reporting import failed_run
 from tasks.scoring import publish_scoring_report, require_champion, score_input
 
 
@@ -39,8 +39,7 @@ def score(config_path: str, input_path: str, output_dir: str | None = None, pred
     try:
         return run_scoring(config_path, input_path, output_dir, predictions_path, flag_violations)
     except MLOpsError as exc:
-        get_run_logger().error("%s", exc)
-        return Failed(message=str(exc), data=exc)
+        return failed_run(exc)
 
 
 def run_scoring(config_path: str, input_path: str, output_dir: str | None, predictions_path: str | None = None,

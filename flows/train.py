@@ -9,7 +9,7 @@ the gate and the artifacts are computed; promotion waits for all of them.
 from __future__ import annotations
 
 from prefect import get_run_logger, runtime
-from prefect.states import Failed, State
+from prefect.states import State
 
 from flows.forms import (
     DEFAULT_CONFIG,
@@ -46,6 +46,7 @@ from tasks.registry import (
     start_training_run,
 )
 from tasks.reporting import (
+    failed_run,
     mlflow_where,
     outcome_tags,
     publish_training_report,
@@ -73,10 +74,8 @@ def train(config_path: ConfigPath = DEFAULT_CONFIG, source_path: OptionalPath = 
     try:
         result = run_training(config_path, given(source_path), reason, given(search))
     except MLOpsError as exc:
-        get_run_logger().error("%s", exc)
         fail_training_runs(str(runtime.flow_run.id or "local"))
-        tag_flow_run(*outcome_tags(model_of(config_path), None, "failed"))
-        return Failed(message=str(exc), data=exc)
+        return failed_run(exc, model_of(config_path))
     except BaseException:  # a bug or a crash: the MLflow run says FAILED, not FINISHED
         fail_training_runs(str(runtime.flow_run.id or "local"))
         raise

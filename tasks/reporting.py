@@ -15,6 +15,7 @@ from prefect.client.orchestration import get_client
 from prefect.context import FlowRunContext
 from prefect.states import Completed, Failed, State
 
+from mlops.core.errors import MLOpsError
 from mlops.core.names import artifact_key
 from mlops.core.validation import rows_line
 from mlops.monitoring.result import RetrainOutcome
@@ -218,6 +219,15 @@ def tag_flow_run(*tags: str) -> None:
         ctx.flow_run.tags = merged
     except Exception as exc:  # noqa: BLE001 - tags help find a run; they never fail it
         get_run_logger().warning("Could not tag the run: %s", str(exc)[:200])
+
+
+def failed_run(exc: MLOpsError, model_name: str | None = None, version: Any = None, outcome: str = "failed") -> State:
+    """How every flow ends on a user's error (bad config, bad data, a refused request): the sentence logged,
+    the run tagged with its model and outcome (when it has a model), and a Failed state carrying it."""
+    get_run_logger().error("%s", exc)
+    if model_name:
+        tag_flow_run(*outcome_tags(model_name, version, outcome))
+    return Failed(message=str(exc), data=exc)
 
 
 def outcome_tags(model_name: str, version: Any, outcome: str) -> list[str]:
