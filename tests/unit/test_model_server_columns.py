@@ -91,6 +91,7 @@ def same_batch(a: Batch, b: Batch) -> None:
         assert all(same_value(x, y) for x, y in zip(values, got, strict=True)), name
 
 
+@pytest.mark.slow
 def test_messy_requests_get_the_same_answer_from_both_checks(served: ServedModel, clean: list[dict[str, Any]]) -> None:
     rng = np.random.default_rng(20261204)
     kinds = {"ok": 0, "error": 0}
