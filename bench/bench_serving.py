@@ -223,19 +223,25 @@ def scenario(urls: dict[str, str], path: Path, conns: int, args: argparse.Namesp
     return {k: median(v) for k, v in runs.items()}
 
 
+def isolated_env(work: Path) -> dict[str, str]:
+    """A state folder under `work` with its own MLflow store and Prefect home, for this process and its children."""
+    state = work / "state"
+    state.mkdir()
+    env = {**os.environ, "MLOPS_HOME": str(state), "MLFLOW_TRACKING_URI": f"sqlite:///{state / 'mlflow.db'}",
+           "MLOPS_ARTIFACT_ROOT": (state / "mlartifacts").as_uri(), "PREFECT_HOME": str(state / "prefect"),
+           "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1",
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    env.pop("PREFECT_API_URL", None)
+    os.environ.update({k: env[k] for k in ("MLOPS_HOME", "MLFLOW_TRACKING_URI", "MLOPS_ARTIFACT_ROOT")})
+    return env
+
+
 def one_row_only(args: argparse.Namespace) -> int:
     """This server and the tree before on one-row requests only: the cost of the journal, side by side."""
     load = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="bench-serving-") as tmp:
         work = Path(tmp)
-        state = work / "state"
-        state.mkdir()
-        env = {**os.environ, "MLOPS_HOME": str(state), "MLFLOW_TRACKING_URI": f"sqlite:///{state / 'mlflow.db'}",
-               "MLOPS_ARTIFACT_ROOT": (state / "mlartifacts").as_uri(), "PREFECT_HOME": str(state / "prefect"),
-               "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1",
-               "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
-        env.pop("PREFECT_API_URL", None)
-        os.environ.update({k: env[k] for k in ("MLOPS_HOME", "MLFLOW_TRACKING_URI", "MLOPS_ARTIFACT_ROOT")})
+        env = isolated_env(work)
         train(work, env)
         paths = bodies(work)
         lua = work / "post.lua"
@@ -300,14 +306,7 @@ def main(argv: list[str] | None = None) -> int:
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="bench-serving-") as tmp:
         work = Path(tmp)
-        state = work / "state"
-        state.mkdir()
-        env = {**os.environ, "MLOPS_HOME": str(state), "MLFLOW_TRACKING_URI": f"sqlite:///{state / 'mlflow.db'}",
-               "MLOPS_ARTIFACT_ROOT": (state / "mlartifacts").as_uri(), "PREFECT_HOME": str(state / "prefect"),
-               "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1",
-               "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
-        env.pop("PREFECT_API_URL", None)
-        os.environ.update({k: env[k] for k in ("MLOPS_HOME", "MLFLOW_TRACKING_URI", "MLOPS_ARTIFACT_ROOT")})
+        env = isolated_env(work)
         print("training the champions (HistGradientBoosting on breast cancer and on the default churn data) ...",
               flush=True)
         model = train(work, env)
@@ -354,7 +353,7 @@ def main(argv: list[str] | None = None) -> int:
                 stop(proc)
         from mlops.serving.predictlog import read_prediction_log
 
-        logged = len(read_prediction_log(state / "predictions"))
+        logged = len(read_prediction_log(work / "state" / "predictions"))
     dropped = sum(float(ln.rsplit(" ", 1)[1]) for ln in metrics.splitlines()
                   if ln.startswith("mlops_prediction_log_dropped_rows_total"))
     md = render(results, predict, model, mixed_model, served, args, logged, dropped, load_before, os.getloadavg(),
