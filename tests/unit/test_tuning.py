@@ -187,26 +187,26 @@ def test_a_time_budget_stops_the_search_and_counts_what_fitted(data) -> None:
     assert r.stopped == "time budget" and r.n_trials >= 1
     assert r.n_trials == len(r.trials) and r.pruned == sum(t["state"] == "pruned" for t in r.trials)
     trials = _trials(r)
-    assert all(started <= t0 + 3 for _, started, *_ in trials)  # none started once the budget was spent
+    begun = trials[0][1]  # the budget's clock starts just before the first trial (after the folds are prepared)
+    assert t0 <= begun and all(started <= begun + 3 for _, started, *_ in trials)  # none after the budget
     # after the first (the defaults, which always finish without a deadline) every fit had to end by the budget:
     # a counted trial ended at most one fit (its longest) after it, the others were cut and do not count
-    assert trials[0][2] is None and all(stop <= t0 + 3 for _, _, stop, *_ in trials[1:])
+    assert trials[0][2] is None and all(stop <= begun + 3 for _, _, stop, *_ in trials[1:])
     assert all(ended <= stop + took for state, _, stop, ended, took in trials[1:] if state == "COMPLETE")
     assert r.cut == sum(state == "FAIL" for state, *_ in trials)
 
 
 @pytest.mark.slow
 def test_a_slow_family_cannot_hold_the_search_past_its_budget(data) -> None:
-    """A forest of 5,000 trees is slow next to a logistic regression: with a budget of 8 s no trial of either
-    starts after the budget, none may run past it, and what would have run over was cut, not counted. (Only if
-    no trial at all finished in time is one configuration fitted whatever the time: a search always ends with
-    a model; that trial has no deadline.)"""
+    """A forest of 20,000 trees is slow next to a logistic regression and a small boosting: with a budget of 8 s
+    no trial starts after the budget, none may run past it, and what would have run over was cut, not counted."""
     import time
 
     from mlops.training.tuning import tune_families
 
     X, y, pre = data
-    specs = [ModelSpec(family="logistic_regression"), ModelSpec(family="random_forest", params={"n_estimators": 5000})]
+    specs = [ModelSpec(family="logistic_regression"), ModelSpec(family="random_forest", params={"n_estimators": 20000}),
+             ModelSpec(family="hist_gradient_boosting", params={"max_iter": 20})]
     deadlines = []
 
     def tune(*args, **share):
@@ -216,24 +216,19 @@ def test_a_slow_family_cannot_hold_the_search_past_its_budget(data) -> None:
     t0 = time.time()
     results = tune_families(specs, pre, X, y, "classification", "roc_auc",
                             SearchConfig(time_budget=8, cv_folds=2, n_jobs=1), tune=tune)
-    deadline = next(d for d in deadlines if d is not None)
-    assert t0 + 8 <= deadline < time.time() and all(d in {deadline, None} for d in deadlines)  # the search's end
-    trials = {r.family: _trials(r) for r in results}
-    fallback = [t for ts in trials.values() for t in ts if t[2] is None]
-    assert len(fallback) <= 1
-    if fallback:  # only when nothing had finished before it
-        assert not any(state == "COMPLETE" and started < fallback[0][1]
-                       for ts in trials.values() for state, started, stop, *_ in ts if stop is not None)
+    deadline = deadlines[0]
+    assert deadline is not None and t0 + 8 <= deadline < time.time() and set(deadlines) == {deadline}
     for r in results:
-        timed = [t for t in trials[r.family] if t[2] is not None]
-        assert all(started <= deadline and stop <= deadline for _, started, stop, *_ in timed)
-        assert all(ended <= stop + took for state, _, stop, ended, took in timed if state == "COMPLETE")
-        assert r.n_trials == sum(state in {"COMPLETE", "PRUNED"} for state, *_ in trials[r.family])
-        assert r.cut == sum(state == "FAIL" for state, *_ in trials[r.family])
+        trials = _trials(r)
+        assert all(started <= deadline and stop is not None and stop <= deadline for _, started, stop, *_ in trials)
+        assert all(ended <= stop + took for state, _, stop, ended, took in trials if state == "COMPLETE")
+        assert r.n_trials == sum(state in {"COMPLETE", "PRUNED"} for state, *_ in trials)
+        assert r.cut == sum(state == "FAIL" for state, *_ in trials)
     forest = results[1]
-    assert forest.cut >= 1 and not forest.cv_scores  # its default (5,000 full trees a fold) was cut
-    assert "no trial finished" in forest.describe() and forest.best_score == float("-inf")
-    assert results[0].cv_scores  # the logistic regression was searched and is the one fitted
+    assert forest.cut >= 1 and forest.n_trials == 0  # its default (20,000 full trees a fold) never finished
+    assert forest.partial or (not forest.cv_scores and forest.best_score == float("-inf"))  # at most some folds
+    assert "no trial finished" in forest.describe()
+    assert results[0].cv_scores and results[2].cv_scores  # the fast families were searched, not starved
 
 
 def test_forests_and_boosting_stop_themselves_at_a_deadline_and_grow_the_same_model_otherwise(monkeypatch) -> None:
