@@ -113,7 +113,8 @@ DEFAULT_SPACES: dict[str, dict[str, Param]] = {
 DEFAULT_FIXED: dict[str, dict[str, Any]] = {
     "hist_gradient_boosting": {"early_stopping": True, "n_iter_no_change": 20, "validation_fraction": 0.1},
 }
-SPACE_LABELS = {"default": "default space", "config": "config space", "none": "none"}
+SPACE_LABELS = {"default": "default space", "config": "config space", "none": "none",
+                "reused": "champion's configuration"}
 
 
 def resolve_space(spec: ModelSpec) -> tuple[dict[str, Param], dict[str, Any], str]:
@@ -239,6 +240,8 @@ class FamilyResult:
 
     def describe(self) -> str:
         """One line: best score, trials (pruned), space, time, why it stopped."""
+        if self.space == "reused":
+            return f"{self.family}: no search, {self.stopped}"
         pruned = f", {self.pruned} pruned" if self.pruned else ""
         if not self.cv_scores or self.partial:
             return (f"{self.family}: no trial finished in its share of the time budget ({self.cut} cut at the "
