@@ -36,7 +36,7 @@ def test_the_fast_tier_names_every_registered_marker() -> None:
 
 def test_make_runs_the_tiers_the_makefile_defines() -> None:
     def recipe(target: str) -> str:
-        out = subprocess.run(["make", "-n", "-o", ".venv/.installed", target],
+        out = subprocess.run(["make", "--no-print-directory", "-n", "-o", ".venv/.installed", target],
                              cwd=REPO, capture_output=True, text=True, timeout=30)
         assert out.returncode == 0, out.stderr
         return out.stdout.strip().splitlines()[-1]
