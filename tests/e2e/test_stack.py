@@ -314,7 +314,8 @@ def test_cli_commands_use_the_running_stacks_prefect_api(live: Live) -> None:
     assert not [c for c in children if "mlops.cli.local_api" in c], children  # no second Prefect API
     assert f"using the stack running from {live.opts.state_dir}" in res.stderr
     assert "database is locked" not in res.stdout + res.stderr
-    assert res.returncode in (0, 1), res.stdout + res.stderr  # promoting the champion again is refused
+    # promoting the champion again is refused as a registry error: its sentence and exit code 4
+    assert res.returncode == 4 and "is already the champion" in res.stderr, res.stdout + res.stderr
     flow = api(live, "POST", "/flows/filter", json={"flows": {"name": {"any_": ["promote"]}}})
     assert flow, "the promote flow is not known to the stack's Prefect API"
     found = api(live, "POST", "/flow_runs/filter", json={
