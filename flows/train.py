@@ -104,8 +104,7 @@ def run_training(config_path: str, source_path: str | None, reason: str,
         lineage = training_lineage(loaded.fingerprint, cfg.config_hash(), str(config_path), flow_run_id,
                                    source_path or cfg.source.kind, reason)
         run = start_training_run(cfg, split, inputs.scoring, lineage, settings.tracking_uri, settings.artifact_root)
-        reuse = plan_retune(cfg, *((champion.model, champion.tags, champion.version) if champion else (None,) * 3),
-                            rows=len(split.train), retraining=new_rows is not None)
+        reuse = plan_retune(cfg, champion, rows=len(split.train), retraining=new_rows is not None)
         run.lineage.update(reuse.lineage(len(split.train), search_digest(cfg)))
         results = tune_families(cfg, inputs, run.run_id, reuse)  # the budget and trials shared where it pays
         best = pick_best(results)

@@ -54,7 +54,8 @@ def tune_families(cfg: PipelineConfig, inputs: SearchInputs, parent_run_id: str 
 
     results = steps.search(cfg, inputs, reuse, tune=tune, log=logger.info)
     if parent_run_id:
-        for result in results if not (reuse and reuse.reuse) else []:
+        searched = [r for r in results if r.space != "reused"]  # a reused configuration ran no trial to log
+        for result in searched:
             log_family_run(parent_run_id, result, cfg.search)
         log_search_winner(parent_run_id, tuning.pick_best(results), results, cfg.search)
     return results

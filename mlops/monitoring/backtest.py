@@ -142,8 +142,7 @@ def train_candidate(frame: pd.DataFrame, cfg: PipelineConfig, champion: Champion
     mask = None if new_rows is None else new_row_mask(good, new_rows, cfg.id_column)
     split = split_frame(good, cfg.target, cfg.task, cfg.split, cfg.timestamp_column, mask)
     inputs = steps.search_inputs(split.train, contract, cfg)
-    reuse = plan_retune(cfg, *((champion.model, champion.tags, str(champion.version)) if champion else (None,) * 3),
-                        rows=len(split.train), retraining=new_rows is not None and not search)
+    reuse = plan_retune(cfg, champion, rows=len(split.train), retraining=new_rows is not None and not search)
     results = steps.search(cfg, inputs, reuse)  # a retrain the data has not outgrown: the champion's configuration
     fits = steps.fits_of(results, cfg.search.cv_folds)
     best = pick_best(results)

@@ -59,15 +59,17 @@ class Reuse:
                 "configuration": f"reused from v{self.version}" if self.reuse else "tuned"}
 
 
-def plan_retune(cfg: PipelineConfig, champion_model: Any, champion_tags: dict[str, str] | None,
-                champion_version: str | None, rows: int, retraining: bool) -> Reuse:
-    """Whether this training refits the champion's configuration on `rows` training rows or searches again."""
+def plan_retune(cfg: PipelineConfig, champion: Any, rows: int, retraining: bool) -> Reuse:
+    """Whether this training refits the champion's configuration on `rows` training rows or searches again.
+    `champion`: None, or what holds a version (its `model`, version `tags` and `version`: a registry bundle, a
+    backtest champion)."""
     if cfg.search.retune == "always":
         return Reuse(False, "search.retune is always: the search runs on every training")
     if not retraining:
         return Reuse(False, "not a retrain (no new-row marker): the search runs")
-    if champion_model is None or champion_tags is None:
+    if champion is None:
         return Reuse(False, "no champion to take a configuration from: the search runs")
+    champion_model, champion_tags, champion_version = champion.model, champion.tags, str(champion.version)
     try:
         tuned = int(champion_tags.get(TUNED_ROWS_TAG, ""))
     except ValueError:

@@ -3,6 +3,8 @@ changes, and the backtest's policy retrains the same way (its every-window basel
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -39,12 +41,12 @@ def _champion(cfg, tuned_rows: int = 1000):
     model = Pipeline([("features", StandardScaler()),
                       ("model", HistGradientBoostingRegressor(learning_rate=0.123, max_leaf_nodes=17, random_state=0))])
     tags = {"family": "hist_gradient_boosting", TUNED_ROWS_TAG: str(tuned_rows), SEARCH_DIGEST_TAG: search_digest(cfg)}
-    return model, tags, "3"
+    return SimpleNamespace(model=model, tags=tags, version="3")
 
 
 def test_a_retrain_under_twice_the_tuned_rows_reuses_the_champion_configuration():
     cfg = _cfg()
-    reuse = plan_retune(cfg, *_champion(cfg), rows=1999, retraining=True)
+    reuse = plan_retune(cfg, _champion(cfg), rows=1999, retraining=True)
     assert reuse.reuse and reuse.family == "hist_gradient_boosting" and reuse.tuned_rows == 1000
     assert "v3" in reuse.reason and "1,999" in reuse.reason
     assert reuse.lineage(1999, "d") == {"tuned_rows": "1000", "search_digest": "d",
@@ -62,13 +64,12 @@ def test_a_retrain_under_twice_the_tuned_rows_reuses_the_champion_configuration(
 ])
 def test_the_search_runs_again_when_the_data_or_the_search_outgrew_the_configuration(change, why):
     base = _cfg()
-    model, tags, version = _champion(base)
+    champion = _champion(base)
     cfg = _cfg(**change.get("cfg", {}))
-    tags = tags | change.get("tags", {})
+    champion.tags = champion.tags | change.get("tags", {})
     if "champion" in change:
-        model = tags = version = None
-    reuse = plan_retune(cfg, model, tags, version, rows=change.get("rows", 1500),
-                        retraining=change.get("retraining", True))
+        champion = None
+    reuse = plan_retune(cfg, champion, rows=change.get("rows", 1500), retraining=change.get("retraining", True))
     assert not reuse.reuse
     assert why in reuse.reason
     assert reuse.lineage(1500, "d")["configuration"] == "tuned"
@@ -85,7 +86,7 @@ def test_the_reused_result_is_the_champion_hyperparameters_fitted_on_this_run_ro
     rng = np.random.default_rng(0)
     X = pd.DataFrame({"x": rng.normal(size=300)})
     y = pd.Series(3 * X["x"] + rng.normal(0, 0.1, 300))
-    reuse = plan_retune(cfg, *_champion(cfg), rows=300, retraining=True)
+    reuse = plan_retune(cfg, _champion(cfg), rows=300, retraining=True)
     result = reused_result(reuse, StandardScaler(), X, y, cfg, "neg_root_mean_squared_error")
     model = result.best_estimator.named_steps["model"]
     assert result.best_params == {"learning_rate": 0.123, "max_leaf_nodes": 17}

@@ -3,6 +3,8 @@ split, the search inputs and the search (or the reused configuration), the windo
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pandas as pd
 
@@ -54,7 +56,8 @@ def test_a_reused_configuration_is_one_fit_of_the_champion_family():
     tuned = pick_best(steps.search(cfg, inputs))
     tags = {"family": tuned.family, "lineage.tuned_rows": str(len(inputs.X)),
             "lineage.search_digest": search_digest(cfg)}
-    reuse = plan_retune(cfg, tuned.best_estimator, tags, "1", rows=len(inputs.X) + 10, retraining=True)
+    champion = SimpleNamespace(model=tuned.best_estimator, tags=tags, version="1")
+    reuse = plan_retune(cfg, champion, rows=len(inputs.X) + 10, retraining=True)
     assert isinstance(reuse, Reuse) and reuse.reuse, reuse.reason
     again = steps.search(cfg, inputs, reuse)
     assert [r.family for r in again] == [tuned.family] and steps.fits_of(again, 2) == 1
