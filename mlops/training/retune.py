@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -92,8 +93,6 @@ def reused_result(reuse: Reuse, preprocessor: Any, X: Any, y: Any, cfg: Pipeline
     """The champion's configuration as the search's one result, fitted on every training row as a search's winner
     is: this run's feature pipeline (from this run's contract) in front of a fresh copy of the champion's
     estimator. No trial ran, so there is no cross-validated score."""
-    import time
-
     from sklearn.base import clone
     from sklearn.pipeline import Pipeline
 
