@@ -22,9 +22,10 @@ linear_regression          nothing to tune: one configuration (the summary says 
 
 A user's `search_space` replaces the default (write a narrower range to narrow it); `search_space: {}`
 means no search, one configuration; a parameter fixed in `params` is left out of the default space. The
-first trial of every search is the estimator's own default where it lies inside the space, so a search
-never starts from a worse place than no search; with early stopping on, the second is the same with the
-iterations at the top of their range (early stopping chooses how many).
+first trial of every search is the estimator's own default (moved into the space's range where it lies
+outside), so a search never starts from a worse place than no search; with early stopping on, the next are the same with the
+iterations at the top of their range (early stopping chooses how many), then boosting's portfolio of shapes
+(shallow trees over many rounds, wide trees learning slowly: `PORTFOLIO`), before the sampler's own trials.
 
 How trials are shared (`tune_families`): a short equal warm-up (30% of the time budget or of the trial
 pool, n_trials x families), then the rest goes, in equal shares, to the families whose best cross-validated
@@ -140,28 +141,59 @@ def optuna_distribution(p: Param) -> Any:
 
 
 def default_start(family: str, task: str, space: dict[str, Param], fixed: dict[str, Any]) -> dict[str, Any]:
-    """The estimator's own defaults for the searched parameters that lie inside the space (the first trial)."""
+    """The estimator's own defaults for the searched parameters, a number outside its range moved to the
+    nearest end (HistGradientBoosting's l2_regularization 0 to the low end of a log range); a default choice
+    that is not among the space's values is left to the sampler (the first trial)."""
     defaults = make_estimator(family, task, fixed, 0).get_params()
-    start = {}
+    nearest = {}
     for name, p in space.items():
         value = defaults.get(name)
+        if p.type != "choice" and isinstance(value, (int, float)) and not isinstance(value, bool):
+            value = min(max(value, p.low), p.high)  # type: ignore[type-var]
+        nearest[name] = value
+    return _inside(space, nearest)
+
+
+# Further first trials for boosting with early stopping, a small portfolio of shapes no single default covers
+# (AutoML systems start from such portfolios): shallow trees over many rounds, for targets that add up effects
+# of single inputs; wide trees learning slowly, for targets driven by interactions. Early stopping picks the
+# rounds; a value outside the space searched is left out of the start.
+PORTFOLIO: dict[str, list[dict[str, Any]]] = {
+    "hist_gradient_boosting": [
+        {"max_leaf_nodes": 7, "learning_rate": 0.1},
+        {"max_leaf_nodes": 127, "learning_rate": 0.05, "min_samples_leaf": 20},
+    ],
+}
+
+
+def _inside(space: dict[str, Param], values: dict[str, Any]) -> dict[str, Any]:
+    """The values that lie inside the space (a choice among its values, a number within its range)."""
+    out = {}
+    for name, value in values.items():
+        p = space.get(name)
+        if p is None:
+            continue
         if p.type == "choice":
             if any(value == v and type(value) is type(v) for v in p.values or []):
-                start[name] = value
+                out[name] = value
         elif isinstance(value, (int, float)) and not isinstance(value, bool) and p.low <= value <= p.high:  # type: ignore[operator]
-            start[name] = int(value) if p.type == "int" else float(value)
-    return start
+            out[name] = int(value) if p.type == "int" else float(value)
+    return out
 
 
 def starts(family: str, task: str, space: dict[str, Param], fixed: dict[str, Any]) -> list[dict[str, Any]]:
-    """The first trials: the estimator's defaults, then for boosting with early stopping the same defaults with
-    the iterations at the top of their range, so early stopping chooses how many (a cheap, often better second
-    start; the defaults stay first because they are the cheapest)."""
+    """The first trials: the estimator's defaults (the cheapest, so first), then for boosting with early
+    stopping the same with the iterations at the top of their range (early stopping chooses how many) and the
+    portfolio's shapes with those iterations."""
     start = default_start(family, task, space, fixed)
     out = [start] if start else []
     iters = space.get("max_iter")
-    if fixed.get("early_stopping") is True and iters is not None and iters.high and start.get("max_iter") != iters.high:
-        out.append(start | {"max_iter": int(iters.high)})
+    if fixed.get("early_stopping") is True and iters is not None and iters.high:
+        many = {"max_iter": int(iters.high)}
+        for shape in [{}, *PORTFOLIO.get(family, [])]:
+            trial = start | _inside(space, shape | many)
+            if trial not in out:
+                out.append(trial)
     return out
 
 
@@ -287,6 +319,7 @@ def tune_family(
     refit: bool = True,
     grace: float = 0.0,
     deadline: float | None = None,
+    free_start: bool = True,
 ) -> FamilyResult:
     """Search one family's space with cross-validation and refit the best on all of X.
 
@@ -296,7 +329,8 @@ def tune_family(
     budget is spent or when its expected time (the median of this family's finished trials) would not fit;
     fits still running `grace` seconds after the budget stop themselves (and do not count). `deadline`
     (`time.time()` seconds) is the hard end for every fit, the search's first trial too; without one, that
-    first trial always finishes (a search always has a configuration to offer).
+    first trial always finishes (a search always has a configuration to offer). With `free_start` False the
+    first trial keeps to the budget like the others (another family already has a score to offer).
     """
     budget = cfg.time_budget if budget == -1.0 else budget
     max_trials = cfg.trials if max_trials == -1 else max_trials
@@ -313,15 +347,52 @@ def tune_family(
         study = resume.study if resume is not None and resume.study is not None else _new_study(cfg, plan, space)
         if resume is None and source != "none":
             for start in starts(spec.family, task, space, fixed):
-                study.enqueue_trial(start, skip_if_exists=True)
+                study.enqueue_trial(start, user_attrs={"start": True}, skip_if_exists=True)
+        elif source != "none":
+            _enqueue_cut_starts(study)
         if source == "none":
             max_trials, budget = (0 if resume is not None else 1), None
         stopped = _run_trials(study, spec.family, task, distributions, fixed, folds, scoring, cfg, plan, client,
-                              budget, max_trials, grace, deadline)
+                              budget, max_trials, grace, deadline, free_start)
     if max_trials == 0 and resume is not None:
         stopped = resume.stopped
     return _result(spec.family, study, preprocessor, X, y, task, scoring, cfg, fixed, source, plan, stopped,
                    time.perf_counter() - t0 + (resume.seconds if resume else 0.0), refit)
+
+
+def cut_starts(study: Any) -> list[dict[str, Any]]:
+    """The starts a phase's end cut and that were not asked for again."""
+    from optuna.trial import TrialState
+
+    if study is None:
+        return []
+    tried = [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get("start")]
+    settled = [t.params for t in tried if t.state != TrialState.FAIL or t.user_attrs.get("again")]
+    out: list[dict[str, Any]] = []
+    for t in tried:
+        if t.state == TrialState.FAIL and t.params not in settled + out:
+            out.append(t.params)
+    return out
+
+
+def _enqueue_cut_starts(study: Any) -> None:
+    """Ask again, first, for the starts a phase's end cut (a warm-up's share is short, and the starts are the
+    best guesses there are); a start cut again stays cut."""
+    for params in cut_starts(study):
+        study.enqueue_trial(params, user_attrs={"start": True, "again": True})
+
+
+def expected_seconds(study: Any) -> float:
+    """The usual time of one of the study's trials on every fold: the median over its finished trials and
+    the estimates left by trials cut at a deadline (0 when there are none)."""
+    from optuna.trial import TrialState
+
+    if study is None:
+        return 0.0
+    seen = [t.user_attrs["seconds"] if t.state == TrialState.COMPLETE else t.user_attrs["estimate"]
+            for t in study.get_trials(deepcopy=False) if "seconds" in t.user_attrs and t.state == TrialState.COMPLETE
+            or "estimate" in t.user_attrs and t.state == TrialState.FAIL]
+    return float(np.median(seen)) if seen else 0.0
 
 
 STRAGGLER_SLACK = 2.0  # seconds past its deadline before a fit that did not stop itself is stopped from outside
@@ -330,7 +401,7 @@ STRAGGLER_SLACK = 2.0  # seconds past its deadline before a fit that did not sto
 def _run_trials(study: Any, family: str, task: str, distributions: dict[str, Any], fixed: dict[str, Any],
                 folds: Folds, scoring: Any, cfg: SearchConfig, plan: ThreadPlan, client: Any,
                 budget: float | None, max_trials: int | None, grace: float = 0.0,
-                deadline: float | None = None) -> str:
+                deadline: float | None = None, free_start: bool = True) -> str:
     """Ask, fit fold by fold, report, prune, tell, until `max_trials` more trials or `budget` seconds are spent.
 
     Without a budget the order is deterministic (each step waits for every running fit, results are told in
@@ -347,7 +418,6 @@ def _run_trials(study: Any, family: str, task: str, distributions: dict[str, Any
     if deadline is not None:
         stop = deadline if stop is None else min(stop, deadline)
     done_trials = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
-    durations = [t.user_attrs["seconds"] for t in done_trials if "seconds" in t.user_attrs]
     first: int | None = None  # a new search's first trial (the estimator's defaults): only `deadline` ends it
     reason = "trial count"
 
@@ -364,9 +434,9 @@ def _run_trials(study: Any, family: str, task: str, distributions: dict[str, Any
         while True:
             while len(running) < plan.trials and (max_trials is None or asked < max_trials):
                 now = time.time()
-                opening = not done_trials and asked == 0
+                opening = free_start and not done_trials and asked == 0
                 fit_stop = deadline if opening else stop
-                expected = float(np.median(durations)) if durations else 0.0
+                expected = expected_seconds(study)
                 if not opening and end is not None and (now >= end or (fit_stop is not None and now + expected > fit_stop)):
                     reason = "time budget"
                     break
@@ -396,6 +466,9 @@ def _run_trials(study: Any, family: str, task: str, distributions: dict[str, Any
                 except OutOfTime:
                     if scores:  # the folds it finished stay on record (see _result)
                         trial.set_user_attr("folds", scores)
+                    # what the whole trial would have taken, at least: its folds at the pace it was cut at
+                    ran = time.time() - trial.user_attrs["started"]
+                    trial.set_user_attr("estimate", ran * len(folds.parts) / (len(scores) + 1))
                     study.tell(trial, state=fail)  # cut at its deadline
                     reason = "time budget"
                     continue
@@ -413,7 +486,6 @@ def _run_trials(study: Any, family: str, task: str, distributions: dict[str, Any
                     trial.set_user_attr("ended", time.time())
                     study.tell(trial, float(np.mean(scores)))
                     done_trials.append(trial)
-                    durations.append(seconds)
                 elif trial.number != first and trial.should_prune():
                     trial.set_user_attr("folds", scores)
                     study.tell(trial, state=optuna.trial.TrialState.PRUNED)
@@ -511,16 +583,23 @@ def tune_families(specs: list[ModelSpec], preprocessor: Any, X: pd.DataFrame, y:
     # the warm-up goes from the cheapest family to the dearest, so a slow first trial (cut at the deadline) can
     # only hold back families dearer than itself
     order = sorted(specs, key=lambda s: WARMUP_ORDER.index(s.family) if s.family in WARMUP_ORDER else 0)
-    results = {s.family: tune(s, preprocessor, X, y, task, scoring, cfg, budget=warm_budget, max_trials=warm_trials,
-                              folds=folds, refit=False, grace=grace, deadline=deadline) for s in order}
     trees = [s for s in order if s.family not in LINEAR]
+    results: dict[str, FamilyResult] = {}
+    for s in order:  # a first trial runs past its share only while no tree family has a score to offer
+        scored = any(results[t.family].cv_scores and not results[t.family].partial for t in trees if t.family in results)
+        results[s.family] = tune(s, preprocessor, X, y, task, scoring, cfg, budget=warm_budget, max_trials=warm_trials,
+                                 folds=folds, refit=False, grace=grace, deadline=deadline, free_start=not scored)
     if not any(results[s.family].cv_scores for s in trees or order):  # one configuration whatever it takes
         spec = next((s for s in trees or order if results[s.family].space != "none"), (trees or order)[0])
         say(f"Tuning: no {'tree model' if trees else 'trial'} was scored within the time budget; {spec.family}'s "
             "first configuration is fitted whatever the time")
         results[spec.family] = tune(spec, preprocessor, X, y, task, scoring, cfg, budget=None, max_trials=1,
                                     folds=folds, refit=False)
-    contenders = in_reach(list(results.values()))
+    # within reach of the leader, or not yet judged (a start was cut); the dearest first, so that a family whose
+    # trial would not fit its share hands the share on at once
+    contenders = sorted((r for r in results.values() if r in in_reach(list(results.values()))
+                         or (r.space != "none" and cut_starts(r.study))),
+                        key=lambda r: -expected_seconds(r.study))
     behind = [r.family for r in results.values() if r not in contenders and r.space != "none"]
     say(f"Tuning: warm-up done ({', '.join(f'{r.family} {r.best_score:.4f}' for r in results.values())}); "
         + (f"the rest goes to {', '.join(r.family for r in contenders)}" if contenders else "nothing left to search")
@@ -537,7 +616,8 @@ def tune_families(specs: list[ModelSpec], preprocessor: Any, X: pd.DataFrame, y:
         last = share == 1  # the last share ends the search: fits running then stop at the deadline
         results[r.family] = tune(spec, preprocessor, X, y, task, scoring, cfg, budget=more_time,
                                  max_trials=more_trials, resume=r, folds=folds, refit=False,
-                                 grace=0.0 if last or more_time is None else more_time / 4, deadline=deadline)
+                                 grace=0.0 if last or more_time is None else more_time / 4, deadline=deadline,
+                                 free_start=False)
     say(f"Tuning: search ended {time.time() - started:.1f} s after it started"
         + (f" (time budget {cfg.time_budget:g} s)" if cfg.time_budget is not None else ""))
     winner = max(results.values(), key=lambda r: r.best_score)

@@ -406,3 +406,62 @@ def test_a_search_never_ends_with_only_a_linear_baseline_scored() -> None:
     rescued = run({"logistic_regression"})
     assert ("hist_gradient_boosting", None, 1) in rescued and ("random_forest", None, 1) not in rescued
     assert all(budget is not None for _, budget, _ in run({"logistic_regression", "random_forest"}))
+
+
+def test_boosting_starts_from_its_defaults_then_a_portfolio_of_shapes_inside_the_space() -> None:
+    from mlops.training.tuning import resolve_space, starts
+
+    space, fixed, _ = resolve_space(ModelSpec(family="hist_gradient_boosting"))
+    first = starts("hist_gradient_boosting", "regression", space, fixed)
+    assert first[0]["max_iter"] == 100 and first[0]["max_leaf_nodes"] == 31  # the estimator's defaults first
+    assert first[0]["l2_regularization"] == space["l2_regularization"].low  # its default 0, moved into the range
+    assert [(s["max_iter"], s["max_leaf_nodes"], s["learning_rate"]) for s in first[1:]] == [
+        (1000, 31, 0.1), (1000, 7, 0.1), (1000, 127, 0.05)]  # early stopping picks the rounds of every shape
+    # a user's narrower space: shapes outside it are left out, and no start is asked twice
+    narrow = {"max_iter": Param(type="int", low=50, high=500), "max_leaf_nodes": Param(type="int", low=8, high=64)}
+    assert starts("hist_gradient_boosting", "regression", narrow, {"early_stopping": True}) == [
+        {"max_iter": 100, "max_leaf_nodes": 31}, {"max_iter": 500, "max_leaf_nodes": 31}]
+    assert len(starts("random_forest", "regression", *resolve_space(ModelSpec(family="random_forest"))[:2])) == 1
+
+
+def test_starts_cut_at_a_phase_end_are_asked_first_in_the_next_and_slow_trials_are_not_started(data, monkeypatch) -> None:
+    """A warm-up's share is short: the starts it cut are the first trials of the family's next share; a trial
+    cut at its deadline leaves an estimate of its whole time, and no trial starts that would not fit a share."""
+    import time
+
+    from mlops.training import trials
+    from mlops.training.tuning import cut_starts, expected_seconds
+
+    asked: list[int] = []
+    cut_shapes = {7, 127}
+
+    def fit_fold(source, fold, family, task, params, *args):
+        if fold == 0:
+            asked.append(params["max_leaf_nodes"])
+        if params["max_leaf_nodes"] in cut_shapes:
+            time.sleep(0.3)
+            raise trials.OutOfTime
+        return 0.9 - params["max_leaf_nodes"] / 1000, 0.01  # the shallow shape scores best
+
+    monkeypatch.setattr(trials, "fit_fold", fit_fold)
+    X, y, pre = data
+    spec = ModelSpec(family="hist_gradient_boosting")
+    cfg = SearchConfig(time_budget=30, cv_folds=2, n_jobs=1)
+    warm = tune_family(spec, pre, X, y, "classification", "roc_auc", cfg, max_trials=4, refit=False)
+    assert asked == [31, 31, 7, 127] and warm.cut == 2 and warm.n_trials == 2
+    assert [s["max_leaf_nodes"] for s in cut_starts(warm.study)] == [7, 127]
+    cut = [t for t in warm.study.trials if t.state.name == "FAIL"]
+    assert all(t.user_attrs["estimate"] >= 0.3 * 2 for t in cut)  # at the pace it was cut at, over both folds
+    assert expected_seconds(warm.study) > 0.2  # the median over finished trials and cut ones' estimates
+
+    asked.clear()
+    cut_shapes = {127}  # the next share is long enough for the shallow shape
+    more = tune_family(spec, pre, X, y, "classification", "roc_auc", cfg, max_trials=2, resume=warm, refit=False,
+                       free_start=False)
+    assert asked == [7, 127] and more.best_params["max_leaf_nodes"] == 7 and more.cut == 3
+    assert cut_starts(more.study) == []  # a start cut twice stays cut
+
+    asked.clear()
+    slow = tune_family(spec, pre, X, y, "classification", "roc_auc", cfg, budget=0.2, max_trials=3, resume=more,
+                       refit=False, free_start=False)
+    assert asked == [] and slow.n_trials == more.n_trials  # its usual trial would not fit 0.2 s: none started
