@@ -33,7 +33,7 @@ test: $(STAMP) ## the fast tier: unit and flow tests that start no stack and no 
 	$(BIN)/python -m pytest -q -m "$(FAST_TIER)"
 
 test-slow: $(STAMP) ## only what `make test` leaves out: tests marked e2e, process or slow
-	$(BIN)/python -m pytest -q -m "$(SLOW_TIER)"
+	$(BIN)/python -m pytest -q -m "$(SLOW_TIER)" --durations=15
 
 test-all: $(STAMP) ## every test in one run: the fast tier plus the process, slow and e2e tiers (15+ minutes)
 	$(BIN)/python -m pytest -q

@@ -20,7 +20,7 @@ from mlops.core.names import artifact_key
 from mlops.core.validation import rows_line
 from mlops.monitoring.result import RetrainOutcome
 from mlops.registry import versions as registry
-from mlops.registry.links import mlflow_base_url, mlflow_routes
+from mlops.registry.links import mlflow_base_url, mlflow_urls
 from mlops.registry.verdict import gate_label
 from mlops.registry.versions import AliasMove
 from mlops.training.result import TrainingResult
@@ -39,14 +39,12 @@ def has_server(tracking_uri: str) -> bool:
 
 def mlflow_run_url(tracking_uri: str, experiment_id: str, run_id: str) -> str | None:
     """The run's page in the MLflow UI when the store is a tracking server (None for a local store)."""
-    base = mlflow_base_url(tracking_uri)
-    return f"{base}/{mlflow_routes(run_id=run_id, experiment_id=experiment_id)['run']}" if base else None
+    return (mlflow_urls(run_id=run_id, experiment_id=experiment_id, tracking_uri=tracking_uri) or {}).get("run")
 
 
 def mlflow_version_url(tracking_uri: str, model_name: str, version: Any) -> str | None:
     """A registered version's page in the MLflow UI when the store is a tracking server (None otherwise)."""
-    base = mlflow_base_url(tracking_uri)
-    return f"{base}/{mlflow_routes(model=model_name, version=version)['model_version']}" if base else None
+    return (mlflow_urls(model=model_name, version=version, tracking_uri=tracking_uri) or {}).get("model_version")
 
 
 def mlflow_ui_command(tracking_uri: str) -> str:

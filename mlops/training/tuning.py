@@ -160,7 +160,7 @@ def default_start(family: str, task: str, space: dict[str, Param], fixed: dict[s
 # rounds; a value outside the space searched is left out of the start.
 PORTFOLIO: dict[str, list[dict[str, Any]]] = {
     "hist_gradient_boosting": [
-        {"max_leaf_nodes": 7, "learning_rate": 0.1},
+        {"max_leaf_nodes": 7, "learning_rate": 0.05},
         {"max_leaf_nodes": 127, "learning_rate": 0.05, "min_samples_leaf": 20},
     ],
 }
@@ -297,8 +297,10 @@ def _new_study(cfg: SearchConfig, plan: ThreadPlan, space: dict[str, Param]) -> 
     if cfg.strategy == "random":
         sampler: Any = optuna.samplers.RandomSampler(seed=cfg.seed)
     else:
+        # the starts (defaults, boosting's portfolio) already spread the first trials: the sampler models the
+        # space after five, not after the ten random ones it would wait for by default
         sampler = optuna.samplers.TPESampler(seed=cfg.seed, multivariate=True, constant_liar=True,
-                                             n_startup_trials=max(5, min(10, 2 * len(space))))
+                                             n_startup_trials=5)
     pruner = optuna.pruners.MedianPruner(n_startup_trials=max(5, plan.trials), n_warmup_steps=0)
     return optuna.create_study(direction="maximize", sampler=sampler, pruner=pruner)
 

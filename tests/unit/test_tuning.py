@@ -416,7 +416,7 @@ def test_boosting_starts_from_its_defaults_then_a_portfolio_of_shapes_inside_the
     assert first[0]["max_iter"] == 100 and first[0]["max_leaf_nodes"] == 31  # the estimator's defaults first
     assert first[0]["l2_regularization"] == space["l2_regularization"].low  # its default 0, moved into the range
     assert [(s["max_iter"], s["max_leaf_nodes"], s["learning_rate"]) for s in first[1:]] == [
-        (1000, 31, 0.1), (1000, 7, 0.1), (1000, 127, 0.05)]  # early stopping picks the rounds of every shape
+        (1000, 31, 0.1), (1000, 7, 0.05), (1000, 127, 0.05)]  # early stopping picks the rounds of every shape
     # a user's narrower space: shapes outside it are left out, and no start is asked twice
     narrow = {"max_iter": Param(type="int", low=50, high=500), "max_leaf_nodes": Param(type="int", low=8, high=64)}
     assert starts("hist_gradient_boosting", "regression", narrow, {"early_stopping": True}) == [
