@@ -29,15 +29,17 @@ iterations at the top of their range (early stopping chooses how many), then boo
 
 How trials are shared (`tune_families`): a short equal warm-up (30% of the time budget or of the trial
 pool, n_trials x families), then the rest goes, in equal shares, to the families whose best cross-validated
-score is within reach of the leader's (no further behind than the spread of the leader's fold scores).
-A trial is one configuration fitted on the folds; a pruned trial (behind the median of earlier trials
+score is within reach of the leader's (no further behind than the spread of the leader's fold scores)
+or that are not yet judged (a start was cut at the warm-up's end; those starts are asked again first), the
+dearest family first so that a share it cannot use passes on at once. A trial is one configuration fitted on the folds; a pruned trial (behind the median of earlier trials
 after a fold) counts as a trial and is reported apart.
 
-How the time budget holds: no trial starts once its share is spent, nor when the median time of the
-family's finished trials would take it past its share; every fit has a deadline and forests and boosting
+How the time budget holds: no trial starts once its share is spent, nor when the family's usual trial time
+(the median over its finished trials and what its cut trials would have taken at their pace) would take it
+past its share; every fit has a deadline and forests and boosting
 stop themselves there (mlops.training.trials), so the search ends within about one round of a fit after
-`time_budget`. A family's first trial (its defaults) may run on past its share, up to the budget's end;
-the warm-up goes from the cheapest family to the dearest (linear, boosting, forest), so such a trial only
+`time_budget`. A family's first trial (its defaults) may run on past its share, up to the budget's end,
+while no tree family has a score yet; the warm-up goes from the cheapest family to the dearest (linear, boosting, forest), so such a trial only
 holds back families dearer than itself. A family whose trials were all cut is scored on the folds they
 finished. One exception to the budget: when no tree family (boosting, forest) has a score at its end, so
 that only a linear baseline could be chosen, the cheapest tree family's defaults are fitted whatever the
