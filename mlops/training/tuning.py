@@ -10,7 +10,7 @@ family                     space (both tasks unless said)
 =========================  ======================================================================================
 hist_gradient_boosting     learning_rate loguniform 0.01-0.5; max_iter int (log) 50-1000 with early stopping
                            (fixed: early_stopping true, n_iter_no_change 20, validation_fraction 0.1);
-                           max_leaf_nodes int (log) 4-255; max_depth choice none/4/6/8/12; min_samples_leaf
+                           max_leaf_nodes int (log) 2-255; max_depth choice none/4/6/8/12; min_samples_leaf
                            int (log) 2-200; l2_regularization loguniform 1e-4-10; max_features uniform 0.4-1.0
 random_forest              n_estimators int (log) 50-500; max_depth choice none/8/16/32; min_samples_leaf int
                            (log) 1-50; max_features choice sqrt/0.25/0.5/0.75/1.0
@@ -25,7 +25,8 @@ means no search, one configuration; a parameter fixed in `params` is left out of
 first trial of every search is the estimator's own default (moved into the space's range where it lies
 outside), so a search never starts from a worse place than no search; with early stopping on, the next are the same with the
 iterations at the top of their range (early stopping chooses how many), then boosting's portfolio of shapes
-(shallow trees over many rounds, wide trees learning slowly: `PORTFOLIO`), before the sampler's own trials.
+(shallow trees over many rounds, wide trees learning slowly, stumps: `PORTFOLIO`), before the sampler's own
+trials.
 
 How trials are shared (`tune_families`): a short equal warm-up (30% of the time budget or of the trial
 pool, n_trials x families), then the rest goes, in equal shares, to the families whose best cross-validated
@@ -93,7 +94,7 @@ DEFAULT_SPACES: dict[str, dict[str, Param]] = {
     "hist_gradient_boosting": {
         "learning_rate": _p("loguniform", 0.01, 0.5),
         "max_iter": _p("int", 50, 1000, log=True),
-        "max_leaf_nodes": _p("int", 4, 255, log=True),
+        "max_leaf_nodes": _p("int", 2, 255, log=True),
         "max_depth": _p("choice", values=[None, 4, 6, 8, 12]),
         "min_samples_leaf": _p("int", 2, 200, log=True),
         "l2_regularization": _p("loguniform", 1e-4, 10.0),
@@ -157,13 +158,15 @@ def default_start(family: str, task: str, space: dict[str, Param], fixed: dict[s
 
 
 # Further first trials for boosting with early stopping, a small portfolio of shapes no single default covers
-# (AutoML systems start from such portfolios): shallow trees over many rounds, for targets that add up effects
-# of single inputs; wide trees learning slowly, for targets driven by interactions. Early stopping picks the
-# rounds; a value outside the space searched is left out of the start.
+# (AutoML systems start from such portfolios): shallow trees over many rounds, for targets shaped by a few
+# inputs at a time; wide trees learning slowly, for targets driven by interactions; stumps (one split a tree,
+# so the model is a sum of one function per input, as in additive models), for targets that add up effects
+# of single inputs. Early stopping picks the rounds; a value outside the space searched is left out.
 PORTFOLIO: dict[str, list[dict[str, Any]]] = {
     "hist_gradient_boosting": [
         {"max_leaf_nodes": 7, "learning_rate": 0.05},
         {"max_leaf_nodes": 127, "learning_rate": 0.05, "min_samples_leaf": 20},
+        {"max_leaf_nodes": 2, "learning_rate": 0.5},
     ],
 }
 

@@ -416,7 +416,7 @@ def test_boosting_starts_from_its_defaults_then_a_portfolio_of_shapes_inside_the
     assert first[0]["max_iter"] == 100 and first[0]["max_leaf_nodes"] == 31  # the estimator's defaults first
     assert first[0]["l2_regularization"] == space["l2_regularization"].low  # its default 0, moved into the range
     assert [(s["max_iter"], s["max_leaf_nodes"], s["learning_rate"]) for s in first[1:]] == [
-        (1000, 31, 0.1), (1000, 7, 0.05), (1000, 127, 0.05)]  # early stopping picks the rounds of every shape
+        (1000, 31, 0.1), (1000, 7, 0.05), (1000, 127, 0.05), (1000, 2, 0.5)]  # early stopping picks the rounds of every shape
     # a user's narrower space: shapes outside it are left out, and no start is asked twice
     narrow = {"max_iter": Param(type="int", low=50, high=500), "max_leaf_nodes": Param(type="int", low=8, high=64)}
     assert starts("hist_gradient_boosting", "regression", narrow, {"early_stopping": True}) == [
@@ -441,18 +441,17 @@ def test_starts_cut_at_a_phase_end_are_asked_first_in_the_next_and_slow_trials_a
         if params["max_leaf_nodes"] in cut_shapes:
             time.sleep(0.3)
             raise trials.OutOfTime
-        return 0.9 - params["max_leaf_nodes"] / 1000, 0.01  # the shallow shape scores best
+        return 0.9 - abs(params["max_leaf_nodes"] - 7) / 1000, 0.01  # the shallow shape scores best
 
     monkeypatch.setattr(trials, "fit_fold", fit_fold)
     X, y, pre = data
     spec = ModelSpec(family="hist_gradient_boosting")
     cfg = SearchConfig(time_budget=30, cv_folds=2, n_jobs=1)
-    warm = tune_family(spec, pre, X, y, "classification", "roc_auc", cfg, max_trials=4, refit=False)
-    assert asked == [31, 31, 7, 127] and warm.cut == 2 and warm.n_trials == 2
+    warm = tune_family(spec, pre, X, y, "classification", "roc_auc", cfg, max_trials=5, refit=False)
+    assert asked == [31, 31, 7, 127, 2] and warm.cut == 2 and warm.n_trials == 3
     assert [s["max_leaf_nodes"] for s in cut_starts(warm.study)] == [7, 127]
     cut = [t for t in warm.study.trials if t.state.name == "FAIL"]
     assert all(t.user_attrs["estimate"] >= 0.3 * 2 for t in cut)  # at the pace it was cut at, over both folds
-    assert expected_seconds(warm.study) > 0.2  # the median over finished trials and cut ones' estimates
 
     asked.clear()
     cut_shapes = {127}  # the next share is long enough for the shallow shape
@@ -461,7 +460,12 @@ def test_starts_cut_at_a_phase_end_are_asked_first_in_the_next_and_slow_trials_a
     assert asked == [7, 127] and more.best_params["max_leaf_nodes"] == 7 and more.cut == 3
     assert cut_starts(more.study) == []  # a start cut twice stays cut
 
+    cut_shapes = {2, 7, 31, 127}  # a family whose every trial is cut: its usual trial time is what they would take
     asked.clear()
-    slow = tune_family(spec, pre, X, y, "classification", "roc_auc", cfg, budget=0.2, max_trials=3, resume=more,
+    cut_all = tune_family(spec, pre, X, y, "classification", "roc_auc", cfg, budget=5, max_trials=2, refit=False,
+                          free_start=False)
+    assert len(asked) == 2 and cut_all.cut == 2 and expected_seconds(cut_all.study) >= 0.6
+    asked.clear()
+    slow = tune_family(spec, pre, X, y, "classification", "roc_auc", cfg, budget=0.5, max_trials=3, resume=cut_all,
                        refit=False, free_start=False)
-    assert asked == [] and slow.n_trials == more.n_trials  # its usual trial would not fit 0.2 s: none started
+    assert asked == [] and slow.n_trials == 0  # a 0.6 s trial does not fit a 0.5 s share: none started
