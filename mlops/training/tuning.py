@@ -20,32 +20,33 @@ ridge                      alpha loguniform 1e-3-1000
 linear_regression          nothing to tune: one configuration (the summary says space "none")
 =========================  ======================================================================================
 
-A user's `search_space` replaces the default (write a narrower range to narrow it); `search_space: {}`
-means no search, one configuration; a parameter fixed in `params` is left out of the default space. The
-first trial of every search is the estimator's own default (moved into the space's range where it lies
-outside), so a search never starts from a worse place than no search; with early stopping on, the next are the same with the
-iterations at the top of their range (early stopping chooses how many), then boosting's portfolio of shapes
-(shallow trees over many rounds, wide trees learning slowly, stumps: `PORTFOLIO`), before the sampler's own
-trials.
+A user's `search_space` replaces the default (write a narrower range to narrow it); `search_space: {}` means
+no search, one configuration; a parameter fixed in `params` is left out of the default space. The first
+trial of every search is the estimator's own default (moved into the space's range where it lies outside),
+so a search never starts from a worse place than no search; with early stopping on, the next are the same
+with the iterations at the top of their range (early stopping chooses how many), then boosting's portfolio
+of shapes (shallow trees over many rounds, wide trees learning slowly, stumps: `PORTFOLIO`), before the
+sampler's own trials.
 
-How trials are shared (`tune_families`): a short equal warm-up (30% of the time budget or of the trial
-pool, n_trials x families), then the rest goes, in equal shares, to the families whose best cross-validated
-score is within reach of the leader's (no further behind than the spread of the leader's fold scores)
-or that are not yet judged (a start was cut at the warm-up's end; those starts are asked again first), the
-dearest family first so that a share it cannot use passes on at once. A trial is one configuration fitted on the folds; a pruned trial (behind the median of earlier trials
-after a fold) counts as a trial and is reported apart.
+How trials are shared (`tune_families`): a short equal warm-up (30% of the time budget or of the trial pool,
+n_trials x families), then the rest goes, in equal shares, to the families whose best cross-validated score
+is within reach of the leader's (no further behind than the spread of the leader's fold scores) or that are
+not yet judged (a start was cut at the warm-up's end; those starts are asked again first), the dearest
+family first so that a share it cannot use passes on at once. A trial is one configuration fitted on the
+folds; a pruned trial (behind the median of earlier trials after a fold) counts as a trial and is reported
+apart.
 
 How the time budget holds: no trial starts once its share is spent, nor when the family's usual trial time
 (the median over its finished trials and what its cut trials would have taken at their pace) would take it
-past its share; every fit has a deadline and forests and boosting
-stop themselves there (mlops.training.trials), so the search ends within about one round of a fit after
-`time_budget`. A family's first trial (its defaults) may run on past its share, up to the budget's end,
-while no tree family has a score yet; the warm-up goes from the cheapest family to the dearest (linear, boosting, forest), so such a trial only
-holds back families dearer than itself. A family whose trials were all cut is scored on the folds they
-finished. One exception to the budget: when no tree family (boosting, forest) has a score at its end, so
-that only a linear baseline could be chosen, the cheapest tree family's defaults are fitted whatever the
-time (on a machine too busy for the budget, a better model beats an on-time one). Cut trials do not
-count; the summary says how many.
+past its share; every fit has a deadline and forests and boosting stop themselves there
+(mlops.training.trials), so the search ends within about one round of a fit after `time_budget`. A family's
+first trial (its defaults) may run on past its share, up to the budget's end, while no tree family has a
+score yet; the warm-up goes from the cheapest family to the dearest (linear, boosting, forest), so such a
+trial only holds back families dearer than itself. A family whose trials were all cut is scored on the folds
+they finished. One exception to the budget: when no tree family (boosting, forest) has a score at its end,
+so that only a linear baseline could be chosen, the cheapest tree family's defaults are fitted whatever the
+time (on a machine too busy for the budget, a better model beats an on-time one). Cut trials do not count;
+the summary says how many.
 """
 
 from __future__ import annotations
@@ -333,7 +334,7 @@ def tune_family(
     `budget` (seconds) and `max_trials` default to the config's time_budget and n_trials; `resume` goes on
     with an earlier result's study (its trials count too); `folds` are prepared by `prepare_folds` (once for
     every family); `refit` False leaves the final fit on all rows to a later call. No trial starts once the
-    budget is spent or when its expected time (the median of this family's finished trials) would not fit;
+    budget is spent or when its expected time (`expected_seconds`) would not fit;
     fits still running `grace` seconds after the budget stop themselves (and do not count). `deadline`
     (`time.time()` seconds) is the hard end for every fit, the search's first trial too; without one, that
     first trial always finishes (a search always has a configuration to offer). With `free_start` False the
@@ -396,9 +397,12 @@ def expected_seconds(study: Any) -> float:
 
     if study is None:
         return 0.0
-    seen = [t.user_attrs["seconds"] if t.state == TrialState.COMPLETE else t.user_attrs["estimate"]
-            for t in study.get_trials(deepcopy=False) if "seconds" in t.user_attrs and t.state == TrialState.COMPLETE
-            or "estimate" in t.user_attrs and t.state == TrialState.FAIL]
+    seen = []
+    for t in study.get_trials(deepcopy=False):
+        if t.state == TrialState.COMPLETE and "seconds" in t.user_attrs:
+            seen.append(t.user_attrs["seconds"])
+        elif t.state == TrialState.FAIL and "estimate" in t.user_attrs:
+            seen.append(t.user_attrs["estimate"])
     return float(np.median(seen)) if seen else 0.0
 
 
