@@ -43,7 +43,7 @@ def test_make_runs_the_tiers_the_makefile_defines() -> None:
 
     tiers = tier_expressions()
     assert recipe("test").endswith(f'pytest -q -m "{tiers["FAST_TIER"]}"')
-    assert recipe("test-slow").endswith(f'pytest -q -m "{tiers["SLOW_TIER"]}"')
+    assert recipe("test-slow").endswith(f'pytest -q -m "{tiers["SLOW_TIER"]}" --durations=15')  # it lists its slowest
     assert recipe("test-all").endswith("pytest -q")
 
 
