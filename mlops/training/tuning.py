@@ -390,19 +390,23 @@ def _enqueue_cut_starts(study: Any) -> None:
         study.enqueue_trial(params, user_attrs={"start": True, "again": True})
 
 
-def expected_seconds(study: Any) -> float:
-    """The usual time of one of the study's trials on every fold: the median over its finished trials and
-    the estimates left by trials cut at a deadline (0 when there are none)."""
+def trial_seconds(study: Any) -> list[float]:
+    """What each of the study's trials took on every fold: finished trials' times and the estimates left by
+    trials cut at a deadline."""
     from optuna.trial import TrialState
 
-    if study is None:
-        return 0.0
     seen = []
-    for t in study.get_trials(deepcopy=False):
+    for t in study.get_trials(deepcopy=False) if study is not None else []:
         if t.state == TrialState.COMPLETE and "seconds" in t.user_attrs:
             seen.append(t.user_attrs["seconds"])
         elif t.state == TrialState.FAIL and "estimate" in t.user_attrs:
             seen.append(t.user_attrs["estimate"])
+    return seen
+
+
+def expected_seconds(study: Any) -> float:
+    """The usual time of one of the study's trials: the median of `trial_seconds` (0 when there are none)."""
+    seen = trial_seconds(study)
     return float(np.median(seen)) if seen else 0.0
 
 
@@ -429,6 +433,7 @@ def _run_trials(study: Any, family: str, task: str, distributions: dict[str, Any
     if deadline is not None:
         stop = deadline if stop is None else min(stop, deadline)
     done_trials = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    durations = trial_seconds(study)  # kept up to date below: not read from the study at every ask
     first: int | None = None  # a new search's first trial (the estimator's defaults): only `deadline` ends it
     reason = "trial count"
 
@@ -447,7 +452,7 @@ def _run_trials(study: Any, family: str, task: str, distributions: dict[str, Any
                 now = time.time()
                 opening = free_start and not done_trials and asked == 0
                 fit_stop = deadline if opening else stop
-                expected = expected_seconds(study)
+                expected = float(np.median(durations)) if durations else 0.0
                 if not opening and end is not None and (now >= end or (fit_stop is not None and now + expected > fit_stop)):
                     reason = "time budget"
                     break
@@ -479,7 +484,9 @@ def _run_trials(study: Any, family: str, task: str, distributions: dict[str, Any
                         trial.set_user_attr("folds", scores)
                     # what the whole trial would have taken, at least: its folds at the pace it was cut at
                     ran = time.time() - trial.user_attrs["started"]
-                    trial.set_user_attr("estimate", ran * len(folds.parts) / (len(scores) + 1))
+                    estimate = ran * len(folds.parts) / (len(scores) + 1)
+                    trial.set_user_attr("estimate", estimate)
+                    durations.append(estimate)
                     study.tell(trial, state=fail)  # cut at its deadline
                     reason = "time budget"
                     continue
@@ -497,6 +504,7 @@ def _run_trials(study: Any, family: str, task: str, distributions: dict[str, Any
                     trial.set_user_attr("ended", time.time())
                     study.tell(trial, float(np.mean(scores)))
                     done_trials.append(trial)
+                    durations.append(seconds)
                 elif trial.number != first and trial.should_prune():
                     trial.set_user_attr("folds", scores)
                     study.tell(trial, state=optuna.trial.TrialState.PRUNED)
@@ -608,7 +616,8 @@ def tune_families(specs: list[ModelSpec], preprocessor: Any, X: pd.DataFrame, y:
                                     folds=folds, refit=False)
     # within reach of the leader, or not yet judged (a start was cut); the dearest first, so that a family whose
     # trial would not fit its share hands the share on at once
-    contenders = sorted((r for r in results.values() if r in in_reach(list(results.values()))
+    reach = in_reach(list(results.values()))
+    contenders = sorted((r for r in results.values() if r in reach
                          or (r.space != "none" and cut_starts(r.study))),
                         key=lambda r: -expected_seconds(r.study))
     behind = [r.family for r in results.values() if r not in contenders and r.space != "none"]
