@@ -26,7 +26,8 @@ trial of every search is the estimator's own default (moved into the space's ran
 so a search never starts from a worse place than no search; with early stopping on, the next are the same
 with the iterations at the top of their range (early stopping chooses how many), then boosting's portfolio
 of shapes (shallow trees over many rounds, wide trees learning slowly, stumps: `PORTFOLIO`), before the
-sampler's own trials.
+sampler's own trials; once they are scored, the best is refined by halving and doubling its leaves and its
+learning rate while that improves it (`moves`).
 
 How trials are shared (`tune_families`): a short equal warm-up (30% of the time budget or of the trial pool,
 n_trials x families), then the rest goes, in equal shares, to the families whose best cross-validated score
@@ -170,6 +171,28 @@ PORTFOLIO: dict[str, list[dict[str, Any]]] = {
         {"max_leaf_nodes": 2, "learning_rate": 0.5},
     ],
 }
+
+
+# Once the starts are scored, the best configuration so far is moved one step each way along the axes the
+# portfolio spans (halved and doubled), again from a move that became the best, until no move improves:
+# a pattern search, as AutoML systems refine their best start locally, since a handful of sampled trials
+# rarely lands closer to the best shape than the best start already is. Then the sampler goes on alone.
+LOCAL_AXES: dict[str, tuple[str, ...]] = {"hist_gradient_boosting": ("max_leaf_nodes", "learning_rate")}
+
+
+def moves(family: str, space: dict[str, Param], best: dict[str, Any]) -> list[dict[str, Any]]:
+    """`best` with one of its family's `LOCAL_AXES` halved or doubled (rounded for an integer, kept within the
+    space; an axis that is not searched or not set is left alone)."""
+    out = []
+    for name in LOCAL_AXES.get(family, ()):
+        p, value = space.get(name), best.get(name)
+        if p is None or p.type == "choice" or not isinstance(value, (int, float)):
+            continue
+        for factor in (0.5, 2.0):
+            moved = _inside(space, {name: round(value * factor) if p.type == "int" else value * factor})
+            if moved and moved[name] != value:
+                out.append(best | moved)
+    return out
 
 
 def _inside(space: dict[str, Param], values: dict[str, Any]) -> dict[str, Any]:
@@ -349,7 +372,6 @@ def tune_family(
         return FamilyResult(**halving_search(spec, preprocessor, X, y, task, scoring, cfg, space, fixed, source))
     t0 = time.perf_counter()
     folds = folds or prepare_folds(preprocessor, X, y, task, cfg)
-    distributions = {k: optuna_distribution(v) for k, v in space.items()}
     with dask_client(cfg) as client:
         plan = plan_for(cfg, client)
         study = resume.study if resume is not None and resume.study is not None else _new_study(cfg, plan, space)
@@ -360,7 +382,7 @@ def tune_family(
             _enqueue_cut_starts(study)
         if source == "none":
             max_trials, budget = (0 if resume is not None else 1), None
-        stopped = _run_trials(study, spec.family, task, distributions, fixed, folds, scoring, cfg, plan, client,
+        stopped = _run_trials(study, spec.family, task, space, fixed, folds, scoring, cfg, plan, client,
                               budget, max_trials, grace, deadline, free_start)
     if max_trials == 0 and resume is not None:
         stopped = resume.stopped
@@ -390,6 +412,24 @@ def _enqueue_cut_starts(study: Any) -> None:
         study.enqueue_trial(params, user_attrs={"start": True, "again": True})
 
 
+def _enqueue_moves(study: Any, family: str, space: dict[str, Param], running: list[Any]) -> None:
+    """Queue the `moves` from the best finished trial once no start or move is waiting, running or cut at a
+    phase's end (to be asked again), when that trial is itself a start or a move (the sampler's own finds are
+    left to the sampler)."""
+    from optuna.trial import TrialState
+
+    if not LOCAL_AXES.get(family) or any(t.user_attrs.get("start") or t.user_attrs.get("move") for t in running):
+        return
+    trials = study.get_trials(deepcopy=False)
+    if any(t.state == TrialState.WAITING for t in trials) or cut_starts(study):  # the starts go first
+        return
+    best = max((t for t in trials if t.state == TrialState.COMPLETE), key=lambda t: t.value, default=None)
+    if best is None or not (best.user_attrs.get("start") or best.user_attrs.get("move")):
+        return
+    for params in moves(family, space, best.params):
+        study.enqueue_trial(params, user_attrs={"move": True}, skip_if_exists=True)
+
+
 def trial_seconds(study: Any) -> list[float]:
     """What each of the study's trials took on every fold: finished trials' times and the estimates left by
     trials cut at a deadline."""
@@ -413,7 +453,7 @@ def expected_seconds(study: Any) -> float:
 STRAGGLER_SLACK = 2.0  # seconds past its deadline before a fit that did not stop itself is stopped from outside
 
 
-def _run_trials(study: Any, family: str, task: str, distributions: dict[str, Any], fixed: dict[str, Any],
+def _run_trials(study: Any, family: str, task: str, space: dict[str, Param], fixed: dict[str, Any],
                 folds: Folds, scoring: Any, cfg: SearchConfig, plan: ThreadPlan, client: Any,
                 budget: float | None, max_trials: int | None, grace: float = 0.0,
                 deadline: float | None = None, free_start: bool = True) -> str:
@@ -426,6 +466,7 @@ def _run_trials(study: Any, family: str, task: str, distributions: dict[str, Any
     import optuna
 
     fail = optuna.trial.TrialState.FAIL
+    distributions = {k: optuna_distribution(v) for k, v in space.items()}
     if max_trials == 0:
         return "trial count"
     end = None if budget is None else time.time() + budget  # no trial starts after this
@@ -505,6 +546,7 @@ def _run_trials(study: Any, family: str, task: str, distributions: dict[str, Any
                     study.tell(trial, float(np.mean(scores)))
                     done_trials.append(trial)
                     durations.append(seconds)
+                    _enqueue_moves(study, family, space, [r[0] for r in running.values()])
                 elif trial.number != first and trial.should_prune():
                     trial.set_user_attr("folds", scores)
                     study.tell(trial, state=optuna.trial.TrialState.PRUNED)

@@ -469,3 +469,39 @@ def test_starts_cut_at_a_phase_end_are_asked_first_in_the_next_and_slow_trials_a
     slow = tune_family(spec, pre, X, y, "classification", "roc_auc", cfg, budget=0.5, max_trials=3, resume=cut_all,
                        refit=False, free_start=False)
     assert asked == [] and slow.n_trials == 0  # a 0.6 s trial does not fit a 0.5 s share: none started
+
+
+def test_the_best_start_is_refined_by_halving_and_doubling_its_shape_while_that_improves(data, monkeypatch) -> None:
+    """Boosting's starts are a handful of shapes; the best of them is moved one step at a time along its leaves
+    and its learning rate, from each move that became the best, before the sampler goes on alone."""
+    from mlops.training import trials
+    from mlops.training.tuning import moves, resolve_space
+
+    space = resolve_space(ModelSpec(family="hist_gradient_boosting"))[0]
+    assert moves("hist_gradient_boosting", space, {"max_leaf_nodes": 7, "learning_rate": 0.05, "max_iter": 9}) == [
+        {"max_leaf_nodes": 4, "learning_rate": 0.05, "max_iter": 9},
+        {"max_leaf_nodes": 14, "learning_rate": 0.05, "max_iter": 9},
+        {"max_leaf_nodes": 7, "learning_rate": 0.025, "max_iter": 9},
+        {"max_leaf_nodes": 7, "learning_rate": 0.1, "max_iter": 9}]
+    # at the space's edge a step out of it is left out; families without shape axes have no moves
+    assert moves("hist_gradient_boosting", space, {"max_leaf_nodes": 2, "learning_rate": 0.5}) == [
+        {"max_leaf_nodes": 4, "learning_rate": 0.5}, {"max_leaf_nodes": 2, "learning_rate": 0.25}]
+    assert moves("random_forest", space, {"max_leaf_nodes": 7}) == []
+
+    asked: list[tuple[int, float]] = []
+
+    def fit_fold(source, fold, family, task, params, *args):
+        if fold == 0:
+            asked.append((params["max_leaf_nodes"], round(params["learning_rate"], 4)))
+        # the best shape: 4 leaves at a rate of 0.025, two steps from the shallow start (7 leaves, 0.05)
+        return 0.9 - abs(params["max_leaf_nodes"] - 4) / 100 - abs(params["learning_rate"] - 0.025), 0.01
+
+    monkeypatch.setattr(trials, "fit_fold", fit_fold)
+    X, y, pre = data
+    cfg = SearchConfig(cv_folds=2, n_jobs=1)
+    result = tune_family(ModelSpec(family="hist_gradient_boosting"), pre, X, y, "classification", "roc_auc", cfg,
+                         budget=None, max_trials=16, refit=False)
+    n_starts = 5  # defaults, early-stopped defaults, three shapes
+    assert asked[n_starts:n_starts + 4] == [(4, 0.05), (14, 0.05), (7, 0.025), (7, 0.1)]  # from the shallow start
+    assert (4, 0.025) in asked[n_starts + 4:n_starts + 8]  # then from the best move
+    assert (result.best_params["max_leaf_nodes"], result.best_params["learning_rate"]) == (4, 0.025)
