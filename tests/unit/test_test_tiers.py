@@ -42,7 +42,7 @@ def test_make_runs_the_tiers_the_makefile_defines() -> None:
         return out.stdout.strip().splitlines()[-1]
 
     tiers = tier_expressions()
-    assert recipe("test").endswith(f'pytest -q -m "{tiers["FAST_TIER"]}"')
+    assert recipe("test").endswith(f'pytest -q -m "{tiers["FAST_TIER"]}" -n 2 --dist loadfile')  # a worker per core
     assert recipe("test-slow").endswith(f'pytest -q -m "{tiers["SLOW_TIER"]}" --durations=15')  # it lists its slowest
     assert recipe("test-all").endswith("pytest -q")
 
