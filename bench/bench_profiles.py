@@ -9,7 +9,7 @@ and stopped; then the other. On each:
 (a) Events end to end: N signed deliveries to the bridge's `labels` source (an event no deployment
     acts on), 16 senders at once; time until every one was accepted (202) and until Prefect's
     `/api/events/filter` counts all N stored. On SQLite `mlops up` has the event persister write on a
-    10 s timer (mlops.stack.supervisor.SQLITE_PREFECT_SETTINGS); PostgreSQL keeps Prefect's defaults.
+    10 s timer (mlops.stack.options.SQLITE_PREFECT_SETTINGS); PostgreSQL keeps Prefect's defaults.
 (b) Webhook -> flow run created: M sequential signed deliveries to `data-vendor` with the work pool
     paused (runs stay Scheduled, so nothing executes meanwhile); created time on the server minus
     the moment the sender got its 202.

@@ -38,7 +38,7 @@ from typing import Any
 import httpx
 import orjson
 
-from mlops.stack.supervisor import SQLITE_PREFECT_SETTINGS
+from mlops.stack.options import SQLITE_PREFECT_SETTINGS
 from mlops.webhooks.signing import DELIVERY_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
 from tests.support.webhooks import (
     REPO,
@@ -368,7 +368,7 @@ def pct(values: list[float], q: float) -> float:
 
 
 # Prefect's own defaults for the event persister (the e2e test speeds it up; the benchmark does not),
-# and the settings `mlops up` gives a Prefect server on SQLite (mlops.stack.supervisor.SQLITE_PREFECT_SETTINGS).
+# and the settings `mlops up` gives a Prefect server on SQLite (mlops.stack.options.SQLITE_PREFECT_SETTINGS).
 PREFECT_SETUPS = {
     "Prefect defaults": {"PREFECT_SERVER_SERVICES_EVENT_PERSISTER_FLUSH_INTERVAL": "5"},
     "Prefect as `mlops up` runs it": dict(SQLITE_PREFECT_SETTINGS),

@@ -106,7 +106,7 @@ class FeatureConfig(_Strict):
 
 
 class Param(_Strict):
-    """One hyperparameter's search space (mlops.training.tuning documents the default spaces)."""
+    """One hyperparameter's search space (mlops.training.spaces documents the default spaces)."""
 
     type: Literal["int", "uniform", "loguniform", "choice"]
     low: float | None = None
@@ -179,7 +179,7 @@ class ModelSpec(_Strict):
     family: Family
     params: dict[str, Any] = Field(default_factory=dict, description="fixed parameters")
     search_space: dict[str, Param] | None = Field(
-        None, description="left out: the family's default space (mlops.training.tuning); {}: no search, one "
+        None, description="left out: the family's default space (mlops.training.spaces); {}: no search, one "
         "configuration; a mapping: exactly this space, replacing the default")
 
     @field_validator("params")

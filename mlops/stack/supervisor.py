@@ -40,6 +40,8 @@ from mlops.core.startup import http_ok
 from mlops.stack.options import (
     COMPONENTS,
     LABELS,
+    QUEUED_RUN_RETRY_SECONDS,
+    SQLITE_PREFECT_SETTINGS,
     StackError,
     StackOptions,
     base_env,
@@ -85,18 +87,6 @@ STEP_TITLES = {
 }
 
 Echo = Callable[[str], None]
-
-
-# Prefect server settings when its database is SQLite (the user's environment wins). SQLite has one
-# write lock; by default the event persister writes every 20 events, and a run-deployment action
-# whose insert collides with that write gets 503 and is retried by Prefect's client 2 s later, which
-# is most of the webhook -> flow run tail. Writing events on a timer instead makes those collisions
-# rare; the UI's event feed then trails by up to the interval (flow runs, logs and artifacts do not).
-SQLITE_PREFECT_SETTINGS = {
-    "PREFECT_SERVER_SERVICES_EVENT_PERSISTER_BATCH_SIZE": "5000",
-    "PREFECT_SERVER_SERVICES_EVENT_PERSISTER_FLUSH_INTERVAL": "10",
-}
-QUEUED_RUN_RETRY_SECONDS = "3"  # PREFECT_SERVER_DEPLOYMENTS_CONCURRENCY_SLOT_WAIT_SECONDS, both profiles
 
 
 # ---- starting processes -----------------------------------------------------------------------

@@ -25,7 +25,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from mlops.core.config import PipelineConfig
-from mlops.training.tuning import FamilyResult, resolve_space
+from mlops.training.spaces import resolve_space
+from mlops.training.tuning import FamilyResult
 
 RETUNE_GROWTH = 2.0
 TUNED_ROWS_TAG = "lineage.tuned_rows"  # the rows the configuration was searched on (carried by refits)

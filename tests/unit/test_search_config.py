@@ -46,7 +46,7 @@ def test_bad_search_input_is_one_sentence_naming_the_field(tmp_path: Path, overr
 
 
 def test_spaces_left_out_empty_and_written_are_three_things(tmp_path: Path) -> None:
-    from mlops.training.tuning import DEFAULT_SPACES, resolve_space
+    from mlops.training.spaces import DEFAULT_SPACES, resolve_space
 
     cfg = _load(tmp_path, models=[
         {"family": "hist_gradient_boosting", "params": {"max_iter": 200}},

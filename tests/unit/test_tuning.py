@@ -5,7 +5,8 @@ from mlops.core.config import FeatureConfig, ModelSpec, Param, SearchConfig, Val
 from mlops.core.contract import infer_contract
 from mlops.core.data import generate_churn
 from mlops.core.features import build_preprocessor
-from mlops.training.tuning import DEFAULT_SPACES, pick_best, tune_family
+from mlops.training.spaces import DEFAULT_SPACES
+from mlops.training.tuning import pick_best, tune_family
 
 
 @pytest.fixture(scope="module")
@@ -339,7 +340,8 @@ def test_every_default_space_fits_its_estimators(task) -> None:
     import numpy as np
 
     from mlops.core.config import CLASSIFICATION_FAMILIES, REGRESSION_FAMILIES, check_family_parameter
-    from mlops.training.tuning import DEFAULT_FIXED, default_start, make_estimator
+    from mlops.training.spaces import DEFAULT_FIXED, default_start
+    from mlops.training.trials import make_estimator
 
     rng = np.random.default_rng(0)
     X = rng.normal(size=(120, 4))
@@ -409,7 +411,7 @@ def test_a_search_never_ends_with_only_a_linear_baseline_scored() -> None:
 
 
 def test_boosting_starts_from_its_defaults_then_a_portfolio_of_shapes_inside_the_space() -> None:
-    from mlops.training.tuning import resolve_space, starts
+    from mlops.training.spaces import resolve_space, starts
 
     space, fixed, _ = resolve_space(ModelSpec(family="hist_gradient_boosting"))
     first = starts("hist_gradient_boosting", "regression", space, fixed)
@@ -475,7 +477,7 @@ def test_the_best_start_is_refined_by_halving_and_doubling_its_shape_while_that_
     """Boosting's starts are a handful of shapes; the best of them is moved one step at a time along its leaves
     and its learning rate, from each move that became the best, before the sampler goes on alone."""
     from mlops.training import trials
-    from mlops.training.tuning import moves, resolve_space
+    from mlops.training.spaces import moves, resolve_space
 
     space = resolve_space(ModelSpec(family="hist_gradient_boosting"))[0]
     assert moves("hist_gradient_boosting", space, {"max_leaf_nodes": 7, "learning_rate": 0.05, "max_iter": 9}) == [
