@@ -250,16 +250,18 @@ def _enqueue_cut_starts(study: Any) -> None:
 def _enqueue_moves(study: Any, family: str, space: dict[str, Param], running: list[Any]) -> None:
     """Queue the `moves` from the best finished trial once no start or move is waiting, running or cut at a
     phase's end (to be asked again), when that trial is itself a start or a move (the sampler's own finds are
-    left to the sampler)."""
+    left to the sampler). Called right after a trial finished, so the study has a best trial."""
     from optuna.trial import TrialState
 
-    if not LOCAL_AXES.get(family) or any(t.user_attrs.get("start") or t.user_attrs.get("move") for t in running):
+    def local(t: Any) -> bool:
+        return bool(t.user_attrs.get("start") or t.user_attrs.get("move"))
+
+    if not LOCAL_AXES.get(family) or any(local(t) for t in running):
         return
-    trials = study.get_trials(deepcopy=False)
-    if any(t.state == TrialState.WAITING for t in trials) or cut_starts(study):  # the starts go first
+    best = study.best_trial
+    if not local(best) or cut_starts(study):  # the starts cut at a phase's end go first
         return
-    best = max((t for t in trials if t.state == TrialState.COMPLETE), key=lambda t: t.value, default=None)
-    if best is None or not (best.user_attrs.get("start") or best.user_attrs.get("move")):
+    if any(t.state == TrialState.WAITING for t in study.get_trials(deepcopy=False)):
         return
     for params in moves(family, space, best.params):
         study.enqueue_trial(params, user_attrs={"move": True}, skip_if_exists=True)
@@ -279,10 +281,14 @@ def trial_seconds(study: Any) -> list[float]:
     return seen
 
 
+def usual_seconds(durations: list[float]) -> float:
+    """The median of trial times (0 when there are none)."""
+    return float(np.median(durations)) if durations else 0.0
+
+
 def expected_seconds(study: Any) -> float:
-    """The usual time of one of the study's trials: the median of `trial_seconds` (0 when there are none)."""
-    seen = trial_seconds(study)
-    return float(np.median(seen)) if seen else 0.0
+    """The usual time of one of the study's trials: the median of `trial_seconds`."""
+    return usual_seconds(trial_seconds(study))
 
 
 STRAGGLER_SLACK = 2.0  # seconds past its deadline before a fit that did not stop itself is stopped from outside
@@ -328,7 +334,7 @@ def _run_trials(study: Any, family: str, task: str, space: dict[str, Param], fix
                 now = time.time()
                 opening = free_start and not done_trials and asked == 0
                 fit_stop = deadline if opening else stop
-                expected = float(np.median(durations)) if durations else 0.0
+                expected = usual_seconds(durations)
                 if not opening and end is not None and (now >= end or (fit_stop is not None and now + expected > fit_stop)):
                     reason = "time budget"
                     break
