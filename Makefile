@@ -28,16 +28,18 @@ run: $(STAMP) ## train on the built-in data (CONFIG=... for another use case)
 # is in exactly one tier). CI runs `make test`, then `make test-slow`.
 FAST_TIER := not e2e and not process and not slow
 SLOW_TIER := e2e or process or slow
-# The fast tier runs on two pytest-xdist workers, one per core, a module on one worker (its module fixtures
-# start once): 135 s instead of 195 s on 2 cores. The slow tier stays on one: its tests train models and start
-# stacks, CPU-bound work that two workers only slowed each other at (about 1.1x).
+# Both tiers run on two pytest-xdist workers, one per core. The fast tier puts a module on one worker (its module
+# fixtures start once): 135 s instead of 195 s on 2 cores. The slow tier does the same, and keeps every module that
+# uses the shared live stack on one worker, so one stack starts (tests/support/scopes.py): its tests spend much of
+# their time waiting on servers, which the other worker fills.
 WORKERS := -n 2 --dist loadfile
+SLOW_WORKERS := -n 2 --dist loadscope
 
 test: $(STAMP) ## the fast tier: unit and flow tests that start no stack and no server (a few minutes)
 	$(BIN)/python -m pytest -q -m "$(FAST_TIER)" $(WORKERS)
 
 test-slow: $(STAMP) ## only what `make test` leaves out: tests marked e2e, process or slow
-	$(BIN)/python -m pytest -q -m "$(SLOW_TIER)" --durations=15
+	$(BIN)/python -m pytest -q -m "$(SLOW_TIER)" $(SLOW_WORKERS) --durations=15
 
 test-all: $(STAMP) ## every test in one run: the fast tier plus the process, slow and e2e tiers (20+ minutes)
 	$(BIN)/python -m pytest -q

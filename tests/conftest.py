@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from mlops.core.settings import TELEMETRY_OFF
+from tests.support.scopes import check_stack_users
 from tests.support.tiers import tier_problems
 
 for _name, _value in {**TELEMETRY_OFF, "MLFLOW_LOGGING_LEVEL": "WARNING"}.items():
@@ -25,6 +26,16 @@ def pytest_configure(config: pytest.Config) -> None:
     install()
 
 
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """`make test-slow` runs `--dist loadscope`: each module on one worker, and every module that uses the shared
+    live stack on the same one (tests/support/scopes.py), so one stack starts. Other modes: xdist's own."""
+    if config.getoption("dist") != "loadscope":
+        return None
+    from tests.support.scopes import shared_stack_scheduling
+
+    return shared_stack_scheduling(config, log)
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Before `-m` deselects anything: every collected test is in exactly one tier (tests/support/tiers.py)."""
@@ -32,6 +43,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     if problems:
         raise pytest.UsageError("tests outside the Makefile's tiers (mark them e2e, process or slow, or "
                                 "leave them unmarked for the fast tier):\n  " + "\n  ".join(problems))
+    if strays := check_stack_users(items):
+        raise pytest.UsageError("tests that use the live stack from a module tests/support/scopes.py did not find "
+                                "(give the test or its fixture a `live` parameter):\n  " + "\n  ".join(strays))
 
 
 @pytest.fixture

@@ -201,7 +201,7 @@ def configure_environment(settings: Settings | None = None) -> Settings:
     Called by entry points (CLI, flow scripts), never at import.
     """
     s = settings or get_settings()
-    private_dir(s.state_dir)
+    private_dir(s.state_dir, traverse=holds_server_folder(s.state_dir))
     private_dir(s.state_dir / "prefect")
     if s.mlflow_tracking_uri is None:  # the default SQLite store: created private before MLflow opens it
         private_file(s.state_dir / "mlflow.db")
@@ -218,10 +218,27 @@ PRIVATE_DIR = 0o700  # the state folder holds stores, logs, keys and the predict
 PRIVATE_FILE = 0o600
 
 
-def private_dir(path: Path) -> Path:
-    """Create `path` (and its parents) if missing, and make it readable by its owner only (when it is ours)."""
+# The production profile's PostgreSQL runs as a system user of its own (it refuses root) from its cluster in
+# this subfolder of the state folder (mlops.stack.postgres). While that folder belongs to another user, the state
+# folder keeps the execute bit for others so that user can pass through it to its cluster: it cannot list the
+# state folder, and everything in it stays its owner's only.
+SERVER_FOLDER = "postgres"
+TRAVERSE_ONLY = 0o011
+
+
+def holds_server_folder(state_dir: Path) -> bool:
+    """The state folder holds a server's folder owned by another user (see SERVER_FOLDER)."""
+    try:
+        return (state_dir / SERVER_FOLDER).stat().st_uid != os.getuid()
+    except OSError:
+        return False
+
+
+def private_dir(path: Path, traverse: bool = False) -> Path:
+    """Create `path` (and its parents) if missing, and make it readable by its owner only (when it is ours);
+    `traverse` keeps (never adds) the execute bit for others, so a server's own user may pass through it."""
     path.mkdir(mode=PRIVATE_DIR, parents=True, exist_ok=True)
-    _tighten(path, PRIVATE_DIR)
+    _tighten(path, PRIVATE_DIR | (TRAVERSE_ONLY if traverse else 0))
     return path
 
 
@@ -246,7 +263,7 @@ def _tighten(path: Path, mode: int) -> None:
     try:
         st = path.stat()
         if st.st_uid == os.getuid() and st.st_mode & 0o777 & ~mode:
-            path.chmod(mode)
+            path.chmod(st.st_mode & 0o777 & mode)
     except OSError:
         pass  # a folder shared on purpose (another owner, a read-only mount) stays as it is
 

@@ -5,7 +5,8 @@ chunk is checked against the version's data contract with the same Great Expecta
 training flow uses (mlops.core.validation), rows that break it are quarantined (with the expectations
 they broke) and not scored, the rest are scored by the version's Pipeline. Predictions stream into
 one Parquet file, the quarantine into one CSV, every scored row into the prediction log, and a run
-record (JSON) is written next to them. Memory is one chunk at a time, whatever the input size. One
+record (JSON) is written next to them. The next chunk is read and the last one written while this one is
+scored (mlops.serving.overlap), so memory is a few chunks at a time, whatever the input size. One
 chunk's check and scoring is mlops.serving.chunks; with `scoring.backend: dask` the chunks are scored on a
 Dask cluster's workers instead (mlops.serving.dask_scoring) and this module writes the same run from them.
 
@@ -54,6 +55,7 @@ from mlops.serving.chunks import (
 )
 from mlops.serving.chunks import input_files as input_files
 from mlops.serving.chunks import scoring_contract as scoring_contract
+from mlops.serving.overlap import OrderedWriter, prefetch
 
 log = logging.getLogger("mlops.serving.scoring")
 
@@ -101,7 +103,7 @@ def local_chunks(model: Any, contract: DataContract, input_path: str | Path, chu
                  flag_violations: bool = False, read: ReadOptions | None = None) -> Iterator[ScoredChunk]:
     """The input scored in this process, one chunk at a time (the local backend of `score_file`)."""
     offset = 0
-    for _, chunk in iter_chunks(input_path, chunk_rows, read):
+    for _, chunk in prefetch(iter_chunks(input_path, chunk_rows, read)):  # the next chunk is read meanwhile
         res = score_chunk(model, contract, chunk, offset, version, flag_violations)
         yield ScoredChunk(len(chunk), null_counts(chunk, contract), res)
         offset += len(chunk)
@@ -238,6 +240,19 @@ def score_file(
     by_worker: Counter[str] = Counter()
     if chunks is None:
         chunks = local_chunks(model, contract, input_path, chunk_rows, str(model_version), flag_violations, read)
+    writer = OrderedWriter()  # each chunk's files are written while the next one is scored
+
+    def write(res: ChunkResult) -> None:
+        if len(res.quarantined) and not flag_violations:
+            res.quarantined.to_csv(quarantine_path, mode="a", index=False, header=not quarantine_path.exists())
+        if len(res.predictions):
+            sink.write(res.predictions)
+        if log_writer is not None and len(res.good_rows):
+            inputs = {c: res.good[c] for c in contract.input_columns if c in res.good.columns}
+            record = LogRecord(run_id, time.time(), model_name, str(model_version), inputs, res.outputs,
+                               len(res.good), source="batch", rows=res.good_rows)
+            run.prediction_log_files += len(log_writer.write([record]))
+
     try:
         for scored in chunks:
             nulls.update(scored.nulls)
@@ -252,21 +267,18 @@ def score_file(
                     reasons[reason] += 1
             if flag_violations:
                 run.rows_flagged += len(res.quarantined)
-            elif len(res.quarantined):
+            else:
                 run.rows_quarantined += len(res.quarantined)
-                res.quarantined.to_csv(quarantine_path, mode="a", index=False, header=not quarantine_path.exists())
-            if len(res.predictions):
-                sink.write(res.predictions)
-            if log_writer is not None and len(res.good_rows):
-                inputs = {c: res.good[c] for c in contract.input_columns if c in res.good.columns}
-                record = LogRecord(run_id, time.time(), model_name, str(model_version), inputs, res.outputs,
-                                   len(res.good), source="batch", rows=res.good_rows)
-                run.prediction_log_files += len(log_writer.write([record]))
+            writer.submit(write, res)
             log.info("chunk %d: %d rows, %d scored, %d %s", run.chunks, scored.rows, len(res.good_rows),
                      len(res.quarantined), run.bad_rows)
             del res, scored
+        writer.wait()
     except BaseException:
+        writer.discard()
         sink.abort()
+        if hasattr(chunks, "close"):  # the reader thread stops now, not when the generator is collected
+            chunks.close()
         raise
     if run.rows_read == 0:
         sink.abort()

@@ -23,9 +23,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mlops.core.settings import SERVER_FOLDER, TRAVERSE_ONLY
 from mlops.stack.options import StackError, private_secret
 
-PG_DIR = "postgres"
+PG_DIR = SERVER_FOLDER  # the state folder lets the server's user through to it (mlops.core.settings)
 PASSWORD_FILE = "postgres_password"
 ROLE = "mlops"
 DATABASES = ("prefect", "mlflow")
@@ -110,11 +111,13 @@ class LocalPostgres:
         """Create the cluster once (initdb as the server's user); False when it already exists."""
         if (self.data_dir / "PG_VERSION").is_file():
             self._own(server_user())
+            self._let_through(server_user())
             return False
         initdb = self.bin_dir() / "initdb"
         user = server_user()
         self.folder.mkdir(parents=True, exist_ok=True)
         self._own(user)
+        self._let_through(user)
         self._reachable(user)
         pwfile = self.folder / ".initdb-password"
         fd = os.open(pwfile, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -141,6 +144,12 @@ class LocalPostgres:
                 if user is not None:
                     shutil.chown(path, user, user)
                 path.chmod(0o700)
+
+    def _let_through(self, user: str | None) -> None:
+        """The state folder lets others pass through (execute only, no listing) to the cluster's folder, which
+        its user owns; `configure_environment` keeps that bit while the folder is there (mlops.core.settings)."""
+        if user is not None and self.state_dir.stat().st_uid == os.getuid():
+            self.state_dir.chmod(self.state_dir.stat().st_mode & 0o777 | TRAVERSE_ONLY)
 
     def _reachable(self, user: str | None) -> None:
         """Fail in one sentence when `user` cannot reach the data folder (a private folder above it)."""

@@ -182,14 +182,18 @@ class Supervisor:
     # -- components --
     def launch_postgres(self) -> Future[float]:
         """The production profile's PostgreSQL: initialised once in the state folder, then started."""
-        pg = self.pg
-        if pg is None:
-            raise StackError("this stack needs no PostgreSQL of its own (local profile, or database URLs given)")
-        if pg.initialise():
-            self.echo(f"  initialised a PostgreSQL cluster in {pg.data_dir}")
+        pg = self.prepare_postgres()
         env = {k: v for k, v in self.env.items() if not k.startswith(("PG", "MLOPS_", "PREFECT_", "MLFLOW_"))}
         return self.start("postgres", pg.command(), env, pg.answers, url=f"postgresql://{pg.host}:{pg.port}",
                           popen=pg.popen_kwargs())
+
+    def prepare_postgres(self) -> LocalPostgres:
+        """The cluster made once (initdb) and its folder open to the server's user; cheap when it exists."""
+        if self.pg is None:
+            raise StackError("this stack needs no PostgreSQL of its own (local profile, or database URLs given)")
+        if self.pg.initialise():
+            self.echo(f"  initialised a PostgreSQL cluster in {self.pg.data_dir}")
+        return self.pg
 
     def create_databases(self) -> None:
         assert self.pg is not None
@@ -503,6 +507,8 @@ def _bring_up(sup: Supervisor, monitor_cron: str, want: set[str], parallel: bool
 
     servers = ("prefect", "mlflow", "model-server", "webhook-bridge") if parallel else ("prefect", "mlflow")
     if "postgres" in want:  # the back ends need their databases; the others start meanwhile
+        # the cluster's folder first: a server started meanwhile tightens the state folder unless it is there
+        sup.prepare_postgres()
         for name in servers[2:]:
             launch(name)
         launch("postgres", wait_now=True)

@@ -3,13 +3,14 @@
 
 from __future__ import annotations
 
+import os
 import stat
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from mlops.core.settings import configure_environment, get_settings, private_dir, private_file
+from mlops.core.settings import SERVER_FOLDER, configure_environment, get_settings, private_dir, private_file
 
 
 def mode(path: Path) -> int:
@@ -45,6 +46,34 @@ def test_an_open_state_folder_is_tightened(tmp_path: Path) -> None:
     private_dir(folder)
     private_file(db)
     assert mode(folder) == 0o700 and mode(db) == 0o600
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root can give a folder to another user")
+def test_a_state_folder_holding_the_postgres_cluster_keeps_letting_its_user_through(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The production profile's PostgreSQL runs as its own user from state/postgres: a process that prepares
+    its environment (the model server, the bridge, started beside it) must not shut that user out of the state
+    folder, nor open it to listing; without the cluster the folder is tightened to 700 as before."""
+    state = tmp_path / "state"
+    state.mkdir()
+    state.chmod(0o755)
+    monkeypatch.setenv("MLOPS_HOME", str(state))
+    for name in ("MLFLOW_TRACKING_URI", "PREFECT_HOME"):
+        monkeypatch.delenv(name, raising=False)
+    configure_environment(get_settings())
+    assert mode(state) == 0o700
+
+    state.chmod(0o711)
+    (state / SERVER_FOLDER).mkdir(mode=0o700)
+    os.chown(state / SERVER_FOLDER, 65534, 65534)  # nobody: a user that is not us
+    configure_environment(get_settings())
+    assert mode(state) == 0o711
+    state.chmod(0o755)  # read for others is still taken away
+    configure_environment(get_settings())
+    assert mode(state) == 0o711
+    state.chmod(0o700)  # and traversal is kept, never added
+    configure_environment(get_settings())
+    assert mode(state) == 0o700
 
 
 def test_the_bridge_store_and_the_stack_logs_are_private(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

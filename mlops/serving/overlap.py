@@ -1,0 +1,91 @@
+"""Reading, scoring and writing a batch at once: the next chunk is read and the last one written while this one
+is scored, so a run's time is about its slowest stage, not the sum of all three.
+
+Parquet decoding, CSV parsing and Parquet encoding run in Arrow's C++ code and the tree walk in OpenMP, all
+without Python's lock, so one reader thread and one writer thread beside the scoring loop overlap for real.
+The reader holds at most `depth` chunks ahead and the writer one behind, so memory stays bounded whatever the input's size; order is kept, and an
+error in either thread is raised in the scoring loop (the run fails as it would without them).
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+_DONE = object()
+
+
+def prefetch(items: Iterable[T], depth: int = 1) -> Iterator[T]:
+    """`items` in order, the next `depth` of them produced by a background thread while the caller works on
+    this one. Closing the iterator early (an error in the caller) stops the thread at its next item."""
+    slots: queue.Queue[Any] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for item in items:
+                while not stop.is_set():
+                    try:
+                        slots.put((item, None), timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            slots.put((_DONE, None))
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer, raised there
+            slots.put((_DONE, exc))
+
+    thread = threading.Thread(target=produce, name="mlops-prefetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item, error = slots.get()
+            if error is not None:
+                raise error
+            if item is _DONE:
+                return
+            yield item
+    finally:
+        stop.set()
+        while thread.is_alive():  # unblock a producer waiting on a full queue, then let it end
+            try:
+                slots.get_nowait()
+            except queue.Empty:
+                pass
+            thread.join(timeout=0.1)
+
+
+class OrderedWriter:
+    """Calls run one after another on one background thread, in the order given, one behind the caller:
+    `submit` waits for the previous call to finish (raising its error, so no later call runs after a failure)
+    and returns once this one has started."""
+
+    def __init__(self) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlops-writer")
+        self._pending: Future[Any] | None = None
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> None:
+        self._finish_pending()
+        self._pending = self._pool.submit(fn, *args)
+
+    def _finish_pending(self) -> None:
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.result()
+
+    def wait(self) -> None:
+        """The last call finished (its error raised); the thread stops."""
+        try:
+            self._finish_pending()
+        finally:
+            self._pool.shutdown(wait=True)
+
+    def discard(self) -> None:
+        """Stop without raising: the running call finishes, its outcome is dropped."""
+        self._pending = None
+        self._pool.shutdown(wait=True, cancel_futures=True)
