@@ -211,7 +211,7 @@ def render(results: list[dict[str, Any]], rows: int, chunk_rows: int, workers: i
         "| --- | ---: | ---: | ---: | --- | ---: |",
     ]
     if before is not None:
-        lines.append(f"| local, the tree before (Great Expectations + Pipeline) | {before['seconds']:.0f} | "
+        lines.append(f"| local, the tree before this change (`--baseline-tree`) | {before['seconds']:.0f} | "
                      f"{before['rows_per_second']:,.0f} | {before['client_peak_mib']:,.0f} | - | {before['load']:.1f} |")
     lines += [
         f"| local chunks (1 process) | {local['seconds']:.0f} | {local['rows_per_second']:,.0f} | "
@@ -231,9 +231,10 @@ def render(results: list[dict[str, Any]], rows: int, chunk_rows: int, workers: i
             f"({ratio:.2f}x).")
     was = (f" The tree before this change scored the same input at {before['rows_per_second']:,.0f} rows/s: "
            f"**{local['rows_per_second'] / before['rows_per_second']:.1f}x** now, with the same rows, predictions and "
-           f"flags (checked); {before.get('reordered', 0):,} rows that broke rules on several columns list their reasons "
-           "in another order (the tree before listed them as Great Expectations grouped its results, by column; now "
-           "in the suite's order, as validation does).") if before is not None else ""
+           "flags (checked)" + (f"; {before['reordered']:,} rows that broke rules on several columns list their "
+                                "reasons in another order (the tree before listed them as Great Expectations grouped its "
+                                "results, by column; now in the suite's order, as validation does)"
+                                if before.get("reordered") else "") + ".") if before is not None else ""
     table = "\n".join(lines)
     return f"""## Batch scoring: local chunks vs a Dask cluster (`bench/bench_dask_scoring.py`)
 
@@ -245,11 +246,12 @@ def render(results: list[dict[str, Any]], rows: int, chunk_rows: int, workers: i
 the contract), scored by the champion of a model trained on `configs/default.yaml`'s data
 (hist_gradient_boosting), mode `{mode}` ({"every row scored, bad rows flagged, as `mlops score` runs" if mode == "flag"
 else "bad rows quarantined, as the score flow runs"}), without the prediction log, each side in a fresh process.
-Local: `score_file` reads and scores {chunk_rows:,}-row chunks one after another (contract check column by column,
+Local: `score_file` scores {chunk_rows:,}-row chunks one after another, the next read and the last written meanwhile
+(mlops.serving.overlap; contract check column by column,
 model compiled to numpy and called once per chunk). Dask: `dask scheduler` + {workers} `dask worker --nthreads 1
 --memory-limit {memory_limit}` on loopback (started before the clock), the model broadcast once, each worker reading
 its own row groups; the client writes the results in input order. Every side wrote identical predictions files
-(checked). Peak RSS is each process's `ru_maxrss`. Other work was running on the machine: the load average at the
+(checked). Peak RSS is each process's `ru_maxrss`. The load average at the
 end of each side is in the table, so compare the sides rather than the absolute figures.
 
 {table}
