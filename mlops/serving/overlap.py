@@ -1,9 +1,10 @@
-"""Reading, scoring and writing a batch at once: the next chunk is read and the last one written while this one
-is scored, so a run's time is about its slowest stage, not the sum of all three.
+"""Reading and writing a batch beside its scoring: the next chunk is read and the last one written while this
+one is checked and scored.
 
-Parquet decoding, CSV parsing and Parquet encoding run in Arrow's C++ code and the tree walk in OpenMP, all
-without Python's lock, so one reader thread and one writer thread beside the scoring loop overlap for real.
-The reader holds at most `depth` chunks ahead and the writer one behind, so memory stays bounded whatever the input's size; order is kept, and an
+What overlaps is what runs outside Python's lock: Parquet decoding, CSV parsing and Parquet encoding in Arrow's
+C++ code, file writes. The contract check and the features of a chunk still run in the scoring thread one chunk at
+a time (on 10M rows this gave 1.09x, docs/benchmarks.md "Batch scoring"). The reader holds at most `depth`
+chunks ahead and the writer one behind, so memory stays bounded whatever the input's size; order is kept, and an
 error in either thread is raised in the scoring loop (the run fails as it would without them).
 """
 
@@ -63,7 +64,7 @@ def prefetch(items: Iterable[T], depth: int = 1) -> Iterator[T]:
 class OrderedWriter:
     """Calls run one after another on one background thread, in the order given, one behind the caller:
     `submit` waits for the previous call to finish (raising its error, so no later call runs after a failure)
-    and returns once this one has started."""
+    and returns once this one is queued."""
 
     def __init__(self) -> None:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlops-writer")

@@ -6,7 +6,7 @@ training flow uses (mlops.core.validation), rows that break it are quarantined (
 they broke) and not scored, the rest are scored by the version's Pipeline. Predictions stream into
 one Parquet file, the quarantine into one CSV, every scored row into the prediction log, and a run
 record (JSON) is written next to them. The next chunk is read and the last one written while this one is
-scored (mlops.serving.overlap), so memory is a few chunks at a time, whatever the input size. One
+checked and scored (mlops.serving.overlap); memory is a few chunks at a time, whatever the input size. One
 chunk's check and scoring is mlops.serving.chunks; with `scoring.backend: dask` the chunks are scored on a
 Dask cluster's workers instead (mlops.serving.dask_scoring) and this module writes the same run from them.
 
