@@ -246,7 +246,7 @@ def render(results: list[dict[str, Any]], rows: int, chunk_rows: int, workers: i
 the contract), scored by the champion of a model trained on `configs/default.yaml`'s data
 (hist_gradient_boosting), mode `{mode}` ({"every row scored, bad rows flagged, as `mlops score` runs" if mode == "flag"
 else "bad rows quarantined, as the score flow runs"}), without the prediction log, each side in a fresh process.
-Local: `score_file` scores {chunk_rows:,}-row chunks one after another, the next read and the last written meanwhile
+Local: `score_file` scores {chunk_rows:,}-row chunks two at a time (a thread per core, one OpenMP thread each), the next read and the last written meanwhile
 (mlops.serving.overlap; contract check column by column,
 model compiled to numpy and called once per chunk). Dask: `dask scheduler` + {workers} `dask worker --nthreads 1
 --memory-limit {memory_limit}` on loopback (started before the clock), the model broadcast once, each worker reading
@@ -262,8 +262,10 @@ end of each side is in the table, so compare the sides rather than the absolute 
 
 Reading: the cluster scored {ratio:.2f}x the rows per second of the local loop ({verdict}; {dask['chunks']}
 partitions: {", ".join(f"{n} {c}" for n, c in dask['chunks_by_worker'].items())}). This machine has {os.cpu_count()}
-cores shared by the client and all {workers} workers; the local process already uses both during the tree walk
-(OpenMP), so the cluster can only add the parallelism of everything else (reading, checking, features, writing).
+cores shared by the client and all {workers} workers; the local process already scores two chunks at once (one OpenMP
+thread each) and reads and writes beside them, so the cluster adds only its own costs (sending chunks and results
+between processes). What limits the local loop now is the work that holds Python's lock (the contract check, the
+feature columns, the output frames): one chunk at a time whatever the threads.
 Memory is bounded on both sides and does not grow with the input: each worker peaks at {heaviest:,.0f} MiB or
 less, under its {memory_limit} limit, and the client holds only the results in flight.
 """

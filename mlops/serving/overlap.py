@@ -10,13 +10,16 @@ error in either thread is raised in the scoring loop (the run fails as it would 
 
 from __future__ import annotations
 
+import os
 import queue
 import threading
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar
 
 T = TypeVar("T")
+R = TypeVar("R")
 _DONE = object()
 
 
@@ -90,3 +93,44 @@ class OrderedWriter:
         """Stop without raising: the running call finishes, its outcome is dropped."""
         self._pending = None
         self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+def scoring_threads() -> int:
+    """Chunks scored at once: one per core this process may use (each walks its trees on one OpenMP thread)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # macOS, Windows
+        return max(1, os.cpu_count() or 1)
+
+
+def one_openmp_thread() -> None:
+    """A scoring thread's tree walk uses one OpenMP thread (OpenMP's thread count is per calling thread), so
+    threads x OpenMP threads stays within the cores."""
+    try:
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(1, user_api="openmp")
+    except Exception:  # noqa: BLE001 - only a speed setting
+        pass
+
+
+def ordered_map(fn: Callable[[T], R], items: Iterable[T], threads: int) -> Iterator[R]:
+    """`fn(item)` for each item, computed on `threads` threads (each with one OpenMP thread) and yielded in the
+    items' order; at most `threads` items are in flight, so memory stays bounded. An error is raised at its item,
+    and the items not started then are dropped. One thread: computed here, one after another."""
+    if threads <= 1:
+        yield from map(fn, items)
+        return
+    pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="mlops-score", initializer=one_openmp_thread)
+    pending: deque[Future[R]] = deque()
+    try:
+        for item in items:
+            pending.append(pool.submit(fn, item))
+            if len(pending) >= threads:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+    finally:
+        for f in pending:
+            f.cancel()
+        pool.shutdown(wait=True, cancel_futures=True)

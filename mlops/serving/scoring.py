@@ -55,7 +55,7 @@ from mlops.serving.chunks import (
 )
 from mlops.serving.chunks import input_files as input_files
 from mlops.serving.chunks import scoring_contract as scoring_contract
-from mlops.serving.overlap import OrderedWriter, prefetch
+from mlops.serving.overlap import OrderedWriter, ordered_map, prefetch, scoring_threads
 
 log = logging.getLogger("mlops.serving.scoring")
 
@@ -100,14 +100,31 @@ def iter_chunks(path: str | Path, chunk_rows: int, read: ReadOptions | None = No
 
 
 def local_chunks(model: Any, contract: DataContract, input_path: str | Path, chunk_rows: int, version: str,
-                 flag_violations: bool = False, read: ReadOptions | None = None) -> Iterator[ScoredChunk]:
-    """The input scored in this process, one chunk at a time (the local backend of `score_file`)."""
-    offset = 0
-    for _, chunk in prefetch(iter_chunks(input_path, chunk_rows, read)):  # the next chunk is read meanwhile
-        res = score_chunk(model, contract, chunk, offset, version, flag_violations)
-        yield ScoredChunk(len(chunk), null_counts(chunk, contract), res)
-        offset += len(chunk)
-        del res, chunk
+                 flag_violations: bool = False, read: ReadOptions | None = None,
+                 threads: int | None = None) -> Iterator[ScoredChunk]:
+    """The input scored in this process, in input order (the local backend of `score_file`): the next chunk is
+    read meanwhile, and after the first chunk (scored alone: the compiled model is checked against the Pipeline
+    there, once) `threads` chunks are checked and scored at once, one per core by default."""
+
+    def score(numbered: tuple[int, pd.DataFrame]) -> ScoredChunk:
+        offset, chunk = numbered
+        return ScoredChunk(len(chunk), null_counts(chunk, contract),
+                           score_chunk(model, contract, chunk, offset, version, flag_violations))
+
+    def numbered() -> Iterator[tuple[int, pd.DataFrame]]:
+        offset = 0
+        for _, chunk in prefetch(iter_chunks(input_path, chunk_rows, read)):
+            yield offset, chunk
+            offset += len(chunk)
+
+    chunks = numbered()
+    first = next(chunks, None)
+    if first is None:
+        return
+    yield score(first)
+    for scored in ordered_map(score, chunks, scoring_threads() if threads is None else threads):
+        yield scored
+        del scored
         release_memory()
 
 

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from mlops.serving.overlap import OrderedWriter, prefetch
+from mlops.serving.overlap import OrderedWriter, ordered_map, prefetch
 
 
 def _threads(prefix: str) -> list[threading.Thread]:
@@ -100,3 +100,49 @@ def test_a_failed_write_is_raised_and_no_later_write_runs() -> None:
     writer.discard()
     assert done == ["first"]
     assert not _threads("mlops-writer")
+
+
+def test_ordered_map_keeps_the_order_whatever_finishes_first_and_bounds_what_is_in_flight() -> None:
+    running, most = [0], [0]
+    lock = threading.Lock()
+
+    def work(i: int) -> int:
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        time.sleep(0.02 if i % 2 == 0 else 0.001)  # the even items finish after the odd ones
+        with lock:
+            running[0] -= 1
+        return i * i
+
+    assert list(ordered_map(work, range(10), threads=2)) == [i * i for i in range(10)]
+    assert most[0] <= 2
+    assert _wait_until(lambda: not _threads("mlops-score"))
+
+
+def test_ordered_map_raises_at_the_failing_item_and_starts_nothing_after_it() -> None:
+    started: list[int] = []
+
+    def work(i: int) -> int:
+        started.append(i)
+        if i == 3:
+            raise ValueError("chunk 3 cannot be scored")
+        return i
+
+    seen = []
+    with pytest.raises(ValueError, match="chunk 3"):
+        for value in ordered_map(work, range(100), threads=2):
+            seen.append(value)
+    assert seen == [0, 1, 2]
+    assert max(started) <= 5  # at most the items already in flight when it failed
+    assert _wait_until(lambda: not _threads("mlops-score"))
+
+
+def test_each_scoring_thread_walks_on_one_openmp_thread() -> None:
+    # what scikit-learn's tree walk asks for its thread count (OpenMP's, per calling thread)
+    from sklearn.utils._openmp_helpers import _openmp_effective_n_threads
+
+    before = _openmp_effective_n_threads()
+    seen = set(ordered_map(lambda _: _openmp_effective_n_threads(), range(4), threads=2))
+    assert seen == {1}, "a scoring thread kept more than one OpenMP thread"
+    assert _openmp_effective_n_threads() == before  # the caller's own count is untouched
