@@ -184,6 +184,8 @@ class Scorer:
             s = X[name]
             if kind == NUMERIC:
                 cols[name] = s.to_numpy(dtype=np.float64, na_value=np.nan)
+            elif kind == CATEGORY and n > 1 and _arrow_strings(s):
+                cols[name] = s.array.__arrow_array__()  # looked up in Arrow (fastpath.CategoryBlock), no objects
             elif kind == CATEGORY:
                 cols[name] = s.astype(object).where(s.notna(), None).to_numpy()
             elif kind == DATETIME:
@@ -216,6 +218,10 @@ class Scorer:
                 self.fast = None
                 return model_outputs(self.model, X, self.task)
         return self._fast(X)
+
+
+def _arrow_strings(s: pd.Series) -> bool:
+    return isinstance(s.dtype, pd.StringDtype) and s.dtype.storage == "pyarrow"
 
 
 def _same_outputs(a: dict[str, Any], b: dict[str, Any]) -> bool:

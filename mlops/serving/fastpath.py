@@ -49,6 +49,11 @@ def frame_from_batch(batch: Batch, kinds: dict[str, int]) -> pd.DataFrame:
 # feature blocks
 
 
+def is_arrow(values: Any) -> bool:
+    """A column handed over as Arrow strings (mlops.serving.batchcheck's batches), not a list of values."""
+    return type(values).__module__.startswith("pyarrow")
+
+
 @dataclass
 class NumericBlock:
     columns: list[str]
@@ -86,6 +91,21 @@ class CategoryBlock:
     def __post_init__(self) -> None:
         self._with_null: list[dict[Any, int]] = [{**lk, None: nc} for lk, nc in zip(self.lookups, self.null_codes,
                                                                                     strict=True)]
+        # for Arrow string columns: the known categories, and the code of each position (the unknown code last)
+        self._known = [list(lk) for lk in self.lookups]
+        self._code_at = [np.array([*lk.values(), uc], dtype=np.intp) for lk, uc in zip(self.lookups, self.unknown_codes,
+                                                                                       strict=True)]
+
+    def _arrow_codes(self, j: int, values: Any) -> np.ndarray:
+        """The codes of an Arrow string column in Arrow's own code (no Python string per row): a known category
+        its code, an unknown one the unknown code, a null the null code, as the lookup gives them."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        where = pc.fill_null(pc.index_in(values, value_set=pa.array(self._known[j], type=pa.string())), -1)
+        codes = self._code_at[j][np.asarray(where.to_numpy(zero_copy_only=False), dtype=np.intp)]
+        codes[np.asarray(values.is_null().to_numpy(zero_copy_only=False), dtype=bool)] = self.null_codes[j]
+        return codes
 
     def apply(self, cols: dict[str, list[Any]], n: int, Xt: np.ndarray) -> None:
         acc = np.broadcast_to(self.base, (n, self.base.shape[0])).copy()
@@ -94,8 +114,11 @@ class CategoryBlock:
             if n == 1:
                 v = cols[c][0]
                 acc[0] += self.deltas[j][nc if v is None else lk.get(v, uc)]
-            else:  # null is a key of the lookup too (categories are strings), so one C-level map
-                codes = np.fromiter(map(self._with_null[j].get, cols[c], repeat(uc, n)), dtype=np.intp, count=n)
+            else:
+                if is_arrow(cols[c]):
+                    codes = self._arrow_codes(j, cols[c])
+                else:  # null is a key of the lookup too (categories are strings), so one C-level map
+                    codes = np.fromiter(map(self._with_null[j].get, cols[c], repeat(uc, n)), dtype=np.intp, count=n)
                 acc += self.deltas[j][codes]
         Xt[:, self.out] = acc
 

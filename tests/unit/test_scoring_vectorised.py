@@ -107,3 +107,22 @@ def test_a_rule_only_great_expectations_judges_keeps_its_path(model: dict[str, A
     regex = replace(model["contract"], expectations=[{"type": "regex", "column": "customer_id", "pattern": "^C"}])
     assert plan_rules(scoring_contract(regex)) is None
     assert check_chunk(messy_chunk(4, rows=200), scoring_contract(regex)) is None
+
+
+def test_arrow_string_categories_get_the_codes_the_lookup_gives() -> None:
+    """Batch scoring hands category columns over as Arrow strings (no Python string per row); a known value, an
+    unknown one, a null and an empty string must get what the per-value lookup gives them."""
+    import pandas as pd
+
+    from mlops.serving.fastpath import CategoryBlock
+
+    block = CategoryBlock(columns=["plan"], out=slice(0, 3), base=np.zeros(3),
+                          lookups=[{"__missing__": 0, "basic": 1, "premium": 2}], null_codes=[3], unknown_codes=[4],
+                          deltas=[np.arange(5.0)[:, None] * np.array([1.0, 10.0, 100.0])])
+    values = ["premium", None, "gold", "", "basic", "__missing__", "premium "]
+    arrow = pd.Series(values, dtype="str").array.__arrow_array__()
+    by_arrow, by_lookup = np.zeros((7, 3)), np.zeros((7, 3))
+    block.apply({"plan": arrow}, 7, by_arrow)
+    block.apply({"plan": values}, 7, by_lookup)
+    assert np.array_equal(by_arrow, by_lookup)
+    assert [int(v) for v in by_lookup[:, 0]] == [2, 3, 4, 4, 1, 0, 4]  # row codes, read back through the deltas
