@@ -61,7 +61,8 @@ class Batch:
     """Validated rows as columns of plain Python values, in contract order.
 
     numeric columns hold floats (nan for null), categorical and text columns str or None,
-    datetime columns naive UTC datetimes or None.
+    datetime columns naive UTC datetimes or None. Batch scoring (mlops.serving.batchcheck) may hand a
+    categorical column of many rows over as Arrow strings instead (fastpath.CategoryBlock reads both).
     """
 
     columns: dict[str, list[Any]]
