@@ -203,7 +203,7 @@ def test_a_slow_family_cannot_hold_the_search_past_its_budget(data) -> None:
     no trial starts after the budget, none may run past it, and what would have run over was cut, not counted."""
     import time
 
-    from mlops.training.tuning import tune_families
+    from mlops.training.tuning import STRAGGLER_SLACK, tune_families
 
     X, y, pre = data
     specs = [ModelSpec(family="logistic_regression"), ModelSpec(family="random_forest", params={"n_estimators": 20000}),
@@ -217,8 +217,12 @@ def test_a_slow_family_cannot_hold_the_search_past_its_budget(data) -> None:
     t0 = time.time()
     results = tune_families(specs, pre, X, y, "classification", "roc_auc",
                             SearchConfig(time_budget=8, cv_folds=2, n_jobs=1), tune=tune)
+    ended = time.time()
     deadline = deadlines[0]
-    assert deadline is not None and t0 + 8 <= deadline < time.time() and set(deadlines) == {deadline}
+    assert deadline is not None and t0 + 8 <= deadline and set(deadlines) == {deadline}
+    # the search used its budget and did not hold past it: the forest's first trial runs until it stops itself,
+    # which it does before the deadline when its next batch of trees would not fit (sooner on a busy machine)
+    assert t0 + 4 < ended <= deadline + STRAGGLER_SLACK + 2
     for r in results:
         trials = _trials(r)
         assert all(started <= deadline and stop is not None and stop <= deadline for _, started, stop, *_ in trials)
