@@ -43,8 +43,8 @@ def test_make_runs_the_tiers_the_makefile_defines() -> None:
 
     tiers = tier_expressions()
     assert recipe("test").endswith(f'pytest -q -m "{tiers["FAST_TIER"]}" -n 2 --dist loadfile')  # a worker per core
-    # a worker per core, the modules on the shared stack together (tests/support/scopes.py); it lists its slowest
-    assert recipe("test-slow").endswith(f'pytest -q -m "{tiers["SLOW_TIER"]}" -n 2 --dist loadscope --durations=15')
+    # one worker by default (SLOW_WORKERS, see the Makefile); it lists its slowest
+    assert recipe("test-slow").endswith(f'pytest -q -m "{tiers["SLOW_TIER"]}"  --durations=15')
     assert recipe("test-all").endswith("pytest -q")
 
 
