@@ -281,14 +281,15 @@ def deploy_env_command(
     """
     import shlex
 
+    from deployments.plan import DeploymentError, deploy_variables
     from mlops.cli.common import check_config
-    from mlops.stack import options as stack_options
+    from mlops.stack.options import REPO
 
     cfg = check_config(config)
     try:
-        variables = stack_options.deploy_variables(config, cfg.monitoring.schedule_cron,
-                                                   project_dir or stack_options.REPO, profile, not no_schedules)
-    except stack_options.StackError as exc:
+        variables = deploy_variables(config, cfg.monitoring.schedule_cron, project_dir or REPO, profile,
+                                     not no_schedules)
+    except DeploymentError as exc:
         _fail(str(exc), exc.exit_code)
     for name, value in variables.items():
         typer.echo(f"export {name}={shlex.quote(value)}")

@@ -1,5 +1,5 @@
-"""What the local stack is asked to run: its options and ports, the environment and secrets its
-processes get, and the deployments `mlops up` deploys from `prefect.yaml`.
+"""What the local stack is asked to run: its options and ports, and the environment and secrets its
+processes get (what it deploys from `prefect.yaml` is planned in deployments/plan.py).
 
 Used by mlops/stack/supervisor.py (the supervisor) and mlops/cli/stack.py; nothing here starts a process.
 """
@@ -7,9 +7,7 @@ Used by mlops/stack/supervisor.py (the supervisor) and mlops/cli/stack.py; nothi
 from __future__ import annotations
 
 import errno
-import json
 import os
-import re
 import secrets
 import socket
 from collections.abc import Mapping
@@ -56,8 +54,6 @@ HASH_KEY_FILE = "log_hash_key"  # the prediction log's HMAC key (MLOPS_LOG_HASH_
 RECORDED_OPTIONS = ("host", "prefect_port", "mlflow_port", "serve_port", "webhook_port", "config_path", "prefect_file",
                     "webhooks_config", "project_dir", "mlflow_basic_auth", "mlflow_jobs", "serve_poll_seconds",
                     "worker_poll_seconds", "timeout", "profile", "pg_port", "workers")
-ENV_PLACEHOLDER = re.compile(r"{{\s*\$([A-Za-z_][A-Za-z0-9_]*)\s*}}")
-PROFILE_NAME = re.compile(r"^[a-z0-9][a-z0-9-]*$")
 
 
 class StackError(MLOpsError):
@@ -393,68 +389,3 @@ def prefect_auth_header(env: Mapping[str, str]) -> dict[str, str]:
     from mlops.webhooks.sinks import prefect_auth_headers
 
     return prefect_auth_headers(auth_string=_settings(env).prefect_client_auth_string)
-
-
-# ---- the deployments file ---------------------------------------------------------------------
-
-
-def deploy_variables(config_path: Path | str, monitor_cron: str, project_dir: Path | str, profile: str = "local",
-                     schedules: bool = True) -> dict[str, str]:
-    """The variables prefect.yaml reads (Prefect fills them in at `prefect deploy`), from one use-case config."""
-    if not PROFILE_NAME.match(profile):
-        raise StackError(f"the deployment profile {profile!r} is not a valid name; use lower-case letters, digits "
-                         "and dashes, such as local or production")
-    return {
-        "MLOPS_DEPLOY_PROFILE": profile,
-        "MLOPS_PROJECT_DIR": str(project_dir),
-        "MLOPS_CONFIG": str(config_path),
-        "MLOPS_MONITOR_CRON": monitor_cron,
-        "MLOPS_SCHEDULES_ACTIVE": "true" if schedules else "false",
-    }
-
-
-@dataclass
-class DeployPlan:
-    """What `mlops up` deploys from the deployments file, and the variables `prefect deploy` gets."""
-
-    names: list[str]
-    skipped: list[str]
-    work_pools: list[str]
-    variables: dict[str, str]
-
-
-def plan_deployments(opts: StackOptions, monitor_cron: str) -> DeployPlan:
-    """The deployments of `opts.prefect_file` whose flow file exists, their work pools and variables.
-
-    Every `{{ $VAR }}` must be set by this stack or the user's environment; one that is not is an
-    error naming it (Prefect itself would deploy the placeholder text).
-    """
-    import yaml
-
-    src = opts.prefect_file
-    try:
-        raw = yaml.safe_load(src.read_text()) or {}
-    except OSError as exc:
-        raise StackError(f"cannot read the deployments file {src} ({exc.strerror}); give another with "
-                         "--prefect-file") from None
-    except yaml.YAMLError as exc:
-        raise StackError(f"the deployments file {src} is not valid YAML ({exc})") from None
-    variables = deploy_variables(opts.config_path, monitor_cron, opts.project_dir, opts.profile, opts.schedules)
-    env = {**opts.environ, **variables}
-    missing = sorted({m for m in ENV_PLACEHOLDER.findall(json.dumps(raw, default=str)) if not env.get(m)})
-    if missing:
-        raise StackError(f"the deployments file {src} uses {', '.join('$' + m for m in missing)}, which is not "
-                         "set; export it and run again")
-    names, skipped, pools = [], [], []
-    for dep in raw.get("deployments") or []:
-        file_part = str(dep.get("entrypoint", "")).rsplit(":", 1)[0]
-        if not file_part or not (opts.project_dir / file_part).is_file():
-            skipped.append(f"{dep.get('name')} ({file_part or 'no entrypoint'} not found)")
-            continue
-        names.append(str(dep.get("name")))
-        pool = ENV_PLACEHOLDER.sub(lambda m: env[m.group(1)], str((dep.get("work_pool") or {}).get("name") or ""))
-        if pool and pool not in pools:
-            pools.append(pool)
-    return DeployPlan(names, skipped, pools, variables)
-
-

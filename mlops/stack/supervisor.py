@@ -13,8 +13,9 @@ database and MLflow's store on it (unless URLs are given), and runs two workers 
 
 Each process runs in its own session, logs to `$MLOPS_HOME/logs/<name>.log`, and is recorded with
 its pid and creation time in `$MLOPS_HOME/stack.json` (mlops/stack/processes.py); `down` stops
-exactly those processes and what they started, never anything found by name. Options, ports,
-environment and deployments are in mlops/stack/options.py. Nothing here runs at import.
+exactly those processes and what they started, never anything found by name. Options, ports and
+environment are in mlops/stack/options.py; what is deployed, and how, in deployments/. Nothing here
+runs at import.
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from deployments.apply import WORK_POOL_TYPE, apply_plan
+from deployments.plan import DeploymentError, deploy_variables, plan_deployments
 from mlops.core.errors import MLOpsError
 from mlops.core.settings import private_opener
 from mlops.core.startup import http_ok
@@ -48,7 +51,6 @@ from mlops.stack.options import (
     check_ports,
     load_log_hash_key,
     load_webhook_secrets,
-    plan_deployments,
     prefect_auth_header,
     private_secret,
 )
@@ -258,28 +260,19 @@ class Supervisor:
         return self.start("mlflow", cmd, env, self.health("mlflow"))
 
     def deploy(self, monitor_cron: str) -> None:
-        """Create the work pool(s) and run `prefect deploy` on the deployments file with its variables."""
-        plan = plan_deployments(self.opts, monitor_cron)
-        for skipped in plan.skipped:
-            self.echo(f"  skipped deployment {skipped}")
-        if not plan.names:
-            raise StackError(f"no deployment in {self.opts.prefect_file} has its flow file; nothing to deploy")
-        env = {**self.env, **plan.variables}
-        prefect = str(self.bin / "prefect")
-        for pool in plan.work_pools:
-            if self.api("GET", f"/work_pools/{pool}") is None:
-                self.run_step("deploy", [prefect, "--no-prompt", "work-pool", "create", pool, "--type", "process"],
-                              env, timeout=120)
-        self.state.work_pool = plan.work_pools[0] if plan.work_pools else None
-        names = [arg for name in plan.names for arg in ("--name", name)]
-        self.run_step("deploy", [prefect, "--no-prompt", "deploy", "--prefect-file", str(self.opts.prefect_file),
-                                 *names], env, timeout=300)
-        found = self.api("POST", "/deployments/filter",
-                         json={"deployments": {"name": {"any_": plan.names}}, "limit": 200}) or []
-        lost = sorted(set(plan.names) - {d["name"] for d in found})
-        if lost:
-            raise StackError(f"`prefect deploy` did not create deployment(s) {', '.join(lost)}; see "
-                             f"{self.log_path('deploy')}")
+        """Create the work pool(s) and deploy the flows of the deployments file (deployments/: plan, apply)."""
+        o = self.opts
+        try:
+            variables = deploy_variables(o.config_path, monitor_cron, o.project_dir, o.profile, o.schedules)
+            plan = plan_deployments(o.prefect_file, o.project_dir, variables, o.environ)
+            for skipped in plan.skipped:
+                self.echo(f"  skipped deployment {skipped}")
+            self.state.work_pool = plan.work_pools[0] if plan.work_pools else None
+            env = {**self.env, **plan.variables}
+            apply_plan(plan, str(self.bin / "prefect"), lambda cmd, timeout: self.run_step("deploy", cmd, env, timeout),
+                       self.api, self.log_path("deploy"))
+        except DeploymentError as exc:
+            raise StackError(str(exc)) from None
         self.state.deployments = plan.names
         write_state(self.state)
 
@@ -340,7 +333,7 @@ class Supervisor:
         env.setdefault("PREFECT_WORKER_PREFETCH_SECONDS", "5")
         env["MLOPS_LOG_HASH_KEY"] = load_log_hash_key(o)  # batch scoring hashes, monitoring joins labels
         worker_name = f"{pool}-{socket.gethostname()}" + record.removeprefix("worker")
-        cmd = [str(self.bin / "prefect"), "worker", "start", "--pool", pool, "--type", "process",
+        cmd = [str(self.bin / "prefect"), "worker", "start", "--pool", pool, "--type", WORK_POOL_TYPE,
                "--name", worker_name]
         if o.settings.worker_limit is not None:  # runs beyond it stay Scheduled for another worker, or for later
             cmd += ["--limit", str(o.settings.worker_limit)]

@@ -1,5 +1,5 @@
 """The stack supervisor without servers: ports, starting and stopping processes by pid and creation
-time (psutil, no /proc), the pid file, and the one deployments file rendered for each profile."""
+time (psutil, no /proc), the pid file, secrets and alerts (what it deploys: test_deployments.py)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,6 @@ from typing import Any
 
 import psutil
 import pytest
-import yaml
 from typer.testing import CliRunner
 
 from mlops.cli import stack as cli_stack
@@ -29,7 +28,7 @@ from mlops.stack import alerts
 from mlops.stack import options as stack_options
 from mlops.stack import processes as stack_processes
 from mlops.stack import supervisor as stack
-from tests.conftest import REPO, write_config
+from tests.conftest import REPO
 
 PREFECT_FILE = REPO / "prefect.yaml"
 
@@ -344,183 +343,6 @@ def test_webhook_secrets_are_generated_once_private_and_the_environment_wins(tmp
     assert stack_options.load_webhook_secrets(o) == first
     mine = stack_options.StackOptions.from_env(environ={"MLOPS_WEBHOOK_OPS_SECRET": "s3cret"}, state_dir=o.state_dir)
     assert stack_options.load_webhook_secrets(mine)["MLOPS_WEBHOOK_OPS_SECRET"] == "s3cret"
-
-
-# ---- the deployments file ---------------------------------------------------------------------
-
-
-def rendered(variables: dict[str, str], monkeypatch: pytest.MonkeyPatch, path: Path = PREFECT_FILE) -> dict[str, Any]:
-    """The deployments file as `prefect deploy` sees it with these variables in its environment."""
-    from prefect.utilities.templating import apply_values
-
-    for name, value in variables.items():
-        monkeypatch.setenv(name, value)
-    return apply_values(yaml.safe_load(path.read_text()), dict(os.environ), remove_notset=False)
-
-
-def deploy_env(*args: str) -> dict[str, str]:
-    """The variables `mlops deploy-env` prints (as a production user would eval them)."""
-    res = CliRunner().invoke(cli_stack.app, ["deploy-env", *args])
-    assert res.exit_code == 0, res.output
-    return dict(shlex.split(line)[1].split("=", 1) for line in res.output.splitlines())
-
-
-def schedule_active(schedule: dict[str, Any]) -> bool:
-    """Whether Prefect deploys this schedule active (its own conversion of the YAML entry)."""
-    from prefect.cli.deploy._schedules import _schedule_config_to_deployment_schedule
-    from prefect.client.schemas.actions import DeploymentScheduleCreate
-
-    return DeploymentScheduleCreate(**_schedule_config_to_deployment_schedule(schedule)).active
-
-
-def test_mlops_up_deploys_the_one_file_with_its_config_and_leaves_out_missing_flows(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    project = tmp_path / "project"
-    (project / "flows").mkdir(parents=True)
-    for name in ("train.py", "promote.py", "monitor.py"):
-        (project / "flows" / name).write_text("")
-    cfg = write_config(tmp_path, monitoring={"schedule_cron": "5 * * * *"})
-    o = stack_options.StackOptions.from_env(environ={}, state_dir=tmp_path / "state", project_dir=project,
-                                            config_path=cfg, prefect_file=PREFECT_FILE, schedules=False)
-    plan = stack_options.plan_deployments(o, "5 * * * *")
-    assert plan.names == ["train", "retrain", "monitor", "promote", "rollback"]
-    assert plan.skipped == ["score (flows/score.py not found)"] and plan.work_pools == ["mlops-local"]
-    raw = rendered(plan.variables, monkeypatch)
-    assert raw["pull"][0]["prefect.deployments.steps.set_working_directory"]["directory"] == str(project)
-    deps = {d["name"]: d for d in raw["deployments"]}
-    assert {d["work_pool"]["name"] for d in deps.values()} == {"mlops-local"}
-    assert all("local" in d["tags"] for d in deps.values())
-    assert deps["train"]["parameters"]["config_path"] == str(cfg)
-    assert deps["promote"]["parameters"]["config_path"] == str(cfg)
-    assert deps["rollback"]["parameters"]["config_path"] == str(cfg)
-    monitor = deps["monitor"]["schedules"][0]
-    assert (monitor["cron"], monitor["timezone"]) == ("5 * * * *", "UTC") and schedule_active(monitor) is False
-    # event templates survive rendering untouched
-    assert deps["train"]["triggers"][0]["parameters"]["source_path"] == (
-        "{{ (event.payload.path if event.payload.path is string else '') }}")
-    assert "{{ $" not in json.dumps(raw)
-
-
-def test_production_renders_the_same_file_from_its_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    cfg = write_config(tmp_path, monitoring={"schedule_cron": "0 * * * *"})
-    variables = deploy_env("--config", str(cfg), "--project-dir", "/opt/mlops/current")
-    assert variables["MLOPS_DEPLOY_PROFILE"] == "production" and variables["MLOPS_MONITOR_CRON"] == "0 * * * *"
-    raw = rendered(variables, monkeypatch)
-    assert raw["pull"][0]["prefect.deployments.steps.set_working_directory"]["directory"] == "/opt/mlops/current"
-    deps = {d["name"]: d for d in raw["deployments"]}
-    assert {d["work_pool"]["name"] for d in deps.values()} == {"mlops-production"}
-    assert all(d["tags"][-1] == "production" for d in deps.values())
-    assert {d["parameters"]["config_path"] for d in deps.values()} == {str(cfg)}
-    assert deps["monitor"]["schedules"][0]["cron"] == "0 * * * *" and schedule_active(deps["monitor"]["schedules"][0])
-    assert "{{ $" not in json.dumps(raw)
-    # nothing environment-specific is written into the file itself
-    text = PREFECT_FILE.read_text()
-    assert "churn-classifier" not in text and "model_name" not in text and "mlops-local" not in text
-
-
-def test_a_variable_nobody_sets_is_named_before_deploying(tmp_path: Path) -> None:
-    bad = tmp_path / "prefect.yaml"
-    bad.write_text(PREFECT_FILE.read_text().replace("timezone: UTC", 'timezone: "{{ $MLOPS_NOT_SET_ANYWHERE }}"'))
-    o = stack_options.StackOptions.from_env(environ={}, state_dir=tmp_path, prefect_file=bad)
-    with pytest.raises(stack.StackError, match=r"\$MLOPS_NOT_SET_ANYWHERE, which is not set"):
-        stack_options.plan_deployments(o, "0 * * * *")
-    mine = replace(o, environ={"MLOPS_NOT_SET_ANYWHERE": "UTC"})
-    assert "monitor" in stack_options.plan_deployments(mine, "0 * * * *").names
-    with pytest.raises(stack.StackError, match="deployment profile 'Prod' is not a valid name"):
-        stack_options.deploy_variables("c.yaml", "0 * * * *", "/p", "Prod")
-
-
-@pytest.mark.parametrize("profile", ["local", "production"])
-def test_the_deployments_file_is_valid_for_prefect_and_matches_the_flows(
-        profile: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from prefect.cli.deploy._models import PrefectYamlModel
-    from prefect.events.schemas.deployment_triggers import DeploymentEventTrigger
-
-    PrefectYamlModel.model_validate(yaml.safe_load(PREFECT_FILE.read_text()))  # as written, placeholders and all
-    cfg = write_config(tmp_path)
-    raw = rendered(stack_options.deploy_variables(cfg, "*/30 * * * *", REPO, profile), monkeypatch)
-    model = PrefectYamlModel.model_validate(raw)
-    deps = {d.name: d for d in model.deployments}
-    assert set(deps) == {"train", "retrain", "monitor", "score", "promote", "rollback"}
-    pools = {d.work_pool.name for d in deps.values()}
-    assert pools == {f"mlops-{profile}"}
-    for name, dep in deps.items():
-        assert dep.enforce_parameter_schema is True, name
-        module, func = dep.entrypoint.split(":")
-        fn = _flow_function(module, func)
-        accepted = set(inspect.signature(fn).parameters)
-        assert set(dep.parameters) <= accepted, (name, dep.parameters)
-        assert "config_path" in dep.parameters, name  # every flow takes the use-case config
-        for spec in dep.triggers or []:
-            trig = DeploymentEventTrigger.model_validate(spec)
-            assert trig.enabled and set(trig.parameters or {}) <= accepted, (name, spec)
-    # files are trained on in turn, never cancelled; retrain runs once per burst
-    for name, strategy in (("train", "ENQUEUE"), ("retrain", "CANCEL_NEW")):
-        limit = deps[name].concurrency_limit
-        assert (limit.limit, limit.collision_strategy) == (1, strategy)
-    assert {e for t in deps["train"].triggers for e in t["expect"]} == {events.DATA_ARRIVED}
-    assert {e for t in deps["retrain"].triggers for e in t["expect"]} == {events.RETRAIN_REQUESTED}
-    assert deps["score"].triggers[0]["match"] == {"prefect.resource.id": "mlops.scoring.*"}
-    assert deps["monitor"].schedules and not deps["promote"].triggers and not deps["rollback"].schedules
-
-
-def test_the_monitor_cron_comes_from_the_config_only(monkeypatch: pytest.MonkeyPatch) -> None:
-    cfg = yaml.safe_load((REPO / "configs/default.yaml").read_text())
-    cron = cfg["monitoring"]["schedule_cron"]
-    raw = yaml.safe_load(PREFECT_FILE.read_text())
-    monitor = next(d for d in raw["deployments"] if d["name"] == "monitor")
-    assert monitor["schedules"][0]["cron"] == "{{ $MLOPS_MONITOR_CRON }}"  # no cron of its own
-    assert deploy_env("--config", str(REPO / "configs/default.yaml"))["MLOPS_MONITOR_CRON"] == cron
-    assert f'"{cron}" for configs/default.yaml' in PREFECT_FILE.read_text()  # the documented default is right
-
-
-def _flow_function(module: str, func: str) -> object:
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(f"_stack_test_{Path(module).stem}", REPO / module)
-    assert spec is not None and (REPO / module).exists(), f"{module} is named in prefect.yaml but missing"
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    spec.loader.exec_module(mod)  # type: ignore[union-attr]
-    return getattr(getattr(mod, func), "fn", getattr(mod, func))
-
-
-def _render(params: dict[str, object], event: dict[str, object]) -> dict[str, object]:
-    """Render trigger parameters the way Prefect's RunDeployment action does."""
-    import copy
-    from uuid import uuid4
-
-    from prefect.server.events.actions import RunDeployment
-    from prefect.server.events.schemas.events import ReceivedEvent
-    from prefect.utilities.schema_tools.hydration import HydrationContext, hydrate
-
-    params = copy.deepcopy(params)
-    RunDeployment._upgrade_v1_templates(params)
-    ev = ReceivedEvent.model_validate({"id": str(uuid4()), "occurred": "2026-01-01T00:00:00Z", **event})
-    return hydrate(params, HydrationContext(render_jinja=True, jinja_context={"event": ev}, raise_on_error=True))
-
-
-def test_trigger_templates_give_typed_parameters() -> None:
-    deps = {d["name"]: d for d in yaml.safe_load((REPO / "prefect.yaml").read_text())["deployments"]}
-    data = deps["train"]["triggers"][0]["parameters"]
-    got = _render(data, {"event": "mlops.data.arrived", "resource": {"prefect.resource.id": "mlops.dataset.churn"},
-                         "payload": {"path": "/data/new.csv", "reason": "new file landed"}})
-    assert got == {"source_path": "/data/new.csv", "reason": "new file landed"}
-    got = _render(data, {"event": "mlops.data.arrived", "resource": {"prefect.resource.id": "mlops.dataset.churn"},
-                         "payload": {"path": "/data/new.csv"}})
-    assert got == {"source_path": "/data/new.csv", "reason": "new data: /data/new.csv"}
-    for bad in ({"path": None}, {}, {"path": ""}, {"path": 123}, {"path": ["/a.csv"]}):  # the flow refuses ""
-        got = _render(data, {"event": "mlops.data.arrived", "resource": {"prefect.resource.id": "mlops.dataset.x"},
-                             "payload": {**bad, "reason": "r"}})
-        assert got == {"source_path": "", "reason": "r"}, bad
-    retrain = deps["retrain"]["triggers"][0]["parameters"]
-    monitor_event = {"event": "mlops.retrain.requested", "resource": {"prefect.resource.id": "mlops.model.churn"},
-                     "payload": {"training_file": "/s/train.parquet", "triggers": ["drift 2 windows", "quality"]}}
-    assert _render(retrain, monitor_event) == {"source_path": "/s/train.parquet",
-                                               "reason": "retrain requested: drift 2 windows; quality"}
-    ops_event = {"event": "mlops.retrain.requested", "resource": {"prefect.resource.id": "mlops.dataset.churn"},
-                 "payload": {"reason": "schema fix deployed", "requested_by": "alice"}}
-    assert _render(retrain, ops_event) == {"source_path": None, "reason": "schema fix deployed"}
 
 
 # ---- alerts -----------------------------------------------------------------------------------

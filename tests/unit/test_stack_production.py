@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from deployments.plan import deploy_variables, plan_deployments
 from mlops.stack import options as stack_options
 from mlops.stack import supervisor as stack
 from mlops.stack.postgres import PASSWORD_FILE, SYSTEM_USER, LocalPostgres, find_bin_dir
@@ -78,7 +79,8 @@ def test_prefect_and_mlflow_get_their_databases_by_environment_and_the_deploymen
     for cmd, env in started.values():
         assert password not in " ".join(cmd)
         assert env["MLOPS_ARTIFACT_ROOT"] == "mlflow-artifacts:/"
-    plan = stack_options.plan_deployments(o, "0 * * * *")
+    variables = deploy_variables(o.config_path, "0 * * * *", o.project_dir, o.profile)
+    plan = plan_deployments(o.prefect_file, o.project_dir, variables, o.environ)
     assert plan.work_pools == ["mlops-production"] and plan.variables["MLOPS_DEPLOY_PROFILE"] == "production"
 
 
