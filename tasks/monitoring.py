@@ -90,13 +90,13 @@ def load_training_footprint(bundle: registry.ModelBundle) -> TrainingFootprint:
     """The champion's training row hashes and holdout slice metrics (artifacts kept since issue 9)."""
     logger = get_run_logger()
     hashes = slices = None
-    path = registry._download(bundle.run_id, rowkeys.HASHES_ARTIFACT)
+    path = registry.download_artifact(bundle.run_id, rowkeys.HASHES_ARTIFACT)
     if path is not None:
         try:
             hashes = rowkeys.RowHashSet.load(path)
         except (OSError, ValueError, KeyError) as exc:
             logger.warning("Training row hashes of v%s unreadable (%s); overlap unknown", bundle.version, exc)
-    path = registry._download(bundle.run_id, lq.SLICE_METRICS_ARTIFACT)
+    path = registry.download_artifact(bundle.run_id, lq.SLICE_METRICS_ARTIFACT)
     if path is not None:
         try:
             slices = json.loads(path.read_text(encoding="utf-8"))

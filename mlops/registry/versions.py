@@ -424,7 +424,8 @@ class ModelBundle:
         return self.contract.task
 
 
-def _download(run_id: str, path: str) -> Path | None:
+def download_artifact(run_id: str, path: str) -> Path | None:
+    """A local copy of a run's artifact file, None when the run holds none at `path` (or it cannot be fetched)."""
     import mlflow
     from mlflow.exceptions import MlflowException
 
@@ -436,7 +437,7 @@ def _download(run_id: str, path: str) -> Path | None:
 
 def training_row_hashes(run_id: str) -> RowHashSet | None:
     """The hashes of the rows a version trained on (None for versions that keep none, or an unreadable file)."""
-    path = _download(run_id, HASHES_ARTIFACT)
+    path = download_artifact(run_id, HASHES_ARTIFACT)
     if path is None:
         return None
     try:
@@ -447,7 +448,7 @@ def training_row_hashes(run_id: str) -> RowHashSet | None:
 
 def training_window(run_id: str) -> dict[str, Any] | None:
     """How a version's training window was chosen (`evaluation/training_window.json`), None when not recorded."""
-    path = _download(run_id, "evaluation/training_window.json")
+    path = download_artifact(run_id, "evaluation/training_window.json")
     if path is None:
         return None
     try:
@@ -457,7 +458,7 @@ def training_window(run_id: str) -> dict[str, Any] | None:
 
 
 def load_contract(run_id: str) -> DataContract:
-    p = _download(run_id, "contract/contract.json")
+    p = download_artifact(run_id, "contract/contract.json")
     if p is None:
         raise RegistryError(f"run {run_id} holds no data contract")
     return DataContract.from_json(p.read_text())
@@ -486,7 +487,7 @@ def load_bundle(name: str, alias_or_version: str = CHAMPION, with_reference: boo
         model, contract = load_checked(name, str(mv.version), mv.run_id, digest)
     reference = None
     if with_reference:
-        p = _download(mv.run_id, "reference/reference.parquet")
+        p = download_artifact(mv.run_id, "reference/reference.parquet")
         reference = pd.read_parquet(p) if p else None
     return ModelBundle(name, str(mv.version), mv.run_id, model, contract, reference, dict(mv.tags))
 

@@ -50,9 +50,9 @@ def test_first_run_registers_and_promotes(trained) -> None:
     assert tags["gate.passed"] == "true" and "gate.failures" not in tags and tags["metric.roc_auc"]
     assert tags["lineage.reason"] == "manual" and tags["lineage.data_source"] == "generated"
     # bulky records are the run's artifacts; the version keeps short tags only
-    checks = json.loads(registry._download(champ.run_id, "evaluation/gate_verdict.json").read_text())["checks"]
+    checks = json.loads(registry.download_artifact(champ.run_id, "evaluation/gate_verdict.json").read_text())["checks"]
     assert any("no champion yet" in c["detail"] for c in checks) and any(c["name"] == "slice region" for c in checks)
-    lineage = json.loads(registry._download(champ.run_id, "lineage.json").read_text())
+    lineage = json.loads(registry.download_artifact(champ.run_id, "lineage.json").read_text())
     for key in ("data_fingerprint", "config_hash", "code_version", "prefect_flow_run_id", "holdout"):
         assert lineage.get(key) and f"lineage.{key}" not in tags, key
     assert "gate.reasons" not in tags and "task" not in tags
@@ -111,8 +111,8 @@ def test_time_ordered_data_registers_a_model_refitted_on_train_and_holdout(train
     mv = registry.client().get_model_version(name, s.version)
     params = mlflow.MlflowClient().get_run(mv.run_id).data.params
     rows_train, rows_holdout = int(params["rows_train"]), int(params["rows_holdout"])
-    hashes = rowkeys.RowHashSet.load(registry._download(mv.run_id, rowkeys.HASHES_ARTIFACT)).hashes
-    card = registry._download(mv.run_id, "card/model_card.md").read_text()
+    hashes = rowkeys.RowHashSet.load(registry.download_artifact(mv.run_id, rowkeys.HASHES_ARTIFACT)).hashes
+    card = registry.download_artifact(mv.run_id, "card/model_card.md").read_text()
     if refit is None:  # the default with event_time: refitted
         assert rows_train < len(hashes) <= rows_train + rows_holdout
         assert "**Refit**" in card and "before the refit" in card
