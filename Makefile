@@ -45,7 +45,7 @@ test-slow: $(STAMP) ## only what `make test` leaves out: tests marked e2e, proce
 test-all: $(STAMP) ## every test in one run: the fast tier plus the process, slow and e2e tiers (20+ minutes)
 	$(BIN)/python -m pytest -q
 
-lint: $(STAMP) ## ruff, and the import contract (.importlinter: cli > flows > tasks > capabilities > core)
+lint: $(STAMP) ## ruff, and the import contract (.importlinter: cli > flows > tasks > capabilities > deployments > core)
 	$(BIN)/ruff check mlops flows tasks deployments tests bench
 	$(BIN)/lint-imports --no-cache
 
