@@ -1,6 +1,8 @@
 """`mlops backtest`: replay a labelled history through the monitor, the retrain policy and the gate, against
 never and every-window retraining. The inputs are checked before Prefect starts, so a bad history ends
-in one sentence at once; the replay itself is the `backtest` flow (mlops.monitoring.backtest inside)."""
+in one sentence at once; the replay itself is the `backtest` flow (mlops.monitoring.backtest inside).
+The flow and the monitoring and data modules are imported inside the command (pandas, Prefect, MLflow):
+`mlops --help` imports this module."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ from typing import Annotated, Any
 import typer
 
 from mlops.cli.common import check_config, fail, prepare_flow_process, run_flow, stdout_to_stderr
+from mlops.core.errors import MLOpsError
 
 ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="pipeline config (YAML); its timestamp_column orders "
                                                                  "the history")]
@@ -61,8 +64,6 @@ def backtest_command(
     json_out: Annotated[bool, typer.Option("--json", help="print {windows, summary} as JSON")] = False,
 ) -> None:
     """Replay history window by window: would the retrain policy have kept the model good, at what cost?"""
-    from mlops.core.errors import MLOpsError
-
     cfg = check_config(config)
     try:
         from mlops.monitoring.backtest_plan import plan_backtest, read_history

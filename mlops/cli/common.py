@@ -1,9 +1,12 @@
-"""What every `mlops` command shares: one-line errors, config checks, running a flow in-process."""
+"""What every `mlops` command shares: one-line errors, config checks, running a flow in-process.
+
+The config, settings, stack and MLflow modules are imported inside the functions that use them: each
+pulls pydantic or more, and `mlops --help` imports this module (the tricks: mlops.core.startup).
+"""
 
 from __future__ import annotations
 
 import contextlib
-import importlib
 import os
 import sys
 from collections.abc import Iterator
@@ -11,6 +14,10 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import typer
+
+from mlops.cli import local_api
+from mlops.core.errors import MLOpsError
+from mlops.core.startup import WaitTimeout, frozen_imports, http_ok, preload, wait_until
 
 STACK_API_WAIT = 60.0  # seconds a command waits for a running stack's Prefect API to answer
 
@@ -58,7 +65,6 @@ def stdout_to_stderr(enabled: bool = True) -> Iterator[None]:
 def check_config(config: Path) -> Any:
     """Load and validate a config; a bad one ends here, before any work starts."""
     from mlops.core.config import load_config
-    from mlops.core.errors import MLOpsError
 
     try:
         return load_config(config)
@@ -75,7 +81,6 @@ def use_running_stack() -> str | None:
     server. So, unless `PREFECT_API_URL` / `MLFLOW_TRACKING_URI` are set, a live stack's servers are
     used; its prediction-log hash key too (so labels join hashed ids), unless MLOPS_LOG_HASH_KEY is set.
     """
-    from mlops.core.errors import MLOpsError
     from mlops.core.settings import get_settings
     from mlops.stack.options import HASH_KEY_FILE
     from mlops.stack.processes import read_state
@@ -101,8 +106,6 @@ def use_running_stack() -> str | None:
         os.environ["MLFLOW_TRACKING_URI"] = mlflow.url
         os.environ.setdefault("MLOPS_ARTIFACT_ROOT", "mlflow-artifacts:/")  # as the stack's own flows store them
     if api:
-        from mlops.core.startup import WaitTimeout, http_ok, wait_until
-
         typer.echo(f"using the stack running from {settings.state_dir} (Prefect API {api})", err=True)
         try:  # the stack may still be starting
             wait_until(lambda: http_ok(f"{api}/health"), STACK_API_WAIT, "the stack's Prefect API did not answer",
@@ -125,21 +128,18 @@ def prepare_flow_process(*modules: str) -> Any:
     it is used it would run on the flow's critical path with the collector on (and on a thread it
     competes for the GIL with the flow's own start; measured in docs/benchmarks.md).
     """
-    from mlops.cli.local_api import start_local_api, wait_local_api
     from mlops.core.settings import configure_environment
-    from mlops.core.startup import frozen_imports
 
     use_running_stack()
     settings = configure_environment()
-    start_local_api()
-    with frozen_imports():
+    local_api.start_local_api()
+    with frozen_imports():  # the store's opening too (SQLAlchemy, MLflow's schema check)
+        preload("mlflow", *modules)
         import mlflow
 
-        for name in modules:
-            importlib.import_module(name)
         mlflow.set_tracking_uri(settings.tracking_uri)
         mlflow.MlflowClient().search_experiments(max_results=1)  # creates or upgrades the store once
-    wait_local_api()
+    local_api.wait_local_api()
     return settings
 
 
@@ -195,9 +195,6 @@ def quiet_console() -> None:
 def run_flow(fn: Any, **params: Any) -> Any:
     """Run a flow in-process; a failed run becomes one line on stderr and a non-zero exit."""
     import logging
-
-    from mlops.cli import local_api
-    from mlops.core.errors import MLOpsError
 
     for name in ("prefect.flow_runs", "prefect.task_runs"):
         logging.getLogger(name).setLevel(logging.INFO)

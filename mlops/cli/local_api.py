@@ -19,8 +19,6 @@ import os
 import signal
 import subprocess
 import sys
-import urllib.error
-import urllib.request
 
 from mlops.core.startup import WaitTimeout, free_port, frozen_imports, wait_until
 
@@ -68,10 +66,12 @@ class LocalAPI:
 
     def _healthy(self) -> bool:
         """`/api/health` answers `true`."""
+        import urllib.request  # here: the CLI imports this module on every command, `--help` included
+
         try:
             with urllib.request.urlopen(f"{self.url}/health", timeout=2) as r:
                 return r.status == 200 and json.loads(r.read() or b"false") is True
-        except (urllib.error.URLError, ConnectionError, TimeoutError, ValueError):
+        except (OSError, ValueError):  # URLError, refused, timed out; a body that is not JSON
             return False
 
     def stop(self) -> None:

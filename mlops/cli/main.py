@@ -1,5 +1,8 @@
-"""`mlops`: train, promote, rollback, status, and the other front doors. Heavy imports happen inside
-commands so `mlops --help` answers at once."""
+"""`mlops`: train, promote, rollback, status, and the other front doors.
+
+The flows, the capability packages and the core's config and settings are imported inside the commands
+(each pulls pydantic, pandas, MLflow or Prefect), so `mlops --help` answers at once; the start-up
+tricks are in mlops.core.startup."""
 
 from __future__ import annotations
 
@@ -10,9 +13,24 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from mlops.cli.common import check_config, clip, prepare_flow_process, stdout_to_stderr, version_label, when
+from mlops.cli import backtest as cli_backtest
+from mlops.cli import migrate as cli_migrate
+from mlops.cli import monitor as cli_monitor
+from mlops.cli import score as cli_score
+from mlops.cli import stack as cli_stack
+from mlops.cli.common import (
+    check_config,
+    clip,
+    prepare_flow_process,
+    stdout_to_stderr,
+    use_running_stack,
+    version_label,
+    when,
+)
 from mlops.cli.common import fail as _fail
 from mlops.cli.common import run_flow as _run_flow
+from mlops.core import startup
+from mlops.core.errors import MLOpsError
 
 if TYPE_CHECKING:
     from mlops.training.result import TrainingResult
@@ -21,11 +39,6 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help="MLOps for ta
 
 ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="pipeline config (YAML)")]
 DEFAULT_CONFIG = Path("configs/default.yaml")
-# imported while the local Prefect server starts: the training flow, what it needs before its search, and what
-# registration (skops, MLflow's sklearn flavour) and the plots (matplotlib) need after it; imported later they
-# would sit on the critical path between the search and the promotion, with the garbage collector on
-TRAINING_MODULES = ("great_expectations", "sklearn.ensemble", "flows.train", "skops.io", "mlflow.sklearn",
-                    "matplotlib.pyplot")
 
 
 def _prepare() -> Any:
@@ -85,7 +98,7 @@ def train(
 ) -> None:
     """Run the training flow: validate, tune, evaluate, gate, register, promote."""
     check_config(config)  # a bad config fails here, before any work starts
-    prepare_flow_process(*TRAINING_MODULES)
+    prepare_flow_process(*startup.TRAINING)
     from flows.train import train as train_flow
 
     with stdout_to_stderr(json_out):
@@ -153,11 +166,8 @@ def status(
 ) -> None:
     """What is champion, its metrics and when it was trained."""
     name = _model_name(config, model)
-    from mlops.cli.common import use_running_stack
-
     use_running_stack()  # the registry of a stack running from this state folder, if one runs
     settings = _prepare()
-    from mlops.core.errors import MLOpsError
     from mlops.registry import versions as registry
     from mlops.registry.verdict import gate_label
 
@@ -226,12 +236,6 @@ def serve(
 
 def _register_more() -> None:
     """Monitoring, scoring and local-stack commands live in their own modules (light at import)."""
-    from mlops.cli import backtest as cli_backtest
-    from mlops.cli import migrate as cli_migrate
-    from mlops.cli import monitor as cli_monitor
-    from mlops.cli import score as cli_score
-    from mlops.cli import stack as cli_stack
-
     app.command("monitor")(cli_monitor.monitor_command)
     app.command("demo-drift")(cli_monitor.demo_drift_command)
     app.command("up")(cli_stack.up_command)
@@ -249,8 +253,6 @@ _register_more()
 
 
 def main() -> None:
-    from mlops.core.startup import freeze_heap
-
     try:
         app()
     except KeyboardInterrupt:
@@ -258,7 +260,7 @@ def main() -> None:
     finally:
         # Exit frees the heap anyway; frozen objects skip the collections of interpreter teardown
         # (about 2 s after a training run). atexit handlers and stream flushes still run.
-        freeze_heap()
+        startup.freeze_heap()
 
 
 if __name__ == "__main__":

@@ -2,6 +2,9 @@
 production profile (mlops/stack/migration.py does the copying).
 
     mlops down && mlops up --profile production && mlops migrate --to production
+
+The stack and settings modules are imported inside the functions (pydantic, MLflow): `mlops --help`
+imports this module.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import typer
 
 from mlops.cli.common import fail
 from mlops.cli.stack import StateOpt, _say, _state_dir
+from mlops.core.errors import MLOpsError
 
 
 def _destination(state_dir: Path, given: str | None) -> str:
@@ -68,7 +72,6 @@ def migrate_command(
 ) -> None:
     """Move registered models (every version, tags, aliases, alias history, the artifacts serving needs)
     from a local SQLite state to the production profile, and re-deploy the flows."""
-    from mlops.core.errors import MLOpsError
     from mlops.core.settings import quiet_libraries
     from mlops.stack.migration import RegistryMigration, verify
 

@@ -1,6 +1,7 @@
 """`mlops monitor` and `mlops demo-drift`: the monitoring flow from the command line, and the whole
 drift loop on the built-in data (train, serve a drifted batch into the prediction log, monitor, retrain,
-compare). Heavy imports happen inside the commands.
+compare). The flows, the capability packages and the core's config, data and settings are imported
+inside the commands (each pulls pydantic, pandas, MLflow or Prefect): `mlops --help` imports this module.
 
 Runnable on its own too: `python -m mlops.cli.monitor demo-drift --config configs/default.yaml`.
 """
@@ -10,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -21,6 +21,8 @@ from mlops.cli.common import check_config as _check_config
 from mlops.cli.common import fail as _fail
 from mlops.cli.common import prepare_flow_process, stdout_to_stderr
 from mlops.cli.common import run_flow as _run_flow
+from mlops.core import startup
+from mlops.core.errors import ConfigError, MLOpsError
 
 if TYPE_CHECKING:
     from mlops.core.config import PipelineConfig
@@ -29,9 +31,6 @@ if TYPE_CHECKING:
 ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="pipeline config (YAML)")]
 DEFAULT_CONFIG = Path("configs/default.yaml")
 DEMO_SHIFT_DAYS = 181  # the drifted batch comes after the ~180 days the built-in data covers
-CHAMPION_LOAD_MODULES = ("skops.io", "mlflow.sklearn")
-
-
 
 
 def _fmt(v: Any) -> str:
@@ -106,10 +105,8 @@ def monitor_command(
 ) -> None:
     """Check the champion against new data: data quality, drift, live quality, retrain policy (and the retrain)."""
     cfg = _check_config(config)
-    os.environ.setdefault("OMP_NUM_THREADS", "1")  # before OpenMP loads: see live_cycle
-    # imported while the private API boots: the window's check (GX) and the champion's load (skops, whose
-    # import walks all of scikit-learn, and MLflow's sklearn flavour), the flow's first steps
-    prepare_flow_process("flows.monitor", "great_expectations", *CHAMPION_LOAD_MODULES)
+    startup.one_openmp_thread()  # before OpenMP loads: see live_cycle
+    prepare_flow_process(*startup.MONITORING)
     from flows.monitor import monitor
 
     with live_cycle(cfg), stdout_to_stderr(json_out):
@@ -132,22 +129,16 @@ def live_cycle(cfg: PipelineConfig) -> Iterator[None]:
 
     - Infra validation's fresh process starts now (`prestart_fresh_process`), so its imports overlap the
       monitor's checks rather than the retrain's search; unused, it ends at exit.
-    - The retrain's search runs its trials on threads of this process (joblib's threading backend)
-      instead of new worker processes: each worker would start Python and import scikit-learn and
-      pandas first, which on a busy 2-core machine cost more than the search itself. The fits and their
-      seeds are the same, so is the chosen model. A search on a Dask cluster (search.backend) is unchanged.
-    - OpenMP and BLAS get one thread per search thread (OMP_NUM_THREADS, set by the command before
-      anything loads OpenMP, unless already set; threadpoolctl for BLAS), as the worker processes had:
-      more would only spin against each other and the fresh process.
+    - The retrain's search runs its trials on threads of this process, one OpenMP/BLAS thread each
+      (`startup.search_on_threads`; OMP_NUM_THREADS is set by the command before anything loads
+      OpenMP, unless already set), instead of new worker processes. The fits and their seeds are the
+      same, so is the chosen model.
     """
-    import joblib
-    from threadpoolctl import threadpool_limits
-
     if cfg.monitoring.policy.run_training_locally and cfg.gate.infra_validation:
         from mlops.serving.infra_validation import prestart_fresh_process
 
         prestart_fresh_process()
-    with threadpool_limits(limits=1), joblib.parallel_config(backend="threading"):
+    with startup.search_on_threads():
         yield
 
 
@@ -161,9 +152,8 @@ def run_demo(config: Path, rows: int, drift: float, seed: int, train_on: str | N
     import mlflow
     import pandas as pd
 
-    from mlops.core.config import GeneratedSource
+    from mlops.core.config import METRIC_DIRECTION, GeneratedSource
     from mlops.core.data import CHURN_START, generate_churn
-    from mlops.core.errors import ConfigError
     from mlops.core.settings import configure_environment
     from mlops.monitoring import windows as mon
     from mlops.registry import versions as registry
@@ -250,8 +240,6 @@ def run_demo(config: Path, rows: int, drift: float, seed: int, train_on: str | N
     out["eval_rows"] = eval_rows
     metric = cfg.primary_metric
     out["primary_metric"] = metric
-    from mlops.core.config import METRIC_DIRECTION
-
     o, n = comparison["drifted"]["old"][metric], comparison["drifted"]["new"][metric]
     out["new_beats_old"] = out["promoted"] and (n > o if METRIC_DIRECTION[metric] else n < o)
     return out
@@ -280,8 +268,6 @@ def demo_drift_command(
     train_on: Annotated[str | None, typer.Option(help="override policy.train_on: auto, new, window or original_plus_new")] = None,
 ) -> None:
     """Show the drift loop on the built-in data: drifted traffic -> monitor -> retrain -> a better champion."""
-    from mlops.core.errors import MLOpsError
-
     if train_on is not None and train_on not in {"auto", "new", "window", "original_plus_new"}:
         _fail("--train-on must be one of: auto, new, window, original_plus_new")
     try:

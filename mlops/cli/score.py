@@ -7,6 +7,7 @@ skipping the private server and the run's bookkeeping saves a few seconds per ca
 docs/benchmarks.md). Every input row gets an output row, in input order; rows that break the data
 contract are scored as the model sees them and flagged in `contract_violation`, never dropped. The
 `score` flow (a deployment, the Prefect UI) quarantines them instead, unless `flag_violations` is on.
+MLflow, the registry and the scoring code are imported inside the command: `mlops --help` imports this module.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from mlops.cli.common import check_config, fail, use_running_stack
+from mlops.core.errors import MLOpsError
+from mlops.core.startup import frozen_imports
 
 if TYPE_CHECKING:
     from mlops.serving.scoring import ScoringRun
@@ -39,9 +42,6 @@ def score_command(
 ) -> None:
     """Score a file with the champion: one output row per input row, bad rows flagged (contract_violation), not dropped."""
     cfg = check_config(config)
-    from mlops.core.errors import MLOpsError
-    from mlops.core.startup import frozen_imports
-
     try:
         with frozen_imports():
             import mlflow

@@ -1,22 +1,37 @@
-"""What starting a process needs, written once: the garbage-collector settings around heavy imports,
-and waiting until a server answers or a condition holds.
+"""What starting a process needs, written once: every start-up speed trick of the system, and waiting
+until a server answers or a condition holds. Nothing here runs at import, and importing it is cheap
+(the standard library only), so `mlops --help` pays nothing for it.
 
-GC: a process that imports MLflow, scikit-learn, pandas and Prefect holds several hundred thousand
-long-lived objects; cyclic collections during the imports walk them again and again for nothing, and
-later full collections stall requests. `frozen_imports()` turns collection off while importing and
-freezes the imported heap after (frozen objects are never scanned again); `freeze_heap()` does the
-freezing alone (a server after loading a model, the CLI at exit). Used by the CLI, its private
-Prefect API, the model server and infra validation's fresh process.
+The speed tricks (figures in docs/benchmarks.md):
+
+- GC: a process that imports MLflow, scikit-learn, pandas and Prefect holds several hundred thousand
+  long-lived objects; cyclic collections during the imports walk them again and again for nothing,
+  and later full collections stall requests. `frozen_imports()` turns collection off while importing
+  and freezes the imported heap after (frozen objects are never scanned again); `freeze_heap()` does
+  the freezing alone (a server after loading a model, the CLI at exit).
+- Preloading: `preload(*modules)` imports, under `frozen_imports()`, what an entry point needs later,
+  while something else waits: the CLI's private Prefect API boots (`TRAINING`, `MONITORING`, ...,
+  for `mlops.cli.common.prepare_flow_process`), or the flow searches (`SERVING_STACK`, for infra
+  validation's fresh process). Imported where used, the same modules would sit on the critical path
+  with the collector on. The sets name modules as strings: nothing here imports them.
+- Threads: `search_on_threads()` runs a search's trials on threads of this process, one OpenMP/BLAS
+  thread each, instead of new worker processes that would each import scikit-learn and pandas first
+  (the CLI's monitor, whose retrain may run in-process); `one_openmp_thread()` sets the OpenMP part
+  before anything loads it.
+- Lazy imports: the CLI imports the project's capability packages and the heavy libraries inside its
+  commands (each pulls pydantic, pandas, MLflow or Prefect), so `mlops --help` answers at once; the
+  other modules import at their top.
 
 Waiting: `wait_until(probe, timeout, what)` is the one polling loop (servers of the stack, the CLI's
-private API, the tests); `http_ok(url)` is the usual probe. Nothing here runs at import.
+private API, the tests); `http_ok(url)` is the usual probe.
 """
 
 from __future__ import annotations
 
 import contextlib
 import gc
-import socket
+import importlib
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -25,6 +40,18 @@ from typing import TypeVar
 from mlops.core.errors import MLOpsError
 
 T = TypeVar("T")
+
+# What loading a champion needs: skops (whose import walks all of scikit-learn) and MLflow's sklearn flavour.
+CHAMPION_LOAD = ("skops.io", "mlflow.sklearn")
+# The training flow, what it needs before its search, and what registration (skops, MLflow's sklearn
+# flavour) and the plots (matplotlib) need after it.
+TRAINING = ("great_expectations", "sklearn.ensemble", "flows.train", *CHAMPION_LOAD, "matplotlib.pyplot")
+# The monitoring flow, the window's check (GX) and the champion's load: the flow's first steps.
+MONITORING = ("flows.monitor", "great_expectations", *CHAMPION_LOAD)
+# Infra validation's fresh process: the model server's app and loader, the registry's stores behind a
+# database URI (the local default; half a second of imports), the client it calls the app with.
+SERVING_STACK = ("httpx", "orjson", *CHAMPION_LOAD, "mlflow.store.model_registry.sqlalchemy_store",
+                 "mlflow.store.tracking.sqlalchemy_store", "mlops.serving.app", "mlops.serving.model")
 
 
 @contextlib.contextmanager
@@ -41,6 +68,36 @@ def frozen_imports() -> Iterator[None]:
         gc.freeze()
         if was_enabled:
             gc.enable()
+
+
+def preload(*modules: str) -> None:
+    """Import `modules` (dotted names) with the cyclic GC off, and freeze what they loaded."""
+    with frozen_imports():
+        for name in modules:
+            importlib.import_module(name)
+
+
+def one_openmp_thread() -> None:
+    """One OpenMP thread per process unless `OMP_NUM_THREADS` says otherwise; it counts only before
+    OpenMP loads (scikit-learn's compiled code), so call it before that."""
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+@contextlib.contextmanager
+def search_on_threads() -> Iterator[None]:
+    """Inside the block, joblib runs a search's trials on threads of this process, and BLAS gets one
+    thread each (with `one_openmp_thread()` called before, OpenMP too).
+
+    Worker processes would each start Python and import scikit-learn and pandas first, which on a busy
+    2-core machine costs more than the search itself; more native threads would only spin against each
+    other. The fits and their seeds are the same, so is the chosen model. A search on a Dask cluster is
+    unchanged.
+    """
+    import joblib
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1), joblib.parallel_config(backend="threading"):
+        yield
 
 
 def freeze_heap(collect: bool = False) -> None:
@@ -124,6 +181,8 @@ def http_ok(url: str, timeout: float = 2.0, accept: frozenset[int] = frozenset({
 
 def free_port(host: str = "127.0.0.1") -> int:
     """A port on `host` that nothing listened on a moment ago (the OS picks it)."""
+    import socket  # here, not at the top: `mlops --help` imports this module and needs no socket
+
     with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
         return int(s.getsockname()[1])
