@@ -31,6 +31,7 @@ from mlops.cli.common import fail as _fail
 from mlops.cli.common import run_flow as _run_flow
 from mlops.core import startup
 from mlops.core.errors import MLOpsError
+from mlops.registry.links import mlflow_run_url, mlflow_ui_command
 
 if TYPE_CHECKING:
     from mlops.training.result import TrainingResult
@@ -84,10 +85,7 @@ def _print_summary(s: TrainingResult) -> None:
     for line in s.profile_lines:
         typer.echo(line)
     uri = s.tracking_uri
-    if uri.startswith("sqlite:"):
-        typer.echo(f"MLflow UI  .venv/bin/mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000")
-    else:
-        typer.echo(f"MLflow UI  {uri}/#/experiments/{s.experiment_id}/runs/{s.mlflow_run_id}")
+    typer.echo(f"MLflow UI  {mlflow_run_url(uri, s.experiment_id, s.mlflow_run_id) or mlflow_ui_command(uri, '.venv/bin/mlflow')}")
 
 
 @app.command()

@@ -63,6 +63,36 @@ def mlflow_urls(run_id: str | None = None, model: str | None = None, version: st
     return out
 
 
+def mlflow_run_url(tracking_uri: str, experiment_id: str, run_id: str) -> str | None:
+    """The run's page in the MLflow UI when the store is a tracking server (None for a local store)."""
+    return (mlflow_urls(run_id=run_id, experiment_id=experiment_id, tracking_uri=tracking_uri) or {}).get("run")
+
+
+def mlflow_version_url(tracking_uri: str, model_name: str, version: str | int | None) -> str | None:
+    """A registered version's page in the MLflow UI when the store is a tracking server (None otherwise)."""
+    return (mlflow_urls(model=model_name, version=version, tracking_uri=tracking_uri) or {}).get("model_version")
+
+
+def mlflow_ui_command(tracking_uri: str, program: str = "mlflow") -> str:
+    """How to open a local MLflow store (SQLite or files) in a browser: the `mlflow ui` command line."""
+    return f"{program} ui --backend-store-uri {tracking_uri} --host 127.0.0.1 --port 5000"
+
+
+def mlflow_where(tracking_uri: str, experiment_id: str, run_id: str) -> str:
+    """One log-line figure: the run's URL, or how to open the local store."""
+    return (mlflow_run_url(tracking_uri, experiment_id, run_id)
+            or f"run {run_id}; open with `{mlflow_ui_command(tracking_uri)}`")
+
+
+def mlflow_open_markdown(tracking_uri: str, pages: list[str]) -> str:
+    """What a Prefect artifact says instead of links when MLflow runs without a server (no browser can follow a
+    sqlite:// or file:// address): the `mlflow ui` command, then the `pages` to find."""
+    lines = "\n".join(f"- {text}" for text in pages)
+    return (f"# Open in MLflow\n\nMLflow runs without a server here (store `{tracking_uri}`), so there is no page to "
+            f"link to. Open it with\n\n```\n{mlflow_ui_command(tracking_uri)}\n```\n\nthen browse to "
+            f"http://127.0.0.1:5000 and find:\n\n{lines}\n")
+
+
 def _experiment_of(run_id: str) -> str | None:
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
