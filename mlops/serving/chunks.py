@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from mlops.core.contract import DataContract, coerce_to_contract
 from mlops.core.errors import DataError
@@ -131,13 +132,19 @@ def score_chunk(model: Any, contract: DataContract, chunk: pd.DataFrame, offset:
     quarantined.insert(0, ROW_COLUMN, bad + offset)
     preds: dict[str, Any] = {ROW_COLUMN: good_rows.astype(np.int64)}
     if contract.id_column and contract.id_column in good.columns:
-        preds[contract.id_column] = good[contract.id_column].to_numpy()
+        preds[contract.id_column] = good[contract.id_column].array
     outputs: dict[str, Any] = {}
     if len(good):
         outputs = scorer.outputs(good[_model_columns(model, contract, good)])
         preds.update(outputs)
-    preds["model_version"] = np.full(len(good), version, dtype=object)
+    preds["model_version"] = version_column(version, len(good))
     return ChunkResult(pd.DataFrame(preds), quarantined, good, good_rows, outputs)
+
+
+def version_column(version: str, n: int) -> pd.api.extensions.ExtensionArray:
+    """The model version on each of `n` rows, built in Arrow (the column an object array of the same string
+    would be inferred to, without a Python string per row)."""
+    return pd.array(pa.repeat(pa.scalar(version, pa.string()), n), dtype="str")
 
 
 def _flag_chunk(scorer: Scorer, contract: DataContract, checking: DataContract, chunk: pd.DataFrame,
@@ -170,9 +177,9 @@ def _flag_chunk(scorer: Scorer, contract: DataContract, checking: DataContract, 
     preds: dict[str, Any] = {ROW_COLUMN: np.arange(len(frame), dtype=np.int64) + offset}
     for key in (contract.id_column, contract.timestamp_column):
         if key and key in frame.columns and key not in preds:
-            preds[key] = frame[key].to_numpy()
+            preds[key] = frame[key].array
     preds.update(outputs)
-    preds["model_version"] = np.full(len(frame), version, dtype=object)
+    preds["model_version"] = version_column(version, len(frame))
     preds[VIOLATION_COLUMN] = reasons
     if scored.all():
         return ChunkResult(pd.DataFrame(preds), quarantined, frame, np.arange(len(frame)) + offset, outputs)
