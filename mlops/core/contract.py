@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -25,14 +25,14 @@ from mlops.core.errors import DataError
 from mlops.core.profile import (
     FEATURE_ROLES,
     INTERNAL_PREFIX,
+    ColumnProfile,
     DataProfile,
+    Kind,
+    Role,
     as_dates,
     as_numbers,
     profile_frame,
 )
-
-Kind = Literal["numeric", "integer", "categorical", "boolean", "datetime", "text"]
-
 
 OPTIONAL_ROLES = frozenset({"id", "ignored"})  # roles a scoring request may leave out
 
@@ -45,8 +45,7 @@ class ColumnSpec:
     max: float | None = None
     allowed: list[str] | None = None
     max_null_fraction: float = 0.0
-    # 'ignored': an input kept so callers may send it, but not a feature (free text, constant, empty)
-    role: Literal["feature", "target", "id", "timestamp", "ignored"] = "feature"
+    role: Role = "feature"
 
 
 @dataclass
@@ -134,7 +133,7 @@ class DataContract:
 
     @property
     def feature_columns(self) -> list[str]:
-        return [c.name for c in self.columns if c.role in {"feature", "timestamp"}]
+        return [c.name for c in self.columns if c.role in FEATURE_ROLES]
 
     @property
     def optional_inputs(self) -> list[str]:
@@ -171,12 +170,6 @@ def _category_strings(s: pd.Series) -> pd.Series:
     return s.astype(object).where(s.notna(), None).map(lambda v: v if v is None else str(v))
 
 
-def _contract_role(role: str) -> str:
-    if role in {"target", "id", "timestamp"}:
-        return role
-    return "feature" if role in FEATURE_ROLES else "ignored"
-
-
 def infer_contract(
     df: pd.DataFrame,
     target: str,
@@ -189,22 +182,22 @@ def infer_contract(
 ) -> DataContract:
     """Infer the contract from accepted training data, widening ranges and null fractions by the margins.
 
-    Column roles and kinds are the data profile's decisions (given, or profiled here with the
-    declared types): ids, free text and constant or empty columns are kept as inputs but are not
-    features (role 'id' or 'ignored').
+    Column roles and kinds are the data profile's decisions (`profile`, the frame's; a frame alone is
+    profiled here with the declared types): ids, free text and constant or empty columns are kept as
+    inputs but are not features (role 'id' or 'ignored').
     """
     data_columns = [c for c in df.columns if not str(c).startswith(INTERNAL_PREFIX)]
-    if profile is None or any(str(c) not in profile.by_name for c in data_columns):
+    if profile is None:
         profile = profile_frame(df, target, task, cfg.max_categories, id_column, timestamp_column, declared)
-    decided = profile.by_name
+    decided = _decisions(profile, data_columns)
     cols: list[ColumnSpec] = []
     for name in data_columns:
         s = df[name]
         col = decided[str(name)]
-        role = _contract_role(col.role)
-        kind: Kind = col.kind if role != "ignored" else "text"  # type: ignore[assignment]
+        role = col.role
+        kind: Kind = col.kind if role != "ignored" else "text"
         null_frac = float(s.isna().mean()) if role != "ignored" else 1.0
-        spec = ColumnSpec(name=str(name), kind=kind, role=role,  # type: ignore[arg-type]
+        spec = ColumnSpec(name=str(name), kind=kind, role=role,
                           max_null_fraction=min(1.0, round(null_frac + cfg.null_margin, 6)))
         if kind in {"numeric", "integer"} and role in {"feature", "target"}:
             vals = as_numbers(s).dropna()
@@ -228,6 +221,15 @@ def infer_contract(
     return _bound_by_rules(contract)
 
 
+def _decisions(profile: DataProfile, columns: list[Any]) -> dict[str, ColumnProfile]:
+    """The profile's column decisions by name; a profile of other data (a column missing) is a bug."""
+    decided = profile.by_name
+    missing = [str(c) for c in columns if str(c) not in decided]
+    if missing:
+        raise ValueError(f"the data profile has no column {missing[0]!r}: profile the frame the contract comes from")
+    return decided
+
+
 def _bound_by_rules(contract: DataContract) -> DataContract:
     """Observed ranges and categories kept within the user's rules (the user's bounds win over a margin)."""
     by = contract.by_name
@@ -245,32 +247,38 @@ def _bound_by_rules(contract: DataContract) -> DataContract:
 
 
 def evolve_contract(previous: DataContract | None, frame: pd.DataFrame, cfg: PipelineConfig,
-                    profile: DataProfile | None = None) -> tuple[DataContract, ContractDiff]:
-    """The contract re-inferred from this training data (the rows validation kept), and how it differs
-    from `previous` (also held as its `changes`).
+                    profile: DataProfile) -> tuple[DataContract, ContractDiff]:
+    """The contract re-inferred from this training data (the rows validation kept, `profile` the batch's),
+    and how it differs from `previous` (also held as its `changes`).
 
     Ranges, categories and null fractions come from these rows; columns keep the roles and kinds of
     `previous` where the data agrees (an integer column that now holds fractions becomes numeric) and
     the config declares nothing else; the config's rules are the user's part and bound what was observed.
     """
-    followed = _follow_structure(previous, frame, cfg, profile)
-    new = infer_contract(frame, cfg.target, cfg.task, cfg.validation, cfg.id_column, cfg.timestamp_column,
-                         cfg.columns, followed)
+    new = _reinferred(previous, frame, cfg, profile)
     diff = diff_contracts(previous, new, len(frame))
     return replace(new, changes=diff), diff
 
 
+def _reinferred(previous: DataContract | None, frame: pd.DataFrame, cfg: PipelineConfig,
+                profile: DataProfile) -> DataContract:
+    """The contract these rows imply, with the structure of `previous` kept where the data agrees."""
+    return infer_contract(frame, cfg.target, cfg.task, cfg.validation, cfg.id_column, cfg.timestamp_column,
+                          cfg.columns, _follow_structure(previous, frame, cfg, profile))
+
+
 def checking_contract(previous: DataContract | None, frame: pd.DataFrame, cfg: PipelineConfig,
-                      profile: DataProfile | None = None) -> DataContract:
-    """What a training batch is checked against before its own contract is inferred from the rows kept.
+                      profile: DataProfile) -> DataContract:
+    """What a training batch (`profile` its profile) is checked against before its own contract is
+    evolved from the rows kept.
 
     The previous contract's columns as they were (a missing one is structural, their null budgets hold;
     their observed ranges and categories only report), columns it does not know as this batch shows
     them, and the config's rules. Without a previous contract: the one this batch implies.
     """
-    fresh, _ = evolve_contract(previous, frame, cfg, profile)
+    fresh = _reinferred(previous, frame, cfg, profile)
     if previous is None:
-        return replace(fresh, changes=None)
+        return fresh
     old = previous.by_name
     cols = []
     for spec in fresh.columns:
@@ -284,25 +292,24 @@ def checking_contract(previous: DataContract | None, frame: pd.DataFrame, cfg: P
 
 
 def _follow_structure(previous: DataContract | None, frame: pd.DataFrame, cfg: PipelineConfig,
-                      profile: DataProfile | None) -> DataProfile:
+                      profile: DataProfile) -> DataProfile:
     """The data profile with each column's role and kind as the evolved contract keeps them."""
     names = [str(c) for c in frame.columns if not str(c).startswith(INTERNAL_PREFIX)]
-    if profile is None or any(n not in profile.by_name for n in names):
-        profile = profile_frame(frame, cfg.target, cfg.task, cfg.validation.max_categories, cfg.id_column,
-                                cfg.timestamp_column, cfg.columns)
+    decided = _decisions(profile, names)
     if previous is None:
         return profile
-    old, decided = previous.by_name, profile.by_name
+    old = previous.by_name
     user = {cfg.target, cfg.id_column, cfg.timestamp_column, *cfg.columns} - {None}
-    structure: dict[str, tuple[str, str]] = {}
+    structure: dict[str, tuple[Role, Kind]] = {}
     for name in names:
-        role = _contract_role(decided[name].role)
-        kind = decided[name].kind if role != "ignored" else "text"
+        role, kind = decided[name].role, decided[name].kind
         prev = old.get(name)
         if prev is not None and name not in user and prev.role not in {"target", "id", "timestamp"}:
             role, kind = prev.role, prev.kind
             if kind == "integer" and _has_fractions(frame[name]):
                 kind = "numeric"
+            if kind == "text":
+                role = "ignored"  # a contract saved before unused columns had a role of their own
         structure[name] = (role, kind)
     return profile.follow_contract(structure, "the previous data contract")
 

@@ -25,7 +25,7 @@ from mlops.core.config import (
 from mlops.core.data_roots import DataPathRefused, DataRoots, check_size, data_roots
 from mlops.core.errors import DataError
 from mlops.core.generate import demand_from_source
-from mlops.core.profile import DataProfile, profile_frame
+from mlops.core.profile import DataProfile, profile_batch
 from mlops.core.tabular import ReadOptions, apply_na_values, check_width, parse_csv
 
 CHURN_START = pd.Timestamp("2025-01-01")
@@ -369,8 +369,7 @@ def load_training_data(cfg: PipelineConfig, roots: DataRoots | None = None) -> L
     df = check_frame(table.frame, cfg)
     removed = {c: "listed in drop_columns" for c in cfg.drop_columns if c in table.frame.columns}
     removed |= {c: "declared drop in columns" for c, t in cfg.columns.items() if t == "drop" and c in table.frame.columns}
-    profile = profile_frame(df, cfg.target, cfg.task, cfg.validation.max_categories, cfg.id_column,
-                            cfg.timestamp_column, cfg.columns, table.markers, removed, [m.detail for m in bad])
+    profile = profile_batch(df, cfg, table.markers, removed, [m.detail for m in bad])
     return LoadedData(df, fingerprint(df), profile, bad)
 
 

@@ -1,10 +1,10 @@
 """The data profile: what each column is taken to be before training, and why.
 
-Nothing is dropped silently: every column gets a role (numeric, category, date, text, id, dropped,
-target, timestamp) with a reason, null and unique counts, and whether it is a feature. A column that
-looks numeric but holds a few stray values stays numeric; the values are listed with their counts
-(their rows are quarantined by validation). Declared types (`columns:` in the config) win over
-inference. The data contract (mlops.core.contract) is built from the same decisions. Pure functions.
+Nothing is dropped silently: every column gets a role and a kind with a reason, null and unique
+counts, and whether it is a feature. A column that looks numeric but holds a few stray values stays
+numeric; the values are listed with their counts (their rows are quarantined by validation). Declared
+types (`columns:` in the config) win over inference. The data contract (mlops.core.contract) is built
+from the same decisions, in the same words (`Role`, `Kind`). Pure functions.
 """
 
 from __future__ import annotations
@@ -12,15 +12,23 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pandas as pd
 
-from mlops.core.errors import DataError
+if TYPE_CHECKING:
+    from mlops.core.config import PipelineConfig
 
-Role = Literal["numeric", "category", "date", "text", "id", "dropped", "target", "timestamp"]
-FEATURE_ROLES = {"numeric", "category", "date", "timestamp"}
+# How a column is used, in the profile and in the data contract alike (saved with these names):
+# 'ignored' is an input kept so callers may send it, but not a feature (free text, constant, empty, dropped).
+Role = Literal["feature", "target", "id", "timestamp", "ignored"]
+# What a column holds; a column that is not used is 'text'.
+Kind = Literal["numeric", "integer", "categorical", "boolean", "datetime", "text"]
+FEATURE_ROLES = frozenset({"feature", "timestamp"})
+# How the summary counts features by kind.
+_FAMILY = {"numeric": "numeric", "integer": "numeric", "categorical": "category", "boolean": "category",
+           "datetime": "date"}
 
 # Columns the pipeline itself adds (e.g. rowkeys' new-row marker) are bookkeeping, not data.
 INTERNAL_PREFIX = "_mlops_"
@@ -39,12 +47,12 @@ _TOKEN = re.compile(r"^\S{1,64}$")
 
 @dataclass
 class ColumnProfile:
-    """One column: its role and why, its counts, and the contract kind it gets."""
+    """One column: its role and kind and why, and its counts."""
 
     name: str
     role: Role
     why: str
-    kind: str
+    kind: Kind
     nulls: int
     unique: int
     feature: bool
@@ -101,7 +109,7 @@ class DataProfile:
         counts: dict[str, int] = {}
         for c in self.columns:
             if c.feature:
-                key = "date" if c.role == "timestamp" else c.role
+                key = _FAMILY.get(c.kind, c.kind)
                 counts[key] = counts.get(key, 0) + 1
         parts = ", ".join(f"{n} {k}" for k, n in counts.items())
         unused = ", ".join(f"{c.name} ({c.role}: {c.why})" for c in self.columns if not c.feature and c.role != "target")
@@ -134,32 +142,20 @@ class DataProfile:
                 md += [f"## {title}", "", *[f"- {_md(x)}" for x in lines], ""]
         return "\n".join(md)
 
-    def follow_contract(self, columns: Mapping[str, tuple[str, str]], source: str) -> DataProfile:
-        """The profile as a given contract decides it (name -> (contract role, kind)), e.g. the champion's."""
+    def follow_contract(self, columns: Mapping[str, tuple[Role, Kind]], source: str) -> DataProfile:
+        """The profile as a given contract decides it (name -> (role, kind)), e.g. the champion's."""
         out = []
         for c in self.columns:
             if c.name not in columns:
-                new = ColumnProfile(**{**asdict(c), "role": "dropped", "feature": False,
+                new = ColumnProfile(**{**asdict(c), "role": "ignored", "feature": False,
                                        "why": f"not in {source}"})
             else:
-                role, kind = _role_of_contract(*columns[c.name])
-                why = c.why if (role, kind) == (c.role, c.kind) else f"as in {source} (here it looks like {c.role}: {c.why})"
+                role, kind = columns[c.name]
+                why = c.why if (role, kind) == (c.role, c.kind) else f"as in {source} (here: {c.role}, {c.kind}: {c.why})"
                 new = ColumnProfile(**{**asdict(c), "role": role, "kind": kind, "feature": role in FEATURE_ROLES,
                                        "why": why})
             out.append(new)
         return DataProfile(self.rows, out, list(self.malformed), list(self.notes))
-
-
-def _role_of_contract(role: str, kind: str) -> tuple[Role, str]:
-    if role in {"target", "id", "timestamp"}:
-        return role, kind  # type: ignore[return-value]
-    if role == "ignored" or kind == "text":
-        return ("text" if kind == "text" else "dropped"), kind
-    if kind in {"numeric", "integer"}:
-        return "numeric", kind
-    if kind == "datetime":
-        return "date", kind
-    return "category", kind
 
 
 def _spellings(counts: Mapping[str, int], limit: int = 6) -> str:
@@ -193,7 +189,7 @@ def as_dates(s: pd.Series) -> pd.Series:
     return pd.to_datetime(s.astype(object), errors="coerce", format="mixed")
 
 
-def numeric_kind(values: pd.Series) -> str:
+def numeric_kind(values: pd.Series) -> Kind:
     """'integer' for integer columns (or whole-number floats with more than two values), else 'numeric'."""
     if pd.api.types.is_integer_dtype(values) and not pd.api.types.is_bool_dtype(values):
         return "integer"
@@ -217,21 +213,21 @@ def _monotonic_unique(values: pd.Series, rows: int) -> bool:
     return bool(v.is_monotonic_increasing or v.is_monotonic_decreasing)
 
 
-def _decide(name: str, s: pd.Series, rows: int, max_categories: int) -> tuple[Role, str, str, dict[str, int]]:
+def _decide(name: str, s: pd.Series, rows: int, max_categories: int) -> tuple[Role, str, Kind, dict[str, int]]:
     """Inferred (role, why, kind, offending values) of a column that is neither configured nor declared."""
     present = s.dropna()
     if present.empty:
-        return "dropped", "all values are missing", "text", {}
+        return "ignored", "all values are missing", "text", {}
     unique = int(present.nunique())
     unnamed = bool(_INDEX_NAME.match(str(name)))
     if pd.api.types.is_bool_dtype(s):
         if unique == 1:
-            return "dropped", f"constant (every value is {present.iloc[0]!r})", "text", {}
-        return "category", "true/false values", "boolean", {}
+            return "ignored", f"constant (every value is {present.iloc[0]!r})", "text", {}
+        return "feature", "true/false values", "boolean", {}
     if pd.api.types.is_datetime64_any_dtype(s):
         if unique == 1:
-            return "dropped", f"constant (every value is {present.iloc[0]})", "text", {}
-        return "date", "timestamps", "datetime", {}
+            return "ignored", f"constant (every value is {present.iloc[0]})", "text", {}
+        return "feature", "timestamps", "datetime", {}
     offending: dict[str, int] = {}
     numbers = None
     why_num = "numbers"
@@ -251,13 +247,13 @@ def _decide(name: str, s: pd.Series, rows: int, max_categories: int) -> tuple[Ro
     if numbers is not None:
         kept = numbers.dropna()
         if kept.nunique() == 1 and not offending:
-            return "dropped", f"constant (every value is {kept.iloc[0]:g})", "text", {}
+            return "ignored", f"constant (every value is {kept.iloc[0]:g})", "text", {}
         if _monotonic_unique(numbers, rows):
             why = "unique per row, monotonic" + (" (an unnamed column: a saved row index)" if unnamed else "")
             return "id", why, "integer", {}
         if unnamed and kept.nunique() == rows:
             return "id", "an unnamed column, unique per row (a saved row index)", "integer", {}
-        return "numeric", why_num, numeric_kind(s if pd.api.types.is_numeric_dtype(s) else numbers), offending
+        return "feature", why_num, numeric_kind(s if pd.api.types.is_numeric_dtype(s) else numbers), offending
     text = present.astype(str)
     sample = text.iloc[:: max(1, len(text) // 2000)]
     if sample.str.match(_DATE_LIKE).mean() >= MOSTLY and text.str.match(_DATE_LIKE).mean() >= MOSTLY:
@@ -265,35 +261,33 @@ def _decide(name: str, s: pd.Series, rows: int, max_categories: int) -> tuple[Ro
         if parsed.notna().sum() >= MOSTLY * len(present):
             bad = _unparsed(s, parsed)
             if parsed.dropna().nunique() == 1 and not bad:
-                return "dropped", f"constant (every value is {present.iloc[0]!r})", "text", {}
-            return "date", "date-like strings", "datetime", bad
+                return "ignored", f"constant (every value is {present.iloc[0]!r})", "text", {}
+            return "feature", "date-like strings", "datetime", bad
     if unique == 1:
-        return "dropped", f"constant (every value is {str(present.iloc[0])[:40]!r})", "text", {}
+        return "ignored", f"constant (every value is {str(present.iloc[0])[:40]!r})", "text", {}
     if unique == rows and (unnamed or (unique > max_categories and bool(text.str.match(_TOKEN).all()))):
         why = "an unnamed column, unique per row (a saved row index)" if unnamed else "unique per row, like an identifier"
         return "id", why, "text", {}
     if unique <= max_categories:
-        return "category", f"{unique} distinct values", "categorical", {}
+        return "feature", f"{unique} distinct values", "categorical", {}
     why = f"{unique:,} distinct values (more than validation.max_categories = {max_categories})"
     if share >= 0.5:
         why += f"; {share:.0%} parse as numbers: declare it numeric to keep it and quarantine the rest"
-    return "text", why, "text", {}
+    return "ignored", why, "text", {}
 
 
-def _declared(name: str, s: pd.Series, declared: str) -> tuple[Role, str, str, dict[str, int]]:
+def _declared(name: str, s: pd.Series, declared: str) -> tuple[Role, str, Kind, dict[str, int]]:
     why = f"declared {declared} in columns"
     if declared in {"numeric", "integer"}:
-        return "numeric", why, declared, _unparsed(s, as_numbers(s))
+        return "feature", why, declared, _unparsed(s, as_numbers(s))
     if declared == "datetime":
-        return "date", why, "datetime", _unparsed(s, as_dates(s))
+        return "feature", why, "datetime", _unparsed(s, as_dates(s))
     if declared in {"categorical", "boolean"}:
-        return "category", why, declared, {}
+        return "feature", why, declared, {}
     if declared == "id":
         numeric = pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_bool_dtype(s)
         return "id", why, "integer" if numeric else "text", {}
-    if declared == "text":
-        return "text", why, "text", {}
-    return "dropped", why, "text", {}
+    return "ignored", why, "text", {}  # text or drop
 
 
 def profile_frame(
@@ -312,12 +306,9 @@ def profile_frame(
 
     `markers` are the missing-value spellings already read as missing per column; `removed` names
     columns taken out before (drop_columns, declared drop) with the reason, so the profile lists them.
+    A declared type for a column the data lacks is the loader's error (mlops.core.data.check_frame).
     """
     declared = dict(declared or {})
-    absent = [c for c, t in declared.items() if c not in df.columns and c not in (removed or {}) and t != "drop"]
-    if absent:
-        raise DataError(f"columns declares a type for '{absent[0]}', but the data has no such column "
-                        f"(columns: {[str(c) for c in df.columns][:20]})")
     rows = len(df)
     cols: list[ColumnProfile] = []
     for name in df.columns:
@@ -338,7 +329,7 @@ def profile_frame(
         else:
             role, why, kind, offending = _decide(key, s, rows, max_categories)
         found = dict((markers or {}).get(key, {}))
-        if found and role not in {"dropped", "target"}:
+        if found and role != "target":
             why += f"; {sum(found.values())} missing-value marker(s) read as missing"
         cols.append(ColumnProfile(
             name=key, role=role, why=why, kind=kind, nulls=int(s.isna().sum()), unique=int(s.nunique()),
@@ -346,6 +337,13 @@ def profile_frame(
             markers=found, offending=offending,
         ))
     for name, why in (removed or {}).items():
-        cols.append(ColumnProfile(name=name, role="dropped", why=why, kind="text", nulls=0, unique=0, feature=False,
+        cols.append(ColumnProfile(name=name, role="ignored", why=why, kind="text", nulls=0, unique=0, feature=False,
                                   declared=declared.get(name)))
     return DataProfile(rows, cols, list(malformed or []))
+
+
+def profile_batch(df: pd.DataFrame, cfg: PipelineConfig, markers: Mapping[str, dict[str, int]] | None = None,
+                  removed: Mapping[str, str] | None = None, malformed: list[str] | None = None) -> DataProfile:
+    """`profile_frame` with the config's target, task, category limit, id and timestamp columns and declared types."""
+    return profile_frame(df, cfg.target, cfg.task, cfg.validation.max_categories, cfg.id_column,
+                         cfg.timestamp_column, cfg.columns, markers, removed, malformed)

@@ -22,7 +22,7 @@ from mlops.core.contract import DataContract, checking_contract, coerce_to_contr
 from mlops.core.data import MalformedRow, drop_unlabelled
 from mlops.core.errors import DataError
 from mlops.core.expectations import Engine, run_suite
-from mlops.core.profile import DataProfile, profile_frame
+from mlops.core.profile import DataProfile, profile_batch
 
 QUARANTINE_REASON_COLUMN = "_quarantine_reasons"
 
@@ -265,13 +265,13 @@ def validate_training_batch(df: pd.DataFrame, previous: DataContract | None, cfg
     weigh on `max_quarantine_fraction`; a batch where no row has a label is a DataError. A target that is
     present but wrong (text in a numeric target, a value a rule forbids) is quarantined like any bad value.
 
-    Values outside the previous contract's observed ranges or categories are kept and counted. Without
-    `profile`, the batch is profiled here (once, so the check and the new contract see the same roles).
+    Values outside the previous contract's observed ranges or categories are kept and counted. The batch
+    is profiled once: `profile` (the loader's), else here; the check and the new contract see the same
+    roles, and the contract is evolved once, from the rows kept.
     """
     df, unlabelled = drop_unlabelled(df, cfg)
     if profile is None:
-        profile = profile_frame(df, cfg.target, cfg.task, cfg.validation.max_categories, cfg.id_column,
-                                cfg.timestamp_column, cfg.columns)
+        profile = profile_batch(df, cfg)
     checking = checking_contract(previous, df, cfg, profile)
     checked = replace(validate_batch(df, checking, outside_observed="keep"), unlabelled=unlabelled)
     outcome = add_malformed(checked, malformed)

@@ -23,6 +23,7 @@ from mlops.core.contract import (
 )
 from mlops.core.errors import DataError
 from mlops.core.generate import generate_demand
+from mlops.core.profile import profile_batch
 from mlops.core.validation import QUARANTINE_REASON_COLUMN, validate_batch, validate_training_batch
 from mlops.monitoring import windows as mon
 from mlops.monitoring.drift import compute_drift
@@ -96,7 +97,7 @@ def test_the_summer_retrain_keeps_in_season_rows_and_quarantines_the_error_code(
 
 def test_the_diff_says_what_moved_in_a_line_and_is_json(champion, seasons, cfg) -> None:
     good = validate_training_batch(seasons[1], champion, cfg).outcome.good
-    new, diff = evolve_contract(champion, good, cfg)
+    new, diff = evolve_contract(champion, good, cfg, profile_batch(good, cfg))
     assert new.changes == diff and not diff.first and diff.rows == len(good)
     t = diff.ranges["temperature"]
     assert t["from"][1] < t["to"][1] and t["change"] in {"widened", "shifted"}
@@ -130,30 +131,57 @@ def test_structure_is_kept_where_the_data_agrees_and_changes_are_recorded(cfg) -
                          "count": np.arange(60) % 7, "colour": ["red", "blue", "green"] * 20,
                          "old": np.arange(60) % 5, "demand": np.linspace(500, 900, 60)})
     small = demand_config(validation={"expectations": []})
-    first, _ = evolve_contract(None, base, small)
+    first, _ = evolve_contract(None, base, small, profile_batch(base, small))
     assert first.by_name["count"].kind == "integer"
     later = base.drop(columns=["old"]).assign(count=(np.arange(60) % 7) + 0.5, extra=np.arange(60) * 1.5,
                                               colour=["red", "blue", "purple"] * 20)
     ruled = demand_config(validation={"expectations": [{"type": "between", "column": "extra", "min": 0}]})
-    new, diff = evolve_contract(first, later, ruled)
+    new, diff = evolve_contract(first, later, ruled, profile_batch(later, ruled))
     assert diff.added == ["extra"] and diff.removed == ["old"]
     assert diff.kinds == {"count": ["integer", "numeric"]}  # it holds fractions now
     assert diff.categories["colour"] == {"added": ["purple"], "removed": ["green"]}
     assert diff.rules_added == ["extra between 0..?"] and new.by_name["extra"].role == "feature"
     # a type the user now declares wins over the previous contract
     declared = demand_config(validation={"expectations": []}, columns={"count": "categorical"})
-    _, diff = evolve_contract(first, base, declared)
+    _, diff = evolve_contract(first, base, declared, profile_batch(base, declared))
     assert diff.kinds == {"count": ["integer", "categorical"]}
     assert diff_contracts(first, first).summary().startswith("unchanged")
 
 
 def test_a_training_batch_missing_a_column_the_champion_needs_is_structural(champion, seasons, cfg) -> None:
-    checking = checking_contract(champion, seasons[1].drop(columns=["tariff"]), cfg)
+    batch = seasons[1].drop(columns=["tariff"])
+    checking = checking_contract(champion, batch, cfg, profile_batch(batch, cfg))
     assert "tariff" in checking.by_name
     with pytest.raises(DataError, match=r"\['tariff'\] required by the data contract are missing"):
         validate_training_batch(seasons[1].drop(columns=["tariff"]), champion, cfg)
     with pytest.raises(DataError, match="config expectation on column 'humidity': no such column"):
         validate_training_batch(seasons[1].drop(columns=["humidity"]), champion, cfg)
+
+
+def test_a_validation_profiles_the_batch_once_and_evolves_the_contract_once(champion, seasons, cfg,
+                                                                            monkeypatch) -> None:
+    import mlops.core.contract as contract_module
+    import mlops.core.profile as profile_module
+    import mlops.core.validation as validation_module
+
+    calls = {"profile": 0, "evolve": 0}
+
+    def counting(name: str, fn: Any) -> Any:
+        def wrapped(*args: Any, **kwargs: Any) -> Any:
+            calls[name] += 1
+            return fn(*args, **kwargs)
+        return wrapped
+
+    monkeypatch.setattr(profile_module, "profile_frame", counting("profile", profile_module.profile_frame))
+    monkeypatch.setattr(contract_module, "profile_frame", counting("profile", contract_module.profile_frame))
+    evolve = counting("evolve", contract_module.evolve_contract)
+    for module in (contract_module, validation_module):  # reached from either
+        monkeypatch.setattr(module, "evolve_contract", evolve)
+    batch = validate_training_batch(seasons[1], champion, cfg)
+    assert calls == {"profile": 1, "evolve": 1} and batch.contract.changes is not None
+    calls.update(profile=0, evolve=0)
+    validate_training_batch(seasons[1], champion, cfg, profile_batch(seasons[1], cfg))
+    assert calls == {"profile": 1, "evolve": 1}  # the caller's profile, none made inside
 
 
 def test_the_quarantine_mode_of_validate_batch_is_unchanged(champion, seasons) -> None:

@@ -143,7 +143,7 @@ def test_blank_and_question_mark_markers_keep_a_column_numeric(tmp_path: Path) -
     assert pd.api.types.is_float_dtype(loaded.frame["charges"])
     assert loaded.frame["charges"].isna().sum() == 9
     col = loaded.profile.by_name["charges"]
-    assert col.role == "numeric" and col.feature and col.markers == {" ": 7, "?": 2}
+    assert (col.role, col.kind) == ("feature", "numeric") and col.feature and col.markers == {" ": 7, "?": 2}
     assert "'charges': read as missing: ' ' x7, '?' x2" in loaded.profile.marker_lines()
     # the same markers apply to text columns of any source, e.g. Parquet
     df.to_parquet(tmp_path / "d.parquet")
@@ -193,9 +193,9 @@ def test_declared_types_win_and_a_declared_column_must_exist(tmp_path: Path) -> 
     cfg = _file_config(path, columns={"zip": "categorical", "remark": "text", "junk": "drop", "charges": "numeric"})
     loaded = load_training_data(cfg)
     by = loaded.profile.by_name
-    assert (by["zip"].role, by["zip"].kind, by["zip"].feature) == ("category", "categorical", True)
-    assert (by["remark"].role, by["remark"].feature) == ("text", False) and "declared text" in by["remark"].why
-    assert "junk" not in loaded.frame.columns and by["junk"].role == "dropped"
+    assert (by["zip"].role, by["zip"].kind, by["zip"].feature) == ("feature", "categorical", True)
+    assert (by["remark"].role, by["remark"].feature) == ("ignored", False) and "declared text" in by["remark"].why
+    assert "junk" not in loaded.frame.columns and by["junk"].role == "ignored"
     with pytest.raises(DataError, match=r"^columns declares a type for 'nope', but the data has no such column"):
         load_training_data(_file_config(path, columns={"nope": "numeric"}))
 

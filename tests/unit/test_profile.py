@@ -8,7 +8,6 @@ import pytest
 
 from mlops.core.config import FeatureConfig, ValidationConfig
 from mlops.core.contract import infer_contract
-from mlops.core.errors import DataError
 from mlops.core.features import DateParts, build_preprocessor, feature_columns
 from mlops.core.profile import profile_frame
 from mlops.core.validation import QUARANTINE_REASON_COLUMN, validate_batch
@@ -36,7 +35,7 @@ def test_a_few_stray_words_keep_a_column_numeric_and_are_reported() -> None:
     df = _frame()
     df.loc[[3, 50, 51], "charges"] = ["n.a.", "unknown", "n.a."]
     col = _profile(df).by_name["charges"]
-    assert (col.role, col.kind, col.feature) == ("numeric", "numeric", True)
+    assert (col.role, col.kind, col.feature) == ("feature", "numeric", True)
     assert col.offending == {"n.a.": 2, "unknown": 1}
     assert "'charges': 3 value(s) are not numbers: 'n.a.' x2, 'unknown' x1" in _profile(df).offending_lines()[0]
     # their rows go to quarantine with the value they held, the others are accepted as numbers
@@ -60,25 +59,29 @@ def test_an_unnamed_unique_monotonic_index_is_an_id_not_a_feature() -> None:
     # a named integer column counting up one per row is an id too; shuffled numbers or few rows are not
     assert _profile(df.rename(columns={"Unnamed: 0": "row_no"})).by_name["row_no"].role == "id"
     shuffled = df.assign(**{"Unnamed: 0": np.random.default_rng(1).permutation(len(df))})
-    assert _profile(shuffled.rename(columns={"Unnamed: 0": "k"})).by_name["k"].role == "numeric"
+    assert _profile(shuffled.rename(columns={"Unnamed: 0": "k"})).by_name["k"].role == "feature"
     few = df.head(10).assign(y=[0, 1] * 5).rename(columns={"Unnamed: 0": "row_no"})
-    assert _profile(few).by_name["row_no"].role == "numeric"
+    assert _profile(few).by_name["row_no"].role == "feature"
 
 
 def test_every_column_that_is_not_a_feature_has_a_reason() -> None:
     prof = _profile(_frame())
-    roles = {c.name: c.role for c in prof.columns}
-    assert roles == {"Unnamed: 0": "id", "charges": "numeric", "plan": "category", "signup": "date",
-                     "notes": "text", "country": "dropped", "empty": "dropped", "y": "target"}
+    decided = {c.name: (c.role, c.kind) for c in prof.columns}
+    assert decided == {"Unnamed: 0": ("id", "integer"), "charges": ("feature", "numeric"),
+                       "plan": ("feature", "categorical"), "signup": ("feature", "datetime"),
+                       "notes": ("ignored", "text"), "country": ("ignored", "text"), "empty": ("ignored", "text"),
+                       "y": ("target", "categorical")}
     reasons = dict(prof.not_used)
-    assert reasons["notes"].startswith("text: 400 distinct values (more than validation.max_categories = 50)")
-    assert reasons["country"] == "dropped: constant (every value is 'US')"
-    assert reasons["empty"] == "dropped: all values are missing"
+    assert reasons["notes"].startswith("ignored: 400 distinct values (more than validation.max_categories = 50)")
+    assert reasons["country"] == "ignored: constant (every value is 'US')"
+    assert reasons["empty"] == "ignored: all values are missing"
     assert prof.features == ["charges", "plan", "signup"]
-    # unused columns stay inputs of the contract but are not features
+    # the contract takes the profile's decisions as they are, in the same words
     contract = infer_contract(_frame(), "y", "classification", ValidationConfig(), profile=prof)
-    assert {c.name: c.role for c in contract.columns if c.role == "ignored"} == dict.fromkeys(
-        ["notes", "country", "empty"], "ignored")
+    assert {c.name: (c.role, c.kind) for c in contract.columns} == decided
+    # a profile of other data is a bug, not something to profile again
+    with pytest.raises(ValueError, match="the data profile has no column 'extra'"):
+        infer_contract(_frame().assign(extra=1.0), "y", "classification", ValidationConfig(), profile=prof)
     assert sorted(n for g in feature_columns(contract).values() for n in g) == ["charges", "plan", "signup"]
 
 
@@ -86,7 +89,7 @@ def test_date_like_strings_are_dates_and_unique_tokens_are_ids() -> None:
     df = _frame().assign(signup=lambda d: d["signup"].dt.strftime("%Y-%m-%d"),
                          code=[f"C{i:06d}" for i in range(400)])
     prof = _profile(df)
-    assert (prof.by_name["signup"].role, prof.by_name["signup"].kind) == ("date", "datetime")
+    assert (prof.by_name["signup"].role, prof.by_name["signup"].kind) == ("feature", "datetime")
     assert prof.by_name["code"].role == "id" and "unique per row" in prof.by_name["code"].why
 
 
@@ -95,12 +98,10 @@ def test_declared_types_override_inference() -> None:
     prof = _profile(df, declared={"Unnamed: 0": "numeric", "plan": "text", "country": "categorical",
                                   "signup": "drop"})
     by = prof.by_name
-    assert (by["Unnamed: 0"].role, by["Unnamed: 0"].feature) == ("numeric", True)
-    assert (by["plan"].role, by["plan"].feature) == ("text", False)
-    assert (by["country"].role, by["country"].kind) == ("category", "categorical")
-    assert by["signup"].role == "dropped" and by["signup"].why == "declared drop in columns"
-    with pytest.raises(DataError, match="columns declares a type for 'nope'"):
-        _profile(df, declared={"nope": "numeric"})
+    assert (by["Unnamed: 0"].role, by["Unnamed: 0"].kind, by["Unnamed: 0"].feature) == ("feature", "numeric", True)
+    assert (by["plan"].role, by["plan"].kind, by["plan"].feature) == ("ignored", "text", False)
+    assert (by["country"].role, by["country"].kind) == ("feature", "categorical")
+    assert by["signup"].role == "ignored" and by["signup"].why == "declared drop in columns"
 
 
 def test_profile_outputs_for_cli_artifact_and_mlflow() -> None:
@@ -109,12 +110,13 @@ def test_profile_outputs_for_cli_artifact_and_mlflow() -> None:
     prof = _profile(df, markers={"plan": {"?": 4}}, malformed=["d.csv line 7 has 2 fields, the header has 8"])
     lines = prof.summary_lines()
     assert lines[0].startswith("Columns    3 features (1 numeric, 1 category, 1 date); not used: Unnamed: 0 (id: ")
-    assert "notes (text: 400 distinct values" in lines[0] and "country (dropped: constant" in lines[0]
+    assert "notes (ignored: 400 distinct values" in lines[0] and "country (ignored: constant" in lines[0]
     assert any(ln.startswith("Markers    'plan': read as missing: '?' x4") for ln in lines)
     assert any(ln.startswith("Bad values 'charges': 2 value(s) are not numbers: 'oops' x2") for ln in lines)
     assert any(ln.startswith("Malformed  1 line(s) quarantined: d.csv line 7") for ln in lines)
     md = prof.to_markdown()
-    assert "| `notes` | text | no | text | 0 | 400 |" in md and "## Not used as features" in md
+    assert "| `notes` | ignored | no | text | 0 | 400 |" in md and "## Not used as features" in md
+    assert "| `charges` | feature | yes | numeric |" in md
     assert json.loads(json.dumps(prof.to_dict()))["not_used"][0]["column"] == "Unnamed: 0"
 
 
@@ -123,8 +125,9 @@ def test_profile_follows_the_champions_contract() -> None:
     contract = infer_contract(df, "y", "classification", ValidationConfig(), declared={"plan": "text"})
     prof = _profile(df.assign(extra=1.5)).follow_contract({c.name: (c.role, c.kind) for c in contract.columns},
                                                           "the champion's data contract")
-    assert (prof.by_name["plan"].role, prof.by_name["plan"].feature) == ("text", False)
-    assert prof.by_name["plan"].why.startswith("as in the champion's data contract")
+    assert (prof.by_name["plan"].role, prof.by_name["plan"].feature) == ("ignored", False)
+    assert prof.by_name["plan"].why == ("as in the champion's data contract (here: feature, categorical: "
+                                        "3 distinct values)")
     assert prof.by_name["extra"].why == "not in the champion's data contract"
 
 
