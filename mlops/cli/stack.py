@@ -2,6 +2,8 @@
 command line.
 
 Registered in mlops/cli/main.py; also runnable alone as `python -m mlops.cli.stack up|down|restart|stack-status|logs`.
+The stack's modules, the settings and the deployment plan are imported inside the commands (pydantic, YAML):
+`mlops --help` imports this module.
 """
 
 from __future__ import annotations
@@ -13,7 +15,9 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from mlops.cli.common import check_config
 from mlops.cli.common import fail as _fail
+from mlops.core.errors import SettingsError
 
 if TYPE_CHECKING:
     from mlops.stack.processes import ProcessRecord, StackState
@@ -24,7 +28,6 @@ StateOpt = Annotated[Path | None, typer.Option("--state-dir", help="state folder
 def _state_dir(state_dir: Path | None) -> Path:
     if state_dir is not None:
         return state_dir.expanduser().resolve()
-    from mlops.core.errors import SettingsError
     from mlops.core.settings import get_settings
 
     try:
@@ -282,7 +285,6 @@ def deploy_env_command(
     import shlex
 
     from deployments.plan import DeploymentError, deploy_variables
-    from mlops.cli.common import check_config
     from mlops.stack.options import REPO
 
     cfg = check_config(config)
