@@ -276,6 +276,11 @@ def _decide(name: str, s: pd.Series, rows: int, max_categories: int) -> tuple[Ro
     return "ignored", why, "text", {}
 
 
+def _id_kind(s: pd.Series) -> Kind:
+    """An identifier's kind: integer when its values are numbers, else text."""
+    return "integer" if pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_bool_dtype(s) else "text"
+
+
 def _declared(name: str, s: pd.Series, declared: str) -> tuple[Role, str, Kind, dict[str, int]]:
     why = f"declared {declared} in columns"
     if declared in {"numeric", "integer"}:
@@ -285,8 +290,7 @@ def _declared(name: str, s: pd.Series, declared: str) -> tuple[Role, str, Kind, 
     if declared in {"categorical", "boolean"}:
         return "feature", why, declared, {}
     if declared == "id":
-        numeric = pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_bool_dtype(s)
-        return "id", why, "integer" if numeric else "text", {}
+        return "id", why, _id_kind(s), {}
     return "ignored", why, "text", {}  # text or drop
 
 
@@ -322,8 +326,7 @@ def profile_frame(
         elif key == timestamp_column:
             role, why, kind, offending = "timestamp", "timestamp_column in the config", "datetime", {}
         elif key == id_column:
-            numeric = pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_bool_dtype(s)
-            role, why, kind, offending = "id", "id_column in the config", "integer" if numeric else "text", {}
+            role, why, kind, offending = "id", "id_column in the config", _id_kind(s), {}
         elif key in declared:
             role, why, kind, offending = _declared(key, s, declared[key])
         else:
