@@ -150,7 +150,8 @@ def test_verdicts_follow_the_suite_order() -> None:
 
 
 def test_cost_grows_with_cells_not_columns_times_cells() -> None:
-    """Ten times the columns costs about ten times as much (Great Expectations' own pass: about a hundred)."""
+    """Ten times the columns costs about ten times as much (Great Expectations' own pass: about a hundred).
+    Measured in this process's CPU time, which other processes on a busy machine do not inflate."""
     rng = np.random.default_rng(0)
 
     def seconds(cols: int) -> float:
@@ -159,10 +160,10 @@ def test_cost_grows_with_cells_not_columns_times_cells() -> None:
         contract = infer_contract(df, "y", "classification", ValidationConfig())
         validate_batch(df.head(20), contract)  # imports and first-call costs out of the way
         best = float("inf")
-        for _ in range(2):
-            start = time.perf_counter()
+        for _ in range(3):
+            start = time.process_time()
             validate_batch(df, contract)
-            best = min(best, time.perf_counter() - start)
+            best = min(best, time.process_time() - start)
         return best
 
     small, large = seconds(60), seconds(600)
