@@ -101,10 +101,10 @@ def test_check_is_fast_on_20k_rows_and_12_columns() -> None:
     metrics = evaluate(model, test, cfg, None).metrics
     assert len(train) + len(test) == 20_000 and len(df.columns) == 13
     best = float("inf")
-    for _ in range(3):  # the best of three, so a busy machine does not fail it
-        t0 = time.perf_counter()
+    for _ in range(3):  # this process's CPU time (about 0.08 s), the best of three: a busy machine does not fail it
+        t0 = time.process_time()
         check = check_leakage(metrics, model, train, test, cfg, contract)
-        best = min(best, time.perf_counter() - t0)
+        best = min(best, time.process_time() - t0)
     assert check.passed, check.detail
     assert best < 0.3
 
