@@ -18,6 +18,10 @@ import os
 import shutil
 import sys
 
+from mlops.core.config import ServingConfig, load_config
+from mlops.core.errors import MLOpsError
+from mlops.core.settings import configure_environment
+
 DEFAULT_PORT = 8000
 THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
@@ -48,10 +52,6 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
-    from mlops.core.config import ServingConfig, load_config
-    from mlops.core.errors import MLOpsError
-    from mlops.core.settings import configure_environment
-
     serving = ServingConfig()
     name = args.model
     if args.config:
@@ -81,6 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ["MLOPS_SERVING_CONFIG_JSON"] = json.dumps(serving.model_dump(mode="json"))
     os.environ["MLOPS_SERVING_LOG_DIR"] = args.log_dir or str(settings.prediction_log_dir)
 
+    # after the thread variables: the app loads numpy
     import uvicorn
 
     from mlops.serving.app import SHARE_DIR_ENV, app_from_env, make_share_dir

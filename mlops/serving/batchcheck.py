@@ -24,6 +24,9 @@ import numpy as np
 import pandas as pd
 
 from mlops.core.contract import DataContract, coerce_to_contract
+from mlops.serving.fastpath import Unsupported, compile_fast_path
+from mlops.serving.predictlog import output_columns
+from mlops.serving.records import CATEGORY, DATETIME, NUMERIC, Batch, Validator
 
 CHECK_ROWS = 2_000  # rows of the first chunk scored both ways before the compiled model is trusted
 NUMBER_KINDS = frozenset({"numeric", "integer"})
@@ -142,8 +145,6 @@ def check_chunk(chunk: pd.DataFrame, contract: DataContract) -> Checked | None:
 
 def model_outputs(model: Any, X: pd.DataFrame, task: str) -> dict[str, Any]:
     """Predictions (and class probabilities for a classifier) as the prediction log names them."""
-    from mlops.serving.predictlog import output_columns
-
     pred = np.asarray(model.predict(X))
     proba = classes = None
     if task == "classification" and hasattr(model, "predict_proba"):
@@ -156,9 +157,6 @@ class Scorer:
     """The version's model for a coerced frame: compiled to numpy when that gives the Pipeline's exact outputs."""
 
     def __init__(self, model: Any, contract: DataContract) -> None:
-        from mlops.serving.fastpath import Unsupported, compile_fast_path
-        from mlops.serving.records import Validator
-
         self.model = model
         self.task = contract.task
         self.kinds = {r.name: r.kind for r in Validator(contract.without_target(), target=contract.target).rules}
@@ -174,8 +172,6 @@ class Scorer:
             self.fast = None
 
     def _batch(self, X: pd.DataFrame) -> Any:
-        from mlops.serving.records import CATEGORY, DATETIME, NUMERIC, Batch
-
         cols: dict[str, Any] = {}
         n = len(X)
         for name, kind in self.kinds.items():
@@ -196,8 +192,6 @@ class Scorer:
         return Batch(cols, n)
 
     def _fast(self, X: pd.DataFrame) -> dict[str, Any]:
-        from mlops.serving.predictlog import output_columns
-
         pred, proba = self.fast.predict(self._batch(X))
         if self.task != "classification":
             proba = None

@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 
 from mlops.core.contract import DataContract
+from mlops.core.dask import connect
 from mlops.core.errors import DataError
 from mlops.core.tabular import ReadOptions, normalise, read_csv_block
 from mlops.serving.chunks import (
@@ -255,8 +256,6 @@ def cluster_chunks(address: str, model: Any, contract: DataContract, input_path:
                    read: ReadOptions | None = None) -> Iterator[Iterator[ScoredChunk]]:
     """The input's scored chunks from the Dask cluster at `address`, for `score_file(..., chunks=...)`, while
     connected; an unreachable scheduler is one sentence."""
-    from mlops.core.dask import connect
-
     parts = plan_partitions(input_path, chunk_rows, read)
     client = connect(address, "scoring")
     with client:

@@ -41,7 +41,7 @@ from typing import IO, Any
 import numpy as np
 import pandas as pd
 
-from mlops.core.startup import frozen_imports
+from mlops.core import startup
 
 TOLERANCE = 1e-9
 DEFAULT_ROWS = 200
@@ -383,6 +383,8 @@ def _failed(detail: str) -> dict[str, Any]:
 async def _run_checks(args: argparse.Namespace) -> dict[str, Any]:
     import asyncio
 
+    # In the fresh process only, preloaded there (startup.SERVING_STACK); the flow's process, which
+    # imports this module to start that one, needs none of them.
     import httpx
     import orjson
 
@@ -462,20 +464,6 @@ async def _run_checks(args: argparse.Namespace) -> dict[str, Any]:
             "percentile": args.percentile, "retried": latency.retried}
 
 
-def _import_serving_stack() -> None:
-    """What the checks need, imported while the flow still searches (nothing to collect meanwhile)."""
-    with frozen_imports():
-        import httpx  # noqa: F401
-        import mlflow.sklearn  # noqa: F401
-        import mlflow.store.model_registry.sqlalchemy_store  # noqa: F401 - the stores behind a database URI
-        import mlflow.store.tracking.sqlalchemy_store  # noqa: F401 - (the local default; half a second of imports)
-        import orjson  # noqa: F401
-        import skops.io  # noqa: F401
-
-        from mlops.serving.app import create_app  # noqa: F401
-        from mlops.serving.model import load_served_model  # noqa: F401
-
-
 class _Fixed:
     def __init__(self, m: Any) -> None:
         self.m = m
@@ -492,7 +480,7 @@ def main(argv: list[str] | None = None) -> int:
     import logging
 
     if argv is None and sys.argv[1:] == ["--wait-for-job"]:
-        _import_serving_stack()
+        startup.preload(*startup.SERVING_STACK)  # while the flow still searches
         line = sys.stdin.readline()
         if not line.strip():
             return 0  # closed without a job
@@ -507,7 +495,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--percentile", type=float, default=DEFAULT_PERCENTILE)
     parser.add_argument("--two-phase", action="store_true", help="after the checks, wait for a 'measure' line")
     args = parser.parse_args(argv)
-    from mlops.core.settings import quiet_libraries
+    from mlops.core.settings import quiet_libraries  # the fresh process's (see _run_checks)
 
     os.environ["MLFLOW_TRACKING_URI"] = args.tracking_uri
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from mlops.core.contract import DataContract
+from mlops.serving.predictlog import LogRecord, PredictionLogWriter, Redactor, hash_key_from_env, output_columns
 
 
 def log_scored_frame(frame: pd.DataFrame, model: Any, model_name: str, version: str, contract: DataContract,
@@ -24,8 +25,6 @@ def log_scored_frame(frame: pd.DataFrame, model: Any, model_name: str, version: 
     Returns the files written and each row's `request_id` / `request_row` (how labels join back).
     Sensitive columns are hashed with MLOPS_LOG_HASH_KEY, or dropped when no key is set.
     """
-    from mlops.serving.predictlog import LogRecord, PredictionLogWriter, Redactor, hash_key_from_env, output_columns
-
     key = hash_key_from_env()
     mode = sensitive_mode if key else "drop"
     writer = PredictionLogWriter(log_dir, Redactor(frozenset(sensitive_columns or []), mode, key))

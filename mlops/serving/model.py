@@ -15,6 +15,8 @@ import numpy as np
 import pandas as pd
 
 from mlops.core.contract import OPTIONAL_ROLES, DataContract
+from mlops.core.errors import MLOpsError
+from mlops.registry import versions as registry
 from mlops.serving.fastpath import FastPath, Unsupported, compile_fast_path, frame_from_batch
 from mlops.serving.records import Batch, RequestError, Validator, records_from_frame
 
@@ -226,8 +228,6 @@ def _signature(name: str, version: str) -> dict[str, Any] | None:
 
 def resolve_version(name: str, alias: str, tracking_uri: str | None) -> tuple[str, str]:
     """(version, run id) holding `alias`; raises LoadError when there is none or the registry fails."""
-    from mlops.registry import versions as registry
-
     try:
         c = registry.client(tracking_uri)
         mv = c.get_model_version_by_alias(name, alias)
@@ -240,9 +240,6 @@ def check_servable(name: str, version: str, tracking_uri: str | None = None) -> 
     """The digest the version's files must have (its seal's); raises Refused when its gate failed, or its
     verdict is not sealed with the gate key, and nobody recorded a sealed override, LoadError when the
     registry cannot say."""
-    from mlops.core.errors import MLOpsError
-    from mlops.registry import versions as registry
-
     try:
         mv = registry.client(tracking_uri).get_model_version(name, str(version))
     except Exception as exc:  # noqa: BLE001 - unreachable store, deleted version
@@ -261,9 +258,6 @@ def load_served_model(name: str, version: str, tracking_uri: str | None = None, 
                       fast_path: bool = True, digest: str | None = None) -> ServedModel:
     """Load a registered version (model, contract, reference sample) and make it ready to serve; with `digest`,
     only if its files are the ones its sealed verdict names."""
-    from mlops.core.errors import MLOpsError
-    from mlops.registry import versions as registry
-
     registry.client(tracking_uri)  # points MLflow at the store
     try:
         bundle = registry.load_bundle(name, str(version), with_reference=True, digest=digest)

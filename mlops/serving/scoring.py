@@ -34,7 +34,10 @@ import pandas as pd
 
 from mlops.core.config import PipelineConfig
 from mlops.core.contract import DataContract
+from mlops.core.dask import scheduler_address
+from mlops.core.data_roots import data_roots
 from mlops.core.errors import DataError, RegistryError
+from mlops.core.settings import get_settings
 from mlops.core.tabular import ReadOptions, csv_chunks, normalise, read_options
 from mlops.core.validation import QUARANTINE_REASON_COLUMN
 from mlops.registry.versions import CHAMPION, ModelBundle
@@ -55,7 +58,9 @@ from mlops.serving.chunks import (
 )
 from mlops.serving.chunks import input_files as input_files
 from mlops.serving.chunks import scoring_contract as scoring_contract
+from mlops.serving.dask_scoring import cluster_chunks
 from mlops.serving.overlap import OrderedWriter, ordered_map, prefetch, scoring_threads
+from mlops.serving.predictlog import LogRecord, PredictionLogWriter, Redactor, hash_key_from_env
 
 log = logging.getLogger("mlops.serving.scoring")
 
@@ -236,8 +241,6 @@ def score_file(
     and flags the bad ones instead of quarantining them (see the module docstring). `chunks` are the scored
     chunks in input order when something else scores them (`backend`: a Dask cluster); default: this process,
     reading the input with `read` (the config's ReadOptions; default: the default config's)."""
-    from mlops.serving.predictlog import LogRecord
-
     out = Path(output_dir)
     pred_path = Path(predictions_path) if predictions_path is not None else out / PREDICTIONS_FILE
     output_format(pred_path)
@@ -334,10 +337,6 @@ def score_with_champion(bundle: ModelBundle, cfg: PipelineConfig, input_path: st
     """`score_file` with the config's chunk size, quarantine limit and prediction-log settings: what the
     `score` flow and `mlops score` both run, here or (`scoring.backend: dask`) on a Dask cluster. The input
     must lie inside the data roots (mlops.core.data_roots), checked before anything is opened."""
-    from mlops.core.data_roots import data_roots
-    from mlops.core.settings import get_settings
-    from mlops.serving.predictlog import PredictionLogWriter, Redactor, hash_key_from_env
-
     roots = data_roots(cfg, get_settings())
     input_path = roots.confine_file(Path(input_path))
     for f in input_files(input_path):
@@ -350,9 +349,6 @@ def score_with_champion(bundle: ModelBundle, cfg: PipelineConfig, input_path: st
             cfg.serving.batch_chunk_rows, writer, cfg.validation.max_quarantine_fraction, predictions_path,
             flag_violations)
     if cfg.scoring.backend == "dask":  # the same run, its chunks scored on a Dask cluster's workers
-        from mlops.core.dask import scheduler_address
-        from mlops.serving.dask_scoring import cluster_chunks
-
         address = scheduler_address(cfg.scoring.dask_address, get_settings(), "scoring")
         with cluster_chunks(address, bundle.model, bundle.contract, input_path, cfg.serving.batch_chunk_rows,
                             str(bundle.version), flag_violations, keep_inputs=writer is not None,

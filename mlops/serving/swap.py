@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from mlops.core.startup import freeze_heap
+from mlops.registry import versions as registry
 from mlops.serving.model import LoadError, Refused, ServedModel, check_servable, load_served_model, resolve_version
 
 log = logging.getLogger("mlops.model_server")
@@ -50,8 +51,6 @@ class RegistrySource:
         return load_served_model(self.name, version, self.tracking_uri, self.enforce_ranges, self.fast_path, digest)
 
     def tags(self, version: str) -> dict[str, str]:
-        from mlops.registry import versions as registry
-
         return dict(registry.client(self.tracking_uri).get_model_version(self.name, version).tags)
 
 
