@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from mlops.core.config import PipelineConfig
+from mlops.training.evaluation import _auc_binary, metric_value, predict
 from mlops.training.gate import Check, fmt
 
 NEAR_PERFECT_METRICS = ("roc_auc", "accuracy", "f1", "r2")
@@ -129,8 +130,6 @@ def identifier_reason(train: pd.Series, test: pd.Series) -> str | None:
 
 
 def _auc(y: np.ndarray, s: np.ndarray) -> float:
-    from mlops.training.evaluation import _auc_binary
-
     return _auc_binary(y.astype(int), s)
 
 
@@ -277,8 +276,6 @@ def leaning_columns(model: Any, test: pd.DataFrame, columns: list[str], target: 
                     positive: Any = None, seed: int = 0, max_rows: int = 1000) -> list[tuple[str, float]]:
     """Permutation drop of the metric per column on up to max_rows holdout rows, largest first; one predict
     call on every permuted copy stacked, since a pipeline's per-call overhead dominates at this size."""
-    from mlops.training.evaluation import metric_value, predict
-
     rows = test if len(test) <= max_rows else test.sample(max_rows, random_state=seed)
     X, y = rows.drop(columns=[target]).reset_index(drop=True), rows[target].to_numpy()
     rng = np.random.default_rng(seed)

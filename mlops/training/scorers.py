@@ -6,6 +6,8 @@ from typing import Any
 
 import pandas as pd
 
+from mlops.training.evaluation import positive_label
+
 SCORERS = {
     ("classification", "roc_auc", True): "roc_auc",
     ("classification", "roc_auc", False): "roc_auc_ovr",
@@ -31,8 +33,6 @@ def scorer_for(task: str, metric: str, binary: bool, override: str | None = None
     bad config stops before the search starts. `override` (search.scoring) wins over all of this.
     """
     if task == "classification" and binary and labels is not None:
-        from mlops.training.evaluation import positive_label
-
         classes = sorted(pd.unique(pd.Series(labels).dropna()).tolist())
         positive = positive_label(classes, positive_class) if len(classes) == 2 else None
     else:

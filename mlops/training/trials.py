@@ -265,6 +265,8 @@ def dask_client(cfg: SearchConfig) -> Iterator[Any]:
     if cfg.backend != "dask":
         yield None
         return
+    # here, not at the top: the search's worker processes import this module (fit_fold), and the
+    # settings these pull in (pydantic-settings) serve only a search on a Dask cluster
     from mlops.core.dask import connect, scheduler_address
     from mlops.core.settings import get_settings
 

@@ -43,6 +43,7 @@ import pandas as pd
 from sklearn.pipeline import Pipeline
 
 from mlops.core.config import ModelSpec, Param, SearchConfig
+from mlops.training.halving import halving_search
 from mlops.training.scorers import SCORERS as SCORERS
 from mlops.training.scorers import scorer_for as scorer_for
 from mlops.training.scorers import scoring_name
@@ -202,8 +203,6 @@ def tune_family(
     max_trials = cfg.trials if max_trials == -1 else max_trials
     space, fixed, source = resolve_space(spec)
     if cfg.strategy == "halving" and source != "none":
-        from mlops.training.halving import halving_search
-
         return FamilyResult(**halving_search(spec, preprocessor, X, y, task, scoring, cfg, space, fixed, source))
     t0 = time.perf_counter()
     folds = folds or prepare_folds(preprocessor, X, y, task, cfg)
