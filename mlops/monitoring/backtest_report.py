@@ -11,6 +11,8 @@ from typing import Any
 
 from mlops.core.names import slug
 from mlops.monitoring.backtest_result import BacktestResult
+from mlops.registry.tracking import TAG_LIMIT, log_run_artifacts
+from mlops.registry.versions import client, ensure_experiment
 
 
 def arm_label(name: str) -> str:
@@ -182,9 +184,6 @@ def log_backtest_run(result: BacktestResult, files: dict[str, str], experiment: 
     import time
 
     from mlflow.entities import Metric, Param, RunTag
-
-    from mlops.registry.tracking import TAG_LIMIT, log_run_artifacts
-    from mlops.registry.versions import client, ensure_experiment
 
     c = client(tracking_uri)
     exp_id = ensure_experiment(f"{experiment}-backtest", artifact_root)

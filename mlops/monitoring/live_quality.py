@@ -24,9 +24,11 @@ import numpy as np
 import pandas as pd
 
 from mlops.core.config import METRIC_DIRECTION, PipelineConfig
-from mlops.core.data import unlabelled_rows
+from mlops.core.data import read_table, unlabelled_rows
 from mlops.core.errors import DataError
 from mlops.core.tabular import ReadOptions
+from mlops.serving.predictlog import join_labels
+from mlops.training.evaluation import holdout_metrics, metric_value, predict, slice_metrics
 
 if TYPE_CHECKING:
     from mlops.monitoring.policy import LiveBaseline
@@ -83,8 +85,6 @@ class LiveQuality:
 
 def read_labels(path: str | Path, read: ReadOptions | None = None) -> pd.DataFrame:
     """A labels file, read as training reads its data (`read`: the config's ReadOptions)."""
-    from mlops.core.data import read_table
-
     read = read or ReadOptions()
     return read_table(path, "auto", read.delimiter, list(read.na_values))
 
@@ -105,8 +105,6 @@ def labelled_rows(window: pd.DataFrame, labels: pd.DataFrame | None, target: str
 
     A blank target (missing, empty, or one of `na_values`, the config's missing-value markers) is no label:
     the row is left out, as training leaves it out (mlops.core.data.unlabelled_rows)."""
-    from mlops.serving.predictlog import join_labels
-
     if labels is None:
         if target in window.columns:
             rows = window.loc[~unlabelled_rows(window[target], na_values)].reset_index(drop=True)
@@ -166,8 +164,6 @@ def degradation(metric: str, live: float, baseline: float, tolerance: float,
 def holdout_slice_metrics(test: pd.DataFrame, predictions: Any, cfg: PipelineConfig) -> dict[str, Any]:
     """The primary metric on each configured slice of the holdout, stored with the version
     (`SLICE_METRICS_ARTIFACT`) so live quality compares a slice with the same slice."""
-    from mlops.training.evaluation import metric_value, slice_metrics
-
     metric = cfg.primary_metric
     y = test[cfg.target].to_numpy()
     out: dict[str, Any] = {"metric": metric, "overall": metric_value(metric, y, predictions), "rows": len(test),
@@ -184,8 +180,6 @@ def holdout_slice_metrics(test: pd.DataFrame, predictions: Any, cfg: PipelineCon
 def compare_slices(labelled: pd.DataFrame, y: np.ndarray, predictions: Any, cfg: PipelineConfig,
                    holdout: dict[str, Any], tolerance: float) -> list[dict[str, Any]]:
     """Each slice value with at least `min_rows` labelled rows here and a holdout metric, compared with it."""
-    from mlops.training.evaluation import slice_metrics
-
     metric = cfg.primary_metric
     out: list[dict[str, Any]] = []
     for sl in cfg.gate.slices:
@@ -239,8 +233,6 @@ def live_quality(labelled: pd.DataFrame, joined_by: str | None, model: Any, cfg:
     overall metric decides, against `live_baseline` (the mean of the champion's first labelled windows,
     policy.live_baseline_windows) when there is one, else against the holdout metric.
     """
-    from mlops.training.evaluation import holdout_metrics, predict
-
     metric = cfg.primary_metric
     tol = quality_tolerance(metric, cfg.monitoring.policy.quality_tolerance)
     units = tolerance_units(metric, tol)

@@ -25,10 +25,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from mlops.core.config import _deep_merge, load_config
 from mlops.core.contract import DataContract
+from mlops.core.data import read_table
 from mlops.core.errors import DataError
 from mlops.core.state import LockedJsonFile
 from mlops.core.tabular import ReadOptions
+from mlops.core.validation import validate_batch
+from mlops.serving.predictlog import HASHED_META, list_log_files
 
 LOG_SOURCE = "prediction_log"
 _WINDOW_HISTORY = 50
@@ -82,8 +86,6 @@ class WindowStore:
     def claim(self, name: str, log_dir: Path, run_id: str, now: datetime, lookback_days: float,
               claim_minutes: float) -> Claim:
         """Take every log file this model has not checked and nobody else holds (expired claims are free)."""
-        from mlops.serving.predictlog import list_log_files
-
         now = now.astimezone(UTC)
         with self.file.transaction() as tx:
             state = tx.data
@@ -208,8 +210,6 @@ def read_log_files(log_dir: Path, files: list[str], model_name: str | None) -> t
     """
     import pyarrow.parquet as pq
 
-    from mlops.serving.predictlog import HASHED_META
-
     frames, corrupt, hashed, others = [], [], set(), 0
     for rel in files:
         try:
@@ -245,16 +245,12 @@ def read_current(path: str | Path, read: ReadOptions | None = None) -> Window:
 
     Unreadable Parquet files in a folder are skipped and listed, as in the log.
     """
-    from mlops.core.data import read_table
-
     read = read or ReadOptions()
 
     p = Path(path)
     if not p.exists():
         raise DataError(f"{p}: current data not found (give a CSV/Parquet file or a folder of them)")
     if p.is_dir() and any(p.glob("date=*")):
-        from mlops.serving.predictlog import list_log_files
-
         files = [f.relative_to(p).as_posix() for f in list_log_files(p)]
         frame, corrupt, _ = read_log_files(p, files, None)
         return Window(frame, str(p), files, corrupt)
@@ -464,8 +460,6 @@ def check_quality(frame: pd.DataFrame, contract: DataContract, max_quarantine_fr
     (or holding unparseable values) than training would accept all fail the window; the good rows are
     kept for drift, including those outside the champion's observed ranges (counted, a drift signal).
     """
-    from mlops.core.validation import validate_batch
-
     if not len(frame):
         return QualityReport(False, ["the window has no rows"])
     checked, notes = monitoring_contract(contract, list(frame.columns))
@@ -503,8 +497,6 @@ def check_quality(frame: pd.DataFrame, contract: DataContract, max_quarantine_fr
 def write_derived_config(config_path: str | Path, overrides: dict[str, Any], out: Path) -> Path:
     """A copy of a config with overrides applied (validated), for runs that change a few settings."""
     import yaml
-
-    from mlops.core.config import _deep_merge, load_config
 
     load_config(config_path, overrides=overrides)  # fails here, naming the field, if an override is wrong
     src = Path(config_path)
