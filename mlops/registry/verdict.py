@@ -34,6 +34,7 @@ from typing import Any
 from mlops.core.contract import DataContract
 from mlops.core.errors import RegistryError
 from mlops.core.settings import get_settings, private_dir, private_opener
+from mlops.registry.trusted_types import load_sklearn_model
 
 GATE_PASSED_TAG = "gate.passed"
 GATE_FAILURES_TAG = "gate.failures"  # the failed checks, one a line (only on a rejected version)
@@ -168,8 +169,6 @@ def version_digest(name: str, version: str, run_id: str) -> str:
 
 def load_checked(name: str, version: str, run_id: str, digest: str) -> tuple[Any, DataContract]:
     """The model and contract from one download whose files are checked against `digest` before loading."""
-    from mlops.registry.trusted_types import load_sklearn_model
-
     with tempfile.TemporaryDirectory(prefix="mlops-load-") as tmp:
         model_dir, contract_file = download_version(name, version, run_id, Path(tmp))
         if files_digest(model_dir, contract_file) != digest:

@@ -32,11 +32,13 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from mlops import __version__
 from mlops.core.contract import DataContract
 from mlops.core.errors import RegistryError
 from mlops.core.rowkeys import HASHES_ARTIFACT, RowHashSet
 from mlops.registry.history import delete_move as _delete_move
 from mlops.registry.history import move_key, read_history, write_move
+from mlops.registry.trusted_types import load_sklearn_model
 from mlops.registry.verdict import (  # noqa: F401 - the verdict readers are part of this module's interface
     DIGEST_TAG,
     GATE_FAILURES_TAG,
@@ -119,7 +121,6 @@ def code_version() -> str:
             return out.stdout.strip() + ("-dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
         pass
-    from mlops import __version__
 
     return __version__
 
@@ -468,8 +469,6 @@ def load_bundle(name: str, alias_or_version: str = CHAMPION, with_reference: boo
                 digest: str | None = None) -> ModelBundle:
     """Load model, contract and reference sample of a version (by alias or number); with `digest` (the one its
     sealed verdict names, mlops.registry.verdict) the model and contract are loaded only if their files have it."""
-    from mlops.registry.trusted_types import load_sklearn_model
-
     c = client()
     if str(alias_or_version).isdigit():
         try:
