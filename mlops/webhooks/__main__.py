@@ -9,6 +9,7 @@ import argparse
 import logging
 import sys
 
+from mlops.core.errors import ConfigError
 from mlops.core.settings import Settings
 
 
@@ -30,9 +31,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # here: the app pulls in Starlette and Prefect, which `--help` and a bad argument do without
     import uvicorn
 
-    from mlops.core.errors import ConfigError
     from mlops.webhooks.app import create_app
 
     try:

@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from mlops.core.config import read_yaml_mapping
 from mlops.core.errors import ConfigError
+from mlops.webhooks.payloads import check_schema
 
 SOURCE_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
@@ -35,8 +36,6 @@ class SourceConfig(_Strict):
     @classmethod
     def _valid_schema(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
         if value is not None:
-            from mlops.webhooks.payloads import check_schema
-
             check_schema(value)
         return value
 
