@@ -366,8 +366,7 @@ class RetrainPolicyConfig(_Strict):
         if self.train_on == "recent" and not recent:
             raise ValueError("train_on 'recent' needs a window: set recent_rows (e.g. 50000) or recent_days (e.g. 90)")
         if self.window_period is not None:
-            from mlops.core.errors import ConfigError
-            from mlops.core.periods import parse_period
+            from mlops.core.periods import parse_period  # here: it loads pandas, a config needs none
 
             try:
                 parse_period(self.window_period, "window_period")

@@ -16,7 +16,7 @@ from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDict
 from pydantic_settings.sources.utils import parse_env_vars
 
-from mlops.core.errors import SettingsError
+from mlops.core.errors import MLOpsError, SettingsError
 
 TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
 
@@ -306,8 +306,6 @@ class UserErrorFilter:
     """A user's mistake (bad data, bad config) is one sentence, not a traceback: drop exc_info for MLOpsError."""
 
     def filter(self, record: object) -> bool:
-        from mlops.core.errors import MLOpsError
-
         exc = getattr(record, "exc_info", None)
         if exc and len(exc) > 1 and isinstance(exc[1], MLOpsError):
             record.exc_info = None  # type: ignore[attr-defined]
