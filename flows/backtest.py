@@ -14,7 +14,7 @@ from prefect import get_run_logger, runtime
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.states import Completed, State
 
-from flows.forms import LEFT_OUT, ConfigPath, OptionalPath, form_flow, given, model_of, run_name
+from flows.forms import LEFT_OUT, ConfigPath, OptionalPath, form_flow, given_path, model_of, run_name
 from mlops.core.config import PipelineConfig, load_config
 from mlops.core.data import read_source
 from mlops.core.errors import MLOpsError
@@ -40,7 +40,7 @@ def backtest(config_path: ConfigPath = "configs/demand.yaml", data_path: Optiona
             replays); off, it searches at every window.
     """
     try:
-        out = run_backtest_flow(config_path, given(data_path), initial, every, fast)
+        out = run_backtest_flow(config_path, given_path(data_path), initial, every, fast)
     except MLOpsError as exc:
         return failed_run(exc, model_of(config_path))
     tag_flow_run(*outcome_tags(model_of(config_path), None, "replayed"))
@@ -58,7 +58,7 @@ def outcome_line(s: dict[str, Any]) -> str:
 
 def load_plan(cfg: PipelineConfig, data_path: str | None, initial: str, every: str) -> BacktestPlan:
     """The history (the file, or the config's source) cut into the initial period and the windows."""
-    if data_path and data_path.strip() not in {"", "None", "null"}:
+    if data_path is not None:
         history, notes = read_history(data_path, cfg)
     else:
         history, notes = read_source(cfg).frame, []

@@ -2,6 +2,18 @@
 
 Prefect builds each flow's parameter schema when the flow is decorated (and again at `prefect deploy`);
 the descriptions come from the flows' docstring `Args:` sections and the pydantic fields here.
+
+Optional parameters follow one convention in every flow (train, retrain, monitor, score, backtest):
+- the default is `LEFT_OUT` and the type one of the optional types here (`OptionalPath`, `OptionalTime`,
+  `SearchOverridesParam`), which also take None, so code may pass None;
+- the flow is declared with `form_flow` (not `@flow`), so a parameter left out is left out of the run's
+  record too;
+- the run form shows a plain field (no switch between a value and null, no null default it would reject),
+  and a field left empty sends nothing;
+- the body reads the value with `given(...)`: None when it was left out. A path a deployment trigger may fill
+  in reads with `given_path(...)`, which also takes the text a trigger's template renders for a missing
+  value (`None`, `null`, empty) as left out; where an empty path must be refused instead (train's
+  `source_path`: a delivery without a path is an error, never "the config's own data"), `given` is used.
 """
 
 from __future__ import annotations
@@ -9,11 +21,13 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 
 import yaml
 from prefect import Flow
+from prefect.runtime import flow_run
 from pydantic import MISSING, BaseModel, ConfigDict, Field, GetJsonSchemaHandler, ValidationError
 from pydantic_core import CoreSchema
 
@@ -127,6 +141,16 @@ def given(value: Any) -> Any:
     return None if value is MISSING else value
 
 
+RENDERED_MISSING = frozenset({"", "None", "null"})  # what a trigger's template renders for a missing value
+
+
+def given_path(value: str | None | Any) -> str | None:
+    """A path parameter's value, None when the run left it out or a trigger's template rendered a missing value
+    (`None`, `null`, empty text)."""
+    value = given(value)
+    return None if value is None or str(value).strip() in RENDERED_MISSING else str(value)
+
+
 class _FormFlow(Flow):  # type: ignore[type-arg]
     """A flow whose run record leaves out the parameters a call did not give (`LEFT_OUT`), as a run started
     from the form does, instead of showing the sentinel's attributes."""
@@ -145,6 +169,9 @@ ConfigPath = Annotated[str, _ConfigChoices()]
 
 OptionalPath = Annotated[str | None | MISSING, _FormWithoutNull()]
 """A file or folder path that may be left out (None or `LEFT_OUT`); the form shows a plain text box."""
+
+OptionalTime = Annotated[datetime | None | MISSING, _FormWithoutNull()]
+"""A point in time that may be left out (None or `LEFT_OUT`); the form shows a plain date-time field."""
 
 
 class SearchOverrides(BaseModel):
@@ -227,8 +254,6 @@ def run_name(kind: str, *, suffix: Callable[[dict[str, Any]], str | None] | None
     `train-churn-classifier-cli` or `promote-churn-classifier-v3`."""
 
     def name() -> str:
-        from prefect.runtime import flow_run
-
         params = dict(flow_run.parameters or {})
         parts = [kind, model_of(params.get("config_path") or DEFAULT_CONFIG)]
         extra = suffix(params) if suffix else None

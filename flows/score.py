@@ -7,9 +7,9 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
-from prefect import flow, runtime
+from prefect import runtime
 
-from flows.forms import name_part, run_name
+from flows.forms import LEFT_OUT, ConfigPath, OptionalPath, form_flow, given, name_part, run_name
 from mlops.core.config import load_config
 from mlops.core.data_roots import confine_output
 from mlops.core.errors import MLOpsError
@@ -24,20 +24,27 @@ def _input_suffix(params: dict[str, Any]) -> str:
     return name_part(Path(str(params.get("input_path") or "batch")).stem)
 
 
-@flow(name="score", log_prints=False, flow_run_name=run_name("score", suffix=_input_suffix))
-def score(config_path: str, input_path: str, output_dir: str | None = None, predictions_path: str | None = None,
-          flag_violations: bool = False) -> Any:
+@form_flow(name="score", log_prints=False, flow_run_name=run_name("score", suffix=_input_suffix))
+def score(config_path: ConfigPath, input_path: str, output_dir: OptionalPath = LEFT_OUT,
+          predictions_path: OptionalPath = LEFT_OUT, flag_violations: bool = False) -> Any:
     """Score a CSV/Parquet file or folder with the config's champion.
 
-    Rows that break the data contract are quarantined, not scored; with `flag_violations` every row is
-    scored, in input order, and the bad ones say why in `contract_violation`. Writes `predictions.parquet`
-    (or `predictions_path`, .csv or .parquet), `quarantined.csv` and `run.json` to `output_dir` (default
-    `$MLOPS_HOME/scores/<flow run id>`) and every scored row to the prediction log. Outputs named here must
-    lie inside `$MLOPS_HOME/scores` or a data root outside the state folder, and `predictions_path` must be a
-    new file.
+    Rows that break the data contract are quarantined, not scored. Writes `predictions.parquet` (or
+    `predictions_path`), `quarantined.csv` and `run.json` to `output_dir` and every scored row to the
+    prediction log. Outputs named here must lie inside `$MLOPS_HOME/scores` or a data root outside the state
+    folder.
+
+    Args:
+        config_path: The pipeline config (YAML) whose champion scores the file.
+        input_path: The CSV/Parquet file or folder to score (inside the config's data roots).
+        output_dir: Where the run's files go; leave it empty for `$MLOPS_HOME/scores/<flow run id>`.
+        predictions_path: A new .csv or .parquet file for the predictions; leave it empty for
+            `predictions.parquet` in the output folder.
+        flag_violations: Score every row, in input order, the ones that break the contract saying why in
+            `contract_violation`, instead of quarantining them.
     """
     try:
-        return run_scoring(config_path, input_path, output_dir, predictions_path, flag_violations)
+        return run_scoring(config_path, input_path, given(output_dir), given(predictions_path), flag_violations)
     except MLOpsError as exc:
         return failed_run(exc)
 

@@ -28,6 +28,7 @@ from flows.forms import (
 from mlops.core.config import load_config
 from mlops.core.errors import MLOpsError
 from mlops.core.settings import configure_environment
+from mlops.registry.links import mlflow_where
 from mlops.registry.tracking import training_lineage
 from mlops.training.result import TrainingResult
 from mlops.training.retune import plan_retune, search_digest
@@ -47,7 +48,6 @@ from tasks.registry import (
 )
 from tasks.reporting import (
     failed_run,
-    mlflow_where,
     outcome_tags,
     publish_training_report,
     publish_versions,

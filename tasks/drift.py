@@ -15,12 +15,16 @@ from mlops.core.config import MonitoringConfig
 from mlops.core.errors import DataError
 from mlops.core.names import artifact_key
 from mlops.monitoring.drift import DriftResult, compute_drift
-from mlops.monitoring.report import drift_report_subtitle, evidently_report
+from mlops.monitoring.report import (
+    drift_links,
+    drift_markdown,
+    drift_report_subtitle,
+    evidently_report,
+    report_fallback_markdown,
+)
 from mlops.monitoring.windows import DriftInputs, drift_inputs
-from mlops.registry.monitoring import report_artifact
 from mlops.registry.versions import ModelBundle
 from tasks.common import stage_task
-from tasks.reporting import mlflow_ui_command
 
 
 @stage_task("prepare_drift_inputs")
@@ -63,61 +67,13 @@ def build_drift_report(inputs: DriftInputs, drift: DriftResult, cfg: MonitoringC
         return {"error": f"{type(exc).__name__}: {str(exc)[:300]}", "html_path": None}
 
 
-def report_title(model_name: str, version: str, window_id: str) -> str:
-    """The Evidently report's heading: which model version and window it checked."""
-    return f"Drift report: {model_name} v{version}, window {window_id}"
-
-
-def drift_markdown(model_name: str, version: str, drift: DriftResult, report: dict[str, Any],
-                   urls: dict[str, str] | None, policy_threshold: float | None = None,
-                   tracking_uri: str | None = None, run_id: str | None = None) -> str:
-    """The drift summary artifact: the verdict and which threshold decides, the drifted columns, and where the
-    HTML report is (its MLflow page, or how to open it without a tracking server)."""
-    html = report.get("html_path")
-    if not html:
-        where = f"Evidently report: not built ({report.get('error')})"
-    elif urls and urls.get("artifact"):
-        where = f"Evidently report: [open it in MLflow]({urls['artifact']})"
-    else:
-        where = f"Evidently report: on the MLflow monitoring run under `{report_artifact(html)}` (local copy `{html}`)"
-    if html and "agreement" in report:
-        where += f"; Evidently agrees with the fast engine on {report['agreement']:.0%} of columns"
-    md = f"# Drift: {model_name} v{version}\n\n{drift.to_markdown(policy_threshold)}\n{where}\n"
-    if urls and urls.get("run"):
-        md += f"\n[MLflow monitoring run]({urls['run']})\n"
-    elif run_id:
-        md += (f"\nMLflow monitoring run `{run_id}`; MLflow runs without a server here, open it with "
-               f"`{mlflow_ui_command(_uri(tracking_uri))}`\n")
-    return md
-
-
-def report_fallback_markdown(model_name: str, version: str, html_path: str, tracking_uri: str | None,
-                             run_id: str | None) -> str:
-    """Where the Evidently report is when MLflow runs without a server (no page a browser could open)."""
-    uri = _uri(tracking_uri)
-    run = f" `{run_id}`" if run_id else ""
-    return (f"# Evidently drift report: {model_name} v{version}\n\nThe report is stored on the MLflow monitoring "
-            f"run{run} under `{report_artifact(html_path)}`. MLflow runs without a server here (store `{uri}`), so "
-            f"there is no page to link to. Open the MLflow UI with\n\n```\n{mlflow_ui_command(uri)}\n```\n\n"
-            f"then browse to http://127.0.0.1:5000, open the run and its `{report_artifact(html_path)}` artifact.\n\n"
-            f"Local copy (on the machine that ran the monitor): `{html_path}`\n")
-
-
-def _uri(tracking_uri: str | None) -> str:
-    if tracking_uri:
-        return tracking_uri
-    import mlflow
-
-    return str(mlflow.get_tracking_uri())
-
-
 def publish_drift(model_name: str, version: str, drift: DriftResult, report: dict[str, Any],
-                  urls: dict[str, str] | None, policy_threshold: float | None = None, *,
-                  tracking_uri: str | None = None, run_id: str | None = None) -> None:
+                  policy_threshold: float | None = None, *, tracking_uri: str | None = None,
+                  run_id: str | None = None, experiment_id: str | None = None) -> None:
     """On the flow run (call it from the flow's body): the drift summary, a link to the Evidently report's page
-    on the MLflow monitoring run (`urls` from `mlflow_urls`; without a server, a note on how to open it) and a
-    link to the monitoring run."""
+    on the MLflow monitoring run `run_id` (without a server, a note on how to open it) and a link to that run."""
     html = report.get("html_path")
+    urls = drift_links(tracking_uri, run_id, experiment_id, model_name, version, html)
     create_markdown_artifact(drift_markdown(model_name, version, drift, report, urls, policy_threshold,
                                             tracking_uri, run_id),
                              key=artifact_key(model_name, "drift-summary"),

@@ -4,15 +4,15 @@ the retraining file. Thin tasks over mlops.monitoring."""
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 import pandas as pd
 from prefect import get_run_logger
 from prefect.artifacts import create_markdown_artifact
+from prefect.client.orchestration import get_client
 
 from mlops.core import events, rowkeys
 from mlops.core.config import MonitoringConfig, PipelineConfig, RetrainPolicyConfig
@@ -21,8 +21,9 @@ from mlops.core.errors import DataError
 from mlops.core.names import artifact_key
 from mlops.core.tabular import ReadOptions, read_options
 from mlops.monitoring import live_quality as lq
-from mlops.monitoring import payoff, retraining
+from mlops.monitoring import retraining
 from mlops.monitoring import windows as mon
+from mlops.monitoring.footprint import TrainingFootprint, training_footprint
 from mlops.monitoring.policy import (
     Decision,
     PolicyStore,
@@ -41,9 +42,16 @@ from mlops.monitoring.result import (
     TrainingFile,
 )
 from mlops.monitoring.run import MonitorRun
-from mlops.registry import versions as registry
 from mlops.registry.monitoring import log_monitoring_run
+from mlops.registry.versions import ModelBundle
 from tasks.common import stage_task
+
+
+def no_champion(run: MonitorRun) -> MonitorResult:
+    """A run that found no champion: said in the log, and the result saying how to get one."""
+    result = MonitorResult.without_champion(run.model_name, run.run_id, run.config_path)
+    get_run_logger().warning("%s", result.message)
+    return result
 
 
 @stage_task("load_window")
@@ -77,33 +85,13 @@ def check_window_quality(frame: pd.DataFrame, contract: DataContract, max_quaran
     return report
 
 
-@dataclass
-class TrainingFootprint:
-    """What the champion stored about its training data; None where an older version stored nothing."""
-
-    row_hashes: rowkeys.RowHashSet | None
-    slice_metrics: dict[str, Any] | None
-
-
 @stage_task("load_training_footprint", io=True)
-def load_training_footprint(bundle: registry.ModelBundle) -> TrainingFootprint:
-    """The champion's training row hashes and holdout slice metrics (artifacts kept since issue 9)."""
-    logger = get_run_logger()
-    hashes = slices = None
-    path = registry.download_artifact(bundle.run_id, rowkeys.HASHES_ARTIFACT)
-    if path is not None:
-        try:
-            hashes = rowkeys.RowHashSet.load(path)
-        except (OSError, ValueError, KeyError) as exc:
-            logger.warning("Training row hashes of v%s unreadable (%s); overlap unknown", bundle.version, exc)
-    path = registry.download_artifact(bundle.run_id, lq.SLICE_METRICS_ARTIFACT)
-    if path is not None:
-        try:
-            slices = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            logger.warning("Holdout slice metrics of v%s unreadable (%s); live quality compared overall",
-                           bundle.version, exc)
-    return TrainingFootprint(hashes, slices)
+def load_training_footprint(bundle: ModelBundle) -> TrainingFootprint:
+    """The champion's training row hashes and holdout slice metrics (what it stored about its training data)."""
+    footprint = training_footprint(bundle.run_id, bundle.version)
+    for problem in footprint.unreadable:
+        get_run_logger().warning("%s", problem)
+    return footprint
 
 
 @stage_task("measure_seen_in_training")
@@ -115,7 +103,7 @@ def measure_seen_in_training(frame: pd.DataFrame, known: rowkeys.RowHashSet | No
 
 
 @stage_task("assess_live_quality")
-def assess_live_quality(frame: pd.DataFrame, labels_path: str | None, bundle: registry.ModelBundle,
+def assess_live_quality(frame: pd.DataFrame, labels_path: str | None, bundle: ModelBundle,
                         cfg: PipelineConfig, holdout_slices: dict[str, Any] | None = None,
                         store: PolicyStore | None = None) -> lq.LiveQuality:
     """Join labels (by request id or the id column) and compare the champion's live metrics with its live
@@ -163,52 +151,28 @@ def apply_retrain_policy(store: PolicyStore, summary: WindowSummary, cfg: Pipeli
 
 
 @stage_task("weigh_fresh_model")
-def weigh_fresh_model(cfg: PipelineConfig, bundle: registry.ModelBundle, live: lq.LiveQuality | None,
+def weigh_fresh_model(cfg: PipelineConfig, bundle: ModelBundle, live: lq.LiveQuality | None,
                       labelled_store: retraining.LabelledStore) -> dict[str, Any] | None:
-    """Would a retrain pay? When the window's labels judged the champion, a fresh model (its configuration,
-    fitted on the labelled history inside its training window) is scored beside it (mlops.monitoring.payoff).
-    Call it before this window's labelled rows are kept, so the history holds only earlier windows."""
-    if live is None or live.status != "ok" or live.labelled is None or not len(live.labelled):
-        return None
-    window = retraining.training_rows(live.labelled, bundle.contract)
-    original = retraining.load_original(cfg, bundle.tags.get("lineage.data_source"))
-    history, _ = retraining.build_training_frame("original_plus_new", original, labelled_store.load(), window,
-                                                 bundle.contract, cfg.monitoring.policy.max_training_rows)
-    history = payoff.history_in_window(history.drop(columns=[rowkeys.NEW_ROW_COLUMN], errors="ignore"),
-                                       registry.training_window(bundle.run_id), cfg.timestamp_column)
-    gain = payoff.fresh_gain(bundle.model, history, window, cfg)
-    if gain is None:
-        return None
-    record = gain.record(cfg.primary_metric)
-    get_run_logger().info("Fresh model: %s", record["sentence"])
+    """Would a retrain pay? A fresh model scored beside the champion on the window's labels
+    (mlops.monitoring.retraining.fresh_model_payoff); call it before this window's labelled rows are kept."""
+    record = retraining.fresh_model_payoff(cfg, bundle, live, labelled_store)
+    if record is not None:
+        get_run_logger().info("Fresh model: %s", record["sentence"])
     return record
 
 
 @stage_task("prepare_training_file")
-def prepare_training_file(cfg: PipelineConfig, bundle: registry.ModelBundle, labelled_store: retraining.LabelledStore,
+def prepare_training_file(cfg: PipelineConfig, bundle: ModelBundle, labelled_store: retraining.LabelledStore,
                           window_id: str | None, folder: Path, stamp: str) -> TrainingFile:
     """Write the file the retrain trains on (policy.train_on); no file when there is nothing new to learn from."""
-    policy = cfg.monitoring.policy
-    new = labelled_store.load()
-    window = labelled_store.load(window_id) if window_id else pd.DataFrame()
-    used = [f.name for f in labelled_store.files()]
-    nothing_new = not len(window) if policy.train_on == "window" else not len(new)
-    if nothing_new:
-        return TrainingFile(None, 0, policy.train_on,
-                            f"no labelled rows to train on (train_on={policy.train_on}); send labels with the "
-                            "window (labels file joined by request id or the id column)")
-    original = (retraining.load_original(cfg, bundle.tags.get("lineage.data_source"))
-                if policy.train_on in {"auto", "original_plus_new", "recent"} else None)
-    frame, what = retraining.build_training_frame(policy.train_on, original, new, window, bundle.contract,
-                                                  policy.max_training_rows, policy.recent_rows, policy.recent_days)
-    path = retraining.write_training_file(frame, folder, stamp)
-    get_run_logger().info("Retraining file %s: %d rows, %s", path, len(frame), what)
-    new_rows = int(frame[rowkeys.NEW_ROW_COLUMN].sum()) if rowkeys.NEW_ROW_COLUMN in frame.columns else len(frame)
-    return TrainingFile(str(path), len(frame), policy.train_on, what, new_rows, used)
+    file = retraining.training_file(cfg, bundle, labelled_store, window_id, folder, stamp)
+    if file.path is not None:
+        get_run_logger().info("Retraining file %s: %d rows, %s", file.path, file.rows, file.detail)
+    return file
 
 
 @stage_task("record_monitoring_run", io=True)
-def record_monitoring_run(cfg: PipelineConfig, artifact_root: str, bundle: registry.ModelBundle,
+def record_monitoring_run(cfg: PipelineConfig, artifact_root: str, bundle: ModelBundle,
                           record: MonitoringRecord) -> tuple[str, str]:
     """The MLflow monitoring run, tagged with model name and version; the version points back at it.
     Returns (run id, experiment id)."""
@@ -251,25 +215,14 @@ def skip_retrain(file: TrainingFile, store: PolicyStore, now: datetime) -> Retra
 def hand_off_retrain(policy: RetrainPolicyConfig) -> RetrainOutcome | None:
     """Who trains after a yes that can run: the training deployment (the event hands it over), or None: this
     flow, here and now."""
-    if not policy.run_training_locally:
-        return RetrainOutcome("requested", "the mlops.retrain.requested event hands the retrain to the training "
-                              "deployment (policy.run_training_locally is off)")
-    return None
+    return retraining.hand_off(policy)
 
 
-@stage_task("release_window")
-def release_window(run: MonitorRun, window: mon.Window) -> None:
-    """Give a failed run's claimed log files back, so the next run checks them."""
-    if window.claim is not None:
-        run.windows.release(run.model_name, window.claim)
-
-
-@stage_task("commit_window")
-def commit_window(run: MonitorRun, window: mon.Window, status: str, lookback_days: float) -> None:
-    """Mark the window's log files checked (corrupt ones as corrupt) so no later run reads them again."""
-    if window.claim is not None:
-        run.windows.commit(run.model_name, window.claim, run.now, rows=window.rows, newest=window.newest(),
-                           corrupt=window.corrupt_files, status=status, lookback_days=lookback_days)
-    else:
-        run.windows.record(run.model_name, {"at": run.now.isoformat(), "source": window.source, "rows": window.rows,
-                                            "corrupt_files": len(window.corrupt_files), "status": status})
+def flow_run_alive(run_id: str) -> bool | None:
+    """Whether the flow run holding the training slot is still going (None: Prefect cannot say)."""
+    try:
+        with get_client(sync_client=True) as client:
+            state = client.read_flow_run(UUID(run_id)).state
+    except Exception:  # a local run id, or the API away: keep the lock, it expires by itself
+        return None
+    return None if state is None else not state.is_final()

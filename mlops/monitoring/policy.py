@@ -454,3 +454,34 @@ def record_training_finished(store: PolicyStore, now: datetime, succeeded: bool,
     False when it trained nothing)."""
     with store.transaction() as tx:
         tx.data = finish_training(tx.data, now, succeeded, trained)
+
+
+@dataclass
+class TrainingSlot:
+    """The single training slot as `training_slot` claimed it. `granted` False: another training holds it
+    (`refusal` says which, in one sentence). The block sets `trained` once a training starts and `succeeded` when
+    it completed, which the release records."""
+
+    granted: bool
+    refusal: str = ""
+    trained: bool = False
+    succeeded: bool = False
+
+
+@contextmanager
+def training_slot(store: PolicyStore, clock: Clock, cfg: RetrainPolicyConfig, run_id: str, model_name: str,
+                  is_alive: Callable[[str], bool | None] | None = None) -> Iterator[TrainingSlot]:
+    """Claim the training slot for the block (`should_start_training`: one training per burst of requests) and
+    release it when the block ends, either way (`record_training_finished`, as the block set `trained` and
+    `succeeded`); a refused claim holds nothing, so it releases nothing."""
+    if not should_start_training(store, clock(), cfg.dedupe_seconds, cfg.training_lock_minutes, run_id, is_alive):
+        holder = store.load().in_flight
+        which = f"flow run {holder.run_id}" if holder is not None and holder.run_id else "the training started"
+        yield TrainingSlot(False, f"another training of '{model_name}' ({which}) is running or started less than "
+                                  f"{cfg.dedupe_seconds:g} s ago; this request is folded into it")
+        return
+    slot = TrainingSlot(True)
+    try:
+        yield slot
+    finally:
+        record_training_finished(store, clock(), slot.succeeded, slot.trained)

@@ -2,6 +2,9 @@
 per-column methods and thresholds as the fast engine (mlops.monitoring.drift), saved as HTML, with
 Evidently's own verdicts and how far they agree; and Evidently's automatic methods on full frames, the
 named baseline of bench/bench_drift.py. Evidently is imported only when a report is built.
+
+Also the drift summary a person reads in the Prefect UI: the verdict, which threshold decides, and where the
+HTML report is (its page on the MLflow monitoring run, or how to open MLflow without a server).
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ import pandas as pd
 from mlops.core.config import MonitoringConfig
 from mlops.core.errors import DataError
 from mlops.monitoring.drift import DriftResult, Kind, compute_drift, sample_frames
+from mlops.registry.links import mlflow_ui_command, mlflow_urls
+from mlops.registry.monitoring import report_artifact
 
 if TYPE_CHECKING:
     from evidently.core.report import Snapshot
@@ -195,3 +200,67 @@ def evidently_full_baseline(
         "dataset_drift": bool(verdicts) and share >= drift_share,
         "drifted_columns": [c for c, v in verdicts.items() if v["drifted"]],
     }
+
+
+# ---- the drift summary in the Prefect UI --------------------------------------------------------------------
+
+
+def report_not_asked_for() -> dict[str, Any]:
+    """What stands for the HTML report when a run did not ask for one (the verdict never depends on it)."""
+    return {"error": "not asked for (html_report off; `mlops monitor --report` builds it)", "html_path": None}
+
+
+def report_title(model_name: str, version: str, window_id: str) -> str:
+    """The Evidently report's heading: which model version and window it checked."""
+    return f"Drift report: {model_name} v{version}, window {window_id}"
+
+
+def drift_links(tracking_uri: str | None, run_id: str | None, experiment_id: str | None, model_name: str,
+                version: str, html_path: str | None) -> dict[str, str] | None:
+    """The MLflow pages of a check (`mlflow_urls`: the monitoring run, the report on it, the version), None when
+    MLflow runs without a server."""
+    return mlflow_urls(run_id=run_id, experiment_id=experiment_id, model=model_name, version=version,
+                       artifact=report_artifact(html_path) if html_path else None, tracking_uri=tracking_uri)
+
+
+def drift_markdown(model_name: str, version: str, drift: DriftResult, report: dict[str, Any],
+                   urls: dict[str, str] | None, policy_threshold: float | None = None,
+                   tracking_uri: str | None = None, run_id: str | None = None) -> str:
+    """The drift summary artifact: the verdict and which threshold decides, the drifted columns, and where the
+    HTML report is (its MLflow page, or how to open it without a tracking server)."""
+    html = report.get("html_path")
+    if not html:
+        where = f"Evidently report: not built ({report.get('error')})"
+    elif urls and urls.get("artifact"):
+        where = f"Evidently report: [open it in MLflow]({urls['artifact']})"
+    else:
+        where = f"Evidently report: on the MLflow monitoring run under `{report_artifact(html)}` (local copy `{html}`)"
+    if html and "agreement" in report:
+        where += f"; Evidently agrees with the fast engine on {report['agreement']:.0%} of columns"
+    md = f"# Drift: {model_name} v{version}\n\n{drift.to_markdown(policy_threshold)}\n{where}\n"
+    if urls and urls.get("run"):
+        md += f"\n[MLflow monitoring run]({urls['run']})\n"
+    elif run_id:
+        md += (f"\nMLflow monitoring run `{run_id}`; MLflow runs without a server here, open it with "
+               f"`{mlflow_ui_command(_uri(tracking_uri))}`\n")
+    return md
+
+
+def report_fallback_markdown(model_name: str, version: str, html_path: str, tracking_uri: str | None,
+                             run_id: str | None) -> str:
+    """Where the Evidently report is when MLflow runs without a server (no page a browser could open)."""
+    uri = _uri(tracking_uri)
+    run = f" `{run_id}`" if run_id else ""
+    return (f"# Evidently drift report: {model_name} v{version}\n\nThe report is stored on the MLflow monitoring "
+            f"run{run} under `{report_artifact(html_path)}`. MLflow runs without a server here (store `{uri}`), so "
+            f"there is no page to link to. Open the MLflow UI with\n\n```\n{mlflow_ui_command(uri)}\n```\n\n"
+            f"then browse to http://127.0.0.1:5000, open the run and its `{report_artifact(html_path)}` artifact.\n\n"
+            f"Local copy (on the machine that ran the monitor): `{html_path}`\n")
+
+
+def _uri(tracking_uri: str | None) -> str:
+    if tracking_uri:
+        return tracking_uri
+    import mlflow
+
+    return str(mlflow.get_tracking_uri())

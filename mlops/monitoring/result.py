@@ -136,6 +136,26 @@ class RetrainOutcome:
         detail = f"version {keep['version']} {'promoted' if keep['promoted'] else 'not promoted'}"
         return cls("trained", detail, True, source_path, keep)
 
+    @classmethod
+    def of_run(cls, returned: Any, message: str | None) -> RetrainOutcome:
+        """What a retrain flow run ended with: the outcome it returned, or a failure with the run's message."""
+        return returned if isinstance(returned, RetrainOutcome) else cls("failed", message or "training failed", True)
+
+    @property
+    def promoted(self) -> bool:
+        """A training ran and its version became champion (the labelled rows it used are then archived)."""
+        return bool(self.summary and self.summary.get("promoted"))
+
+    def markdown(self, model_name: str, reason: str, state_name: str | None, champion: str | None = None) -> str:
+        """The retrain run's summary artifact: what became of the request and why."""
+        unchanged = f"the champion (v{champion}) is unchanged" if champion else "the champion is unchanged"
+        body = {
+            "skipped": f"Nothing was trained, so {unchanged}: {self.detail}.",
+            "refused": f"Nothing was trained by this run: {self.detail}.",
+            "trained": f"A challenger was trained on `{self.source_path or 'the config source'}`: {self.detail}.",
+        }.get(self.status, f"The training failed: {self.detail}.")
+        return f"# Retrain {state_name}: {model_name}\n\n{body}\n\nRequested because: {reason}\n"
+
     def to_dict(self) -> dict[str, Any]:
         return _without_none(asdict(self))
 
@@ -176,6 +196,38 @@ class MonitorResult:
     monitor_flow_run_id: str | None = None
     config_path: str | None = None
 
+    @classmethod
+    def of_window(cls, model_name: str, version: str, window: WindowInfo, monitor_flow_run_id: str,
+                  config_path: str) -> MonitorResult:
+        """The check of the champion `version` on `window` as it starts: `checked` when the window has rows (until a
+        step finds otherwise), else `empty`."""
+        return cls("checked" if window.rows else "empty", model_name, version, window=window,
+                   monitor_flow_run_id=monitor_flow_run_id, config_path=config_path)
+
+    @classmethod
+    def without_champion(cls, model_name: str, monitor_flow_run_id: str, config_path: str) -> MonitorResult:
+        """A run that found no champion to check, and says how to get one."""
+        msg = (f"no champion for model '{model_name}' yet, so there is nothing to monitor; train one first "
+               f"(`mlops train --config {config_path}`)")
+        return cls("no_champion", model_name, message=msg, monitor_flow_run_id=monitor_flow_run_id,
+                   config_path=config_path)
+
+    @property
+    def has_rows(self) -> bool:
+        """The window had rows to check: its data quality is checked and the check recorded in MLflow."""
+        return self.status in ("checked", "quality_failed")
+
+    @property
+    def quality_passed(self) -> bool:
+        """The window has rows that passed the data-quality check: drift, live quality and a fresh model's payoff
+        are measured on them."""
+        return self.status == "checked"
+
+    @property
+    def training_path(self) -> str | None:
+        """The file the retrain trains on (None: no file was written)."""
+        return None if self.training_file is None else self.training_file.path
+
     @property
     def retrain(self) -> bool:
         """The policy asked for a retrain (whether or not one could run)."""
@@ -206,6 +258,10 @@ class MonitorResult:
         self.quality = replace(quality, good=None)
         if not quality.passed:
             self.status = "quality_failed"
+
+    def add_drift(self, drift: DriftResult, report: Mapping[str, Any]) -> None:
+        """The drift verdict and where its HTML report is (`report`: what the Evidently report returned)."""
+        self.drift, self.report_path = DriftSummary.of(drift, report), report.get("html_path")
 
     def add_live_quality(self, live: LiveQuality) -> None:
         self.live_quality = replace(live, labelled=None)

@@ -1,22 +1,31 @@
 """What a retrain trains on: labelled window rows kept until used, shaped like training data, and the
 retraining file (the champion's data plus the new rows, repeated rows once, new rows marked).
 
-Nothing here imports Prefect; tasks/monitoring.py is the thin shell.
+Also what the monitor decides about a retrain: the file it trains on, whether a fresh model would pay, and who
+trains. Nothing here imports Prefect; tasks/monitoring.py is the thin shell.
 """
 
 from __future__ import annotations
 
 import os
 import uuid
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from mlops.core.config import PipelineConfig
-from mlops.core.contract import DataContract
+from mlops.core.config import PipelineConfig, RetrainPolicyConfig
+from mlops.core.contract import DataContract, coerce_to_contract
+from mlops.core.data import check_frame, load_source, read_table
 from mlops.core.errors import DataError
 from mlops.core.rowkeys import NEW_ROW_COLUMN, deduplicate
+from mlops.core.tabular import read_options
+from mlops.monitoring import payoff
+from mlops.monitoring.live_quality import LiveQuality
+from mlops.monitoring.result import RetrainOutcome, TrainingFile
+from mlops.registry.versions import ModelBundle, training_window
 
 
 class LabelledStore:
@@ -60,7 +69,6 @@ def training_rows(labelled: pd.DataFrame, contract: DataContract) -> pd.DataFram
 
     A log without the id column (dropped as sensitive) gets a stable id from request id and row.
     """
-    from mlops.core.contract import coerce_to_contract
 
     if not len(labelled):
         return pd.DataFrame(columns=[c.name for c in contract.columns])
@@ -81,9 +89,7 @@ def to_contract_kinds(frame: pd.DataFrame, contract: DataContract) -> tuple[pd.D
 
     Rows with a value that does not cast are left out (training would quarantine them); returns how many.
     """
-    from dataclasses import replace
 
-    from mlops.core.contract import coerce_to_contract
 
     if not len(frame):
         return frame, 0
@@ -173,8 +179,6 @@ def _recent(df: pd.DataFrame, ts: str | None, rows: int | None, days: float | No
 
 def load_original(cfg: PipelineConfig, data_source_tag: str | None) -> pd.DataFrame | None:
     """The data the champion trained on: the file in its lineage when it still exists, else the config's source."""
-    from mlops.core.data import check_frame, load_source, read_table
-    from mlops.core.tabular import read_options
 
     try:
         if data_source_tag and data_source_tag not in {"generated", "sklearn", "file"} and Path(data_source_tag).exists():
@@ -192,3 +196,52 @@ def write_training_file(frame: pd.DataFrame, folder: Path, stamp: str) -> Path:
     frame.to_parquet(tmp, index=False)
     os.replace(tmp, path)
     return path
+
+
+def training_file(cfg: PipelineConfig, champion: ModelBundle, store: LabelledStore, window_id: str | None,
+                  folder: Path, stamp: str) -> TrainingFile:
+    """Write the file a retrain trains on (policy.train_on: the champion's training data plus the labelled rows
+    kept in `store`, or only window `window_id`'s, ...); no file when there is nothing new to learn from."""
+    policy = cfg.monitoring.policy
+    new = store.load()
+    window = store.load(window_id) if window_id else pd.DataFrame()
+    used = [f.name for f in store.files()]
+    nothing_new = not len(window) if policy.train_on == "window" else not len(new)
+    if nothing_new:
+        return TrainingFile(None, 0, policy.train_on,
+                            f"no labelled rows to train on (train_on={policy.train_on}); send labels with the "
+                            "window (labels file joined by request id or the id column)")
+    original = (load_original(cfg, champion.tags.get("lineage.data_source"))
+                if policy.train_on in {"auto", "original_plus_new", "recent"} else None)
+    frame, what = build_training_frame(policy.train_on, original, new, window, champion.contract,
+                                       policy.max_training_rows, policy.recent_rows, policy.recent_days)
+    path = write_training_file(frame, folder, stamp)
+    new_rows = int(frame[NEW_ROW_COLUMN].sum()) if NEW_ROW_COLUMN in frame.columns else len(frame)
+    return TrainingFile(str(path), len(frame), policy.train_on, what, new_rows, used)
+
+
+def fresh_model_payoff(cfg: PipelineConfig, champion: ModelBundle, live: LiveQuality | None,
+                       store: LabelledStore) -> dict[str, Any] | None:
+    """Would a retrain pay? When the window's labels judged the champion, a fresh model (the champion's
+    configuration, fitted on the labelled history inside the champion's training window) is scored beside it
+    (mlops.monitoring.payoff); None when the window holds no judged labels or too few rows to judge. Call it
+    before this window's labelled rows are kept in `store`, so the history holds only earlier windows."""
+    if live is None or live.status != "ok" or live.labelled is None or not len(live.labelled):
+        return None
+    window = training_rows(live.labelled, champion.contract)
+    original = load_original(cfg, champion.tags.get("lineage.data_source"))
+    history, _ = build_training_frame("original_plus_new", original, store.load(), window, champion.contract,
+                                      cfg.monitoring.policy.max_training_rows)
+    history = payoff.history_in_window(history.drop(columns=[NEW_ROW_COLUMN], errors="ignore"),
+                                       training_window(champion.run_id), cfg.timestamp_column)
+    gain = payoff.fresh_gain(champion.model, history, window, cfg)
+    return None if gain is None else gain.record(cfg.primary_metric)
+
+
+def hand_off(policy: RetrainPolicyConfig) -> RetrainOutcome | None:
+    """Who trains after a yes that can run: the training deployment (the `mlops.retrain.requested` event hands it
+    over), or None: the monitor run itself (`policy.run_training_locally`)."""
+    if not policy.run_training_locally:
+        return RetrainOutcome("requested", "the mlops.retrain.requested event hands the retrain to the training "
+                              "deployment (policy.run_training_locally is off)")
+    return None

@@ -4,12 +4,15 @@ under the state folder (policy, labelled rows, training files, reports)."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
 from mlops.core.names import slug
 from mlops.monitoring.policy import PolicyStore
+from mlops.monitoring.result import MonitorResult
 from mlops.monitoring.retraining import LabelledStore
 from mlops.monitoring.windows import Window, WindowStore, utc_now
 
@@ -52,8 +55,9 @@ class MonitorRun:
 
     @classmethod
     def start(cls, model_name: str, config_path: str, state_dir: Path, reports_dir: Path, window_state: Path,
-              flow_run_id: object | None) -> MonitorRun:
-        return cls(model_name, str(Path(config_path).resolve()), str(flow_run_id or uuid.uuid4()), utc_now(),
+              flow_run_id: object | None, now: datetime | None = None) -> MonitorRun:
+        """A run of the flow `flow_run_id` (a fresh id without one), its clock read at `now` (the wall clock)."""
+        return cls(model_name, str(Path(config_path).resolve()), str(flow_run_id or uuid.uuid4()), now or utc_now(),
                    MonitorPaths.of(state_dir, reports_dir, model_name), WindowStore(window_state))
 
     @property
@@ -80,3 +84,31 @@ class MonitorRun:
         if not source_path or Path(source_path).parent != self.paths.training:
             return []
         return [f.name for f in self.labelled.files()]
+
+    @contextmanager
+    def checking(self, window: Window, result: MonitorResult, lookback_days: float) -> Iterator[None]:
+        """The check of a window: when the block ends cleanly the window is committed with the status the check
+        ended in (`commit`), so no later run reads its log files again; when it fails (any exception, an
+        interrupt too) the claimed files are given back (`release`) for the next run, and the error goes on."""
+        try:
+            yield
+        except BaseException:
+            self.release(window)
+            raise
+        self.commit(window, result.status, lookback_days)
+
+    def release(self, window: Window) -> None:
+        """Give a failed check's claimed log files back, so the next run checks them."""
+        if window.claim is not None:
+            self.windows.release(self.model_name, window.claim)
+
+    def commit(self, window: Window, status: str, lookback_days: float) -> None:
+        """Mark the window's log files checked (corrupt ones as corrupt) so no later run reads them again; a
+        window given by hand is recorded in the window history."""
+        if window.claim is not None:
+            self.windows.commit(self.model_name, window.claim, self.now, rows=window.rows, newest=window.newest(),
+                                corrupt=window.corrupt_files, status=status, lookback_days=lookback_days)
+        else:
+            self.windows.record(self.model_name, {"at": self.now.isoformat(), "source": window.source,
+                                                  "rows": window.rows, "corrupt_files": len(window.corrupt_files),
+                                                  "status": status})

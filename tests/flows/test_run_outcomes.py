@@ -12,7 +12,9 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 
 from flows.backtest import backtest
+from flows.monitor import monitor, retrain
 from flows.promote import promote, rollback
+from flows.score import score
 from flows.train import train
 from mlops.cli.common import _TaskDoneFilter
 from tests.conftest import small_config, write_config
@@ -133,7 +135,6 @@ def test_a_retrain_with_no_labelled_rows_ends_skipped_with_its_reason_tags_and_a
     would read as "retrained"; the bridge's status text for that run says Skipped and why."""
     import time
 
-    from flows.monitor import retrain
     from mlops.webhooks.status import EventOutcome, delivery_status
     from mlops.webhooks.status import _run as status_run
     from mlops.webhooks.store import Delivery
@@ -158,7 +159,6 @@ def test_a_monitor_yes_without_labelled_rows_requests_no_retrain(runs, tmp_path)
     mlops.retrain.requested goes out, and the run says the retrain was skipped and why."""
     import pandas as pd
 
-    from flows.monitor import monitor
     from mlops.core.data import CHURN_START, generate_churn
 
     policy = {"consecutive_windows": 1, "cooldown_minutes": 0, "min_rows": 100, "drift_trigger": "always",
@@ -184,7 +184,6 @@ def test_a_monitor_yes_with_labelled_rows_retrains_here_in_a_run_named_by_its_ou
     import pandas as pd
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName
 
-    from flows.monitor import monitor
     from mlops.core.data import CHURN_START, generate_churn
 
     policy = {"consecutive_windows": 1, "cooldown_minutes": 0, "min_rows": 100, "drift_trigger": "always",
@@ -232,12 +231,18 @@ def test_a_spent_time_budget_still_fits_each_family_once(runs) -> None:
 
 
 def test_every_form_parameter_has_a_description_and_no_null_switch() -> None:
-    for fl in (train, promote, rollback, backtest):
+    for fl in (train, promote, rollback, backtest, monitor, retrain, score):
         props = fl.parameters.model_dump_for_openapi()["properties"]
         for name, prop in props.items():
             assert prop.get("description"), (fl.name, name)
             assert "anyOf" not in prop, (fl.name, name)  # no str/None toggle in the form
             assert prop.get("default", "") is not None, (fl.name, name)  # no null the form would fill in and reject
+    for fl, optional in ((train, {"source_path", "search"}), (backtest, {"data_path"}),
+                         (monitor, {"current_path", "labels_path", "at"}), (retrain, {"source_path", "at"}),
+                         (score, {"output_dir", "predictions_path"})):
+        props = fl.parameters.model_dump_for_openapi()["properties"]
+        assert all("default" not in props[name] for name in optional), fl.name  # left empty, the form sends nothing
+    assert monitor.parameters.model_dump_for_openapi()["properties"]["at"]["format"] == "date-time"
     props = train.parameters.model_dump_for_openapi()["properties"]
     assert "configs/default.yaml" in props["config_path"]["enum"]
     assert "configs/webhooks.yaml" not in props["config_path"]["enum"]  # webhook mappings are not pipelines

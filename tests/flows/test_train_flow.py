@@ -182,7 +182,7 @@ def test_truncated_last_row_is_quarantined_and_training_goes_on(trained) -> None
 @pytest.mark.slow
 def test_rows_without_a_label_are_left_out_counted_and_not_quarantined(trained) -> None:
     """5% blank targets (empty, '?', 'NA') with a 1% quarantine limit: trained on the labelled rows."""
-    from tasks.reporting import training_markdown
+    from mlops.registry.summaries import training_markdown
 
     df = generate_churn(400, seed=12).astype({"churned": object})
     blank = list(range(0, 400, 20))  # 20 rows: 5%

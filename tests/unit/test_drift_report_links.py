@@ -17,11 +17,11 @@ from flows.monitor import window_suffix
 from mlops.core.config import MonitoringConfig
 from mlops.monitoring.drift import DriftResult, compute_drift
 from mlops.monitoring.policy import Decision
+from mlops.monitoring.report import report_title
 from mlops.monitoring.result import DriftSample, DriftSummary, MonitorResult, RetrainOutcome
 from mlops.monitoring.windows import QualityReport
-from mlops.registry.links import mlflow_urls
 from mlops.registry.monitoring import report_artifact
-from tasks.drift import publish_drift, report_title
+from tasks.drift import publish_drift
 
 HTML = "/srv/mlops/reports/churn/drift-churn-v3-20260315T120000-abcd1234.html"
 SERVER = "http://127.0.0.1:5000"
@@ -56,10 +56,8 @@ def _by_key(made: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 
 
 def test_with_a_server_the_report_link_opens_the_report_on_the_mlflow_monitoring_run(drift, made) -> None:
-    urls = mlflow_urls(run_id="r123", experiment_id="7", model="churn", version="3", artifact=report_artifact(HTML),
-                       tracking_uri=SERVER)
-    assert urls is not None
-    publish_drift("churn", "3", drift, {"html_path": HTML, "agreement": 1.0}, urls, 0.3)
+    publish_drift("churn", "3", drift, {"html_path": HTML, "agreement": 1.0}, 0.3, tracking_uri=SERVER,
+                  run_id="r123", experiment_id="7")
     arts = _by_key(made)
     report = arts["churn-drift-report"]
     assert report["kind"] == "link" and not report["link"].startswith("file:")
@@ -74,7 +72,7 @@ def test_with_a_server_the_report_link_opens_the_report_on_the_mlflow_monitoring
 
 def test_without_a_server_the_report_artifact_says_where_the_report_is_and_how_to_open_mlflow(drift, made) -> None:
     uri = "sqlite:////srv/mlops/mlflow.db"
-    publish_drift("churn", "3", drift, {"html_path": HTML}, None, 0.3, tracking_uri=uri, run_id="r123")
+    publish_drift("churn", "3", drift, {"html_path": HTML}, 0.3, tracking_uri=uri, run_id="r123")
     arts = _by_key(made)
     assert {a["kind"] for a in made} == {"markdown"}  # no link a browser cannot follow
     assert "churn-monitoring-run" not in arts
@@ -86,7 +84,7 @@ def test_without_a_server_the_report_artifact_says_where_the_report_is_and_how_t
 
 
 def test_a_report_that_was_not_built_gets_no_report_artifact(drift, made) -> None:
-    publish_drift("churn", "3", drift, {"html_path": None, "error": "not asked for"}, None, 0.3,
+    publish_drift("churn", "3", drift, {"html_path": None, "error": "not asked for"}, 0.3,
                   tracking_uri="sqlite:///x.db", run_id="r1")
     arts = _by_key(made)
     assert set(arts) == {"churn-drift-summary"}
