@@ -63,16 +63,19 @@ class NumericBlock:
     def apply(self, cols: dict[str, list[Any]], n: int, Xt: np.ndarray) -> None:
         if n == 1:
             x = np.array([[cols[c][0] for c in self.columns]], dtype=np.float64)
-        else:
-            x = np.array([cols[c] for c in self.columns], dtype=np.float64).T
+        else:  # column by column into one contiguous array per column, each step in place
+            x = np.empty((len(self.columns), n), dtype=np.float64)
+            for k, c in enumerate(self.columns):
+                x[k] = cols[c]
+            x = x.T
         for op, a, b in self.ops:
             if op == "impute":
-                x = np.where(np.isnan(x), a, x)
+                np.copyto(x, a, where=np.isnan(x))
             else:  # scale: X -= mean_; X /= scale_ (StandardScaler.transform)
                 if a is not None:
-                    x = x - a
+                    x -= a
                 if b is not None:
-                    x = x / b
+                    x /= b
         Xt[:, self.out] = x
 
 
@@ -95,6 +98,10 @@ class CategoryBlock:
         self._known = [list(lk) for lk in self.lookups]
         self._code_at = [np.array([*lk.values(), uc], dtype=np.intp) for lk, uc in zip(self.lookups, self.unknown_codes,
                                                                                        strict=True)]
+        # for many rows: each column writes only the outputs it owns (base + its delta there, per code), so a
+        # row costs one lookup per column instead of a whole-width sum per column
+        self._own = [np.flatnonzero(np.any(d != 0, axis=0)) for d in self.deltas]
+        self._tables = [self.base[own] + d[:, own] for own, d in zip(self._own, self.deltas, strict=True)]
 
     def _arrow_codes(self, j: int, values: Any) -> np.ndarray:
         """The codes of an Arrow string column in Arrow's own code (no Python string per row): a known category
@@ -107,20 +114,28 @@ class CategoryBlock:
         codes[np.asarray(values.is_null().to_numpy(zero_copy_only=False), dtype=bool)] = self.null_codes[j]
         return codes
 
+    def codes(self, j: int, values: Any, n: int) -> np.ndarray:
+        """The code of each of `n` values of column `j` (a list of strings and None, or Arrow strings)."""
+        if is_arrow(values):
+            return self._arrow_codes(j, values)
+        # null is a key of the lookup too (categories are strings), so one C-level map
+        return np.fromiter(map(self._with_null[j].get, values, repeat(self.unknown_codes[j], n)), dtype=np.intp,
+                           count=n)
+
     def apply(self, cols: dict[str, list[Any]], n: int, Xt: np.ndarray) -> None:
-        acc = np.broadcast_to(self.base, (n, self.base.shape[0])).copy()
-        for j, c in enumerate(self.columns):
-            lk, nc, uc = self.lookups[j], self.null_codes[j], self.unknown_codes[j]
-            if n == 1:
+        if n == 1:
+            acc = self.base.copy()
+            for j, c in enumerate(self.columns):
                 v = cols[c][0]
-                acc[0] += self.deltas[j][nc if v is None else lk.get(v, uc)]
-            else:
-                if is_arrow(cols[c]):
-                    codes = self._arrow_codes(j, cols[c])
-                else:  # null is a key of the lookup too (categories are strings), so one C-level map
-                    codes = np.fromiter(map(self._with_null[j].get, cols[c], repeat(uc, n)), dtype=np.intp, count=n)
-                acc += self.deltas[j][codes]
-        Xt[:, self.out] = acc
+                acc += self.deltas[j][self.null_codes[j] if v is None else self.lookups[j].get(v,
+                                                                                               self.unknown_codes[j])]
+            Xt[0, self.out] = acc
+            return
+        block = Xt[:, self.out]
+        block[:] = self.base
+        for j, c in enumerate(self.columns):
+            if len(self._own[j]):
+                block[:, self._own[j]] = self._tables[j][self.codes(j, cols[c], n)]
 
 
 @dataclass
@@ -408,6 +423,9 @@ def _category_block(trans: Any, columns: list[str], out: slice, kinds: dict[str,
         unknown_codes.append(len(u) + 1)
         deltas.append(d)
     block = CategoryBlock(columns, out, base, lookups, null_codes, unknown_codes, deltas)
+    owned = np.concatenate(block._own) if block._own else np.empty(0, dtype=np.intp)
+    if len(np.unique(owned)) != len(owned):
+        raise Unsupported("categorical outputs shared by two columns")
     # each column must own its outputs: random combinations must add up exactly
     rng = np.random.default_rng(0)
     combos = [[(u + [None, UNKNOWN])[rng.integers(len(u) + 2)] for u in universes] for _ in range(64)]
