@@ -18,6 +18,8 @@ from mlops.core.errors import DataError
 from mlops.monitoring import live_quality as lq
 from mlops.monitoring import retraining
 from mlops.monitoring import windows as mon
+from mlops.monitoring.result import MonitorResult, WindowInfo
+from mlops.monitoring.run import MonitorRun
 from mlops.serving.logbatch import log_scored_frame
 from tests.conftest import small_config
 
@@ -588,3 +590,30 @@ def test_slice_gaps_weigh_each_value_by_its_rows_in_the_window() -> None:
     gaps = lq.slice_gaps("roc_auc", comparisons[:2])
     assert gaps["region"]["gap"] == pytest.approx(0.016) and gaps["region"]["values"] == 2
     assert lq.slice_gaps("rmse", comparisons[2:])["plan"]["gap"] == pytest.approx(0.1)  # 10% worse
+
+
+def test_a_checked_window_is_committed_and_a_failed_check_gives_its_files_back(tmp_path: Path, contract) -> None:
+    """MonitorRun.checking: the window's files are committed with the status the check ended in, or released for
+    the next run when the check raised (an interrupt too), and the error goes on."""
+    log = tmp_path / "predictions"
+    _log(log, generate_churn(100, seed=5), contract, T0)
+
+    def started(run_id: str) -> tuple[MonitorRun, mon.Window, MonitorResult]:
+        run = MonitorRun.start(NAME, "configs/default.yaml", tmp_path / "state", tmp_path / "reports",
+                               tmp_path / "state.json", run_id, now=T0)
+        claim = run.windows.claim(NAME, log, run.run_id, run.now, 2, 60)
+        frame, corrupt, others = mon.read_log_files(log, claim.files, NAME)
+        window = mon.Window(frame, mon.LOG_SOURCE, claim.files, corrupt, others, claim)
+        return run, window, MonitorResult.of_window(NAME, "1", WindowInfo.of(window), run.run_id, run.config_path)
+
+    run, window, result = started("run-a")
+    assert window.files and result.status == "checked" and result.has_rows and result.quality_passed
+    with pytest.raises(KeyboardInterrupt), run.checking(window, result, 2):
+        raise KeyboardInterrupt
+    run, again, result = started("run-b")
+    assert again.files == window.files  # given back: the next run checks the same files
+    with run.checking(again, result, 2):
+        result.status = "quality_failed"
+    assert run.windows.model_state(NAME)["windows"][-1]["status"] == "quality_failed"
+    _, nothing, empty = started("run-c")
+    assert nothing.files == [] and empty.status == "empty" and not empty.has_rows  # committed: read by no one again

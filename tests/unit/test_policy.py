@@ -23,6 +23,7 @@ from mlops.monitoring.policy import (
     record_training_finished,
     should_start_training,
     start_training,
+    training_slot,
 )
 
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
@@ -421,3 +422,26 @@ def test_a_new_champion_is_judged_against_the_live_level_of_the_one_it_replaced_
     assert live_baseline(state, "2", 2).value == 51.0  # its own, once formed
     assert live_baseline(state, "3", 2).label.startswith("live baseline of v2")  # the latest formed one
     assert live_baseline(PolicyState(), "1", 2) is None and live_baseline(state, "2", 0) is None
+
+
+def test_the_training_slot_is_released_as_the_block_left_it_and_a_refused_claim_releases_nothing(tmp_path: Path):
+    """policy.training_slot: granted once per burst; a block that trained and succeeded restarts the cooldown, one
+    that raised after training started frees the slot with no cooldown; a refusal names the holder and leaves its
+    slot alone."""
+    store, cfg = PolicyStore(tmp_path / "policy.json"), RetrainPolicyConfig(dedupe_seconds=300)
+    with training_slot(store, clock_at(T0), cfg, "run-a", "churn") as slot:
+        assert slot.granted
+        with training_slot(store, clock_at(T0 + timedelta(seconds=5)), cfg, "run-b", "churn") as refused:
+            assert not refused.granted and "flow run run-a" in refused.refusal and "300 s" in refused.refusal
+        assert store.load().in_flight.run_id == "run-a"  # the refusal released nothing
+        slot.trained, slot.succeeded = True, True
+    state = store.load()
+    assert state.in_flight is None and state.last_retrain_at == T0
+    later = T0 + timedelta(hours=1)
+    with pytest.raises(RuntimeError), training_slot(store, clock_at(later), cfg, "run-c", "churn") as slot:
+        assert slot.granted
+        slot.trained = True
+        raise RuntimeError("the training crashed")
+    state = store.load()
+    assert state.in_flight is None and state.last_retrain_at == T0  # released, not a success
+    assert state.last_training_start_at == T0  # a failed training is no start to fold the next request into
