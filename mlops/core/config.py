@@ -6,6 +6,7 @@ A bad config fails before any work starts, naming the file, the field and the re
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 import re
 from pathlib import Path
@@ -154,8 +155,6 @@ FAMILY_ESTIMATORS: dict[str, tuple[str, ...]] = {
 def check_family_parameter(family: str, name: str, values: list[Any]) -> None:
     """ValueError (one sentence) when `name` is not a hyperparameter of the family's estimators
     (their get_params()) or a value breaks the estimator's own rules (type, range)."""
-    import importlib
-
     from sklearn.utils._param_validation import InvalidParameterError, validate_parameter_constraints
 
     classes = []

@@ -6,6 +6,7 @@ variable. Secrets are `SecretStr`: they never show in a repr, a log line or an e
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -292,8 +293,6 @@ QUIET_ENV = {
 
 def quiet_libraries() -> None:
     """Keep library chatter (GX temp dirs, MLflow registration notes) off the console."""
-    import logging
-
     for name in ("great_expectations", "mlflow", "alembic", "distributed", "evidently", "urllib3"):
         logging.getLogger(name).setLevel(logging.WARNING)
     for name in ("prefect.task_runs", "prefect.flow_runs"):

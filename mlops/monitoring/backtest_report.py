@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+import pandas as pd
 
 from mlops.core.names import slug
 from mlops.monitoring.backtest_result import BacktestResult
@@ -105,7 +108,6 @@ def plot_metric(result: BacktestResult, path: Path) -> Path:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import pandas as pd
 
     x = [pd.Timestamp(w.start) for w in result.windows]
     fig, ax = plt.subplots(figsize=(9, 4.5))
@@ -140,8 +142,6 @@ def plot_metric(result: BacktestResult, path: Path) -> Path:
 
 def write_files(result: BacktestResult, folder: Path) -> dict[str, str]:
     """The table (CSV, JSON), the summary, the kept predictions, the plot and the markdown report."""
-    import pandas as pd
-
     folder.mkdir(parents=True, exist_ok=True)
     files = {"windows": folder / "windows.csv", "result": folder / "backtest.json",
              "predictions": folder / "predictions.parquet", "plot": folder / "metric.png", "report": folder / "report.md"}
@@ -181,8 +181,6 @@ def log_backtest_run(result: BacktestResult, files: dict[str, str], experiment: 
     Built from the registry's client, experiment and artifact helpers (no registry helper opens a run
     that is neither training nor monitoring). Returns (run id, experiment id).
     """
-    import time
-
     from mlflow.entities import Metric, Param, RunTag
 
     c = client(tracking_uri)

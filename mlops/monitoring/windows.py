@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import yaml
 
 from mlops.core.config import _deep_merge, load_config
 from mlops.core.contract import DataContract
@@ -496,8 +497,6 @@ def check_quality(frame: pd.DataFrame, contract: DataContract, max_quarantine_fr
 
 def write_derived_config(config_path: str | Path, overrides: dict[str, Any], out: Path) -> Path:
     """A copy of a config with overrides applied (validated), for runs that change a few settings."""
-    import yaml
-
     load_config(config_path, overrides=overrides)  # fails here, naming the field, if an override is wrong
     src = Path(config_path)
     raw = yaml.safe_load(src.read_text(encoding="utf-8"))

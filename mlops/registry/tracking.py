@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -196,8 +197,6 @@ def describe_registered_run(run: TrainingRun, model_name: str, version: str, gat
 def log_holdout(run_id: str, metrics: dict[str, float], best_family: str, artifacts: list[tuple[str, Path]],
                 texts: dict[str, str]) -> None:
     """The holdout metrics (`holdout_<name>`), the winning family, and the run's files and generated texts."""
-    import time
-
     from mlflow.entities import Metric, RunTag
 
     log_run_artifacts(run_id, artifacts, texts)
@@ -259,7 +258,6 @@ def log_family_run(parent_run_id: str, result: FamilyResult, search: SearchConfi
                Param("space", result.space), Param("cv_folds", str(search.cv_folds)),
                Param("time_budget", str(search.time_budget)), Param("threads", result.threads or "-"),
                Param("seed", str(search.seed)), Param("backend", search.backend)]
-    import time
 
     now = int(time.time() * 1000)
     metrics = [Metric("cv_best_score", result.best_score, now, 0), Metric("tune_seconds", result.seconds, now, 0)]
@@ -274,8 +272,6 @@ def log_search_winner(parent_run_id: str, best: FamilyResult, results: Sequence[
                       search: SearchConfig) -> None:
     """The winning family's hyperparameters on the training run itself (`best.<name>`), with the family, its
     cv score, the space it searched and the trials every family fitted."""
-    import time
-
     from mlflow import MlflowClient
     from mlflow.entities import Metric, Param
 

@@ -25,6 +25,7 @@ contract violation 422) and never a 5xx. Each scoring response carries `X-Reques
 from __future__ import annotations
 
 import hmac
+import json
 import logging
 import re
 import sys
@@ -404,8 +405,6 @@ def limit_threads() -> None:
 
 def app_from_env() -> Starlette:
     """The app factory uvicorn workers call (`--workers N`); settings come from MLOPS_SERVING_* variables."""
-    import json
-
     limit_threads()
     # The prediction-log writer and the alias watcher are threads: hand the GIL back to the event loop
     # within 1 ms (default 5 ms) so a log flush does not queue requests behind it.

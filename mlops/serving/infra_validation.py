@@ -25,8 +25,10 @@ can wait for the caller: `start_infra_validation` runs the checks at once and ti
 from __future__ import annotations
 
 import argparse
+import asyncio
 import atexit
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -381,8 +383,6 @@ def _failed(detail: str) -> dict[str, Any]:
 
 
 async def _run_checks(args: argparse.Namespace) -> dict[str, Any]:
-    import asyncio
-
     # In the fresh process only, preloaded there (startup.SERVING_STACK); the flow's process, which
     # imports this module to start that one, needs none of them.
     import httpx
@@ -476,9 +476,6 @@ class _Fixed:
 
 
 def main(argv: list[str] | None = None) -> int:
-    import asyncio
-    import logging
-
     if argv is None and sys.argv[1:] == ["--wait-for-job"]:
         startup.preload(*startup.SERVING_STACK)  # while the flow still searches
         line = sys.stdin.readline()

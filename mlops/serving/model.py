@@ -6,6 +6,7 @@ requests; the server, hot swap and infra validation (mlops.serving.infra_validat
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
@@ -137,8 +138,6 @@ def _one_thread() -> Any:
 
         return threadpool_limits(1)
     except Exception:  # noqa: BLE001 - only a speed setting
-        import contextlib
-
         return contextlib.nullcontext()
 
 

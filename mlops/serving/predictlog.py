@@ -28,6 +28,7 @@ import hmac
 import json
 import logging
 import os
+import sys
 import threading
 import uuid
 from collections import deque
@@ -314,8 +315,6 @@ class PredictionLogWriter:
             return None
 
     def _lost(self, packed: list[tuple[Any, ...]]) -> None:
-        import sys
-
         exc = sys.exc_info()[1]
         rows = sum(p[6] for p in packed)
         with self._lock:
