@@ -105,7 +105,7 @@ def monitor_command(
 ) -> None:
     """Check the champion against new data: data quality, drift, live quality, retrain policy (and the retrain)."""
     cfg = _check_config(config)
-    startup.one_openmp_thread()  # before OpenMP loads: see live_cycle
+    startup.one_native_thread(("OMP_NUM_THREADS",))  # before OpenMP loads: see live_cycle
     prepare_flow_process(*startup.MONITORING)
     from flows.monitor import monitor
 

@@ -16,8 +16,11 @@ The speed tricks (figures in docs/benchmarks.md):
   with the collector on. The sets name modules as strings: nothing here imports them.
 - Threads: `search_on_threads()` runs a search's trials on threads of this process, one OpenMP/BLAS
   thread each, instead of new worker processes that would each import scikit-learn and pandas first
-  (the CLI's monitor, whose retrain may run in-process); `one_openmp_thread()` sets the OpenMP part
-  before anything loads it.
+  (the CLI's monitor, whose retrain may run in-process). `one_native_thread()` gives OpenMP, OpenBLAS
+  and MKL one thread each before they load (the model server's workers, the CLI's monitor), and
+  `NATIVE_THREAD_VARS` names their variables for the processes started with an environment of their
+  own (infra validation's fresh process, the search's workers): more threads than cores would only
+  spin against each other.
 - Lazy imports: the CLI imports the project's capability packages and the heavy libraries inside its
   commands (each pulls pydantic, pandas, MLflow or Prefect), so `mlops --help` answers at once; the
   other modules import at their top.
@@ -41,6 +44,8 @@ from mlops.core.errors import MLOpsError
 
 T = TypeVar("T")
 
+# The variables OpenMP, OpenBLAS and MKL read their thread counts from, once, when they load.
+NATIVE_THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 # What loading a champion needs: skops (whose import walks all of scikit-learn) and MLflow's sklearn flavour.
 CHAMPION_LOAD = ("skops.io", "mlflow.sklearn")
 # The training flow, what it needs before its search, and what registration (skops, MLflow's sklearn
@@ -77,16 +82,18 @@ def preload(*modules: str) -> None:
             importlib.import_module(name)
 
 
-def one_openmp_thread() -> None:
-    """One OpenMP thread per process unless `OMP_NUM_THREADS` says otherwise; it counts only before
-    OpenMP loads (scikit-learn's compiled code), so call it before that."""
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
+def one_native_thread(variables: tuple[str, ...] = NATIVE_THREAD_VARS) -> None:
+    """One thread for each native library whose variable is in `variables`, unless the environment sets
+    its own: for this process when called before the library loads (numpy, scikit-learn's compiled
+    code), and for the processes it starts."""
+    for var in variables:
+        os.environ.setdefault(var, "1")
 
 
 @contextlib.contextmanager
 def search_on_threads() -> Iterator[None]:
     """Inside the block, joblib runs a search's trials on threads of this process, and BLAS gets one
-    thread each (with `one_openmp_thread()` called before, OpenMP too).
+    thread each (with `one_native_thread(("OMP_NUM_THREADS",))` called before, OpenMP too).
 
     Worker processes would each start Python and import scikit-learn and pandas first, which on a busy
     2-core machine costs more than the search itself; more native threads would only spin against each

@@ -18,12 +18,12 @@ import os
 import shutil
 import sys
 
+from mlops.core import startup
 from mlops.core.config import ServingConfig, load_config
 from mlops.core.errors import MLOpsError
 from mlops.core.settings import configure_environment
 
 DEFAULT_PORT = 8000
-THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -44,9 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     args = parser.parse_args(argv)
 
-    # One BLAS/OpenMP thread per worker, set before numpy loads (workers inherit the environment).
-    for var in THREAD_VARS:
-        os.environ.setdefault(var, "1")
+    startup.one_native_thread()  # one BLAS/OpenMP thread per worker, before numpy loads (workers inherit it)
     # Fail fast against an unreachable tracking server; the watcher retries on its own schedule.
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")

@@ -328,8 +328,7 @@ def _quantiles(timings: list[float], percentile: float) -> tuple[int, float, flo
 
 def _child_env() -> dict[str, str]:
     repo = str(Path(__file__).resolve().parents[2])
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
-           "MLOPS_REPO": repo}
+    env = {**os.environ, **dict.fromkeys(startup.NATIVE_THREAD_VARS, "1"), "MLOPS_REPO": repo}
     env["PYTHONPATH"] = repo + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     return env
 
