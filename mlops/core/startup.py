@@ -23,7 +23,7 @@ The speed tricks (figures in docs/benchmarks.md):
   spin against each other.
 - Lazy imports: the CLI imports the project's capability packages and the heavy libraries inside its
   commands (each pulls pydantic, pandas, MLflow or Prefect), so `mlops --help` answers at once; the
-  other modules import at their top.
+  other modules import at their top, except where a comment says why.
 
 Waiting: `wait_until(probe, timeout, what)` is the one polling loop (servers of the stack, the CLI's
 private API, the tests); `http_ok(url)` is the usual probe.
