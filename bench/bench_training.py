@@ -1,7 +1,11 @@
 """Training overhead: `mlops train` (Prefect + GX + MLflow) against bench/bare_train.py (same computations,
 none of those), alternated in one run on the default data; plus `make run` warm and `mlops --help`.
 
-Run: .venv/bin/python -m bench.bench_training [--repeats 3]
+Run: .venv/bin/python -m bench.bench_training [--repeats 3] [--baseline-tree PATH]
+
+`--baseline-tree PATH` (a checkout of an earlier commit) adds a third run to each round: `mlops train` with that
+tree's code (first on PYTHONPATH, same venv, same config), so a change's effect on the fixed overhead is measured
+side by side with the code before it.
 """
 
 from __future__ import annotations
@@ -25,12 +29,14 @@ BIN = Path(sys.executable).parent
 SEARCH_START = ("Task run 'split_data", "phase: search starts")
 SEARCH_END = ("Task run 'tune-", "phase: search done")
 PHASES: dict[str, list[dict[str, float]]] = {"flow": [], "bare": []}
+BEFORE: list[float] = []  # `mlops train` with the --baseline-tree's code, one per round
 
 
-def timed(cmd: list[str], env: dict[str, str], phases: str | None = None) -> float:
-    """Wall time of a command; with `phases`, also when its output said the search started and ended."""
+def timed(cmd: list[str], env: dict[str, str], phases: str | None = None, cwd: Path = REPO) -> float:
+    """Wall time of a command (run in `cwd`); with `phases`, also when its output said the search started and
+    ended."""
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     assert proc.stdout is not None
     marks: dict[str, float] = {}
     lines = []
@@ -51,8 +57,20 @@ def timed(cmd: list[str], env: dict[str, str], phases: str | None = None) -> flo
     return elapsed
 
 
+def tree_env(base_env: dict[str, str], tree: Path) -> dict[str, str]:
+    """The environment that runs `tree`'s code (checked: its mlops, flows and tasks are the ones imported)."""
+    env = dict(base_env, PYTHONPATH=os.pathsep.join([str(tree), *filter(None, [base_env.get("PYTHONPATH")])]))
+    probe = "import mlops, flows, tasks; print(mlops.__file__, flows.__path__[0], tasks.__path__[0])"
+    where = subprocess.run([sys.executable, "-c", probe], env=env, cwd=tree, capture_output=True, text=True,
+                           check=True).stdout.split()
+    if not all(Path(w).resolve().is_relative_to(tree.resolve()) for w in where):
+        raise SystemExit(f"--baseline-tree {tree}: the runs would import {where}, not that tree's code")
+    return env
+
+
 def side_by_side(config: str, repeats: int, base_env: dict[str, str], label: str,
-                 cold: bool = True) -> tuple[list[float], list[float], list[float]]:
+                 cold: bool = True, before: tuple[Path, dict[str, str]] | None = None,
+                 ) -> tuple[list[float], list[float], list[float]]:
     """Alternate flow and bare runs. The flow runs in a new state folder prepared by `mlops init`
     (MLflow store and Prefect database exist, no champion: the same computations as the bare script);
     `cold` also times one run in an unprepared folder."""
@@ -63,7 +81,13 @@ def side_by_side(config: str, repeats: int, base_env: dict[str, str], label: str
             timed([str(BIN / "mlops"), "init"], env)
             flow_t.append(timed([str(BIN / "mlops"), "train", "--config", config], env, "flow" if cold else None))
         bare_t.append(timed([sys.executable, "-m", "bench.bare_train", config], base_env, "bare" if cold else None))
-        print(f"{label} round {i + 1}: flow {flow_t[-1]:.1f}s  bare {bare_t[-1]:.1f}s", flush=True)
+        if before is not None:
+            with tempfile.TemporaryDirectory() as tmp:
+                tree, env = before[0], dict(before[1], MLOPS_HOME=tmp)
+                timed([str(BIN / "mlops"), "init"], env, cwd=tree)
+                BEFORE.append(timed([str(BIN / "mlops"), "train", "--config", config], env, cwd=tree))
+        print(f"{label} round {i + 1}: flow {flow_t[-1]:.1f}s  bare {bare_t[-1]:.1f}s"
+              + (f"  flow (baseline tree) {BEFORE[-1]:.1f}s" if before is not None else ""), flush=True)
     if cold:
         with tempfile.TemporaryDirectory() as tmp:
             cold_t.append(timed([str(BIN / "mlops"), "train", "--config", config], dict(base_env, MLOPS_HOME=tmp)))
@@ -75,9 +99,11 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--config", default="configs/default.yaml")
     ap.add_argument("--large-trials", type=int, default=30, help="trials per family for the larger search")
+    ap.add_argument("--baseline-tree", type=Path, help="also time `mlops train` with this checkout's code, alternated")
     args = ap.parse_args()
     base_env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "PREFECT_", "MLOPS_"))}
-    flow_t, bare_t, cold_t = side_by_side(args.config, args.repeats, base_env, "default")
+    before = (args.baseline_tree, tree_env(base_env, args.baseline_tree)) if args.baseline_tree else None
+    flow_t, bare_t, cold_t = side_by_side(args.config, args.repeats, base_env, "default", before=before)
     with tempfile.TemporaryDirectory() as tmp:
         import yaml
 
@@ -138,9 +164,22 @@ last family's end):
 | `make run`, warm env, first run in a new state folder | {make_t[0]:.1f} (goal < 90) | |
 | `make run`, warm env, second run (champion exists) | {make_t[1]:.1f} | |
 | `mlops --help` | {statistics.median(helps):.2f} | {', '.join(f'{x:.2f}' for x in helps)} |
-"""
+{baseline_rows(args.baseline_tree, f, b)}"""
     print(md)
     write_section("training", md)
+
+
+def baseline_rows(tree: Path | None, flow: float, bare: float) -> str:
+    """The baseline tree's rows of the table (nothing without --baseline-tree)."""
+    if tree is None:
+        return ""
+    commit = subprocess.run(["git", "-C", str(tree), "rev-parse", "--short", "HEAD"], capture_output=True,
+                            text=True).stdout.strip() or str(tree)
+    old = statistics.median(BEFORE)
+    return (f"| `mlops train`, the tree at {commit} (alternated with the rows above) | {old:.1f} | "
+            f"{', '.join(f'{x:.1f}' for x in BEFORE)} |\n"
+            f"| fixed overhead: this tree / the tree at {commit} | {flow - bare:.1f} / {old - bare:.1f} = "
+            f"**{(flow - bare) / (old - bare):.2f}** (limit 1.10) | |\n")
 
 
 if __name__ == "__main__":
