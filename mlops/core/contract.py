@@ -403,35 +403,14 @@ def coerce_to_contract(df: pd.DataFrame, contract: DataContract, need_target: bo
     missing = [c.name for c in expected if c.name not in df.columns]
     if missing:
         raise DataError(f"column(s) {missing} required by the data contract are missing")
-    out = df.copy()
+    out = df.copy(deep=False)  # columns are replaced, never changed in place
     failures: dict[int, list[str]] = {}
     for spec in expected:
         s = df[spec.name]
         if s.isna().all() and spec.max_null_fraction < 1.0:
             raise DataError(f"column '{spec.name}' is entirely empty; the contract expects values")
         if spec.kind in {"numeric", "integer"}:
-            cast = pd.to_numeric(s, errors="coerce") if not pd.api.types.is_numeric_dtype(s) else s
-            if pd.api.types.is_bool_dtype(cast):
-                cast = cast.astype(float)
-            bad = cast.isna() & s.notna()
-            if s.notna().sum() and bad.sum() > 0.5 * s.notna().sum():
-                example = s[bad].iloc[0]
-                raise DataError(
-                    f"column '{spec.name}' should be numeric but {int(bad.sum())} of {int(s.notna().sum())} "
-                    f"values are not (e.g. {str(example)[:40]!r})"
-                )
-            if not np.isfinite(cast.dropna().astype(float)).all():
-                bad = bad | ~np.isfinite(cast.astype(float).fillna(0.0))
-                cast = cast.where(np.isfinite(cast.astype(float).fillna(0.0)))
-            _record(failures, bad, f"expect_column_values_to_be_of_type({spec.name}, numeric)", s)
-            if spec.kind == "integer" and spec.role != "target":
-                # 3.5 in a column of whole numbers breaks the contract as "x" does; the value becomes null
-                values = cast.astype(float)
-                fraction = values.notna() & np.isfinite(values.fillna(0.0)) & (np.mod(values.fillna(0.0), 1) != 0)
-                if fraction.any():
-                    cast = cast.where(~fraction)
-                    _record(failures, fraction, f"expect_column_values_to_be_of_type({spec.name}, integer)", s)
-            out[spec.name] = cast.astype(float)
+            out[spec.name] = _coerce_numbers(s, spec, failures)
         elif spec.kind == "datetime":
             cast = as_dates(s)
             bad = cast.isna() & s.notna()
@@ -451,7 +430,47 @@ def coerce_to_contract(df: pd.DataFrame, contract: DataContract, need_target: bo
     return Coerced(out, failures)
 
 
-def _record(failures: dict[int, list[str]], mask: pd.Series, reason: str, values: pd.Series) -> None:
+def _coerce_numbers(s: pd.Series, spec: ColumnSpec, failures: dict[int, list[str]]) -> pd.Series | np.ndarray:
+    """A numeric column as float64: what cannot be read as a finite number (and a fraction in a column of whole
+    numbers) becomes null and its row is reported; mostly unreadable values stop the run."""
+    if isinstance(s.dtype, np.dtype) and s.dtype.kind in "iuf":  # stored as numbers: one pass, no text to parse
+        values = s.to_numpy(dtype=np.float64, copy=True)
+        infinite = np.isinf(values)
+        if infinite.any():
+            _record(failures, infinite, f"expect_column_values_to_be_of_type({spec.name}, numeric)", s)
+            values[infinite] = np.nan
+        if spec.kind == "integer" and spec.role != "target" and s.dtype.kind == "f":
+            fraction = np.isfinite(values) & (np.mod(values, 1) != 0)
+            if fraction.any():
+                _record(failures, fraction, f"expect_column_values_to_be_of_type({spec.name}, integer)", s)
+                values[fraction] = np.nan
+        return values
+    # text, objects, booleans and nullable types: parsed, and the rows that do not parse reported
+    cast = pd.to_numeric(s, errors="coerce") if not pd.api.types.is_numeric_dtype(s) else s
+    if pd.api.types.is_bool_dtype(cast):
+        cast = cast.astype(float)
+    bad = cast.isna() & s.notna()
+    if s.notna().sum() and bad.sum() > 0.5 * s.notna().sum():
+        example = s[bad].iloc[0]
+        raise DataError(
+            f"column '{spec.name}' should be numeric but {int(bad.sum())} of {int(s.notna().sum())} "
+            f"values are not (e.g. {str(example)[:40]!r})"
+        )
+    if not np.isfinite(cast.dropna().astype(float)).all():
+        bad = bad | ~np.isfinite(cast.astype(float).fillna(0.0))
+        cast = cast.where(np.isfinite(cast.astype(float).fillna(0.0)))
+    _record(failures, bad, f"expect_column_values_to_be_of_type({spec.name}, numeric)", s)
+    if spec.kind == "integer" and spec.role != "target":
+        # 3.5 in a column of whole numbers breaks the contract as "x" does; the value becomes null
+        values = cast.astype(float)
+        fraction = values.notna() & np.isfinite(values.fillna(0.0)) & (np.mod(values.fillna(0.0), 1) != 0)
+        if fraction.any():
+            cast = cast.where(~fraction)
+            _record(failures, fraction, f"expect_column_values_to_be_of_type({spec.name}, integer)", s)
+    return cast.astype(float)
+
+
+def _record(failures: dict[int, list[str]], mask: pd.Series | np.ndarray, reason: str, values: pd.Series) -> None:
     """Note each failing row with the reason and the value it held."""
-    for idx in np.flatnonzero(mask.to_numpy()):
+    for idx in np.flatnonzero(np.asarray(mask)):
         failures.setdefault(int(idx), []).append(f"{reason}: {str(values.iloc[idx])[:40]!r}")

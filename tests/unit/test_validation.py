@@ -64,6 +64,31 @@ def test_a_fraction_in_an_integer_column_breaks_the_contract(frame: pd.DataFrame
     assert out.quarantined[QUARANTINE_REASON_COLUMN].str.contains("of_type(k, integer)", regex=False).all()
 
 
+def test_numbers_stored_as_numbers_and_as_text_coerce_alike(frame: pd.DataFrame, contract: DataContract) -> None:
+    """A column held as float64 or int64 takes a one-pass path (nothing to parse); it must give what the parsing
+    path gives for the same values as objects: infinities and fractions of whole-number columns nulled and
+    reported with the value, everything else kept, on any index."""
+    from mlops.core.contract import coerce_to_contract
+
+    numbers = frame.copy()
+    numbers["x"] = numbers["x"].where(numbers.index % 17 != 0)  # some missing
+    numbers.loc[3, "x"], numbers.loc[5, "x"] = np.inf, -np.inf
+    numbers["k"] = numbers["k"].astype(float)
+    numbers.loc[2, "k"], numbers.loc[9, "k"], numbers.loc[11, "k"] = 3.5, np.inf, np.nan
+    numbers.index = numbers.index + 1000
+    as_objects = numbers.astype({"x": object, "k": object})
+    fast, parsed = coerce_to_contract(numbers, contract), coerce_to_contract(as_objects, contract)
+    assert fast.row_failures == parsed.row_failures
+    assert sorted(fast.row_failures) == [2, 3, 5, 9]  # positions
+    assert fast.row_failures[2] == ["expect_column_values_to_be_of_type(k, integer): '3.5'"]
+    assert fast.row_failures[3] == ["expect_column_values_to_be_of_type(x, numeric): 'inf'"]
+    pd.testing.assert_frame_equal(fast.frame, parsed.frame)
+    assert fast.frame["x"].isna().sum() == numbers["x"].isna().sum() + 2
+    ints = coerce_to_contract(frame, contract)  # int64: whole by construction
+    assert ints.row_failures == {} and ints.frame["k"].dtype == np.float64
+    assert (ints.frame["k"] == frame["k"]).all()
+
+
 def test_bad_rows_are_quarantined_with_the_expectation_they_broke(frame: pd.DataFrame, contract: DataContract,
                                                                   tmp_path: Path) -> None:
     bad = frame.copy()
