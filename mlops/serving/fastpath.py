@@ -102,6 +102,9 @@ class CategoryBlock:
         # row costs one lookup per column instead of a whole-width sum per column
         self._own = [np.flatnonzero(np.any(d != 0, axis=0)) for d in self.deltas]
         self._tables = [self.base[own] + d[:, own] for own, d in zip(self._own, self.deltas, strict=True)]
+        self._where = [_as_slice(own) for own in self._own]  # a one-hot column's outputs are side by side
+        owned = np.concatenate([np.empty(0, dtype=np.intp), *self._own])
+        self._unowned = np.setdiff1d(np.arange(len(self.base)), owned)  # outputs no value moves: the base
 
     def _arrow_codes(self, j: int, values: Any) -> np.ndarray:
         """The codes of an Arrow string column in Arrow's own code (no Python string per row): a known category
@@ -132,10 +135,18 @@ class CategoryBlock:
             Xt[0, self.out] = acc
             return
         block = Xt[:, self.out]
-        block[:] = self.base
+        if len(self._unowned):
+            block[:, self._unowned] = self.base[self._unowned]
         for j, c in enumerate(self.columns):
             if len(self._own[j]):
-                block[:, self._own[j]] = self._tables[j][self.codes(j, cols[c], n)]
+                block[:, self._where[j]] = self._tables[j][self.codes(j, cols[c], n)]
+
+
+def _as_slice(positions: np.ndarray) -> slice | np.ndarray:
+    """Consecutive positions as a slice (a plain strided copy), others as they are."""
+    if len(positions) and np.array_equal(positions, np.arange(positions[0], positions[0] + len(positions))):
+        return slice(int(positions[0]), int(positions[0]) + len(positions))
+    return positions
 
 
 @dataclass
@@ -423,7 +434,7 @@ def _category_block(trans: Any, columns: list[str], out: slice, kinds: dict[str,
         unknown_codes.append(len(u) + 1)
         deltas.append(d)
     block = CategoryBlock(columns, out, base, lookups, null_codes, unknown_codes, deltas)
-    owned = np.concatenate(block._own) if block._own else np.empty(0, dtype=np.intp)
+    owned = np.concatenate([np.empty(0, dtype=np.intp), *block._own])
     if len(np.unique(owned)) != len(owned):
         raise Unsupported("categorical outputs shared by two columns")
     # each column must own its outputs: random combinations must add up exactly
