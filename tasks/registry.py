@@ -14,9 +14,8 @@ from mlops.core.config import PipelineConfig
 from mlops.core.contract import DataContract
 from mlops.core.data import Split
 from mlops.registry import versions as registry
-from mlops.registry.links import mlflow_routes, prefect_flow_run_url
+from mlops.registry.links import prefect_flow_run_url
 from mlops.registry.tracking import (
-    CARD_ARTIFACT,
     PrefectContext,
     TrainingRun,
     describe_registered_run,
@@ -26,6 +25,7 @@ from mlops.registry.tracking import (
     log_holdout,
     log_model_version,
     log_training_data,
+    model_card_route,
     training_run_name,
     version_tags,
 )
@@ -128,8 +128,8 @@ def record_verdict(run: TrainingRun, cfg: PipelineConfig, version: str, best: Fa
     card = model_card(cfg, version, best.family, best.best_params, evaluation.metrics, verdict, contract,
                       run.lineage, data_summary)
     tags = version_tags(verdict.passed, verdict.reasons, evaluation.metrics, run.lineage, best.family)
-    card_link = mlflow_routes(run.run_id, run.experiment_id, artifact=CARD_ARTIFACT)["artifact"]
-    summary = card_summary(cfg, best.family, evaluation.metrics, verdict, contract, card_link)
+    summary = card_summary(cfg, best.family, evaluation.metrics, verdict, contract,
+                           model_card_route(run.run_id, run.experiment_id))
     record_verdict_on_version(run.run_id, cfg.registry.model_name, version, verdict.to_json(), tags, card, summary,
                               lineage=run.lineage)
     gate = "gate passed" if verdict.passed else "gate REJECTED: " + "; ".join(verdict.failures)[:300]

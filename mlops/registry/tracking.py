@@ -221,6 +221,11 @@ def version_tags(passed: bool, reasons: list[str], metrics: dict[str, float], li
     return tags
 
 
+def model_card_route(run_id: str, experiment_id: str) -> str:
+    """The model card's page on its run (an MLflow UI route, relative: it works inside MLflow's own markdown)."""
+    return mlflow_routes(run_id, experiment_id, artifact=CARD_ARTIFACT)["artifact"]
+
+
 def record_verdict(run_id: str, model_name: str, version: str, verdict_json: str, tags: dict[str, str],
                    card: str, summary: str | None = None, lineage: dict[str, str] | None = None) -> None:
     """Attach the final gate verdict (sealed, mlops.registry.verdict), the version tags and the model card to
