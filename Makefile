@@ -29,12 +29,11 @@ run: $(STAMP) ## train on the built-in data (CONFIG=... for another use case)
 FAST_TIER := not e2e and not process and not slow
 SLOW_TIER := e2e or process or slow
 # The fast tier runs on two pytest-xdist workers, one per core, a module on one worker (its module fixtures start
-# once): 135 s instead of 195 s on 2 cores. The slow tier runs on one worker by default (about 19 minutes): on two
-# (`make test-slow SLOW_WORKERS="-n 2 --dist loadscope"`, the modules on the shared live stack kept together by
-# tests/support/scopes.py) it takes about 14 minutes, but the UI browser test's wait for a submitted run missed once
-# beside the other worker, so CI keeps one until that wait holds under that load.
+# once): 135 s instead of 195 s on 2 cores. The slow tier runs on two as well, a module on one worker and the
+# modules on the shared live stack together (tests/support/scopes.py), so one stack starts; `SLOW_WORKERS=` runs
+# it on one (about 19 minutes instead of about 14).
 WORKERS := -n 2 --dist loadfile
-SLOW_WORKERS :=
+SLOW_WORKERS := -n 2 --dist loadscope
 
 test: $(STAMP) ## the fast tier: unit and flow tests that start no stack and no server (a few minutes)
 	$(BIN)/python -m pytest -q -m "$(FAST_TIER)" $(WORKERS)

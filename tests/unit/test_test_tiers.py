@@ -43,8 +43,8 @@ def test_make_runs_the_tiers_the_makefile_defines() -> None:
 
     tiers = tier_expressions()
     assert recipe("test").endswith(f'pytest -q -m "{tiers["FAST_TIER"]}" -n 2 --dist loadfile')  # a worker per core
-    # one worker by default (SLOW_WORKERS, see the Makefile); it lists its slowest
-    assert recipe("test-slow").endswith(f'pytest -q -m "{tiers["SLOW_TIER"]}"  --durations=15')
+    # two workers, a module (or the modules on the shared live stack) on one; it lists its slowest
+    assert recipe("test-slow").endswith(f'pytest -q -m "{tiers["SLOW_TIER"]}" -n 2 --dist loadscope --durations=15')
     assert recipe("test-all").endswith("pytest -q")
 
 
