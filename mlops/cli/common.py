@@ -1,7 +1,8 @@
 """What every `mlops` command shares: one-line errors, config checks, running a flow in-process.
 
-The config, settings, stack and MLflow modules are imported inside the functions that use them: each
-pulls pydantic or more, and `mlops --help` imports this module (the tricks: mlops.core.startup).
+The config, settings, stack and MLflow modules, and the private Prefect API's launcher, are imported
+inside the functions that use them: `mlops --help` imports this module and needs none of them
+(measured: each pulls pydantic or more; the launcher costs about 1 ms). The tricks: mlops.core.startup.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ from typing import Any, NoReturn
 
 import typer
 
-from mlops.cli import local_api
 from mlops.core.errors import MLOpsError
 from mlops.core.startup import WaitTimeout, frozen_imports, http_ok, preload, wait_until
 
@@ -128,6 +128,7 @@ def prepare_flow_process(*modules: str) -> Any:
     it is used it would run on the flow's critical path with the collector on (and on a thread it
     competes for the GIL with the flow's own start; measured in docs/benchmarks.md).
     """
+    from mlops.cli import local_api
     from mlops.core.settings import configure_environment
 
     use_running_stack()
@@ -195,6 +196,8 @@ def quiet_console() -> None:
 def run_flow(fn: Any, **params: Any) -> Any:
     """Run a flow in-process; a failed run becomes one line on stderr and a non-zero exit."""
     import logging
+
+    from mlops.cli import local_api
 
     for name in ("prefect.flow_runs", "prefect.task_runs"):
         logging.getLogger(name).setLevel(logging.INFO)
