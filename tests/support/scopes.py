@@ -3,6 +3,10 @@
 tests/e2e/conftest.py) forms one scope, so one stack starts and the modules run on it in collection order
 (tests/e2e/test_stack.py first, as on one worker).
 
+Scopes start dearest first (`dearest_first`): the shared stack's, then the other e2e modules (each starts a stack
+or servers of its own), then the rest in xdist's order (most tests first), so the last scopes left to run beside
+each other are short ones.
+
 The modules that use `live` are found by reading their source (a test or fixture with a `live` parameter),
 since xdist's controller sees node ids only; `check_stack_users` fails the run if a collected test uses `live`
 from a module this scan missed.
@@ -11,6 +15,7 @@ from a module this scan missed.
 from __future__ import annotations
 
 import ast
+from collections.abc import Mapping, Sized
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -49,6 +54,17 @@ def scope_of(nodeid: str) -> str:
     return STACK_SCOPE if module in stack_modules() else module
 
 
+def cost_rank(scope: str) -> int:
+    """How dear a scope is to run, roughly: 0 the shared stack's modules, 1 another e2e module, 2 the rest."""
+    return 0 if scope == STACK_SCOPE else 1 if scope.startswith(E2E.relative_to(REPO).as_posix() + "/") else 2
+
+
+def dearest_first(queue: Mapping[str, Sized]) -> str:
+    """The scope to start next from `queue` (scope -> its tests, in xdist's order): the lowest cost rank, and in
+    a rank the first in the queue."""
+    return min(queue, key=cost_rank)
+
+
 def check_stack_users(items: list[Any]) -> list[str]:
     """Tests that use the live stack from a module `stack_modules` does not list (they would start a second
     stack on the other worker)."""
@@ -69,5 +85,9 @@ def shared_stack_scheduling(config: Any, log: Any) -> Any:
     class SharedStackScheduling(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
             return scope_of(nodeid)
+
+        def _assign_work_unit(self, node: Any) -> None:
+            self.workqueue.move_to_end(dearest_first(self.workqueue), last=False)
+            super()._assign_work_unit(node)
 
     return SharedStackScheduling(config, log)

@@ -7,7 +7,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 from tests.support import scopes
-from tests.support.scopes import STACK_SCOPE, check_stack_users, scope_of, stack_modules
+from tests.support.scopes import STACK_SCOPE, check_stack_users, dearest_first, scope_of, stack_modules
 
 
 def test_the_shared_stack_modules_are_found_by_their_live_parameter() -> None:
@@ -41,3 +41,15 @@ def test_a_live_test_outside_the_found_modules_is_reported() -> None:
              SimpleNamespace(nodeid="tests/unit/test_d.py::test_d[1]", fixturenames=["live"],
                              callspec=SimpleNamespace(params={"live": 0.5}))]
     assert check_stack_users(items) == ["tests/flows/test_new.py::test_b"]
+
+
+def test_the_dearest_scopes_start_first_and_the_rest_keep_their_order() -> None:
+    queue = {"tests/unit/test_families.py": [1] * 12, "tests/flows/test_monitor_flow.py": [1] * 9,
+             "tests/e2e/test_cli_train.py": [1] * 2, STACK_SCOPE: [1] * 40, "tests/e2e/test_production.py": [1] * 6}
+    order = []
+    while queue:
+        first = dearest_first(queue)
+        order.append(first)
+        del queue[first]
+    assert order == [STACK_SCOPE, "tests/e2e/test_cli_train.py", "tests/e2e/test_production.py",
+                     "tests/unit/test_families.py", "tests/flows/test_monitor_flow.py"]
