@@ -82,6 +82,14 @@ def preload(*modules: str) -> None:
             importlib.import_module(name)
 
 
+def available_cores() -> int:
+    """The cores this process may run on (its CPU affinity where the OS says, else the machine's count)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # macOS, Windows
+        return max(1, os.cpu_count() or 1)
+
+
 def one_native_thread(variables: tuple[str, ...] = NATIVE_THREAD_VARS) -> None:
     """One thread for each native library whose variable is in `variables`, unless the environment sets
     its own: for this process when called before the library loads (numpy, scikit-learn's compiled

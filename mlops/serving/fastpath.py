@@ -104,6 +104,8 @@ class CategoryBlock:
         self._tables = [self.base[own] + d[:, own] for own, d in zip(self._own, self.deltas, strict=True)]
         self._where = [_as_slice(own) for own in self._own]  # a one-hot column's outputs are side by side
         owned = np.concatenate([np.empty(0, dtype=np.intp), *self._own])
+        if len(np.unique(owned)) != len(owned):
+            raise Unsupported("categorical outputs shared by two columns")
         self._unowned = np.setdiff1d(np.arange(len(self.base)), owned)  # outputs no value moves: the base
 
     def _arrow_codes(self, j: int, values: Any) -> np.ndarray:
@@ -434,9 +436,6 @@ def _category_block(trans: Any, columns: list[str], out: slice, kinds: dict[str,
         unknown_codes.append(len(u) + 1)
         deltas.append(d)
     block = CategoryBlock(columns, out, base, lookups, null_codes, unknown_codes, deltas)
-    owned = np.concatenate([np.empty(0, dtype=np.intp), *block._own])
-    if len(np.unique(owned)) != len(owned):
-        raise Unsupported("categorical outputs shared by two columns")
     # each column must own its outputs: random combinations must add up exactly
     rng = np.random.default_rng(0)
     combos = [[(u + [None, UNKNOWN])[rng.integers(len(u) + 2)] for u in universes] for _ in range(64)]

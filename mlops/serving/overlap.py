@@ -11,7 +11,6 @@ size; order is kept, and an error in any thread is raised in the loop (the run f
 
 from __future__ import annotations
 
-import os
 import queue
 import threading
 from collections import deque
@@ -94,14 +93,6 @@ class OrderedWriter:
         """Stop without raising: the running call finishes, its outcome is dropped."""
         self._pending = None
         self._pool.shutdown(wait=True, cancel_futures=True)
-
-
-def scoring_threads() -> int:
-    """Chunks scored at once: one per core this process may use (each walks its trees on one OpenMP thread)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # macOS, Windows
-        return max(1, os.cpu_count() or 1)
 
 
 def one_openmp_thread() -> None:

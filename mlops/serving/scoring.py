@@ -38,6 +38,7 @@ from mlops.core.dask import scheduler_address
 from mlops.core.data_roots import data_roots
 from mlops.core.errors import DataError, RegistryError
 from mlops.core.settings import get_settings
+from mlops.core.startup import available_cores
 from mlops.core.tabular import ReadOptions, csv_chunks, normalise, read_options
 from mlops.core.validation import QUARANTINE_REASON_COLUMN
 from mlops.registry.versions import CHAMPION, ModelBundle
@@ -59,7 +60,7 @@ from mlops.serving.chunks import (
 from mlops.serving.chunks import input_files as input_files
 from mlops.serving.chunks import scoring_contract as scoring_contract
 from mlops.serving.dask_scoring import cluster_chunks
-from mlops.serving.overlap import OrderedWriter, ordered_map, prefetch, scoring_threads
+from mlops.serving.overlap import OrderedWriter, ordered_map, prefetch
 from mlops.serving.predictlog import LogRecord, PredictionLogWriter, Redactor, hash_key_from_env
 
 log = logging.getLogger("mlops.serving.scoring")
@@ -127,7 +128,7 @@ def local_chunks(model: Any, contract: DataContract, input_path: str | Path, chu
     if first is None:
         return
     yield score(first)
-    for scored in ordered_map(score, chunks, scoring_threads() if threads is None else threads):
+    for scored in ordered_map(score, chunks, available_cores() if threads is None else threads):
         yield scored
         del scored
         release_memory()

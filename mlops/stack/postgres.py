@@ -109,12 +109,12 @@ class LocalPostgres:
 
     def initialise(self) -> bool:
         """Create the cluster once (initdb as the server's user); False when it already exists."""
+        user = server_user()
         if (self.data_dir / "PG_VERSION").is_file():
-            self._own(server_user())
-            self._let_through(server_user())
+            self._own(user)
+            self._let_through(user)
             return False
         initdb = self.bin_dir() / "initdb"
-        user = server_user()
         self.folder.mkdir(parents=True, exist_ok=True)
         self._own(user)
         self._let_through(user)

@@ -24,7 +24,7 @@ from typing import Any
 from sklearn.base import BaseEstimator
 
 from mlops.core.config import SearchConfig
-from mlops.core.startup import NATIVE_THREAD_VARS
+from mlops.core.startup import NATIVE_THREAD_VARS, available_cores
 
 
 def make_estimator(family: str, task: str, params: dict[str, Any], seed: int) -> BaseEstimator:
@@ -58,14 +58,6 @@ def make_estimator(family: str, task: str, params: dict[str, Any], seed: int) ->
 
 
 # ---- threads: trials x threads per trial <= cores --------------------------------------------------------
-
-
-def available_cores() -> int:
-    """The cores this process may run on (its CPU affinity where the OS says, else the machine's count)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # macOS, Windows
-        return max(1, os.cpu_count() or 1)
 
 
 @dataclass(frozen=True)

@@ -43,6 +43,7 @@ import pandas as pd
 from sklearn.pipeline import Pipeline
 
 from mlops.core.config import ModelSpec, Param, SearchConfig
+from mlops.core.startup import available_cores
 from mlops.training.halving import halving_search
 from mlops.training.scorers import SCORERS as SCORERS
 from mlops.training.scorers import scorer_for as scorer_for
@@ -54,7 +55,6 @@ from mlops.training.trials import (
     OutOfTime,
     Processes,
     ThreadPlan,
-    available_cores,
     dask_client,
     fit_threads,
     limits,
