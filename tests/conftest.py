@@ -81,13 +81,19 @@ def small_config(**overrides: Any) -> dict[str, Any]:
              "search_space": {"learning_rate": {"type": "loguniform", "low": 0.05, "high": 0.3}}},
         ],
         "search": {"n_trials": 2, "cv_folds": 2, "seed": 1, "n_jobs": 1},
+        # infra validation (a fresh process loads and serves each registered version) costs a process start per
+        # training; it runs where it is the subject (tests/unit/test_model_server_infra.py, the test_families
+        # modules) and in the stacks as users run them (INFRA_VALIDATED below, configs/default.yaml's CLI test)
         "gate": {"thresholds": {"roc_auc": 0.65}, "bootstrap_samples": 200, "noninferiority_margin": 0.01,
-                 "slices": [{"column": "region", "min_rows": 50}], "slice_tolerance": 0.15},
+                 "slices": [{"column": "region", "min_rows": 50}], "slice_tolerance": 0.15, "infra_validation": False},
         "registry": {"model_name": "churn-small", "reference_rows": 500},
     }
     for key, value in overrides.items():
         cfg[key] = value
     return cfg
+
+
+INFRA_VALIDATED = {**small_config()["gate"], "infra_validation": True}  # small_config's gate, as users run it
 
 
 def write_config(folder: Path, name: str = "config.yaml", **overrides: Any) -> Path:

@@ -34,7 +34,7 @@ import pytest
 
 from mlops.stack import supervisor as stack
 from mlops.stack.postgres import LocalPostgres
-from tests.conftest import REPO, write_config
+from tests.conftest import INFRA_VALIDATED, REPO, write_config
 from tests.support.postgres import require_postgresql
 from tests.support.stack import (
     TERMINAL,
@@ -81,7 +81,7 @@ def prod(request: pytest.FixtureRequest) -> Iterator[Live]:
     policy = {"consecutive_windows": 1, "drift_trigger": "always", "min_rows": 200, "cooldown_minutes": 0,
               "run_training_locally": False, "dedupe_seconds": 0}
     cfg = write_config(work, serving={"enforce_contract_ranges": False, "log_flush_seconds": 1.0},
-                       monitoring={"policy": policy})
+                       monitoring={"policy": policy}, gate=INFRA_VALIDATED)
     data = work / "incoming" / "churn-2026-06-01.csv"
     data.parent.mkdir()
     generate_churn(rows=3000, seed=11, corrupt=0.004).to_csv(data, index=False)

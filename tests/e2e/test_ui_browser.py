@@ -65,23 +65,42 @@ class Browser:
         self.ws = connect(page["webSocketDebuggerUrl"], max_size=64 * 1024 * 1024)
         self.ids = itertools.count(1)
         self.responses: list[tuple[str, int]] = []  # (url, status) of what the page fetched, once watch_network()
+        self.requests: dict[str, str] = {}  # DevTools request id -> url, to name a request that got no answer
 
     def watch_network(self) -> None:
-        """Record the URL and status of every response the page gets from now on (in `responses`)."""
+        """Record the URL and status of every response the page gets from now on (in `responses`; status 0 for a
+        request that got no answer)."""
         self.send("Network.enable")
 
     def send(self, method: str, **params: Any) -> dict[str, Any]:
         msg_id = next(self.ids)
         self.ws.send(json.dumps({"id": msg_id, "method": method, "params": params}))
         while True:
-            msg = json.loads(self.ws.recv(timeout=30))
-            if msg.get("method") == "Network.responseReceived":
-                response = msg["params"]["response"]
-                self.responses.append((response["url"], int(response["status"])))
-            elif msg.get("id") == msg_id:
+            msg = self._receive(timeout=30)
+            if msg.get("id") == msg_id:
                 if "error" in msg:
                     raise RuntimeError(f"{method}: {msg['error']}")
                 return dict(msg.get("result", {}))
+
+    def _receive(self, timeout: float) -> dict[str, Any]:
+        """The next DevTools message; a response event is recorded on the way (events arrive only as read)."""
+        msg = dict(json.loads(self.ws.recv(timeout=timeout)))
+        method, params = msg.get("method"), msg.get("params", {})
+        if method == "Network.requestWillBeSent":
+            self.requests[params["requestId"]] = params["request"]["url"]
+        elif method == "Network.responseReceived":
+            self.responses.append((params["response"]["url"], int(params["response"]["status"])))
+        elif method == "Network.loadingFailed" and not params.get("canceled"):
+            self.responses.append((self.requests.get(params["requestId"], "?"), 0))  # no answer at all
+        return msg
+
+    def answers(self, since: int = 0) -> list[tuple[str, int]]:
+        """The responses recorded from the `since`-th on, after reading every event Chromium has sent so far."""
+        while True:
+            try:
+                self._receive(timeout=0.05)
+            except TimeoutError:
+                return self.responses[since:]
 
     def js(self, expression: str) -> Any:
         res = self.send("Runtime.evaluate", expression=expression, returnByValue=True, awaitPromise=True)
@@ -229,23 +248,38 @@ def test_the_train_run_form_shows_what_each_parameter_means(live: Live, browser:
     def runs() -> list[dict[str, Any]]:
         return api(live, "POST", "/flow_runs/filter", json={"deployments": {"id": {"any_": [dep["id"]]}}, "limit": 200})
 
-    def create_answers() -> list[int]:
-        return [status for url, status in browser.responses if url.endswith(f"/deployments/{dep['id']}/create_flow_run")]
+    create = f"/deployments/{dep['id']}/create_flow_run"
+    api_root = live.opts.api_url
 
-    def started_or_refused(asked: int) -> list[Any]:
-        """The runs the form started, else the error statuses the create request got after the first `asked`."""
-        return [r for r in runs() if r["id"] not in before] or [s for s in create_answers()[asked:] if s >= 400]
+    def retryable(status: int) -> bool:  # what Prefect's client retries, or a request that got no answer at all
+        return status in RETRY_STATUSES or status == 0
+
+    def started_or_refused(mark: int) -> list[Any]:
+        """The runs the form started; else, from the page's requests after the `mark`-th response, the create
+        request's error status, or any API request's retryable one (the UI shows "Something went wrong" when a
+        request it makes on submit is refused with 503, and may then never send the create)."""
+        started = [r for r in runs() if r["id"] not in before]
+        if started:
+            return started
+        got = browser.answers(mark)
+        return ([s for url, s in got if url.endswith(create) and s >= 400]
+                or [s for url, s in got if url.startswith(api_root) and retryable(s)])
 
     before = {r["id"] for r in runs()}
     browser.watch_network()
-    for _ in range(4):  # the UI does not retry a create the server refused with 503 (SQLite under load): submit
-        asked = len(create_answers())  # again, as Prefect's own client retries; any other answer is final
+    for _ in range(4):  # the UI does not retry a request the server refused with 503 (SQLite under load): submit
+        mark = len(browser.answers())  # again, as Prefect's own client retries; any other answer is final
         browser.click_text("Submit")
-        new = wait_for(lambda asked=asked: started_or_refused(asked), timeout=60)
-        if not (new and isinstance(new[0], int) and new[0] in RETRY_STATUSES):
+        new = wait_for(lambda mark=mark: started_or_refused(mark), timeout=60)
+        if not (new and isinstance(new[0], int) and retryable(new[0])):
             break
-    assert new and isinstance(new[0], dict), (f"the form started no run (the create request got {create_answers()});"
-                                              f" it says:\n{browser.text()[-1500:]}")
+        new = wait_for(lambda: [r for r in runs() if r["id"] not in before], timeout=5) or new  # did it start anyway?
+        if isinstance(new[0], dict):
+            break
+    created = [s for url, s in browser.answers() if url.endswith(create)]
+    errors = [(url, s) for url, s in browser.answers() if s >= 400 or s == 0]
+    assert new and isinstance(new[0], dict), (f"the form started no run (the create request got {created}, the"
+                                              f" page's failed requests: {errors}); it says:\n{browser.text()[-1500:]}")
     assert "not of type" not in browser.text()
     params = new[0]["parameters"]
     assert "source_path" not in params and "search" not in params, params

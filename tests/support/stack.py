@@ -24,7 +24,7 @@ import orjson
 import pytest
 
 from mlops.stack import supervisor as stack
-from tests.conftest import write_config
+from tests.conftest import INFRA_VALIDATED, write_config
 from tests.support import loopback
 from tests.support.loopback import prefect_call
 
@@ -90,7 +90,8 @@ def live_stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPath
     from tests.support.webhooks import free_port
 
     work = tmp_path_factory.mktemp("stack-e2e")
-    cfg = write_config(work, serving={"sensitive_columns": ["customer_id"]})  # hashed, as configs/default.yaml
+    cfg = write_config(work, serving={"sensitive_columns": ["customer_id"]},  # hashed, as configs/default.yaml
+                       gate=INFRA_VALIDATED)
     data = work / "incoming" / "churn-2026-06-01.csv"
     data.parent.mkdir()
     generate_churn(rows=3000, seed=11, corrupt=0.004).to_csv(data, index=False)
