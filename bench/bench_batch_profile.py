@@ -194,7 +194,7 @@ function, so the profiler's own overhead inflates the many-call stages of the tr
 cores, so the ratio within a model matters more than the milliseconds.
 
 {chr(10).join(parts)}
-What is left is the model's own tree walk (scikit-learn's, once per request for labels and probabilities) and
+What is left is the model's own tree walk (scikit-learn's, over the inputs' bins, once per request for labels and probabilities) and
 parsing the JSON body; the contract check no longer touches the 30,000 values one by one, and the log's request
 side is one append of a packed record to the journal.
 """

@@ -150,3 +150,33 @@ def test_a_wrong_fast_path_is_switched_off(monkeypatch: pytest.MonkeyPatch) -> N
 def test_pipeline_shape_checks() -> None:
     with pytest.raises(Unsupported):
         compile_fast_path(Pipeline([("model", MinMaxScaler())]), {}, {}, False)
+
+
+@pytest.mark.parametrize("task", ["classification", "regression"])
+def test_the_binned_walk_splits_as_the_float_walk_at_every_threshold(task: str) -> None:
+    """Each split's own threshold, the floats either side of it, +-inf and NaN: the walk over the bins
+    gives the same bits as scikit-learn's walk over the floats."""
+    from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
+
+    from mlops.serving.fastpath import HGBTrees
+
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(3000, 5)).round(2)
+    X[rng.uniform(size=X.shape) < 0.05] = np.nan
+    y = np.nan_to_num(X[:, 0]) * 2 + np.nan_to_num(X[:, 1]) ** 2 + rng.normal(size=len(X))
+    if task == "classification":
+        y = np.digitize(y, [-1.0, 1.0])  # three classes: three trees per iteration
+        est = HistGradientBoostingClassifier(max_iter=30, random_state=0).fit(X, y)
+    else:
+        est = HistGradientBoostingRegressor(max_iter=30, random_state=0).fit(X, y)
+    probe = rng.normal(size=(4000, 5))
+    splits = [(int(node["feature_idx"]), node["num_threshold"]) for (p, *_) in est._predictors
+              for node in p.nodes if not node["is_leaf"]]
+    for i, (f, t) in enumerate(splits[: len(probe) // 3]):
+        for j, value in enumerate((t, np.nextafter(t, -np.inf), np.nextafter(t, np.inf))):
+            probe[3 * i + j, f] = value
+    probe[-30:-20] = np.inf
+    probe[-20:-10] = -np.inf
+    probe[-10:] = np.nan
+    trees = HGBTrees(est)
+    assert np.array_equal(trees.binned_raw(probe), est._raw_predict(probe))
