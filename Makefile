@@ -18,6 +18,8 @@ $(STAMP): pyproject.toml constraints.txt
 	@echo "Installing the pinned package set into $(VENV) (constraints.txt) ..."
 	@PYTHONWARNINGS=ignore $(PIP) install -c constraints.txt -e ".[dev]" 2>&1 | grep -vE "^WARNING: Location|^\s*$$" || true
 	@$(BIN)/python -c "import prefect, mlflow, great_expectations, evidently, sklearn" && touch $(STAMP)
+	@# a migrated empty Prefect database that new state folders start from (mlops.core.startup; ~/.cache/mlops-tabular)
+	@$(BIN)/python -c "from mlops.core.startup import prefect_database_template as t; t()"
 
 setup: $(STAMP) ## create .venv and install the pinned package set
 

@@ -20,7 +20,7 @@ import signal
 import subprocess
 import sys
 
-from mlops.core.startup import WaitTimeout, free_port, frozen_imports, wait_until
+from mlops.core.startup import WaitTimeout, free_port, frozen_imports, seed_prefect_database, wait_until
 
 STARTUP_TIMEOUT = 120.0
 
@@ -123,11 +123,16 @@ def wait_local_api() -> None:
 def serve(port: int) -> None:
     """In the child: Prefect's server app under uvicorn on 127.0.0.1:`port`, as
     `uvicorn --factory prefect.server.api.server:create_app` would run it, with the cyclic GC off
-    while it imports and the imported heap frozen (its start-up is the local run's critical path)."""
+    while it imports and the imported heap frozen, and a new database seeded already migrated (its
+    start-up is the local run's critical path)."""
     with frozen_imports():
         import uvicorn
         from prefect.server.api.server import create_app
+        from prefect.settings import get_current_settings
 
+        url = get_current_settings().server.database.connection_url
+        if url is not None:  # a new state folder starts from a migrated database, not an empty one
+            seed_prefect_database(url.get_secret_value())
         app = create_app()
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="error", lifespan="on")
 

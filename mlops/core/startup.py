@@ -21,6 +21,10 @@ The speed tricks (figures in docs/benchmarks.md):
   `NATIVE_THREAD_VARS` names their variables for the processes started with an environment of their
   own (infra validation's fresh process, the search's workers): more threads than cores would only
   spin against each other.
+- A migrated Prefect database: a Prefect server migrates its database when it starts, and on a new
+  SQLite file that is every Alembic revision (about 5 CPU s, half of a server's start). Each new state
+  folder pays it: the first local run, each new stack. `seed_prefect_database(path)` copies in a
+  migrated empty database instead, made once per Prefect version (`prefect_database_template()`).
 - Lazy imports: the CLI imports the project's capability packages and the heavy libraries inside its
   commands (each pulls pydantic, pandas, MLflow or Prefect), so `mlops --help` answers at once; the
   other modules import at their top, except where a comment says why.
@@ -35,9 +39,11 @@ import contextlib
 import gc
 import importlib
 import os
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import TypeVar
 
 from mlops.core.errors import MLOpsError
@@ -201,3 +207,102 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
         return int(s.getsockname()[1])
+
+
+# ---- a migrated, empty Prefect database ------------------------------------------------------------
+
+SQLITE_URL_PREFIX = "sqlite+aiosqlite:///"
+PREFECT_MIGRATION_TIMEOUT = 300.0
+
+
+def cache_dir() -> Path:
+    """Where the system keeps what it can always make again: `$MLOPS_CACHE_DIR`, else
+    `$XDG_CACHE_HOME/mlops-tabular`, else `~/.cache/mlops-tabular`."""
+    if os.environ.get("MLOPS_CACHE_DIR"):
+        return Path(os.environ["MLOPS_CACHE_DIR"]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base).expanduser() / "mlops-tabular"
+
+
+def sqlite_path(database_url: str) -> Path | None:
+    """The file of a Prefect database URL when it is SQLite on disk (None for PostgreSQL or in-memory)."""
+    if not database_url.startswith(SQLITE_URL_PREFIX):
+        return None
+    path = database_url.removeprefix(SQLITE_URL_PREFIX).split("?", 1)[0]
+    return Path(path) if path and path != ":memory:" else None
+
+
+def prefect_database_template() -> Path | None:
+    """A migrated empty Prefect database for the installed Prefect version, made on first use.
+
+    `prefect server database upgrade` runs into a scratch file, which then holds the schema and its
+    `alembic_version` row and nothing else (no flow, block or work pool: the server registers its block
+    types each time it starts); SQLite's backup copies it into one file with no write-ahead log beside
+    it, and the file is moved into place atomically, so processes making it at once cannot see half of
+    one. None when it cannot be made (a read-only cache, a failed upgrade): the server then migrates its
+    own database, as it always does.
+    """
+    import sqlite3  # these four here, not at the top: `mlops --help` imports this module (12 ms together)
+    import subprocess
+    import tempfile
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        template = cache_dir() / f"prefect-{version('prefect')}.db"
+    except PackageNotFoundError:
+        return None
+    if template.is_file():
+        return template
+    try:
+        template.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=template.parent, prefix=".prefect-migrating-") as scratch:
+            db = Path(scratch) / "prefect.db"
+            env = {k: v for k, v in os.environ.items()
+                   if not k.startswith(("PREFECT_SERVER_DATABASE_", "PREFECT_API_DATABASE_", "PREFECT_API_URL"))}
+            env.update(PREFECT_HOME=scratch, PREFECT_SERVER_DATABASE_CONNECTION_URL=SQLITE_URL_PREFIX + str(db),
+                       PREFECT_SERVER_ANALYTICS_ENABLED="false", DO_NOT_TRACK="1")
+            done = subprocess.run([sys.executable, "-m", "prefect", "server", "database", "upgrade", "-y"],
+                                  env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.DEVNULL, timeout=PREFECT_MIGRATION_TIMEOUT)
+            if done.returncode != 0 or not _migrated(db):
+                return None
+            copy = Path(scratch) / "template.db"
+            with contextlib.closing(sqlite3.connect(db)) as src, contextlib.closing(sqlite3.connect(copy)) as dst:
+                src.backup(dst)
+            os.replace(copy, template)
+    except (OSError, sqlite3.Error, subprocess.SubprocessError):
+        return None
+    return template
+
+
+def _migrated(db: Path) -> bool:
+    """The file is a database Alembic has brought to a revision (one `alembic_version` row)."""
+    import sqlite3
+
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as con:
+            return len(con.execute("SELECT version_num FROM alembic_version").fetchall()) == 1
+    except sqlite3.Error:
+        return False
+
+
+def seed_prefect_database(database_url: str) -> bool:
+    """Put a migrated empty database where a Prefect server on `database_url` will look, when that is an
+    SQLite file that does not exist yet; True when it did. An existing database is never touched, and
+    PostgreSQL is left to Prefect."""
+    import shutil
+
+    path = sqlite_path(database_url)
+    if path is None or path.exists():
+        return False
+    template = prefect_database_template()
+    if template is None:
+        return False
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(f".{path.name}.seeding")
+        shutil.copyfile(template, partial)
+        os.replace(partial, path)
+    except OSError:
+        return False
+    return True

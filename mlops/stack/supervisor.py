@@ -39,7 +39,7 @@ from deployments.apply import WORK_POOL_TYPE, apply_plan
 from deployments.plan import DeploymentError, deploy_variables, plan_deployments
 from mlops.core.errors import MLOpsError
 from mlops.core.settings import private_opener
-from mlops.core.startup import http_ok
+from mlops.core.startup import http_ok, seed_prefect_database
 from mlops.stack.options import (
     COMPONENTS,
     LABELS,
@@ -213,6 +213,8 @@ class Supervisor:
             env["PREFECT_SERVER_DATABASE_CONNECTION_URL"] = f"sqlite+aiosqlite:///{home / 'prefect.db'}"
             for key, value in SQLITE_PREFECT_SETTINGS.items():
                 env.setdefault(key, value)
+            if seed_prefect_database(env["PREFECT_SERVER_DATABASE_CONNECTION_URL"]):
+                self.echo("  seeded a new Prefect database, already migrated")
         env.setdefault("PREFECT_SERVER_UI_SHOW_PROMOTIONAL_CONTENT", "false")
         env.setdefault("PREFECT_UI_API_URL", o.api_url)
         # a run queued behind a deployment's concurrency limit (files arriving together, ENQUEUE) asks for the

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
+from mlops.core.startup import seed_prefect_database
 from tests.support.loopback import free_port, prefect_call, tail, wait_for, wait_http
 
 __all__ = ["Running", "bridge_process", "create_triggered_deployment", "events", "flow_runs", "free_port",
@@ -79,6 +80,8 @@ def prefect_server(
     home = workdir / f"{name}-home"
     home.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, **quiet_prefect_env(home, api), **(extra_env or {})}
+    # a new database starts migrated, as the stack's and the CLI's servers start theirs
+    seed_prefect_database(env.get("PREFECT_SERVER_DATABASE_CONNECTION_URL") or f"sqlite+aiosqlite:///{home / 'prefect.db'}")
     log = workdir / f"{name}-server.log"
     # The interpreter's own Prefect, whatever is on PATH.
     cmd = [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)]

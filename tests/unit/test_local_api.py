@@ -3,8 +3,11 @@ and turns a child that dies into one sentence."""
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import json
+import shutil
+import sqlite3
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -25,7 +28,17 @@ def prefect_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 @pytest.mark.process
-def test_serves_prefect_on_loopback_and_stops(prefect_home: Path) -> None:
+def test_serves_prefect_on_loopback_and_stops(prefect_home: Path, tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    # the migrated template of this machine, copied with a mark only a seeded database can carry
+    template = startup.prefect_database_template()
+    assert template is not None, "a migrated Prefect database could not be made"
+    monkeypatch.setenv("MLOPS_CACHE_DIR", str(tmp_path / "cache"))
+    marked = startup.cache_dir() / template.name
+    marked.parent.mkdir()
+    shutil.copyfile(template, marked)
+    with contextlib.closing(sqlite3.connect(marked)) as con, con:
+        con.execute("CREATE TABLE seeded_from_template (mark TEXT)")
     api = local_api.LocalAPI()
     assert api.url.startswith("http://127.0.0.1:")
     api.start()
@@ -39,6 +52,9 @@ def test_serves_prefect_on_loopback_and_stops(prefect_home: Path) -> None:
         api.stop()
     assert proc.wait(timeout=15) is not None, "stopped with its owner"
     assert (prefect_home / "prefect.db").exists(), "its database lives under PREFECT_HOME"
+    with contextlib.closing(sqlite3.connect(prefect_home / "prefect.db")) as con:
+        tables = {name for (name,) in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    assert {"seeded_from_template", "flow_run", "alembic_version"} <= tables, "a new database starts from the template"
 
 
 def test_a_server_that_dies_while_starting_is_one_sentence(prefect_home: Path) -> None:

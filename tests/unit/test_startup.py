@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import importlib.util
 import json
 import os
+import sqlite3
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -66,3 +69,45 @@ def test_one_native_thread_sets_one_thread_unless_the_environment_says_otherwise
     assert "MKL_NUM_THREADS" not in os.environ
     startup.one_native_thread()
     assert os.environ["MKL_NUM_THREADS"] == "1"
+
+
+def _template_here(monkeypatch: pytest.MonkeyPatch, cache: Path) -> Path:
+    """A stand-in template in a cache of the test's own (the real one takes a Prefect migration to make)."""
+    from importlib.metadata import version
+
+    monkeypatch.setenv("MLOPS_CACHE_DIR", str(cache))
+    template = startup.cache_dir() / f"prefect-{version('prefect')}.db"
+    template.parent.mkdir(parents=True)
+    with contextlib.closing(sqlite3.connect(template)) as con, con:
+        con.execute("CREATE TABLE alembic_version (version_num TEXT)")
+        con.execute("INSERT INTO alembic_version VALUES ('head')")
+    return template
+
+
+def test_a_new_sqlite_database_is_seeded_and_an_existing_one_never_touched(tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    template = _template_here(monkeypatch, tmp_path / "cache")
+    db = tmp_path / "state" / "prefect" / "prefect.db"
+    url = startup.SQLITE_URL_PREFIX + str(db)
+    assert startup.seed_prefect_database(url)
+    assert db.read_bytes() == template.read_bytes() and not list(db.parent.glob(".*seeding"))
+    db.write_bytes(b"the user's database")
+    assert not startup.seed_prefect_database(url)
+    assert db.read_bytes() == b"the user's database"
+
+
+@pytest.mark.parametrize("url", ["postgresql+asyncpg://mlops@127.0.0.1:5432/prefect", "sqlite+aiosqlite:///:memory:",
+                                 "sqlite+aiosqlite:///"])
+def test_only_an_sqlite_file_is_seeded(url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _template_here(monkeypatch, tmp_path / "cache")
+    assert startup.sqlite_path(url) is None
+    assert not startup.seed_prefect_database(url)
+
+
+def test_a_cache_that_cannot_hold_the_template_leaves_the_migration_to_prefect(tmp_path: Path,
+                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "not-a-folder").write_text("")
+    monkeypatch.setenv("MLOPS_CACHE_DIR", str(tmp_path / "not-a-folder" / "cache"))
+    db = tmp_path / "prefect.db"
+    assert startup.prefect_database_template() is None
+    assert not startup.seed_prefect_database(startup.SQLITE_URL_PREFIX + str(db)) and not db.exists()
