@@ -23,7 +23,7 @@ The speed tricks (figures in docs/benchmarks.md):
   spin against each other.
 - A migrated Prefect database: a Prefect server migrates its database when it starts, and on a new
   SQLite file that is every Alembic revision (about 5 CPU s, half of a server's start). Each new state
-  folder pays it: the first local run, each new stack. `seed_prefect_database(path)` copies in a
+  folder pays it: the first local run, each new stack. `seed_prefect_database(url)` copies in a
   migrated empty database instead, made once per Prefect version (`prefect_database_template()`).
 - Lazy imports: the CLI imports the project's capability packages and the heavy libraries inside its
   commands (each pulls pydantic, pandas, MLflow or Prefect), so `mlops --help` answers at once; the
