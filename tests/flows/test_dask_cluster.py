@@ -113,7 +113,11 @@ def test_flagged_csv_scoring_on_the_cluster_matches_local(trained: dict[str, Any
     pd.testing.assert_frame_equal(a, b)
     assert a["row"].tolist() == list(range(1700)) and local["rows_flagged"] == remote["rows_flagged"] >= 2
     assert a.loc[[3, 1500], "contract_violation"].notna().all()
-    assert len(remote["chunks_by_worker"]) == 2
+    # every chunk was scored by a worker of this cluster. Which one is Dask's choice: a few tasks that depend on
+    # data broadcast to every worker go where they are expected to start soonest, so quick ones can all land on
+    # one worker (seen once in CI); the spread over both is asserted on the larger input above (8 partitions)
+    assert set(remote["chunks_by_worker"]) <= {"dask-worker-1", "dask-worker-2"}
+    assert sum(remote["chunks_by_worker"].values()) == remote["chunks"] == 3
 
 
 @pytest.mark.process
