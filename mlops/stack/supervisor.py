@@ -39,7 +39,7 @@ from deployments.apply import WORK_POOL_TYPE, apply_plan
 from deployments.plan import DeploymentError, deploy_variables, plan_deployments
 from mlops.core.errors import MLOpsError
 from mlops.core.settings import private_opener
-from mlops.core.startup import http_ok, seed_prefect_database
+from mlops.core.startup import SQLITE_URL_PREFIX, http_ok, seed_prefect_database
 from mlops.stack.options import (
     COMPONENTS,
     LABELS,
@@ -210,7 +210,7 @@ class Supervisor:
             # by environment, never on the command line: the URL holds the password
             env["PREFECT_SERVER_DATABASE_CONNECTION_URL"] = self.pg.url("prefect", "+asyncpg")
         elif o.settings.prefect_database_url is None:
-            env["PREFECT_SERVER_DATABASE_CONNECTION_URL"] = f"sqlite+aiosqlite:///{home / 'prefect.db'}"
+            env["PREFECT_SERVER_DATABASE_CONNECTION_URL"] = f"{SQLITE_URL_PREFIX}{home / 'prefect.db'}"
             for key, value in SQLITE_PREFECT_SETTINGS.items():
                 env.setdefault(key, value)
             if seed_prefect_database(env["PREFECT_SERVER_DATABASE_CONNECTION_URL"]):

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
-from mlops.core.startup import seed_prefect_database
+from mlops.core.startup import SQLITE_URL_PREFIX, seed_prefect_database
 from tests.support.loopback import free_port, prefect_call, tail, wait_for, wait_http
 
 __all__ = ["Running", "bridge_process", "create_triggered_deployment", "events", "flow_runs", "free_port",
@@ -81,7 +81,7 @@ def prefect_server(
     home.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, **quiet_prefect_env(home, api), **(extra_env or {})}
     # a new database starts migrated, as the stack's and the CLI's servers start theirs
-    seed_prefect_database(env.get("PREFECT_SERVER_DATABASE_CONNECTION_URL") or f"sqlite+aiosqlite:///{home / 'prefect.db'}")
+    seed_prefect_database(env.get("PREFECT_SERVER_DATABASE_CONNECTION_URL") or f"{SQLITE_URL_PREFIX}{home / 'prefect.db'}")
     log = workdir / f"{name}-server.log"
     # The interpreter's own Prefect, whatever is on PATH.
     cmd = [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)]
