@@ -237,20 +237,26 @@ def test_predictions_monitor_and_retrain_with_scoring_and_monitoring_beside_the_
 
 def test_eight_monitor_runs_and_a_training_at_once_get_no_5xx_from_prefect(prod: Live) -> None:
     dep = api(prod, "GET", "/deployments/name/monitor/monitor")
+    pool_url = "/work_pools/mlops-production"
     api(prod, "PATCH", f"/deployments/{dep['id']}", json={"concurrency_limit": LOAD_MONITORS})
+    # the runs are created while the pool is paused, so the workers' next polls (1 s apart) find all nine at once:
+    # every run is handed to a worker before the first can finish (a flow run's process alone takes longer to start)
+    api(prod, "PATCH", pool_url, json={"is_paused": True})
     try:
         t0 = time.monotonic()
         with ThreadPoolExecutor(LOAD_MONITORS + 1) as pool:
             started = list(pool.map(lambda job: run_deployment(prod, *job),
                                     [("monitor", {"html_report": False})] * LOAD_MONITORS
                                     + [("train", {"source_path": str(prod.data), "reason": "load test"})]))
+        api(prod, "PATCH", pool_url, json={"is_paused": False})
         ends = {r: wait_state(prod, r, TERMINAL, timeout=420) for r in started}
         wall = time.monotonic() - t0
     finally:
+        api(prod, "PATCH", pool_url, json={"is_paused": False})
         api(prod, "PATCH", f"/deployments/{dep['id']}", json={"concurrency_limit": 1})
     assert list(ends.values()) == ["COMPLETED"] * (LOAD_MONITORS + 1), why(prod, started)
-    running = [state_times(prod, r) for r in started[:LOAD_MONITORS]]
-    assert max(t["RUNNING"] for t in running) < min(t["COMPLETED"] for t in running), "the monitors did not overlap"
+    times = [state_times(prod, r) for r in started]
+    assert max(t["PENDING"] for t in times) < min(t["COMPLETED"] for t in times), "the runs were not in flight at once"
     assert server_errors(prod.opts.logs_dir / "prefect.log") == [], "Prefect answered 5xx"
     # nine runs at once, at most WORKER_LIMIT per worker: both workers took runs while the others ran
     workers = wait_for(lambda: (w := submitted_by(prod, started)) and len(w) == len(started) and w, timeout=30)
