@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,10 +30,11 @@ class DeploymentError(MLOpsError):
 
 
 def deploy_variables(config_path: Path | str, monitor_cron: str, project_dir: Path | str, profile: str = "local",
-                     schedules: bool = True) -> dict[str, str]:
+                     schedules: bool = True, python: Path | str | None = None) -> dict[str, str]:
     """The variables prefect.yaml reads (Prefect fills them in at `prefect deploy`), from one use-case config.
 
-    The profile names the work pool (mlops-<profile>) and tags every deployment.
+    The profile names the work pool (mlops-<profile>) and tags every deployment; `python` is the interpreter
+    the worker hosts run the flows with (default: this one).
     """
     if not PROFILE_NAME.match(profile):
         raise DeploymentError(f"the deployment profile {profile!r} is not a valid name; use lower-case letters, "
@@ -42,7 +45,18 @@ def deploy_variables(config_path: Path | str, monitor_cron: str, project_dir: Pa
         "MLOPS_CONFIG": str(config_path),
         "MLOPS_MONITOR_CRON": monitor_cron,
         "MLOPS_SCHEDULES_ACTIVE": "true" if schedules else "false",
+        "MLOPS_PYTHON": shlex.quote(str(python or sys.executable)),  # one word of the run's command line
     }
+
+
+def worker_python(project_dir: Path | str, checkout: Path) -> Path:
+    """The interpreter of the worker hosts: this one, moved to `project_dir` when it lives in `checkout` (the
+    project's own .venv, installed the same way on every host), else this one as it is."""
+    here = Path(sys.executable)
+    try:
+        return Path(project_dir) / here.relative_to(checkout)
+    except ValueError:
+        return here
 
 
 @dataclass(frozen=True)

@@ -277,6 +277,9 @@ def deploy_env_command(
     project_dir: Annotated[Path | None, typer.Option(help="where the code lives on the worker hosts (default: "
                                                      "this checkout)")] = None,
     no_schedules: Annotated[bool, typer.Option("--no-schedules", help="deploy schedules paused")] = False,
+    python: Annotated[Path | None, typer.Option(help="the Python that runs the flows on the worker hosts (default: "
+                                                "this one, under --project-dir when it is the checkout's .venv)")]
+    = None,
 ) -> None:
     """Print, as `export` lines, the variables prefect.yaml reads, all from one use-case config.
 
@@ -284,13 +287,14 @@ def deploy_env_command(
     """
     import shlex
 
-    from deployments.plan import DeploymentError, deploy_variables
+    from deployments.plan import DeploymentError, deploy_variables, worker_python
     from mlops.stack.options import REPO
 
     cfg = check_config(config)
+    target = project_dir or REPO
     try:
-        variables = deploy_variables(config, cfg.monitoring.schedule_cron, project_dir or REPO, profile,
-                                     not no_schedules)
+        variables = deploy_variables(config, cfg.monitoring.schedule_cron, target, profile, not no_schedules,
+                                     python or worker_python(target, REPO))
     except DeploymentError as exc:
         _fail(str(exc), exc.exit_code)
     for name, value in variables.items():

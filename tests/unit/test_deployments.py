@@ -17,7 +17,7 @@ import yaml
 from typer.testing import CliRunner
 
 from deployments.apply import apply_plan
-from deployments.plan import DeploymentError, DeployPlan, deploy_variables, plan_deployments
+from deployments.plan import DeploymentError, DeployPlan, deploy_variables, plan_deployments, worker_python
 from mlops.cli import stack as cli_stack
 from mlops.core import events
 from mlops.stack import options as stack_options
@@ -100,6 +100,8 @@ def test_mlops_up_deploys_the_one_file_with_its_config_and_leaves_out_missing_fl
     assert raw["pull"][0]["prefect.deployments.steps.set_working_directory"]["directory"] == str(project)
     deps = {d["name"]: d for d in raw["deployments"]}
     assert {d["work_pool"]["name"] for d in deps.values()} == {"mlops-local"}
+    # each run is the engine started by the worker with the stack's own interpreter (no workspace supervisor)
+    assert {d["work_pool"]["job_variables"]["command"] for d in deps.values()} == {f"{sys.executable} -m prefect.engine"}
     assert all("local" in d["tags"] for d in deps.values())
     assert deps["train"]["parameters"]["config_path"] == str(cfg)
     assert deps["promote"]["parameters"]["config_path"] == str(cfg)
@@ -136,6 +138,9 @@ def test_production_renders_the_same_file_from_its_config(tmp_path: Path, monkey
     assert raw["pull"][0]["prefect.deployments.steps.set_working_directory"]["directory"] == "/opt/mlops/current"
     deps = {d["name"]: d for d in raw["deployments"]}
     assert {d["work_pool"]["name"] for d in deps.values()} == {"mlops-production"}
+    # the hosts' interpreter: this checkout's, moved under the project folder the hosts run
+    python = Path("/opt/mlops/current") / Path(sys.executable).relative_to(REPO)
+    assert {d["work_pool"]["job_variables"]["command"] for d in deps.values()} == {f"{python} -m prefect.engine"}
     assert all(d["tags"][-1] == "production" for d in deps.values())
     assert {d["parameters"]["config_path"] for d in deps.values()} == {str(cfg)}
     assert deps["monitor"]["schedules"][0]["cron"] == "0 * * * *" and schedule_active(deps["monitor"]["schedules"][0])
@@ -258,3 +263,14 @@ def test_trigger_templates_give_typed_parameters() -> None:
     ops_event = {"event": "mlops.retrain.requested", "resource": {"prefect.resource.id": "mlops.dataset.churn"},
                  "payload": {"reason": "schema fix deployed", "requested_by": "alice"}}
     assert _render(retrain, ops_event) == {"source_path": None, "reason": "schema fix deployed"}
+
+
+def test_the_hosts_interpreter_can_be_named_and_one_outside_the_checkout_is_kept(tmp_path: Path,
+                                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = write_config(tmp_path)
+    named = deploy_env("--config", str(cfg), "--project-dir", "/srv/mlops", "--python", "/srv/py 3.11/bin/python")
+    raw = rendered(named, monkeypatch)
+    command = {d["work_pool"]["job_variables"]["command"] for d in raw["deployments"]}
+    assert command == {"'/srv/py 3.11/bin/python' -m prefect.engine"}  # one word of the command line, as Prefect splits it
+    assert shlex.split(command.pop())[0] == "/srv/py 3.11/bin/python"
+    assert worker_python("/srv/mlops", tmp_path / "elsewhere") == Path(sys.executable)
