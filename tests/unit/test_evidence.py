@@ -77,6 +77,22 @@ def test_growth_chooses_a_recent_window_and_stationary_all_history() -> None:
     assert "held-back rows" in still.choice.summary() and "| all history (chosen) |" in still.choice.to_markdown()
 
 
+def test_a_shorter_window_that_wins_by_a_few_percent_keeps_all_history() -> None:
+    """A level that creeps up 4% a year under noise: the last months beat all history on the held-back month,
+    significantly, by about 3% of the error. That is not worth throwing the history away for (the margin is 5%)."""
+    import re
+
+    rng = np.random.default_rng(0)
+    ts = pd.date_range("2024-01-01", periods=360 * 4, freq="6h")
+    x = rng.normal(size=len(ts))
+    y = 100 * (1 + 0.04 * np.arange(len(ts)) / (365 * 4)) + 10 * x + rng.normal(0, 8, len(ts))
+    choice = train_in_window(_DropTs(LinearRegression()), pd.DataFrame({"ts": ts, "x": x, "y": y}), _cfg()).choice
+    assert choice.chosen == ALL_HISTORY and "5% of all history's error" in choice.reason, choice.summary()
+    bounds = [re.search(r"90% lower bound ([-+][0-9.e+-]+) \(needs > ([0-9.e+-]+)\)", c.note) for c in choice.candidates]
+    significant = [(float(m.group(1)), float(m.group(2))) for m in bounds if m and float(m.group(1)) > 0]
+    assert significant and all(low < needed for low, needed in significant), choice.summary()
+
+
 def test_a_fixed_train_on_or_no_timestamp_trains_on_every_row() -> None:
     model = _DropTs(LinearRegression())
     fixed = train_in_window(model, _series("growth"), _cfg(train_on="original_plus_new"))
