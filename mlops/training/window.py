@@ -11,10 +11,15 @@ a window that wins one held-back period by 1-4% often loses the seasons it never
 regime at a second seed, such choices cost a fifth of the retraining gain), and throwing history away is
 worth it only for a gain that matters, as on growth or after a change, where short windows win by far more.
 
-Candidates: all history, and the last 1, 2, 4, 8 ... periods while shorter than the history (at most
-`MAX_SHORT_WINDOWS` of them); the period is the monitoring cadence (the backtest's window length). The
-short windows hold few rows, so the choice costs about one more fit of all history. Pure: no Prefect,
-no MLflow; the training flow (tasks/tuning.py) and the backtest both call `choose_window`.
+Candidates, coarse to fine: all history and the last 1, 4, 16 periods while shorter than the history (a
+ratio of 4, `COARSE_RATIO`); only when one of those short windows scores better than all history are its
+neighbours at half and twice its length fitted too (the last 2 and 8 around the last 4, say). A fit costs
+about the same whatever its rows (a boosted model's fixed per-iteration work dominates small windows), so
+the fits are what the choice costs: three where all history holds its own, the common case, and five where
+a short window may win and its length is worth refining. On the project's regimes every window that won
+was found this way; the ratio-2 ladder (1, 2, 4, 8) fitted five every time. The period is the monitoring
+cadence (the backtest's window length). Pure: no Prefect, no MLflow; the training flow (tasks/tuning.py)
+and the backtest both call `choose_window`.
 """
 
 from __future__ import annotations
@@ -30,7 +35,8 @@ from mlops.core.config import METRIC_DIRECTION, PipelineConfig
 from mlops.core.periods import PERIOD, cron_period, parse_period
 from mlops.training.evaluation import Predictions, metric_value, paired_bootstrap, predict
 
-MAX_SHORT_WINDOWS = 4
+COARSE_RATIO = 4  # the coarse short windows: the last 1, 4, 16 periods
+MAX_COARSE_WINDOWS = 3
 MIN_WINDOW_ROWS = 100  # a candidate with fewer rows is too small to fit soundly
 MIN_CHECK_ROWS = 30  # held-back rows the candidates are compared on
 SHORT_WINDOW_MARGIN = 0.05  # a shorter window's lower bound must beat all history by this share of its error
@@ -152,76 +158,119 @@ def _widened(times: pd.Series, period: pd.DateOffset, text: str) -> tuple[pd.Dat
     return pd.DateOffset(**{k: v * mult for k, v in period.kwds.items()}), wider
 
 
+class _Comparison:
+    """The rows before the newest period (candidates fit on them) and in it (they are scored on it)."""
+
+    def __init__(self, model: Any, train: pd.DataFrame, times: pd.Series, cfg: PipelineConfig,
+                 period: pd.DateOffset, period_text: str) -> None:
+        self.model, self.cfg, self.period, self.period_text = model, cfg, period, period_text
+        self.check_start, self.oldest = times.max() - period, times.min()
+        newest = (times > self.check_start).to_numpy()
+        self.check, self.before = train.loc[newest], train.loc[~newest]
+        self.before_times = times.loc[~newest]
+        self.y_check = self.check[cfg.target].to_numpy()
+        self.preds: dict[str, Predictions] = {}
+        self.fits = 0
+
+    def shorter_than_history(self, k: int) -> bool:
+        return self.check_start - k * self.period > self.oldest
+
+    def candidate(self, k: int | None) -> WindowCandidate:
+        """All history (`k` None) or the last `k` periods before the newest, fitted and scored when big enough."""
+        if k is None:
+            c = WindowCandidate(ALL_HISTORY, None, len(self.before))
+        else:
+            rows = int((self.before_times > self.check_start - k * self.period).sum())
+            note = "" if rows >= MIN_WINDOW_ROWS else f"too small to fit: {rows} rows < {MIN_WINDOW_ROWS}"
+            c = WindowCandidate(f"last {k} x {self.period_text}", k, rows, note=note)
+        if not c.note:
+            self._score(c)
+        return c
+
+    def _score(self, c: WindowCandidate) -> None:
+        from sklearn.base import clone
+
+        target = self.cfg.target
+        part = self.before if c.periods is None else self.before.loc[
+            (self.before_times > self.check_start - c.periods * self.period).to_numpy()]
+        self.fits += 1
+        try:
+            fitted = clone(self.model).fit(part.drop(columns=[target]), part[target])
+            self.preds[c.name] = predict(fitted, self.check.drop(columns=[target]), self.cfg.task,
+                                         self.cfg.positive_class)
+            c.score = metric_value(self.cfg.primary_metric, self.y_check, self.preds[c.name])
+        except ValueError as exc:  # one class only in a short window, say: that window cannot be judged
+            c.note = f"could not be fitted or scored: {str(exc).splitlines()[0][:120]}"
+
+
 def choose_window(model: Any, train: pd.DataFrame, cfg: PipelineConfig, period: pd.DateOffset,
                   period_text: str) -> WindowChoice:
-    """Fit `model`'s configuration on each candidate window before the newest period, keep the best on it."""
-    from sklearn.base import clone
-
+    """Fit `model`'s configuration on each candidate window before the newest period, coarse to fine, and keep
+    all history unless a shorter window is clearly better on that period."""
     started = time.perf_counter()
     ts, metric = cfg.timestamp_column, cfg.primary_metric
     if not ts or ts not in train.columns:
         return all_history("no timestamp column, so no time window to choose", metric, period_text)
-    times = pd.to_datetime(train[ts])
-    newest, oldest = times.max(), times.min()
-    check_start = newest - period
-    check = train.loc[(times > check_start).to_numpy()]
-    before = train.loc[(times <= check_start).to_numpy()]
-    before_times = times.loc[times <= check_start]
-    if len(check) < MIN_CHECK_ROWS or len(before) < MIN_WINDOW_ROWS:
-        return all_history(f"too little history to compare windows ({len(before):,} rows before the newest "
-                           f"{period_text} and {len(check):,} in it; needs {MIN_WINDOW_ROWS} and {MIN_CHECK_ROWS})",
-                           metric, period_text)
-    candidates = [WindowCandidate(ALL_HISTORY, None, len(before))]
-    k = 1
-    while len(candidates) <= MAX_SHORT_WINDOWS and check_start - k * period > oldest:
-        rows = int((before_times > check_start - k * period).sum())
-        name = f"last {k} x {period_text}"
-        note = "" if rows >= MIN_WINDOW_ROWS else f"too small to fit: {rows} rows < {MIN_WINDOW_ROWS}"
-        candidates.append(WindowCandidate(name, k, rows, note=note))
-        k *= 2
-    if len(candidates) == 1:
+    cmp = _Comparison(model, train, pd.to_datetime(train[ts]), cfg, period, period_text)
+    if len(cmp.check) < MIN_CHECK_ROWS or len(cmp.before) < MIN_WINDOW_ROWS:
+        return all_history(f"too little history to compare windows ({len(cmp.before):,} rows before the newest "
+                           f"{period_text} and {len(cmp.check):,} in it; needs {MIN_WINDOW_ROWS} and "
+                           f"{MIN_CHECK_ROWS})", metric, period_text)
+    if not cmp.shorter_than_history(1):
         return all_history(f"the history spans less than two {period_text} periods before the newest one",
                            metric, period_text)
-    y_check = check[cfg.target].to_numpy()
-    X_check = check.drop(columns=[cfg.target])
-    fits = 0
-    preds: dict[str, Predictions] = {}
-    for c in candidates:
-        if c.note:
-            continue
-        part = before if c.periods is None else before.loc[(before_times > check_start - c.periods * period).to_numpy()]
-        try:
-            fitted = clone(model).fit(part.drop(columns=[cfg.target]), part[cfg.target])
-            fits += 1
-            preds[c.name] = predict(fitted, X_check, cfg.task, cfg.positive_class)
-            c.score = metric_value(metric, y_check, preds[c.name])
-        except ValueError as exc:  # one class only in a short window, say: that window cannot be judged
-            c.note = f"could not be fitted or scored: {str(exc).splitlines()[0][:120]}"
-    scored = [c for c in candidates if c.score is not None and math.isfinite(c.score)]
-    if not scored:
-        return WindowChoice(ALL_HISTORY, None, period_text, metric, len(check), candidates, fits,
-                            time.perf_counter() - started, "no candidate could be scored")
     sign = -1.0 if METRIC_DIRECTION[metric] else 1.0  # lower is better after the sign
-    base = candidates[0]
-    if base.score is None or not math.isfinite(base.score):
-        best = min(scored, key=lambda c: (sign * c.score, -c.rows))
-        reason = f"best of the windows that could be scored on the newest {period_text}"
-    else:
-        margin = _margin(metric, base.score)
-        best, reason = base, (f"no shorter window is clearly better on the newest rows (its 90% lower bound must "
-                              f"exceed {margin:.4g} {metric}, {SHORT_WINDOW_MARGIN:.0%} of all history's error)")
-        for c in sorted(scored, key=lambda c: (sign * c.score, -c.rows)):
-            if c is base or sign * c.score >= sign * base.score:
-                break
-            b = paired_bootstrap(metric, y_check, preds[c.name], preds[base.name], 200, 0.9, cfg.search.seed)
-            c.note = f"vs all history {b.delta:+.4g}, 90% lower bound {b.ci_low:+.4g} (needs > {margin:.4g})"
-            if b.ci_low > margin:
-                best = c
-                reason = f"beats all history by {b.delta:.4g} {metric} on the newest {period_text} (90% lower bound " \
-                         f"{b.ci_low:+.4g})"
-                break
-    return WindowChoice(best.name, best.periods, period_text, metric, len(check), candidates, fits,
+    coarse = [1]
+    while len(coarse) < MAX_COARSE_WINDOWS and cmp.shorter_than_history(coarse[-1] * COARSE_RATIO):
+        coarse.append(coarse[-1] * COARSE_RATIO)
+    candidates = [cmp.candidate(None)] + [cmp.candidate(k) for k in coarse]
+    near = _worth_refining(candidates, sign)
+    if near is not None:  # a short window scores better than all history: try the lengths beside it
+        have = {c.periods for c in candidates}
+        candidates += [cmp.candidate(k) for k in (near.periods // 2, near.periods * 2)
+                       if k >= 1 and k not in have and cmp.shorter_than_history(k)]
+        candidates = candidates[:1] + sorted(candidates[1:], key=lambda c: c.periods)
+    best, reason = _decide(candidates, cmp, sign)
+    return WindowChoice(best.name, best.periods, period_text, metric, len(cmp.check), candidates, cmp.fits,
                         time.perf_counter() - started, reason)
+
+
+def _scored(candidates: list[WindowCandidate]) -> list[WindowCandidate]:
+    return [c for c in candidates if c.score is not None and math.isfinite(c.score)]
+
+
+def _worth_refining(candidates: list[WindowCandidate], sign: float) -> WindowCandidate | None:
+    """The best coarse short window when it scores better than all history (or all history has no score)."""
+    base, short = candidates[0], _scored(candidates[1:])
+    if not short:
+        return None
+    best = min(short, key=lambda c: sign * c.score)
+    if base.score is None or not math.isfinite(base.score) or sign * best.score < sign * base.score:
+        return best
+    return None
+
+
+def _decide(candidates: list[WindowCandidate], cmp: _Comparison, sign: float) -> tuple[WindowCandidate, str]:
+    """All history, unless a shorter window beats it by a paired bootstrap's 90% lower bound above the margin."""
+    metric, text = cmp.cfg.primary_metric, cmp.period_text
+    scored, base = _scored(candidates), candidates[0]
+    if not scored:
+        return base, "no candidate could be scored"
+    if base not in scored:
+        return min(scored, key=lambda c: (sign * c.score, -c.rows)), f"best of the windows that could be scored on " \
+                                                                       f"the newest {text}"
+    margin = _margin(metric, base.score)
+    for c in sorted(scored, key=lambda c: (sign * c.score, -c.rows)):
+        if c is base or sign * c.score >= sign * base.score:
+            break
+        b = paired_bootstrap(metric, cmp.y_check, cmp.preds[c.name], cmp.preds[base.name], 200, 0.9,
+                             cmp.cfg.search.seed)
+        c.note = f"vs all history {b.delta:+.4g}, 90% lower bound {b.ci_low:+.4g} (needs > {margin:.4g})"
+        if b.ci_low > margin:
+            return c, (f"beats all history by {b.delta:.4g} {metric} on the newest {text} (90% lower bound "
+                       f"{b.ci_low:+.4g})")
+    return base, (f"no shorter window is clearly better on the newest rows (its 90% lower bound must exceed "
+                  f"{margin:.4g} {metric}, {SHORT_WINDOW_MARGIN:.0%} of all history's error)")
 
 
 def _margin(metric: str, all_history_score: float) -> float:

@@ -73,8 +73,13 @@ def test_growth_chooses_a_recent_window_and_stationary_all_history() -> None:
     grown = train_in_window(model, _series("growth"), _cfg())
     assert grown.choice.chosen != ALL_HISTORY and grown.choice.periods is not None
     assert len(grown.choice.candidates) >= 4 and grown.choice.fits == len(grown.choice.candidates)
+    # coarse to fine: the last 1 and 4 months scored better than all history, so the length beside the best
+    # (the last 2 beside the last 1) was fitted as well
+    assert [c.periods for c in grown.choice.candidates] == [None, 1, 2, 4], grown.choice.summary()
     still = train_in_window(model, _series("stationary"), _cfg())
     assert still.choice.chosen == ALL_HISTORY, still.choice.summary()
+    # all history holds its own against the coarse windows: nothing finer is fitted
+    assert [c.periods for c in still.choice.candidates] == [None, 1, 4] and still.choice.fits == 3
     assert "held-back rows" in still.choice.summary() and "| all history (chosen) |" in still.choice.to_markdown()
 
 
