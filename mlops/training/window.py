@@ -13,11 +13,12 @@ worth it only for a gain that matters, as on growth or after a change, where sho
 
 Candidates, coarse to fine: all history and the last 1, 4, 16 periods while shorter than the history (a
 ratio of 4, `COARSE_RATIO`); only when one of those short windows scores better than all history are its
-neighbours at half and twice its length fitted too (the last 2 and 8 around the last 4, say). A fit costs
-about the same whatever its rows (a boosted model's fixed per-iteration work dominates small windows), so
-the fits are what the choice costs: three where all history holds its own, the common case, and five where
-a short window may win and its length is worth refining. On the project's regimes every window that won
-was found this way; the ratio-2 ladder (1, 2, 4, 8) fitted five every time. The period is the monitoring
+neighbours at half and twice its length fitted too (the last 2 and 8 around the last 4, say). The fit of all
+history is the dearest (about a retrain's own fit); a short window's costs less but not nothing (a boosted
+model's per-iteration work dominates small windows). So the choice costs one fit of all history and two
+short ones where all history holds its own, the common case, and four short ones where a short window may
+win and its length is worth refining. On the project's regimes it chose the same window at every retrain as
+the ratio-2 ladder (1, 2, 4, 8), which fitted four short windows every time. The period is the monitoring
 cadence (the backtest's window length). Pure: no Prefect, no MLflow; the training flow (tasks/tuning.py)
 and the backtest both call `choose_window`.
 """
