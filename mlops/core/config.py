@@ -287,7 +287,8 @@ class GateConfig(_Strict):
         "fewer, the champion stays (no evidence the challenger is better on data neither has seen)")
     replace_failing_champion: bool = Field(
         True, description="waive a threshold the challenger misses when the champion misses it by more on the same "
-        "holdout and the challenger is significantly better (else the worse model keeps serving)")
+        "holdout and the challenger scores better there: the comparison with the champion decides (else the worse "
+        "model keeps serving)")
     slices: list[SliceConfig] = Field(default_factory=list)
     slice_tolerance: float = Field(
         0.05, ge=0.0,

@@ -4,8 +4,8 @@ A challenger passes only when (a) every absolute threshold holds, (b) against th
 same holdout a paired bootstrap shows it is not significantly worse and beats it by the configured
 minimum, (c) no configured slice regresses beyond tolerance against the champion on the same slice,
 and (d) the leakage check finds no target in disguise (mlops.training.leakage). A threshold in (a) is
-waived only when the champion misses it by more on the same holdout and the challenger is
-significantly better (`gate.replace_failing_champion`). With no champion: (a), (d),
+waived only when the champion misses it by more on the same holdout and the challenger scores better
+there; (b) then decides (`gate.replace_failing_champion`). With no champion: (a), (d),
 and (c) asks whether the model is any use on each slice (better than a trivial within-slice
 baseline); a slice is never judged against the overall metric, which a predictive slice column
 lowers within every slice for champion and challenger alike.
@@ -80,9 +80,12 @@ def check_thresholds(metrics: dict[str, float], thresholds: dict[str, float]) ->
 def waive_for_failing_champion(checks: list[Check], challenger: dict[str, float], champion: dict[str, float],
                                thresholds: dict[str, float], b: BootstrapResult, champion_version: str | None) -> None:
     """A threshold the challenger misses is waived when the champion misses it by more on the same holdout and
-    the challenger is significantly better (the bootstrap's lower bound above 0): keeping the champion would
-    serve the worse of two models below the floor (a regime change the champion never saw, say)."""
-    if not (math.isfinite(b.ci_low) and b.ci_low > 0):
+    the challenger scores better there (the bootstrap's point estimate above 0): a floor the champion misses by
+    more is no reason to keep it, so the comparison with it decides, as above the floor (not worse by the
+    bootstrap's lower bound, better by `min_improvement`). Keeping the champion would serve the worse of two models
+    below the floor, as after an abrupt change that the newest rows, held out, hide from the challenger too
+    (the model served is refitted on them); a significance bar here kept such champions a window longer."""
+    if not (math.isfinite(b.delta) and b.delta > 0):
         return
     for i, c in enumerate(checks):
         m = c.name.removeprefix("threshold ")
@@ -92,8 +95,7 @@ def waive_for_failing_champion(checks: list[Check], challenger: dict[str, float]
         if not (math.isfinite(mine) and math.isfinite(theirs)) or not _better_or_equal(m, mine, theirs) or mine == theirs:
             continue
         checks[i] = Check(c.name, True, f"{c.detail}, waived: champion v{champion_version} has {fmt(theirs)} on this "
-                                        "holdout and the challenger is significantly better "
-                                        "(gate.replace_failing_champion)")
+                                        "holdout, so the comparison with it decides (gate.replace_failing_champion)")
 
 
 def check_champion(b: BootstrapResult, cfg: GateConfig) -> list[Check]:
