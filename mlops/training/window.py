@@ -16,9 +16,9 @@ ratio of 4, `COARSE_RATIO`); only when one of those short windows scores better 
 neighbours at half and twice its length fitted too (the last 2 and 8 around the last 4, say). The fit of all
 history is the dearest (about a retrain's own fit); a short window's costs less but not nothing (a boosted
 model's per-iteration work dominates small windows). So the choice costs one fit of all history and two
-short ones where all history holds its own, the common case, and four short ones where a short window may
+or three short ones where all history holds its own, the common case, and two more where a short window may
 win and its length is worth refining. On the project's regimes it chose the same window at every retrain as
-the ratio-2 ladder (1, 2, 4, 8), which fitted four short windows every time. The period is the monitoring
+the ratio-2 ladder (1, 2, 4, 8), which fitted up to four short windows every time. The period is the monitoring
 cadence (the backtest's window length). Pure: no Prefect, no MLflow; the training flow (tasks/tuning.py)
 and the backtest both call `choose_window`.
 """
