@@ -169,19 +169,24 @@ class _Comparison:
         newest = (times > self.check_start).to_numpy()
         self.check, self.before = train.loc[newest], train.loc[~newest]
         self.before_times = times.loc[~newest]
-        self.y_check = self.check[cfg.target].to_numpy()
+        self.X_check, self.y_check = self.check.drop(columns=[cfg.target]), self.check[cfg.target].to_numpy()
+        self.sign = -1.0 if METRIC_DIRECTION[cfg.primary_metric] else 1.0  # lower is better after the sign
         self.preds: dict[str, Predictions] = {}
         self.fits = 0
 
     def shorter_than_history(self, k: int) -> bool:
         return self.check_start - k * self.period > self.oldest
 
+    def _in_last(self, k: int) -> Any:
+        """Which rows before the newest period fall in the last `k` periods."""
+        return (self.before_times > self.check_start - k * self.period).to_numpy()
+
     def candidate(self, k: int | None) -> WindowCandidate:
         """All history (`k` None) or the last `k` periods before the newest, fitted and scored when big enough."""
         if k is None:
             c = WindowCandidate(ALL_HISTORY, None, len(self.before))
         else:
-            rows = int((self.before_times > self.check_start - k * self.period).sum())
+            rows = int(self._in_last(k).sum())
             note = "" if rows >= MIN_WINDOW_ROWS else f"too small to fit: {rows} rows < {MIN_WINDOW_ROWS}"
             c = WindowCandidate(f"last {k} x {self.period_text}", k, rows, note=note)
         if not c.note:
@@ -192,13 +197,11 @@ class _Comparison:
         from sklearn.base import clone
 
         target = self.cfg.target
-        part = self.before if c.periods is None else self.before.loc[
-            (self.before_times > self.check_start - c.periods * self.period).to_numpy()]
+        part = self.before if c.periods is None else self.before.loc[self._in_last(c.periods)]
         self.fits += 1
         try:
             fitted = clone(self.model).fit(part.drop(columns=[target]), part[target])
-            self.preds[c.name] = predict(fitted, self.check.drop(columns=[target]), self.cfg.task,
-                                         self.cfg.positive_class)
+            self.preds[c.name] = predict(fitted, self.X_check, self.cfg.task, self.cfg.positive_class)
             c.score = metric_value(self.cfg.primary_metric, self.y_check, self.preds[c.name])
         except ValueError as exc:  # one class only in a short window, say: that window cannot be judged
             c.note = f"could not be fitted or scored: {str(exc).splitlines()[0][:120]}"
@@ -220,18 +223,17 @@ def choose_window(model: Any, train: pd.DataFrame, cfg: PipelineConfig, period: 
     if not cmp.shorter_than_history(1):
         return all_history(f"the history spans less than two {period_text} periods before the newest one",
                            metric, period_text)
-    sign = -1.0 if METRIC_DIRECTION[metric] else 1.0  # lower is better after the sign
     coarse = [1]
     while len(coarse) < MAX_COARSE_WINDOWS and cmp.shorter_than_history(coarse[-1] * COARSE_RATIO):
         coarse.append(coarse[-1] * COARSE_RATIO)
     candidates = [cmp.candidate(None)] + [cmp.candidate(k) for k in coarse]
-    near = _worth_refining(candidates, sign)
+    near = _worth_refining(candidates, cmp.sign)
     if near is not None:  # a short window scores better than all history: try the lengths beside it
         have = {c.periods for c in candidates}
         candidates += [cmp.candidate(k) for k in (near.periods // 2, near.periods * 2)
                        if k >= 1 and k not in have and cmp.shorter_than_history(k)]
         candidates = candidates[:1] + sorted(candidates[1:], key=lambda c: c.periods)
-    best, reason = _decide(candidates, cmp, sign)
+    best, reason = _decide(candidates, cmp)
     return WindowChoice(best.name, best.periods, period_text, metric, len(cmp.check), candidates, cmp.fits,
                         time.perf_counter() - started, reason)
 
@@ -251,9 +253,9 @@ def _worth_refining(candidates: list[WindowCandidate], sign: float) -> WindowCan
     return None
 
 
-def _decide(candidates: list[WindowCandidate], cmp: _Comparison, sign: float) -> tuple[WindowCandidate, str]:
+def _decide(candidates: list[WindowCandidate], cmp: _Comparison) -> tuple[WindowCandidate, str]:
     """All history, unless a shorter window beats it by a paired bootstrap's 90% lower bound above the margin."""
-    metric, text = cmp.cfg.primary_metric, cmp.period_text
+    metric, text, sign = cmp.cfg.primary_metric, cmp.period_text, cmp.sign
     scored, base = _scored(candidates), candidates[0]
     if not scored:
         return base, "no candidate could be scored"
