@@ -224,11 +224,12 @@ class Processes:
 
 
 _EXECUTORS: dict[tuple[int, int], Any] = {}  # this module's own worker pools (not joblib's shared one)
+IDLE_TIMEOUT = 300  # seconds a worker sits idle before it ends by itself
 
 
 def executor(plan: ThreadPlan) -> Any:
     """A pool of `plan.trials` worker processes whose native thread pools start `plan.per_trial` threads; kept
-    for the next search (workers that sat idle for 5 minutes end by themselves)."""
+    for the next search (workers that sat idle for `IDLE_TIMEOUT` end by themselves)."""
     from joblib.externals.loky import ProcessPoolExecutor
 
     key = (plan.trials, plan.per_trial)
@@ -238,10 +239,21 @@ def executor(plan: ThreadPlan) -> Any:
         # passive: threads waiting in a parallel region sleep instead of spinning, which on a busy machine made
         # a 2-thread fit 10-30x slower than a 1-thread one (measured at load 14 on 2 cores)
         env = {**dict.fromkeys(NATIVE_THREAD_VARS, threads), "OMP_WAIT_POLICY": "PASSIVE"}
-        pool = ProcessPoolExecutor(max_workers=plan.trials, env=env, timeout=300)
+        pool = ProcessPoolExecutor(max_workers=plan.trials, env=env, timeout=IDLE_TIMEOUT)
         pool.plan = plan
         _EXECUTORS[key] = pool
+    pool.used = time.monotonic()
     return pool
+
+
+def warm_executor(plan: ThreadPlan) -> Any | None:
+    """The pool `executor` would give when its workers are still up (used within the last `IDLE_TIMEOUT`, less
+    a margin), else None: starting workers (about 1.5 s of imports on 2 cores) costs more than a few small fits
+    run side by side save."""
+    pool = _EXECUTORS.get((plan.trials, plan.per_trial))
+    if plan.trials < 2 or pool is None or time.monotonic() - getattr(pool, "used", -math.inf) > IDLE_TIMEOUT - 30:
+        return None
+    return executor(plan)
 
 
 def start_workers(plan: ThreadPlan) -> None:

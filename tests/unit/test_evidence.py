@@ -4,6 +4,7 @@ costs more than a retrain (the staleness sum)."""
 
 from __future__ import annotations
 
+import os
 from datetime import UTC, datetime
 
 import numpy as np
@@ -34,11 +35,11 @@ def _series(kind: str, days: int = 360, seed: int = 0, trend: float | None = Non
     return pd.DataFrame({"ts": ts, "x": x, "y": y})
 
 
-def _cfg(**policy: object):
+def _cfg(n_jobs: int = -1, **policy: object):
     return parse_config({"name": "t", "task": "regression", "source": {"kind": "file", "path": "x.csv"},
                          "target": "y", "timestamp_column": "ts", "gate": {"primary_metric": "rmse"},
                          "registry": {"model_name": "t"}, "models": [{"family": "linear_regression"}],
-                         "monitoring": {"policy": {"window_period": "1M", **policy}}})
+                         "search": {"n_jobs": n_jobs}, "monitoring": {"policy": {"window_period": "1M", **policy}}})
 
 
 def _features(df: pd.DataFrame) -> pd.DataFrame:
@@ -81,6 +82,28 @@ def test_growth_chooses_a_recent_window_and_stationary_all_history() -> None:
     # all history holds its own against the coarse windows: nothing finer is fitted
     assert [c.periods for c in still.choice.candidates] == [None, 1, 4] and still.choice.fits == 3
     assert "held-back rows" in still.choice.summary() and "| all history (chosen) |" in still.choice.to_markdown()
+
+
+def test_candidates_fit_side_by_side_in_warm_workers_choose_as_one_after_another(monkeypatch) -> None:
+    """With the search's worker processes up, the candidates fit there (one thread each) and score exactly as
+    fitted here one after another; with no warm pool, here."""
+    from mlops.training.trials import executor, thread_plan, warm_executor
+
+    cfg = _cfg(n_jobs=2)
+    plan = thread_plan(2)
+    executor(plan).used -= 600  # idle past the workers' timeout: they may be gone, so the fits run here
+    assert warm_executor(plan) is None
+    here = train_in_window(_DropTs(LinearRegression()), _series("growth"), cfg).choice
+    pool = executor(plan)  # used now: warm
+    pids = {pool.submit(os.getpid).result() for _ in range(8)}
+    assert warm_executor(plan) is pool and os.getpid() not in pids
+    sent, submit = [], pool.submit
+    monkeypatch.setattr(pool, "submit", lambda fn, *args: sent.append(fn.__name__) or submit(fn, *args))
+    there = train_in_window(_DropTs(LinearRegression()), _series("growth"), cfg).choice
+    assert [(c.name, c.score) for c in there.candidates] == [(c.name, c.score) for c in here.candidates]
+    # the coarse three (all history, the last 1 and 4 months) in the workers; the one length beside the best
+    # (the last 2 months) alone, so here
+    assert there.chosen == here.chosen and there.fits == here.fits == 4 and len(sent) == 3
 
 
 def test_a_shorter_window_that_wins_by_a_few_percent_keeps_all_history() -> None:
