@@ -11,19 +11,18 @@ a window that wins one held-back period by 1-4% often loses the seasons it never
 regime at a second seed, such choices cost a fifth of the retraining gain), and throwing history away is
 worth it only for a gain that matters, as on growth or after a change, where short windows win by far more.
 
-Candidates, coarse to fine: all history and the last 1, 4, 16 periods while shorter than the history (a
-ratio of 4, `COARSE_RATIO`); only when the best of those short windows beats all history by more than the margin
-(its score alone, before any bootstrap) are its neighbours at half and twice its length fitted too (the last 2
-and 8 around the last 4, say): a short window within the margin is not chosen, and lengths beside it score close
-to it (in nine replays of the project's regimes, every retrain that chose a short window had such a coarse
-winner; the neighbours were fitted at 11 of its 87 choices instead of 39). The fit
-of all history costs about a retrain's own fit and a short window's not much less (a boosted model's
-per-iteration work dominates small windows), so the candidates fit side by side in the search's worker
-processes, one thread each, when those are up (`warm_executor`); starting them for a choice alone would cost more
-than it saves. On the project's regimes this chose the same window at every retrain as the ratio-2 ladder (1, 2,
-4, 8), which fitted up to four short windows every time, one after another. The period is the monitoring cadence
-(the backtest's window length). Pure: no Prefect, no MLflow; the training flow (tasks/tuning.py) and the backtest
-both call `choose_window`.
+Candidates, coarse to fine: all history and the last 1, 4, 16 periods while shorter than the history (a ratio of 4,
+`COARSE_RATIO`); only when the best of those short windows beats all history by more than the margin (its score
+alone, before any bootstrap) are its neighbours at half and twice its length fitted too (the last 2 and 8 around the
+last 4, say): a short window within the margin is not chosen, and lengths beside it score close to it (in nine
+replays of the project's regimes, every retrain that chose a short window had such a coarse winner; the neighbours
+were fitted at 11 of its 87 choices instead of 39). The fit of all history costs about a retrain's own fit and a
+short window's not much less (a boosted model's per-iteration work dominates small windows), so the candidates fit
+side by side in the search's worker processes, one thread each, when those are up (`warm_executor`); starting them
+for a choice alone would cost more than it saves. On the project's regimes this chose the same window at every
+retrain as the ratio-2 ladder (1, 2, 4, 8), which fitted up to four short windows every time, one after another. The
+period is the monitoring cadence (the backtest's window length). Pure: no Prefect, no MLflow; the training flow
+(tasks/tuning.py) and the backtest both call `choose_window`.
 """
 
 from __future__ import annotations
