@@ -15,6 +15,7 @@ from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 from mlops.core.config import FeatureConfig
 from mlops.core.contract import DataContract
+from mlops.core.periods import as_times
 
 MISSING = "__missing__"
 
@@ -47,7 +48,7 @@ class DateParts(BaseEstimator, TransformerMixin):
 
     def _varying_parts(self, values: pd.Series) -> list[str]:
         """The configured parts that take more than one value here (the first one if none does)."""
-        ts = pd.to_datetime(values, errors="coerce").dropna()
+        ts = as_times(values).dropna()
         kept = [p for p in self.parts if getattr(ts.dt, p).nunique() > 1]
         return kept or list(self.parts[:1])
 
@@ -59,7 +60,7 @@ class DateParts(BaseEstimator, TransformerMixin):
         frame = pd.DataFrame(X)
         out = []
         for i in range(frame.shape[1]):
-            ts = pd.to_datetime(frame.iloc[:, i], errors="coerce")
+            ts = as_times(frame.iloc[:, i])
             for p in self.parts_for(self.columns_[i]):
                 out.append(getattr(ts.dt, p).astype(float).to_numpy())
         return np.column_stack(out) if out else np.empty((len(frame), 0))

@@ -17,6 +17,15 @@ PERIOD = re.compile(r"^\s*(\d+)\s*(min|[hHdDwWmMyY])\s*$")
 UNITS = {"min": "minutes", "h": "hours", "d": "days", "w": "weeks", "m": "months", "y": "years"}
 
 
+def as_times(values: pd.Series, errors: str = "coerce") -> pd.Series:
+    """`values` as datetimes: as they are when they already are (`pd.to_datetime` would first look at up to 500
+    of them one by one to decide whether to cache its parsing: 4 ms on 16,000 hourly rows, for nothing), else
+    parsed (`errors` as `pd.to_datetime`'s: unparseable values NaT, or an error)."""
+    if pd.api.types.is_datetime64_any_dtype(values):
+        return values
+    return pd.to_datetime(values, errors=errors)
+
+
 def parse_period(text: str, what: str) -> pd.DateOffset:
     """`3M`, `1M`, `2W`, `14D`, `12H`, `30min`, `1Y` as a calendar offset; anything else is one sentence."""
     m = PERIOD.match(str(text))

@@ -36,7 +36,7 @@ from typing import Any
 import pandas as pd
 
 from mlops.core.config import METRIC_DIRECTION, PipelineConfig
-from mlops.core.periods import PERIOD, cron_period, parse_period
+from mlops.core.periods import PERIOD, as_times, cron_period, parse_period
 from mlops.training.evaluation import Predictions, metric_value, paired_bootstrap, predict
 from mlops.training.trials import thread_plan, warm_executor
 
@@ -104,7 +104,7 @@ def last_periods(frame: pd.DataFrame, timestamp_column: str | None, periods: int
     (`periods` or `period` None) or a timestamp column."""
     if periods is None or period is None or not timestamp_column or not len(frame):
         return frame
-    times = pd.to_datetime(frame[timestamp_column])
+    times = as_times(frame[timestamp_column], errors="raise")
     return frame.loc[(times > times.max() - periods * period).to_numpy()].reset_index(drop=True)
 
 
@@ -141,7 +141,7 @@ def train_in_window(model: Any, train: pd.DataFrame, cfg: PipelineConfig, period
         why = "train_on is not auto" if cfg.timestamp_column else "no timestamp column, so no time window to choose"
         return Windowed(model, all_history(why, cfg.primary_metric))
     period, text = window_period(cfg, period_text)
-    period, text = _widened(pd.to_datetime(train[cfg.timestamp_column]), period, text)
+    period, text = _widened(as_times(train[cfg.timestamp_column], errors="raise"), period, text)
     choice = choose_window(model, train, cfg, period, text)
     if choice.is_all:
         return Windowed(model, choice, period)
@@ -241,7 +241,7 @@ def choose_window(model: Any, train: pd.DataFrame, cfg: PipelineConfig, period: 
     ts, metric = cfg.timestamp_column, cfg.primary_metric
     if not ts or ts not in train.columns:
         return all_history("no timestamp column, so no time window to choose", metric, period_text)
-    cmp = _Comparison(model, train, pd.to_datetime(train[ts]), cfg, period, period_text)
+    cmp = _Comparison(model, train, as_times(train[ts], errors="raise"), cfg, period, period_text)
     if len(cmp.check) < MIN_CHECK_ROWS or len(cmp.before) < MIN_WINDOW_ROWS:
         return all_history(f"too little history to compare windows ({len(cmp.before):,} rows before the newest "
                            f"{period_text} and {len(cmp.check):,} in it; needs {MIN_WINDOW_ROWS} and "

@@ -149,6 +149,23 @@ def test_date_only_columns_get_no_hour_part() -> None:
     assert legacy.transform(X).shape == (n, 4)
 
 
+def test_date_parts_read_datetimes_as_they_are_and_parse_text_the_same_way() -> None:
+    from mlops.core.periods import as_times
+
+    times = pd.Series(pd.date_range("2024-01-01", periods=300, freq="7h"))
+    assert as_times(times) is times  # already datetimes: not parsed again
+    text = times.dt.strftime("%Y-%m-%d %H:%M:%S").astype(object)
+    text.iloc[3] = "not a time"
+    parsed = as_times(text)
+    assert parsed.isna().tolist() == [i == 3 for i in range(300)] and (parsed.drop(3) == times.drop(3)).all()
+    with pytest.raises(ValueError):
+        as_times(text, errors="raise")
+    fitted = DateParts(("month", "dayofweek", "hour")).fit(times.to_frame("at"))
+    from_times, from_text = fitted.transform(times.to_frame("at")), fitted.transform(text.to_frame("at"))
+    assert np.isnan(from_text[3]).all() and not np.isnan(from_times).any()
+    assert np.array_equal(np.delete(from_times, 3, axis=0), np.delete(from_text, 3, axis=0))
+
+
 def test_preprocessor_has_no_hour_feature_for_a_date_only_column() -> None:
     df = _frame().drop(columns=["Unnamed: 0"])
     contract = infer_contract(df, "y", "classification", ValidationConfig())
