@@ -30,6 +30,7 @@ from __future__ import annotations
 import math
 import time
 from concurrent.futures import Future
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -203,12 +204,12 @@ class _Comparison:
         pending = []
         for c in todo:
             part = self.before if c.periods is None else self.before.loc[self._in_last(c.periods)]
-            pending.append((c, run(self.model, part.drop(columns=[target]), part[target], self.X_check, task,
-                                   positive)))
+            args = (self.model, part.drop(columns=[target]), part[target], self.X_check, task, positive)
+            pending.append((c, args, run(*args)))
         self.fits += len(pending)
-        for c, future in pending:
+        for c, args, future in pending:
             try:
-                self.preds[c.name] = future.result()
+                self.preds[c.name] = _answer(future, args)
                 c.score = metric_value(self.cfg.primary_metric, self.y_check, self.preds[c.name])
             except ValueError as exc:  # one class only in a short window, say: that window cannot be judged
                 c.note = f"could not be fitted or scored: {str(exc).splitlines()[0][:120]}"
@@ -221,6 +222,14 @@ def _fit_and_predict(model: Any, X: pd.DataFrame, y: pd.Series, X_check: pd.Data
     from sklearn.base import clone
 
     return predict(clone(model).fit(X, y), X_check, task, positive_class)
+
+
+def _answer(future: Future[Predictions], args: tuple[Any, ...]) -> Predictions:
+    """A candidate's predictions from its worker, or fitted here when the worker died (killed, out of memory)."""
+    try:
+        return future.result()
+    except BrokenProcessPool:
+        return _fit_and_predict(*args)
 
 
 def _fitted_here(*args: Any) -> Future[Predictions]:

@@ -106,6 +106,29 @@ def test_candidates_fit_side_by_side_in_warm_workers_choose_as_one_after_another
     assert there.chosen == here.chosen and there.fits == here.fits == 4 and len(sent) == 3
 
 
+def test_a_worker_that_dies_mid_choice_leaves_its_candidate_to_be_fitted_here(monkeypatch) -> None:
+    """A worker killed or out of memory breaks the pool: its candidates are fitted here, with the same scores."""
+    from concurrent.futures import Future
+    from concurrent.futures.process import BrokenProcessPool
+
+    from mlops.training.trials import executor, thread_plan
+
+    cfg, plan = _cfg(n_jobs=2), thread_plan(2)
+    executor(plan).used -= 600
+    here = train_in_window(_DropTs(LinearRegression()), _series("growth"), cfg).choice
+    pool = executor(plan)
+
+    def broken(fn, *args):
+        dead: Future = Future()
+        dead.set_exception(BrokenProcessPool("a worker died"))
+        return dead
+
+    monkeypatch.setattr(pool, "submit", broken)
+    there = train_in_window(_DropTs(LinearRegression()), _series("growth"), cfg).choice
+    assert [(c.name, c.score) for c in there.candidates] == [(c.name, c.score) for c in here.candidates]
+    assert there.chosen == here.chosen and all(not c.note.startswith("could not") for c in there.candidates)
+
+
 def test_a_shorter_window_that_wins_by_a_few_percent_keeps_all_history() -> None:
     """A level that creeps up 4% a year under noise: the last months beat all history on the held-back month,
     significantly, by about 3% of the error. That is not worth throwing the history away for (the margin is 5%)."""
