@@ -199,13 +199,12 @@ class _Comparison:
         search's worker processes when they are up (one thread each), else one after another here."""
         todo = [c for c in candidates if not c.note]
         pool = warm_executor(thread_plan(self.cfg.search.n_jobs)) if len(todo) > 1 else None
-        run = (lambda *args: pool.submit(_fit_and_predict, *args)) if pool is not None else _fitted_here
         target, task, positive = self.cfg.target, self.cfg.task, self.cfg.positive_class
         pending = []
         for c in todo:
             part = self.before if c.periods is None else self.before.loc[self._in_last(c.periods)]
             args = (self.model, part.drop(columns=[target]), part[target], self.X_check, task, positive)
-            pending.append((c, args, run(*args)))
+            pending.append((c, args, None if pool is None else pool.submit(_fit_and_predict, *args)))
         self.fits += len(pending)
         for c, args, future in pending:
             try:
@@ -224,22 +223,15 @@ def _fit_and_predict(model: Any, X: pd.DataFrame, y: pd.Series, X_check: pd.Data
     return predict(clone(model).fit(X, y), X_check, task, positive_class)
 
 
-def _answer(future: Future[Predictions], args: tuple[Any, ...]) -> Predictions:
-    """A candidate's predictions from its worker, or fitted here when the worker died (killed, out of memory)."""
-    try:
-        return future.result()
-    except BrokenProcessPool:
-        return _fit_and_predict(*args)
-
-
-def _fitted_here(*args: Any) -> Future[Predictions]:
-    """`_fit_and_predict` run here, at once, answering like a worker's future."""
-    done: Future[Predictions] = Future()
-    try:
-        done.set_result(_fit_and_predict(*args))
-    except ValueError as exc:
-        done.set_exception(exc)
-    return done
+def _answer(future: Future[Predictions] | None, args: tuple[Any, ...]) -> Predictions:
+    """A candidate's predictions: from its worker, or fitted here when it was not sent to one or the worker died
+    (killed, out of memory)."""
+    if future is not None:
+        try:
+            return future.result()
+        except BrokenProcessPool:
+            pass
+    return _fit_and_predict(*args)
 
 
 def choose_window(model: Any, train: pd.DataFrame, cfg: PipelineConfig, period: pd.DateOffset,
