@@ -19,7 +19,7 @@ import httpx
 import pandas as pd
 import pytest
 
-from tests.conftest import REPO, write_config
+from tests.conftest import REPO, small_config, write_config
 from tests.support.stack import Live, champion, ensure_trained, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1200)]
@@ -87,8 +87,10 @@ def guard(live: Live) -> Iterator[Guard]:
     ensure_trained(live)
     original = champion(live)
     assert original is not None
-    # a version whose gate fails: the same model trained against an impossible threshold
-    cfg = write_config(live.work, name="impossible-gate.yaml", gate={"thresholds": {"roc_auc": 0.999}})
+    # a version whose gate fails: the same model trained against an impossible threshold (the small config's gate
+    # otherwise, so no infra-validation process: serving a version is what this module attacks, not loading it)
+    cfg = write_config(live.work, name="impossible-gate.yaml",
+                       gate={**small_config()["gate"], "thresholds": {"roc_auc": 0.999}})
     res = mlops(live, "train", "--config", str(cfg), "--json")
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
     summary = json.loads(res.stdout[res.stdout.index("{"):])
