@@ -117,26 +117,42 @@ class OutOfTime(Exception):  # noqa: N818 - a signal, not an error a user sees
 GROWN = {"random_forest": "n_estimators", "hist_gradient_boosting": "max_iter"}  # what grows round by round
 
 
+FIRST_ROUND = 10  # trees or iterations grown before the pace is known
+
+
 def fit_until(model: Any, family: str, X: Any, y: Any, stop_at: float | None) -> Any:
     """`model.fit(X, y)`, or with a deadline (`time.time()` seconds) for a forest or boosting: grown in rounds
-    (a tenth of its trees or iterations each, then half of what is grown: few rounds, each re-bins the data)
-    and `OutOfTime` raised at the first round's end past the deadline. Warm starts continue the same random
-    streams, so the grown model equals one fit's."""
+    (10 trees or 11 iterations first, then a tenth of them or half of what is grown, whichever is more: few rounds,
+    each re-bins the data), each round no larger than what the last round's pace fits before the deadline, and
+    `OutOfTime` raised once not one more tree or iteration would (or a round ended past it: the pace fell). So
+    a fit ends near its deadline even when a round of a large model is long or the machine slows down. Warm
+    starts continue the same random streams, so the grown model equals one fit's."""
     attr = GROWN.get(family)
     if stop_at is None or attr is None or getattr(model, "warm_start", True):
         return model.fit(X, y)
     total = int(getattr(model, attr))
     if time.time() >= stop_at:
         raise OutOfTime
-    grown = 0
+    grown, pace = 0, None  # seconds per tree or iteration in the last round
+    # boosting's early stopping continues across warm starts only from a first round longer than its patience
+    # (scikit-learn 1.9: a first round of exactly `n_iter_no_change` iterations grows one more than one fit)
+    first = max(FIRST_ROUND, int(getattr(model, "n_iter_no_change", 0) or 0) + 1)
     model.set_params(warm_start=True)
     while grown < total:
-        grown = min(total, grown + max(10, math.ceil(total / 10), grown // 2))
+        step = first if pace is None else max(FIRST_ROUND, math.ceil(total / 10), grown // 2)
+        if pace is not None:
+            step = min(step, int((stop_at - time.time()) / pace))
+            if step < 1:
+                raise OutOfTime
+        started, before = time.time(), grown
+        grown = min(total, grown + step)
         model.set_params(**{attr: grown}).fit(X, y)
         if attr == "max_iter" and model.n_iter_ < grown:  # early stopping ended it
             break
-        if grown < total and time.time() >= stop_at:
+        now = time.time()
+        if grown < total and now >= stop_at:
             raise OutOfTime
+        pace = max(now - started, 1e-9) / (grown - before)
     return model.set_params(warm_start=False, **{attr: total})
 
 

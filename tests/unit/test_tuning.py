@@ -214,14 +214,17 @@ def test_a_slow_family_cannot_hold_the_search_past_its_budget(data) -> None:
         deadlines.append(share.get("deadline"))
         return tune_family(*args, **share)
 
+    said: list[tuple[float, str]] = []
     t0 = time.time()
     results = tune_families(specs, pre, X, y, "classification", "roc_auc",
-                            SearchConfig(time_budget=8, cv_folds=2, n_jobs=1), tune=tune)
-    ended = time.time()
+                            SearchConfig(time_budget=8, cv_folds=2, n_jobs=1), tune=tune,
+                            log=lambda msg: said.append((time.time(), msg)))
     deadline = deadlines[0]
     assert deadline is not None and t0 + 8 <= deadline and set(deadlines) == {deadline}
     # the search used its budget and did not hold past it: the forest's first trial runs until it stops itself,
-    # which it does before the deadline when its next batch of trees would not fit (sooner on a busy machine)
+    # which it does before the deadline when its next batch of trees would not fit (sooner on a busy machine).
+    # The search's end is when it says so; the winner's fit on every row comes after, outside the budget.
+    ended = next(at for at, msg in said if msg.startswith("Tuning: search ended"))
     assert t0 + 4 < ended <= deadline + STRAGGLER_SLACK + 2
     for r in results:
         trials = _trials(r)
@@ -258,9 +261,17 @@ def test_forests_and_boosting_stop_themselves_at_a_deadline_and_grow_the_same_mo
     monkeypatch.setattr(trials.time, "time", lambda: 10.0 if hasattr(forest, "estimators_") else 0.0)
     with pytest.raises(OutOfTime):
         fit_until(forest, "random_forest", X, y, 5.0)
-    assert len(forest.estimators_) == 40  # one round (a tenth of the trees), then it stopped itself
+    assert len(forest.estimators_) == 10  # one round (the first, before the pace is known), then it stopped itself
     with pytest.raises(OutOfTime):  # past the deadline already: not even a round
         fit_until(make_estimator("random_forest", "classification", {}, 0), "random_forest", X, y, 5.0)
+
+    # a clock at which each tree takes 10 ms: rounds are sized to the pace, so the forest stops at the deadline
+    # (0.95 s, 95 trees) instead of within a round of 40 past it (120 trees, 1.2 s, as fixed rounds would)
+    paced = make_estimator("random_forest", "classification", {"n_estimators": 400}, 0)
+    monkeypatch.setattr(trials.time, "time", lambda: 0.01 * len(getattr(paced, "estimators_", [])))
+    with pytest.raises(OutOfTime):
+        fit_until(paced, "random_forest", X, y, 0.95)
+    assert 90 <= len(paced.estimators_) <= 95
 
 
 @pytest.mark.slow
