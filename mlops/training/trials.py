@@ -2,8 +2,8 @@
 at a deadline, and where fits run (in this process, in worker processes, on a Dask cluster).
 
 Fits that can be cut: forests and histogram gradient boosting grow in rounds (scikit-learn's `warm_start`, the
-same trees and iterations as one fit) and look at the clock between rounds, so a fit still running when the
-search's time is spent ends within one round instead of running on; the other families fit in well under a
+same trees and iterations as one fit), each round sized to the pace of the last one, so a fit still running when
+the search's time is spent ends at its deadline instead of running on; the other families fit in well under a
 round's time. A cut fit raises `OutOfTime`; its trial does not count.
 """
 
@@ -139,9 +139,10 @@ def fit_until(model: Any, family: str, X: Any, y: Any, stop_at: float | None) ->
     first = max(FIRST_ROUND, int(getattr(model, "n_iter_no_change", 0) or 0) + 1)
     model.set_params(warm_start=True)
     while grown < total:
-        step = first if pace is None else max(FIRST_ROUND, math.ceil(total / 10), grown // 2)
-        if pace is not None:
-            step = min(step, int((stop_at - time.time()) / pace))
+        if pace is None:
+            step = first
+        else:  # what the last round's pace fits before the deadline, at most the usual round
+            step = min(max(FIRST_ROUND, math.ceil(total / 10), grown // 2), int((stop_at - time.time()) / pace))
             if step < 1:
                 raise OutOfTime
         started, before = time.time(), grown
