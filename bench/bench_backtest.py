@@ -11,6 +11,7 @@ counted: candidate windows, fresh-model checks, challengers, refits).
     .venv/bin/python -m bench.bench_backtest                      # all regimes, writes docs/benchmarks.md
     .venv/bin/python -m bench.bench_backtest --regimes growth --no-write
     .venv/bin/python -m bench.bench_backtest --long                # 54 windows of 44,000 hourly rows, --fast
+    .venv/bin/python -m bench.bench_backtest --date-parts decimal_year month dayofweek hour   # a time axis
 """
 
 from __future__ import annotations
@@ -37,9 +38,10 @@ def _share(part: float, whole: float) -> str:
     return "n/a" if whole <= 0 else f"+{part / whole:.0%}"
 
 
-def regime_config(regime: str, seed: int, rows: int = 17520) -> Any:
+def regime_config(regime: str, seed: int, rows: int = 17520, date_parts: list[str] | None = None) -> Any:
     """configs/demand.yaml with the regime's generated source (the shipped source for `demand`); no policy
-    settings. Growth moves the level far beyond the shipped absolute rmse floor, so only its r2 floor stays."""
+    settings. Growth moves the level far beyond the shipped absolute rmse floor, so only its r2 floor stays.
+    `date_parts` replaces the config's (to compare encodings of time)."""
     from mlops.core.config import parse_config
 
     raw = yaml.safe_load((REPO / "configs" / "demand.yaml").read_text())
@@ -50,16 +52,18 @@ def regime_config(regime: str, seed: int, rows: int = 17520) -> Any:
     else:
         raw["source"]["rows"] = rows
     raw["monitoring"]["policy"] = {}
+    if date_parts:
+        raw["features"]["date_parts"] = list(date_parts)
     return parse_config(raw, str(REPO / "configs" / "demand.yaml"))
 
 
 def run_regime(regime: str, seed: int, initial: str, every: str, rows: int = 17520,
-               fast: bool = False) -> tuple[Any, float]:
+               fast: bool = False, date_parts: list[str] | None = None) -> tuple[Any, float]:
     from mlops.core.data import read_source
     from mlops.monitoring.backtest import run_backtest
     from mlops.monitoring.backtest_plan import plan_backtest
 
-    cfg = regime_config(regime, seed, rows)
+    cfg = regime_config(regime, seed, rows, date_parts)
     t0 = time.perf_counter()
     plan = plan_backtest(cfg, read_source(cfg).frame, initial, every)
     result = run_backtest(cfg, plan, log=lambda m: print(f"[{regime}] {m}", flush=True), fast=fast)
@@ -137,7 +141,11 @@ def main() -> None:
     ap.add_argument("--no-write", action="store_true", help="print the section instead of writing docs/benchmarks.md")
     ap.add_argument("--long", action="store_true", help="one long replay instead: 44,000 hourly rows (5 years), "
                     "initial 6M, 54 windows of 1M, --fast, on the stationary regime (or the first of --regimes)")
+    ap.add_argument("--date-parts", nargs="+", help="the features' date parts instead of configs/demand.yaml's "
+                    "(e.g. decimal_year month dayofweek hour); the section is printed, not written")
     args = ap.parse_args()
+    if args.date_parts:
+        args.no_write = True
     if args.long:
         return long_replay(args.regimes[0] if args.regimes != list(REGIMES) else "stationary", args.seed,
                            not args.no_write)
@@ -151,7 +159,7 @@ def main() -> None:
              "before configurations were reused); every window on the last k windows refits that search's "
              "configuration on them (one fit each).", ""]
     for regime in args.regimes:
-        result, wall = run_regime(regime, args.seed, args.initial, args.every)
+        result, wall = run_regime(regime, args.seed, args.initial, args.every, date_parts=args.date_parts)
         part = section(regime, result, wall)
         print("\n".join(part), flush=True)
         lines += part

@@ -101,7 +101,7 @@ class FeatureConfig(_Strict):
     scale: bool = True
     categorical_impute: Literal["most_frequent", "constant"] = "constant"
     max_one_hot: int = Field(30, ge=2)
-    date_parts: list[Literal["year", "month", "day", "dayofweek", "hour"]] = Field(
+    date_parts: list[Literal["year", "decimal_year", "month", "day", "dayofweek", "hour"]] = Field(
         default_factory=lambda: ["month", "dayofweek", "hour"]
     )
 

@@ -15,7 +15,7 @@ from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 from mlops.core.config import FeatureConfig
 from mlops.core.contract import DataContract
-from mlops.core.periods import as_times
+from mlops.core.periods import as_times, decimal_years
 
 MISSING = "__missing__"
 
@@ -34,6 +34,12 @@ class DateParts(BaseEstimator, TransformerMixin):
     At fit time each column keeps only the parts that vary in the training data: a date-only
     column (every time midnight) gets no `hour`. The parts kept per column (`parts_`) are what
     transform applies, so serving computes exactly the features training fitted.
+
+    `decimal_year` is the year with the share of it gone by (2024.5 is early July:
+    mlops.core.periods.decimal_years), a time axis for a target with a trend: the calendar `year` is one value
+    in a year's data, so a model fitted in December drops it and reads the trend from the month instead, then
+    maps next January to last January's level; a decimal year goes on where the training rows end. On a target
+    without a trend it lets a tree split on time for nothing (docs/real-data.md has the figures).
     """
 
     def __init__(self, parts: tuple[str, ...] = ("month", "dayofweek", "hour")) -> None:
@@ -49,7 +55,7 @@ class DateParts(BaseEstimator, TransformerMixin):
     def _varying_parts(self, values: pd.Series) -> list[str]:
         """The configured parts that take more than one value here (the first one if none does)."""
         ts = as_times(values).dropna()
-        kept = [p for p in self.parts if getattr(ts.dt, p).nunique() > 1]
+        kept = [p for p in self.parts if date_part(ts, p).nunique() > 1]
         return kept or list(self.parts[:1])
 
     def parts_for(self, name: str) -> list[str]:
@@ -62,11 +68,16 @@ class DateParts(BaseEstimator, TransformerMixin):
         for i in range(frame.shape[1]):
             ts = as_times(frame.iloc[:, i])
             for p in self.parts_for(self.columns_[i]):
-                out.append(getattr(ts.dt, p).astype(float).to_numpy())
+                out.append(date_part(ts, p).astype(float).to_numpy())
         return np.column_stack(out) if out else np.empty((len(frame), 0))
 
     def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
         return np.array([f"{c}_{p}" for c in self.columns_ for p in self.parts_for(c)], dtype=object)
+
+
+def date_part(ts: pd.Series, part: str) -> pd.Series:
+    """One fitted part of datetimes: `decimal_year`, or a pandas date field (`month`, `dayofweek`, ...)."""
+    return decimal_years(ts) if part == "decimal_year" else getattr(ts.dt, part)
 
 
 def feature_columns(contract: DataContract) -> dict[str, list[str]]:

@@ -26,6 +26,21 @@ def as_times(values: pd.Series, errors: str = "coerce") -> pd.Series:
     return pd.to_datetime(values, errors=errors)
 
 
+def decimal_years(ts: pd.Series) -> pd.Series:
+    """The year with the share of it gone by (2024-07-02 12:00 is 2024.5): a time axis that a model can split
+    anywhere, so a new year is not an unseen value, as a calendar year is every January. NaT stays NaN."""
+    seconds = (ts.dt.dayofyear - 1) * 86_400 + ts.dt.hour * 3_600 + ts.dt.minute * 60 + ts.dt.second
+    length = (365 + ts.dt.is_leap_year.astype(float)) * 86_400
+    return ts.dt.year.astype(float) + seconds.astype(float) / length
+
+
+def decimal_year(t: datetime) -> float:
+    """`decimal_years` of one time, computed with the same operations (the model server's one-row path)."""
+    leap = t.year % 4 == 0 and (t.year % 100 != 0 or t.year % 400 == 0)
+    seconds = (t.timetuple().tm_yday - 1) * 86_400 + t.hour * 3_600 + t.minute * 60 + t.second
+    return float(t.year) + float(seconds) / float((365 + leap) * 86_400)
+
+
 def parse_period(text: str, what: str) -> pd.DateOffset:
     """`3M`, `1M`, `2W`, `14D`, `12H`, `30min`, `1Y` as a calendar offset; anything else is one sentence."""
     m = PERIOD.match(str(text))

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from mlops.core.periods import decimal_year, decimal_years
 from mlops.serving.records import CATEGORY, DATETIME, NUMERIC, Batch
 
 UNKNOWN = "\x00unseen-category\x00"
@@ -182,16 +183,19 @@ class DateBlock:
         for c, parts in zip(self.columns, self.parts, strict=True):
             idx = pd.DatetimeIndex(pd.Series(cols[c], dtype="datetime64[ns]"))
             for p in parts:
-                x[:, k] = np.asarray(getattr(idx, p), dtype=np.float64)
+                x[:, k] = np.asarray(decimal_years(idx.to_series()) if p == "decimal_year" else getattr(idx, p),
+                                     dtype=np.float64)
                 k += 1
         if self.fill is not None:
             x = np.where(np.isnan(x), self.fill, x)
         Xt[:, self.out] = x
 
 
-def _date_part(ts: Any, part: str) -> int:
+def _date_part(ts: Any, part: str) -> float:
     if part == "dayofweek":
         return int(ts.weekday())
+    if part == "decimal_year":
+        return decimal_year(ts)
     if part in {"year", "month", "day", "hour", "minute", "second"}:
         return int(getattr(ts, part))
     raise Unsupported(f"date part {part!r}")

@@ -32,8 +32,10 @@ def churn_frame(rows: int = 2000, seed: int = 3, drift: float = 0.0) -> pd.DataF
 
 def fit_pipeline(df: pd.DataFrame, target: str, task: str = "classification", family: str = "hist_gradient_boosting",
                  params: dict[str, Any] | None = None, id_column: str | None = None,
-                 timestamp_column: str | None = None, seed: int = 0) -> tuple[Any, Any, pd.DataFrame]:
-    """(pipeline, contract, coerced training frame) the way the training flow builds them."""
+                 timestamp_column: str | None = None, seed: int = 0,
+                 date_parts: list[str] | None = None) -> tuple[Any, Any, pd.DataFrame]:
+    """(pipeline, contract, coerced training frame) the way the training flow builds them (`date_parts`: the
+    features' date parts, the default's if None)."""
     from sklearn.pipeline import Pipeline
 
     from mlops.core.config import FeatureConfig, ValidationConfig
@@ -44,7 +46,8 @@ def fit_pipeline(df: pd.DataFrame, target: str, task: str = "classification", fa
     contract = infer_contract(df, target, task, ValidationConfig(), id_column, timestamp_column)
     frame = coerce_to_contract(df, contract).frame
     X, y = frame.drop(columns=[target]), frame[target]
-    pipe = Pipeline([("features", build_preprocessor(contract, FeatureConfig())),
+    features = FeatureConfig() if date_parts is None else FeatureConfig(date_parts=date_parts)
+    pipe = Pipeline([("features", build_preprocessor(contract, features)),
                      ("model", make_estimator(family, task, dict(params or {}), seed))])
     pipe.fit(X, y)
     return pipe, contract, frame

@@ -26,6 +26,7 @@ CASES = [
     ("usage_gb", "regression", "hist_gradient_boosting", {"max_iter": 40}),
     ("usage_gb", "regression", "ridge", {}),
 ]
+DATE_PARTS = ["year", "decimal_year", "month", "day", "dayofweek", "hour"]  # every part a config can name
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -54,7 +55,7 @@ def messy_rows(contract: Any, target: str, n: int = 3000) -> pd.DataFrame:
 def fitted(request: pytest.FixtureRequest) -> dict[str, Any]:
     target, task, family, params = request.param
     pipe, contract, _ = fit_pipeline(churn_frame(2500, seed=4), target, task=task, family=family, params=params,
-                                     id_column="customer_id", timestamp_column="event_time")
+                                     id_column="customer_id", timestamp_column="event_time", date_parts=DATE_PARTS)
     validator = Validator(contract.without_target(), enforce_ranges=False, target=target)
     X = messy_rows(contract, target)
     batch = validator.validate(records_from_frame(X), max_rows=10**6)

@@ -149,6 +149,25 @@ def test_date_only_columns_get_no_hour_part() -> None:
     assert legacy.transform(X).shape == (n, 4)
 
 
+def test_a_decimal_year_goes_on_where_the_training_rows_end_and_a_calendar_year_does_not() -> None:
+    """Fitted on one calendar year, `year` is constant and dropped (a tree then reads the trend from the month and
+    maps next January to last January's level); `decimal_year` is a time axis that the next January extends."""
+    from mlops.core.periods import decimal_year
+
+    times = pd.Series(pd.date_range("2023-01-01", "2023-12-31 23:00", freq="h"))
+    fitted = DateParts(("year", "decimal_year", "month", "hour")).fit(times.to_frame("at"))
+    assert fitted.parts_ == {"at": ["decimal_year", "month", "hour"]}
+    assert list(fitted.get_feature_names_out()) == ["at_decimal_year", "at_month", "at_hour"]
+    seen = fitted.transform(times.to_frame("at"))[:, 0]
+    assert seen[0] == 2023.0 and np.all(np.diff(seen) > 0) and seen[-1] < 2024.0
+    later = fitted.transform(pd.DataFrame({"at": pd.to_datetime(["2024-01-01 00:00", "2024-07-02 00:00"])}))
+    assert later[:, 0].tolist() == [2024.0, 2024.5]  # 2024 is a leap year: 183 of 366 days gone by
+    assert decimal_year(pd.Timestamp("2024-07-02").to_pydatetime()) == 2024.5  # the model server's one-row path
+    two_years = pd.Series(pd.date_range("2023-06-01", periods=400, freq="D"))
+    calendar = DateParts(("year", "month")).fit(two_years.to_frame("at"))
+    assert calendar.transform(two_years[[0, 399]].to_frame("at"))[:, 0].tolist() == [2023.0, 2024.0]
+
+
 def test_date_parts_read_datetimes_as_they_are_and_parse_text_the_same_way() -> None:
     from mlops.core.periods import as_times
 
