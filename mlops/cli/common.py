@@ -72,6 +72,17 @@ def check_config(config: Path) -> Any:
         fail(str(exc), exc.exit_code)
 
 
+def check_data_path(cfg: Any, path: str) -> None:
+    """A `--data` path that loading would refuse or not find ends here, in one line, before a run starts."""
+    from mlops.core.data import check_given_path
+    from mlops.core.settings import get_settings
+
+    try:
+        check_given_path(cfg, path, get_settings())
+    except MLOpsError as exc:
+        fail(str(exc), exc.exit_code)
+
+
 def use_running_stack() -> str | None:
     """Point this process at the stack `mlops up` runs from this state folder, if one runs; returns
     its Prefect API URL.

@@ -20,6 +20,7 @@ from mlops.cli import score as cli_score
 from mlops.cli import stack as cli_stack
 from mlops.cli.common import (
     check_config,
+    check_data_path,
     clip,
     prepare_flow_process,
     stdout_to_stderr,
@@ -95,7 +96,9 @@ def train(
     json_out: Annotated[bool, typer.Option("--json", help="print the run summary as JSON")] = False,
 ) -> None:
     """Run the training flow: validate, tune, evaluate, gate, register, promote."""
-    check_config(config)  # a bad config fails here, before any work starts
+    cfg = check_config(config)  # a bad config fails here, before any work starts
+    if data is not None:
+        check_data_path(cfg, data)  # so does a data path that is refused or missing
     prepare_flow_process(*startup.TRAINING)
     from flows.train import train as train_flow
 

@@ -26,6 +26,7 @@ from mlops.core.data_roots import DataPathRefused, DataRoots, check_size, data_r
 from mlops.core.errors import DataError
 from mlops.core.generate import demand_from_source
 from mlops.core.profile import DataProfile, profile_batch
+from mlops.core.settings import Settings
 from mlops.core.tabular import ReadOptions, apply_na_values, check_width, parse_csv
 
 CHURN_START = pd.Timestamp("2025-01-01")
@@ -202,12 +203,25 @@ def read_table_collecting(path: str | Path, fmt: str = "auto", delimiter: str = 
     return table
 
 
-def _read_any(p: Path, fmt: str, options: ReadOptions, roots: DataRoots | None = None,
-              max_bytes: int | None = None, max_columns: int | None = None) -> Table:
+def existing_path(p: Path, roots: DataRoots | None = None) -> Path:
+    """`p` inside the data roots (when given; checked before anything is opened), and present."""
     if roots is not None:
-        p = roots.confine_file(p)  # before anything is opened
+        p = roots.confine_file(p)
     if not p.exists():
         raise DataError(f"{p}: data file not found")
+    return p
+
+
+def check_given_path(cfg: PipelineConfig, source_path: object, settings: Settings) -> Path:
+    """A file or folder named at run time, checked as loading it checks it first (not empty, inside the data
+    roots, present): the CLI says so before it starts a run."""
+    roots = data_roots(cfg, settings)
+    return existing_path(Path(with_source_path(cfg, source_path).source.path), roots)
+
+
+def _read_any(p: Path, fmt: str, options: ReadOptions, roots: DataRoots | None = None,
+              max_bytes: int | None = None, max_columns: int | None = None) -> Table:
+    p = existing_path(p, roots)
     if p.is_dir():
         files = sorted([*p.glob("*.parquet"), *p.glob("*.csv")])
         if not files:

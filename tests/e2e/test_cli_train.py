@@ -116,6 +116,9 @@ def test_bad_data_gives_one_line_and_non_zero_exit(tmp_path: Path) -> None:
     assert res.returncode == 3
     assert res.stderr.strip().splitlines()[-1].startswith("error: ") and "delimited" in res.stderr
     assert "Traceback" not in res.stderr
+    # issue 21: an error inside the run reached the console four times (task failure, task state, flow failure,
+    # flow state) before the command's own line; the console holds that line only, the run's logs the rest
+    assert (res.stdout + res.stderr).count("delimited") == 1, res.stderr[-3000:]
 
 
 def test_help_is_fast_and_lists_commands(tmp_path: Path) -> None:
@@ -125,13 +128,15 @@ def test_help_is_fast_and_lists_commands(tmp_path: Path) -> None:
         assert cmd in res.stdout
 
 
-def test_a_missing_data_file_is_said_once(tmp_path: Path) -> None:
+def test_a_missing_or_refused_data_path_is_said_once_before_any_run_starts(tmp_path: Path) -> None:
     """Issue 21: the error reached the console four times (task failure, task state, flow failure, flow state)
-    before the command's own `error:` line; the console now holds that line only, the run's logs the rest."""
+    before the command's own `error:` line. A path that loading would not find or would refuse is now said in
+    that one line before the command starts Prefect or touches the state folder."""
     state = tmp_path / "state"
     missing = state / "inbox" / "nope.csv"
-    res = run(["train", "--config", "configs/default.yaml", "--data", str(missing)], state, timeout=300)
-    assert res.returncode != 0
-    said = (res.stdout + res.stderr).count(f"{missing}: data file not found")
-    assert said == 1, res.stderr[-3000:]
-    assert f"error: {missing}: data file not found" in res.stderr and "Traceback" not in res.stderr
+    for path, says in [(missing, f"{missing}: data file not found"), (Path("/etc/passwd"), "inside a data root")]:
+        res = run(["train", "--config", "configs/default.yaml", "--data", str(path)], state, timeout=300)
+        assert res.returncode == 3, res.stderr[-3000:]
+        assert (res.stdout + res.stderr).count(says) == 1 and res.stderr.startswith("error: ")
+        assert "Traceback" not in res.stderr
+    assert not state.exists()  # no Prefect server, no MLflow store, no run
