@@ -136,6 +136,8 @@ def long_replay(regime: str, seed: int, write: bool) -> None:
 def over_seeds(regimes: list[str], seeds: list[int], initial: str, every: str, write: bool) -> None:
     """The goals at several seeds: a default that meets them at one seed of a generator may not at the next.
     `demand` reads the shipped config's own source, so it runs once."""
+    from mlops.monitoring.backtest_report import arm_label
+
     load = os.getloadavg()[0]
     lines = ["## Backtest over seeds (`bench/bench_backtest.py --seeds`)", "",
              "The default policy replayed as in the section above at each seed of each generated regime (the shipped "
@@ -143,8 +145,6 @@ def over_seeds(regimes: list[str], seeds: list[int], initial: str, every: str, w
              "training time at most half of retraining every window.", "",
              "| regime | seed | recovered share | best fixed schedule | retrains | training vs every window |",
              "| --- | --- | --- | --- | --- | --- |"]
-    from mlops.monitoring.backtest_report import arm_label
-
     for regime in regimes:
         shares = []
         for seed in (seeds[:1] if regime == "demand" else seeds):

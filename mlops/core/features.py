@@ -15,7 +15,7 @@ from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 from mlops.core.config import FeatureConfig
 from mlops.core.contract import DataContract
-from mlops.core.periods import as_times, decimal_years
+from mlops.core.periods import as_times, date_part
 
 MISSING = "__missing__"
 
@@ -73,11 +73,6 @@ class DateParts(BaseEstimator, TransformerMixin):
 
     def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
         return np.array([f"{c}_{p}" for c in self.columns_ for p in self.parts_for(c)], dtype=object)
-
-
-def date_part(ts: pd.Series, part: str) -> pd.Series:
-    """One fitted part of datetimes: `decimal_year`, or a pandas date field (`month`, `dayofweek`, ...)."""
-    return decimal_years(ts) if part == "decimal_year" else getattr(ts.dt, part)
 
 
 def feature_columns(contract: DataContract) -> dict[str, list[str]]:

@@ -34,6 +34,12 @@ def decimal_years(ts: pd.Series) -> pd.Series:
     return ts.dt.year.astype(float) + seconds.astype(float) / length
 
 
+def date_part(ts: pd.Series, part: str) -> pd.Series:
+    """One date part of datetimes as DateParts fits them (mlops.core.features): `decimal_year`, or a pandas date
+    field (`month`, `dayofweek`, ...)."""
+    return decimal_years(ts) if part == "decimal_year" else getattr(ts.dt, part)
+
+
 def decimal_year(t: datetime) -> float:
     """`decimal_years` of one time, computed with the same operations (the model server's one-row path)."""
     leap = t.year % 4 == 0 and (t.year % 100 != 0 or t.year % 400 == 0)

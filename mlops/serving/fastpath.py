@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mlops.core.periods import decimal_year, decimal_years
+from mlops.core.periods import date_part, decimal_year
 from mlops.serving.records import CATEGORY, DATETIME, NUMERIC, Batch
 
 UNKNOWN = "\x00unseen-category\x00"
@@ -181,10 +181,9 @@ class DateBlock:
         x = np.empty((n, sum(len(p) for p in self.parts)), dtype=np.float64)
         k = 0
         for c, parts in zip(self.columns, self.parts, strict=True):
-            idx = pd.DatetimeIndex(pd.Series(cols[c], dtype="datetime64[ns]"))
+            times = pd.Series(cols[c], dtype="datetime64[ns]")
             for p in parts:
-                x[:, k] = np.asarray(decimal_years(idx.to_series()) if p == "decimal_year" else getattr(idx, p),
-                                     dtype=np.float64)
+                x[:, k] = np.asarray(date_part(times, p), dtype=np.float64)
                 k += 1
         if self.fill is not None:
             x = np.where(np.isnan(x), self.fill, x)
