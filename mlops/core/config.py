@@ -319,6 +319,11 @@ class RetrainPolicyConfig(_Strict):
         "drift every window while the model still holds), 'always' in every window"
     )
     cooldown_minutes: float = Field(60.0, ge=0.0)
+    min_windows_served: int = Field(
+        2, ge=1, description="monitoring windows judged after a retrain before the next retrain, so at most one "
+        "retrain in this many windows (1: any window may retrain); a guardrail on top of retrain_cost, whose gains "
+        "on growing data pay for a retrain nearly every window (docs/monitoring.md)"
+    )
     min_rows: int = Field(500, ge=1)
     quality_tolerance: float | None = Field(
         None, ge=0.0, description="live-quality drop that calls for a retrain: metric points for bounded scores "
