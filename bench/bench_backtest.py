@@ -133,22 +133,24 @@ def long_replay(regime: str, seed: int, write: bool) -> None:
         write_section("backtest-long", body)
 
 
-def over_seeds(regimes: list[str], seeds: list[int], initial: str, every: str, write: bool) -> None:
+def over_seeds(regimes: list[str], seeds: list[int], initial: str, every: str, write: bool,
+               date_parts: list[str] | None = None) -> None:
     """The goals at several seeds: a default that meets them at one seed of a generator may not at the next.
-    `demand` reads the shipped config's own source, so it runs once."""
+    `demand` reads the shipped config's own source, so it runs once. `date_parts` as in run_regime."""
     from mlops.monitoring.backtest_report import arm_label
 
     load = os.getloadavg()[0]
     lines = ["## Backtest over seeds (`bench/bench_backtest.py --seeds`)", "",
              "The default policy replayed as in the section above at each seed of each generated regime (the shipped "
              "`demand` source has one seed of its own). Goals per replay: recovered share >= 90%, retrains and "
-             "training time at most half of retraining every window.", "",
+             "training time at most half of retraining every window."
+             + (f" Date parts: {', '.join(date_parts)} (instead of configs/demand.yaml's)." if date_parts else ""), "",
              "| regime | seed | recovered share | best fixed schedule | retrains | training vs every window |",
              "| --- | --- | --- | --- | --- | --- |"]
     for regime in regimes:
         shares = []
         for seed in (seeds[:1] if regime == "demand" else seeds):
-            result, _wall = run_regime(regime, seed, initial, every)
+            result, _wall = run_regime(regime, seed, initial, every, date_parts=date_parts)
             s, policy, all_every = result.summary(), result.arms["policy"], result.arms["every_window"]
             share = s["recovered_share"]
             shares.append(share)
@@ -182,10 +184,10 @@ def main() -> None:
     ap.add_argument("--seeds", nargs="+", type=int, help="the goals at each of these seeds, one table (section "
                     "backtest-seeds) instead of the detailed sections")
     args = ap.parse_args()
-    if args.seeds:
-        return over_seeds(args.regimes, args.seeds, args.initial, args.every, not args.no_write)
     if args.date_parts:
         args.no_write = True
+    if args.seeds:
+        return over_seeds(args.regimes, args.seeds, args.initial, args.every, not args.no_write, args.date_parts)
     if args.long:
         return long_replay(args.regimes[0] if args.regimes != list(REGIMES) else "stationary", args.seed,
                            not args.no_write)
