@@ -168,7 +168,7 @@ def run_demo(config: Path, rows: int, drift: float, seed: int, train_on: str | N
     name = cfg.registry.model_name
     demo_dir = settings.state_dir / "demo"
     policy: dict[str, Any] = {"consecutive_windows": 1, "cooldown_minutes": 0, "dedupe_seconds": 0,
-                              "min_windows_served": 1, "min_rows": min(cfg.monitoring.policy.min_rows, rows),
+                              "retrain_budget": 1.0, "min_rows": min(cfg.monitoring.policy.min_rows, rows),
                               "run_training_locally": True}
     if train_on:
         policy["train_on"] = train_on

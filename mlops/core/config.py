@@ -101,7 +101,7 @@ class FeatureConfig(_Strict):
     scale: bool = True
     categorical_impute: Literal["most_frequent", "constant"] = "constant"
     max_one_hot: int = Field(30, ge=2)
-    date_parts: list[Literal["year", "decimal_year", "month", "day", "dayofweek", "hour"]] = Field(
+    date_parts: list[Literal["year", "year_month", "decimal_year", "month", "day", "dayofweek", "hour"]] = Field(
         default_factory=lambda: ["month", "dayofweek", "hour"]
     )
 
@@ -319,10 +319,15 @@ class RetrainPolicyConfig(_Strict):
         "drift every window while the model still holds), 'always' in every window"
     )
     cooldown_minutes: float = Field(60.0, ge=0.0)
-    min_windows_served: int = Field(
-        2, ge=1, description="monitoring windows judged after a retrain before the next retrain, so at most one "
-        "retrain in this many windows (1: any window may retrain); a guardrail on top of retrain_cost, whose gains "
-        "on growing data pay for a retrain nearly every window (docs/monitoring.md)"
+    retrain_budget: float = Field(
+        0.5, gt=0.0, le=1.0, description="the share of monitoring windows that may retrain, on average: each judged "
+        "window after the first retrain adds this much to a budget that a retrain spends 1 of (1: any window may "
+        "retrain); a guardrail on top of retrain_cost, whose gains on growing data pay for nearly every window"
+    )
+    retrain_burst: float = Field(
+        2.0, ge=1.0, description="the most budget, in retrains, that quiet windows save up: after a quiet stretch "
+        "the windows retrain back to back until it is spent (a sudden change wants a retrain at once and another "
+        "once more of its data has arrived), with 2 and 0.5 a window, three in a row"
     )
     min_rows: int = Field(500, ge=1)
     quality_tolerance: float | None = Field(

@@ -39,7 +39,11 @@ class DateParts(BaseEstimator, TransformerMixin):
     mlops.core.periods.decimal_years), a time axis for a target with a trend: the calendar `year` is one value
     in a year's data, so a model fitted in December drops it and reads the trend from the month instead, then
     maps next January to last January's level; a decimal year goes on where the training rows end. On a target
-    without a trend it lets a tree split on time for nothing (docs/real-data.md has the figures).
+    without a trend it lets a tree split on time for nothing (docs/real-data.md has the figures). `year_month`
+    is the same axis in whole months (mlops.core.periods.year_months): constant inside a month, so a tree cannot
+    split on time finer than the months it has seen. In a first year of data it orders the rows as `month` does;
+    listed before `month`, it is the one a tree splits on (the first of equally good features), so the season
+    learnt in that year is read as time and next January follows December.
     """
 
     def __init__(self, parts: tuple[str, ...] = ("month", "dayofweek", "hour")) -> None:

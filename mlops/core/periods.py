@@ -34,10 +34,21 @@ def decimal_years(ts: pd.Series) -> pd.Series:
     return ts.dt.year.astype(float) + seconds.astype(float) / length
 
 
+def year_months(ts: pd.Series) -> pd.Series:
+    """The calendar month as a point on a time axis, the year plus the months gone by over 12 (July 2024 is
+    2024.5): next January comes after December, not back at last January, while within a month it is constant,
+    so a model cannot split on time finer than a month. NaT stays NaN."""
+    return ts.dt.year.astype(float) + (ts.dt.month - 1).astype(float) / 12.0
+
+
 def date_part(ts: pd.Series, part: str) -> pd.Series:
-    """One date part of datetimes as DateParts fits them (mlops.core.features): `decimal_year`, or a pandas date
-    field (`month`, `dayofweek`, ...)."""
-    return decimal_years(ts) if part == "decimal_year" else getattr(ts.dt, part)
+    """One date part of datetimes as DateParts fits them (mlops.core.features): `decimal_year`, `year_month`, or a
+    pandas date field (`month`, `dayofweek`, ...)."""
+    if part == "decimal_year":
+        return decimal_years(ts)
+    if part == "year_month":
+        return year_months(ts)
+    return getattr(ts.dt, part)
 
 
 def decimal_year(t: datetime) -> float:
@@ -45,6 +56,11 @@ def decimal_year(t: datetime) -> float:
     leap = t.year % 4 == 0 and (t.year % 100 != 0 or t.year % 400 == 0)
     seconds = (t.timetuple().tm_yday - 1) * 86_400 + t.hour * 3_600 + t.minute * 60 + t.second
     return float(t.year) + float(seconds) / float((365 + leap) * 86_400)
+
+
+def year_month(t: datetime) -> float:
+    """`year_months` of one time, computed with the same operations (the model server's one-row path)."""
+    return float(t.year) + float(t.month - 1) / 12.0
 
 
 def parse_period(text: str, what: str) -> pd.DateOffset:

@@ -14,10 +14,11 @@ config, and returns a decision with its reasons plus the new state. The rules:
 - Otherwise a window drifts when its drift share >= `drift_share_threshold`; `consecutive_windows`
   drifted windows in a row, or degraded live quality, call for a retrain.
 - A retrain is blocked while a training run is in flight (a lock that expires after
-  `training_lock_minutes`), within `cooldown_minutes` of the last retrain, in fewer than
-  `min_windows_served` judged windows after it (growing data would otherwise retrain nearly every
-  window), and while fewer than `min_rows` new rows have been monitored since the last retrain
-  (rows accumulate over windows).
+  `training_lock_minutes`), within `cooldown_minutes` of the last retrain, while the retrain budget
+  is short of one retrain (each judged window adds `retrain_budget`, 0.5 by default, up to
+  `retrain_burst`; a retrain spends 1: growing data would otherwise retrain nearly every window, while
+  a sudden change may still retrain twice in a row after a quiet stretch), and while fewer than
+  `min_rows` new rows have been monitored since the last retrain (rows accumulate over windows).
   A blocked call stays pending: the streak is kept, so the next window can retrain.
 
 `PolicyStore` keeps the state in a JSON file guarded by an exclusive lock (`mlops.core.state`), so two monitor
@@ -126,7 +127,7 @@ class PolicyState:
     consecutive_drifted: int = 0
     new_rows: int = 0
     staleness: float = 0.0  # what keeping the champion has cost since the last retrain (summed fresh-model gains)
-    windows_served: int | None = None  # windows judged since the last retrain; None before the first
+    budget: float | None = None  # retrains the budget allows now (retrain_budget); None before the first retrain
     last_retrain_at: datetime | None = None
     last_training_start_at: datetime | None = None
     in_flight: TrainingLock | None = None
@@ -138,7 +139,7 @@ class PolicyState:
             "consecutive_drifted": self.consecutive_drifted,
             "new_rows": self.new_rows,
             "staleness": self.staleness,
-            "windows_served": self.windows_served,
+            "budget": self.budget,
             "last_retrain_at": _iso(self.last_retrain_at),
             "last_training_start_at": _iso(self.last_training_start_at),
             "in_flight": None if self.in_flight is None else self.in_flight.to_dict(),
@@ -156,7 +157,7 @@ class PolicyState:
             consecutive_drifted=int(raw.get("consecutive_drifted", 0)),
             new_rows=int(raw.get("new_rows", 0)),
             staleness=float(raw.get("staleness", 0.0)),
-            windows_served=None if raw.get("windows_served") is None else int(raw["windows_served"]),
+            budget=None if raw.get("budget") is None else float(raw["budget"]),
             last_retrain_at=_parse(raw.get("last_retrain_at")),
             last_training_start_at=_parse(raw.get("last_training_start_at")),
             in_flight=None if lock is None else TrainingLock.from_dict(lock),
@@ -283,8 +284,8 @@ def decide(
         return decision, _record(new, decision, window, cfg)
 
     new.new_rows += window.rows
-    if new.windows_served is not None:
-        new.windows_served += 1
+    if new.budget is not None:
+        new.budget = min(cfg.retrain_burst, new.budget + cfg.retrain_budget)
     drifted: bool | None = None
     triggers: list[str] = []
     if window.drift_share is not None:
@@ -329,9 +330,9 @@ def decide(
             if since < timedelta(minutes=cfg.cooldown_minutes):
                 blocks.append(f"cooldown: {since.total_seconds() / 60:.1f} min since the last retrain "
                               f"< {cfg.cooldown_minutes:g} min")
-        if new.windows_served is not None and new.windows_served < cfg.min_windows_served:
-            blocks.append(f"the champion has served {new.windows_served} window(s) since the last retrain "
-                          f"< min_windows_served {cfg.min_windows_served}")
+        if new.budget is not None and new.budget < 1.0 - 1e-9:
+            blocks.append(f"retrain budget {new.budget:.2f} < 1: at most {cfg.retrain_budget:.0%} of the windows "
+                          f"retrain, on average (retrain_budget)")
         if new.new_rows < cfg.min_rows:
             blocks.append(f"only {new.new_rows} new row(s) since the last retrain < min_rows {cfg.min_rows}")
 
@@ -346,7 +347,7 @@ def decide(
         new.consecutive_drifted = 0
         new.new_rows = 0
         new.staleness = 0.0
-        new.windows_served = 0
+        new.budget = (new.budget if new.budget is not None else 1.0) - 1.0
         new.in_flight = TrainingLock(now, now + timedelta(minutes=cfg.training_lock_minutes))
     return decision, _record(new, decision, window, cfg)
 
@@ -412,9 +413,6 @@ def finish_training(state: PolicyState, now: datetime, succeeded: bool, trained:
         new.consecutive_drifted = 0
         new.new_rows = 0
         new.staleness = 0.0
-        new.windows_served = 0
-    elif new.windows_served == 0:
-        new.windows_served = None  # nothing was retrained, so nothing to space the next retrain from
     return new
 
 

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mlops.core.periods import date_part, decimal_year
+from mlops.core.periods import date_part, decimal_year, year_month
 from mlops.serving.records import CATEGORY, DATETIME, NUMERIC, Batch
 
 UNKNOWN = "\x00unseen-category\x00"
@@ -195,6 +195,8 @@ def _date_part(ts: Any, part: str) -> float:
         return int(ts.weekday())
     if part == "decimal_year":
         return decimal_year(ts)
+    if part == "year_month":
+        return year_month(ts)
     if part in {"year", "month", "day", "hour", "minute", "second"}:
         return int(getattr(ts, part))
     raise Unsupported(f"date part {part!r}")

@@ -26,7 +26,7 @@ CASES = [
     ("usage_gb", "regression", "hist_gradient_boosting", {"max_iter": 40}),
     ("usage_gb", "regression", "ridge", {}),
 ]
-DATE_PARTS = ["year", "decimal_year", "month", "day", "dayofweek", "hour"]  # every part a config can name
+DATE_PARTS = ["year", "year_month", "decimal_year", "month", "day", "dayofweek", "hour"]  # every part a config can name
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -134,31 +134,36 @@ def test_blocked_trigger_fires_on_the_next_window_after_cooldown():
     assert not d1.retrain and d2.retrain
 
 
-def test_min_windows_served_spaces_retrains_and_a_failed_training_does_not_count():
-    """Each window's labels say a retrain pays; the default lets one in two windows retrain, 1 lets every one."""
-    w = WindowSummary(rows=1000, drift_share=0.0, quality_degraded=True, quality_reason="rmse up")
+def test_the_retrain_budget_allows_half_the_windows_and_a_burst_after_a_quiet_stretch():
+    """The first trigger retrains; then each judged window adds half a retrain to the budget (at most 2 saved
+    up), so steady triggers retrain every other window while a change after a quiet stretch retrains at once and
+    again. A blocked trigger stays pending; an empty window adds nothing; 1 lets every window retrain."""
+    pays = WindowSummary(rows=1000, drift_share=0.0, quality_degraded=True, quality_reason="rmse up")
+    quiet = calm()
     free = RetrainPolicyConfig(cooldown_minutes=0, min_rows=1)
 
-    def replay(windows: list[WindowSummary], cfg: RetrainPolicyConfig, fail: bool = False):
+    def replay(windows: list[WindowSummary], cfg: RetrainPolicyConfig = free):
         state, decisions = PolicyState(), []
         for i, window in enumerate(windows):
             d, state = decide(state, window, cfg, T0 + i * timedelta(hours=1))
             if d.retrain:
-                state = finish_training(state, T0 + i * timedelta(hours=1), succeeded=not fail)
+                state = finish_training(state, T0 + i * timedelta(hours=1), succeeded=True)
             decisions.append(d)
         return decisions, state
 
-    decisions, state = replay([w] * 5, free)
-    assert [d.retrain for d in decisions] == [True, False, True, False, True]
-    assert decisions[1].blocks == ["the champion has served 1 window(s) since the last retrain < min_windows_served 2"]
+    decisions, state = replay([pays] * 6)
+    assert [d.retrain for d in decisions] == [True, False, True, False, True, False]
+    assert decisions[1].blocks == ["retrain budget 0.50 < 1: at most 50% of the windows retrain, on average "
+                                   "(retrain_budget)"]
     assert decisions[1].triggers  # blocked, not dropped: the next window retrains
-    assert state.windows_served == 0 and PolicyState.from_json(state.to_json()).windows_served == 0
-    every, _ = replay([w] * 5, free.model_copy(update={"min_windows_served": 1}))
+    assert state.budget == 0.5 and PolicyState.from_json(state.to_json()).budget == 0.5
+    burst, state = replay([pays] + [quiet] * 6 + [pays] * 4)
+    # 2 saved up (not 3), and each window of the run adds its half: three retrains in a row, then one in two
+    assert [d.retrain for d in burst][7:] == [True, True, True, False]
+    empty, _ = replay([pays, WindowSummary(rows=0, drift_share=None), pays, pays])
+    assert [d.retrain for d in empty] == [True, False, False, True]  # a window with no rows adds nothing
+    every, _ = replay([pays] * 5, free.model_copy(update={"retrain_budget": 1.0}))
     assert all(d.retrain for d in every)
-    empty, _ = replay([w, WindowSummary(rows=0, drift_share=None), w, w], free)
-    assert [d.retrain for d in empty] == [True, False, False, True]  # a window with no rows is not a window served
-    failed, _ = replay([w] * 3, free, fail=True)
-    assert all(d.retrain for d in failed)  # nothing was retrained, so nothing spaces the next attempt
 
 
 # --- min rows ----------------------------------------------------------------------------------

@@ -168,6 +168,23 @@ def test_a_decimal_year_goes_on_where_the_training_rows_end_and_a_calendar_year_
     assert calendar.transform(two_years[[0, 399]].to_frame("at"))[:, 0].tolist() == [2023.0, 2024.0]
 
 
+def test_a_year_month_is_a_time_axis_in_whole_months() -> None:
+    """`year_month` steps once a month (constant inside one, so no split finer than a month), next January comes
+    after December, and in one month's rows it is constant and dropped."""
+    from mlops.core.periods import year_month
+
+    times = pd.Series(pd.date_range("2023-01-01", "2023-12-31 23:00", freq="h"))
+    fitted = DateParts(("year_month", "month", "hour")).fit(times.to_frame("at"))
+    assert fitted.parts_ == {"at": ["year_month", "month", "hour"]}
+    seen = fitted.transform(times.to_frame("at"))[:, 0]
+    assert sorted(set(seen.tolist())) == [2023.0 + m / 12.0 for m in range(12)] and np.all(np.diff(seen) >= 0)
+    later = fitted.transform(pd.DataFrame({"at": pd.to_datetime(["2024-01-31 23:00", "2024-07-02 00:00", None])}))
+    assert later[:2, 0].tolist() == [2024.0, 2024.5] and later[0, 0] > seen.max()
+    assert year_month(pd.Timestamp("2024-07-31 23:59").to_pydatetime()) == 2024.5  # the model server's one-row path
+    one_month = pd.Series(pd.date_range("2024-03-01", periods=500, freq="h"))[:744 // 2]
+    assert DateParts(("year_month", "hour")).fit(one_month.to_frame("at")).parts_ == {"at": ["hour"]}
+
+
 def test_date_parts_read_datetimes_as_they_are_and_parse_text_the_same_way() -> None:
     from mlops.core.periods import as_times
 
