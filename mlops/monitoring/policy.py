@@ -400,13 +400,15 @@ def finish_training(state: PolicyState, now: datetime, succeeded: bool, trained:
 
     A run that trained nothing (`trained` False: no labelled rows, no champion) or failed leaves no start
     behind, so requests in the next `dedupe_seconds` are not folded into a training that never was or that
-    produced nothing.
+    produced nothing; when the policy asked for it, it gives back the retrain budget it took.
     """
     new = copy.deepcopy(state)
     lock = new.in_flight
     gone = not trained or not succeeded
     if gone and lock is not None and lock.started and lock.started_at == new.last_training_start_at:
         new.last_training_start_at = lock.previous_start_at
+    if gone and lock is not None and new.budget is not None and lock.requested_at == new.last_retrain_at:
+        new.budget += 1.0  # the policy's retrain retrained nothing: its share of the budget is not spent
     new.in_flight = None
     if succeeded:
         new.last_retrain_at = _utc(now)

@@ -164,6 +164,13 @@ def test_the_retrain_budget_allows_half_the_windows_and_a_burst_after_a_quiet_st
     assert [d.retrain for d in empty] == [True, False, False, True]  # a window with no rows adds nothing
     every, _ = replay([pays] * 5, free.model_copy(update={"retrain_budget": 1.0}))
     assert all(d.retrain for d in every)
+    d, state = decide(PolicyState(budget=0.5), pays, free, T0)
+    assert d.retrain and state.budget == 0.0
+    assert finish_training(state, T0, succeeded=True, trained=False).budget == 1.0  # retrained nothing: given back
+    assert finish_training(state, T0, succeeded=False).budget == 1.0
+    manual = PolicyState(budget=0.0, last_retrain_at=T0, in_flight=TrainingLock(T0 + timedelta(hours=1),
+                                                                                   T0 + timedelta(hours=5), True))
+    assert finish_training(manual, T0, succeeded=False).budget == 0.0  # not the policy's: nothing to give back
 
 
 # --- min rows ----------------------------------------------------------------------------------
