@@ -17,7 +17,7 @@ config, and returns a decision with its reasons plus the new state. The rules:
   `training_lock_minutes`), within `cooldown_minutes` of the last retrain, while the retrain budget
   is short of one retrain (each judged window adds `retrain_budget`, 0.5 by default, up to
   `retrain_burst`; a retrain spends 1: growing data would otherwise retrain nearly every window, while
-  a sudden change may still retrain twice in a row after a quiet stretch), and while fewer than
+  a sudden change after a quiet stretch may still retrain back to back), and while fewer than
   `min_rows` new rows have been monitored since the last retrain (rows accumulate over windows).
   A blocked call stays pending: the streak is kept, so the next window can retrain.
 
