@@ -7,6 +7,7 @@ in periods (the monitoring cadence: how often labelled windows arrive).
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from datetime import datetime
 
 import pandas as pd
@@ -41,16 +42,6 @@ def year_months(ts: pd.Series) -> pd.Series:
     return ts.dt.year.astype(float) + (ts.dt.month - 1).astype(float) / 12.0
 
 
-def date_part(ts: pd.Series, part: str) -> pd.Series:
-    """One date part of datetimes as DateParts fits them (mlops.core.features): `decimal_year`, `year_month`, or a
-    pandas date field (`month`, `dayofweek`, ...)."""
-    if part == "decimal_year":
-        return decimal_years(ts)
-    if part == "year_month":
-        return year_months(ts)
-    return getattr(ts.dt, part)
-
-
 def decimal_year(t: datetime) -> float:
     """`decimal_years` of one time, computed with the same operations (the model server's one-row path)."""
     leap = t.year % 4 == 0 and (t.year % 100 != 0 or t.year % 400 == 0)
@@ -61,6 +52,20 @@ def decimal_year(t: datetime) -> float:
 def year_month(t: datetime) -> float:
     """`year_months` of one time, computed with the same operations (the model server's one-row path)."""
     return float(t.year) + float(t.month - 1) / 12.0
+
+
+# the date parts that are time axes: the column-wise function and the one-row one computing the same floats
+TIME_AXES: dict[str, tuple[Callable[[pd.Series], pd.Series], Callable[[datetime], float]]] = {
+    "decimal_year": (decimal_years, decimal_year),
+    "year_month": (year_months, year_month),
+}
+
+
+def date_part(ts: pd.Series, part: str) -> pd.Series:
+    """One date part of datetimes as DateParts fits them (mlops.core.features): a time axis (`TIME_AXES`), or a
+    pandas date field (`month`, `dayofweek`, ...)."""
+    axis = TIME_AXES.get(part)
+    return axis[0](ts) if axis is not None else getattr(ts.dt, part)
 
 
 def parse_period(text: str, what: str) -> pd.DateOffset:

@@ -347,7 +347,7 @@ def decide(
         new.consecutive_drifted = 0
         new.new_rows = 0
         new.staleness = 0.0
-        new.budget = (new.budget if new.budget is not None else 1.0) - 1.0
+        new.budget = 0.0 if new.budget is None else new.budget - 1.0  # the first retrain spends nothing saved
         new.in_flight = TrainingLock(now, now + timedelta(minutes=cfg.training_lock_minutes))
     return decision, _record(new, decision, window, cfg)
 

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mlops.core.periods import date_part, decimal_year, year_month
+from mlops.core.periods import TIME_AXES, date_part
 from mlops.serving.records import CATEGORY, DATETIME, NUMERIC, Batch
 
 UNKNOWN = "\x00unseen-category\x00"
@@ -193,10 +193,8 @@ class DateBlock:
 def _date_part(ts: Any, part: str) -> float:
     if part == "dayofweek":
         return int(ts.weekday())
-    if part == "decimal_year":
-        return decimal_year(ts)
-    if part == "year_month":
-        return year_month(ts)
+    if part in TIME_AXES:
+        return TIME_AXES[part][1](ts)
     if part in {"year", "month", "day", "hour", "minute", "second"}:
         return int(getattr(ts, part))
     raise Unsupported(f"date part {part!r}")
