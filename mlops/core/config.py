@@ -327,7 +327,8 @@ class RetrainPolicyConfig(_Strict):
     retrain_burst: float = Field(
         2.0, ge=1.0, description="the most budget, in retrains, that quiet windows save up: after a quiet stretch "
         "the windows retrain back to back until it is spent (a sudden change wants a retrain at once and another "
-        "once more of its data has arrived), with 2 and 0.5 a window, three in a row"
+        "once more of its data has arrived), with 2 and 0.5 a window, three in a row; with the default "
+        "retrain_cost, a full budget lets a window whose fresh-model gain is significant retrain under the cost"
     )
     min_rows: int = Field(500, ge=1)
     quality_tolerance: float | None = Field(

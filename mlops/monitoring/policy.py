@@ -9,8 +9,10 @@ config, and returns a decision with its reasons plus the new state. The rules:
   champion (mlops.monitoring.payoff); its gains add up, never below zero, into the champion's
   staleness since the last retrain (a CUSUM). A retrain pays when the staleness exceeds
   `retrain_cost` and this window's gain is significant: a steady small gain retrains every few
-  windows, a sudden large one at once. Where that comparison was made it decides alone: a champion that decayed while a fresh model does no better is
-  kept (a retrain would not help), and drift is then only noted.
+  windows, a sudden large one at once. With the default cost a significant gain alone retrains once the
+  retrain budget (below) is full: a retrain not taken then is budget lost. Where that comparison was
+  made it decides alone: a champion that decayed while a fresh model does no better is kept (a retrain
+  would not help), and drift is then only noted.
 - Otherwise a window drifts when its drift share >= `drift_share_threshold`; `consecutive_windows`
   drifted windows in a row, or degraded live quality, call for a retrain.
 - A retrain is blocked while a training run is in flight (a lock that expires after
@@ -247,15 +249,23 @@ def _note_live_metric(state: PolicyState, window: WindowSummary, windows: int) -
         del state.live_baselines[old]
 
 
-def _weigh_payoff(state: PolicyState, window: WindowSummary) -> str:
+def _weigh_payoff(state: PolicyState, window: WindowSummary, budget_full: bool) -> str:
     """Add the window's fresh-model gain to the champion's staleness (a CUSUM: never below zero); a retrain pays
-    when the staleness exceeds the retrain cost and this window's gain is not noise. Returns the trigger or ''."""
+    when the staleness exceeds the retrain cost and this window's gain is not noise, or, with the default cost,
+    when the gain is not noise and the budget is at retrain_burst (`budget_full`: a retrain not taken now is
+    budget lost). Returns the trigger or ''."""
     if window.payoff_gain is None or window.payoff_cost is None:
         return ""
     state.staleness = max(0.0, state.staleness + window.payoff_gain)
-    if state.staleness > window.payoff_cost and (window.payoff_ci_low or 0.0) > 0:
+    if (window.payoff_ci_low or 0.0) <= 0:
+        return ""
+    if state.staleness > window.payoff_cost:
         return (f"{window.payoff_reason}; the champion's staleness {state.staleness:.4g} (fresh models' gains summed "
                 f"since the last retrain) exceeds retrain_cost {window.payoff_cost:.4g}: a retrain pays")
+    if budget_full:
+        return (f"{window.payoff_reason}; the champion's staleness {state.staleness:.4g} is under the default "
+                f"retrain_cost {window.payoff_cost:.4g}, but the retrain budget is full (retrain_burst): a retrain "
+                "not taken now is budget lost, so a gain that is not noise pays")
     return ""
 
 
@@ -305,7 +315,9 @@ def decide(
         elif new.consecutive_drifted >= cfg.consecutive_windows:
             triggers.append(f"drift share >= {cfg.drift_share_threshold:.3f} for {new.consecutive_drifted} "
                             f"consecutive window(s) (needs {cfg.consecutive_windows})")
-    pays = _weigh_payoff(new, window)
+    # with the budget at retrain_burst this window's share overflowed: a retrain not taken now is budget lost
+    budget_full = cfg.retrain_cost is None and new.budget is not None and new.budget >= cfg.retrain_burst - 1e-9
+    pays = _weigh_payoff(new, window, budget_full)
     if pays:
         triggers.append(pays)
     elif window.payoff_gain is not None:

@@ -205,7 +205,7 @@ def _payoff(gain: float, low: float, cost: float = 10.0) -> WindowSummary:
 
 def test_small_steady_gains_add_up_to_a_retrain_and_noise_does_not() -> None:
     cfg = RetrainPolicyConfig(min_rows=1, cooldown_minutes=0)
-    state = PolicyState()
+    state = PolicyState(budget=0.0)  # just retrained: the budget has room for the windows below
     verdicts = []
     for i in range(3):
         d, state = decide(state, _payoff(4.0, 1.0), cfg, NOW.replace(day=i + 1))
@@ -217,6 +217,24 @@ def test_small_steady_gains_add_up_to_a_retrain_and_noise_does_not() -> None:
     assert not d.retrain and "within noise" in " ".join(d.reasons)  # over the cost, but this window's gain is noise
     d, _ = decide(PolicyState(staleness=8.0), _payoff(-20.0, -25.0), cfg, NOW)
     assert not d.retrain
+
+
+def test_a_full_retrain_budget_lets_a_gain_that_is_not_noise_pay_under_the_default_cost() -> None:
+    """A retrain the full budget does not pay for now is budget lost: with the default cost a significant gain
+    under it retrains; a gain within noise, a budget with room, or a cost the user set does not."""
+    default = RetrainPolicyConfig(min_rows=1, cooldown_minutes=0)
+    d, state = decide(PolicyState(budget=2.0), _payoff(4.0, 1.0), default, NOW)
+    assert d.retrain and "the retrain budget is full" in " ".join(d.reasons)
+    assert state.budget == 1.0 and state.staleness == 0.0
+    d, _ = decide(PolicyState(budget=2.0), _payoff(4.0, -1.0), default, NOW)
+    assert not d.retrain and "within noise" in " ".join(d.reasons)
+    d, _ = decide(PolicyState(budget=1.0), _payoff(4.0, 1.0), default, NOW)  # 1.5 after this window: room left
+    assert not d.retrain and "does not exceed retrain_cost 10" in " ".join(d.reasons)
+    d, _ = decide(PolicyState(), _payoff(4.0, 1.0), default, NOW)  # before the first retrain: no budget yet
+    assert not d.retrain
+    priced = default.model_copy(update={"retrain_cost": 10.0})
+    d, _ = decide(PolicyState(budget=2.0), _payoff(4.0, 1.0), priced, NOW)
+    assert not d.retrain  # a cost the user set is the price of every retrain
 
 
 def test_a_decayed_champion_is_kept_when_a_fresh_model_does_no_better() -> None:
