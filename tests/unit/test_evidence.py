@@ -214,7 +214,7 @@ def test_small_steady_gains_add_up_to_a_retrain_and_noise_does_not() -> None:
     d, state = decide(PolicyState(), _payoff(30.0, 20.0), cfg, NOW)
     assert d.retrain and "exceeds retrain_cost 10" in " ".join(d.reasons)
     d, state = decide(PolicyState(staleness=20.0), _payoff(1.0, -3.0), cfg, NOW)
-    assert not d.retrain and "within noise" in " ".join(d.reasons)  # over the cost, but this window's gain is noise
+    assert not d.retrain and "exceeds retrain_cost 10, but this window's gain is within noise" in " ".join(d.reasons)
     d, _ = decide(PolicyState(staleness=8.0), _payoff(-20.0, -25.0), cfg, NOW)
     assert not d.retrain
 
