@@ -321,12 +321,12 @@ def decide(
     if pays:
         triggers.append(pays)
     elif window.payoff_gain is not None:
-        cost, noise = window.payoff_cost or 0.0, (window.payoff_ci_low or 0.0) <= 0
-        stale = "exceeds" if new.staleness > cost else "does not exceed"
+        cost = window.payoff_cost or 0.0
+        over = new.staleness > cost
+        noise = "" if (window.payoff_ci_low or 0.0) > 0 else f", {'but' if over else 'and'} this window's gain is within noise"
         notes.append(f"{window.payoff_reason}; kept: the champion's staleness {new.staleness:.4g} (fresh models' gains "
-                     f"summed since the last retrain) {stale} retrain_cost {cost:.4g}"
-                     + (", but this window's gain is within noise" if noise and new.staleness > cost
-                        else ", and this window's gain is within noise" if noise else ""))
+                     f"summed since the last retrain) {'exceeds' if over else 'does not exceed'} retrain_cost "
+                     f"{cost:.4g}{noise}")
         if window.quality_degraded:
             notes.append(f"live quality degraded ({window.quality_reason or 'no reason given'}), but a retrain would "
                          "not fix it: a fresh model does no better")
