@@ -16,7 +16,7 @@ from mlops.core.config import load_config
 from mlops.core.errors import MLOpsError, RegistryError
 from mlops.core.settings import configure_environment
 from mlops.registry.versions import AliasMove
-from tasks.registry import move_champion as move_champion_guarded
+from tasks.aliases import move_champion as move_champion_guarded
 from tasks.reporting import failed_run, outcome_tags, publish_alias_move, publish_versions, tag_flow_run
 
 DEFAULT_PROMOTE_REASON = "manual promotion"

@@ -1,5 +1,5 @@
 """Registry stage: the champion, the training run, registering the challenger, its artifacts and verdict,
-and moving `champion` (on a gate pass, or by hand). Every MLflow call is in mlops.registry."""
+and moving `champion` on a gate pass (by hand: tasks.aliases). Every MLflow call is in mlops.registry."""
 
 from __future__ import annotations
 
@@ -151,20 +151,3 @@ def promote_champion(model_name: str, version: str, verdict: GateVerdict, by: st
     logger.info("Version %s is now champion (%s)", version, was)
     events.emit(events.MODEL_PROMOTED, model_name, entry, version)
     return registry.Promotion(registry.AliasMove.of(entry), registry.champion_version(model_name))
-
-
-@stage_task("move_champion", io=True)
-def move_champion(model_name: str, version: int | None, by: str, reason: str,
-                  force: bool = False) -> registry.AliasMove:
-    """Move `champion` by hand: to `version`, or back to the version holding `previous` (version None).
-
-    A gate-failed target is refused unless `force` (the override, with `reason`, is recorded on the version
-    and the move marked forced). Recorded like every alias move and announced as an event (`forced` in its
-    payload when forced)."""
-    if version is None:
-        entry = registry.rollback(model_name, by, reason, force=force)
-        events.emit(events.MODEL_ROLLED_BACK, model_name, entry, entry["to_version"])
-    else:
-        entry = registry.promote(model_name, str(version), by, reason, force=force)
-        events.emit(events.MODEL_PROMOTED, model_name, entry, entry["to_version"])
-    return registry.AliasMove.of(entry)

@@ -9,7 +9,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
@@ -20,7 +20,9 @@ from mlops.registry.links import mlflow_routes
 from mlops.registry.trusted_types import trusted_types
 from mlops.registry.verdict import GATE_FAILURES_TAG, seal_tags
 from mlops.registry.versions import client, code_version, ensure_experiment
-from mlops.training.tuning import FamilyResult
+
+if TYPE_CHECKING:  # the search's result type only: importing the search would import scikit-learn
+    from mlops.training.tuning import FamilyResult
 
 # characters MLflow keeps of a tag value and of a version description
 TAG_LIMIT = 4900
