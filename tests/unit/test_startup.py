@@ -38,6 +38,16 @@ def test_mlops_help_answers_without_loading_a_heavy_library() -> None:
     assert not loaded, f"`mlops --help` loaded {loaded}"
 
 
+def test_promote_and_rollback_load_no_training_code() -> None:
+    """A promotion or rollback moves an alias: its flow module imports neither the search nor scikit-learn."""
+    code = "import json, sys\nimport flows.promote\nprint(json.dumps(sorted(sys.modules)))\n"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    modules = set(json.loads(done.stdout.strip().splitlines()[-1]))
+    assert "prefect" in modules and "mlops.registry.versions" in modules  # the flow and the registry it moves
+    loaded = sorted(m for m in modules if m in ("sklearn", "mlops.training.tuning") or m.startswith("sklearn."))
+    assert not loaded, f"flows.promote loaded {loaded[:5]}"
+
+
 def test_preload_imports_the_named_modules_with_the_collector_off_and_freezes_them() -> None:
     sys.modules.pop("colorsys", None)
     gc.enable()
