@@ -1,5 +1,5 @@
-"""Moving `champion` by hand (the promote and rollback flows). Apart from tasks.registry, which the training
-flow needs, so that a promotion or rollback does not import the training code (scikit-learn among it)."""
+"""Moving `champion` by hand (the promote and rollback flows). Kept out of tasks.registry, the training flow's
+stage, which imports the search and scikit-learn: a promotion or rollback loads no training code."""
 
 from __future__ import annotations
 
