@@ -15,6 +15,7 @@ contract, validation, split, features, tuning, evaluation, gate). Reporting is i
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Callable
@@ -48,13 +49,8 @@ from mlops.monitoring.policy import (
 from mlops.monitoring.result import DriftSummary, MonitorResult, WindowInfo
 from mlops.monitoring.retraining import build_training_frame, training_rows
 from mlops.monitoring.windows import check_quality, drift_inputs
-from mlops.monitoring.yardstick import (
-    Family,
-    Schedule,
-    every_window,
-    optimal_schedule,
-    score_matrix,
-)
+from mlops.monitoring.yardstick import Board, Family, Schedule, every_window, optimal_schedule, score_row
+from mlops.monitoring.yardstick_lane import Lane
 from mlops.training import steps
 from mlops.training.assessment import evaluate, judge, reference_sample
 from mlops.training.evaluation import metric_value, predict
@@ -123,7 +119,8 @@ class Candidate:
 
 def train_candidate(frame: pd.DataFrame, cfg: PipelineConfig, champion: Champion | None, version: int,
                     at: pd.Timestamp, gate: bool = True, period: str | None = None,
-                    choose: bool = True, search: bool = False) -> Candidate:
+                    choose: bool = True, search: bool = False,
+                    before_parallel: Callable[[], None] | None = None) -> Candidate:
     """Validate, split, tune, choose the training window, evaluate and (with `gate`) judge, as the training
     flow does, in process.
 
@@ -132,6 +129,7 @@ def train_candidate(frame: pd.DataFrame, cfg: PipelineConfig, champion: Champion
     `period` is the window length candidate training windows are counted in (`train_on: auto`); with
     `choose` False the challenger trains on every row (the all-history baseline). A retrain refits the
     champion's configuration until the data outgrows it (mlops.training.retune); `search` always searches.
+    `before_parallel` is called before work that spreads over every core (a search, the window choice).
     """
     started = time.perf_counter()
     df, new_rows = pop_new_rows(frame)
@@ -143,6 +141,8 @@ def train_candidate(frame: pd.DataFrame, cfg: PipelineConfig, champion: Champion
     split = split_frame(good, cfg.target, cfg.task, cfg.split, cfg.timestamp_column, mask)
     inputs = steps.search_inputs(split.train, contract, cfg)
     reuse = plan_retune(cfg, champion, rows=len(split.train), retraining=new_rows is not None and not search)
+    if before_parallel is not None and (choose or not reuse.reuse):
+        before_parallel()
     results = steps.search(cfg, inputs, reuse)  # a retrain the data has not outgrown: the champion's configuration
     fits = steps.fits_of(results, cfg.search.cv_folds)
     best = pick_best(results)
@@ -243,12 +243,13 @@ def run_backtest(cfg: PipelineConfig, plan: BacktestPlan, log: Log | None = None
 
     OpenMP and BLAS are held to one thread in this process: the search's trials run in parallel worker processes,
     and the refit's OpenMP threads spin against them (and any other busy process) for nothing; measured
-    on 2 busy cores, one HistGradientBoosting retrain took 95 s with two threads and 3 s with one.
+    on 2 busy cores, one HistGradientBoosting retrain took 95 s with two threads and 3 s with one. The baselines on
+    the last k windows are fitted and scored in one worker process beside this one (mlops.monitoring.yardstick_lane).
     """
     from threadpoolctl import threadpool_limits
 
-    with threadpool_limits(limits=1):
-        return _replay(cfg, plan, log or (lambda _m: None), baselines, fast)
+    with threadpool_limits(limits=1), contextlib.ExitStack() as lanes:
+        return _replay(cfg, plan, log or (lambda _m: None), baselines, fast, lanes)
 
 
 def _labelled(frames: list[pd.DataFrame], target: str) -> pd.DataFrame:
@@ -256,7 +257,8 @@ def _labelled(frames: list[pd.DataFrame], target: str) -> pd.DataFrame:
     return pd.concat(parts, ignore_index=True, sort=False) if parts else pd.DataFrame()
 
 
-def _replay(cfg: PipelineConfig, plan: BacktestPlan, say: Log, baselines: bool, fast: bool) -> BacktestResult:
+def _replay(cfg: PipelineConfig, plan: BacktestPlan, say: Log, baselines: bool, fast: bool,
+            lanes: contextlib.ExitStack) -> BacktestResult:
     t_start = time.perf_counter()
     policy_cfg = cfg.monitoring.policy
     ts = plan.timestamp_column
@@ -274,7 +276,10 @@ def _replay(cfg: PipelineConfig, plan: BacktestPlan, say: Log, baselines: bool, 
         f"training window {first.champion.window.chosen if first.champion.window else 'all history'}")
     arm = ArmSummary("policy")
     champion, pending, next_version = first.champion, [], 2
-    yard = Yardstick(cfg, first, plan, search=not fast) if baselines else None
+    yard = None
+    if baselines:
+        lane = lanes.enter_context(Lane(Board.of([w.frame for w in plan.windows], cfg.target), cfg))
+        yard = Yardstick(cfg, first, plan, lane, search=not fast)
     history = [plan.initial]
     state = PolicyState()
     records: list[WindowRecord] = []
@@ -317,7 +322,8 @@ def _replay(cfg: PipelineConfig, plan: BacktestPlan, say: Log, baselines: bool, 
                 frame, what = build_training_frame(policy_cfg.train_on, champion.trained_on, _concat(pending),
                                                    seen.labelled, champion.contract, policy_cfg.max_training_rows,
                                                    policy_cfg.recent_rows, policy_cfg.recent_days)
-                cand, detail = _retrain(frame, what, cfg, champion, next_version, w, arm, plan.every)
+                cand, detail = _retrain(frame, what, cfg, champion, next_version, w, arm, plan.every,
+                                        None if yard is None else yard.lane.quiet)
                 retrained = cand is not None
                 state = finish_training(state, now, succeeded=retrained, trained=bool(len(frame)))
                 if cand is not None:
@@ -360,12 +366,13 @@ def _concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
 
 
 def _retrain(frame: pd.DataFrame, what: str, cfg: PipelineConfig, champion: Champion, version: int, w: WindowSlice,
-             arm: ArmSummary, period: str) -> tuple[Candidate | None, str]:
+             arm: ArmSummary, period: str, before_parallel: Callable[[], None] | None) -> tuple[Candidate | None, str]:
     """Train one gated challenger; a retrain the data cannot support is a failed retrain with its reason, not a stop."""
     if not len(frame):
         return None, f"no labelled rows to train on ({what})"
     try:
-        cand = train_candidate(frame, cfg, champion, version, w.end, gate=True, period=period)
+        cand = train_candidate(frame, cfg, champion, version, w.end, gate=True, period=period,
+                               before_parallel=before_parallel)
     except DataError as exc:
         arm.failures += 1
         return None, f"retrain failed: {exc}"
@@ -383,17 +390,19 @@ def _retrain(frame: pd.DataFrame, what: str, cfg: PipelineConfig, champion: Cham
 
 class Yardstick:
     """The baselines of one replay: retrain after every window on all history (searched each time, or with
-    `search` False under the retune rule) and on the last k windows (that configuration refitted on them); after
-    the replay, each family's models are scored on every later window, giving the fixed schedules, never
-    retraining and the hindsight-optimal schedule."""
+    `search` False under the retune rule) and on the last k windows (that configuration refitted on them, in the
+    lane beside the replay); each model is scored on every later window as it is trained, giving the fixed
+    schedules, never retraining and the hindsight-optimal schedule."""
 
-    def __init__(self, cfg: PipelineConfig, first: Candidate, plan: BacktestPlan, search: bool = True) -> None:
-        self.cfg, self.plan, self.search = cfg, plan, search
+    def __init__(self, cfg: PipelineConfig, first: Candidate, plan: BacktestPlan, lane: Lane,
+                 search: bool = True) -> None:
+        self.cfg, self.plan, self.search, self.lane = cfg, plan, search, lane
         self.period = parse_period(plan.every, "--every")
         n = len(plan.windows)
         ks = [k for k in (1, 2, 4, 8, 16) if k < n]
-        self.families = [Family("every_window", None, [first.champion.model])]
-        self.families += [Family(f"every_window_last_{k}", k, [first.champion.model]) for k in ks]
+        first_row = score_row(first.champion.model, lane.board, 0, cfg)
+        self.families = [Family("every_window", None, [first_row])]
+        self.families += [Family(f"every_window_last_{k}", k, [first_row]) for k in ks]
         self.fits = {f.name: 0 for f in self.families}
         self.seconds = {f.name: 0.0 for f in self.families}
         self.champion = first.champion
@@ -401,7 +410,8 @@ class Yardstick:
         self.hindsight_family: str | None = None
 
     def retrain_after(self, w: WindowSlice, history: list[pd.DataFrame]) -> None:
-        """Every family's model for the next window: all history tuned, then each short window refitted."""
+        """Every family's model for the next window: all history tuned here, each short window refitted in the
+        lane."""
         from sklearn.base import clone
 
         cfg = self.cfg
@@ -411,48 +421,45 @@ class Yardstick:
         frame = everything.assign(**{NEW_ROW_COLUMN: np.arange(len(everything)) >= len(everything) - n_new})
         try:
             cand = train_candidate(frame, cfg, self.champion, 0, w.end, gate=False, choose=False,
-                                   search=self.search)
+                                   search=self.search, before_parallel=self.lane.quiet)
         except DataError:
             for f in self.families:  # a window the baselines cannot train on keeps their models
-                f.models.append(f.models[-1])
+                f.rows.append(None)
             return
         self.champion = cand.champion
-        self.families[0].models.append(cand.champion.model)
         self.fits["every_window"] += cand.fits
         self.seconds["every_window"] += time.perf_counter() - t0
+        self.families[0].rows.append(score_row(cand.champion.model, self.lane.board, w.index, cfg))
         rows = cand.champion.trained_on
         for f in self.families[1:]:
-            t1 = time.perf_counter()
             part = last_periods(rows, cfg.timestamp_column, f.periods, self.period)
             part = part.loc[part[cfg.target].notna()]
-            try:
-                f.models.append(clone(cand.tuned).fit(part.drop(columns=[cfg.target]), part[cfg.target]))
-                self.fits[f.name] += 1
-            except ValueError:
-                f.models.append(f.models[-1])
-            self.seconds[f.name] += time.perf_counter() - t1
+            self.lane.submit((f.name, len(f.rows)), clone(cand.tuned), part.drop(columns=[cfg.target]),
+                             part[cfg.target], w.index)
+            f.rows.append(None)  # filled from the lane in `arms`
 
     def arms(self) -> dict[str, ArmSummary]:
         """Never, every fixed schedule and the hindsight-optimal schedule, scored on every window."""
-        windows = [w.frame for w in self.plan.windows]
+        self.lane.quiet()
+        for f in self.families[1:]:
+            for (name, j), (row, seconds) in self.lane.results.items():
+                if name == f.name:
+                    f.rows[j] = row
+                    self.fits[name] += row is not None
+                    self.seconds[name] += seconds
+        n = len(self.plan.windows)
         higher = METRIC_DIRECTION[self.cfg.primary_metric]
         out: dict[str, ArmSummary] = {}
+        losses = {f.name: f.loss() for f in self.families}
+        out["never"] = ArmSummary("never", [_finite(v) for v in losses["every_window"][0]])
         for f in self.families:
-            f.loss = score_matrix(f, windows, self.cfg)
-        base = self.families[0].loss
-        assert base is not None
-        out["never"] = ArmSummary("never", [_finite(v) for v in base[0]])
-        for f in self.families:
-            assert f.loss is not None
-            n = len(windows) - 1
-            out[f.name] = ArmSummary(f.name, every_window(f.loss), n, n, 0, self.fits[f.name], self.seconds[f.name],
-                                     list(range(2, len(windows) + 1)))
+            out[f.name] = ArmSummary(f.name, every_window(losses[f.name]), n - 1, n - 1, 0, self.fits[f.name],
+                                     self.seconds[f.name], list(range(2, n + 1)))
         reference = out["every_window"].mean_metric
         self.cost = retrain_cost(self.cfg, reference if reference is not None else float("nan"))
         best: Schedule | None = None
         for f in self.families:
-            assert f.loss is not None
-            sched = optimal_schedule(f.name, f.loss, self.cost, higher)
+            sched = optimal_schedule(f.name, losses[f.name], self.cost, higher)
             if best is None or sched.objective < best.objective:
                 best = sched
         if best is not None:

@@ -3,7 +3,7 @@ of them in hindsight, never only against a baseline it chose.
 
 Families of models: retraining on all history (tuned at every window) and on the last k periods of it
 (the same tuned configuration fitted on that window). For each family the model trained after window j
-is scored on every later window (one prediction over all of them), which gives both the fixed schedules
+is scored on every later window (one prediction over all of them, `score_row`), which gives both the fixed schedules
 (retrain every window: model j-1 on window j) and, by dynamic programming over keep/retrain, the
 hindsight-optimal schedule for a given retrain cost (`optimal_schedule`). Pure: no Prefect, no MLflow.
 """
@@ -23,36 +23,61 @@ from mlops.training.evaluation import metric_value, predict
 
 @dataclass
 class Family:
-    """Models of one training window, `models[j]` trained after window j (0: the first champion)."""
+    """Models of one training window, as their scores: `rows[j]` is the model trained after window j (0: the
+    first champion) scored on every window (`score_row`), None where a retrain could not fit and the model before
+    it was kept."""
 
     name: str
     periods: int | None
-    models: list[Any] = field(default_factory=list)
-    loss: np.ndarray | None = None  # loss[j, w]: metric of models[j] on window w+1 (NaN where w < j)
+    rows: list[np.ndarray | None] = field(default_factory=list)
+
+    def loss(self) -> np.ndarray:
+        """loss[j, w]: the metric of model j on window w+1 (NaN where w < j; a kept model repeats its scores)."""
+        kept: list[np.ndarray] = []
+        for r in self.rows:
+            kept.append((r if r is not None else kept[-1]).copy())
+        out = np.vstack(kept)
+        for j in range(len(out)):
+            out[j, :j] = np.nan
+        return out
 
 
-def score_matrix(family: Family, windows: list[pd.DataFrame], cfg: PipelineConfig) -> np.ndarray:
-    """The metric of each model on each later window's labelled rows (one prediction per model)."""
-    n = len(windows)
-    out = np.full((len(family.models), n), np.nan)
-    labelled = [w.loc[w[cfg.target].notna()] for w in windows]
-    sizes = np.cumsum([0] + [len(w) for w in labelled])
-    stacked = pd.concat(labelled, ignore_index=True)
-    X, y = stacked.drop(columns=[cfg.target]), stacked[cfg.target].to_numpy()
-    for j, model in enumerate(family.models):
-        if model is None:
+@dataclass
+class Board:
+    """Every window's labelled rows stacked once: model j is scored on windows j, j+1, ... with one prediction."""
+
+    X: pd.DataFrame
+    y: np.ndarray
+    bounds: np.ndarray  # window w is rows bounds[w]:bounds[w + 1]
+
+    @classmethod
+    def of(cls, windows: list[pd.DataFrame], target: str) -> Board:
+        labelled = [w.loc[w[target].notna()] for w in windows]
+        stacked = pd.concat(labelled, ignore_index=True)
+        return cls(stacked.drop(columns=[target]), stacked[target].to_numpy(),
+                   np.cumsum([0] + [len(w) for w in labelled]))
+
+    @property
+    def windows(self) -> int:
+        return len(self.bounds) - 1
+
+
+def score_row(model: Any, board: Board, j: int, cfg: PipelineConfig) -> np.ndarray:
+    """The metric of a model trained after window j on each window from j on (NaN before j, and where a window has
+    no labelled rows or one class only for roc_auc)."""
+    out = np.full(board.windows, np.nan)
+    start = board.bounds[j]
+    if start == len(board.y):
+        return out
+    p = predict(model, board.X.iloc[start:], cfg.task, cfg.positive_class)
+    for w in range(j, board.windows):
+        a, b = board.bounds[w] - start, board.bounds[w + 1] - start
+        if b - a == 0:
             continue
-        start = sizes[j]
-        p = predict(model, X.iloc[start:], cfg.task, cfg.positive_class)
-        for w in range(j, n):
-            a, b = sizes[w] - start, sizes[w + 1] - start
-            if b - a == 0:
-                continue
-            sub = p.subset(slice(a, b))
-            try:
-                out[j, w] = metric_value(cfg.primary_metric, y[start + a:start + b], sub)
-            except ValueError:  # one class only in a window: no roc_auc there
-                pass
+        try:
+            out[w] = metric_value(cfg.primary_metric, board.y[start + a:start + b], p.subset(slice(a, b)))
+        except ValueError:  # one class only in a window: no roc_auc there
+            pass
     return out
 
 

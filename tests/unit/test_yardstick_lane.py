@@ -1,0 +1,92 @@
+"""The backtest's yardstick lane: the short-window baselines fitted in one worker process beside the replay score
+exactly what they score fitted in the replay's own process, and a family whose retrain cannot fit keeps its model."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.ensemble import HistGradientBoostingRegressor
+
+from mlops.core.config import parse_config
+from mlops.monitoring.yardstick import Board, Family, score_row
+from mlops.monitoring.yardstick_lane import Lane
+
+
+def _cfg():
+    return parse_config({"name": "t", "task": "regression", "source": {"kind": "file", "path": "x.csv"},
+                         "target": "y", "gate": {"primary_metric": "rmse"}, "registry": {"model_name": "t"},
+                         "models": [{"family": "hist_gradient_boosting"}]})
+
+
+def _windows(n: int = 5, rows: int = 200, seed: int = 0) -> list[pd.DataFrame]:
+    rng = np.random.default_rng(seed)
+    out = []
+    for w in range(n):
+        x = rng.normal(size=(rows, 3))
+        y = 10 * w + 5 * x[:, 0] + rng.normal(size=rows)
+        frame = pd.DataFrame(x, columns=["a", "b", "c"]).assign(y=y)
+        frame.loc[frame.index[:10], "y"] = np.nan  # blank targets: not scored
+        out.append(frame)
+    return out
+
+
+def _fits(lane: Lane, windows: list[pd.DataFrame]) -> None:
+    for j in range(1, len(windows)):
+        seen = pd.concat(windows[:j]).dropna(subset=["y"])
+        lane.submit(("f", j), HistGradientBoostingRegressor(max_iter=20, random_state=0),
+                    seen.drop(columns=["y"]), seen["y"], j)
+    lane.submit(("f", len(windows)), HistGradientBoostingRegressor(), pd.DataFrame({"a": []}), pd.Series([], dtype=float), 0)
+
+
+def test_the_worker_process_scores_what_the_replay_process_scores() -> None:
+    windows, cfg = _windows(), _cfg()
+    board = Board.of(windows, "y")
+    with Lane(board, cfg, processes=False) as here, Lane(board, cfg, processes=True) as beside:
+        _fits(here, windows)
+        _fits(beside, windows)
+        assert here.results and not beside.results  # handed over, not waited for
+        beside.quiet()
+    assert here.results.keys() == beside.results.keys()
+    for key, (row, _seconds) in here.results.items():
+        other = beside.results[key][0]
+        if row is None:  # the empty fit: no model, in either process
+            assert other is None
+        else:
+            np.testing.assert_array_equal(row, other)
+            j = key[1]
+            assert np.isnan(row[:j]).all() and np.isfinite(row[j:]).all()
+    # a model fitted on the windows before j does worse on later windows as the level climbs
+    row = here.results[("f", 1)][0]
+    assert row is not None and row[4] > row[1]
+
+
+def test_a_family_whose_retrain_cannot_fit_keeps_its_model() -> None:
+    windows, cfg = _windows(4), _cfg()
+    board = Board.of(windows, "y")
+    seen = pd.concat(windows[:1]).dropna(subset=["y"])
+    first = HistGradientBoostingRegressor(max_iter=20).fit(seen.drop(columns=["y"]), seen["y"])
+    second = HistGradientBoostingRegressor(max_iter=20).fit(*_xy(pd.concat(windows[:2])))
+    family = Family("f", 1, [score_row(first, board, 0, cfg), score_row(second, board, 1, cfg), None])
+    loss = family.loss()
+    assert loss.shape == (3, 4)
+    np.testing.assert_array_equal(loss[2, 2:], loss[1, 2:])  # the kept model serves on
+    assert np.isnan(loss[2, :2]).all() and np.isnan(loss[1, :1]).all()
+
+
+def test_a_worker_error_is_raised_when_the_lane_is_waited_for() -> None:
+    windows, cfg = _windows(3), _cfg()
+    with Lane(Board.of(windows, "y"), cfg, processes=True) as lane:
+        lane.submit(("f", 1), _Broken(), pd.DataFrame({"a": [1.0, 2.0]}), pd.Series([1.0, 2.0]), 1)
+        with pytest.raises(RuntimeError, match="broken on purpose"):
+            lane.quiet()
+
+
+def _xy(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.Series]:
+    frame = frame.dropna(subset=["y"])
+    return frame.drop(columns=["y"]), frame["y"]
+
+
+class _Broken:
+    def fit(self, X: object, y: object) -> _Broken:
+        raise RuntimeError("broken on purpose")
