@@ -33,11 +33,12 @@ from mlops.core.errors import DataError
 from mlops.core.periods import parse_period
 from mlops.core.rowkeys import NEW_ROW_COLUMN, RowHashSet, hash_columns, new_row_mask, pop_new_rows
 from mlops.core.validation import validate_training_batch
+from mlops.monitoring.backtest_lane import Lane, check_fresh_gain, fit_and_score
 from mlops.monitoring.backtest_plan import BacktestPlan, WindowSlice
 from mlops.monitoring.backtest_result import ArmSummary, BacktestResult, WindowRecord
 from mlops.monitoring.drift import compute_drift
 from mlops.monitoring.live_quality import holdout_slice_metrics, labelled_rows, live_quality
-from mlops.monitoring.payoff import fresh_gain, retrain_cost
+from mlops.monitoring.payoff import retrain_cost
 from mlops.monitoring.policy import (
     PolicyState,
     decide,
@@ -50,7 +51,6 @@ from mlops.monitoring.result import DriftSummary, MonitorResult, WindowInfo
 from mlops.monitoring.retraining import build_training_frame, training_rows
 from mlops.monitoring.windows import check_quality, drift_inputs
 from mlops.monitoring.yardstick import Board, Family, Schedule, every_window, optimal_schedule, score_row
-from mlops.monitoring.yardstick_lane import Lane
 from mlops.training import steps
 from mlops.training.assessment import evaluate, judge, reference_sample
 from mlops.training.evaluation import metric_value, predict
@@ -244,7 +244,8 @@ def run_backtest(cfg: PipelineConfig, plan: BacktestPlan, log: Log | None = None
     OpenMP and BLAS are held to one thread in this process: the search's trials run in parallel worker processes,
     and the refit's OpenMP threads spin against them (and any other busy process) for nothing; measured
     on 2 busy cores, one HistGradientBoosting retrain took 95 s with two threads and 3 s with one. The baselines on
-    the last k windows are fitted and scored in one worker process beside this one (mlops.monitoring.yardstick_lane).
+    the last k windows are fitted and scored in one worker process beside this one (mlops.monitoring.backtest_lane),
+    as are the policy's fresh-model checks.
     """
     from threadpoolctl import threadpool_limits
 
@@ -276,10 +277,10 @@ def _replay(cfg: PipelineConfig, plan: BacktestPlan, say: Log, baselines: bool, 
         f"training window {first.champion.window.chosen if first.champion.window else 'all history'}")
     arm = ArmSummary("policy")
     champion, pending, next_version = first.champion, [], 2
-    yard = None
-    if baselines:
-        lane = lanes.enter_context(Lane(Board.of([w.frame for w in plan.windows], cfg.target), cfg))
-        yard = Yardstick(cfg, first, plan, lane, search=not fast)
+    # without baselines nothing runs beside the fresh-model checks: they run here
+    lane = lanes.enter_context(Lane(cfg, Board.of([w.frame for w in plan.windows], cfg.target) if baselines else None,
+                                    processes=None if baselines else False))
+    yard = Yardstick(cfg, first, plan, lane, search=not fast) if baselines else None
     history = [plan.initial]
     state = PolicyState()
     records: list[WindowRecord] = []
@@ -296,11 +297,16 @@ def _replay(cfg: PipelineConfig, plan: BacktestPlan, say: Log, baselines: bool, 
         seen = monitor_window(champion, w, cfg, live_baseline(state, str(champion.version),
                                                                policy_cfg.live_baseline_windows))
         pending.append(seen.labelled)
-        payoff = None
         if not last_window:  # a retrain after the last window would have nothing left to serve
             before = _labelled(history, cfg.target)
             before = champion.window.rows(before, ts, period) if champion.window else before
-            payoff = fresh_gain(champion.model, before, w.frame, cfg)
+            lane.submit("fresh gain", check_fresh_gain, champion.model, before, w.frame)
+        history.append(w.frame)
+        baseline_started = time.perf_counter()
+        if yard is not None and not last_window:  # the baselines need nothing from the policy: trained meanwhile
+            yard.retrain_all_history(w, history)
+        t0 += time.perf_counter() - baseline_started  # a window's seconds are the policy's
+        payoff = None if last_window else lane.result("fresh gain")
         if payoff is not None:
             arm.fits += 1
             arm.training_seconds += payoff.seconds
@@ -310,7 +316,6 @@ def _replay(cfg: PipelineConfig, plan: BacktestPlan, say: Log, baselines: bool, 
         decision, state = decide(state, summary, policy_cfg, now)
         retrained = promoted = False
         detail = ""
-        history.append(w.frame)
         if decision.retrain and last_window:
             detail = "the last window: nothing left to score a retrain on, so none is trained"
         elif decision.retrain:
@@ -323,7 +328,7 @@ def _replay(cfg: PipelineConfig, plan: BacktestPlan, say: Log, baselines: bool, 
                                                    seen.labelled, champion.contract, policy_cfg.max_training_rows,
                                                    policy_cfg.recent_rows, policy_cfg.recent_days)
                 cand, detail = _retrain(frame, what, cfg, champion, next_version, w, arm, plan.every,
-                                        None if yard is None else yard.lane.quiet)
+                                        lane.quiet)
                 retrained = cand is not None
                 state = finish_training(state, now, succeeded=retrained, trained=bool(len(frame)))
                 if cand is not None:
@@ -345,8 +350,8 @@ def _replay(cfg: PipelineConfig, plan: BacktestPlan, say: Log, baselines: bool, 
             f"drift share {'n/a' if drift is None else f'{drift.drift_share:.2f}'}, {decision.verdict}"
             + (f", retrained v{next_version - 1} {'promoted' if promoted else 'rejected'}" if retrained else "")
             + (f" ({detail})" if detail and not retrained else ""))
-        if yard is not None and not last_window:
-            yard.retrain_after(w, history)
+        if yard is not None and not last_window:  # after the policy's retrain, which waits for the lane to be idle
+            yard.retrain_short_windows(w)
     arms = {"policy": arm}
     hindsight = None
     if yard is not None:
@@ -366,7 +371,7 @@ def _concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
 
 
 def _retrain(frame: pd.DataFrame, what: str, cfg: PipelineConfig, champion: Champion, version: int, w: WindowSlice,
-             arm: ArmSummary, period: str, before_parallel: Callable[[], None] | None) -> tuple[Candidate | None, str]:
+             arm: ArmSummary, period: str, before_parallel: Callable[[], None]) -> tuple[Candidate | None, str]:
     """Train one gated challenger; a retrain the data cannot support is a failed retrain with its reason, not a stop."""
     if not len(frame):
         return None, f"no labelled rows to train on ({what})"
@@ -400,20 +405,22 @@ class Yardstick:
         self.period = parse_period(plan.every, "--every")
         n = len(plan.windows)
         ks = [k for k in (1, 2, 4, 8, 16) if k < n]
-        first_row = score_row(first.champion.model, lane.board, 0, cfg)
+        assert lane.board is not None, "the yardstick's lane holds the windows"
+        self.board = lane.board
+        first_row = score_row(first.champion.model, self.board, 0, cfg)
         self.families = [Family("every_window", None, [first_row])]
         self.families += [Family(f"every_window_last_{k}", k, [first_row]) for k in ks]
         self.fits = {f.name: 0 for f in self.families}
         self.seconds = {f.name: 0.0 for f in self.families}
         self.champion = first.champion
+        self.latest: Candidate | None = None  # the all-history retrain of the window being replayed
+        self.handed: list[tuple[str, int]] = []  # the short-window fits given to the lane
         self.cost: float | None = None
         self.hindsight_family: str | None = None
 
-    def retrain_after(self, w: WindowSlice, history: list[pd.DataFrame]) -> None:
-        """Every family's model for the next window: all history tuned here, each short window refitted in the
-        lane."""
-        from sklearn.base import clone
-
+    def retrain_all_history(self, w: WindowSlice, history: list[pd.DataFrame]) -> None:
+        """The all-history model for the window after `w`, tuned (or refitted) here; `retrain_short_windows` then
+        hands that configuration's short-window fits to the lane."""
         cfg = self.cfg
         t0 = time.perf_counter()
         everything = _concat([training_rows(f.loc[f[cfg.target].notna()], self.champion.contract) for f in history])
@@ -423,30 +430,38 @@ class Yardstick:
             cand = train_candidate(frame, cfg, self.champion, 0, w.end, gate=False, choose=False,
                                    search=self.search, before_parallel=self.lane.quiet)
         except DataError:
+            self.latest = None
             for f in self.families:  # a window the baselines cannot train on keeps their models
                 f.rows.append(None)
             return
-        self.champion = cand.champion
+        self.champion, self.latest = cand.champion, cand
         self.fits["every_window"] += cand.fits
         self.seconds["every_window"] += time.perf_counter() - t0
-        self.families[0].rows.append(score_row(cand.champion.model, self.lane.board, w.index, cfg))
-        rows = cand.champion.trained_on
+        self.families[0].rows.append(score_row(cand.champion.model, self.board, w.index, cfg))
+
+    def retrain_short_windows(self, w: WindowSlice) -> None:
+        """Hand the lane the last k windows' fits of the configuration `retrain_all_history` just trained."""
+        from sklearn.base import clone
+
+        if self.latest is None:
+            return
+        cfg, rows = self.cfg, self.latest.champion.trained_on
         for f in self.families[1:]:
             part = last_periods(rows, cfg.timestamp_column, f.periods, self.period)
             part = part.loc[part[cfg.target].notna()]
-            self.lane.submit((f.name, len(f.rows)), clone(cand.tuned), part.drop(columns=[cfg.target]),
-                             part[cfg.target], w.index)
+            self.lane.submit((f.name, len(f.rows)), fit_and_score, clone(self.latest.tuned),
+                             part.drop(columns=[cfg.target]), part[cfg.target], w.index)
+            self.handed.append((f.name, len(f.rows)))
             f.rows.append(None)  # filled from the lane in `arms`
 
     def arms(self) -> dict[str, ArmSummary]:
         """Never, every fixed schedule and the hindsight-optimal schedule, scored on every window."""
-        self.lane.quiet()
-        for f in self.families[1:]:
-            for (name, j), (row, seconds) in self.lane.results.items():
-                if name == f.name:
-                    f.rows[j] = row
-                    self.fits[name] += row is not None
-                    self.seconds[name] += seconds
+        family = {f.name: f for f in self.families}
+        for name, j in self.handed:
+            row, seconds = self.lane.result((name, j))
+            family[name].rows[j] = row
+            self.fits[name] += row is not None
+            self.seconds[name] += seconds
         n = len(self.plan.windows)
         higher = METRIC_DIRECTION[self.cfg.primary_metric]
         out: dict[str, ArmSummary] = {}

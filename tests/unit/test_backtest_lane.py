@@ -1,5 +1,6 @@
-"""The backtest's yardstick lane: the short-window baselines fitted in one worker process beside the replay score
-exactly what they score fitted in the replay's own process, and a family whose retrain cannot fit keeps its model."""
+"""The replay's second process: the short-window baselines and the fresh-model checks run in one worker process
+beside the replay give exactly what they give run in the replay's own process; a family whose retrain cannot fit
+keeps its model; a worker's error reaches the replay."""
 
 from __future__ import annotations
 
@@ -9,8 +10,8 @@ import pytest
 from sklearn.ensemble import HistGradientBoostingRegressor
 
 from mlops.core.config import parse_config
+from mlops.monitoring.backtest_lane import Lane, check_fresh_gain, fit_and_score
 from mlops.monitoring.yardstick import Board, Family, score_row
-from mlops.monitoring.yardstick_lane import Lane
 
 
 def _cfg():
@@ -34,20 +35,27 @@ def _windows(n: int = 5, rows: int = 200, seed: int = 0) -> list[pd.DataFrame]:
 def _fits(lane: Lane, windows: list[pd.DataFrame]) -> None:
     for j in range(1, len(windows)):
         seen = pd.concat(windows[:j]).dropna(subset=["y"])
-        lane.submit(("f", j), HistGradientBoostingRegressor(max_iter=20, random_state=0),
+        lane.submit(("f", j), fit_and_score, HistGradientBoostingRegressor(max_iter=20, random_state=0),
                     seen.drop(columns=["y"]), seen["y"], j)
-    lane.submit(("f", len(windows)), HistGradientBoostingRegressor(), pd.DataFrame({"a": []}), pd.Series([], dtype=float), 0)
+    lane.submit(("f", len(windows)), fit_and_score, HistGradientBoostingRegressor(), pd.DataFrame({"a": []}),
+                pd.Series([], dtype=float), 0)
+    history = pd.concat(windows[:3])
+    champion = HistGradientBoostingRegressor(max_iter=20, random_state=0).fit(*_xy(pd.concat(windows[:2])))
+    lane.submit("fresh", check_fresh_gain, champion, history, windows[3])
 
 
 def test_the_worker_process_scores_what_the_replay_process_scores() -> None:
     windows, cfg = _windows(), _cfg()
     board = Board.of(windows, "y")
-    with Lane(board, cfg, processes=False) as here, Lane(board, cfg, processes=True) as beside:
+    with Lane(cfg, board, processes=False) as here, Lane(cfg, board, processes=True) as beside:
         _fits(here, windows)
         _fits(beside, windows)
         assert here.results and not beside.results  # handed over, not waited for
         beside.quiet()
     assert here.results.keys() == beside.results.keys()
+    fresh, other_fresh = here.result("fresh"), beside.result("fresh")
+    assert fresh is not None and fresh.gain > 0  # a model of the newer rows beats one of windows 0-1 on window 3
+    assert (fresh.champion, fresh.fresh, fresh.ci_low) == (other_fresh.champion, other_fresh.fresh, other_fresh.ci_low)
     for key, (row, _seconds) in here.results.items():
         other = beside.results[key][0]
         if row is None:  # the empty fit: no model, in either process
@@ -76,8 +84,8 @@ def test_a_family_whose_retrain_cannot_fit_keeps_its_model() -> None:
 
 def test_a_worker_error_is_raised_when_the_lane_is_waited_for() -> None:
     windows, cfg = _windows(3), _cfg()
-    with Lane(Board.of(windows, "y"), cfg, processes=True) as lane:
-        lane.submit(("f", 1), _Broken(), pd.DataFrame({"a": [1.0, 2.0]}), pd.Series([1.0, 2.0]), 1)
+    with Lane(cfg, Board.of(windows, "y"), processes=True) as lane:
+        lane.submit(("f", 1), fit_and_score, _Broken(), pd.DataFrame({"a": [1.0, 2.0]}), pd.Series([1.0, 2.0]), 1)
         with pytest.raises(RuntimeError, match="broken on purpose"):
             lane.quiet()
 
