@@ -69,6 +69,18 @@ def _text_hashes(obj: pd.Series, null: np.ndarray) -> np.ndarray:
     return np.where(is_num, _floats(num.to_numpy(dtype=np.float64)), out) if is_num.any() else out
 
 
+def _distinct_text_hashes(obj: pd.Series, null: np.ndarray) -> np.ndarray:
+    """`_text_hashes`, worked out once per distinct value (a category repeats a few values over many rows); each
+    value's hash depends on that value alone. Nulls are left for the caller to set."""
+    try:
+        codes, distinct = pd.factorize(obj)
+    except TypeError:  # values that cannot be told apart by hashing (lists, dicts): one by one
+        return _text_hashes(obj, null)
+    if not len(distinct):
+        return np.zeros(len(obj), dtype=np.uint64)
+    return _text_hashes(pd.Series(distinct, dtype=object), np.zeros(len(distinct), dtype=bool))[codes]
+
+
 def column_hashes(s: pd.Series) -> np.ndarray:
     """One uint64 per value of a column, equal for equal values of any dtype (see the module doc)."""
     if isinstance(s.dtype, pd.CategoricalDtype):
@@ -79,7 +91,7 @@ def column_hashes(s: pd.Series) -> np.ndarray:
     elif pd.api.types.is_datetime64_any_dtype(s):
         out = _times(s)
     else:
-        out = _text_hashes(s.astype(object).where(~null, None), null)
+        out = _distinct_text_hashes(s.astype(object).where(~null, None), null)
     out = np.asarray(out, dtype=np.uint64).copy()
     out[null] = _NULL
     return out

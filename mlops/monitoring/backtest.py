@@ -86,7 +86,8 @@ class Champion:
     slices: dict[str, Any]
     trained_on: pd.DataFrame  # the frame it was trained from (the `original` of original_plus_new; all history)
     trained_at: pd.Timestamp
-    rows: RowHashSet | None = None  # the rows the served model was fitted on (the gate compares on others)
+    rows: RowHashSet | None = None  # the rows the served model was fitted on (the gate compares on others; None for
+    # a baseline's model, which no gate compares with)
     window: WindowChoice | None = None
     lineage: dict[str, str] = field(default_factory=dict)  # the configuration's tuning (mlops.training.retune)
 
@@ -167,7 +168,8 @@ def train_candidate(frame: pd.DataFrame, cfg: PipelineConfig, champion: Champion
     fitted_on = windowed.choice.rows(fitted_on, cfg.timestamp_column, windowed.period)
     made = Champion(version, served, best.family, contract, reference_sample(fitted_on, served, cfg),
                     evaluation.metrics, holdout_slice_metrics(split.test, evaluation.predictions, cfg), df, at,
-                    RowHashSet.of(fitted_on, hash_columns(contract, cfg.serving.sensitive_columns)), windowed.choice,
+                    RowHashSet.of(fitted_on, hash_columns(contract, cfg.serving.sensitive_columns)) if gate else None,
+                    windowed.choice,
                     reuse.lineage(len(split.train), search_digest(cfg)))
     return Candidate(made, passed, reasons, time.perf_counter() - started - judged, fits, best.best_estimator,
                      sum(r.seconds for r in results), windowed.choice.seconds)
@@ -414,6 +416,8 @@ class Yardstick:
         self.seconds = {f.name: 0.0 for f in self.families}
         self.champion = first.champion
         self.latest: Candidate | None = None  # the all-history retrain of the window being replayed
+        self.shaped: list[pd.DataFrame] = []  # the history's windows as training rows, for `shaped_for`
+        self.shaped_for: DataContract | None = None
         self.handed: list[tuple[str, int]] = []  # the short-window fits given to the lane
         self.cost: float | None = None
         self.hindsight_family: str | None = None
@@ -421,9 +425,12 @@ class Yardstick:
     def retrain_all_history(self, w: WindowSlice, history: list[pd.DataFrame]) -> None:
         """The all-history model for the window after `w`, tuned (or refitted) here; `retrain_short_windows` then
         hands that configuration's short-window fits to the lane."""
-        cfg = self.cfg
+        cfg, contract = self.cfg, self.champion.contract
         t0 = time.perf_counter()
-        everything = _concat([training_rows(f.loc[f[cfg.target].notna()], self.champion.contract) for f in history])
+        if contract != self.shaped_for:  # the windows shaped as training rows again only when the contract changed
+            self.shaped, self.shaped_for = [], contract
+        self.shaped += [training_rows(f.loc[f[cfg.target].notna()], contract) for f in history[len(self.shaped):]]
+        everything = _concat(self.shaped)
         n_new = int(w.frame[cfg.target].notna().sum())
         frame = everything.assign(**{NEW_ROW_COLUMN: np.arange(len(everything)) >= len(everything) - n_new})
         try:
