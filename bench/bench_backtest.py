@@ -11,6 +11,7 @@ counted: candidate windows, fresh-model checks, challengers, refits).
     .venv/bin/python -m bench.bench_backtest                      # all regimes, writes docs/benchmarks.md
     .venv/bin/python -m bench.bench_backtest --regimes growth --no-write
     .venv/bin/python -m bench.bench_backtest --long                # 54 windows of 44,000 hourly rows, --fast
+    .venv/bin/python -m bench.bench_backtest --long --against /tmp/before --rounds 2   # and another checkout's
     .venv/bin/python -m bench.bench_backtest --date-parts decimal_year month dayofweek hour   # a time axis
     .venv/bin/python -m bench.bench_backtest --seeds 7 8 9 10 11   # the goals at five seeds per regime
 """
@@ -19,6 +20,10 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
+import statistics
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -133,6 +138,56 @@ def long_replay(regime: str, seed: int, write: bool) -> None:
         write_section("backtest-long", body)
 
 
+def _long_in(tree: Path) -> dict[str, Any]:
+    """The long replay run by a checkout's own bench (a fresh process): its wall time and what it decided."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "PREFECT_", "MLOPS_"))}
+    t0 = time.perf_counter()
+    out = subprocess.run([sys.executable, "-m", "bench.bench_backtest", "--long", "--no-write"], cwd=tree,
+                         env=dict(env, PYTHONPATH=str(tree)), check=True, capture_output=True, text=True).stdout
+    wall = time.perf_counter() - t0
+    replay = re.search(r"\| whole replay \(wall\) \| (\d+) \|", out)
+    share = re.search(r"Recovered share ([\d.n/a]+)%", out)
+    decisions = [line.split(": ", 1)[1] for line in out.splitlines() if re.match(r"\[\w+\] window ", line)]
+    return {"process": wall, "replay": float(replay.group(1)) if replay else float("nan"),
+            "share": share.group(1) if share else "n/a", "decisions": decisions}
+
+
+def long_against(other: Path, rounds: int, write: bool) -> None:
+    """The long replay of this tree and of another checkout, alternated `rounds` times in one run."""
+    load = os.getloadavg()[0]
+    runs: dict[str, list[dict[str, Any]]] = {"other": [], "this": []}
+    for i in range(rounds):
+        for name, tree in (("other", other), ("this", REPO)):
+            runs[name].append(_long_in(tree))
+            print(f"round {i + 1} {name}: replay {runs[name][-1]['replay']:.0f} s", flush=True)
+    same = all(r["decisions"] == runs["other"][0]["decisions"] for rs in runs.values() for r in rs)
+    med = {name: statistics.median(r["replay"] for r in rs) for name, rs in runs.items()}
+    lines = ["## Backtest: the long replay beside another tree (`bench/bench_backtest.py --long --against`)", "",
+             f"The long replay above (`--long`, each in a fresh process), in this tree and in `{other}` "
+             f"({_commit(other)}), alternated {rounds} times; load average {load:.1f} at the start.", "",
+             "| round | other tree (s) | this tree (s) |", "| --- | --- | --- |"]
+    lines += [f"| {i + 1} | {a['replay']:.0f} | {b['replay']:.0f} |"
+              for i, (a, b) in enumerate(zip(runs["other"], runs["this"], strict=True))]
+    lines += ["", f"Median: this tree **{med['this']:.0f} s** against {med['other']:.0f} s "
+              f"(**{med['this'] / med['other']:.2f}x**). Recovered share {runs['this'][0]['share']}% against "
+              f"{runs['other'][0]['share']}%; every window's decision and metric "
+              f"{'the same in every run' if same else '**different**'}. Reproduce: `git worktree add /tmp/before "
+              f"<commit>`, then `.venv/bin/python -m bench.bench_backtest --long --against /tmp/before --rounds "
+              f"{rounds}`."]
+    body = "\n".join(lines)
+    print(body)
+    if write:
+        write_section("backtest-long-against", body)
+
+
+def _commit(tree: Path) -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=tree, capture_output=True, text=True,
+                              check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "not a git checkout"
+
+
 def over_seeds(regimes: list[str], seeds: list[int], initial: str, every: str, write: bool,
                date_parts: list[str] | None = None) -> None:
     """The goals at several seeds: a default that meets them at one seed of a generator may not at the next.
@@ -179,6 +234,9 @@ def main() -> None:
     ap.add_argument("--no-write", action="store_true", help="print the section instead of writing docs/benchmarks.md")
     ap.add_argument("--long", action="store_true", help="one long replay instead: 44,000 hourly rows (5 years), "
                     "initial 6M, 54 windows of 1M, --fast, on the stationary regime (or the first of --regimes)")
+    ap.add_argument("--against", type=Path, help="with --long: also run another checkout's long replay (a git "
+                    "worktree of an older commit, its .venv shared), alternated, and compare")
+    ap.add_argument("--rounds", type=int, default=2, help="with --against: how many times each tree runs")
     ap.add_argument("--date-parts", nargs="+", help="the features' date parts instead of configs/demand.yaml's "
                     "(e.g. decimal_year month dayofweek hour); the section is printed, not written")
     ap.add_argument("--seeds", nargs="+", type=int, help="the goals at each of these seeds, one table (section "
@@ -188,6 +246,8 @@ def main() -> None:
         args.no_write = True
     if args.seeds:
         return over_seeds(args.regimes, args.seeds, args.initial, args.every, not args.no_write, args.date_parts)
+    if args.long and args.against:
+        return long_against(args.against, args.rounds, not args.no_write)
     if args.long:
         return long_replay(args.regimes[0] if args.regimes != list(REGIMES) else "stationary", args.seed,
                            not args.no_write)
