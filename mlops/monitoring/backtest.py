@@ -130,7 +130,8 @@ def train_candidate(frame: pd.DataFrame, cfg: PipelineConfig, champion: Champion
     `period` is the window length candidate training windows are counted in (`train_on: auto`); with
     `choose` False the challenger trains on every row (the all-history baseline). A retrain refits the
     champion's configuration until the data outgrows it (mlops.training.retune); `search` always searches.
-    `before_parallel` is called before work that spreads over every core (a search, the window choice).
+    `before_parallel` is called before work that spreads over every core (a search, the window choice); the time
+    it waits is not the candidate's.
     """
     started = time.perf_counter()
     df, new_rows = pop_new_rows(frame)
@@ -142,8 +143,10 @@ def train_candidate(frame: pd.DataFrame, cfg: PipelineConfig, champion: Champion
     split = split_frame(good, cfg.target, cfg.task, cfg.split, cfg.timestamp_column, mask)
     inputs = steps.search_inputs(split.train, contract, cfg)
     reuse = plan_retune(cfg, champion, rows=len(split.train), retraining=new_rows is not None and not search)
+    waited = time.perf_counter()
     if before_parallel is not None and (choose or not reuse.reuse):
         before_parallel()
+    waited = time.perf_counter() - waited
     results = steps.search(cfg, inputs, reuse)  # a retrain the data has not outgrown: the champion's configuration
     fits = steps.fits_of(results, cfg.search.cv_folds)
     best = pick_best(results)
@@ -171,7 +174,7 @@ def train_candidate(frame: pd.DataFrame, cfg: PipelineConfig, champion: Champion
                     RowHashSet.of(fitted_on, hash_columns(contract, cfg.serving.sensitive_columns)) if gate else None,
                     windowed.choice,
                     reuse.lineage(len(split.train), search_digest(cfg)))
-    return Candidate(made, passed, reasons, time.perf_counter() - started - judged, fits, best.best_estimator,
+    return Candidate(made, passed, reasons, time.perf_counter() - started - judged - waited, fits, best.best_estimator,
                      sum(r.seconds for r in results), windowed.choice.seconds)
 
 
@@ -426,13 +429,14 @@ class Yardstick:
         """The all-history model for the window after `w`, tuned (or refitted) here; `retrain_short_windows` then
         hands that configuration's short-window fits to the lane."""
         cfg, contract = self.cfg, self.champion.contract
-        t0 = time.perf_counter()
+        shaping = time.perf_counter()
         if contract != self.shaped_for:  # the windows shaped as training rows again only when the contract changed
             self.shaped, self.shaped_for = [], contract
         self.shaped += [training_rows(f.loc[f[cfg.target].notna()], contract) for f in history[len(self.shaped):]]
         everything = _concat(self.shaped)
         n_new = int(w.frame[cfg.target].notna().sum())
         frame = everything.assign(**{NEW_ROW_COLUMN: np.arange(len(everything)) >= len(everything) - n_new})
+        shaping = time.perf_counter() - shaping
         try:
             cand = train_candidate(frame, cfg, self.champion, 0, w.end, gate=False, choose=False,
                                    search=self.search, before_parallel=self.lane.quiet)
@@ -443,7 +447,7 @@ class Yardstick:
             return
         self.champion, self.latest = cand.champion, cand
         self.fits["every_window"] += cand.fits
-        self.seconds["every_window"] += time.perf_counter() - t0
+        self.seconds["every_window"] += shaping + cand.seconds  # not the wait for the lane
         self.families[0].rows.append(score_row(cand.champion.model, self.board, w.index, cfg))
 
     def retrain_short_windows(self, w: WindowSlice) -> None:
