@@ -132,10 +132,15 @@ def long_replay(regime: str, seed: int, write: bool) -> None:
              f"{load:.1f} at the start). Recovered share {_num(s['recovered_share'] and 100 * s['recovered_share'])}% "
              f"of the best fixed schedule ({s['best_fixed']}). Reproduce: `.venv/bin/python -m bench.bench_backtest "
              f"--long`."]
+    _emit("backtest-long", lines, write)
+
+
+def _emit(section: str, lines: list[str], write: bool) -> None:
+    """Print a section, and write it into docs/benchmarks.md with `write`."""
     body = "\n".join(lines)
     print(body)
     if write:
-        write_section("backtest-long", body)
+        write_section(section, body)
 
 
 def _long_in(tree: Path) -> dict[str, Any]:
@@ -174,10 +179,7 @@ def long_against(other: Path, rounds: int, write: bool) -> None:
               f"{'the same in every run' if same else '**different**'}. Reproduce: `git worktree add /tmp/before "
               f"<commit>`, then `.venv/bin/python -m bench.bench_backtest --long --against /tmp/before --rounds "
               f"{rounds}`."]
-    body = "\n".join(lines)
-    print(body)
-    if write:
-        write_section("backtest-long-against", body)
+    _emit("backtest-long-against", lines, write)
 
 
 def _commit(tree: Path) -> str:
@@ -219,10 +221,7 @@ def over_seeds(regimes: list[str], seeds: list[int], initial: str, every: str, w
                          f"{min(known):.1%}) | | | |")
     lines += ["", f"Load average {load:.1f} at the start. Reproduce: `.venv/bin/python -m bench.bench_backtest "
               f"--seeds {' '.join(map(str, seeds))}`."]
-    body = "\n".join(lines)
-    print(body)
-    if write:
-        write_section("backtest-seeds", body)
+    _emit("backtest-seeds", lines, write)
 
 
 def main() -> None:
@@ -267,10 +266,7 @@ def main() -> None:
         lines += part
     lines += [f"Seed {args.seed}; load average {load:.1f} at the start. Reproduce: `.venv/bin/python -m "
               "bench.bench_backtest` (one regime: `--regimes growth`)."]
-    body = "\n".join(lines)
-    print(body)
-    if not args.no_write:
-        write_section("backtest", body)
+    _emit("backtest", lines, not args.no_write)
 
 
 if __name__ == "__main__":
