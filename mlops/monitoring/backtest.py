@@ -355,7 +355,7 @@ def _replay(cfg: PipelineConfig, plan: BacktestPlan, say: Log, baselines: bool, 
             f"drift share {'n/a' if drift is None else f'{drift.drift_share:.2f}'}, {decision.verdict}"
             + (f", retrained v{next_version - 1} {'promoted' if promoted else 'rejected'}" if retrained else "")
             + (f" ({detail})" if detail and not retrained else ""))
-        if yard is not None and not last_window:  # after the policy's retrain, which waits for the lane to be idle
+        if yard is not None and not last_window:  # handed over after the policy's retrain, which need not wait for them
             yard.retrain_short_windows(w)
     arms = {"policy": arm}
     hindsight = None
