@@ -281,6 +281,17 @@ SQLITE_PREFECT_SETTINGS = {
     "PREFECT_SERVER_SERVICES_EVENT_PERSISTER_FLUSH_INTERVAL": "10",
 }
 QUEUED_RUN_RETRY_SECONDS = "3"  # PREFECT_SERVER_DEPLOYMENTS_CONCURRENCY_SLOT_WAIT_SECONDS, both profiles
+# A queued run (deployment concurrency, ENQUEUE) is rejected back to Scheduled, QUEUED_RUN_RETRY_SECONDS ahead,
+# each time the worker proposes it, and each rejection is a database write. A worker prefetching further ahead
+# than that proposed every queued run on every poll: 201 rejected proposals for 7 runs in one webhook burst, a
+# write stream under which SQLite starved the automation's run creation. Prefetching less than the retry lets a
+# queued run rest between proposals.
+WORKER_PREFETCH_SECONDS = "1"  # PREFECT_WORKER_PREFETCH_SECONDS
+# The Prefect server's own client (the one its automations' actions call the API with) retries a 503 this
+# many times, backing off 2, 4, ... 128 s (about 4 minutes in all), instead of Prefect's 5 (about a minute).
+# On SQLite a burst of writes can answer a webhook's run-deployment action 503 for over a minute; when the
+# retries run out the action fails and the delivery starts no run.
+SERVER_CLIENT_RETRIES = "7"  # PREFECT_CLIENT_MAX_RETRIES in the server's environment, both profiles
 
 
 def _write_private(path: Path, text: str) -> None:

@@ -44,7 +44,9 @@ from mlops.stack.options import (
     COMPONENTS,
     LABELS,
     QUEUED_RUN_RETRY_SECONDS,
+    SERVER_CLIENT_RETRIES,
     SQLITE_PREFECT_SETTINGS,
+    WORKER_PREFETCH_SECONDS,
     StackError,
     StackOptions,
     base_env,
@@ -220,6 +222,7 @@ class Supervisor:
         # a run queued behind a deployment's concurrency limit (files arriving together, ENQUEUE) asks for the
         # slot again after this long; Prefect's 30 s default left the next file idle for up to 30 s
         env.setdefault("PREFECT_SERVER_DEPLOYMENTS_CONCURRENCY_SLOT_WAIT_SECONDS", QUEUED_RUN_RETRY_SECONDS)
+        env.setdefault("PREFECT_CLIENT_MAX_RETRIES", SERVER_CLIENT_RETRIES)  # its automations' actions
         cmd = [str(self.bin / "prefect"), "server", "start", "--host", o.host, "--port", str(o.prefect_port)]
         return self.start("prefect", cmd, env, self.health("prefect"))
 
@@ -332,7 +335,7 @@ class Supervisor:
         # flow runs log at INFO so the Prefect UI shows what each stage did
         env["PREFECT_LOGGING_LEVEL"] = o.settings.flow_log_level
         env.setdefault("PREFECT_WORKER_QUERY_SECONDS", f"{o.worker_poll_seconds:g}")
-        env.setdefault("PREFECT_WORKER_PREFETCH_SECONDS", "5")
+        env.setdefault("PREFECT_WORKER_PREFETCH_SECONDS", WORKER_PREFETCH_SECONDS)
         env["MLOPS_LOG_HASH_KEY"] = load_log_hash_key(o)  # batch scoring hashes, monitoring joins labels
         worker_name = f"{pool}-{socket.gethostname()}" + record.removeprefix("worker")
         cmd = [str(self.bin / "prefect"), "worker", "start", "--pool", pool, "--type", WORK_POOL_TYPE,

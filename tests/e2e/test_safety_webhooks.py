@@ -87,8 +87,10 @@ def attack(live: Live, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Att
         assert resp.status_code == 202, (case, resp.text)
     found = Attack(deliveries, paths)
     try:
+        # each delivery's automation creates its run; on a busy SQLite server a creation answered 503 is retried
+        # by the server's client for up to about 4 minutes (SERVER_CLIENT_RETRIES)
         mine = wait_for(lambda: (m := [r for r in runs(live) if r["id"] not in before]) and len(m) >= len(paths) and m,
-                        timeout=60)
+                        timeout=300)
         assert mine and len(mine) == len(paths), logs(live)
         found.made = [r["id"] for r in mine]
         by_path = {r["parameters"]["source_path"]: r["id"] for r in mine}

@@ -68,6 +68,11 @@ def test_prefect_and_mlflow_get_their_databases_by_environment_and_the_deploymen
     assert "PREFECT_SERVER_SERVICES_EVENT_PERSISTER_FLUSH_INTERVAL" not in prefect_env  # a SQLite-only workaround
     # a run queued behind the training's concurrency slot asks again after 3 s, not Prefect's 30 s
     assert prefect_env["PREFECT_SERVER_DEPLOYMENTS_CONCURRENCY_SLOT_WAIT_SECONDS"] == "3"
+    # the worker lets a queued run rest between proposals (each rejected one is a write), and the server's
+    # automations retry a busy database for minutes before a webhook's run-deployment action fails
+    for worker in ("worker", "worker-2"):
+        assert float(started[worker][1]["PREFECT_WORKER_PREFETCH_SECONDS"]) < 3
+    assert prefect_env["PREFECT_CLIENT_MAX_RETRIES"] == "7"
     mlflow_cmd, mlflow_env = started["mlflow"]
     assert mlflow_env["MLFLOW_BACKEND_STORE_URI"] == f"postgresql://mlops:{password}@127.0.0.1:6111/mlflow"
     assert "--serve-artifacts" in mlflow_cmd and mlflow_cmd[mlflow_cmd.index("--default-artifact-root") + 1] == \
