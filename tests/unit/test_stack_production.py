@@ -71,7 +71,8 @@ def test_prefect_and_mlflow_get_their_databases_by_environment_and_the_deploymen
     # the worker lets a queued run rest between proposals (each rejected one is a write), and the server's
     # automations retry a busy database for minutes before a webhook's run-deployment action fails
     for worker in ("worker", "worker-2"):
-        assert float(started[worker][1]["PREFECT_WORKER_PREFETCH_SECONDS"]) < 3
+        assert float(started[worker][1]["PREFECT_WORKER_PREFETCH_SECONDS"]) < \
+            float(prefect_env["PREFECT_SERVER_DEPLOYMENTS_CONCURRENCY_SLOT_WAIT_SECONDS"])
     assert prefect_env["PREFECT_CLIENT_MAX_RETRIES"] == "7"
     mlflow_cmd, mlflow_env = started["mlflow"]
     assert mlflow_env["MLFLOW_BACKEND_STORE_URI"] == f"postgresql://mlops:{password}@127.0.0.1:6111/mlflow"
