@@ -202,7 +202,7 @@ def configure_environment(settings: Settings | None = None) -> Settings:
     Called by entry points (CLI, flow scripts), never at import.
     """
     s = settings or get_settings()
-    private_dir(s.state_dir, traverse=holds_server_folder(s.state_dir))
+    private_dir(s.state_dir)
     private_dir(s.state_dir / "prefect")
     if s.mlflow_tracking_uri is None:  # the default SQLite store: created private before MLflow opens it
         private_file(s.state_dir / "mlflow.db")
@@ -235,11 +235,12 @@ def holds_server_folder(state_dir: Path) -> bool:
         return False
 
 
-def private_dir(path: Path, traverse: bool = False) -> Path:
-    """Create `path` (and its parents) if missing, and make it readable by its owner only (when it is ours);
-    `traverse` keeps (never adds) the execute bit for others, so a server's own user may pass through it."""
+def private_dir(path: Path) -> Path:
+    """Create `path` (and its parents) if missing, and make it readable by its owner only (when it is ours).
+    A folder holding a server's folder owned by another user keeps (never gains) the execute bit for others,
+    whoever tightens it (the gate key's writer tightens the state folder too), so that user may pass through."""
     path.mkdir(mode=PRIVATE_DIR, parents=True, exist_ok=True)
-    _tighten(path, PRIVATE_DIR | (TRAVERSE_ONLY if traverse else 0))
+    _tighten(path, PRIVATE_DIR | (TRAVERSE_ONLY if holds_server_folder(path) else 0))
     return path
 
 

@@ -166,6 +166,9 @@ def test_a_signed_webhook_trains_on_a_worker_and_the_champion_is_served_through_
     assert len(new) == 1 and new[0]["work_pool_name"] == "mlops-production"
     assert wait_state(prod, new[0]["id"], TERMINAL, timeout=300) == "COMPLETED", logs(prod)
     assert champion(prod) == "1"
+    # the training wrote the state folder's first gate key and left PostgreSQL's user a way through to its cluster
+    # (it was tightened to 700: the server stopped at its next checkpoint, minutes later)
+    assert (prod.opts.state_dir / "gate_key").is_file() and prod.opts.state_dir.stat().st_mode & 0o011 == 0o011
 
     serve = prod.opts.url("model-server")
     assert wait_for(lambda: httpx.get(f"{serve}/ready", timeout=5).status_code == 200, timeout=60), \
@@ -310,3 +313,4 @@ def test_a_local_sqlite_state_moves_to_production_without_losing_a_version_or_an
                               capture_output=True, text=True, timeout=120) for uri in (src_uri, prod.opts.mlflow_url)]
     assert all(a.returncode == 0 for a in answers), [a.stderr[-1500:] for a in answers]
     assert answers[0].stdout == answers[1].stdout
+    assert "PANIC" not in (prod.opts.logs_dir / "postgres.log").read_text(errors="replace")

@@ -76,6 +76,25 @@ def test_a_state_folder_holding_the_postgres_cluster_keeps_letting_its_user_thro
     assert mode(state) == 0o700
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root can give a folder to another user")
+def test_the_first_gate_key_leaves_the_postgres_user_a_way_through_the_state_folder(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first training on the production profile writes the gate key into the state folder; writing it
+    tightened the folder to 700, and PostgreSQL's checkpointer, reopening global/pg_control by its full path
+    minutes later, could not and the server stopped (a migration after it hung on MLflow's 503s)."""
+    from mlops.registry.verdict import KEY_FILE, gate_key
+
+    state = tmp_path / "state"
+    state.mkdir()
+    state.chmod(0o711)
+    (state / SERVER_FOLDER).mkdir(mode=0o700)
+    os.chown(state / SERVER_FOLDER, 65534, 65534)
+    monkeypatch.setenv("MLOPS_HOME", str(state))
+    monkeypatch.delenv("MLOPS_GATE_KEY", raising=False)
+    assert gate_key(create=True) and (state / KEY_FILE).is_file()
+    assert mode(state) == 0o711 and mode(state / KEY_FILE) == 0o600
+
+
 def test_the_bridge_store_and_the_stack_logs_are_private(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from mlops.stack import options as stack_options
     from mlops.stack import supervisor
