@@ -73,7 +73,7 @@ def migrate_command(
     """Move registered models (every version, tags, aliases, alias history, the artifacts serving needs)
     from a local SQLite state to the production profile, and re-deploy the flows."""
     from mlops.core.settings import quiet_libraries
-    from mlops.stack.migration import RegistryMigration, verify
+    from mlops.stack.migration import RegistryMigration, check_destination, verify
 
     if to != "production":
         fail(f"unknown profile {to!r}; the only destination is production")
@@ -89,6 +89,7 @@ def migrate_command(
     quiet_libraries()
     _say(f"moving the registry of {source} to {dest_uri} ...")
     try:
+        check_destination(dest_uri)
         reports = RegistryMigration(source_uri, source / "mlartifacts", dest_uri, _say).run(model or None)
         problems = verify(source_uri, dest_uri, [r.name for r in reports])
         deployed = _redeploy(folder) if deployments else []

@@ -17,6 +17,8 @@ already at the destination stops the migration, naming it.
 
 from __future__ import annotations
 
+import os
+import re
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -63,6 +65,37 @@ def _clients(source_uri: str, dest_uri: str) -> tuple[Any, Any]:
 
     return (MlflowClient(tracking_uri=source_uri, registry_uri=source_uri),
             MlflowClient(tracking_uri=dest_uri, registry_uri=dest_uri))
+
+
+PROBE_RETRIES = 2  # the probe's retries (backoff 2 + 4 s), not MLflow's default 7 (about 4 minutes)
+PROBE_TIMEOUT = 30  # seconds per request
+
+
+def check_destination(dest_uri: str) -> None:
+    """One registry read from the destination, retried briefly, before anything is copied: a server whose
+    database is down answers 503, and MLflow's client would retry each request for about 4 minutes."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    saved = {k: os.environ.get(k) for k in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT")}
+    os.environ.update(MLFLOW_HTTP_REQUEST_MAX_RETRIES=str(PROBE_RETRIES), MLFLOW_HTTP_REQUEST_TIMEOUT=str(PROBE_TIMEOUT))
+    try:
+        MlflowClient(tracking_uri=dest_uri, registry_uri=dest_uri).search_registered_models(max_results=1)
+    except MlflowException as exc:
+        text = str(exc)
+        status = re.search(r"too many (\d{3}) error responses", text)
+        why = (f"it answered {status.group(1)}" if status
+               else "nothing answers there" if "Connection refused" in text or "NewConnectionError" in text
+               else text.strip().splitlines()[0][:200] if text.strip() else type(exc).__name__)
+        raise StackError(f"the destination MLflow at {dest_uri} cannot read its registry ({why}); check the server "
+                         "and its database (`mlops stack-status`, `mlops logs postgres`, `mlops logs mlflow`) and "
+                         "migrate again: nothing was copied") from None
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def _all(search: Callable[..., Any], **kw: Any) -> list[Any]:

@@ -110,3 +110,48 @@ def test_artifact_uris_of_the_old_state_map_to_its_folder(tmp_path: Path) -> Non
     assert local_path((tmp_path / "a b").as_uri(), tmp_path) == tmp_path / "a b"
     with pytest.raises(StackError, match="not in the old state folder"):
         local_path("s3://bucket/churn", tmp_path)
+
+
+def test_a_destination_whose_database_is_down_stops_the_migration_in_one_sentence(tmp_path: Path) -> None:
+    """An MLflow server whose database stopped answers 503 to registry reads; the migration says so and copies
+    nothing, after the probe's few retries instead of MLflow's default (each request retried for about 4 minutes)."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from typer.testing import CliRunner
+
+    from mlops.cli.main import app
+    from mlops.stack.migration import PROBE_RETRIES
+
+    asked: list[str] = []
+
+    class Unavailable(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            asked.append(self.path)
+            body = b'{"error_code": "TEMPORARILY_UNAVAILABLE", "message": "connection to the database failed"}'
+            self.send_response(503)
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Unavailable)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "mlflow.db").touch()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        res = CliRunner().invoke(app, ["migrate", "--from-state", str(old), "--state-dir", str(tmp_path / "state"),
+                                       "--tracking-uri", url, "--no-deployments"])
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert res.exit_code != 0, res.output
+    assert f"the destination MLflow at {url} cannot read its registry (it answered 503)" in res.output and "nothing was copied" in \
+        res.output, res.output
+    assert "Traceback" not in res.output and ": copied" not in res.output
+    # the probe's retries, not MLflow's default 7 (each request retried for about 4 minutes)
+    assert 1 <= len(asked) <= PROBE_RETRIES + 1 and all("registered-models/search" in p for p in asked), asked
