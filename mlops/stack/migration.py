@@ -25,6 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from unittest.mock import patch
 from urllib.parse import unquote, urlparse
 
 from mlops.registry.history import read_history
@@ -77,10 +78,10 @@ def check_destination(dest_uri: str) -> None:
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
-    saved = {k: os.environ.get(k) for k in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT")}
-    os.environ.update(MLFLOW_HTTP_REQUEST_MAX_RETRIES=str(PROBE_RETRIES), MLFLOW_HTTP_REQUEST_TIMEOUT=str(PROBE_TIMEOUT))
+    retries = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": str(PROBE_RETRIES), "MLFLOW_HTTP_REQUEST_TIMEOUT": str(PROBE_TIMEOUT)}
     try:
-        MlflowClient(tracking_uri=dest_uri, registry_uri=dest_uri).search_registered_models(max_results=1)
+        with patch.dict(os.environ, retries):  # MLflow reads both at each request; restored after
+            MlflowClient(tracking_uri=dest_uri, registry_uri=dest_uri).search_registered_models(max_results=1)
     except MlflowException as exc:
         text = str(exc)
         status = re.search(r"too many (\d{3}) error responses", text)
@@ -90,12 +91,6 @@ def check_destination(dest_uri: str) -> None:
         raise StackError(f"the destination MLflow at {dest_uri} cannot read its registry ({why}); check the server "
                          "and its database (`mlops stack-status`, `mlops logs postgres`, `mlops logs mlflow`) and "
                          "migrate again: nothing was copied") from None
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 def _all(search: Callable[..., Any], **kw: Any) -> list[Any]:
