@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import tempfile
 from unittest import mock
 
@@ -13,21 +12,18 @@ def prefect_harness():
     """One temporary Prefect server for every flow test (one per pytest worker).
 
     Its database starts as a copy of the migrated empty one new state folders start from
-    (`mlops.core.startup.prefect_database_template`), so the server skips the migrations: 9 s to come up
+    (`mlops.core.startup.seed_prefect_database`), so the server skips the migrations: 9 s to come up
     instead of 18 s on a quiet 2-core machine. Prefect's harness names its database `prefect-test.db` in a
     folder it makes with `mkdtemp`; the copy is put there. Telemetry is off, as in the stack (its first write
     otherwise races the first flow run's for SQLite's lock and logs a traceback).
     """
     import prefect.testing.utilities as harness
 
-    from mlops.core.startup import prefect_database_template
-
-    template = prefect_database_template()
+    from mlops.core.startup import SQLITE_URL_PREFIX, seed_prefect_database
 
     def seeded_folder() -> str:
         folder = tempfile.mkdtemp(prefix="mlops-prefect-harness-")
-        if template is not None:
-            shutil.copyfile(template, os.path.join(folder, "prefect-test.db"))
+        seed_prefect_database(SQLITE_URL_PREFIX + os.path.join(folder, "prefect-test.db"))
         return folder
 
     quiet = {"PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1"}
