@@ -31,9 +31,10 @@ run: $(STAMP) bytecode ## train on the built-in data (CONFIG=... for another use
 FAST_TIER := not e2e and not process and not slow
 SLOW_TIER := e2e or process or slow
 # The fast tier runs on two pytest-xdist workers, one per core, a module on one worker (its module fixtures start
-# once): 135 s instead of 195 s on 2 cores. The slow tier runs on two as well, a module on one worker and the
-# modules on the shared live stack together (tests/support/scopes.py), so one stack starts; `SLOW_WORKERS=` runs
-# it on one (about 19 minutes instead of about 14).
+# once): 135 s instead of 195 s on 2 cores of the faster kind (220-306 s on the slower kind, README's Testing). The
+# slow tier runs on two as well, a module on one worker and the modules on the shared live stack together
+# (tests/support/scopes.py), so one stack starts; `SLOW_WORKERS=` runs it on one (about 19 minutes instead of about
+# 14 on the faster kind; on two, 29-33 minutes on the slower kind).
 WORKERS := -n 2 --dist loadfile
 SLOW_WORKERS := -n 2 --dist loadscope
 
