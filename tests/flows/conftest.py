@@ -14,8 +14,7 @@ def prefect_harness():
     Its database starts as a copy of the migrated empty one new state folders start from
     (`mlops.core.startup.seed_prefect_database`), so the server skips the migrations: 9 s to come up
     instead of 18 s on a quiet 2-core machine. Prefect's harness names its database `prefect-test.db` in a
-    folder it makes with `mkdtemp`; the copy is put there. Telemetry is off, as in the stack (its first write
-    otherwise races the first flow run's for SQLite's lock and logs a traceback).
+    folder it makes with `mkdtemp`; the copy is put there.
     """
     import prefect.testing.utilities as harness
 
@@ -26,7 +25,5 @@ def prefect_harness():
         seed_prefect_database(SQLITE_URL_PREFIX + os.path.join(folder, "prefect-test.db"))
         return folder
 
-    quiet = {"PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1"}
-    with mock.patch.object(harness, "mkdtemp", seeded_folder), mock.patch.dict(os.environ, quiet):
-        with harness.prefect_test_harness(server_startup_timeout=120):
-            yield
+    with mock.patch.object(harness, "mkdtemp", seeded_folder), harness.prefect_test_harness(server_startup_timeout=120):
+        yield
