@@ -150,8 +150,8 @@ def test_a_destination_whose_database_is_down_stops_the_migration_in_one_sentenc
         server.shutdown()
         server.server_close()
     assert res.exit_code != 0, res.output
-    assert f"the destination MLflow at {url} cannot read its registry (it answered 503)" in res.output and "nothing was copied" in \
-        res.output, res.output
+    assert f"the destination MLflow at {url} cannot read its registry (it answered 503)" in res.output, res.output
+    assert "nothing was copied" in res.output, res.output
     assert "Traceback" not in res.output and ": copied" not in res.output
     # the probe's retries, not MLflow's default 7 (each request retried for about 4 minutes)
     assert 1 <= len(asked) <= PROBE_RETRIES + 1 and all("registered-models/search" in p for p in asked), asked
