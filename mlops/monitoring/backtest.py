@@ -60,6 +60,7 @@ from mlops.training.window import (
     WindowChoice,
     Windowed,
     all_history,
+    fit_in_window,
     last_periods,
     refit_in_window,
     train_in_window,
@@ -120,7 +121,7 @@ class Candidate:
 
 def train_candidate(frame: pd.DataFrame, cfg: PipelineConfig, champion: Champion | None, version: int,
                     at: pd.Timestamp, gate: bool = True, period: str | None = None,
-                    choose: bool = True, search: bool = False,
+                    choose: bool = True, search: bool = False, served_only: bool = False,
                     before_parallel: Callable[[], None] | None = None) -> Candidate:
     """Validate, split, tune, choose the training window, evaluate and (with `gate`) judge, as the training
     flow does, in process.
@@ -130,6 +131,8 @@ def train_candidate(frame: pd.DataFrame, cfg: PipelineConfig, champion: Champion
     `period` is the window length candidate training windows are counted in (`train_on: auto`); with
     `choose` False the challenger trains on every row (the all-history baseline). A retrain refits the
     champion's configuration until the data outgrows it (mlops.training.retune); `search` always searches.
+    `served_only` is for a baseline (no gate, all history), whose holdout scores nothing reads: a retrain that
+    refits the configuration fits only the model it serves, on train + holdout, and is not evaluated.
     `before_parallel` is called before work that spreads over every core (a search, the window choice); the time
     it waits is not the candidate's.
     """
@@ -143,6 +146,8 @@ def train_candidate(frame: pd.DataFrame, cfg: PipelineConfig, champion: Champion
     split = split_frame(good, cfg.target, cfg.task, cfg.split, cfg.timestamp_column, mask)
     inputs = steps.search_inputs(split.train, contract, cfg)
     reuse = plan_retune(cfg, champion, rows=len(split.train), retraining=new_rows is not None and not search)
+    if served_only and reuse.reuse and cfg.refit and not (gate or choose):
+        return _served_refit(df, split.train, split.test, inputs, reuse, contract, cfg, version, at, started)
     waited = time.perf_counter()
     if before_parallel is not None and (choose or not reuse.reuse):
         before_parallel()
@@ -176,6 +181,23 @@ def train_candidate(frame: pd.DataFrame, cfg: PipelineConfig, champion: Champion
                     reuse.lineage(len(split.train), search_digest(cfg)))
     return Candidate(made, passed, reasons, time.perf_counter() - started - judged - waited, fits, best.best_estimator,
                      sum(r.seconds for r in results), windowed.choice.seconds)
+
+
+def _served_refit(df: pd.DataFrame, train: pd.DataFrame, test: pd.DataFrame, inputs: steps.SearchInputs, reuse: Any,
+                  contract: DataContract, cfg: PipelineConfig, version: int, at: pd.Timestamp,
+                  started: float) -> Candidate:
+    """A baseline's refit of a reused configuration: the one model it serves, fitted on train + holdout."""
+    from sklearn.base import clone
+    from sklearn.pipeline import Pipeline
+
+    configuration = Pipeline([("features", inputs.preprocessor), ("model", clone(reuse.estimator))])
+    choice = all_history("the all-history baseline", cfg.primary_metric)
+    served = fit_in_window(configuration, pd.concat([train, test], ignore_index=True), cfg.target, choice,
+                           cfg.timestamp_column, None)
+    made = Champion(version, served, str(reuse.family), contract, df.iloc[0:0], {}, {}, df, at, None, choice,
+                    reuse.lineage(len(train), search_digest(cfg)))
+    seconds = time.perf_counter() - started
+    return Candidate(made, True, ["promoted without a gate (baseline)"], seconds, 1, configuration, seconds, 0.0)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -355,8 +377,6 @@ def _replay(cfg: PipelineConfig, plan: BacktestPlan, say: Log, baselines: bool, 
             f"drift share {'n/a' if drift is None else f'{drift.drift_share:.2f}'}, {decision.verdict}"
             + (f", retrained v{next_version - 1} {'promoted' if promoted else 'rejected'}" if retrained else "")
             + (f" ({detail})" if detail and not retrained else ""))
-        if yard is not None and not last_window:  # handed over after the policy's retrain, which need not wait for them
-            yard.retrain_short_windows(w)
     arms = {"policy": arm}
     hindsight = None
     if yard is not None:
@@ -418,7 +438,7 @@ class Yardstick:
         self.fits = {f.name: 0 for f in self.families}
         self.seconds = {f.name: 0.0 for f in self.families}
         self.champion = first.champion
-        self.latest: Candidate | None = None  # the all-history retrain of the window being replayed
+        self.latest: tuple[int, Candidate] | None = None  # the all-history retrain whose short-window fits wait
         self.shaped: list[pd.DataFrame] = []  # the history's windows as training rows, for `shaped_for`
         self.shaped_for: DataContract | None = None
         self.handed: list[tuple[str, int]] = []  # the short-window fits given to the lane
@@ -426,8 +446,10 @@ class Yardstick:
         self.hindsight_family: str | None = None
 
     def retrain_all_history(self, w: WindowSlice, history: list[pd.DataFrame]) -> None:
-        """The all-history model for the window after `w`, tuned (or refitted) here; `retrain_short_windows` then
-        hands that configuration's short-window fits to the lane."""
+        """The all-history model for the window after `w`, tuned (or refitted) here. That configuration's
+        short-window fits go to the lane at the next window, after its fresh-model check (which the replay waits
+        for), or when the arms are summed up."""
+        self._hand_over_short_windows()
         cfg, contract = self.cfg, self.champion.contract
         shaping = time.perf_counter()
         if contract != self.shaped_for:  # the windows shaped as training rows again only when the contract changed
@@ -439,34 +461,35 @@ class Yardstick:
         shaping = time.perf_counter() - shaping
         try:
             cand = train_candidate(frame, cfg, self.champion, 0, w.end, gate=False, choose=False,
-                                   search=self.search, before_parallel=self.lane.quiet)
+                                   search=self.search, served_only=True, before_parallel=self.lane.quiet)
         except DataError:
-            self.latest = None
             for f in self.families:  # a window the baselines cannot train on keeps their models
                 f.rows.append(None)
             return
-        self.champion, self.latest = cand.champion, cand
+        self.champion, self.latest = cand.champion, (w.index, cand)
         self.fits["every_window"] += cand.fits
         self.seconds["every_window"] += shaping + cand.seconds  # not the wait for the lane
         self.families[0].rows.append(score_row(cand.champion.model, self.board, w.index, cfg))
 
-    def retrain_short_windows(self, w: WindowSlice) -> None:
-        """Hand the lane the last k windows' fits of the configuration `retrain_all_history` just trained."""
+    def _hand_over_short_windows(self) -> None:
+        """Hand the lane the last k windows' fits of the configuration `retrain_all_history` trained last."""
         from sklearn.base import clone
 
         if self.latest is None:
             return
-        cfg, rows = self.cfg, self.latest.champion.trained_on
+        (j, latest), self.latest = self.latest, None
+        cfg, rows = self.cfg, latest.champion.trained_on
         for f in self.families[1:]:
             part = last_periods(rows, cfg.timestamp_column, f.periods, self.period)
             part = part.loc[part[cfg.target].notna()]
-            self.lane.submit((f.name, len(f.rows)), fit_and_score, clone(self.latest.tuned),
-                             part.drop(columns=[cfg.target]), part[cfg.target], w.index)
-            self.handed.append((f.name, len(f.rows)))
+            self.lane.submit((f.name, j), fit_and_score, clone(latest.tuned), part.drop(columns=[cfg.target]),
+                             part[cfg.target], j)
+            self.handed.append((f.name, j))
             f.rows.append(None)  # filled from the lane in `arms`
 
     def arms(self) -> dict[str, ArmSummary]:
         """Never, every fixed schedule and the hindsight-optimal schedule, scored on every window."""
+        self._hand_over_short_windows()
         family = {f.name: f for f in self.families}
         for name, j in self.handed:
             row, seconds = self.lane.result((name, j))

@@ -5,9 +5,9 @@ work depend on neither as they run, so they go to one worker process beside it: 
 periods (the all-history baseline's configuration refitted on fewer rows, each model scored on every later window)
 and the policy's fresh-model check of each window (mlops.monitoring.payoff), which fits while the main process
 retrains the all-history baseline on the same window. Two processes, one thread each. Before the main process
-spreads over every core (a search's trials, the window choice's side-by-side fits) it waits for the lane to finish
-what it was given (`Lane.quiet`), so the processes never outnumber the cores. With one core the lane runs each
-task in process as it arrives. The same fits and scores either way.
+spreads over every core (a search's trials, the window choice's side-by-side fits) it empties the lane
+(`Lane.quiet`, running the tasks still waiting their turn itself), so the processes never outnumber the cores.
+With one core the lane runs each task in process as it arrives. The same fits and scores either way.
 """
 
 from __future__ import annotations
@@ -53,13 +53,28 @@ def check_fresh_gain(champion: Any, history: pd.DataFrame, window: pd.DataFrame)
     return fresh_gain(champion, history, window, _cfg)
 
 
+def _run_here(board: Board | None, cfg: PipelineConfig, task: Callable[..., Any], args: tuple[Any, ...]) -> Any:
+    """Run a lane task in this process, with the lane's windows and configuration."""
+    previous = _board, _cfg
+    _load(board, cfg)
+    try:
+        return task(*args)
+    finally:
+        _load(*previous)
+
+
 class Lane:
-    """Tasks handed over as they come, their results collected by key."""
+    """Tasks handed over as they come, their results collected by key.
+
+    The worker takes the tasks in the order given. The caller never idles while tasks it handed over still wait
+    their turn: when it needs a result (`result`) or the lane empty (`quiet`), it takes back the waiting ones
+    (the newest first; a task the worker has started is left to it) and runs them itself.
+    """
 
     def __init__(self, cfg: PipelineConfig, board: Board | None = None, processes: bool | None = None) -> None:
         self.board, self.cfg = board, cfg
         self.results: dict[Hashable, Any] = {}
-        self._pending: dict[Hashable, Future] = {}
+        self._pending: dict[Hashable, tuple[Future, Callable[..., Any], tuple[Any, ...]]] = {}
         self._pool: Any = None
         if processes if processes is not None else available_cores() >= 2:
             from joblib.externals.loky import ProcessPoolExecutor
@@ -69,26 +84,46 @@ class Lane:
 
     def submit(self, key: Hashable, task: Callable[..., Any], *args: Any) -> None:
         """Run `task(*args)` (a function of this module) beside the caller, or here at once without a process."""
-        if self._pool is not None:
-            self._pending[key] = self._pool.submit(task, *args)
+        if self._pool is None:
+            self.results[key] = _run_here(self.board, self.cfg, task, args)
             return
-        previous = _board, _cfg
-        _load(self.board, self.cfg)
-        try:
-            self.results[key] = task(*args)
-        finally:
-            _load(*previous)
+        self._pending[key] = (self._pool.submit(task, *args), task, args)
+
+    def _collect(self, key: Hashable) -> None:
+        """A pending task's result: run here when the worker has not started it, else waited for while this
+        process runs the tasks still waiting their turn."""
+        future, task, args = self._pending.pop(key)
+        if future.cancel():
+            self.results[key] = _run_here(self.board, self.cfg, task, args)
+            return
+        while not future.done() and self._take_back_newest():
+            pass
+        self.results[key] = future.result()
+
+    def _take_back_newest(self) -> bool:
+        """Run here the newest task still waiting its turn; False when the worker has started every one (it takes
+        them in order)."""
+        if not self._pending:
+            return False
+        key = next(reversed(self._pending))
+        future, task, args = self._pending[key]
+        if not future.cancel():
+            return False
+        del self._pending[key]
+        self.results[key] = _run_here(self.board, self.cfg, task, args)
+        return True
 
     def result(self, key: Hashable) -> Any:
-        """One task's result (waiting for it), taken out of the lane."""
+        """One task's result (run here if it still waits its turn), taken out of the lane."""
         if key in self._pending:
-            self.results[key] = self._pending.pop(key).result()
+            self._collect(key)
         return self.results.pop(key)
 
     def quiet(self) -> None:
-        """Wait until every task handed over so far is done (a worker's error is raised here)."""
-        for key in list(self._pending):
-            self.results[key] = self._pending.pop(key).result()
+        """Every task handed over so far done, the waiting ones here, newest first (a worker's error is raised
+        here)."""
+        while self._pending:
+            self._collect(next(reversed(self._pending)))
 
     def close(self) -> None:
         if self._pool is not None:

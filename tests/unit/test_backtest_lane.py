@@ -4,6 +4,13 @@ keeps its model; a worker's error reaches the replay."""
 
 from __future__ import annotations
 
+import concurrent.futures
+import os
+import subprocess
+import threading
+import time
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -51,6 +58,7 @@ def test_the_worker_process_scores_what_the_replay_process_scores() -> None:
         _fits(here, windows)
         _fits(beside, windows)
         assert here.results and not beside.results  # handed over, not waited for
+        _let_the_worker_finish(beside)  # else the lane's caller takes back the tasks still waiting their turn
         beside.quiet()
     assert here.results.keys() == beside.results.keys()
     fresh, other_fresh = here.result("fresh"), beside.result("fresh")
@@ -86,8 +94,37 @@ def test_a_worker_error_is_raised_when_the_lane_is_waited_for() -> None:
     windows, cfg = _windows(3), _cfg()
     with Lane(cfg, Board.of(windows, "y"), processes=True) as lane:
         lane.submit(("f", 1), fit_and_score, _Broken(), pd.DataFrame({"a": [1.0, 2.0]}), pd.Series([1.0, 2.0]), 1)
+        _let_the_worker_finish(lane)
         with pytest.raises(RuntimeError, match="broken on purpose"):
             lane.quiet()
+
+
+def test_the_caller_runs_the_tasks_still_waiting_their_turn_and_the_worker_keeps_the_one_it_started(
+        tmp_path: Path) -> None:
+    fifo = tmp_path / "gate"
+    os.mkfifo(fifo)
+    held = ["sh", "-c", f'cat "{fifo}" > /dev/null; echo $PPID']  # waits until the pipe is written; says who ran it
+    with Lane(_cfg(), processes=True) as lane:
+        lane.submit("held", subprocess.check_output, held)
+        started = lane._pending["held"][0]
+        deadline = time.monotonic() + 60
+        while not started.running() and time.monotonic() < deadline:  # handed to the worker: no longer cancellable
+            time.sleep(0.01)
+        for k in range(3):
+            lane.submit(("pid", k), os.getpid)
+        assert lane.result(("pid", 2)) == os.getpid()  # third in line behind a held worker: run here
+        writer = threading.Thread(target=fifo.write_text, args=("go",))
+        writer.start()
+        lane.quiet()
+        writer.join()
+        worker = int(lane.result("held"))
+        assert worker != os.getpid()  # started by the worker, left to it
+        assert {lane.result(("pid", k)) for k in range(2)} <= {os.getpid(), worker}  # one process or the other
+
+
+def _let_the_worker_finish(lane: Lane) -> None:
+    """Wait until the worker has run every task handed over (the caller takes none back)."""
+    concurrent.futures.wait([future for future, _task, _args in lane._pending.values()])
 
 
 def _xy(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.Series]:

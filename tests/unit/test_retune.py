@@ -125,3 +125,21 @@ def test_the_backtest_retrain_refits_until_the_rows_double_and_its_baseline_alwa
     retuned = train_candidate(doubled, cfg, again.champion, 3, pd.Timestamp("2024-05-10"), gate=False)
     assert retuned.champion.tags[CONFIGURATION_TAG] == "tuned"
     assert int(retuned.champion.tags[TUNED_ROWS_TAG]) >= 2 * tuned
+
+
+def test_a_baseline_refitting_a_reused_configuration_fits_only_the_model_it_serves():
+    cfg, at = _cfg(), pd.Timestamp("2024-03-16")
+    first = train_candidate(_history(60), cfg, None, 1, pd.Timestamp("2024-03-01"), gate=False)
+    grown = _history(75).assign(**{NEW_ROW_COLUMN: lambda d: np.arange(len(d)) >= 60 * 8})
+    full = train_candidate(grown, cfg, first.champion, 0, at, gate=False, choose=False)
+    served = train_candidate(grown, cfg, first.champion, 0, at, gate=False, choose=False, served_only=True)
+    assert (full.fits, served.fits) == (2, 1)  # no fit on the training split for a holdout nothing reads
+    assert served.champion.tags[CONFIGURATION_TAG] == full.champion.tags[CONFIGURATION_TAG] == "reused from v1"
+    assert full.champion.metrics and not served.champion.metrics
+    X = _history(20, seed=1).drop(columns=["y"])
+    np.testing.assert_array_equal(served.champion.model.predict(X), full.champion.model.predict(X))
+
+    doubled = _history(130).assign(**{NEW_ROW_COLUMN: lambda d: np.arange(len(d)) >= 60 * 8})
+    searched = train_candidate(doubled, cfg, served.champion, 0, at, gate=False, choose=False, served_only=True)
+    assert searched.champion.tags[CONFIGURATION_TAG] == "tuned"  # the rows doubled: the search runs as before
+    assert searched.fits == 2 * 2 + 1 + 1 and searched.champion.metrics
