@@ -121,7 +121,8 @@ def long_replay(regime: str, seed: int, write: bool) -> None:
     lines = ["## Backtest: a long replay in fast mode (`bench/bench_backtest.py --long`)", "",
              f"{regime} regime, 44,000 hourly rows (5 years), initial 6M ({result.initial_rows:,} rows), "
              f"{len(result.windows)} windows of 1M, `--fast` (the every-window baseline searched when its rows "
-             "doubled, refitted between; the policy as always), all baselines and the hindsight schedule included.",
+             "doubled, refitted between, one fit each: the model it serves; the policy as always), all baselines and "
+             "the hindsight schedule included.",
              "", "| | seconds |", "| --- | --- |",
              f"| whole replay (wall) | {wall:.0f} |",
              f"| first champion | {result.first_champion_seconds:.1f} |",
