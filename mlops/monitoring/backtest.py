@@ -54,7 +54,7 @@ from mlops.monitoring.yardstick import Board, Family, Schedule, every_window, op
 from mlops.training import steps
 from mlops.training.assessment import evaluate, judge, reference_sample
 from mlops.training.evaluation import metric_value, predict
-from mlops.training.retune import plan_retune, search_digest
+from mlops.training.retune import Reuse, plan_retune, search_digest
 from mlops.training.tuning import pick_best
 from mlops.training.window import (
     WindowChoice,
@@ -183,10 +183,11 @@ def train_candidate(frame: pd.DataFrame, cfg: PipelineConfig, champion: Champion
                      sum(r.seconds for r in results), windowed.choice.seconds)
 
 
-def _served_refit(df: pd.DataFrame, train: pd.DataFrame, test: pd.DataFrame, inputs: steps.SearchInputs, reuse: Any,
+def _served_refit(df: pd.DataFrame, train: pd.DataFrame, test: pd.DataFrame, inputs: steps.SearchInputs, reuse: Reuse,
                   contract: DataContract, cfg: PipelineConfig, version: int, at: pd.Timestamp,
                   started: float) -> Candidate:
-    """A baseline's refit of a reused configuration: the one model it serves, fitted on train + holdout."""
+    """A baseline's refit of a reused configuration: the one model it serves, fitted on train + holdout (no
+    reference sample or metrics: nothing monitors or gates a baseline)."""
     from sklearn.base import clone
     from sklearn.pipeline import Pipeline
 
