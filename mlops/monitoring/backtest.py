@@ -60,7 +60,6 @@ from mlops.training.window import (
     WindowChoice,
     Windowed,
     all_history,
-    fit_in_window,
     last_periods,
     refit_in_window,
     train_in_window,
@@ -193,8 +192,7 @@ def _served_refit(df: pd.DataFrame, train: pd.DataFrame, test: pd.DataFrame, inp
 
     configuration = Pipeline([("features", inputs.preprocessor), ("model", clone(reuse.estimator))])
     choice = all_history("the all-history baseline", cfg.primary_metric)
-    served = fit_in_window(configuration, pd.concat([train, test], ignore_index=True), cfg.target, choice,
-                           cfg.timestamp_column, None)
+    served = refit_in_window(Windowed(configuration, choice), train, test, cfg)
     made = Champion(version, served, str(reuse.family), contract, df.iloc[0:0], {}, {}, df, at, None, choice,
                     reuse.lineage(len(train), search_digest(cfg)))
     seconds = time.perf_counter() - started
