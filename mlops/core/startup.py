@@ -200,13 +200,48 @@ def http_ok(url: str, timeout: float = 2.0, accept: frozenset[int] = frozenset({
         return False
 
 
+EPHEMERAL_RANGE_FILE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+LISTEN_PORTS = range(20000, 32768)  # below every usual ephemeral range (Linux 32768-60999, BSD 49152-65535)
+_handed_out: set[tuple[str, int]] = set()
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """A port on `host` that nothing listened on a moment ago (the OS picks it)."""
+    """A port on `host` that nothing holds now and that no outgoing connection will take before a
+    server binds it.
+
+    A port the OS hands out for `bind(host, 0)` comes from the ephemeral range, the same range the
+    kernel draws from for the local end of every outgoing connection; on a busy machine a client's
+    connection can take it between this call and the server's bind ("address already in use"). So
+    the port comes from `LISTEN_PORTS`, below that range, tried with a real bind, and never handed
+    out twice by one process. Where the kernel's ephemeral range overlaps it (a machine tuned so),
+    the OS picks as before.
+    """
+    import random
     import socket  # here, not at the top: `mlops --help` imports this module and needs no socket
 
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as s:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    low = _ephemeral_low()
+    candidates = [p for p in LISTEN_PORTS if p < low and (host, p) not in _handed_out]
+    for port in random.SystemRandom().sample(candidates, min(len(candidates), 64)):  # no seed set elsewhere applies
+        with socket.socket(family, socket.SOCK_STREAM) as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue
+        _handed_out.add((host, port))
+        return port
+    with socket.socket(family, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
         return int(s.getsockname()[1])
+
+
+def _ephemeral_low() -> int:
+    """The first port of the kernel's ephemeral range (Linux); where it cannot be read, the top of
+    `LISTEN_PORTS` (every usual default starts above it)."""
+    try:
+        return int(EPHEMERAL_RANGE_FILE.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return LISTEN_PORTS.stop
 
 
 # ---- a migrated, empty Prefect database ------------------------------------------------------------

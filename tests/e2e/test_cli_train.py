@@ -62,16 +62,14 @@ def test_default_data_trains_a_champion_then_rejects_a_worse_challenger(tmp_path
 
 def _serve_and_predict(state: Path) -> None:
     """`mlops serve` answers with the champion on a free loopback port."""
-    import socket
     import time
 
     import httpx
 
     from mlops.core.data import generate_churn
+    from mlops.core.startup import free_port
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     env = dict(os.environ, MLOPS_HOME=str(state), MLOPS_ARTIFACT_ROOT=(state / "mlartifacts").as_uri())
     env.pop("MLFLOW_TRACKING_URI", None)
     proc = subprocess.Popen([MLOPS, "serve", "--port", str(port), "--workers", "1"], cwd=REPO, env=env,

@@ -23,7 +23,7 @@ from typer.testing import CliRunner
 from mlops.cli import stack as cli_stack
 from mlops.core import events
 from mlops.core.settings import get_settings
-from mlops.core.startup import poll
+from mlops.core.startup import free_port, poll
 from mlops.stack import alerts
 from mlops.stack import options as stack_options
 from mlops.stack import processes as stack_processes
@@ -102,8 +102,8 @@ def test_a_taken_port_is_named_with_the_option_that_moves_it(tmp_path: Path, lis
 def test_up_refuses_a_taken_port_before_starting_anything(tmp_path: Path, listener: socket.socket) -> None:
     port = listener.getsockname()[1]
     res = CliRunner().invoke(cli_stack.app, ["up", "--state-dir", str(tmp_path / "state"), "--webhook-port", str(port),
-                                             "--prefect-port", str(_free_port()), "--mlflow-port", str(_free_port()),
-                                             "--serve-port", str(_free_port())])
+                                             "--prefect-port", str(free_port()), "--mlflow-port", str(free_port()),
+                                             "--serve-port", str(free_port())])
     assert res.exit_code == 2, res.output
     assert f"port {port} on 127.0.0.1 (webhook bridge) is already taken" in res.output
     assert "--webhook-port or MLOPS_WEBHOOK_PORT" in res.output
@@ -112,14 +112,8 @@ def test_up_refuses_a_taken_port_before_starting_anything(tmp_path: Path, listen
 
 
 def test_free_ports_pass(tmp_path: Path) -> None:
-    stack_options.check_ports(opts(tmp_path, prefect_port=_free_port(), mlflow_port=_free_port(),
-                                   serve_port=_free_port(), webhook_port=_free_port()))
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    stack_options.check_ports(opts(tmp_path, prefect_port=free_port(), mlflow_port=free_port(),
+                                   serve_port=free_port(), webhook_port=free_port()))
 
 
 # ---- options ----------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""The start-up speed tricks in mlops.core.startup: what `mlops --help` loads, preloading, native thread counts."""
+"""The start-up helpers in mlops.core.startup: what `mlops --help` loads, preloading, native thread counts,
+the Prefect database template, free loopback ports."""
 
 from __future__ import annotations
 
@@ -121,3 +122,45 @@ def test_a_cache_that_cannot_hold_the_template_leaves_the_migration_to_prefect(t
     db = tmp_path / "prefect.db"
     assert startup.prefect_database_template() is None
     assert not startup.seed_prefect_database(startup.SQLITE_URL_PREFIX + str(db)) and not db.exists()
+
+
+# ---- free ports -------------------------------------------------------------------------------
+
+
+def test_a_free_port_lies_below_the_ephemeral_range_binds_and_is_never_handed_out_twice() -> None:
+    import socket
+
+    low = startup._ephemeral_low()
+    ports = [startup.free_port() for _ in range(50)]
+    assert len(set(ports)) == len(ports), "one process never hands out one port twice"
+    assert all(p in startup.LISTEN_PORTS and p < low for p in ports), "an outgoing connection can take none of them"
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", ports[-1]))  # a server can listen there
+        s.listen(1)
+
+
+def test_a_held_port_is_skipped(monkeypatch: pytest.MonkeyPatch) -> None:
+    import socket
+
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen(1)
+        taken = held.getsockname()[1]
+        with socket.socket() as spare:  # a neighbour nobody holds
+            spare.bind(("127.0.0.1", 0))
+            other = spare.getsockname()[1]
+        monkeypatch.setattr(startup, "LISTEN_PORTS", [taken, other])
+        monkeypatch.setattr(startup, "_ephemeral_low", lambda: 65536)
+        monkeypatch.setattr(startup, "_handed_out", set())
+        assert startup.free_port() == other
+
+
+def test_where_the_ephemeral_range_covers_the_listen_ports_the_os_picks(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "range").write_text("1024\t65535\n")
+    monkeypatch.setattr(startup, "EPHEMERAL_RANGE_FILE", tmp_path / "range")
+    assert startup._ephemeral_low() == 1024
+    port = startup.free_port()
+    assert ("127.0.0.1", port) not in startup._handed_out and 1024 <= port <= 65535
+    (tmp_path / "range").write_text("")
+    assert startup._ephemeral_low() == startup.LISTEN_PORTS.stop, "unreadable: every usual range starts above"

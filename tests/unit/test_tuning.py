@@ -91,13 +91,10 @@ def test_dask_backend_needs_an_address(data, monkeypatch) -> None:
 
 def test_dask_backend_takes_the_stack_address_and_names_a_dead_scheduler(data, monkeypatch) -> None:
     """Without search.dask_address the stack's MLOPS_DASK_ADDRESS is used; nobody there is one sentence."""
-    import socket
-
     from mlops.core.errors import ConfigError
+    from mlops.core.startup import free_port
 
-    with socket.socket() as s:  # a loopback port nobody listens on
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()  # a loopback port nobody listens on
     monkeypatch.setenv("MLOPS_DASK_ADDRESS", f"tcp://127.0.0.1:{port}")
     monkeypatch.setattr("mlops.core.dask.CONNECT_SECONDS", 2.0)
     X, y, pre = data

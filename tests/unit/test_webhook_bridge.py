@@ -9,7 +9,6 @@ import hashlib
 import hmac
 import json
 import logging
-import socket
 import time
 import uuid
 from pathlib import Path
@@ -19,6 +18,7 @@ import httpx
 import orjson
 import pytest
 
+from mlops.core.startup import free_port
 from mlops.webhooks.app import EVENT_NAMESPACE, create_app, event_id_for
 from mlops.webhooks.forwarder import Forwarder
 from mlops.webhooks.sign import main as sign_main
@@ -411,9 +411,7 @@ async def test_queued_events_survive_a_restart_of_the_bridge(tmp_path: Path) -> 
 
 @pytest.mark.anyio
 async def test_real_prefect_sink_to_a_closed_port_queues_the_event(tmp_path: Path) -> None:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]  # closed again on exit: nothing listens there
+    port = free_port()  # nothing listens there
     app = create_app(CONFIG, prefect_api_url=f"http://127.0.0.1:{port}/api", state_dir=tmp_path, environ=ENV)
     resp = await post(app, delivery="to-nowhere", forwarded=False)
     assert resp.status_code == 202, resp.text
