@@ -212,9 +212,9 @@ def free_port(host: str = "127.0.0.1") -> int:
     A port the OS hands out for `bind(host, 0)` comes from the ephemeral range, the same range the
     kernel draws from for the local end of every outgoing connection; on a busy machine a client's
     connection can take it between this call and the server's bind ("address already in use"). So
-    the port comes from `LISTEN_PORTS`, below that range, tried with a real bind, and never handed
-    out twice by one process. Where the kernel's ephemeral range overlaps it (a machine tuned so),
-    the OS picks as before.
+    the port comes from `LISTEN_PORTS` below the start of that range, tried with a real bind, and is
+    never handed out twice by one process. Where the range starts at or below `LISTEN_PORTS` (a
+    machine tuned so), the OS picks as before.
     """
     import random
     import socket  # here, not at the top: `mlops --help` imports this module and needs no socket
