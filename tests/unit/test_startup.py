@@ -164,3 +164,12 @@ def test_where_the_ephemeral_range_covers_the_listen_ports_the_os_picks(tmp_path
     assert ("127.0.0.1", port) not in startup._handed_out and 1024 <= port <= 65535
     (tmp_path / "range").write_text("")
     assert startup._ephemeral_low() == startup.LISTEN_PORTS.stop, "unreadable: every usual range starts above"
+
+
+def test_where_the_ephemeral_range_starts_inside_the_listen_ports_only_the_ports_below_it_are_tried(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    low = startup.LISTEN_PORTS.start + 40
+    monkeypatch.setattr(startup, "_ephemeral_low", lambda: low)
+    monkeypatch.setattr(startup, "_handed_out", set())
+    ports = [startup.free_port() for _ in range(10)]
+    assert all(startup.LISTEN_PORTS.start <= p < low for p in ports), ports
